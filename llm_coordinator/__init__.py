@@ -1,0 +1,1 @@
+"""The coordinator: work orders to plans, guardrails, rehearsal, approval, execution, CLI."""

@@ -1,0 +1,543 @@
+"""Pydantic models of a plant description: the static half of every plan.
+
+Everything here is written by people and versioned in ``plants/*.yaml``. Models are frozen and
+forbid unknown keys, so a typo is an error, never a silently ignored setting. Physical
+quantities carry their unit in the field name (``_m``, ``_rad``, ``_s``, ``_kg``...).
+
+Cross-references (a recipe naming a robot, a person walking a walkway...) are checked by
+:func:`plant.loader.check_references`, which reports the YAML path of each bad reference.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from plant.catalog import ROBOT_MODELS, TOOL_MODELS
+from plant.skills import SKILLS
+
+NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,47}$")
+
+Name = Annotated[
+    str,
+    Field(
+        pattern=NAME_RE.pattern,
+        description="lower_snake_case identifier, 1 to 48 characters, starting with a letter",
+    ),
+]
+PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+NonNegativeFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+Finite = Annotated[float, Field(allow_inf_nan=False)]
+Vec3 = tuple[Finite, Finite, Finite]
+Vec2 = tuple[Finite, Finite]
+PositiveVec3 = tuple[PositiveFloat, PositiveFloat, PositiveFloat]
+
+
+class Model(BaseModel):
+    """Base of every description model: unknown keys are errors, values are frozen."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+
+
+class Pose(Model):
+    """A position in metres and a roll-pitch-yaw orientation in radians, in the cell frame."""
+
+    xyz_m: Vec3
+    rpy_rad: Vec3 = (0.0, 0.0, 0.0)
+
+    def quat_wxyz(self) -> tuple[float, float, float, float]:
+        """Unit quaternion (w, x, y, z) of ``rpy_rad`` (roll about x, then pitch y, then yaw z)."""
+        r, p, y = (a / 2.0 for a in self.rpy_rad)
+        cr, sr, cp, sp, cy, sy = math.cos(r), math.sin(r), math.cos(p), math.sin(p), math.cos(y), math.sin(y)
+        return (
+            cr * cp * cy + sr * sp * sy,
+            sr * cp * cy - cr * sp * sy,
+            cr * sp * cy + sr * cp * sy,
+            cr * cp * sy - sr * sp * cy,
+        )
+
+
+# --------------------------------------------------------------------------- cell and stations
+
+
+class Location(Model):
+    """A named pose a robot can go to (a pick point, a drop point, a hand-over point)."""
+
+    pose: Pose
+    description: str = ""
+
+
+class Bin(Model):
+    """An open container at a pose; ``role`` tells the planner what it is for."""
+
+    role: Literal["input", "output", "quarantine", "scrap", "buffer"]
+    pose: Pose
+    size_m: PositiveVec3 = (0.4, 0.3, 0.15)
+    capacity: Annotated[int, Field(gt=0)] = 20
+
+
+class Station(Model):
+    """A place in the cell where work happens, with its named locations and bins."""
+
+    kind: Literal["infeed", "outfeed", "machining", "inspection", "assembly", "buffer", "quarantine"]
+    locations: dict[Name, Location] = Field(default_factory=dict)
+    bins: dict[Name, Bin] = Field(default_factory=dict)
+
+
+class Cell(Model):
+    """The floor area of the cell: a rectangle from (0, 0) to ``size_m`` in the cell frame."""
+
+    size_m: tuple[PositiveFloat, PositiveFloat]
+    description: str = ""
+
+
+# --------------------------------------------------------------------------- machines and tags
+
+DataType = Literal["bool", "int16", "uint16", "int32", "uint32", "float32", "float64", "string"]
+Access = Literal["read", "write", "read_write"]
+
+#: Modbus registers each data type takes (one register is 16 bits).
+REGISTER_COUNT: dict[str, int] = {
+    "bool": 1,
+    "int16": 1,
+    "uint16": 1,
+    "int32": 2,
+    "uint32": 2,
+    "float32": 2,
+    "float64": 4,
+}
+
+
+class TagBase(Model):
+    """One value a machine exposes. Engineering value = raw * ``scale`` + ``offset``."""
+
+    data_type: DataType
+    access: Access = "read"
+    unit: str = ""
+    scale: Annotated[float, Field(allow_inf_nan=False)] = 1.0
+    offset: Finite = 0.0
+    min: Finite | None = Field(default=None, description="lowest engineering value a write may set")
+    max: Finite | None = Field(default=None, description="highest engineering value a write may set")
+    description: str = ""
+
+    @field_validator("scale")
+    @classmethod
+    def _scale_nonzero(cls, v: float) -> float:
+        if v == 0:
+            raise ValueError("scale must not be 0 (the raw value could not be recovered)")
+        return v
+
+    @model_validator(mode="after")
+    def _range_order(self) -> TagBase:
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min ({self.min}) is greater than max ({self.max})")
+        return self
+
+    @property
+    def writable(self) -> bool:
+        return self.access != "read"
+
+
+class OpcuaTag(TagBase):
+    """A tag addressed by its OPC-UA node id, for example ``ns=2;s=cnc_1.State``."""
+
+    node_id: Annotated[str, Field(min_length=3, max_length=512)]
+
+    @field_validator("node_id")
+    @classmethod
+    def _node_id_form(cls, v: str) -> str:
+        if not re.match(r"^(ns=\d+;)?[isgb]=.+$", v):
+            raise ValueError(f"{v!r} is not an OPC-UA node id (expected 'ns=<index>;s=<name>' or 'i=<number>')")
+        return v
+
+
+class ModbusTag(TagBase):
+    """A tag addressed by Modbus table and 0-based address, with byte and word order."""
+
+    table: Literal["coil", "discrete_input", "holding_register", "input_register"]
+    address: Annotated[int, Field(ge=0, le=65535)]
+    byte_order: Literal["big", "little"] = "big"
+    word_order: Literal["big", "little"] = "big"
+    length_registers: Annotated[int, Field(ge=1, le=120)] | None = Field(
+        default=None, description="registers of a string tag (two characters each)"
+    )
+
+    @model_validator(mode="after")
+    def _table_fits_type(self) -> ModbusTag:
+        bit_table = self.table in ("coil", "discrete_input")
+        if bit_table and self.data_type != "bool":
+            raise ValueError(f"a {self.table} holds one bit; data_type must be bool, not {self.data_type}")
+        if self.table in ("discrete_input", "input_register") and self.access != "read":
+            raise ValueError(f"a {self.table} is read-only on every Modbus device; access must be read")
+        if self.data_type == "string" and self.length_registers is None:
+            raise ValueError("a string tag needs length_registers")
+        if self.address + self.register_count > 65536:
+            raise ValueError("the tag runs past the last Modbus address 65535")
+        return self
+
+    @property
+    def register_count(self) -> int:
+        if self.data_type == "string":
+            return self.length_registers or 1
+        return 1 if self.table in ("coil", "discrete_input") else REGISTER_COUNT[self.data_type]
+
+
+MachineKind = Literal["cnc", "press", "conveyor", "inspection", "washer", "oven", "other"]
+
+#: Tags every machine must map, so that one agent interface serves every machine.
+REQUIRED_TAGS = (
+    "state",
+    "command",
+    "command_seq",
+    "command_ack",
+    "cycle_count",
+    "part_count",
+    "fault_code",
+    "fault_text",
+    "door_closed",
+)
+
+
+class Belt(Model):
+    """The moving surface of a conveyor: it runs along the machine's local x axis."""
+
+    length_m: PositiveFloat
+    width_m: PositiveFloat
+    height_m: PositiveFloat = 0.8
+    speed_m_s: Annotated[float, Field(gt=0, le=2.0)] = 0.1
+
+
+class MachineBase(Model):
+    """What every machine has, whatever protocol it speaks."""
+
+    kind: MachineKind
+    station: Name | None = None
+    pose: Pose
+    size_m: PositiveVec3 = Field(description="outer box of the machine (x, y, z)")
+    cycle_time_s: PositiveFloat
+    state_model: Literal["packml"] = "packml"
+    has_door: bool = False
+    belt: Belt | None = None
+    description: str = ""
+
+    @model_validator(mode="after")
+    def _conveyor_has_belt(self) -> MachineBase:
+        if self.kind == "conveyor" and self.belt is None:
+            raise ValueError("a conveyor needs a belt (length_m, width_m, height_m, speed_m_s)")
+        if self.kind != "conveyor" and self.belt is not None:
+            raise ValueError(f"only a conveyor has a belt, not a {self.kind}")
+        return self
+
+
+class OpcuaSecurity(Model):
+    """OPC-UA security: policy, mode, and where the certificates live (paths are site files)."""
+
+    policy: Literal["None", "Basic256Sha256"] = "None"
+    mode: Literal["None", "Sign", "SignAndEncrypt"] = "None"
+    username: str | None = None
+    password_env: str | None = Field(
+        default=None, description="environment variable holding the password; never the password"
+    )
+
+    @model_validator(mode="after")
+    def _policy_mode(self) -> OpcuaSecurity:
+        if (self.policy == "None") != (self.mode == "None"):
+            raise ValueError("policy and mode must both be None or both be set")
+        return self
+
+
+class OpcuaMachine(MachineBase):
+    """A machine whose PLC speaks OPC-UA."""
+
+    protocol: Literal["opcua"]
+    endpoint: Annotated[str, Field(pattern=r"^opc\.tcp://[^\s/:]+:\d{1,5}(/\S*)?$")]
+    namespace_uri: str = "urn:atelier:twin"
+    security: OpcuaSecurity = Field(default_factory=OpcuaSecurity)
+    tags: dict[Name, OpcuaTag]
+
+
+class ModbusMachine(MachineBase):
+    """A machine whose PLC speaks Modbus TCP."""
+
+    protocol: Literal["modbus"]
+    endpoint: Annotated[str, Field(pattern=r"^modbus\+tcp://[^\s/:]+:\d{1,5}$")]
+    device_id: Annotated[int, Field(ge=0, le=247)] = 1
+    tags: dict[Name, ModbusTag]
+
+
+Machine = Annotated[OpcuaMachine | ModbusMachine, Field(discriminator="protocol")]
+
+
+# --------------------------------------------------------------------------- robots
+
+
+class Tool(Model):
+    """The tool on a robot's flange."""
+
+    kind: Literal["gripper"] = "gripper"
+    model: str
+    max_payload_kg: PositiveFloat | None = None
+
+    @field_validator("model")
+    @classmethod
+    def _known_tool(cls, v: str) -> str:
+        if v not in TOOL_MODELS:
+            raise ValueError(f"unknown tool model {v!r}; known: {', '.join(sorted(TOOL_MODELS))}")
+        return v
+
+
+class Robot(Model):
+    """An arm of a named model at a base pose, with the limits the safety supervisor enforces.
+
+    Limits left out take the model's catalogue values; limits given must lie inside them.
+    """
+
+    model: str
+    base: Pose
+    tool: Tool
+    home_rad: list[Finite] | None = None
+    joint_limits_rad: list[tuple[Finite, Finite]] | None = None
+    max_joint_speed_rad_s: list[PositiveFloat] | None = None
+    max_joint_accel_rad_s2: list[PositiveFloat] | None = None
+    max_tcp_speed_m_s: Annotated[float, Field(gt=0, le=5.0)] = 1.0
+    payload_kg: PositiveFloat | None = None
+    skills: list[str] | None = Field(default=None, description="robot skills allowed; all if left out")
+    description: str = ""
+
+    @field_validator("model")
+    @classmethod
+    def _known_model(cls, v: str) -> str:
+        if v not in ROBOT_MODELS:
+            raise ValueError(f"unknown robot model {v!r}; known: {', '.join(sorted(ROBOT_MODELS))}")
+        return v
+
+    @field_validator("skills")
+    @classmethod
+    def _robot_skills(cls, v: list[str] | None) -> list[str] | None:
+        for s in v or []:
+            if s not in SKILLS or SKILLS[s].agent_kind != "robot":
+                robot_skills = sorted(k for k, d in SKILLS.items() if d.agent_kind == "robot")
+                raise ValueError(f"{s!r} is not a robot skill; robot skills: {', '.join(robot_skills)}")
+        return v
+
+    @model_validator(mode="after")
+    def _limits_fit_model(self) -> Robot:
+        spec = ROBOT_MODELS[self.model]
+        n = spec.dof
+        for field in ("home_rad", "joint_limits_rad", "max_joint_speed_rad_s", "max_joint_accel_rad_s2"):
+            value = getattr(self, field)
+            if value is not None and len(value) != n:
+                raise ValueError(f"{field} has {len(value)} entries; a {self.model} has {n} joints")
+        for i, (lo, hi) in enumerate(self.joint_limits_rad or []):
+            hw_lo, hw_hi = spec.joint_limits_rad[i]
+            if lo >= hi:
+                raise ValueError(f"joint_limits_rad[{i}]: lower {lo} is not below upper {hi}")
+            if lo < hw_lo - 1e-9 or hi > hw_hi + 1e-9:
+                raise ValueError(
+                    f"joint_limits_rad[{i}] ({lo}, {hi}) exceeds the {self.model} hardware range ({hw_lo}, {hw_hi})"
+                )
+        for i, (v, hw) in enumerate(zip(self.max_joint_speed_rad_s or [], spec.max_joint_speed_rad_s, strict=False)):
+            if v > hw + 1e-9:
+                raise ValueError(f"max_joint_speed_rad_s[{i}] {v} exceeds the {self.model} hardware limit {hw}")
+        if self.payload_kg is not None and self.payload_kg > spec.max_payload_kg:
+            raise ValueError(f"payload_kg {self.payload_kg} exceeds the {self.model} rating {spec.max_payload_kg} kg")
+        limits = self.limits()
+        if self.home_rad is not None:
+            for i, q in enumerate(self.home_rad):
+                if not limits[i][0] <= q <= limits[i][1]:
+                    raise ValueError(f"home_rad[{i}] {q} lies outside the joint limits {limits[i]}")
+        return self
+
+    # Resolved values (description overrides, else the catalogue).
+    def limits(self) -> list[tuple[float, float]]:
+        return list(self.joint_limits_rad or ROBOT_MODELS[self.model].joint_limits_rad)
+
+    def home(self) -> list[float]:
+        return list(self.home_rad or ROBOT_MODELS[self.model].home_rad)
+
+    def joint_speeds(self) -> list[float]:
+        return list(self.max_joint_speed_rad_s or ROBOT_MODELS[self.model].max_joint_speed_rad_s)
+
+    def joint_accels(self) -> list[float]:
+        return list(self.max_joint_accel_rad_s2 or ROBOT_MODELS[self.model].max_joint_accel_rad_s2)
+
+    def allowed_skills(self) -> list[str]:
+        return (
+            list(self.skills)
+            if self.skills is not None
+            else sorted(k for k, d in SKILLS.items() if d.agent_kind == "robot")
+        )
+
+
+# --------------------------------------------------------------------------- zones and people
+
+
+class BoxShape(Model):
+    type: Literal["box"]
+    center_m: Vec3
+    size_m: PositiveVec3
+    yaw_rad: Finite = 0.0
+
+    def contains_xy(self, x: float, y: float) -> bool:
+        c, s = math.cos(-self.yaw_rad), math.sin(-self.yaw_rad)
+        dx, dy = x - self.center_m[0], y - self.center_m[1]
+        lx, ly = c * dx - s * dy, s * dx + c * dy
+        return abs(lx) <= self.size_m[0] / 2 + 1e-9 and abs(ly) <= self.size_m[1] / 2 + 1e-9
+
+
+class CylinderShape(Model):
+    type: Literal["cylinder"]
+    center_m: Vec3
+    radius_m: PositiveFloat
+    height_m: PositiveFloat
+
+    def contains_xy(self, x: float, y: float) -> bool:
+        return math.hypot(x - self.center_m[0], y - self.center_m[1]) <= self.radius_m + 1e-9
+
+
+Shape = Annotated[BoxShape | CylinderShape, Field(discriminator="type")]
+
+HazardClass = Literal["flammable_liquid", "toxic", "corrosive", "hot_surface", "pinch_point", "laser", "high_voltage"]
+
+
+class Zone(Model):
+    """A volume of the cell with a rule: robots keep out, people walk, or a hazard lives there."""
+
+    kind: Literal["keep_out", "walkway", "hazard"]
+    shape: Shape
+    hazard_class: HazardClass | None = None
+    description: str = ""
+
+    @model_validator(mode="after")
+    def _hazard_class(self) -> Zone:
+        if self.kind == "hazard" and self.hazard_class is None:
+            raise ValueError("a hazard zone needs a hazard_class")
+        if self.kind != "hazard" and self.hazard_class is not None:
+            raise ValueError(f"only a hazard zone has a hazard_class, not a {self.kind} zone")
+        return self
+
+
+class Person(Model):
+    """A scripted person for the twin: walks ``path_m`` (x, y points) inside a walkway, looping."""
+
+    walkway: Name
+    path_m: Annotated[list[Vec2], Field(min_length=2)]
+    speed_m_s: Annotated[float, Field(gt=0, le=3.0)] = 1.2
+    start_delay_s: NonNegativeFloat = 0.0
+    loop: bool = True
+    height_m: Annotated[float, Field(gt=0.5, le=2.5)] = 1.75
+
+
+# --------------------------------------------------------------------------- parts and recipes
+
+
+class PartType(Model):
+    """A kind of part: a box of ``size_m`` weighing ``mass_kg``."""
+
+    size_m: PositiveVec3
+    mass_kg: PositiveFloat
+    color_rgba: tuple[float, float, float, float] = (0.8, 0.5, 0.1, 1.0)
+    description: str = ""
+
+
+class Part(Model):
+    """A part present when the twin starts: of a ``type``, at a named location."""
+
+    type: Name
+    at: Name = Field(description="a location or bin name")
+
+
+class RecipeParam(Model):
+    """A parameter a work order fills in when it uses a recipe."""
+
+    type: Literal["int", "float", "str", "part_type", "location", "robot", "machine", "bin"]
+    default: int | float | str | None = None
+    min: Finite | None = None
+    max: Finite | None = None
+    choices: list[str] | None = None
+    description: str = ""
+
+
+class RecipeStep(Model):
+    """One step of a recipe: a skill, an agent (a name, or ``{param}``), arguments, and order.
+
+    Argument values may refer to recipe parameters as ``{name}``.
+    """
+
+    id: Name
+    skill: str
+    agent: str = Field(description="an agent name, or '{param}' filled in by the work order")
+    args: dict[Name, int | float | str] = Field(default_factory=dict)
+    after: list[Name] = Field(default_factory=list)
+    hazardous: bool = False
+    expected_duration_s: PositiveFloat | None = None
+
+    @field_validator("skill")
+    @classmethod
+    def _known_skill(cls, v: str) -> str:
+        if v not in SKILLS:
+            raise ValueError(f"unknown skill {v!r}; known: {', '.join(sorted(SKILLS))}")
+        return v
+
+
+class Recipe(Model):
+    """A named work-order template written by people: ordered, parameterised steps."""
+
+    description: str
+    params: dict[Name, RecipeParam] = Field(default_factory=dict)
+    steps: Annotated[list[RecipeStep], Field(min_length=1)]
+
+
+# --------------------------------------------------------------------------- the plant
+
+
+class PlantDescription(Model):
+    """A whole cell: the root of a plant YAML file."""
+
+    schema_version: Literal[1] = 1
+    name: Name
+    description: str = ""
+    cell: Cell
+    stations: dict[Name, Station] = Field(default_factory=dict)
+    machines: dict[Name, Machine] = Field(default_factory=dict)
+    robots: dict[Name, Robot] = Field(default_factory=dict)
+    zones: dict[Name, Zone] = Field(default_factory=dict)
+    people: dict[Name, Person] = Field(default_factory=dict)
+    part_types: dict[Name, PartType] = Field(default_factory=dict)
+    parts: dict[Name, Part] = Field(default_factory=dict)
+    recipes: dict[Name, Recipe] = Field(default_factory=dict)
+
+    # Lookups used by the twin, the planner and the guardrails.
+    def locations(self) -> dict[str, Pose]:
+        """Every named pose of the plant: station locations and bins (by their own names)."""
+        out: dict[str, Pose] = {}
+        for station in self.stations.values():
+            for name, loc in station.locations.items():
+                out[name] = loc.pose
+            for name, b in station.bins.items():
+                out[name] = b.pose
+        return out
+
+    def bins(self) -> dict[str, Bin]:
+        return {n: b for s in self.stations.values() for n, b in s.bins.items()}
+
+    def agents(self) -> dict[str, Literal["robot", "machine"]]:
+        out: dict[str, Literal["robot", "machine"]] = dict.fromkeys(self.robots, "robot")
+        out.update(dict.fromkeys(self.machines, "machine"))
+        return out
+
+    def agent_skills(self, agent: str) -> list[str]:
+        if agent in self.robots:
+            return self.robots[agent].allowed_skills()
+        if agent in self.machines:
+            kind = self.machines[agent].kind
+            return sorted(k for k, d in SKILLS.items() if d.agent_kind == "machine" and d.applies_to(kind))
+        raise KeyError(agent)
+
+
+def dump_schema() -> dict[str, Any]:
+    """JSON Schema of a plant file, for editors that validate YAML as it is typed."""
+    return PlantDescription.model_json_schema()

@@ -1,0 +1,113 @@
+"""The skills agents can perform: the vocabulary of recipes, plans and guardrails.
+
+A skill is named here once, with the kind of agent that performs it and the arguments it takes.
+Robots implement the robot skills (``robots``); machines implement theirs through commands on
+their tag map (``plant`` agents). Nothing else may appear in a plan.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+ArgType = Literal["location", "part", "part_type", "robot", "machine", "bin", "float", "int", "joints"]
+
+
+@dataclass(frozen=True)
+class ArgSpec:
+    type: ArgType
+    required: bool = True
+    min: float | None = None
+    max: float | None = None
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class SkillSpec:
+    """A skill: who performs it, its arguments, and its nominal duration for scheduling."""
+
+    agent_kind: Literal["robot", "machine"]
+    description: str
+    args: dict[str, ArgSpec] = field(default_factory=dict)
+    machine_kinds: tuple[str, ...] = ()
+    nominal_duration_s: float = 5.0
+    moves_robot: bool = False
+
+    def applies_to(self, machine_kind: str) -> bool:
+        return not self.machine_kinds or machine_kind in self.machine_kinds
+
+
+SKILLS: dict[str, SkillSpec] = {
+    # Robot skills.
+    "home": SkillSpec("robot", "move to the home joint pose", nominal_duration_s=4.0, moves_robot=True),
+    "move_joints": SkillSpec(
+        "robot",
+        "move to a joint target",
+        {"joints_rad": ArgSpec("joints")},
+        nominal_duration_s=4.0,
+        moves_robot=True,
+    ),
+    "move_to": SkillSpec(
+        "robot",
+        "move the tool to a named location",
+        {"location": ArgSpec("location")},
+        nominal_duration_s=4.0,
+        moves_robot=True,
+    ),
+    "pick": SkillSpec(
+        "robot",
+        "pick a part of a type from a location or bin",
+        {"part_type": ArgSpec("part_type"), "location": ArgSpec("location")},
+        nominal_duration_s=8.0,
+        moves_robot=True,
+    ),
+    "place": SkillSpec(
+        "robot",
+        "place the held part at a location or bin",
+        {"location": ArgSpec("location")},
+        nominal_duration_s=6.0,
+        moves_robot=True,
+    ),
+    "hand_over": SkillSpec(
+        "robot",
+        "hand the held part to another robot at a location",
+        {"to_robot": ArgSpec("robot"), "location": ArgSpec("location")},
+        nominal_duration_s=8.0,
+        moves_robot=True,
+    ),
+    "present": SkillSpec(
+        "robot",
+        "hold the part at an inspection machine until it has judged it",
+        {"machine": ArgSpec("machine")},
+        nominal_duration_s=6.0,
+        moves_robot=True,
+    ),
+    # Machine skills, carried out through the machine's command tags.
+    "open_door": SkillSpec(
+        "machine", "open the machine door", nominal_duration_s=2.0, machine_kinds=("cnc", "press", "washer", "oven")
+    ),
+    "close_door": SkillSpec(
+        "machine", "close the machine door", nominal_duration_s=2.0, machine_kinds=("cnc", "press", "washer", "oven")
+    ),
+    "run_cycle": SkillSpec(
+        "machine",
+        "start a machine cycle and wait until it completes",
+        {"program": ArgSpec("int", required=False, min=0, max=9999)},
+        nominal_duration_s=10.0,
+    ),
+    "reset": SkillSpec(
+        "machine", "reset the machine to idle after a stop, abort or completion", nominal_duration_s=2.0
+    ),
+    "inspect": SkillSpec(
+        "machine",
+        "judge the part presented at the inspection station",
+        nominal_duration_s=4.0,
+        machine_kinds=("inspection",),
+    ),
+    "feed": SkillSpec(
+        "machine",
+        "run the conveyor until a part reaches its pick point",
+        nominal_duration_s=10.0,
+        machine_kinds=("conveyor",),
+    ),
+}

@@ -1,0 +1,433 @@
+"""The twin at run time: steps the MuJoCo model of a plant, with machines, belts and people.
+
+One :class:`Twin` owns one ``MjModel``/``MjData`` pair and is not thread-safe: the owner of the
+twin (the CLI, a live server loop, an environment) calls it from one thread. Time only moves
+in :meth:`Twin.step`; nothing runs in the background.
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cached_property
+
+import mujoco
+import numpy as np
+
+from plant.catalog import ROBOT_MODELS
+from plant.config import PlantDescription
+from plant.packml import RUNNING, Command, MachineStateModel, State
+from sim._types import FloatArray, IntArray
+from sim.assets import TOOL_ASSETS
+from sim.builder import build_spec
+from sim.config import TwinConfig
+
+#: Lamp colours by state, as on a stack light: green running, amber held/stopped, red fault.
+_LAMP = {
+    "run": (0.1, 0.9, 0.2, 1.0),
+    "idle": (0.2, 0.5, 1.0, 1.0),
+    "done": (0.9, 0.9, 0.9, 1.0),
+    "wait": (1.0, 0.7, 0.0, 1.0),
+    "fault": (1.0, 0.1, 0.1, 1.0),
+}
+
+
+def _lamp(state: State) -> tuple[float, float, float, float]:
+    if state in RUNNING:
+        return _LAMP["run"]
+    if state in (State.ABORTING, State.ABORTED):
+        return _LAMP["fault"]
+    if state == State.IDLE:
+        return _LAMP["idle"]
+    if state == State.COMPLETE:
+        return _LAMP["done"]
+    return _LAMP["wait"]
+
+
+@dataclass(frozen=True)
+class Contact:
+    """A touch between two bodies (by name); ``depth_m`` > 0 is penetration."""
+
+    body1: str
+    body2: str
+    geom1: str
+    geom2: str
+    depth_m: float
+
+
+@dataclass(frozen=True)
+class TwinEvent:
+    """Something that happened in the twin, for logs and summaries."""
+
+    time_s: float
+    source: str
+    text: str
+
+
+@dataclass(frozen=True)
+class RobotHandles:
+    qpos: IntArray
+    qvel: IntArray
+    actuators: IntArray
+    tool_actuators: IntArray
+    tool_open: FloatArray
+    tool_closed: FloatArray
+    grip_site: int
+    body_ids: frozenset[int]
+
+
+class TwinMachine:
+    """A machine of the twin: its PackML state model, door servo, belt and lamp."""
+
+    def __init__(self, twin: Twin, name: str) -> None:
+        m = twin.plant.machines[name]
+        self.name = name
+        self.kind = m.kind
+        self.state_model = MachineStateModel(
+            cycle_time_s=m.cycle_time_s, has_door=m.has_door, cycle_ends_externally=m.kind == "conveyor"
+        )
+        model = twin.model
+        self._twin = twin
+        self._lamp = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_GEOM, f"{name}/lamp")
+        self._door_qpos = -1
+        if m.has_door:
+            jid = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_JOINT, f"{name}/door")
+            self._door_qpos = int(model.jnt_qposadr[jid])
+            self._door_travel = float(model.jnt_range[jid][1])
+        self._belt = -1
+        self.belt_speed_m_s = 0.0
+        self.belt_setpoint_m_s = 0.0
+        if m.belt is not None:
+            self._belt = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_GEOM, f"{name}/belt")
+            model.geom_surfacevel[self._belt][:] = 0.0
+            self.belt_setpoint_m_s = m.belt.speed_m_s
+            self._belt_end_x = m.pose.xyz_m[0] + m.belt.length_m / 2
+            self._belt_y = m.pose.xyz_m[1]
+            self._belt_half_w = m.belt.width_m / 2
+            self._belt_top = m.belt.height_m
+        self.inspection_result = 0  # 0 none, 1 pass, 2 fail
+        self._shown: State | None = None
+        self.spindle_speed_rpm = 0.0
+
+    @property
+    def state(self) -> State:
+        return self.state_model.state
+
+    def command(self, cmd: Command | int) -> None:
+        """Apply a PackML command now; raises :class:`plant.packml.CommandRefused`."""
+        self.state_model.command(cmd)
+
+    def part_at_end(self) -> bool:
+        """True when a part rests within 8 cm of the belt's end (conveyors only)."""
+        if self._belt < 0:
+            return False
+        xpos = self._twin.data.xpos
+        for b in self._twin._part_ids:
+            x, y, z = xpos[b]
+            if (
+                self._belt_end_x - 0.08 <= x <= self._belt_end_x + 0.01
+                and abs(y - self._belt_y) <= self._belt_half_w
+                and self._belt_top - 0.01 <= z <= self._belt_top + 0.2
+            ):
+                return True
+        return False
+
+    def tick(self, dt_s: float) -> None:
+        sm = self.state_model
+        door_moving = sm.door_motion_s > 0
+        sm.tick(dt_s)
+        state = sm.state
+        if self._belt >= 0:
+            running = state == State.EXECUTE
+            if running and self.part_at_end():
+                sm.finish_cycle()
+                running = False
+            speed = self.belt_setpoint_m_s if running else 0.0
+            if speed != self.belt_speed_m_s:
+                self.belt_speed_m_s = speed
+                self._twin.model.geom_surfacevel[self._belt][0] = speed
+        if door_moving:
+            self._twin.data.qpos[self._door_qpos] = sm.door_open_fraction * self._door_travel
+        if state is not self._shown:
+            self._on_state_change(state)
+
+    def _on_state_change(self, state: State) -> None:
+        if self._shown is not None:
+            self._twin.events.append(TwinEvent(self._twin.time_s, self.name, f"{self._shown.name} -> {state.name}"))
+        self._shown = state
+        if self.kind == "cnc":
+            self.spindle_speed_rpm = 8000.0 if state == State.EXECUTE else 0.0
+        if self.kind == "inspection":
+            if state == State.STARTING:
+                self.inspection_result = 0
+            elif state == State.COMPLETING:
+                self.inspection_result = 1 if self._twin.rng.random() > self._twin.inspection_fail_rate else 2
+        if self._lamp >= 0:
+            self._twin.model.geom_rgba[self._lamp] = _lamp(state)
+
+
+class _Walker:
+    """A person following a polyline at constant speed, looping (back along it for two points).
+
+    Plain floats, not numpy: this runs every control tick and numpy scalars cost more than
+    the arithmetic.
+    """
+
+    def __init__(self, path: list[tuple[float, float]], speed: float, delay: float, loop: bool) -> None:
+        pts = [(float(x), float(y)) for x, y in path]
+        if loop:
+            pts = [*pts, pts[0]] if len(pts) > 2 else [*pts, *pts[-2::-1]]
+        self.pts = pts
+        self.lengths = [math.dist(a, b) for a, b in itertools.pairwise(pts)]
+        self.headings = [math.atan2(b[1] - a[1], b[0] - a[0]) for a, b in itertools.pairwise(pts)]
+        self.cum = [0.0]
+        for seg_len in self.lengths:
+            self.cum.append(self.cum[-1] + seg_len)
+        self.total = self.cum[-1]
+        self.speed, self.delay, self.loop = speed, delay, loop
+
+    def at(self, t: float) -> tuple[float, float, float, float]:
+        """(x, y, heading_rad, speed_m_s) at time ``t``."""
+        moving = t >= self.delay
+        s = max(0.0, t - self.delay) * self.speed
+        if self.loop:
+            s = s % self.total if self.total > 0 else 0.0
+        elif s >= self.total:
+            s, moving = self.total, False
+        i = min(max(bisect.bisect_right(self.cum, s) - 1, 0), len(self.lengths) - 1)
+        seg_len = self.lengths[i]
+        f = (s - self.cum[i]) / seg_len if seg_len > 0 else 0.0
+        (x0, y0), (x1, y1) = self.pts[i], self.pts[i + 1]
+        return x0 + f * (x1 - x0), y0 + f * (y1 - y0), self.headings[i], self.speed if moving else 0.0
+
+
+class Twin:
+    """A running twin of one plant.
+
+    ``step`` advances whole control ticks (``config.ctrl_dt_s``). Between ticks the caller may
+    read poses and contacts and set robot joint targets; robot servos then track those targets
+    inside the physics steps of the next tick.
+    """
+
+    def __init__(
+        self, plant: PlantDescription, config: TwinConfig | None = None, inspection_fail_rate: float = 0.1
+    ) -> None:
+        self.plant = plant
+        self.config = config or TwinConfig()
+        self.spec = build_spec(plant, self.config)
+        self.model = self.spec.compile()
+        self.data = mujoco.MjData(self.model)
+        if any(m.belt is not None for m in plant.machines.values()):
+            # Belts start still, so the compiler saw no surface velocity; switch it on.
+            self.model.flg_surfacevel = 1
+        self.rng = np.random.default_rng(self.config.seed)
+        self.inspection_fail_rate = inspection_fail_rate
+        self._substeps = self.config.substeps
+        self._robots = {name: self._robot_handles(name) for name in plant.robots}
+        self.machines: dict[str, TwinMachine] = {}
+        self._machine_list: list[TwinMachine] = []
+        self._walkers = [
+            (
+                int(self.model.body_mocapid[self.model.body(n).id]),
+                _Walker(list(p.path_m), p.speed_m_s, p.start_delay_s, p.loop),
+            )
+            for n, p in plant.people.items()
+        ]
+        self._people_speed = {n: 0.0 for n in plant.people}
+        self._people_names = list(plant.people)
+        self._part_bodies = {n: self.model.body(n).id for n in plant.parts}
+        self._part_ids = list(self._part_bodies.values())
+        self.ticks = 0
+        self.events: list[TwinEvent] = []
+        self.reset()
+
+    # ------------------------------------------------------------------ set-up
+
+    def _robot_handles(self, name: str) -> RobotHandles:
+        m = self.model
+        robot = self.plant.robots[name]
+        joints = [m.joint(f"{name}/{j}") for j in ROBOT_MODELS[robot.model].joint_names]
+        acts = [m.actuator(f"{name}/{j}").id for j in ROBOT_MODELS[robot.model].joint_names]
+        tool_acts = [i for i in range(m.nu) if m.actuator(i).name.startswith(f"{name}/tool/")]
+        tool = TOOL_ASSETS[robot.tool.model]
+        bodies = frozenset(
+            i
+            for i in range(m.nbody)
+            if m.body(i).name.startswith(f"{name}/") and not m.body(i).name.endswith("/pedestal")
+        )
+        return RobotHandles(
+            qpos=np.array([j.qposadr[0] for j in joints]),
+            qvel=np.array([j.dofadr[0] for j in joints]),
+            actuators=np.array(acts),
+            tool_actuators=np.array(tool_acts),
+            tool_open=np.array(tool.open_ctrl),
+            tool_closed=np.array(tool.closed_ctrl),
+            grip_site=m.site(f"{name}/tool/{tool.grip_site}").id,
+            body_ids=bodies,
+        )
+
+    def reset(self) -> None:
+        """Back to time zero: robots at home, machines stopped, parts where the plant puts them."""
+        mujoco.mj_resetData(self.model, self.data)
+        self.events = []
+        for name, h in self._robots.items():
+            home = np.asarray(self.plant.robots[name].home())
+            self.data.qpos[h.qpos] = home
+            self.data.ctrl[h.actuators] = home
+            self.data.ctrl[h.tool_actuators] = h.tool_open
+        self.machines = {name: TwinMachine(self, name) for name in self.plant.machines}
+        self._machine_list = list(self.machines.values())
+        self.ticks = 0
+        self._update_people()
+        mujoco.mj_forward(self.model, self.data)
+
+    # ------------------------------------------------------------------ time
+
+    @property
+    def time_s(self) -> float:
+        """Simulated seconds since :meth:`reset`."""
+        return float(self.data.time)
+
+    def step(self, ticks: int = 1) -> None:
+        """Advance ``ticks`` control ticks (each ``config.ctrl_dt_s`` of simulated time).
+
+        People move every tick; machine logic runs every ``config.plc_scan_s`` like a PLC scan.
+        """
+        m, d, n = self.model, self.data, self._substeps
+        scan, scan_dt = self.config.scan_ticks, self.config.plc_scan_s
+        machines = self._machine_list
+        walkers = bool(self._walkers)
+        tick = self.ticks
+        for _ in range(ticks):
+            if tick % scan == 0:
+                for tm in machines:
+                    tm.tick(scan_dt)
+            if walkers:
+                self._update_people()
+            mujoco.mj_step(m, d, nstep=n)
+            tick += 1
+        self.ticks = tick
+
+    def run(
+        self,
+        seconds: float,
+        realtime: bool = False,
+        on_tick: Callable[[Twin], None] | None = None,
+        every_s: float = 0.05,
+    ) -> None:
+        """Run for ``seconds`` of simulated time, as fast as possible or paced to the wall clock.
+
+        ``on_tick`` is called about every ``every_s`` simulated seconds (for progress or frames).
+        """
+        ticks_total = max(1, round(seconds / self.config.ctrl_dt_s))
+        chunk = max(1, round(every_s / self.config.ctrl_dt_s))
+        start_wall, start_sim = time.perf_counter(), self.time_s
+        done = 0
+        while done < ticks_total:
+            n = min(chunk, ticks_total - done)
+            self.step(n)
+            done += n
+            if on_tick is not None:
+                on_tick(self)
+            if realtime:
+                ahead = (self.time_s - start_sim) - (time.perf_counter() - start_wall)
+                if ahead > 0:
+                    time.sleep(ahead)
+
+    def _update_people(self) -> None:
+        t = self.data.time
+        pos, quat = self.data.mocap_pos, self.data.mocap_quat
+        for (mocap, walker), name in zip(self._walkers, self._people_names, strict=True):
+            x, y, heading, speed = walker.at(t)
+            pos[mocap] = (x, y, 0.0)
+            quat[mocap] = (math.cos(heading / 2), 0.0, 0.0, math.sin(heading / 2))
+            self._people_speed[name] = speed
+
+    # ------------------------------------------------------------------ robots
+
+    def robot_names(self) -> list[str]:
+        return list(self._robots)
+
+    def joint_positions(self, robot: str) -> FloatArray:
+        """Measured joint angles in rad (a copy)."""
+        return np.array(self.data.qpos[self._robots[robot].qpos], dtype=np.float64)
+
+    def joint_velocities(self, robot: str) -> FloatArray:
+        """Measured joint speeds in rad/s (a copy)."""
+        return np.array(self.data.qvel[self._robots[robot].qvel], dtype=np.float64)
+
+    def set_joint_targets(self, robot: str, q: FloatArray) -> None:
+        """Position targets for the joint servos, in rad. Clipped to the servo ranges by MuJoCo."""
+        self.data.ctrl[self._robots[robot].actuators] = q
+
+    def joint_targets(self, robot: str) -> FloatArray:
+        return np.array(self.data.ctrl[self._robots[robot].actuators], dtype=np.float64)
+
+    def set_gripper(self, robot: str, closed_fraction: float) -> None:
+        """0 fully open, 1 fully closed."""
+        h = self._robots[robot]
+        f = min(1.0, max(0.0, closed_fraction))
+        self.data.ctrl[h.tool_actuators] = h.tool_open + f * (h.tool_closed - h.tool_open)
+
+    def tool_position(self, robot: str) -> FloatArray:
+        """World position of the tool's grip point, in m."""
+        return np.array(self.data.site_xpos[self._robots[robot].grip_site], dtype=np.float64)
+
+    def robot_bodies(self, robot: str) -> frozenset[int]:
+        return self._robots[robot].body_ids
+
+    # ------------------------------------------------------------------ world queries
+
+    def body_pose(self, name: str) -> tuple[FloatArray, FloatArray]:
+        """World position (m) and orientation quaternion (w, x, y, z) of a body."""
+        bid = self.model.body(name).id
+        return np.array(self.data.xpos[bid], dtype=np.float64), np.array(self.data.xquat[bid], dtype=np.float64)
+
+    def part_positions(self) -> dict[str, tuple[float, float, float]]:
+        xpos = self.data.xpos
+        return {n: (float(xpos[b][0]), float(xpos[b][1]), float(xpos[b][2])) for n, b in self._part_bodies.items()}
+
+    def people_positions(self) -> dict[str, tuple[float, float, float]]:
+        """Person name to (x, y, speed_m_s)."""
+        out = {}
+        for (mocap, _), name in zip(self._walkers, self.plant.people, strict=True):
+            x, y, _z = self.data.mocap_pos[mocap]
+            out[name] = (float(x), float(y), self._people_speed[name])
+        return out
+
+    @cached_property
+    def _body_names(self) -> list[str]:
+        return [self.model.body(i).name for i in range(self.model.nbody)]
+
+    @cached_property
+    def _geom_names(self) -> list[str]:
+        return [self.model.geom(i).name for i in range(self.model.ngeom)]
+
+    def contacts(self) -> list[Contact]:
+        """Touches in the current state, one entry per geom pair, deepest first."""
+        m, d = self.model, self.data
+        best: dict[tuple[int, int], float] = {}
+        for i in range(d.ncon):
+            c = d.contact[i]
+            key = (int(c.geom[0]), int(c.geom[1]))
+            best[key] = max(best.get(key, -math.inf), -float(c.dist))
+        out = []
+        for (g1, g2), depth in sorted(best.items(), key=lambda kv: -kv[1]):
+            b1, b2 = int(m.geom_bodyid[g1]), int(m.geom_bodyid[g2])
+            out.append(
+                Contact(
+                    self._body_names[b1] or "world",
+                    self._body_names[b2] or "world",
+                    self._geom_names[g1],
+                    self._geom_names[g2],
+                    depth,
+                )
+            )
+        return out
+
+    def machine(self, name: str) -> TwinMachine:
+        return self.machines[name]
