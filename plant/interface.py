@@ -1,0 +1,105 @@
+"""The machine agent interface: what the coordinator and executor use to talk to a machine.
+
+One interface, several backends: the OPC-UA client (``plant.opcua``), the Modbus TCP client
+(``plant.modbus``), and the in-process twin machine (supplied by ``sim``). A contract test suite
+(``tests/contracts``) runs over every backend.
+
+All methods are coroutines; a backend never blocks the event loop. Errors are the exceptions
+below, each with a message that names the machine, the tag and the reason.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+from plant.packml import Command, State
+
+TagValue = bool | int | float | str
+
+
+class MachineError(Exception):
+    """Base of every machine agent error. ``machine`` names the machine."""
+
+    def __init__(self, machine: str, message: str) -> None:
+        self.machine = machine
+        super().__init__(f"{machine}: {message}")
+
+
+class TagError(MachineError):
+    """A tag read or write was refused before anything was sent (unknown tag, read-only,
+    wrong type, out of range). ``tag`` names it; ``reason`` says why."""
+
+    def __init__(self, machine: str, tag: str, reason: str) -> None:
+        self.tag, self.reason = tag, reason
+        super().__init__(machine, f"tag {tag!r}: {reason}")
+
+
+class ConnectError(MachineError):
+    """The machine could not be reached, or its server lacks what the tag map names."""
+
+
+class CommandRejected(MachineError):
+    """The machine refused a command (illegal in its state, interlock); ``reason`` says why."""
+
+    def __init__(self, machine: str, command: Command, reason: str) -> None:
+        self.command, self.reason = command, reason
+        super().__init__(machine, f"{command.name} refused: {reason}")
+
+
+@dataclass(frozen=True)
+class MachineStatus:
+    """A consistent snapshot of a machine's standard tags."""
+
+    state: State
+    cycle_count: int
+    part_count: int
+    fault_code: int
+    fault_text: str
+    door_closed: bool | None
+    command_ack: int
+    extra: dict[str, TagValue] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ConnectionEvent:
+    """An outage or a recovery, as the agent saw it (for logs, the console and the executor)."""
+
+    machine: str
+    connected: bool
+    detail: str
+    time_s: float
+
+
+@runtime_checkable
+class MachineAgent(Protocol):
+    """A machine, reachable and commandable. Use as an async context manager."""
+
+    name: str
+
+    async def connect(self) -> None:
+        """Connect and check every tag of the tag map exists; raise :class:`ConnectError`."""
+
+    async def disconnect(self) -> None:
+        """Close the connection; safe to call twice."""
+
+    async def read(self, tag: str) -> TagValue:
+        """The engineering value of one tag (scaled, typed)."""
+
+    async def read_many(self, tags: list[str]) -> dict[str, TagValue]:
+        """Several tags in one round trip where the protocol allows it."""
+
+    async def write(self, tag: str, value: TagValue) -> None:
+        """Write one tag after checking access, type and range; raise :class:`TagError`."""
+
+    async def status(self) -> MachineStatus:
+        """State, counters, fault and door in one read."""
+
+    async def command(self, command: Command, timeout_s: float = 5.0) -> MachineStatus:
+        """Send a PackML command with a fresh sequence number, wait until the machine
+        acknowledges that number (a retried command is never executed twice), read back the
+        result, and raise :class:`CommandRejected` if the machine refused it."""
+
+    async def wait_for_state(self, states: set[State], timeout_s: float) -> MachineStatus:
+        """Wait (by subscription where the protocol has one) until the state is one of
+        ``states``; raise ``TimeoutError`` with the last state seen."""

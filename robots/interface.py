@@ -1,0 +1,120 @@
+"""Robot interfaces: the hardware interface under the runtime, and the robot agent over it.
+
+- :class:`HardwareInterface`: read joint state, write a joint position command, at a fixed
+  control rate. Backends: ROS 2 topics to a robot driver (``robots.ros2``) and the in-process
+  MuJoCo twin (supplied by ``sim``). Every command passes the safety supervisor first.
+- :class:`RobotAgent`: what the coordinator's executor uses to have a robot perform a skill
+  (over ROS 2 to the on-robot runtime, or in-process for rehearsal).
+
+Message types here are plain frozen dataclasses; each backend converts them to its wire
+format (standard ROS 2 messages where one fits).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+from numpy.typing import NDArray
+
+FloatArray = NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class JointState:
+    """Measured joint positions (rad) and velocities (rad/s) at ``stamp_s`` (robot clock)."""
+
+    stamp_s: float
+    position: FloatArray
+    velocity: FloatArray
+
+
+@runtime_checkable
+class HardwareInterface(Protocol):
+    """A robot's joints. ``read`` and ``write`` do not block longer than one control period."""
+
+    robot: str
+    joint_names: tuple[str, ...]
+    control_period_s: float
+
+    def read(self) -> JointState:
+        """The latest joint state (raises ``TimeoutError`` if none arrived for too long)."""
+
+    def write(self, position: FloatArray) -> None:
+        """Command joint positions (rad). Only the safety supervisor calls this."""
+
+    def set_gripper(self, closed_fraction: float) -> None:
+        """0 open, 1 closed."""
+
+
+class Outcome(enum.StrEnum):
+    """How a skill ended."""
+
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    STOPPED_BY_SAFETY = "stopped_by_safety"
+    CANCELLED = "cancelled"
+
+
+@dataclass(frozen=True)
+class SkillGoal:
+    """A skill to perform, with its arguments (names from ``plant.skills``)."""
+
+    goal_id: str
+    robot: str
+    skill: str
+    args: Mapping[str, str | float | int | list[float]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SkillFeedback:
+    goal_id: str
+    progress: float  # 0..1
+    phase: str
+
+
+@dataclass(frozen=True)
+class SkillResult:
+    goal_id: str
+    outcome: Outcome
+    reason: str = ""
+    duration_s: float = 0.0
+
+
+class StopCategory(enum.IntEnum):
+    """IEC 60204-1 stop categories.
+
+    0: remove power at once (uncontrolled stop). 1: controlled stop, then remove power.
+    2: controlled stop, power stays on and the position is held.
+    """
+
+    CAT0 = 0
+    CAT1 = 1
+    CAT2 = 2
+
+
+@dataclass(frozen=True)
+class SafetyEvent:
+    """An intervention of the safety supervisor, with its reason."""
+
+    stamp_s: float
+    robot: str
+    kind: str  # "clamp", "refuse", "slow", "protective_stop", "watchdog", "estop", "reset", ...
+    reason: str
+    stop_category: StopCategory | None = None
+
+
+@runtime_checkable
+class RobotAgent(Protocol):
+    """A robot as the coordinator sees it: send a skill, watch it, cancel it."""
+
+    name: str
+
+    async def run_skill(self, goal: SkillGoal, timeout_s: float = 60.0) -> SkillResult:
+        """Perform a skill and return its outcome; cancelling the awaiting task cancels it."""
+
+    def feedback(self) -> AsyncIterator[SkillFeedback]:
+        """Progress of the running skill."""
