@@ -97,7 +97,7 @@ class ArmKinematics:
         best = (np.inf, q.copy(), np.inf, np.inf)
         err_rot_v = np.zeros(3)
         it = 0
-        for it in range(1, max_iter + 1):  # noqa: B007 - the count is reported
+        for it in range(1, max_iter + 1):
             pos, rot = self.fk(q)
             err_p = target_pos - pos
             if target_rot is not None:
@@ -116,10 +116,7 @@ class ArmKinematics:
             if pe < tol_m and (target_rot is None or re < tol_rad):
                 return IKResult(q, True, pe, re, it)
             jac = self.jacobian(q)
-            if target_rot is None:
-                jac = jac[:3]
-            else:
-                jac = np.vstack([jac[:3], rotation_weight * jac[3:]])
+            jac = jac[:3] if target_rot is None else np.vstack([jac[:3], rotation_weight * jac[3:]])
             jjt = jac @ jac.T + (damping**2) * np.eye(jac.shape[0])
             dq = jac.T @ np.linalg.solve(jjt, err)
             # Null-space pull toward rest keeps elbows sensible without fighting the task.
