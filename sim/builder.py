@@ -153,8 +153,8 @@ def build_spec(plant: PlantDescription, config: TwinConfig) -> mujoco.MjSpec:
     wb.add_light(name="fill", pos=[w / 2, -2.0, 4.0], dir=[0.0, 0.6, -0.8], castshadow=False, diffuse=[0.3, 0.3, 0.3])
 
     center = np.array([w / 2, h / 2, 0.6])
-    eye = np.array([w * 0.5 - 0.4, -2.6, 3.6])
-    wb.add_camera(name="overview", pos=list(eye), quat=look_at(eye, center), fovy=58)
+    eye = np.array([w * 0.5 - 0.2, -3.3, 4.3])
+    wb.add_camera(name="overview", pos=list(eye), quat=look_at(eye, center), fovy=48)
     top = np.array([w / 2, h / 2, 8.0])
     # Orthographic: a plan view with true distances (fovy is then the view height in m).
     cam = wb.add_camera(name="top", pos=list(top), quat=[1, 0, 0, 0], fovy=max(h, w * 9 / 16) + 0.4)
