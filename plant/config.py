@@ -198,7 +198,12 @@ REQUIRED_TAGS = (
     "fault_code",
     "fault_text",
     "door_closed",
+    "command_status",
+    "command_message",
 )
+"""``command_status`` and ``command_message`` say what became of the command whose sequence number
+``command_ack`` holds (:class:`plant.interface.CommandStatus`, and the machine's reason when it
+refused it), so that a refusal reaches the coordinator with the machine's own words."""
 
 
 class Belt(Model):
@@ -241,11 +246,22 @@ class OpcuaSecurity(Model):
     password_env: str | None = Field(
         default=None, description="environment variable holding the password; never the password"
     )
+    certificate_file: str | None = Field(
+        default=None, description="the client's application certificate (DER or PEM), a site file"
+    )
+    private_key_file: str | None = Field(default=None, description="the client's private key (PEM), a site file")
+    server_certificate_file: str | None = Field(
+        default=None, description="the server certificate to trust (DER or PEM); taken from the endpoint if left out"
+    )
 
     @model_validator(mode="after")
     def _policy_mode(self) -> OpcuaSecurity:
         if (self.policy == "None") != (self.mode == "None"):
             raise ValueError("policy and mode must both be None or both be set")
+        if self.policy != "None" and (self.certificate_file is None or self.private_key_file is None):
+            raise ValueError(f"security policy {self.policy} needs certificate_file and private_key_file")
+        if (self.username is None) != (self.password_env is None):
+            raise ValueError("username and password_env go together")
         return self
 
 

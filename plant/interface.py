@@ -10,7 +10,9 @@ below, each with a message that names the machine, the tag and the reason.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import IntEnum
 from typing import Protocol, runtime_checkable
 
 from plant.packml import Command, State
@@ -45,6 +47,15 @@ class CommandRejected(MachineError):
     def __init__(self, machine: str, command: Command, reason: str) -> None:
         self.command, self.reason = command, reason
         super().__init__(machine, f"{command.name} refused: {reason}")
+
+
+class CommandStatus(IntEnum):
+    """What became of the command whose sequence number ``command_ack`` holds (the
+    ``command_status`` tag); when refused, ``command_message`` holds the machine's reason."""
+
+    NONE = 0
+    ACCEPTED = 1
+    REFUSED = 2
 
 
 @dataclass(frozen=True)
@@ -103,3 +114,23 @@ class MachineAgent(Protocol):
     async def wait_for_state(self, states: set[State], timeout_s: float) -> MachineStatus:
         """Wait (by subscription where the protocol has one) until the state is one of
         ``states``; raise ``TimeoutError`` with the last state seen."""
+
+
+@runtime_checkable
+class ConnectionEvents(Protocol):
+    """What an agent that can lose its connection also offers: its outages and recoveries.
+
+    The network agents (``plant.opcua``, ``plant.modbus``) reconnect by themselves with backoff;
+    these events are how the executor, the console and the logs learn that it happened.
+    """
+
+    @property
+    def connected(self) -> bool:
+        """True while the agent holds a working connection (does not block)."""
+
+    @property
+    def connection_events(self) -> list[ConnectionEvent]:
+        """Every outage and recovery since :meth:`MachineAgent.connect`, oldest first (a copy)."""
+
+    def add_event_listener(self, fn: Callable[[ConnectionEvent], None]) -> None:
+        """Call ``fn`` on the agent's event loop for each new event; ``fn`` must not block."""
