@@ -1,0 +1,740 @@
+"""The console's web application: pages for people, a JSON API for programs, one live feed.
+
+:func:`create_app` builds a FastAPI app over a :class:`~.services.ConsoleBackend` (plans,
+approvals, operator confirmations, e-stop, work orders, audit log) and a
+:class:`~.auth.UserStore` (logins). Pages are rendered on the server (Jinja2) with a little
+script for the live plant view (server-sent events) and work-order progress; the JSON API under
+``/api`` is described by the OpenAPI document at ``/api/openapi.json``.
+
+Every request that changes something checks the person's role (:data:`~.auth.PERMISSIONS`),
+and every action and every refusal is written to the audit log with the person's name. Form
+input is checked by :mod:`.forms`; a mistake comes back as a message on the page, never as a
+stack trace.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import quote, urlsplit
+
+import jinja2
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import FormData
+
+from .auth import Action, AuthError, Role, User, UserStore
+from .drawing import gantt_svg, schedule, top_view_svg
+from .forms import MAX_REASON_CHARS, FormError, check_work_order, clean_text
+from .services import (
+    JOB_STATES,
+    PLAN_STATES,
+    ActionRefused,
+    AuditView,
+    ConfirmationView,
+    ConsoleBackend,
+    JobView,
+    PlanDetail,
+    PlanSummary,
+    PlantSnapshot,
+    format_args,
+    now_s,
+)
+
+log = logging.getLogger(__name__)
+
+HERE = Path(__file__).resolve().parent
+COOKIE = "atelier_session"
+
+#: What each action is called in a sentence ("a operator may not ...").
+ACTION_WORDS: dict[Action, str] = {
+    Action.VIEW: "view the console",
+    Action.SUBMIT_WORK_ORDER: "submit work orders (engineers and supervisors do)",
+    Action.APPROVE_PLAN: "approve plans (supervisors do)",
+    Action.REJECT_PLAN: "reject plans (supervisors do)",
+    Action.CONFIRM_STEP: "confirm hazardous steps (robot operators do)",
+    Action.REFUSE_STEP: "refuse hazardous steps (robot operators do)",
+    Action.TRIP_ESTOP: "trip an e-stop",
+    Action.RESET_ESTOP: "reset an e-stop (only a robot operator may)",
+}
+
+
+# --------------------------------------------------------------------------- API bodies
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class LoginBody(_Body):
+    """Credentials for ``POST /api/session``."""
+
+    name: str = Field(max_length=64)
+    password: str = Field(max_length=1024)
+
+
+class SessionView(_Body):
+    """A logged-in person and when the session ends."""
+
+    name: str
+    role: Role
+    expires_in_s: float
+    token: str | None = Field(default=None, description="bearer token (also set as an HttpOnly cookie)")
+
+
+class ReasonBody(_Body):
+    """A decision's reason (required to reject or refuse, optional to approve or confirm)."""
+
+    reason: str = Field(default="", max_length=MAX_REASON_CHARS)
+
+
+class TripBody(_Body):
+    """Trip the e-stop of one robot, or of all robots when ``robot`` is None."""
+
+    robot: str | None = None
+    reason: str = Field(default="", max_length=MAX_REASON_CHARS)
+
+
+class ResetBody(_Body):
+    """Reset one robot's e-stop: the operator states the robot's area is clear."""
+
+    robot: str
+    area_clear: bool = Field(description="the operator has checked that nobody is in the robot's area")
+    note: str = Field(default="", max_length=MAX_REASON_CHARS)
+
+
+class WorkOrderBody(_Body):
+    """A work order in words, or a recipe with parameters (blank parameters take defaults)."""
+
+    text: str = Field(default="", max_length=4000)
+    recipe: str | None = None
+    params: dict[str, int | float | str] = Field(default_factory=dict)
+
+
+class Problem(_Body):
+    """Why a request was refused."""
+
+    detail: str | list[str]
+
+
+# --------------------------------------------------------------------------- page refusals
+
+
+class _PageRefusal(Exception):
+    """Raised by page dependencies: redirect to the login page, or show a refusal page."""
+
+    def __init__(self, status: int, message: str, login: bool = False) -> None:
+        self.status, self.message, self.login = status, message, login
+
+
+def _safe_next(target: str | None, default: str = "/plant") -> str:
+    """A local path to go back to (never another site)."""
+    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return default
+    return target
+
+
+def _state_class(state: str) -> str:
+    return "st-" + "".join(c if c.isalnum() else "-" for c in state.lower())
+
+
+# --------------------------------------------------------------------------- who is asking
+
+
+def token_of(request: Request) -> str:
+    """The session token of a request: a Bearer header, else the session cookie."""
+    auth = request.headers.get("authorization", "")
+    if auth[:7].lower() == "bearer ":
+        return auth[7:].strip()
+    return request.cookies.get(COOKIE, "")
+
+
+async def user_of(request: Request) -> User | None:
+    """The logged-in person of a request, or None."""
+    token = token_of(request)
+    if not token:
+        return None
+    users: UserStore = request.app.state.users
+    return await run_in_threadpool(users.session_user, token)
+
+
+async def _refuse(user: User, action: Action, request: Request) -> str:
+    message = f"A {user.role.value} may not {ACTION_WORDS[action]}."
+    backend: ConsoleBackend = request.app.state.backend
+    await backend.audit(user.name, "refused", action.value, f"{request.method} {request.url.path}: {message}")
+    return message
+
+
+def _api_user(action: Action) -> Callable[[Request], Awaitable[User]]:
+    async def dep(request: Request) -> User:
+        user = await user_of(request)
+        if user is None:
+            raise HTTPException(401, "Log in first (POST /api/session).", headers={"WWW-Authenticate": "Bearer"})
+        if not user.may(action):
+            raise HTTPException(403, await _refuse(user, action, request))
+        return user
+
+    return dep
+
+
+def _page_user(action: Action) -> Callable[[Request], Awaitable[User]]:
+    async def dep(request: Request) -> User:
+        user = await user_of(request)
+        if user is None:
+            raise _PageRefusal(401, "Please log in.", login=True)
+        if not user.may(action):
+            raise _PageRefusal(403, await _refuse(user, action, request))
+        return user
+
+    return dep
+
+
+# One name per (surface, action), so that a route's signature says who may call it.
+ApiView = Annotated[User, Depends(_api_user(Action.VIEW))]
+ApiSubmit = Annotated[User, Depends(_api_user(Action.SUBMIT_WORK_ORDER))]
+ApiApprove = Annotated[User, Depends(_api_user(Action.APPROVE_PLAN))]
+ApiReject = Annotated[User, Depends(_api_user(Action.REJECT_PLAN))]
+ApiConfirm = Annotated[User, Depends(_api_user(Action.CONFIRM_STEP))]
+ApiRefuse = Annotated[User, Depends(_api_user(Action.REFUSE_STEP))]
+ApiTrip = Annotated[User, Depends(_api_user(Action.TRIP_ESTOP))]
+ApiReset = Annotated[User, Depends(_api_user(Action.RESET_ESTOP))]
+PageView = Annotated[User, Depends(_page_user(Action.VIEW))]
+PageSubmit = Annotated[User, Depends(_page_user(Action.SUBMIT_WORK_ORDER))]
+PageApprove = Annotated[User, Depends(_page_user(Action.APPROVE_PLAN))]
+PageReject = Annotated[User, Depends(_page_user(Action.REJECT_PLAN))]
+PageConfirm = Annotated[User, Depends(_page_user(Action.CONFIRM_STEP))]
+PageRefuse = Annotated[User, Depends(_page_user(Action.REFUSE_STEP))]
+PageTrip = Annotated[User, Depends(_page_user(Action.TRIP_ESTOP))]
+PageReset = Annotated[User, Depends(_page_user(Action.RESET_ESTOP))]
+
+
+def create_app(
+    backend: ConsoleBackend,
+    users: UserStore,
+    *,
+    secure_cookies: bool = False,
+    stream_interval_s: float = 0.05,
+    title: str = "Atelier console",
+) -> FastAPI:
+    """The console app over ``backend`` and ``users``.
+
+    ``secure_cookies`` marks the session cookie Secure (set it when served over HTTPS).
+    ``stream_interval_s`` is the shortest time between two live-feed messages to one browser.
+    """
+    app = FastAPI(
+        title=title,
+        version="1",
+        description="Atelier's console: plant state, plans and approvals, operator confirmations, e-stop, "
+        "work orders. Log in with POST /api/session; send the token as a Bearer header or the cookie.",
+        openapi_url="/api/openapi.json",
+        docs_url="/api/docs",
+        redoc_url=None,
+    )
+    app.state.backend = backend
+    app.state.users = users
+    plant = backend.plant
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(HERE / "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.globals.update(
+        plant=plant,
+        format_args=format_args,
+        state_class=_state_class,
+        Action=Action,
+        title=title,
+    )
+    env.filters["secs"] = lambda v: "–" if v is None else f"{float(v):.1f} s"
+    app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
+    top_svg = top_view_svg(plant)
+
+    def render(request: Request, template: str, user: User | None, status_code: int = 200, **ctx: Any) -> HTMLResponse:
+        notice = request.query_params.get("notice", "")
+        html = env.get_template(template).render(
+            user=user, request_path=request.url.path, notice=notice[:300], **{"errors": [], **ctx}
+        )
+        return HTMLResponse(html, status_code=status_code)
+
+    # ------------------------------------------------------------------ errors as pages or JSON
+
+    def wants_json(request: Request) -> bool:
+        return request.url.path.startswith("/api/")
+
+    @app.exception_handler(_PageRefusal)
+    async def _on_page_refusal(request: Request, exc: _PageRefusal) -> Response:
+        if exc.login:
+            target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+            return RedirectResponse(f"/login?next={quote(target)}", status_code=303)
+        user = await user_of(request)
+        return render(request, "error.html", user, status_code=exc.status, heading="Not allowed", errors=[exc.message])
+
+    @app.exception_handler(HTTPException)
+    async def _on_http(request: Request, exc: HTTPException) -> Response:
+        if wants_json(request):
+            return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+        user = await user_of(request)
+        heading = {404: "Not found", 405: "Not allowed here", 400: "Bad request"}.get(exc.status_code, "Refused")
+        return render(request, "error.html", user, exc.status_code, heading=heading, errors=[str(exc.detail)])
+
+    @app.exception_handler(RequestValidationError)
+    async def _on_invalid(request: Request, exc: RequestValidationError) -> Response:
+        messages = []
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path"))
+            messages.append(f"{where or 'request'}: {err.get('msg', 'invalid')}")
+        if wants_json(request):
+            return JSONResponse({"detail": messages}, status_code=422)
+        user = await user_of(request)
+        return render(request, "error.html", user, status_code=422, heading="Please check the input", errors=messages)
+
+    @app.exception_handler(FormError)
+    async def _on_form_error(request: Request, exc: FormError) -> Response:
+        if wants_json(request):
+            return JSONResponse({"detail": exc.messages}, status_code=422)
+        user = await user_of(request)
+        return render(request, "error.html", user, 422, heading="Please check the input", errors=exc.messages)
+
+    @app.exception_handler(ActionRefused)
+    async def _on_refused(request: Request, exc: ActionRefused) -> Response:
+        if wants_json(request):
+            return JSONResponse({"detail": exc.message}, status_code=exc.status)
+        user = await user_of(request)
+        return render(request, "error.html", user, status_code=exc.status, heading="Not done", errors=[exc.message])
+
+    @app.exception_handler(Exception)
+    async def _on_crash(request: Request, exc: Exception) -> Response:
+        log.exception("console request %s %s failed", request.method, request.url.path)
+        message = "Something went wrong on the server. It has been logged; please try again or tell the engineer."
+        if wants_json(request):
+            return JSONResponse({"detail": message}, status_code=500)
+        return HTMLResponse(
+            env.get_template("error.html").render(
+                user=None, request_path="", notice="", heading="Server error", errors=[message]
+            ),
+            status_code=500,
+        )
+
+    @app.middleware("http")
+    async def _same_origin(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        # Cookies are SameSite=Strict; this refuses a cross-site form post in old browsers too.
+        if request.method not in ("GET", "HEAD", "OPTIONS"):
+            origin = request.headers.get("origin")
+            if origin and origin != "null" and urlsplit(origin).netloc != request.headers.get("host", ""):
+                return JSONResponse({"detail": "cross-site request refused"}, status_code=403)
+        response = await call_next(request)
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("X-Frame-Options", "DENY")
+        response.headers.setdefault("Referrer-Policy", "same-origin")
+        return response
+
+    def set_cookie(response: Response, token: str) -> None:
+        response.set_cookie(
+            COOKIE, token, max_age=int(users.ttl_s), httponly=True, samesite="strict", secure=secure_cookies, path="/"
+        )
+
+    def text_field(form: FormData, key: str, label: str, *, required: bool, min_chars: int = 0) -> str:
+        return clean_text(form.get(key), label, required=required, min_chars=min_chars, max_chars=MAX_REASON_CHARS)
+
+    def robot_field(form_value: object, *, allow_all: bool) -> str | None:
+        if not isinstance(form_value, str) or not form_value.strip():
+            raise FormError(["Robot: please choose a robot."])
+        name = form_value.strip()
+        if allow_all and name == "all":
+            return None
+        if name not in plant.robots:
+            known = ", ".join(sorted(plant.robots))
+            raise FormError([f"Robot: {name!r} is not a robot of this plant; one of: {known}."])
+        return name
+
+    # ================================================================== JSON API
+
+    @app.post("/api/session", response_model=SessionView, tags=["session"], responses={401: {"model": Problem}})
+    async def api_login(body: LoginBody, response: Response) -> SessionView:
+        """Log in; the token comes back in the body and as an HttpOnly cookie."""
+        try:
+            user, token = await run_in_threadpool(users.login, body.name, body.password)
+        except AuthError as exc:
+            await backend.audit(body.name[:32] or "?", "login_failed", "console", str(exc))
+            raise HTTPException(401, str(exc)) from None
+        await backend.audit(user.name, "login", "console", f"role {user.role.value}, API")
+        set_cookie(response, token)
+        return SessionView(name=user.name, role=user.role, expires_in_s=users.ttl_s, token=token)
+
+    @app.delete("/api/session", status_code=204, tags=["session"])
+    async def api_logout(request: Request, user: ApiView) -> Response:
+        """End the session of the token or cookie sent."""
+        await run_in_threadpool(users.logout, token_of(request))
+        await backend.audit(user.name, "logout", "console", "API")
+        response = Response(status_code=204)
+        response.delete_cookie(COOKIE, path="/")
+        return response
+
+    @app.get("/api/me", response_model=SessionView, tags=["session"])
+    async def api_me(user: ApiView) -> SessionView:
+        """Who is logged in."""
+        return SessionView(name=user.name, role=user.role, expires_in_s=users.ttl_s)
+
+    @app.get("/api/plant", response_model=PlantSnapshot, tags=["plant"], responses={503: {"model": Problem}})
+    async def api_plant(user: ApiView) -> PlantSnapshot:
+        """The newest snapshot of every machine, robot, person and part."""
+        snap = backend.feed.latest
+        if snap is None:
+            raise HTTPException(503, "No plant state yet: is the twin or the plant connected?")
+        return snap
+
+    @app.get(
+        "/api/plant/stream",
+        tags=["plant"],
+        response_class=StreamingResponse,
+        responses={200: {"content": {"text/event-stream": {}}, "description": "`event: plant` with a PlantSnapshot"}},
+    )
+    async def api_plant_stream(request: Request, user: ApiView) -> StreamingResponse:
+        """Server-sent events: a ``plant`` event with a :class:`PlantSnapshot` at every change
+        (at most one per ``stream_interval_s``); a ``logout`` event when the session ends."""
+        token = token_of(request)
+
+        async def events() -> AsyncIterator[str]:
+            yield "retry: 1000\n\n"
+            checked = now_s()
+            async for snap in backend.feed.subscribe(min_interval_s=stream_interval_s):
+                yield f"id: {snap.seq}\nevent: plant\ndata: {snap.model_dump_json()}\n\n"
+                if now_s() - checked > 10.0:
+                    checked = now_s()
+                    if await run_in_threadpool(users.session_user, token) is None:
+                        yield "event: logout\ndata: {}\n\n"
+                        return
+
+        return StreamingResponse(
+            events(), media_type="text/event-stream", headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+        )
+
+    @app.get("/api/plans", response_model=list[PlanSummary], tags=["plans"])
+    async def api_plans(user: ApiView) -> list[PlanSummary]:
+        """Every plan, newest first."""
+        return await backend.list_plans()
+
+    @app.get("/api/plans/{plan_id}", response_model=PlanDetail, tags=["plans"], responses={404: {"model": Problem}})
+    async def api_plan(plan_id: str, user: ApiView) -> PlanDetail:
+        """A plan with steps, guardrail results, rehearsal evidence and audit trail."""
+        plan = await backend.get_plan(plan_id)
+        if plan is None:
+            raise HTTPException(404, f"No plan {plan_id!r}.")
+        return plan
+
+    @app.post("/api/plans/{plan_id}/approve", status_code=204, tags=["plans"], responses={409: {"model": Problem}})
+    async def api_approve(plan_id: str, body: ReasonBody, user: ApiApprove) -> Response:
+        """Approve a plan awaiting approval (supervisors)."""
+        reason = clean_text(body.reason, "Reason", required=False, max_chars=MAX_REASON_CHARS)
+        await backend.approve(plan_id, user.name, reason or "approved")
+        return Response(status_code=204)
+
+    @app.post("/api/plans/{plan_id}/reject", status_code=204, tags=["plans"], responses={409: {"model": Problem}})
+    async def api_reject(plan_id: str, body: ReasonBody, user: ApiReject) -> Response:
+        """Reject a plan awaiting approval, with a reason (supervisors)."""
+        reason = clean_text(body.reason, "Reason", required=True, min_chars=3, max_chars=MAX_REASON_CHARS)
+        await backend.reject(plan_id, user.name, reason)
+        return Response(status_code=204)
+
+    @app.get("/api/confirmations", response_model=list[ConfirmationView], tags=["operator"])
+    async def api_confirmations(user: ApiView) -> list[ConfirmationView]:
+        """Hazardous steps waiting for a robot operator."""
+        return await backend.pending_confirmations()
+
+    @app.post("/api/plans/{plan_id}/steps/{step_id}/confirm", status_code=204, tags=["operator"])
+    async def api_confirm(plan_id: str, step_id: str, body: ReasonBody, user: ApiConfirm) -> Response:
+        """Confirm a hazardous step may run (robot operators)."""
+        note = clean_text(body.reason, "Note", required=False, max_chars=MAX_REASON_CHARS)
+        await backend.confirm_step(plan_id, step_id, user.name, note)
+        return Response(status_code=204)
+
+    @app.post("/api/plans/{plan_id}/steps/{step_id}/refuse", status_code=204, tags=["operator"])
+    async def api_refuse(plan_id: str, step_id: str, body: ReasonBody, user: ApiRefuse) -> Response:
+        """Refuse a hazardous step, with a reason (robot operators)."""
+        reason = clean_text(body.reason, "Reason", required=True, min_chars=3, max_chars=MAX_REASON_CHARS)
+        await backend.refuse_step(plan_id, step_id, user.name, reason)
+        return Response(status_code=204)
+
+    @app.post("/api/estop/trip", status_code=204, tags=["operator"])
+    async def api_trip(body: TripBody, user: ApiTrip) -> Response:
+        """Latch the e-stop of one robot or of all (anyone logged in)."""
+        robot = None if body.robot in (None, "all") else robot_field(body.robot, allow_all=False)
+        reason = clean_text(body.reason, "Reason", required=False, max_chars=MAX_REASON_CHARS)
+        await backend.trip_estop(robot, user.name, reason or "e-stop pressed in the console")
+        return Response(status_code=204)
+
+    @app.post("/api/estop/reset", status_code=204, tags=["operator"])
+    async def api_reset(body: ResetBody, user: ApiReset) -> Response:
+        """Reset one robot's e-stop latch (robot operators only)."""
+        robot = robot_field(body.robot, allow_all=False)
+        assert robot is not None
+        if not body.area_clear:
+            raise FormError(["Area clear: confirm that nobody is in the robot's area before resetting."])
+        note = clean_text(body.note, "Note", required=False, max_chars=MAX_REASON_CHARS)
+        await backend.reset_estop(robot, user.name, note or "area checked clear")
+        return Response(status_code=204)
+
+    @app.post("/api/work-orders", response_model=JobView, status_code=202, tags=["work orders"])
+    async def api_submit(body: WorkOrderBody, user: ApiSubmit) -> JobView:
+        """Submit a work order; follow its progress at ``GET /api/work-orders/{id}``."""
+        request = check_work_order(plant, body.text, body.recipe, body.params)
+        return await backend.submit_work_order(request, user.name)
+
+    @app.get("/api/work-orders", response_model=list[JobView], tags=["work orders"])
+    async def api_jobs(user: ApiView) -> list[JobView]:
+        """Recent work orders, newest first."""
+        return await backend.jobs()
+
+    @app.get("/api/work-orders/{job_id}", response_model=JobView, tags=["work orders"])
+    async def api_job(job_id: str, user: ApiView) -> JobView:
+        """A work order's stage, messages and plan once drafted."""
+        job = await backend.job(job_id)
+        if job is None:
+            raise HTTPException(404, f"No work order {job_id!r}.")
+        return job
+
+    @app.get("/api/audit", response_model=list[AuditView], tags=["audit"])
+    async def api_audit(user: ApiView, limit: int = 50) -> list[AuditView]:
+        """The newest records of the audit log."""
+        return await backend.audit_tail(max(1, min(limit, 500)))
+
+    # ================================================================== pages
+
+    @app.get("/", include_in_schema=False)
+    async def home() -> Response:
+        return RedirectResponse("/plant", status_code=303)
+
+    @app.get("/login", include_in_schema=False)
+    async def login_page(request: Request) -> Response:
+        return render(request, "login.html", None, next=_safe_next(request.query_params.get("next")), username="")
+
+    @app.post("/login", include_in_schema=False)
+    async def login_post(request: Request) -> Response:
+        form = await request.form()
+        name, password, nxt = form.get("name"), form.get("password"), _safe_next(str(form.get("next") or ""))
+        if not isinstance(name, str) or not isinstance(password, str) or not name.strip() or not password:
+            problem = ["Please give your user name and password."]
+            return render(request, "login.html", None, 400, next=nxt, username="", errors=problem)
+        try:
+            user, token = await run_in_threadpool(users.login, name.strip()[:64], password[:1024])
+        except AuthError as exc:
+            await backend.audit(name.strip()[:32], "login_failed", "console", str(exc))
+            problem = [str(exc).capitalize() + "."]
+            return render(request, "login.html", None, 401, next=nxt, username=name.strip()[:64], errors=problem)
+        await backend.audit(user.name, "login", "console", f"role {user.role.value}")
+        response = RedirectResponse(nxt, status_code=303)
+        set_cookie(response, token)
+        return response
+
+    @app.post("/logout", include_in_schema=False)
+    async def logout_post(request: Request) -> Response:
+        user = await user_of(request)
+        if user is not None:
+            await run_in_threadpool(users.logout, token_of(request))
+            await backend.audit(user.name, "logout", "console")
+        response = RedirectResponse("/login", status_code=303)
+        response.delete_cookie(COOKIE, path="/")
+        return response
+
+    @app.get("/plant", include_in_schema=False)
+    async def plant_page(request: Request, user: PageView) -> Response:
+        return render(request, "plant.html", user, svg=top_svg, snap=backend.feed.latest)
+
+    @app.get("/plans", include_in_schema=False)
+    async def plans_page(request: Request, user: PageView) -> Response:
+        plans = await backend.list_plans()
+        states = list(PLAN_STATES) + sorted({p.state for p in plans} - set(PLAN_STATES))
+        groups = [(s, [p for p in plans if p.state == s]) for s in states]
+        return render(request, "plans.html", user, groups=groups, total=len(plans))
+
+    async def plan_or_404(plan_id: str) -> PlanDetail:
+        plan = await backend.get_plan(plan_id)
+        if plan is None:
+            raise HTTPException(404, f"There is no plan {plan_id!r}.")
+        return plan
+
+    def plan_response(
+        request: Request, user: User, plan: PlanDetail, status: int = 200, errors: list[str] | None = None
+    ) -> Response:
+        times = schedule(plan.steps)
+        return render(
+            request,
+            "plan.html",
+            user,
+            status,
+            plan=plan,
+            gantt=gantt_svg(plan.steps),
+            rows=list(zip(plan.steps, times, strict=True)),
+            failed_rules=[g for g in plan.guardrails if not g.passed],
+            makespan=plan.makespan_s if plan.makespan_s is not None else max((s + d for s, d in times), default=0.0),
+            errors=errors or [],
+        )
+
+    @app.get("/plans/{plan_id}", include_in_schema=False)
+    async def plan_page(request: Request, plan_id: str, user: PageView) -> Response:
+        return plan_response(request, user, await plan_or_404(plan_id))
+
+    @app.get("/plans/{plan_id}/evidence/{name}", include_in_schema=False)
+    async def evidence(plan_id: str, name: str, user: PageView) -> Response:
+        path = await backend.evidence_file(plan_id, name)
+        if path is None:
+            raise HTTPException(404, f"No evidence {name!r} for plan {plan_id!r}.")
+        return FileResponse(path)
+
+    async def decide(request: Request, plan_id: str, user: User, approve: bool) -> Response:
+        form = await request.form()
+        try:
+            if approve:
+                reason = text_field(form, "reason", "Reason", required=False)
+                await backend.approve(plan_id, user.name, reason or "approved")
+            else:
+                reason = text_field(form, "reason", "Reason for rejecting", required=True, min_chars=3)
+                await backend.reject(plan_id, user.name, reason)
+        except (FormError, ActionRefused) as exc:
+            messages = exc.messages if isinstance(exc, FormError) else [exc.message]
+            status = 422 if isinstance(exc, FormError) else exc.status
+            return plan_response(request, user, await plan_or_404(plan_id), status, messages)
+        verb = "approved" if approve else "rejected"
+        return RedirectResponse(f"/plans/{quote(plan_id)}?notice={quote(f'Plan {verb} by {user.name}.')}", 303)
+
+    @app.post("/plans/{plan_id}/approve", include_in_schema=False)
+    async def approve_post(request: Request, plan_id: str, user: PageApprove) -> Response:
+        return await decide(request, plan_id, user, approve=True)
+
+    @app.post("/plans/{plan_id}/reject", include_in_schema=False)
+    async def reject_post(request: Request, plan_id: str, user: PageReject) -> Response:
+        return await decide(request, plan_id, user, approve=False)
+
+    async def operator_page_response(
+        request: Request, user: User, status: int = 200, errors: list[str] | None = None
+    ) -> Response:
+        return render(
+            request,
+            "operator.html",
+            user,
+            status,
+            confirmations=await backend.pending_confirmations(),
+            snap=backend.feed.latest,
+            errors=errors or [],
+        )
+
+    @app.get("/operator", include_in_schema=False)
+    async def operator_page(request: Request, user: PageView) -> Response:
+        return await operator_page_response(request, user)
+
+    async def step_action(request: Request, user: User, confirm: bool) -> Response:
+        form = await request.form()
+        try:
+            plan_id = clean_text(form.get("plan_id"), "Plan", required=True, max_chars=100)
+            step_id = clean_text(form.get("step_id"), "Step", required=True, max_chars=100)
+            if confirm:
+                note = text_field(form, "reason", "Note", required=False)
+                await backend.confirm_step(plan_id, step_id, user.name, note)
+            else:
+                note = text_field(form, "reason", "Reason for refusing", required=True, min_chars=3)
+                await backend.refuse_step(plan_id, step_id, user.name, note)
+        except FormError as exc:
+            return await operator_page_response(request, user, 422, exc.messages)
+        except ActionRefused as exc:
+            return await operator_page_response(request, user, exc.status, [exc.message])
+        verb = "confirmed" if confirm else "refused"
+        return RedirectResponse(f"/operator?notice={quote(f'Step {step_id} {verb} by {user.name}.')}", 303)
+
+    @app.post("/operator/confirm", include_in_schema=False)
+    async def confirm_post(request: Request, user: PageConfirm) -> Response:
+        return await step_action(request, user, confirm=True)
+
+    @app.post("/operator/refuse", include_in_schema=False)
+    async def refuse_post(request: Request, user: PageRefuse) -> Response:
+        return await step_action(request, user, confirm=False)
+
+    @app.post("/estop/trip", include_in_schema=False)
+    async def trip_post(request: Request, user: PageTrip) -> Response:
+        form = await request.form()
+        back = _safe_next(str(form.get("next") or ""), "/operator")
+        try:
+            robot = robot_field(form.get("robot") or "all", allow_all=True)
+            reason = text_field(form, "reason", "Reason", required=False)
+            await backend.trip_estop(robot, user.name, reason or "e-stop pressed in the console")
+        except FormError as exc:
+            return await operator_page_response(request, user, 422, exc.messages)
+        except ActionRefused as exc:
+            return await operator_page_response(request, user, exc.status, [exc.message])
+        what = "all robots" if robot is None else robot
+        sep = "&" if "?" in back else "?"
+        return RedirectResponse(f"{back}{sep}notice={quote(f'E-stop tripped for {what} by {user.name}.')}", 303)
+
+    @app.post("/estop/reset", include_in_schema=False)
+    async def reset_post(request: Request, user: PageReset) -> Response:
+        form = await request.form()
+        try:
+            robot = robot_field(form.get("robot"), allow_all=False)
+            assert robot is not None
+            if form.get("area_clear") not in ("yes", "on", "true"):
+                raise FormError(["Area clear: tick the box to confirm nobody is in the robot's area."])
+            note = text_field(form, "note", "Note", required=False)
+            await backend.reset_estop(robot, user.name, note or "area checked clear")
+        except FormError as exc:
+            return await operator_page_response(request, user, 422, exc.messages)
+        except ActionRefused as exc:
+            return await operator_page_response(request, user, exc.status, [exc.message])
+        return RedirectResponse(f"/operator?notice={quote(f'E-stop of {robot} reset by {user.name}.')}", 303)
+
+    async def work_orders_response(
+        request: Request,
+        user: User,
+        status: int = 200,
+        errors: list[str] | None = None,
+        form: dict[str, str] | None = None,
+    ) -> Response:
+        return render(
+            request,
+            "work_orders.html",
+            user,
+            status,
+            jobs=await backend.jobs(),
+            errors=errors or [],
+            form=form or {},
+            job_states=JOB_STATES,
+        )
+
+    @app.get("/work-orders", include_in_schema=False)
+    async def work_orders_page(request: Request, user: PageView) -> Response:
+        return await work_orders_response(request, user)
+
+    @app.post("/work-orders", include_in_schema=False)
+    async def work_order_post(request: Request, user: PageSubmit) -> Response:
+        form = await request.form()
+        raw = {k: v for k, v in form.items() if isinstance(v, str)}
+        recipe = raw.get("recipe", "").strip()
+        prefix = f"p.{recipe}."
+        params = {k[len(prefix) :]: v for k, v in raw.items() if recipe and k.startswith(prefix)}
+        try:
+            req = check_work_order(plant, form.get("text"), recipe or None, params)
+        except FormError as exc:
+            return await work_orders_response(request, user, 422, exc.messages, {k: v[:4000] for k, v in raw.items()})
+        except ActionRefused as exc:
+            return await work_orders_response(request, user, exc.status, [exc.message], raw)
+        job = await backend.submit_work_order(req, user.name)
+        return RedirectResponse(f"/work-orders/{quote(job.id)}", 303)
+
+    @app.get("/work-orders/{job_id}", include_in_schema=False)
+    async def job_page(request: Request, job_id: str, user: PageView) -> Response:
+        job = await backend.job(job_id)
+        if job is None:
+            raise HTTPException(404, f"There is no work order {job_id!r}.")
+        return render(request, "job.html", user, job=job, job_states=JOB_STATES)
+
+    @app.get("/audit", include_in_schema=False)
+    async def audit_page(request: Request, user: PageView) -> Response:
+        return render(request, "audit.html", user, records=await backend.audit_tail(200))
+
+    return app

@@ -1,0 +1,125 @@
+// Atelier console: the live plant view (server-sent events) and work-order progress.
+"use strict";
+(function () {
+  const RUN = new Set(["STARTING", "EXECUTE", "UNHOLDING", "UNSUSPENDING", "COMPLETING"]);
+  const FAULT = new Set(["ABORTING", "ABORTED"]);
+  const lamp = (s) => (RUN.has(s) ? "st-run" : FAULT.has(s) ? "st-fault" : s === "IDLE" ? "st-idle" : "st-wait");
+  const deg = (r) => (r * 180 / Math.PI).toFixed(0);
+  const badge = (s) => "badge st-" + s.toLowerCase().replace(/[^a-z0-9]/g, "-");
+
+  function setText(el, text) { if (el && el.textContent !== text) el.textContent = text; }
+
+  function livePlant(initial) {
+    const svg = document.querySelector("svg.topview");
+    const k = parseFloat(svg.dataset.pxPerM), m0 = parseFloat(svg.dataset.marginPx), hM = parseFloat(svg.dataset.heightM);
+    const X = (x) => m0 + x * k, Y = (y) => m0 + (hM - y) * k;
+    const dot = document.getElementById("live-dot"), liveText = document.getElementById("live-text");
+    let lastWall = 0;
+
+    function apply(s) {
+      window.atelierLast = s;  // tests read the newest snapshot seen by the page
+      setText(document.getElementById("plant-time"), s.time_s.toFixed(1) + " s");
+      for (const m of s.machines) {
+        const g = document.getElementById("m-" + m.name);
+        if (g) g.setAttribute("class", "machine " + (m.fault_code ? "st-fault" : lamp(m.state)));
+        setText(document.getElementById("m-" + m.name + "-state"), m.state + (m.fault_code ? " · fault " + m.fault_code : ""));
+        const row = document.getElementById("mrow-" + m.name);
+        if (!row) continue;
+        const b = row.querySelector('[data-f="state"]');
+        setText(b, m.state); b.className = badge(m.fault_code ? "aborted" : m.state);
+        setText(row.querySelector('[data-f="cycle_count"]'), String(m.cycle_count));
+        setText(row.querySelector('[data-f="part_count"]'), String(m.part_count));
+        setText(row.querySelector('[data-f="door"]'), m.door_closed === null ? "–" : m.door_closed ? "closed" : "OPEN");
+        setText(row.querySelector('[data-f="fault"]'), m.fault_code ? m.fault_code + ": " + m.fault_text : "–");
+      }
+      for (const r of s.robots) {
+        const g = document.getElementById("r-" + r.name);
+        if (g) {
+          g.setAttribute("class", "robot" + (r.estop ? " estop" : r.safety === "protective_stop" ? " stop" : ""));
+          const tool = document.getElementById("r-" + r.name + "-tool"), arm = document.getElementById("r-" + r.name + "-arm");
+          const tx = X(r.tool_xyz_m[0]).toFixed(1), ty = Y(r.tool_xyz_m[1]).toFixed(1);
+          tool.setAttribute("cx", tx); tool.setAttribute("cy", ty); arm.setAttribute("x2", tx); arm.setAttribute("y2", ty);
+          setText(document.getElementById("r-" + r.name + "-skill"), r.estop ? "E-STOP" : (r.skill || "idle"));
+        }
+        const row = document.getElementById("rrow-" + r.name);
+        if (!row) continue;
+        setText(row.querySelector('[data-f="skill"]'), r.skill || "idle");
+        const b = row.querySelector('[data-f="safety"]');
+        const st = r.estop ? "estop" : r.safety;
+        setText(b, r.estop ? "E-STOP" : r.safety.replace(/_/g, " ")); b.className = badge(st);
+        setText(row.querySelector('[data-f="estop_reason"]'), r.estop ? r.estop_reason : "");
+        setText(row.querySelector('[data-f="joints"]'), r.joints_rad.map(deg).join(" "));
+      }
+      for (const p of s.people) {
+        const g = document.getElementById("p-" + p.name);
+        if (g) g.setAttribute("transform", "translate(" + X(p.x_m).toFixed(1) + " " + Y(p.y_m).toFixed(1) + ")");
+        const li = document.getElementById("prow-" + p.name);
+        if (li) setText(li.querySelector('[data-f="where"]'), "at (" + p.x_m.toFixed(1) + ", " + p.y_m.toFixed(1) + ") m, " + p.speed_m_s.toFixed(1) + " m/s");
+      }
+      for (const part of s.parts) {
+        const r = document.getElementById("part-" + part.name);
+        if (r) { r.setAttribute("x", (X(part.xyz_m[0]) - 3.5).toFixed(1)); r.setAttribute("y", (Y(part.xyz_m[1]) - 3.5).toFixed(1)); }
+      }
+      document.body.dataset.seq = String(s.seq);
+    }
+
+    if (initial) apply(initial);
+    const es = new EventSource("/api/plant/stream");
+    es.addEventListener("plant", (ev) => { lastWall = Date.now(); apply(JSON.parse(ev.data)); });
+    es.addEventListener("logout", () => { es.close(); window.location = "/login?next=/plant"; });
+    es.onopen = () => { dot.className = "dot on"; setText(liveText, "live"); };
+    es.onerror = () => { dot.className = "dot off"; setText(liveText, "reconnecting…"); };
+    setInterval(() => {
+      if (lastWall && Date.now() - lastWall > 2000) { dot.className = "dot off"; setText(liveText, "no data for " + ((Date.now() - lastWall) / 1000).toFixed(0) + " s"); }
+      else if (lastWall) { dot.className = "dot on"; setText(liveText, "live"); }
+    }, 1000);
+  }
+
+  function followJob(id, states) {
+    const order = states.filter((s) => s !== "failed");
+    async function poll() {
+      let job;
+      try {
+        const r = await fetch("/api/work-orders/" + encodeURIComponent(id), { credentials: "same-origin" });
+        if (!r.ok) { setTimeout(poll, 2000); return; }
+        job = await r.json();
+      } catch (e) { setTimeout(poll, 2000); return; }
+      const st = document.getElementById("job-state");
+      setText(st, job.state.replace(/_/g, " ")); st.className = badge(job.state);
+      const at = order.indexOf(job.state);
+      document.querySelectorAll("#stages li").forEach((li, i) => {
+        li.className = job.state === "failed" ? (i === 0 ? "failed" : "") : i < at ? "done" : i === at ? (job.state === "awaiting_approval" ? "done" : "now") : "";
+      });
+      setText(document.getElementById("job-error"), job.error || "");
+      const ul = document.getElementById("job-messages");
+      if (ul.children.length !== job.messages.length) {
+        ul.replaceChildren(...job.messages.map((m) => { const li = document.createElement("li"); li.textContent = m; return li; }));
+      }
+      if (job.plan_id && !document.getElementById("open-plan")) {
+        const a = document.createElement("a");
+        a.href = "/plans/" + encodeURIComponent(job.plan_id); a.className = "primary button"; a.id = "open-plan";
+        a.textContent = "Open plan #" + job.plan_id;
+        document.getElementById("job-plan").replaceChildren(a);
+      }
+      if (job.state !== "awaiting_approval" && job.state !== "failed") setTimeout(poll, 400);
+    }
+    poll();
+  }
+
+  function localTimes() {
+    document.querySelectorAll(".when[data-t]").forEach((el) => {
+      const t = parseFloat(el.dataset.t);
+      if (!isNaN(t)) el.textContent = new Date(t * 1000).toLocaleString();
+    });
+  }
+
+  function recipeParams() {
+    const sel = document.getElementById("wo-recipe");
+    if (!sel) return;
+    const show = () => document.querySelectorAll("fieldset.params").forEach((f) => { f.hidden = f.dataset.recipe !== sel.value; });
+    sel.addEventListener("change", show); show();
+  }
+
+  document.addEventListener("DOMContentLoaded", () => { localTimes(); recipeParams(); });
+  window.atelier = { livePlant, followJob };
+})();
