@@ -85,12 +85,17 @@ class ArmKinematics:
         max_iter: int = 300,
         damping: float = 0.05,
         rotation_weight: float = 0.5,
+        approach_axis: FloatArray | None = None,
     ) -> IKResult:
         """Joint angles that put the site at ``target_pos`` (and ``target_rot`` if given).
 
         Damped least squares, step-limited, clamped to the joint limits every iteration, with a
         small null-space pull toward the rest pose. ``ok`` is False when the tolerance was not
         met (the target is out of reach or outside the limits); the best ``q`` is still returned.
+
+        ``approach_axis`` (a unit vector, world frame) instead of ``target_rot`` asks only that
+        the site's z axis point along it, leaving the rotation about it free (a top-down grasp
+        of a part that looks the same from every side).
         """
         q = np.clip(np.asarray(q0 if q0 is not None else self.rest, dtype=float), self.lower, self.upper)
         target_pos = np.asarray(target_pos, dtype=float)
@@ -100,6 +105,8 @@ class ArmKinematics:
         for it in range(1, max_iter + 1):
             pos, rot = self.fk(q)
             err_p = target_pos - pos
+            if approach_axis is not None:
+                target_rot = _align_z(rot, np.asarray(approach_axis, dtype=float))
             if target_rot is not None:
                 r_err = np.asarray(target_rot) @ rot.T
                 quat = np.zeros(4)
@@ -128,3 +135,61 @@ class ArmKinematics:
             q = np.clip(q + dq, self.lower, self.upper)
         _, q_best, pe, re = best
         return IKResult(q_best, False, pe, re, it)
+
+
+def _align_z(rot: FloatArray, axis: FloatArray) -> FloatArray:
+    """``rot`` turned by the smallest rotation that brings its z column onto ``axis``."""
+    z = rot[:, 2]
+    a = axis / np.linalg.norm(axis)
+    v = np.cross(z, a)
+    c = float(np.dot(z, a))
+    s = float(np.linalg.norm(v))
+    if s < 1e-9:
+        if c > 0:
+            return rot
+        # Opposite: half a turn about the site's x axis.
+        return rot @ np.diag([1.0, -1.0, -1.0])
+    k = v / s
+    kx = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
+    turn = np.eye(3) + s * kx + (1 - c) * (kx @ kx)
+    return np.asarray(turn @ rot, dtype=float)
+
+
+class LinkPoints:
+    """World positions (m) of points along an arm at a joint configuration, for safety checks.
+
+    The points are the origins of ``body_ids`` (in the given order, base to flange), the
+    midpoints between consecutive ones (links are long), and the site ``site_id`` (the tool).
+    Each carries a radius (m) that covers the link around it. Own scratch ``MjData``: safe to
+    use from one thread while another thread uses the model elsewhere. About 10-30 us a call.
+    """
+
+    def __init__(
+        self,
+        model: mujoco.MjModel,
+        qpos_adr: Sequence[int],
+        body_ids: Sequence[int],
+        site_id: int,
+        link_radius_m: float = 0.08,
+        tool_radius_m: float = 0.06,
+    ) -> None:
+        self.model = model
+        self.data = mujoco.MjData(model)
+        self.qpos_adr = np.asarray(qpos_adr, dtype=int)
+        self.body_ids = np.asarray(body_ids, dtype=int)
+        self.site_id = int(site_id)
+        n = len(self.body_ids)
+        self.radius_m = np.array([link_radius_m] * (2 * n - 1) + [tool_radius_m], dtype=float)
+
+    @property
+    def count(self) -> int:
+        return len(self.radius_m)
+
+    def at(self, q: FloatArray) -> FloatArray:
+        """(count, 3) array of point positions (m, world) at joint angles ``q`` (rad)."""
+        self.data.qpos[self.qpos_adr] = q
+        mujoco.mj_kinematics(self.model, self.data)
+        origins = self.data.xpos[self.body_ids]
+        mids = 0.5 * (origins[:-1] + origins[1:])
+        out: FloatArray = np.vstack([origins, mids, self.data.site_xpos[self.site_id][None, :]])
+        return out

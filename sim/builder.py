@@ -7,6 +7,8 @@ Naming in the compiled model (so other code can find things without guessing):
 - machine ``M``: body ``M``, door body ``M/door`` on joint ``M/door`` with actuator ``M/door``,
   status lamp geom ``M/lamp``; a conveyor's belt geom ``M/belt`` (moved by its surface velocity);
 - part ``P``: free body ``P``; person ``H``: mocap body ``H``; zone ``Z``: geom ``zone/Z``;
+- grasp of part ``P`` by robot ``R``: weld equality ``R/grasp/P`` between the body of the
+  grip site and the part, inactive until the twin attaches the part to a closing gripper;
 - cameras ``overview``, ``top``, ``robots``.
 """
 
@@ -194,6 +196,22 @@ def build_spec(plant: PlantDescription, config: TwinConfig) -> mujoco.MjSpec:
             friction=[1.0, 0.01, 0.001],
         )
         g.contype = g.conaffinity = STATIC | DYNAMIC
+    for rname, robot in plant.robots.items():
+        grip_body = f"{rname}/tool/{_grip_body(robot.tool.model)}"
+        for pname in plant.parts:
+            # Inactive welds cost nothing per step; the twin switches one on when a gripper
+            # closes on a part (fingers alone do not hold a part reliably at a 4 ms step).
+            spec.add_equality(
+                name=f"{rname}/grasp/{pname}",
+                type=mujoco.mjtEq.mjEQ_WELD,
+                objtype=mujoco.mjtObj.mjOBJ_BODY,
+                name1=grip_body,
+                name2=pname,
+                active=False,
+                # anchor 0 (the part's origin); the relative pose is set when the grasp starts.
+                data=[0.0] * 10 + [1.0, 0.0],
+                solref=[0.01, 1.0],
+            )
     for hname, person in plant.people.items():
         x, y = person.path_m[0]
         body = wb.add_body(name=hname, pos=[x, y, 0.0], mocap=True)
@@ -225,6 +243,16 @@ def build_spec(plant: PlantDescription, config: TwinConfig) -> mujoco.MjSpec:
             # People collide with robots and parts so the twin reports every touch.
             g.contype, g.conaffinity = 0, EVERYTHING_MOVING
     return spec
+
+
+def _grip_body(tool_model: str) -> str:
+    """The tool body that carries the grip site (its name inside the tool model)."""
+    tool = mujoco.MjSpec.from_file(str(tool_file(tool_model)))
+    for b in tool.bodies:
+        for site in b.sites:
+            if site.name == TOOL_ASSETS[tool_model].grip_site:
+                return str(b.name)
+    raise ValueError(f"tool model {tool_model} has no site {TOOL_ASSETS[tool_model].grip_site}")
 
 
 def _add_zone(

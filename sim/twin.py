@@ -78,6 +78,7 @@ class RobotHandles:
     tool_closed: FloatArray
     grip_site: int
     body_ids: frozenset[int]
+    grasp_eqs: tuple[tuple[int, int], ...] = ()  # (weld equality id, part body id) per part
 
 
 class TwinMachine:
@@ -268,6 +269,11 @@ class Twin:
             tool_closed=np.array(tool.closed_ctrl),
             grip_site=m.site(f"{name}/tool/{tool.grip_site}").id,
             body_ids=bodies,
+            grasp_eqs=tuple(
+                (m.equality(f"{name}/grasp/{p}").id, m.body(p).id)
+                for p in self.plant.parts
+                if mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_EQUALITY, f"{name}/grasp/{p}") >= 0
+            ),
         )
 
     def reset(self) -> None:
@@ -367,11 +373,56 @@ class Twin:
     def joint_targets(self, robot: str) -> FloatArray:
         return np.array(self.data.ctrl[self._robots[robot].actuators], dtype=np.float64)
 
+    #: A closing gripper takes hold of the nearest part whose centre lies this close (m) to the grip point.
+    grasp_radius_m = 0.04
+
     def set_gripper(self, robot: str, closed_fraction: float) -> None:
-        """0 fully open, 1 fully closed."""
+        """0 fully open, 1 fully closed.
+
+        Closing past half takes hold of the nearest part within :attr:`grasp_radius_m` of the
+        grip point (a weld, switched on at the part's current pose, so nothing jumps); opening
+        below half lets go.
+        """
         h = self._robots[robot]
         f = min(1.0, max(0.0, closed_fraction))
         self.data.ctrl[h.tool_actuators] = h.tool_open + f * (h.tool_closed - h.tool_open)
+        if not h.grasp_eqs:
+            return
+        if f < 0.5:
+            for eq, _ in h.grasp_eqs:
+                self.data.eq_active[eq] = 0
+            return
+        if any(self.data.eq_active[eq] for eq, _ in h.grasp_eqs):
+            return
+        grip = self.data.site_xpos[h.grip_site]
+        best, best_d = None, self.grasp_radius_m
+        for eq, body in h.grasp_eqs:
+            d = float(np.linalg.norm(self.data.xpos[body] - grip))
+            if d <= best_d:
+                best, best_d = (eq, body), d
+        if best is None:
+            return
+        eq, body = best
+        b1 = int(self.model.eq_obj1id[eq])
+        r1 = self.data.xmat[b1].reshape(3, 3)
+        rel = self.model.eq_data[eq]
+        rel[0:3] = 0.0
+        rel[3:6] = r1.T @ (self.data.xpos[body] - self.data.xpos[b1])
+        q1inv = np.zeros(4)
+        mujoco.mju_negQuat(q1inv, self.data.xquat[b1])
+        mujoco.mju_mulQuat(rel[6:10], q1inv, self.data.xquat[body])
+        self.data.eq_active[eq] = 1
+
+    def held_part(self, robot: str) -> str | None:
+        """The part the robot's gripper holds (by name), or None."""
+        for eq, body in self._robots[robot].grasp_eqs:
+            if self.data.eq_active[eq]:
+                return self._body_names[body]
+        return None
+
+    def arm(self, robot: str) -> RobotHandles:
+        """Addresses of a robot in the compiled model (joints, actuators, grip site, bodies)."""
+        return self._robots[robot]
 
     def tool_position(self, robot: str) -> FloatArray:
         """World position of the tool's grip point, in m."""

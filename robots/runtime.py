@@ -1,0 +1,503 @@
+"""The on-robot runtime: executes skill goals at control rate through the safety supervisor.
+
+Every control period (:meth:`RobotRuntime.step`): read the joint state, give it and the people
+in the cell to the supervisor, take the command of the running skill (or of a streamed source,
+or "hold"), let the supervisor filter it, write what it let through to the hardware.
+
+Two ways to drive it:
+
+- lockstep (dry runs, tests): the owner of an in-process twin calls :meth:`step` after each twin
+  tick; planning runs inline in :meth:`submit`, so runs are reproducible;
+- live (:meth:`start`): a control thread clocked by the hardware (each new joint state from the
+  driver starts a period, so a stop goes out within one period of the state that caused it);
+  planning (IK) runs on a worker thread so the loop never waits for it.
+
+Goals, feedback and results cross threads through the callbacks given at construction, which
+run on the control thread and must not block (hand data to your own loop or executor).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+from robots.interface import FloatArray, HardwareInterface, JointState, Outcome, SkillFeedback, SkillGoal, SkillResult
+from robots.safety import Applied, SafetySupervisor, TrackedPerson
+from robots.skills import Check, Dwell, Grip, Move, SkillContext, SkillError, SkillPlan, SkillPlanner, Step, WaitUntil
+from robots.trajectory import JointMove, brake_step
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    """Timing of the runtime, each value with its reason."""
+
+    # A protective stop from SSM pauses the skill; the skill ends "stopped by safety" if the
+    # cell is not clear again within this time.
+    protective_stop_timeout_s: float = 10.0
+    # A move is done when every joint is within this of its target (servo lag is ~0.005 rad).
+    settle_tolerance_rad: float = 0.02
+    # ... or this long after its trajectory ended (then it fails: the robot is blocked).
+    settle_timeout_s: float = 1.5
+    # Feedback goes out every this many periods (25 Hz at 250 Hz) and at every phase change.
+    feedback_every: int = 10
+    # The live loop counts a missing joint state after this many periods as a driver fault.
+    state_timeout_periods: int = 25
+
+
+class _Active:
+    """The goal being executed and where it is."""
+
+    def __init__(self, goal: SkillGoal, plan: SkillPlan, start_s: float) -> None:
+        self.goal = goal
+        self.plan = plan
+        self.start_s = start_s
+        self.index = 0
+        self.step_start_s: float | None = None
+        self.move: JointMove | None = None
+        self.tau = 0.0  # trajectory time of the current move (s)
+        self.scale = 1.0  # time scaling applied to it (follows the SSM speed scale)
+        self.move_end_s: float | None = None
+        self.paused_since: float | None = None
+        self.cancel = False
+        self.failing: tuple[Outcome, str] | None = None
+        self.grip_sent = False
+
+
+class RobotRuntime:
+    """Runs the skills of one robot on a :class:`HardwareInterface` behind a :class:`SafetySupervisor`.
+
+    ``people`` returns the people currently tracked (for SSM); ``clock`` gives the time for the
+    supervisor and the watchdog (None: the joint state's own stamp, the twin's time in lockstep).
+    """
+
+    def __init__(
+        self,
+        hardware: HardwareInterface,
+        supervisor: SafetySupervisor,
+        planner: SkillPlanner,
+        people: Callable[[], Sequence[TrackedPerson]] | None = None,
+        on_feedback: Callable[[SkillFeedback], None] | None = None,
+        on_result: Callable[[SkillResult], None] | None = None,
+        clock: Callable[[], float] | None = None,
+        config: RuntimeConfig | None = None,
+        plan_inline: bool = True,
+        tool_position: Callable[[], FloatArray] | None = None,
+    ) -> None:
+        self.hw = hardware
+        self.robot = hardware.robot
+        self.supervisor = supervisor
+        self.planner = planner
+        self.people = people or (lambda: ())
+        self.on_feedback = on_feedback
+        self.on_result = on_result
+        self.clock = clock
+        self.config = config or RuntimeConfig()
+        self.dt = hardware.control_period_s
+        self.holding: str | None = None
+        self.tool_position = tool_position
+        self.phase = ""
+        self.ticks = 0
+        self.last_state: JointState | None = None
+        self.last_applied: Applied | None = None
+        self.period_log: list[float] = []  # wall-clock period starts of the live loop (bounded)
+        self._lock = threading.Lock()
+        self._active: _Active | None = None
+        self._planning: tuple[SkillGoal, Future[SkillPlan]] | None = None
+        self._cancel_ids: set[str] = set()
+        self._stream: tuple[FloatArray, str] | None = None
+        self._gripper = 0.0
+        self._plan_inline = plan_inline
+        self._pool: ThreadPoolExecutor | None = None if plan_inline else ThreadPoolExecutor(1, "atelier-plan")
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._now = 0.0
+        self._results: dict[str, SkillResult] = {}
+
+    # ------------------------------------------------------------------ goals
+
+    @property
+    def busy(self) -> bool:
+        with self._lock:
+            return self._active is not None or self._planning is not None
+
+    @property
+    def active_goal(self) -> SkillGoal | None:
+        with self._lock:
+            if self._active is not None:
+                return self._active.goal
+            return self._planning[0] if self._planning is not None else None
+
+    def result_of(self, goal_id: str) -> SkillResult | None:
+        """The result of a finished goal (the last few hundred are kept)."""
+        with self._lock:
+            return self._results.get(goal_id)
+
+    def submit(self, goal: SkillGoal) -> tuple[bool, str]:
+        """Accept a goal (True, "") or refuse it (False, reason) at once; never blocks on motion.
+
+        A refused goal also gets a result through ``on_result`` (failed, or stopped by safety
+        when the e-stop is latched). One goal runs at a time; a goal id seen before is refused.
+        """
+        now = self._time()
+        reason = ""
+        outcome = Outcome.FAILED
+        with self._lock:
+            if goal.goal_id in self._results or (self._active and self._active.goal.goal_id == goal.goal_id):
+                return False, f"goal {goal.goal_id} was already received"
+            if goal.robot != self.robot:
+                reason = f"goal for {goal.robot} sent to {self.robot}"
+            elif self.supervisor.estopped:
+                reason = self.supervisor.stop_causes().get("estop", "e-stop latched")
+                outcome = Outcome.STOPPED_BY_SAFETY
+            elif self._active is not None or self._planning is not None:
+                busy = self._active.goal.goal_id if self._active else self._planning[0].goal_id  # type: ignore[index]
+                reason = f"{self.robot} is busy with goal {busy}"
+        if reason:
+            self._finish(SkillResult(goal.goal_id, outcome, reason, 0.0))
+            return False, reason
+        ctx = SkillContext(self._start_position(), self.holding, self.tool_position)
+        if self._plan_inline or self._pool is None:
+            try:
+                plan = self.planner.plan(goal, ctx)
+            except SkillError as exc:
+                self._finish(SkillResult(goal.goal_id, Outcome.FAILED, str(exc), 0.0))
+                return False, str(exc)
+            with self._lock:
+                self._begin(goal, plan, now)
+        else:
+            fut = self._pool.submit(self.planner.plan, goal, ctx)
+            with self._lock:
+                self._planning = (goal, fut)
+        return True, ""
+
+    def cancel(self, goal_id: str | None = None) -> bool:
+        """Ask the running goal (or ``goal_id``) to stop: it brakes, then ends "cancelled"."""
+        with self._lock:
+            cur = self._active.goal.goal_id if self._active else (self._planning[0].goal_id if self._planning else None)
+            if cur is None or (goal_id is not None and goal_id != cur):
+                return False
+            self._cancel_ids.add(cur)
+            return True
+
+    def stream(self, position_rad: FloatArray, source: str) -> None:
+        """A streamed joint position command (teleoperation, a policy): arms the watchdog.
+
+        Ignored while a skill runs. The source must keep sending every control period; when it
+        falls silent the supervisor's watchdog stops the robot.
+        """
+        with self._lock:
+            self._stream = (np.asarray(position_rad, dtype=float), source)
+        self.supervisor.stream(source, self._time())
+
+    def end_stream(self) -> None:
+        with self._lock:
+            self._stream = None
+        self.supervisor.end_stream()
+
+    def _start_position(self) -> FloatArray:
+        q = self.supervisor.position_rad
+        if q is None:
+            state = self.last_state or self.hw.read()
+            q = np.asarray(state.position, dtype=float)
+        return q
+
+    def _begin(self, goal: SkillGoal, plan: SkillPlan, now: float) -> None:
+        self.supervisor.acknowledge(now)
+        self._active = _Active(goal, plan, now)
+
+    def _time(self) -> float:
+        if self.clock is not None:
+            return self.clock()
+        return self._now
+
+    # ------------------------------------------------------------------ the control period
+
+    def step(self, state: JointState | None = None) -> Applied:
+        """One control period (see the module docstring). Does not block beyond the hardware's
+        ``read`` and ``write``."""
+        state = state if state is not None else self.hw.read()
+        self.last_state = state
+        self._now = state.stamp_s
+        now = self._time()
+        sup = self.supervisor
+        sup.observe(state, self.people())
+        self._take_planned(now)
+        with self._lock:
+            active = self._active
+            stream = self._stream
+            if active is not None and active.goal.goal_id in self._cancel_ids:
+                active.cancel = True
+        command: FloatArray | None = None
+        if active is not None:
+            command = self._skill_command(active, now)
+        elif stream is not None:
+            command = stream[0]
+        applied = sup.filter(command, now)
+        self.hw.write(applied.position_rad)
+        if active is not None and not sup.stopped:
+            self._skill_gripper(active, now)
+        self.last_applied = applied
+        if active is not None:
+            self._after(active, applied, now)
+        self.ticks += 1
+        return applied
+
+    def _take_planned(self, now: float) -> None:
+        with self._lock:
+            planning = self._planning
+        if planning is None or not planning[1].done():
+            return
+        goal, fut = planning
+        try:
+            plan = fut.result()
+        except SkillError as exc:
+            with self._lock:
+                self._planning = None
+            self._finish(SkillResult(goal.goal_id, Outcome.FAILED, str(exc), 0.0))
+            return
+        except Exception as exc:  # a bug in planning must not take the control loop down
+            log.exception("planning %s failed", goal.goal_id)
+            with self._lock:
+                self._planning = None
+            self._finish(SkillResult(goal.goal_id, Outcome.FAILED, f"planning error: {exc}", 0.0))
+            return
+        with self._lock:
+            self._planning = None
+            if goal.goal_id in self._cancel_ids:
+                self._cancel_ids.discard(goal.goal_id)
+                cancelled = True
+            else:
+                cancelled = False
+                self._begin(goal, plan, now)
+        if cancelled:
+            self._finish(SkillResult(goal.goal_id, Outcome.CANCELLED, "cancelled before it started", 0.0))
+
+    def _current(self, active: _Active) -> Step | None:
+        steps = active.plan.steps
+        return steps[active.index] if active.index < len(steps) else None
+
+    def _skill_command(self, active: _Active, now: float) -> FloatArray | None:
+        sup = self.supervisor
+        q_a = sup.position_rad
+        if active.cancel or active.failing is not None:
+            # Brake on the path we are on, within the limits; the result goes out at rest.
+            if q_a is None:
+                return None
+            q, _ = brake_step(q_a, sup.velocity_rad_s, sup.config.limits.max_accel_rad_s2, self.dt)
+            return q
+        if sup.stopped:
+            causes = sup.stop_causes()
+            if set(causes) - {"protective_stop"}:
+                reason = "; ".join(causes.values())
+                active.failing = (Outcome.STOPPED_BY_SAFETY, reason)
+                return None
+            if active.paused_since is None:
+                active.paused_since = now
+            elif now - active.paused_since > self.config.protective_stop_timeout_s:
+                active.failing = (Outcome.STOPPED_BY_SAFETY, causes.get("protective_stop", "protective stop"))
+            # The supervisor brakes; the move is re-timed from wherever the robot stops.
+            active.move = None
+            return None
+        active.paused_since = None
+        step = self._current(active)
+        if step is None:
+            return None
+        if active.step_start_s is None:
+            active.step_start_s = now
+        if isinstance(step, Move):
+            if active.move is None:
+                start = q_a if q_a is not None else np.asarray(self.last_state.position)  # type: ignore[union-attr]
+                lim = sup.config.limits
+                active.move = JointMove(
+                    start, step.target_rad, lim.max_speed_rad_s, lim.max_accel_rad_s2, step.speed_scale
+                )
+                active.tau = 0.0
+                active.scale = 0.0
+                active.move_end_s = None
+            # Follow the SSM speed scale with a ramp gentle enough to stay inside the limits.
+            lim = sup.config.limits
+            rate = 0.5 * float(np.min(lim.max_accel_rad_s2 / lim.max_speed_rad_s))
+            target_scale = sup.speed_scale
+            d = target_scale - active.scale
+            active.scale += max(-rate * self.dt, min(rate * self.dt, d)) if active.tau > 0 else d
+            active.tau += active.scale * self.dt
+            q, _, _ = active.move.sample(active.tau)
+            return q
+        return q_a
+
+    def _skill_gripper(self, active: _Active, now: float) -> None:
+        step = self._current(active)
+        if isinstance(step, Grip) and not active.grip_sent and not (active.cancel or active.failing):
+            self.hw.set_gripper(step.closed_fraction)
+            self._gripper = step.closed_fraction
+            active.grip_sent = True
+            active.step_start_s = now
+
+    def _after(self, active: _Active, applied: Applied, now: float) -> None:
+        if active.cancel or active.failing is not None:
+            if applied.mode == "stopped" or not np.any(applied.velocity_rad_s):
+                outcome, reason = (Outcome.CANCELLED, "cancelled") if active.cancel else active.failing  # type: ignore[misc]
+                self._end(active, outcome, reason, now)
+            return
+        step = self._current(active)
+        if step is None:
+            self._end(active, Outcome.SUCCEEDED, "", now)
+            return
+        done = False
+        t0 = active.step_start_s if active.step_start_s is not None else now
+        if isinstance(step, Move):
+            mv = active.move
+            if mv is not None and active.tau >= mv.duration_s:
+                if active.move_end_s is None:
+                    active.move_end_s = now
+                meas = np.asarray(self.last_state.position) if self.last_state is not None else step.target_rad
+                err = float(np.max(np.abs(meas - step.target_rad)))
+                if err <= self.config.settle_tolerance_rad:
+                    done = True
+                elif now - active.move_end_s > self.config.settle_timeout_s:
+                    active.failing = (Outcome.FAILED, f"{step.label}: did not reach the target ({err:.3f} rad off)")
+        elif isinstance(step, Grip):
+            done = active.grip_sent and now - t0 >= step.settle_s
+        elif isinstance(step, Dwell):
+            done = now - t0 >= step.seconds
+        elif isinstance(step, Check):
+            why = step.check()
+            if why is not None:
+                active.failing = (Outcome.FAILED, why)
+            else:
+                done = True
+        elif isinstance(step, WaitUntil):
+            if step.ready():
+                done = True
+            elif now - t0 > step.timeout_s:
+                active.failing = (Outcome.FAILED, f"{step.label}: timed out after {step.timeout_s:.0f} s")
+        phase_changed = False
+        if done:
+            active.index += 1
+            active.step_start_s = None
+            active.move = None
+            active.grip_sent = False
+            phase_changed = True
+            if active.index >= len(active.plan.steps):
+                self._end(active, Outcome.SUCCEEDED, "", now)
+                return
+        cur = self._current(active)
+        self.phase = cur.label if cur is not None else ""
+        if self.on_feedback is not None and (phase_changed or self.ticks % self.config.feedback_every == 0):
+            self.on_feedback(SkillFeedback(active.goal.goal_id, self._progress(active), self.phase))
+
+    def _progress(self, active: _Active) -> float:
+        n = len(active.plan.steps)
+        frac = 0.0
+        step = self._current(active)
+        if isinstance(step, Move) and active.move is not None and active.move.duration_s > 0:
+            frac = min(1.0, active.tau / active.move.duration_s)
+        return min(1.0, (active.index + frac) / max(n, 1))
+
+    def _end(self, active: _Active, outcome: Outcome, reason: str, now: float) -> None:
+        if outcome == Outcome.SUCCEEDED:
+            self.holding = active.plan.holding_after
+        with self._lock:
+            self._active = None
+            self._cancel_ids.discard(active.goal.goal_id)
+        self.phase = ""
+        if self.on_feedback is not None and outcome == Outcome.SUCCEEDED:
+            self.on_feedback(SkillFeedback(active.goal.goal_id, 1.0, "done"))
+        self._finish(SkillResult(active.goal.goal_id, outcome, reason, max(0.0, now - active.start_s)))
+
+    def _finish(self, result: SkillResult) -> None:
+        with self._lock:
+            self._results[result.goal_id] = result
+            if len(self._results) > 500:
+                for k in list(self._results)[:100]:
+                    del self._results[k]
+        if self.on_result is not None:
+            self.on_result(result)
+
+    # ------------------------------------------------------------------ live
+
+    def start(self) -> RobotRuntime:
+        """Run the control loop on its own thread, clocked by the hardware's joint states."""
+        if self._thread is not None:
+            raise RuntimeError("the runtime is already running")
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(1, "atelier-plan")
+            self._plan_inline = False
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name=f"atelier-runtime-{self.robot}", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout_s: float = 2.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+            self._thread = None
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def _run(self) -> None:
+        wait = getattr(self.hw, "wait", None)
+        timeout = self.config.state_timeout_periods * self.dt
+        faulted = False
+        while not self._stop.is_set():
+            try:
+                state = wait(timeout) if wait is not None else self._sleep_read()
+            except TimeoutError:
+                if not faulted:
+                    faulted = True
+                    log.error("%s: no joint state for %.3f s", self.robot, timeout)
+                    self._fail_active("no joint state from the driver")
+                continue
+            faulted = False
+            t = time.perf_counter()
+            if len(self.period_log) < 200_000:
+                self.period_log.append(t)
+            try:
+                self.step(state)
+            except Exception:
+                log.exception("%s: control period failed", self.robot)
+                self._fail_active("internal error in the control period")
+
+    def _sleep_read(self) -> JointState:
+        time.sleep(self.dt)
+        return self.hw.read()
+
+    def _fail_active(self, reason: str) -> None:
+        with self._lock:
+            active = self._active
+        if active is not None:
+            self._end(active, Outcome.FAILED, reason, self._time())
+
+    def wait_idle(self, timeout_s: float) -> bool:
+        """Block until no goal is running (live mode). True if idle in time."""
+        end = time.monotonic() + timeout_s
+        while time.monotonic() < end:
+            if not self.busy:
+                return True
+            time.sleep(0.01)
+        return not self.busy
+
+    def run_lockstep(self, tick: Callable[[], None], timeout_s: float = 60.0) -> SkillResult | None:
+        """Lockstep helper: call ``tick()`` (advance the twin one period) then :meth:`step`, until
+        the running goal ends or ``timeout_s`` of robot time passes. Returns its result."""
+        goal = self.active_goal
+        if goal is None:
+            return None
+        n = math.ceil(timeout_s / self.dt)
+        for _ in range(n):
+            tick()
+            self.step()
+            res = self.result_of(goal.goal_id)
+            if res is not None:
+                return res
+        return None

@@ -1,0 +1,737 @@
+"""The safety supervisor: between every command source and the hardware, at control rate.
+
+Nothing reaches the joints without :meth:`SafetySupervisor.filter`, which returns the command
+it let through (lerobot's ``send_action`` habit, so a test can assert on it). It enforces:
+
+- joint position, velocity and acceleration limits of the plant description (clamp);
+- the Cartesian geofence and the keep-out zones of the plant for the tool and the links,
+  checked at the commanded pose and at the pose where a stop begun now would end (refuse,
+  then a controlled stop);
+- speed and separation monitoring (SSM) against tracked people with the ISO/TS 15066
+  protective separation distance: slow down in the warning band, protective stop inside;
+- a command watchdog for streamed command sources;
+- the e-stop latch, persisted in a file, that only an operator's reset clears.
+
+Stop categories (IEC 60204-1): 0 removes drive power at once (the brakes hold the robot where
+it is: the supervisor commands the measured position), 1 is a controlled stop then power off,
+2 is a controlled stop with power on and the position held. After a category 0 or 1 stop the
+drives stay off until the cause is cleared.
+
+Pure logic: no threads, no I/O except the latch file, no ROS. One supervisor per robot, called
+from one thread (the runtime's control loop); :meth:`trip_estop` may be called from any thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Protocol
+
+import numpy as np
+
+from plant.config import BoxShape, CylinderShape, PlantDescription
+from robots.interface import FloatArray, JointState, SafetyEvent, StopCategory
+from robots.trajectory import brake_step, stopping_offset
+
+# --------------------------------------------------------------------------- configuration
+
+
+@dataclass(frozen=True)
+class JointLimits:
+    """Per-joint limits: positions (rad), speeds (rad/s), accelerations (rad/s^2)."""
+
+    lower_rad: FloatArray
+    upper_rad: FloatArray
+    max_speed_rad_s: FloatArray
+    max_accel_rad_s2: FloatArray
+
+    @property
+    def dof(self) -> int:
+        return len(self.lower_rad)
+
+
+@dataclass(frozen=True)
+class BoxVolume:
+    """A box volume (m) centred at ``center_m`` with half sizes ``half_m``, turned ``yaw_rad`` about z."""
+
+    name: str
+    center_m: tuple[float, float, float]
+    half_m: tuple[float, float, float]
+    yaw_rad: float = 0.0
+
+    def distance_m(self, p: FloatArray) -> float:
+        """Distance from the point ``p`` to the box (0 or negative inside: minus the depth)."""
+        c, s = math.cos(-self.yaw_rad), math.sin(-self.yaw_rad)
+        dx, dy, dz = p[0] - self.center_m[0], p[1] - self.center_m[1], p[2] - self.center_m[2]
+        local = (abs(c * dx - s * dy) - self.half_m[0], abs(s * dx + c * dy) - self.half_m[1], abs(dz) - self.half_m[2])
+        outside = math.sqrt(sum(max(d, 0.0) ** 2 for d in local))
+        return outside if outside > 0 else max(local)
+
+
+@dataclass(frozen=True)
+class CylinderVolume:
+    """An upright cylinder (m): axis at ``center_xy_m``, from ``z_low_m`` to ``z_high_m``."""
+
+    name: str
+    center_xy_m: tuple[float, float]
+    radius_m: float
+    z_low_m: float
+    z_high_m: float
+
+    def distance_m(self, p: FloatArray) -> float:
+        radial = math.hypot(p[0] - self.center_xy_m[0], p[1] - self.center_xy_m[1]) - self.radius_m
+        zc = 0.5 * (self.z_low_m + self.z_high_m)
+        axial = abs(p[2] - zc) - 0.5 * (self.z_high_m - self.z_low_m)
+        outside = math.hypot(max(radial, 0.0), max(axial, 0.0))
+        return outside if outside > 0 else max(radial, axial)
+
+
+Volume = BoxVolume | CylinderVolume
+
+
+@dataclass(frozen=True)
+class SsmConfig:
+    """Speed and separation monitoring parameters (ISO/TS 15066, clause 5.5.4).
+
+    The protective separation distance is ``S_p = v_h (T_r + T_s) + v_r T_r + S_s + C + Z_d + Z_r``.
+    """
+
+    # ISO 13855 walking speed: used unless the tracker reports a person moving faster.
+    human_speed_m_s: float = 1.6
+    # T_r: person tracking latency (one twin tick, 4 ms) + transport (<1 ms) + one control
+    # period (4 ms), rounded up with margin.
+    reaction_time_s: float = 0.02
+    # C: how far a body part can reach past the tracked outline before it is detected.
+    intrusion_distance_m: float = 0.2
+    # Z_d: position uncertainty of the person tracker.
+    human_uncertainty_m: float = 0.05
+    # Z_r: robot position uncertainty (servo lag behind the command, encoder error).
+    robot_uncertainty_m: float = 0.02
+    # People are tracked as upright cylinders of this radius around the reported position.
+    person_radius_m: float = 0.25
+    # Slow down within this band outside S_p; speed scales linearly from min to 1 across it.
+    warning_band_m: float = 0.5
+    min_speed_scale: float = 0.25
+    # A protective stop clears on its own once the cell stayed clear this long.
+    resume_clear_s: float = 0.5
+    # Robots below this speed count as stopped (m/s).
+    standstill_speed_m_s: float = 0.005
+
+
+@dataclass(frozen=True)
+class SafetyConfig:
+    """Everything the supervisor enforces for one robot."""
+
+    robot: str
+    joint_names: tuple[str, ...]
+    limits: JointLimits
+    control_period_s: float
+    # Geofence: the axis-aligned box (m) every checked point (with its radius) must stay in.
+    geofence_low_m: tuple[float, float, float]
+    geofence_high_m: tuple[float, float, float]
+    keep_out: tuple[Volume, ...] = ()
+    ssm: SsmConfig = field(default_factory=SsmConfig)
+    # A streamed command source that falls silent this long trips the watchdog.
+    watchdog_timeout_s: float = 0.1
+    estop_category: StopCategory = StopCategory.CAT1
+    protective_stop_category: StopCategory = StopCategory.CAT2
+    watchdog_category: StopCategory = StopCategory.CAT2
+    # Joint position limits are enforced this far (rad) inside the plant's values.
+    position_margin_rad: float = 0.01
+
+
+def safety_config_from_plant(
+    plant: PlantDescription, robot: str, control_period_s: float = 0.004, ssm: SsmConfig | None = None
+) -> SafetyConfig:
+    """The supervisor's configuration for ``robot``: limits, geofence and zones from the plant.
+
+    Geofence: the cell's floor rectangle, from 2 cm above the floor to 2.5 m. Keep-out volumes:
+    every ``keep_out`` and ``hazard`` zone as drawn, and every ``walkway`` as a column up to
+    2.5 m (robots stay out of where people walk). Raises ``KeyError`` for an unknown robot.
+    """
+    from plant.catalog import ROBOT_MODELS
+
+    r = plant.robots[robot]
+    lim = r.limits()
+    limits = JointLimits(
+        lower_rad=np.array([lo for lo, _ in lim], dtype=float),
+        upper_rad=np.array([hi for _, hi in lim], dtype=float),
+        max_speed_rad_s=np.array(r.joint_speeds(), dtype=float),
+        max_accel_rad_s2=np.array(r.joint_accels(), dtype=float),
+    )
+    ceiling = 2.5
+    volumes: list[Volume] = []
+    for name, zone in plant.zones.items():
+        shape = zone.shape
+        if isinstance(shape, BoxShape):
+            cz, hz = shape.center_m[2], shape.size_m[2] / 2
+            if zone.kind == "walkway":
+                cz, hz = ceiling / 2, ceiling / 2
+            elif zone.kind not in ("keep_out", "hazard"):
+                continue
+            volumes.append(
+                BoxVolume(
+                    name,
+                    (shape.center_m[0], shape.center_m[1], cz),
+                    (shape.size_m[0] / 2, shape.size_m[1] / 2, hz),
+                    shape.yaw_rad,
+                )
+            )
+        elif isinstance(shape, CylinderShape):
+            top = ceiling if zone.kind == "walkway" else shape.center_m[2] + shape.height_m
+            volumes.append(CylinderVolume(name, shape.center_m[:2], shape.radius_m, shape.center_m[2], top))
+    w, h = plant.cell.size_m
+    return SafetyConfig(
+        robot=robot,
+        joint_names=ROBOT_MODELS[r.model].joint_names,
+        limits=limits,
+        control_period_s=control_period_s,
+        geofence_low_m=(0.0, 0.0, 0.02),
+        geofence_high_m=(w, h, ceiling),
+        keep_out=tuple(volumes),
+        ssm=ssm or SsmConfig(),
+    )
+
+
+# --------------------------------------------------------------------------- ISO/TS 15066
+
+
+def protective_separation_distance_m(
+    human_speed_m_s: float,
+    robot_speed_m_s: float,
+    reaction_time_s: float,
+    stopping_time_s: float,
+    stopping_distance_m: float,
+    intrusion_distance_m: float,
+    human_uncertainty_m: float,
+    robot_uncertainty_m: float,
+) -> float:
+    """ISO/TS 15066 (5.5.4, formula 1) protective separation distance S_p in m, constant speeds.
+
+    ``S_h = v_h (T_r + T_s)``: the person keeps walking while the robot reacts and stops;
+    ``S_r = v_r T_r``: the robot keeps moving while the system reacts; ``S_s``: the robot's
+    stopping distance; ``C``: intrusion distance; ``Z_d``, ``Z_r``: position uncertainties.
+    Raises ``ValueError`` for a negative or non-finite argument.
+    """
+    args = (
+        human_speed_m_s,
+        robot_speed_m_s,
+        reaction_time_s,
+        stopping_time_s,
+        stopping_distance_m,
+        intrusion_distance_m,
+        human_uncertainty_m,
+        robot_uncertainty_m,
+    )
+    if any(not math.isfinite(a) or a < 0 for a in args):
+        raise ValueError("every term of the separation distance must be finite and >= 0")
+    s_h = human_speed_m_s * (reaction_time_s + stopping_time_s)
+    s_r = robot_speed_m_s * reaction_time_s
+    return s_h + s_r + stopping_distance_m + intrusion_distance_m + human_uncertainty_m + robot_uncertainty_m
+
+
+@dataclass(frozen=True)
+class TrackedPerson:
+    """A person seen in the cell: position on the floor (m) and walking speed (m/s)."""
+
+    name: str
+    x_m: float
+    y_m: float
+    speed_m_s: float = 0.0
+
+
+def separation_m(points: FloatArray, radius_m: FloatArray, person: TrackedPerson, person_radius_m: float) -> float:
+    """Smallest horizontal gap (m) between the robot's points (with radii) and a person's cylinder."""
+    d = np.hypot(points[:, 0] - person.x_m, points[:, 1] - person.y_m) - radius_m - person_radius_m
+    return float(np.min(d))
+
+
+# --------------------------------------------------------------------------- e-stop latch
+
+
+class EstopLatch:
+    """The e-stop latch, persisted in a JSON file so it survives any restart.
+
+    :meth:`trip` may be called by anyone (a button, a plan, the runtime). :meth:`reset` is the
+    operator's: only the operator service of the runtime (``robots.ros2``) and the
+    ``atelier robot estop-reset`` command call it; no skill, plan or model path reaches it.
+    Writes are atomic (temporary file, fsync, rename, fsync of the folder); a file that
+    cannot be read counts as tripped (fail safe). Thread-safe.
+    """
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        self._state = self._load()
+
+    def _load(self) -> dict[str, object]:
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+            if not isinstance(data, dict) or not isinstance(data.get("tripped"), bool):
+                raise ValueError("bad latch file")
+            return data
+        except FileNotFoundError:
+            return {"tripped": False, "reason": "", "source": "", "stamp_s": 0.0}
+        except (OSError, ValueError):
+            return {"tripped": True, "reason": f"latch file {self.path} unreadable", "source": "latch", "stamp_s": 0.0}
+
+    def _write(self, state: dict[str, object]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".estop-", suffix=".json")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump(state, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        dfd = os.open(self.path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+
+    @property
+    def tripped(self) -> bool:
+        with self._lock:
+            return bool(self._state["tripped"])
+
+    @property
+    def reason(self) -> str:
+        with self._lock:
+            return str(self._state.get("reason", ""))
+
+    def refresh(self) -> bool:
+        """Re-read the file (another process, e.g. the operator's command, may have changed it)."""
+        with self._lock:
+            self._state = self._load()
+            return bool(self._state["tripped"])
+
+    def trip(self, reason: str, source: str) -> None:
+        """Latch the e-stop (idempotent: the first reason is kept). Blocks for the file write."""
+        with self._lock:
+            if self._state["tripped"]:
+                return
+            state: dict[str, object] = {"tripped": True, "reason": reason, "source": source, "stamp_s": time.time()}
+            self._write(state)
+            self._state = state
+
+    def reset(self, operator: str) -> None:
+        """Clear the latch. The operator's path only. Blocks for the file write."""
+        with self._lock:
+            state: dict[str, object] = {"tripped": False, "reason": "", "source": operator, "stamp_s": time.time()}
+            self._write(state)
+            self._state = state
+
+
+# --------------------------------------------------------------------------- the supervisor
+
+
+class PointModel(Protocol):
+    """World positions of points along the arm (``robots.kinematics.LinkPoints``)."""
+
+    radius_m: FloatArray
+
+    def at(self, q: FloatArray) -> FloatArray: ...
+
+
+Mode = Literal["run", "slow", "stopping", "stopped"]
+StopCause = Literal["estop", "protective_stop", "watchdog", "refuse", "external"]
+
+
+@dataclass(frozen=True)
+class Applied:
+    """What the supervisor let through for one control period."""
+
+    position_rad: FloatArray
+    velocity_rad_s: FloatArray
+    mode: Mode
+    speed_scale: float
+    power_on: bool
+    clamped: bool = False
+    refused: bool = False
+
+
+@dataclass
+class SsmReading:
+    """The last SSM evaluation: separation and protective distance (m), robot speed (m/s)."""
+
+    separation_m: float = math.inf
+    protective_distance_m: float = 0.0
+    robot_speed_m_s: float = 0.0
+    person: str = ""
+
+
+class SafetySupervisor:
+    """Filters joint commands for one robot; see the module docstring.
+
+    ``points`` gives positions of the arm's checked points at a joint configuration (the
+    supervisor uses it at two configurations per period). ``latch`` persists the e-stop; without
+    one the e-stop is held in memory only (tests of the pure logic). ``on_event`` is called on the
+    calling thread for every intervention; it must not block.
+    """
+
+    def __init__(
+        self,
+        config: SafetyConfig,
+        points: PointModel,
+        latch: EstopLatch | None = None,
+        on_event: Callable[[SafetyEvent], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.points = points
+        self.latch = latch
+        self.on_event = on_event
+        self.events: list[SafetyEvent] = []  # the last few hundred, newest last
+        lim = config.limits
+        m = config.position_margin_rad
+        self._lo = lim.lower_rad + m
+        self._hi = lim.upper_rad - m
+        self._vmax = lim.max_speed_rad_s
+        self._amax = lim.max_accel_rad_s2
+        self._dt = config.control_period_s
+        self._fence_lo = np.asarray(config.geofence_low_m, dtype=float)
+        self._fence_hi = np.asarray(config.geofence_high_m, dtype=float)
+        self._q: FloatArray | None = None  # last applied position
+        self._v = np.zeros(lim.dof)
+        self._p_prev: FloatArray | None = None
+        self._measured: JointState | None = None
+        self._people: Sequence[TrackedPerson] = ()
+        self._causes: dict[StopCause, tuple[StopCategory, str]] = {}
+        self._lock = threading.Lock()  # guards _causes against trip_estop from other threads
+        self._ssm_clear_since: float | None = None
+        self._scale = 1.0
+        self._power_on = True
+        self._mode: Mode = "run"
+        self._last_clamp_s = -math.inf
+        self._stream_source: str | None = None
+        self._stream_last_s = 0.0
+        self._last_target: FloatArray | None = None
+        self.ssm = SsmReading()
+        self.last_stop_trigger_s: float | None = None
+        if latch is not None and latch.tripped:
+            self._causes["estop"] = (config.estop_category, f"e-stop latched: {latch.reason}")
+            self._power_on = False
+
+    # ------------------------------------------------------------------ state
+
+    @property
+    def mode(self) -> Mode:
+        return self._mode
+
+    @property
+    def speed_scale(self) -> float:
+        """Fraction (0..1) of full speed the SSM currently allows."""
+        return self._scale
+
+    @property
+    def stopped(self) -> bool:
+        """True while any stop cause is active (stopping or at rest)."""
+        return bool(self._causes)
+
+    def stop_causes(self) -> dict[str, str]:
+        """Active stop causes and their reasons."""
+        with self._lock:
+            return {k: v[1] for k, v in self._causes.items()}
+
+    @property
+    def estopped(self) -> bool:
+        return "estop" in self._causes
+
+    @property
+    def position_rad(self) -> FloatArray | None:
+        """The last applied position command (rad): where new motions must start."""
+        return None if self._q is None else self._q.copy()
+
+    @property
+    def velocity_rad_s(self) -> FloatArray:
+        return self._v.copy()
+
+    def _emit(self, now_s: float, kind: str, reason: str, category: StopCategory | None = None) -> None:
+        ev = SafetyEvent(now_s, self.config.robot, kind, reason, category)
+        self.events.append(ev)
+        if len(self.events) > 500:
+            del self.events[:100]
+        if self.on_event is not None:
+            self.on_event(ev)
+
+    def _stop(self, now_s: float, cause: StopCause, category: StopCategory, reason: str, kind: str) -> None:
+        with self._lock:
+            if cause in self._causes:
+                return
+            self._causes[cause] = (category, reason)
+        if self.last_stop_trigger_s is None or self._mode in ("run", "slow"):
+            self.last_stop_trigger_s = now_s
+        self._emit(now_s, kind, reason, category)
+
+    def _clear(self, now_s: float, cause: StopCause, reason: str) -> None:
+        with self._lock:
+            if self._causes.pop(cause, None) is None:
+                return
+        self._emit(now_s, "resume", reason)
+
+    def _category(self) -> StopCategory | None:
+        with self._lock:
+            return min((c for c, _ in self._causes.values()), default=None)
+
+    # ------------------------------------------------------------------ inputs
+
+    def observe(self, state: JointState, people: Sequence[TrackedPerson] = ()) -> None:
+        """Take the measured joint state and the people currently tracked in the cell."""
+        self._measured = state
+        self._people = people
+        if self._q is None:
+            self._q = np.clip(
+                np.asarray(state.position, dtype=float), self.config.limits.lower_rad, self.config.limits.upper_rad
+            )
+            self._v = np.zeros_like(self._q)
+
+    def trip_estop(self, reason: str, source: str, now_s: float | None = None) -> None:
+        """Latch the e-stop (any thread). Only the operator's latch reset clears it."""
+        if self.latch is not None:
+            self.latch.trip(reason, source)
+        self._stop(
+            time.time() if now_s is None else now_s,
+            "estop",
+            self.config.estop_category,
+            f"e-stop ({source}): {reason}",
+            "estop",
+        )
+
+    def protective_stop(self, reason: str, now_s: float, category: StopCategory = StopCategory.CAT2) -> None:
+        """Stop for an outside reason (a light curtain, a door); cleared by :meth:`clear_external`."""
+        self._stop(now_s, "external", category, reason, "protective_stop")
+
+    def clear_external(self, now_s: float) -> None:
+        self._clear(now_s, "external", "external stop cleared")
+
+    def acknowledge(self, now_s: float) -> None:
+        """A new goal starts: clear watchdog and refusal stops (not the e-stop, not SSM).
+
+        Every new command is checked again; a command that violates a limit is refused again.
+        """
+        self._clear(now_s, "watchdog", "watchdog stop acknowledged by a new goal")
+        self._clear(now_s, "refuse", "refusal acknowledged by a new goal")
+        self._stream_source = None
+
+    def sync_estop(self, now_s: float) -> None:
+        """Follow the latch file: a trip elsewhere stops, an operator reset there clears."""
+        if self.latch is None:
+            return
+        tripped = self.latch.refresh()
+        if tripped and "estop" not in self._causes:
+            self._stop(now_s, "estop", self.config.estop_category, f"e-stop latched: {self.latch.reason}", "estop")
+        elif not tripped and "estop" in self._causes:
+            self._clear(now_s, "estop", "e-stop reset by the operator")
+
+    def reset_estop(self, operator: str, now_s: float) -> None:
+        """The operator's reset: clear the latch file and the e-stop. Called only by the operator service."""
+        if self.latch is not None:
+            self.latch.reset(operator)
+        self._clear(now_s, "estop", f"e-stop reset by operator {operator}")
+        self._emit(now_s, "reset", f"operator {operator} reset the e-stop")
+
+    # ------------------------------------------------------------------ the filter
+
+    def _violation(self, pts: FloatArray) -> str | None:
+        r = self.points.radius_m
+        low = pts - r[:, None] < self._fence_lo
+        high = pts + r[:, None] > self._fence_hi
+        if np.any(low) or np.any(high):
+            i = int(np.argmax(np.any(low | high, axis=1)))
+            return f"point {i} at {np.round(pts[i], 3).tolist()} leaves the geofence"
+        for vol in self.config.keep_out:
+            for i in range(len(pts)):
+                if vol.distance_m(pts[i]) < r[i]:
+                    return f"point {i} at {np.round(pts[i], 3).tolist()} enters keep-out zone {vol.name}"
+        return None
+
+    def _ssm(self, now_s: float, pts: FloatArray, q: FloatArray, v: FloatArray) -> None:
+        cfg = self.config.ssm
+        if self._p_prev is None:
+            self._p_prev = pts
+        speed = float(np.max(np.linalg.norm(pts - self._p_prev, axis=1))) / self._dt
+        self._p_prev = pts
+        if not self._people:
+            self.ssm = SsmReading(math.inf, 0.0, speed)
+            self._scale = 1.0
+            if self._ssm_clear_since is None:
+                self._ssm_clear_since = now_s
+            if "protective_stop" in self._causes and now_s - self._ssm_clear_since >= cfg.resume_clear_s:
+                self._clear(now_s, "protective_stop", "cell clear of people")
+            return
+        t_stop = float(np.max(np.abs(v) / self._amax))
+        stop_pts = self.points.at(q + stopping_offset(v, self._amax)) if t_stop > 0 else pts
+        s_stop = float(np.max(np.linalg.norm(stop_pts - pts, axis=1)))
+        worst_margin = math.inf
+        reading = SsmReading()
+        for person in self._people:
+            sep = separation_m(pts, self.points.radius_m, person, cfg.person_radius_m)
+            sp = protective_separation_distance_m(
+                max(cfg.human_speed_m_s, person.speed_m_s),
+                speed,
+                cfg.reaction_time_s,
+                t_stop,
+                s_stop,
+                cfg.intrusion_distance_m,
+                cfg.human_uncertainty_m,
+                cfg.robot_uncertainty_m,
+            )
+            if sep - sp < worst_margin:
+                worst_margin = sep - sp
+                reading = SsmReading(sep, sp, speed, person.name)
+        self.ssm = reading
+        moving = speed > cfg.standstill_speed_m_s or t_stop > 0
+        if worst_margin <= 0 and moving and "protective_stop" not in self._causes:
+            self._stop(
+                now_s,
+                "protective_stop",
+                self.config.protective_stop_category,
+                f"{reading.person} at {reading.separation_m:.3f} m, inside the protective separation "
+                f"distance {reading.protective_distance_m:.3f} m (robot {speed:.2f} m/s)",
+                "protective_stop",
+            )
+        # The band is measured from the distance needed at rest: a stopped robot resumes only
+        # once the person is out of the band.
+        sp_rest = (
+            max(cfg.human_speed_m_s, 0.0) * cfg.reaction_time_s
+            + cfg.intrusion_distance_m
+            + cfg.human_uncertainty_m
+            + cfg.robot_uncertainty_m
+        )
+        if worst_margin <= 0 or reading.separation_m <= sp_rest:
+            self._ssm_clear_since = None
+        elif self._ssm_clear_since is None:
+            self._ssm_clear_since = now_s
+        if "protective_stop" in self._causes:
+            clear_for = 0.0 if self._ssm_clear_since is None else now_s - self._ssm_clear_since
+            if reading.separation_m > sp_rest + cfg.warning_band_m and clear_for >= cfg.resume_clear_s:
+                self._clear(now_s, "protective_stop", f"{reading.person} left the separation distance")
+        band = reading.separation_m - max(reading.protective_distance_m, sp_rest)
+        scale = min(1.0, max(cfg.min_speed_scale, band / cfg.warning_band_m)) if band < cfg.warning_band_m else 1.0
+        if scale < 1.0 and self._scale >= 1.0:
+            self._emit(now_s, "slow", f"{reading.person} at {reading.separation_m:.2f} m: speed scaled to {scale:.2f}")
+        self._scale = scale
+
+    def stream(self, source: str, now_s: float) -> None:
+        """Note that a streamed command arrived from ``source`` (arms the watchdog for it)."""
+        self._stream_source = source
+        self._stream_last_s = now_s
+
+    def end_stream(self) -> None:
+        """The streaming source finished on purpose: disarm the watchdog."""
+        self._stream_source = None
+
+    def filter(self, command: FloatArray | None, now_s: float) -> Applied:
+        """The joint position command (rad) allowed for the next control period.
+
+        ``command`` None means "hold" (no source is commanding). Call :meth:`observe` first.
+        Never raises for a bad command: it clamps or refuses and reports an event.
+        """
+        if self._q is None or self._measured is None:
+            raise RuntimeError("observe() a joint state before filtering commands")
+        dt = self._dt
+        if self._stream_source is not None and now_s - self._stream_last_s > self.config.watchdog_timeout_s:
+            src = self._stream_source
+            self._stream_source = None
+            self._stop(
+                now_s,
+                "watchdog",
+                self.config.watchdog_category,
+                f"no command from {src} for {now_s - self._stream_last_s:.3f} s",
+                "watchdog",
+            )
+        q_a, v_a = self._q, self._v
+        clamped = refused = False
+        q_new, v_new = q_a, np.zeros_like(q_a)
+        category = self._category()
+        if category is None:
+            target = q_a if command is None else np.asarray(command, dtype=float)
+            if target.shape != q_a.shape or not np.all(np.isfinite(target)):
+                self._stop(now_s, "refuse", StopCategory.CAT2, f"malformed command {target!r}", "refuse")
+                category = StopCategory.CAT2
+            else:
+                q_new, v_new, clamped = self._limit(target, q_a, v_a)
+        if category is None:
+            pts = self.points.at(q_new)
+            why = self._violation(pts)
+            if why is None and np.any(v_new != 0):
+                why = self._violation(self.points.at(q_new + stopping_offset(v_new, self._amax)))
+                if why is not None:
+                    why = f"a stop begun now would end with {why.split(' ', 2)[2]}"
+            if why is not None:
+                refused = True
+                self._stop(now_s, "refuse", StopCategory.CAT2, f"command refused: {why}", "refuse")
+                category = StopCategory.CAT2
+            else:
+                self._ssm(now_s, pts, q_new, v_new)
+                category = self._category()
+        elif self._people or "protective_stop" in self._causes:
+            # Keep the SSM reading fresh while stopped, so a protective stop can clear.
+            self._ssm(now_s, self.points.at(q_a), q_a, v_a)
+            category = self._category()
+        if category is not None:
+            self._last_target = None
+            if category == StopCategory.CAT0:
+                q_new = np.asarray(self._measured.position, dtype=float).copy()
+                v_new = np.zeros_like(q_new)
+                self._power_on = False
+            else:
+                q_new, v_new = brake_step(q_a, v_a, self._amax, dt)
+                at_rest = not np.any(v_new)
+                if at_rest and category == StopCategory.CAT1:
+                    self._power_on = False
+            self._mode = "stopped" if not np.any(v_new) else "stopping"
+        else:
+            self._power_on = True
+            self._mode = "slow" if self._scale < 1.0 else "run"
+        if clamped and now_s - self._last_clamp_s > 0.5:
+            self._emit(now_s, "clamp", "command clamped to the joint position, speed or acceleration limits")
+        if clamped:
+            self._last_clamp_s = now_s
+        self._q, self._v = q_new, v_new
+        return Applied(q_new.copy(), v_new.copy(), self._mode, self._scale, self._power_on, clamped, refused)
+
+    def _limit(self, target: FloatArray, q_a: FloatArray, v_a: FloatArray) -> tuple[FloatArray, FloatArray, bool]:
+        """Clamp a target to the position limits, then the step to the speed and acceleration limits."""
+        dt, amax = self._dt, self._amax
+        tgt = np.clip(target, self._lo, self._hi)
+        clamped = bool(np.any(np.abs(tgt - target) > 1e-9))
+        prev = self._last_target if self._last_target is not None else tgt
+        self._last_target = tgt
+        err = tgt - q_a
+        v = err / dt
+        cap = self._vmax * self._scale
+        # A command that stands still is approached with the square-root law, so the joint
+        # brakes in time and does not overshoot; a moving command (a timed trajectory) is
+        # followed at its own speed.
+        cmd_speed = np.abs(tgt - prev) / dt
+        cap = np.minimum(cap, cmd_speed + np.sqrt(2 * amax * np.abs(err)))
+        # Never so fast that the joint could not stop before its position limit.
+        room = np.where(v > 0, self._hi - q_a, q_a - self._lo)
+        cap = np.minimum(cap, np.sqrt(2 * amax * np.maximum(room, 0.0)) + amax * dt)
+        over = np.abs(v) > cap * (1 + 1e-6) + 1e-9
+        if np.any(over):
+            # Scale every joint alike, so the motion keeps its direction.
+            k = float(np.min(np.where(np.abs(v) > 1e-12, cap / np.maximum(np.abs(v), 1e-12), 1.0)))
+            v = v * max(0.0, k)
+            clamped = clamped or self._scale >= 1.0
+        dv = v - v_a
+        lim = amax * dt
+        if np.any(np.abs(dv) > lim * (1 + 1e-6) + 1e-9):
+            v = v_a + np.clip(dv, -lim, lim)
+            clamped = clamped or self._scale >= 1.0
+        q = np.clip(q_a + v * dt, self._lo, self._hi)
+        v = (q - q_a) / dt
+        return q, v, clamped

@@ -1,0 +1,336 @@
+"""Robot skills: from a :class:`~robots.interface.SkillGoal` to a list of steps the runtime runs.
+
+A skill plans once, when its goal starts (inverse kinematics on the MuJoCo model, damped least
+squares within the joint limits), into steps: joint moves (timed by the runtime from wherever
+the robot then is, within the speed and acceleration limits), gripper actions, dwells, checks
+and waits. Planning blocks the calling thread for 1-300 ms (IK); it never moves anything.
+
+Skill names and arguments are those of :mod:`plant.skills`: ``home``, ``move_joints``
+(``joints_rad``), ``move_to`` (``location``), ``pick`` (``part_type``, ``location``), ``place``
+(``location``), ``hand_over`` (``to_robot``, ``location``), ``present`` (``machine``); and one
+skill the runtime uses for the receiving side of a hand-over, ``take`` (``from_robot``,
+``location``), which plans never name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from plant.catalog import ROBOT_MODELS
+from plant.config import PlantDescription
+from robots.interface import FloatArray, SkillGoal
+from robots.kinematics import ArmKinematics
+
+#: The tool's z axis points along the approach: straight down for a top grasp.
+DOWN = np.array([0.0, 0.0, -1.0])
+
+
+class SkillError(Exception):
+    """A skill that cannot be planned or carried out; the message is the reason given back."""
+
+
+class PartLocator(Protocol):
+    """Where parts are (a vision system, or the twin's ground truth)."""
+
+    def locate(self, part_type: str, near_m: FloatArray, radius_m: float) -> FloatArray | None:
+        """Centre (m, world) of the part of ``part_type`` nearest ``near_m`` within ``radius_m``,
+        or None. Must not block longer than a few milliseconds."""
+
+
+class PeerView(Protocol):
+    """What this robot can see of another robot's runtime (for hand-overs)."""
+
+    def phase(self, robot: str) -> str:
+        """The phase of the other robot's running skill ("" when idle or unknown)."""
+
+
+@dataclass(frozen=True)
+class Move:
+    """Move to ``target_rad`` in a straight joint-space line; ``speed_scale`` of full speed."""
+
+    target_rad: FloatArray
+    label: str
+    speed_scale: float = 1.0
+
+
+@dataclass(frozen=True)
+class Grip:
+    """Set the gripper (0 open, 1 closed) and wait ``settle_s`` for the fingers."""
+
+    closed_fraction: float
+    label: str
+    settle_s: float = 0.5
+
+
+@dataclass(frozen=True)
+class Dwell:
+    seconds: float
+    label: str
+
+
+@dataclass(frozen=True)
+class Check:
+    """Fail the skill with the returned reason unless ``check()`` returns None."""
+
+    check: Callable[[], str | None]
+    label: str
+
+
+@dataclass(frozen=True)
+class WaitUntil:
+    """Wait (holding still) until ``ready()``; fail after ``timeout_s``."""
+
+    ready: Callable[[], bool]
+    label: str
+    timeout_s: float = 30.0
+
+
+Step = Move | Grip | Dwell | Check | WaitUntil
+
+
+@dataclass(frozen=True)
+class SkillPlan:
+    """The steps of one goal and what the robot holds when they all succeed."""
+
+    steps: list[Step]
+    holding_after: str | None
+
+
+@dataclass
+class SkillContext:
+    """What planning knows of the robot now."""
+
+    position_rad: FloatArray
+    holding: str | None = None
+    tool_position_m: Callable[[], FloatArray] | None = None
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+class SkillPlanner:
+    """Plans the skills of one robot of a plant.
+
+    ``kinematics`` must be this planner's own (its scratch data is not shared with a control
+    loop). ``locator`` finds parts; without one a part is assumed to lie on the location's
+    pose. ``peers`` lets a hand-over see the other robot's progress.
+    """
+
+    approach_height_m = 0.12  # above a grasp or release point, to come straight down from
+    grasp_speed_scale = 0.3  # the last centimetres to a part, and leaving with it
+    search_radius_m = 0.15  # how far from the named location a part may lie
+
+    def __init__(
+        self,
+        plant: PlantDescription,
+        robot: str,
+        kinematics: ArmKinematics,
+        locator: PartLocator | None = None,
+        peers: PeerView | None = None,
+    ) -> None:
+        self.plant = plant
+        self.robot = robot
+        self.spec = plant.robots[robot]
+        self.kin = kinematics
+        self.locator = locator
+        self.peers = peers
+        self.home = np.asarray(self.spec.home(), dtype=float)
+        self.locations = plant.locations()
+        self.joint_names = ROBOT_MODELS[self.spec.model].joint_names
+
+    # ------------------------------------------------------------------ helpers
+
+    def _location(self, name: object) -> FloatArray:
+        if not isinstance(name, str) or name not in self.locations:
+            raise SkillError(f"unknown location {name!r}")
+        return np.asarray(self.locations[name].xyz_m, dtype=float)
+
+    def solve(
+        self, target_m: FloatArray, seeds: Sequence[FloatArray], what: str, axis: FloatArray = DOWN
+    ) -> FloatArray:
+        """Joint angles that put the tool at ``target_m`` pointing along ``axis`` (IK, first seed that works)."""
+        best = None
+        for seed in seeds:
+            res = self.kin.ik(np.asarray(target_m, dtype=float), q0=seed, approach_axis=axis, max_iter=200)
+            if res.ok:
+                return res.q
+            if best is None or res.position_error_m < best.position_error_m:
+                best = res
+        err = best.position_error_m if best is not None else float("nan")
+        raise SkillError(
+            f"{what} at {np.round(target_m, 3).tolist()} is out of reach of {self.robot} "
+            f"(closest {err:.3f} m off with the tool pointing down)"
+        )
+
+    def _seeds(self, ctx: SkillContext, *extra: FloatArray) -> list[FloatArray]:
+        return [*extra, ctx.position_rad, self.home]
+
+    def _part_size(self, part_type: str) -> tuple[float, float, float]:
+        pt = self.plant.part_types.get(part_type)
+        if pt is None:
+            raise SkillError(f"unknown part type {part_type!r}")
+        return pt.size_m
+
+    def _held_check(self, ctx: SkillContext, part_type: str, want: bool) -> Check:
+        def check() -> str | None:
+            if self.locator is None or ctx.tool_position_m is None:
+                return None
+            tool = ctx.tool_position_m()
+            found = self.locator.locate(part_type, tool, 0.06)
+            if want and found is None:
+                return f"no {part_type} in the gripper after the grasp"
+            if not want and found is not None:
+                return f"the {part_type} is still in the gripper after release"
+            return None
+
+        return Check(check, "check grasp" if want else "check release")
+
+    # ------------------------------------------------------------------ skills
+
+    def plan(self, goal: SkillGoal, ctx: SkillContext) -> SkillPlan:
+        """The steps of ``goal``; raises :class:`SkillError` with the reason when it cannot be done."""
+        allowed = set(self.spec.allowed_skills()) | {"take"}
+        if goal.skill not in allowed:
+            raise SkillError(f"{self.robot} does not perform {goal.skill!r} (allowed: {', '.join(sorted(allowed))})")
+        fn = getattr(self, f"_plan_{goal.skill}", None)
+        if fn is None:
+            raise SkillError(f"unknown skill {goal.skill!r}")
+        plan: SkillPlan = fn(goal.args, ctx)
+        return plan
+
+    def _plan_home(self, args: object, ctx: SkillContext) -> SkillPlan:
+        return SkillPlan([Move(self.home, "home")], ctx.holding)
+
+    def _plan_move_joints(self, args: dict[str, object], ctx: SkillContext) -> SkillPlan:
+        raw = args.get("joints_rad")
+        if not isinstance(raw, list | tuple) or len(raw) != len(self.home):
+            raise SkillError(f"joints_rad must list {len(self.home)} angles in rad")
+        q = np.asarray([float(x) for x in raw], dtype=float)
+        for i, (lo, hi) in enumerate(self.spec.limits()):
+            if not lo <= q[i] <= hi:
+                raise SkillError(f"joints_rad[{i}] = {q[i]:.3f} rad lies outside the joint limits ({lo:.3f}, {hi:.3f})")
+        return SkillPlan([Move(q, "move_joints")], ctx.holding)
+
+    def _plan_move_to(self, args: dict[str, object], ctx: SkillContext) -> SkillPlan:
+        target = self._location(args.get("location"))
+        q = self.solve(target, self._seeds(ctx), f"location {args.get('location')}")
+        return SkillPlan([Move(q, f"move to {args.get('location')}")], ctx.holding)
+
+    def _plan_pick(self, args: dict[str, object], ctx: SkillContext) -> SkillPlan:
+        part_type = str(args.get("part_type", ""))
+        size = self._part_size(part_type)
+        where = self._location(args.get("location"))
+        if ctx.holding is not None:
+            raise SkillError(f"{self.robot} already holds a {ctx.holding}")
+        centre = where + np.array([0.0, 0.0, size[2] / 2])
+        if self.locator is not None:
+            found = self.locator.locate(part_type, centre, self.search_radius_m)
+            if found is None:
+                raise SkillError(f"no {part_type} within {self.search_radius_m} m of {args.get('location')}")
+            centre = np.asarray(found, dtype=float)
+        above = centre + np.array([0.0, 0.0, self.approach_height_m])
+        q_above = self.solve(above, self._seeds(ctx), "the point above the part")
+        q_grasp = self.solve(centre, [q_above], "the part")
+        s = self.grasp_speed_scale
+        steps: list[Step] = [
+            Grip(0.0, "open gripper", 0.3),
+            Move(q_above, "approach"),
+            Move(q_grasp, "descend", s),
+            Grip(1.0, "grasp", 0.6),
+            Move(q_above, "lift", s),
+            self._held_check(ctx, part_type, True),
+        ]
+        return SkillPlan(steps, part_type)
+
+    def _release_steps(self, target_m: FloatArray, ctx: SkillContext, what: str) -> tuple[list[Step], FloatArray]:
+        if ctx.holding is None:
+            raise SkillError(f"{self.robot} holds no part to place")
+        size = self._part_size(ctx.holding)
+        release = target_m + np.array([0.0, 0.0, size[2] / 2 + 0.01])
+        above = release + np.array([0.0, 0.0, self.approach_height_m])
+        q_above = self.solve(above, self._seeds(ctx), f"the point above {what}")
+        q_release = self.solve(release, [q_above], what)
+        return [Move(q_above, "approach"), Move(q_release, "descend", self.grasp_speed_scale)], q_above
+
+    def _plan_place(self, args: dict[str, object], ctx: SkillContext) -> SkillPlan:
+        target = self._location(args.get("location"))
+        steps, q_above = self._release_steps(target, ctx, f"location {args.get('location')}")
+        held = ctx.holding or ""
+        steps += [Grip(0.0, "release", 0.5), Move(q_above, "retreat", self.grasp_speed_scale)]
+        steps.append(self._held_check(ctx, held, False))
+        return SkillPlan(steps, None)
+
+    def _plan_present(self, args: dict[str, object], ctx: SkillContext) -> SkillPlan:
+        machine = args.get("machine")
+        if not isinstance(machine, str) or machine not in self.plant.machines:
+            raise SkillError(f"unknown machine {machine!r}")
+        station = self.plant.machines[machine].station
+        locs = self.plant.stations[station].locations if station in self.plant.stations else {}
+        if not locs:
+            raise SkillError(f"machine {machine} has no station location to present a part at")
+        name = next(iter(locs))
+        q = self.solve(self._location(name), self._seeds(ctx), f"location {name}")
+        return SkillPlan([Move(q, f"present at {name}"), Dwell(0.5, "hold for inspection")], ctx.holding)
+
+    def _plan_hand_over(self, args: dict[str, object], ctx: SkillContext) -> SkillPlan:
+        to_robot = str(args.get("to_robot", ""))
+        if to_robot not in self.plant.robots or to_robot == self.robot:
+            raise SkillError(f"cannot hand over to {to_robot!r}")
+        if ctx.holding is None:
+            raise SkillError(f"{self.robot} holds no part to hand over")
+        where = self._location(args.get("location"))
+        q = self.solve(where, self._seeds(ctx), f"location {args.get('location')}")
+        above = self.solve(where + np.array([0.0, 0.0, self.approach_height_m]), [q], "the retreat point")
+        peers = self.peers
+
+        def taken() -> bool:
+            return peers is not None and peers.phase(to_robot) == "holding"
+
+        steps: list[Step] = [
+            Move(q, "offer"),
+            WaitUntil(taken, "wait for the receiver to grasp", 60.0),
+            Grip(0.0, "let go", 0.5),
+            Move(above, "retreat", self.grasp_speed_scale),
+        ]
+        return SkillPlan(steps, None)
+
+    def _plan_take(self, args: dict[str, object], ctx: SkillContext) -> SkillPlan:
+        """The receiving side of a hand-over: wait for the offer, grasp the part from below the
+        giver's fingers, hold until the giver let go, retreat with it."""
+        giver = str(args.get("from_robot", ""))
+        part_type = str(args.get("part_type", "")) or next(iter(self.plant.part_types), "")
+        size = self._part_size(part_type)
+        where = self._location(args.get("location"))
+        if ctx.holding is not None:
+            raise SkillError(f"{self.robot} already holds a {ctx.holding}")
+        # The giver holds the part from above; take it from the side, approaching horizontally
+        # from this robot's base, the fingers closing across the part below the giver's palm.
+        grasp = where - np.array([0.0, 0.0, size[2] * 0.25])
+        base = np.asarray(self.spec.base.xyz_m, dtype=float)
+        side = base[:2] - where[:2]
+        side = side / max(float(np.linalg.norm(side)), 1e-9)
+        # Tilted 45 degrees down: a hand-over point is often at the edge of the receiver's reach.
+        axis = np.array([-side[0], -side[1], -1.0]) / np.sqrt(2.0)
+        back = grasp - axis * self.approach_height_m
+        q_back = self.solve(back, self._seeds(ctx), "the hand-over approach point", axis)
+        q_grasp = self.solve(grasp, [q_back], "the hand-over point", axis)
+        peers = self.peers
+
+        def offered() -> bool:
+            return peers is not None and peers.phase(giver) == "wait for the receiver to grasp"
+
+        def released() -> bool:
+            return peers is not None and peers.phase(giver) in ("retreat", "")
+
+        steps: list[Step] = [
+            Grip(0.0, "open gripper", 0.3),
+            Move(q_back, "approach"),
+            WaitUntil(offered, "wait for the offer", 60.0),
+            Move(q_grasp, "reach", self.grasp_speed_scale),
+            Grip(1.0, "grasp", 0.6),
+            WaitUntil(released, "holding", 30.0),
+            Move(q_back, "retreat", self.grasp_speed_scale),
+        ]
+        return SkillPlan(steps, part_type)
