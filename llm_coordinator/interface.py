@@ -1,0 +1,76 @@
+"""What the coordinator core needs from a language model: one port, several backends.
+
+A backend turns a list of chat messages into one JSON document that validates against a
+JSON Schema. Backends: the embedded llama.cpp model (``backends.llama``), any OpenAI-compatible
+endpoint (``backends.openai``) and a scripted model for tests (``backends.scripted``). They are
+chosen by name through :mod:`llm_coordinator.backends` and never imported directly by the core.
+
+The model is given no tools: it writes a document, and deterministic code decides what happens
+to it. Nothing a model writes can change limits, zones, the e-stop or approvals.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol, runtime_checkable
+
+JsonSchema = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    """One message of a conversation with the model."""
+
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+@dataclass(frozen=True)
+class Completion:
+    """What a backend returned: the raw text (not yet validated) and what it cost."""
+
+    text: str
+    model: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    elapsed_s: float = 0.0
+
+
+class BackendError(Exception):
+    """The model could not answer: the server failed, refused, or sent something unusable."""
+
+
+class BackendTimeout(BackendError, TimeoutError):
+    """The model did not answer within its time budget (``timeout_s``)."""
+
+
+class BackendUnavailable(BackendError):
+    """The backend cannot start: a missing model file, a missing package, a bad endpoint."""
+
+
+@runtime_checkable
+class LLMBackend(Protocol):
+    """A language model that answers with JSON constrained by a schema.
+
+    ``complete`` is a coroutine that never blocks the event loop. It raises
+    :class:`BackendTimeout` when the answer takes longer than ``timeout_s`` seconds (the
+    generation is then stopped, not left running), and :class:`BackendError` for any other
+    failure. The returned text is whatever the model wrote: callers validate it.
+    """
+
+    name: str
+
+    async def complete(
+        self,
+        messages: Sequence[ChatMessage],
+        schema: JsonSchema,
+        *,
+        schema_name: str = "answer",
+        max_tokens: int = 512,
+        timeout_s: float = 60.0,
+    ) -> Completion:
+        """Generate one answer constrained by ``schema``."""
+
+    async def aclose(self) -> None:
+        """Release the model or the connection; safe to call twice."""

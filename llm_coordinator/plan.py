@@ -1,0 +1,317 @@
+"""Plans, intents and the JSON Schemas that constrain what a model may write.
+
+- :class:`Plan` / :class:`Step`: what the executor runs once it is approved (steps with an id,
+  an agent, a skill, arguments, dependencies, an expected duration and a hazard flag). Its
+  :meth:`Plan.content_hash` is what an approval is bound to.
+- :class:`Intent`: the small structured goal a small model writes in intent mode (which recipe
+  or skills, how many, which part type and parameters); a deterministic planner expands it.
+- :func:`plan_schema` and :func:`intent_schema`: JSON Schemas generated from the plant, with
+  agent, skill, location and part names as enums and each agent's skills encoded per agent
+  (one ``anyOf`` variant per agent and skill), so that a constrained model cannot name what the
+  plant does not have. The schema is a convenience for the model; the guardrails check again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from plant.catalog import ROBOT_MODELS
+from plant.config import NAME_RE, PlantDescription, RecipeParam
+from plant.skills import SKILLS, ArgSpec
+
+ArgValue = str | int | float | list[float]
+StepId = Annotated[str, Field(pattern=NAME_RE.pattern, description="lower_snake_case step id")]
+
+#: Most repetitions one work order may ask for (a bigger batch is several work orders).
+MAX_COUNT = 20
+#: Most steps in one plan (a plan longer than this is not reviewable by a person).
+MAX_STEPS = 200
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Step(_Model):
+    """One step of a plan: ``agent`` performs ``skill`` with ``args`` once every step in ``after`` is done."""
+
+    id: StepId
+    agent: str
+    skill: str
+    args: dict[str, ArgValue] = Field(default_factory=dict)
+    after: list[str] = Field(default_factory=list)
+    expected_duration_s: Annotated[float, Field(gt=0, le=86400)] = 5.0
+    hazardous: bool = Field(default=False, description="needs a robot operator's confirmation before it runs")
+    note: str = Field(default="", max_length=200, description="where the step came from (recipe step, repetition)")
+
+
+class Plan(_Model):
+    """A proposed way to carry out a work order. Immutable: a changed plan is a new plan."""
+
+    work_order: str = Field(max_length=4000)
+    mode: Literal["intent", "direct", "recovery"]
+    steps: Annotated[list[Step], Field(min_length=1, max_length=MAX_STEPS)]
+    recipe: str | None = None
+    notes: list[str] = Field(default_factory=list)
+
+    def content_hash(self) -> str:
+        """SHA-256 of the canonical JSON of the whole plan: any change gives another hash."""
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+    def step(self, step_id: str) -> Step:
+        """The step with this id; ``KeyError`` if there is none."""
+        for s in self.steps:
+            if s.id == step_id:
+                return s
+        raise KeyError(step_id)
+
+    def hazardous_steps(self) -> list[str]:
+        """Ids of the steps that need an operator's confirmation."""
+        return [s.id for s in self.steps if s.hazardous]
+
+
+# --------------------------------------------------------------------------- what a model writes
+
+
+class DraftStep(_Model):
+    """A step as a model writes it in direct mode (durations and hazard flags are not its to set)."""
+
+    id: StepId
+    agent: str
+    skill: str
+    args: dict[str, ArgValue] = Field(default_factory=dict)
+    after: list[str] = Field(default_factory=list)
+
+
+class DraftPlan(_Model):
+    """A plan as a model writes it in direct mode."""
+
+    steps: Annotated[list[DraftStep], Field(min_length=1, max_length=MAX_STEPS)]
+
+
+class RecipeIntent(_Model):
+    """Run a recipe ``count`` times with these parameters (the rest take their defaults)."""
+
+    goal: Literal["recipe"]
+    recipe: str
+    count: Annotated[int, Field(ge=1, le=MAX_COUNT)] = 1
+    params: dict[str, int | float | str] = Field(default_factory=dict)
+
+
+class TaskIntent(_Model):
+    """One skill to perform; ``agent`` None lets the planner choose an agent that can."""
+
+    skill: str
+    agent: str | None = None
+    args: dict[str, ArgValue] = Field(default_factory=dict)
+
+
+class TasksIntent(_Model):
+    """A short sequence of single skills, done in the order given."""
+
+    goal: Literal["tasks"]
+    tasks: Annotated[list[TaskIntent], Field(min_length=1, max_length=20)]
+
+
+class CannotIntent(_Model):
+    """The model believes the plant cannot do the order; ``missing`` says what is lacking."""
+
+    goal: Literal["cannot"]
+    missing: str = Field(default="", max_length=200)
+
+
+Intent = Annotated[RecipeIntent | TasksIntent | CannotIntent, Field(discriminator="goal")]
+
+
+# --------------------------------------------------------------------------- schemas from the plant
+
+
+def _enum(values: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    vals = sorted(set(values))
+    return {"type": "string", "enum": vals} if vals else {"type": "string", "enum": ["(none)"]}
+
+
+def _arg_schema(plant: PlantDescription, spec: ArgSpec, agent: str | None) -> dict[str, Any]:
+    locations = list(plant.locations())
+    match spec.type:
+        case "location":
+            return _enum(locations)
+        case "bin":
+            return _enum(list(plant.bins()))
+        case "part_type":
+            return _enum(list(plant.part_types))
+        case "part":
+            return _enum(list(plant.parts))
+        case "robot":
+            return _enum([r for r in plant.robots if r != agent])
+        case "machine":
+            return _enum(list(plant.machines))
+        case "int" | "float":
+            out: dict[str, Any] = {"type": "integer" if spec.type == "int" else "number"}
+            if spec.min is not None:
+                out["minimum"] = spec.min
+            if spec.max is not None:
+                out["maximum"] = spec.max
+            return out
+        case "joints":
+            dof = ROBOT_MODELS[plant.robots[agent].model].dof if agent in plant.robots else 6
+            return {"type": "array", "items": {"type": "number"}, "minItems": dof, "maxItems": dof}
+    raise ValueError(f"unknown argument type {spec.type!r}")  # pragma: no cover - ArgType is closed
+
+
+def _args_schema(plant: PlantDescription, skill: str, agent: str | None) -> dict[str, Any]:
+    spec = SKILLS[skill]
+    props = {name: _arg_schema(plant, a, agent) for name, a in spec.args.items()}
+    return {
+        "type": "object",
+        "properties": props,
+        "required": [n for n, a in spec.args.items() if a.required],
+        "additionalProperties": False,
+    }
+
+
+def step_variants(plant: PlantDescription) -> list[dict[str, Any]]:
+    """One schema per (agent, skill) the plant allows: the agent's skills encoded per agent."""
+    variants = []
+    for agent in sorted(plant.agents()):
+        for skill in plant.agent_skills(agent):
+            variants.append(
+                {
+                    "type": "object",
+                    "properties": {
+                        "id": {"type": "string", "pattern": "^[a-z][a-z0-9_]{0,47}$"},
+                        "agent": {"const": agent},
+                        "skill": {"const": skill},
+                        "args": _args_schema(plant, skill, agent),
+                        "after": {"type": "array", "items": {"type": "string"}, "maxItems": 8},
+                    },
+                    "required": ["id", "agent", "skill", "args", "after"],
+                    "additionalProperties": False,
+                }
+            )
+    return variants
+
+
+def plan_schema(plant: PlantDescription, max_steps: int = 40) -> dict[str, Any]:
+    """JSON Schema of a :class:`DraftPlan` for this plant (direct mode)."""
+    return {
+        "type": "object",
+        "properties": {
+            "steps": {"type": "array", "items": {"anyOf": step_variants(plant)}, "minItems": 1, "maxItems": max_steps}
+        },
+        "required": ["steps"],
+        "additionalProperties": False,
+    }
+
+
+def _param_schema(plant: PlantDescription, p: RecipeParam) -> dict[str, Any]:
+    match p.type:
+        case "int" | "float":
+            out: dict[str, Any] = {"type": "integer" if p.type == "int" else "number"}
+            if p.min is not None:
+                out["minimum"] = p.min
+            if p.max is not None:
+                out["maximum"] = p.max
+            return out
+        case "str":
+            return _enum(p.choices) if p.choices else {"type": "string", "maxLength": 80}
+        case "part_type":
+            return _enum(list(plant.part_types))
+        case "location":
+            return _enum(list(plant.locations()))
+        case "robot":
+            return _enum(list(plant.robots))
+        case "machine":
+            return _enum(list(plant.machines))
+        case "bin":
+            return _enum(list(plant.bins()))
+    raise ValueError(f"unknown parameter type {p.type!r}")  # pragma: no cover - the type is closed
+
+
+def intent_variants(plant: PlantDescription) -> list[dict[str, Any]]:
+    """The kinds of goal, each opening with ``"goal"``, so that the first word a model writes
+    decides: a recipe name, ``tasks`` or ``cannot``. Names of this plant are enums."""
+    variants: list[dict[str, Any]] = []
+    for name, recipe in plant.recipes.items():
+        props: dict[str, Any] = {
+            "goal": {"const": name},
+            "count": {"type": "integer", "minimum": 1, "maximum": MAX_COUNT},
+        }
+        if recipe.params:
+            props["params"] = {
+                "type": "object",
+                "properties": {pn: _param_schema(plant, p) for pn, p in recipe.params.items()},
+                "additionalProperties": False,
+            }
+        variants.append(
+            {"type": "object", "properties": props, "required": ["goal", "count"], "additionalProperties": False}
+        )
+    task_variants = []
+    for skill in SKILLS:
+        agents = [a for a in plant.agents() if skill in plant.agent_skills(a)]
+        if not agents:
+            continue
+        task_variants.append(
+            {
+                "type": "object",
+                "properties": {
+                    "skill": {"const": skill},
+                    "agent": _enum(agents),
+                    "args": _args_schema(plant, skill, agents[0] if len(agents) == 1 else None),
+                },
+                "required": ["skill", "agent", "args"],
+                "additionalProperties": False,
+            }
+        )
+    variants.append(
+        {
+            "type": "object",
+            "properties": {
+                "goal": {"const": "tasks"},
+                "tasks": {"type": "array", "items": {"anyOf": task_variants}, "minItems": 1, "maxItems": 8},
+            },
+            "required": ["goal", "tasks"],
+            "additionalProperties": False,
+        }
+    )
+    variants.append(
+        {
+            "type": "object",
+            "properties": {"goal": {"const": "cannot"}, "missing": {"type": "string", "maxLength": 80}},
+            "required": ["goal", "missing"],
+            "additionalProperties": False,
+        }
+    )
+    return variants
+
+
+def intent_schema(plant: PlantDescription) -> dict[str, Any]:
+    """JSON Schema of an intent answer for this plant (intent mode); see :func:`parse_intent`."""
+    return {"anyOf": intent_variants(plant)}
+
+
+def parse_intent(text: str, plant: PlantDescription) -> RecipeIntent | TasksIntent | CannotIntent:
+    """Read a model's intent answer. Raises ``ValueError`` with a reason a person (and the model,
+    on its next attempt) understands when the text is not JSON or not an intent."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"the answer is not JSON ({exc.msg} at character {exc.pos})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("goal"), str):
+        raise ValueError('the answer must be a JSON object with a "goal"')
+    goal = data["goal"]
+    rest = {k: v for k, v in data.items() if k != "goal"}
+    try:
+        if goal == "tasks":
+            return TasksIntent(goal="tasks", **rest)
+        if goal == "cannot":
+            return CannotIntent(goal="cannot", **rest)
+        return RecipeIntent(goal="recipe", recipe=goal, **rest)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors())
+        raise ValueError(f"the answer does not fit an intent: {problems}") from None
