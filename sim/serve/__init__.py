@@ -10,9 +10,12 @@ through the PLCs, which go through ``LiveTwin.submit``/``read``/``add_listener``
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from plant.config import ModbusMachine, OpcuaMachine, PlantDescription
 from sim.live import LiveTwin
@@ -20,7 +23,9 @@ from sim.serve.modbus_server import ModbusTwinServer
 from sim.serve.opcua_server import OpcuaTwinServer, ServerSecurity
 from sim.serve.plc import MachinePlc, PlantPlcs
 
-__all__ = ["ModbusTwinServer", "OpcuaTwinServer", "PlantServers", "ServerSecurity", "serve_plant"]
+__all__ = ["ModbusTwinServer", "OpcuaTwinServer", "PlantServers", "ServerSecurity", "ServingThread", "serve_plant"]
+
+T = TypeVar("T")
 
 TwinServer = OpcuaTwinServer | ModbusTwinServer
 
@@ -48,12 +53,15 @@ class PlantServers:
 
         Models a PLC comms module that restarts: the machine keeps running meanwhile.
         """
-        import asyncio
-
         server = self.server_of(machine)
         await server.stop()
         await asyncio.sleep(down_s)
         await server.start()
+
+    async def reset_twin(self) -> None:
+        """Put the twin back to time zero (machines stopped, parts home) and publish it now."""
+        await asyncio.wrap_future(self.plcs.live.submit(lambda tw: tw.reset()))
+        await self.plcs.sync()
 
     async def stop(self) -> None:
         """Close every server and stop following the twin."""
@@ -112,3 +120,84 @@ async def serve_plant(
         yield servers
     finally:
         await servers.stop()
+
+
+class ServingThread:
+    """:func:`serve_plant` on an event loop of its own, in a daemon thread.
+
+    For tests, benchmarks and tools whose own event loop comes and goes: the servers keep
+    answering whatever the caller's loop does, as a real plant would. ``start`` blocks until
+    every server listens (or raises what :func:`serve_plant` raised); :meth:`call` runs a
+    coroutine function on the serving loop and returns its result (blocking).
+    """
+
+    def __init__(
+        self, live: LiveTwin, plant: PlantDescription | None = None, opcua_security: ServerSecurity | None = None
+    ) -> None:
+        self.live = live
+        self.plant = plant or live.twin.plant
+        self.opcua_security = opcua_security
+        self.loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._servers: PlantServers | None = None
+        self._stop: asyncio.Event | None = None
+        self._thread = threading.Thread(target=self._main, name="atelier-serve", daemon=True)
+
+    @property
+    def servers(self) -> PlantServers:
+        if self._servers is None:
+            raise RuntimeError("not serving")
+        return self._servers
+
+    def _main(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_until_complete(self._serve())
+        self.loop.close()
+
+    async def _serve(self) -> None:
+        self._stop = asyncio.Event()
+        try:
+            async with serve_plant(self.live, self.plant, opcua_security=self.opcua_security) as servers:
+                self._servers = servers
+                self._ready.set()
+                await self._stop.wait()
+        except BaseException as exc:
+            self._error = exc
+            self._ready.set()
+
+    def start(self, timeout_s: float = 60.0) -> ServingThread:
+        self._thread.start()
+        if not self._ready.wait(timeout_s):
+            raise TimeoutError(f"the twin servers did not start within {timeout_s:g} s")
+        if self._error is not None:
+            raise self._error
+        return self
+
+    def call(self, fn: Callable[[PlantServers], Awaitable[T]], timeout_s: float = 30.0) -> T:
+        """Run ``await fn(servers)`` on the serving loop; blocks until done."""
+
+        async def run() -> T:
+            return await fn(self.servers)
+
+        return asyncio.run_coroutine_threadsafe(run(), self.loop).result(timeout_s)
+
+    async def acall(self, fn: Callable[[PlantServers], Awaitable[T]]) -> T:
+        """:meth:`call` for a caller that is itself a coroutine (does not block its loop)."""
+
+        async def run() -> T:
+            return await fn(self.servers)
+
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(run(), self.loop))
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        stop = self._stop
+        if stop is not None and self._thread.is_alive():
+            self.loop.call_soon_threadsafe(stop.set)
+        self._thread.join(timeout_s)
+
+    def __enter__(self) -> ServingThread:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -203,6 +203,13 @@ class PlantPlcs:
         self._pump = asyncio.create_task(self._run_pump(), name="atelier-plc-pump")
         self.live.add_listener(self._listen, every_ticks=self.every_ticks, name="atelier-plcs")
 
+    async def sync(self) -> None:
+        """Publish the twin's values now (after a change made outside the scan, like a reset)."""
+        now = self.live.read(lambda tw: {n: p.sample(tw) for n, p in self.plcs.items()})
+        for name, sample in now.items():
+            self._last[name] = sample[1]
+            await self.plcs[name].apply_sample(sample)
+
     async def stop(self) -> None:
         self.live.remove_listener(self._listen)
         if self._pump is not None:

@@ -35,10 +35,10 @@ def mtag(data_type: str, byte_order: str = "big", word_order: str = "big", **kw:
     return ModbusTag(
         table="holding_register",
         address=0,
-        data_type=data_type,  # type: ignore[arg-type]
+        data_type=data_type,
         access="read_write",
-        byte_order=byte_order,  # type: ignore[arg-type]
-        word_order=word_order,  # type: ignore[arg-type]
+        byte_order=byte_order,
+        word_order=word_order,
         **kw,
     )
 
@@ -104,9 +104,9 @@ def test_string_round_trip(text: str, bo: str) -> None:
 def test_truncated_string_never_splits_a_character(text: str) -> None:
     tag = mtag("string", length_registers=5)
     regs = encode_registers(tag, text, truncate=True)
-    back = decode_registers(tag, regs)
-    assert "\ufffd" not in back or "\ufffd" in text
-    assert text.startswith(back.rstrip("\0")) or text.replace("\0", "").startswith(back)
+    back = str(decode_registers(tag, regs))
+    assert len(back.encode()) <= 10
+    assert text.startswith(back) or text.rstrip("\0").startswith(back)
 
 
 @given(regs=st.lists(st.integers(0, 0xFFFF), min_size=4, max_size=4))
