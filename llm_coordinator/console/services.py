@@ -289,6 +289,21 @@ class ConsoleBackend(Protocol):
         """The newest ``limit`` records of the audit log, newest first."""
 
 
+@runtime_checkable
+class EstopPort(Protocol):
+    """The robots' e-stop latches as the console sees them (over ``robots.safety.EstopLatch``
+    in the wiring). ``trip`` and ``reset`` block for a file write (milliseconds)."""
+
+    def state(self, robot: str) -> tuple[bool, str]:
+        """(latched, reason) of one robot's e-stop."""
+
+    def trip(self, robot: str, reason: str, source: str) -> None:
+        """Latch; idempotent (the first reason stays)."""
+
+    def reset(self, robot: str, operator: str) -> None:
+        """Clear the latch: the operator's path only (the console checks the role first)."""
+
+
 # --------------------------------------------------------------------------- the live feed
 
 

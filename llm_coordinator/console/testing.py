@@ -28,6 +28,7 @@ from .services import (
     ActionRefused,
     AuditView,
     ConfirmationView,
+    EstopPort,
     GuardrailView,
     JobView,
     PlanDetail,
@@ -40,7 +41,25 @@ from .services import (
 )
 
 StepRunner = Callable[[StepView], Awaitable[bool]]
-EstopHook = Callable[[str, bool, str], None]
+
+
+class MemoryEstops:
+    """E-stop latches in memory (tests); the wiring uses the robots' file-backed latches."""
+
+    def __init__(self) -> None:
+        self.latched: dict[str, str] = {}
+
+    def state(self, robot: str) -> tuple[bool, str]:
+        """(latched, reason)."""
+        return (robot in self.latched, self.latched.get(robot, ""))
+
+    def trip(self, robot: str, reason: str, source: str) -> None:
+        """Latch (the first reason stays)."""
+        self.latched.setdefault(robot, f"{reason} ({source})")
+
+    def reset(self, robot: str, operator: str) -> None:
+        """Clear."""
+        self.latched.pop(robot, None)
 
 
 @dataclass
@@ -56,9 +75,8 @@ class ScriptedBackend:
 
     ``stage_delay_s`` is how long each drafting stage takes (so progress can be watched);
     ``hazardous_skills`` are skills whose steps need an operator (on top of recipe flags).
-    ``estop_hook(robot, tripped, reason)`` is called when a latch changes (the wiring stops
-    the twin's robot). ``on_change`` is called after anything that changes robot state, so the
-    live feed can publish at once.
+    ``estops`` holds the e-stop latches (in memory unless given). ``on_change`` is called after
+    anything that changes robot state, so the live feed can publish at once.
     """
 
     def __init__(
@@ -69,7 +87,7 @@ class ScriptedBackend:
         stage_delay_s: float = 0.2,
         step_runner: StepRunner | None = None,
         hazardous_skills: frozenset[str] = frozenset({"hand_over"}),
-        estop_hook: EstopHook | None = None,
+        estops: EstopPort | None = None,
         on_change: Callable[[], None] | None = None,
     ) -> None:
         self.plant = plant
@@ -77,10 +95,9 @@ class ScriptedBackend:
         self.stage_delay_s = stage_delay_s
         self.step_runner = step_runner
         self.hazardous_skills = hazardous_skills
-        self.estop_hook = estop_hook
         self.on_change = on_change
         self.records: list[AuditView] = []
-        self.estops: dict[str, str] = {}
+        self.estops: EstopPort = estops or MemoryEstops()
         self.robot_skills: dict[str, str | None] = dict.fromkeys(plant.robots)
         self._plans: dict[str, _Plan] = {}
         self._jobs: dict[str, JobView] = {}
@@ -206,19 +223,17 @@ class ScriptedBackend:
         for r in [robot] if robot else list(self.plant.robots):
             if r not in self.plant.robots:
                 raise ActionRefused(f"There is no robot {r!r}.", 404)
-            self.estops.setdefault(r, f"{reason} ({actor})")
-            if self.estop_hook is not None:
-                self.estop_hook(r, True, reason)
+            await asyncio.to_thread(self.estops.trip, r, reason, actor)
         await self.audit(actor, "estop_trip", f"robot {robot or 'all'}", reason)
         self._changed()
 
     async def reset_estop(self, robot: str, actor: str, note: str) -> None:
         """Clear one robot's latch."""
-        if robot not in self.estops:
+        if robot not in self.plant.robots:
+            raise ActionRefused(f"There is no robot {robot!r}.", 404)
+        if not self.estops.state(robot)[0]:
             raise ActionRefused(f"The e-stop of {robot} is not latched.")
-        del self.estops[robot]
-        if self.estop_hook is not None:
-            self.estop_hook(robot, False, note)
+        await asyncio.to_thread(self.estops.reset, robot, actor)
         await self.audit(actor, "estop_reset", f"robot {robot}", note)
         self._changed()
 
@@ -370,7 +385,7 @@ class ScriptedBackend:
                 if current.confirmation == "refused":
                     await self.audit("executor", "run_paused", f"plan {plan_id}", f"step {step.id} refused")
                     return
-            while step.agent in self.estops:
+            while step.agent in self.plant.robots and self.estops.state(step.agent)[0]:
                 p.detail = p.detail.model_copy(update={"state": "paused"})
                 await asyncio.sleep(0.05)
             p.detail = p.detail.model_copy(update={"state": "running"})

@@ -1,0 +1,91 @@
+"""``atelier console``: serve the web console; ``atelier console add-user``: make an account.
+
+Wiring only. The lead adds it to the ``atelier`` command with
+``app.add_typer(console_app, name="console")`` (or calls :func:`register`).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from plant import PlantError, load_plant
+
+console_app = typer.Typer(
+    invoke_without_command=True,
+    no_args_is_help=False,
+    help="Serve the web console for supervisors, operators and plant engineers.",
+)
+out = Console()
+err = Console(stderr=True)
+
+DbOpt = Annotated[
+    str,
+    typer.Option("--db", envvar="ATELIER_DB", help="SQLAlchemy URL of the site database (users, plans, audit log)"),
+]
+DEFAULT_DB = "sqlite:///atelier.db"
+PASSWORD_ENV = "ATELIER_CONSOLE_PASSWORD"
+
+
+@console_app.callback()
+def serve(
+    ctx: typer.Context,
+    host: Annotated[str, typer.Option(help="address to listen on (loopback by default)")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 8765,
+    db: DbOpt = DEFAULT_DB,
+    state_dir: Annotated[Path, typer.Option(help="folder of the robots' e-stop latch files")] = Path(".atelier"),
+    plant_file: Annotated[Path | None, typer.Option("--plant", "-p", help="plant description YAML")] = None,
+    session_hours: Annotated[float, typer.Option(min=0.05, max=24.0, help="a login lasts this long")] = 8.0,
+    twin_speed: Annotated[float, typer.Option(min=0.1, max=10.0, help="twin time per wall-clock time")] = 1.0,
+) -> None:
+    """Serve the console on http://HOST:PORT over a live twin of the plant (blocks until Ctrl-C)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    import uvicorn
+
+    from llm_coordinator.console.wiring import build_site
+
+    try:
+        plant = load_plant(plant_file)
+    except PlantError as exc:
+        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(2) from None
+    site = build_site(plant, db, state_dir, twin_speed=twin_speed, session_ttl_s=session_hours * 3600.0)
+    if not site.app.state.users.users():
+        err.print("[yellow]no users yet:[/] add one with [bold]atelier console add-user NAME --role ROLE[/]")
+    site.start()
+    out.print(f"console of [bold]{plant.name}[/] on http://{host}:{port}/ (API: /api/docs)")
+    try:
+        uvicorn.run(site.app, host=host, port=port, log_level="warning")
+    finally:
+        site.stop()
+
+
+@console_app.command("add-user")
+def add_user(
+    name: Annotated[str, typer.Argument(help="user name (lower case, 2 to 32 characters)")],
+    role: Annotated[str, typer.Option(help="engineer, supervisor or operator")],
+    db: DbOpt = DEFAULT_DB,
+    replace: Annotated[bool, typer.Option(help="change the role and password of an existing user")] = False,
+) -> None:
+    """Create a console user. The password comes from $ATELIER_CONSOLE_PASSWORD or a prompt."""
+    from llm_coordinator.console.auth import AuthError, UserStore, make_engine
+
+    password = os.environ.get(PASSWORD_ENV)
+    if password is None:
+        password = typer.prompt("password", hide_input=True, confirmation_prompt=True)
+    try:
+        user = UserStore(make_engine(db)).add_user(name, role, password, replace=replace)
+    except AuthError as exc:
+        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(2) from None
+    out.print(f"user [bold]{user.name}[/] ({user.role.value}) saved in {db}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``console`` to the ``atelier`` command."""
+    app.add_typer(console_app, name="console")

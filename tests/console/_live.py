@@ -1,0 +1,58 @@
+"""A console served for real: a live twin, uvicorn on a free loopback port, in a thread."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import uvicorn
+
+from llm_coordinator.console.auth import UserStore
+from llm_coordinator.console.wiring import ConsoleSite, build_site
+from plant.config import PlantDescription
+
+from .conftest import FAST_HASHER, PASSWORD, PEOPLE
+
+
+@dataclass
+class LiveConsole:
+    site: ConsoleSite
+    url: str
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@contextmanager
+def serve_console(plant: PlantDescription, tmp: Path, **kw: float) -> Iterator[LiveConsole]:
+    """Serve the console over a live twin; users erin/sam/olga exist with :data:`PASSWORD`."""
+    site = build_site(plant, f"sqlite:///{tmp / 'site.db'}", tmp / "state", **kw)
+    users: UserStore = site.app.state.users
+    users._hasher = FAST_HASHER  # cheap hashes in tests
+    for name, role in PEOPLE.items():
+        users.add_user(name, role, PASSWORD)
+    site.start()
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(site.app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, name="console-server", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if time.monotonic() > deadline:
+            raise RuntimeError("the console server did not start")
+        time.sleep(0.02)
+    try:
+        yield LiveConsole(site, f"http://127.0.0.1:{port}")
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        site.stop()
