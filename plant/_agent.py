@@ -94,6 +94,8 @@ class NetworkAgent(ABC):
         self._command_lock = asyncio.Lock()
         self._seq = 0
         self._last_error = ""
+        #: Counts connection attempts; a loss reported by an older connection is ignored.
+        self._generation = 0
 
     # ------------------------------------------------------------------ transport (backends)
 
@@ -150,6 +152,7 @@ class NetworkAgent(ABC):
         if self._opened:
             return
         self._closing = False
+        self._generation += 1
         try:
             await asyncio.wait_for(self._open(), self.connect_timeout_s)
         except TimeoutError:
@@ -189,8 +192,11 @@ class NetworkAgent(ABC):
     async def __aexit__(self, *exc: object) -> None:
         await self.disconnect()
 
-    def _transport_lost(self, reason: str) -> None:
-        """Backends call this when they notice the connection is gone (any thread-safe context)."""
+    def _transport_lost(self, reason: str, generation: int | None = None) -> None:
+        """Backends call this when they notice the connection is gone (on the agent's loop);
+        ``generation`` is ``self._generation`` when that connection was opened."""
+        if generation is not None and generation != self._generation:
+            return  # an old connection's last words
         if self._closing or not self._up.is_set():
             return
         self._last_error = reason
@@ -210,6 +216,7 @@ class NetworkAgent(ABC):
             while not self._closing:
                 await self._close()
                 attempts += 1
+                self._generation += 1
                 try:
                     await asyncio.wait_for(self._open(), self.connect_timeout_s)
                 except (TimeoutError, TransportLost, ConnectError, OSError) as exc:
@@ -243,14 +250,15 @@ class NetworkAgent(ABC):
                 except TimeoutError:
                     raise ConnectError(self.name, f"{self.machine.endpoint} unreachable: {self._last_error}") from None
                 continue
+            gen = self._generation
             try:
                 return await asyncio.wait_for(op(), max(0.001, min(remaining, self.request_timeout_s)))
             except TimeoutError:
                 if time.monotonic() >= deadline:
                     raise TimeoutError(f"{self.name}: no answer from {self.machine.endpoint} in time") from None
-                self._transport_lost(f"no answer within {self.request_timeout_s:g} s")
+                self._transport_lost(f"no answer within {self.request_timeout_s:g} s", gen)
             except TransportLost as exc:
-                self._transport_lost(str(exc) or "connection lost")
+                self._transport_lost(str(exc) or "connection lost", gen)
 
     # ------------------------------------------------------------------ tags
 

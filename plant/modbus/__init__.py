@@ -83,9 +83,11 @@ class ModbusAgent(NetworkAgent):
     # ------------------------------------------------------------------ transport
 
     async def _open(self) -> None:
+        gen = self._generation
+
         def traced(connected: bool) -> None:
             if not connected:
-                self._transport_lost("the server closed the connection")
+                self._transport_lost("the server closed the connection", gen)
 
         client = AsyncModbusTcpClient(
             self.host,

@@ -47,8 +47,9 @@ _MODES = {"Sign": ua.MessageSecurityMode.Sign, "SignAndEncrypt": ua.MessageSecur
 class _Handler:
     """asyncua subscription handler: notes changes and wakes the waiters."""
 
-    def __init__(self, agent: OpcuaAgent) -> None:
+    def __init__(self, agent: OpcuaAgent, generation: int) -> None:
         self.agent = agent
+        self.generation = generation
 
     def datachange_notification(self, node: Any, val: Any, data: Any) -> None:
         tag = self.agent._node_tag.get(node.nodeid)
@@ -56,7 +57,7 @@ class _Handler:
             self.agent._notified(tag, val)
 
     def status_change_notification(self, status: Any) -> None:
-        self.agent._transport_lost(f"subscription status {status}")
+        self.agent._transport_lost(f"subscription status {status}", self.generation)
 
 
 class OpcuaAgent(NetworkAgent):
@@ -106,8 +107,10 @@ class OpcuaAgent(NetworkAgent):
                 mode=_MODES[sec.mode],
             )
 
+        gen = self._generation
+
         async def lost(exc: Exception) -> None:
-            self._transport_lost(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
+            self._transport_lost(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__, gen)
 
         client.connection_lost_callback = lost
         try:
@@ -118,7 +121,7 @@ class OpcuaAgent(NetworkAgent):
             raise TransportLost(f"{type(exc).__name__}: {exc}") from None
         self._client = client
         await self._check_nodes(client)
-        handler = _Handler(self)
+        handler = _Handler(self, gen)
         sub = await client.create_subscription(self.publishing_interval_ms, handler)
         await sub.subscribe_data_change([client.get_node(self._node_ids[t]) for t in SUBSCRIBED if t in self.tags])
         self._sub = sub

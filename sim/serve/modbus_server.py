@@ -15,7 +15,6 @@ the reply leaves.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import logging
 from collections.abc import Callable
@@ -88,7 +87,8 @@ class ModbusTwinServer:
             raise ValueError(f"machines at {endpoint} share a device_id: {ids}")
         self._devices = [_Device(n, m, p) for n, m, p in served]
         self.server: ModbusTcpServer | None = None
-        self._serving: asyncio.Task[None] | None = None
+        #: Write requests that reached the server (for tests: "nothing was sent").
+        self.writes_received = 0
 
     @property
     def machines(self) -> list[str]:
@@ -190,6 +190,7 @@ class ModbusTwinServer:
             pending.clear()
         if not set_values:
             return None
+        self.writes_received += 1
         # A write: the image as it will be, then the tags it touches.
         n = len(set_values)
         written: dict[str, TagValue] = {}

@@ -124,6 +124,8 @@ class OpcuaTwinServer:
         self._node_tags: dict[ua.NodeId, tuple[_Served, str]] = {}
         self.server: Server | None = None
         self.listening = False
+        #: Write requests that reached the server (for tests: "nothing was sent").
+        self.writes_received = 0
 
     @property
     def machines(self) -> list[str]:
@@ -260,6 +262,7 @@ class OpcuaTwinServer:
     async def _post_write(self, event: ServerItemCallback, _dispatcher: Any) -> None:
         if not event.is_external:
             return
+        self.writes_received += 1
         per_machine: dict[str, tuple[_Served, dict[str, TagValue]]] = {}
         for wv, result in zip(event.request_params.NodesToWrite, event.response_params, strict=False):
             if wv.AttributeId != AttributeIds.Value or not result.is_good():

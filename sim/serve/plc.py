@@ -59,6 +59,9 @@ class MachinePlc:
         self.tags: dict[str, TagBase] = dict(machine.tags)
         self.values: dict[str, TagValue] = {t: from_raw(tag, default_raw(tag)) for t, tag in self.tags.items()}
         self.commands_executed = 0
+        #: Fault injection for tests: awaited once, after the next command ran and before the
+        #: write that carried it is answered (a test makes the server die here: a lost reply).
+        self.after_next_command: Callable[[], Awaitable[None]] | None = None
         self._twin_tags = [(t, TWIN_VALUES[t], tag) for t, tag in self.tags.items() if t in TWIN_VALUES]
         self._observers: list[Observer] = []
         self._last_sample_id = 0
@@ -162,6 +165,9 @@ class MachinePlc:
         if status is CommandStatus.REFUSED:
             log.info("%s: command %r (seq %s) refused: %s", self.name, code, seq, message)
         await self._publish(changes)
+        hook, self.after_next_command = self.after_next_command, None
+        if hook is not None:
+            await hook()
 
 
 class PlantPlcs:
