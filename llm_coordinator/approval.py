@@ -1,0 +1,107 @@
+"""The approval gate: deny unless a supervisor approved this exact plan, in time, and an
+operator confirmed every hazardous step.
+
+After pydantic-ai's ``approval_required`` toolset: a small wrapper that says no by default.
+An approval is bound to the plan's content hash, so any change to the plan voids it; an
+approval not used within its time to live expires; the hazardous steps are recomputed from the
+static rules here (a plan cannot lose a hazard flag on its way to the executor). The model has
+no way to call any of this: only people (through the CLI or the console) approve and confirm.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from llm_coordinator.guardrails import hazard_reasons
+from llm_coordinator.plan import Plan
+from llm_coordinator.store import Store, StoreError
+from plant.config import PlantDescription
+
+
+class NotApproved(Exception):
+    """The plan may not run; ``reasons`` say what is missing."""
+
+    def __init__(self, plan_id: int, reasons: list[str]) -> None:
+        self.plan_id, self.reasons = plan_id, reasons
+        super().__init__(f"plan {plan_id} may not run: " + "; ".join(reasons))
+
+
+@dataclass(frozen=True)
+class Authorization:
+    """Proof that a plan may run: the approval row, the hash it binds, who approved."""
+
+    plan_id: int
+    approval_id: int
+    content_hash: str
+    approved_by: str
+
+
+class ApprovalGate:
+    """Approve, reject, confirm, and :meth:`authorize` (the executor's only way in)."""
+
+    def __init__(self, store: Store, plant: PlantDescription, ttl_s: float = 3600.0) -> None:
+        self.store, self.plant, self.ttl_s = store, plant, ttl_s
+
+    def approve(self, plan_id: int, supervisor: str, reason: str = "") -> str:
+        """A supervisor approves the plan's current version; returns the hash approved.
+
+        Only a rehearsed plan awaiting approval can be approved (:class:`StoreError` otherwise).
+        """
+        row = self.store.get(plan_id)
+        if row.status != "awaiting_approval" or row.content_hash is None:
+            raise StoreError(f"plan {plan_id} is {row.status}; only a plan awaiting approval can be approved")
+        if not supervisor.strip():
+            raise StoreError("an approval needs the supervisor's name")
+        self.store.add_decision(
+            plan_id, row.content_hash, "approved", supervisor, reason, self.store.clock() + self.ttl_s, "approved"
+        )
+        return row.content_hash
+
+    def reject(self, plan_id: int, supervisor: str, reason: str) -> None:
+        """A supervisor rejects the plan with a reason (kept as feedback for the next plans)."""
+        if not reason.strip():
+            raise StoreError("a rejection needs a reason")
+        row = self.store.get(plan_id)
+        self.store.add_decision(
+            plan_id, row.content_hash or "", "rejected", supervisor, reason, self.store.clock(), "rejected"
+        )
+
+    def confirm(self, plan_id: int, step_id: str, operator: str) -> None:
+        """A robot operator confirms one hazardous step of the current version."""
+        plan = self.store.plan(plan_id)
+        if plan is None:
+            raise StoreError(f"plan {plan_id} has no plan to confirm")
+        if step_id not in self.required_confirmations(plan):
+            raise StoreError(f"step {step_id} of plan {plan_id} is not hazardous; nothing to confirm")
+        self.store.confirm(plan_id, plan.content_hash(), step_id, operator)
+
+    def required_confirmations(self, plan: Plan) -> dict[str, str]:
+        """Hazardous steps (flagged by the plan or by the static rules) -> why."""
+        hz = hazard_reasons(plan, self.plant)
+        for s in plan.steps:
+            if s.hazardous and s.id not in hz:
+                hz[s.id] = "marked hazardous"
+        return hz
+
+    def authorize(self, plan_id: int, plan: Plan) -> Authorization:
+        """Allow ``plan`` to run, or raise :class:`NotApproved` naming every missing piece."""
+        reasons: list[str] = []
+        h = plan.content_hash()
+        row = self.store.get(plan_id)
+        if row.status not in ("approved", "running", "paused"):
+            reasons.append(f"the plan is {row.status}, not approved")
+        decision = self.store.latest_decision(plan_id)
+        if decision is None or decision.decision != "approved":
+            reasons.append("no supervisor approved it")
+        else:
+            if decision.content_hash != h:
+                reasons.append("the plan changed after it was approved (its hash differs); the approval is void")
+            if decision.used_at is None and self.store.clock() > decision.expires_at:
+                reasons.append("the approval expired before it was used")
+        confirmed = self.store.confirmations(plan_id, h)
+        for step, why in self.required_confirmations(plan).items():
+            if step not in confirmed:
+                reasons.append(f"hazardous step {step} needs an operator's confirmation ({why})")
+        if reasons or decision is None:
+            raise NotApproved(plan_id, reasons)
+        return Authorization(plan_id, decision.id, h, decision.who)

@@ -1,0 +1,115 @@
+"""The life of a work order, in one place: plan, guardrails, rehearsal, approval, execution.
+
+:class:`Coordinator` owns nothing that moves: the planner asks the model, the guardrails judge,
+the rehearser runs the twin, the store remembers, people approve through the gate, and the
+executor drives the agents it is given. Every step is recorded in the audit log.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from llm_coordinator.approval import ApprovalGate
+from llm_coordinator.context import PlantSnapshot
+from llm_coordinator.gantt import planned_bars, write_gantt
+from llm_coordinator.guardrails import check
+from llm_coordinator.plan import Plan
+from llm_coordinator.planner import Planner, PlanningOutcome
+from llm_coordinator.rehearsal import RehearsalReport, Rehearser
+from llm_coordinator.store import PlanStatus, Store
+from plant.config import PlantDescription
+
+
+@dataclass
+class Submission:
+    """Where a work order ended up: its plan id, status, and what planning and rehearsal said."""
+
+    plan_id: int
+    status: str
+    reasons: list[str]
+    outcome: PlanningOutcome | None = None
+    rehearsal: RehearsalReport | None = None
+    evidence: list[str] | None = None
+
+
+class Coordinator:
+    """Turns a work order into a plan awaiting approval (or a recorded refusal)."""
+
+    def __init__(
+        self,
+        plant: PlantDescription,
+        store: Store,
+        planner: Planner,
+        gate: ApprovalGate,
+        rehearser: Rehearser | None,
+        evidence_dir: Path | str = "atelier_evidence",
+    ) -> None:
+        self.plant, self.store, self.planner, self.gate = plant, store, planner, gate
+        self.rehearser = rehearser
+        self.evidence_dir = Path(evidence_dir)
+
+    async def submit(
+        self, work_order: str, *, snapshot: PlantSnapshot | None = None, actor: str = "coordinator"
+    ) -> Submission:
+        """Plan, check and rehearse a work order; never raises for what the model does."""
+        plan_id = self.store.create(work_order, self.planner.config.mode, actor=actor)
+        feedback = self.store.recent_feedback(3)
+        outcome = await self.planner.plan(work_order, snapshot=snapshot, feedback=[])
+        self.store.audit(
+            "planner",
+            "planned",
+            plan_id,
+            {
+                "status": outcome.status,
+                "attempts": [{"stage": a.stage, "text": a.text[:500], "error": a.error} for a in outcome.attempts],
+                "reasons": outcome.reasons,
+                "feedback_seen": feedback,
+            },
+        )
+        if outcome.status == "refused":
+            self.store.set_status(plan_id, "refused", actor="planner", reasons=outcome.reasons)
+            return Submission(plan_id, "refused", outcome.reasons, outcome)
+        if outcome.plan is None:
+            status: PlanStatus = "rejected_by_rules" if outcome.status == "rejected" else "failed"
+            self.store.set_status(plan_id, status, actor="planner", reasons=outcome.reasons)
+            return Submission(plan_id, status, outcome.reasons, outcome)
+        return await self.submit_plan(plan_id, outcome.plan, snapshot=snapshot, outcome=outcome)
+
+    async def submit_plan(
+        self,
+        plan_id: int,
+        plan: Plan,
+        *,
+        snapshot: PlantSnapshot | None = None,
+        outcome: PlanningOutcome | None = None,
+    ) -> Submission:
+        """Check, store and rehearse a plan of a drafted work order (also used for recoveries)."""
+        verdict = check(plan, self.plant, snapshot)
+        self.store.add_version(plan_id, plan, [f.__dict__ for f in verdict.findings], actor="guardrails")
+        out_dir = self.evidence_dir / f"plan_{plan_id}"
+        planned = write_gantt(
+            planned_bars(plan), out_dir / "planned_gantt.png", f"plan {plan_id}: {plan.work_order[:80]}"
+        )
+        if not verdict.ok:
+            self.store.set_status(plan_id, "rejected_by_rules", actor="guardrails", reasons=verdict.reasons())
+            return Submission(plan_id, "rejected_by_rules", verdict.reasons(), outcome, evidence=[str(planned)])
+        if self.rehearser is None:
+            reason = "no twin is available to rehearse the plan; it cannot be approved"
+            self.store.audit("rehearsal", "unavailable", plan_id, {"reason": reason})
+            return Submission(plan_id, "drafted", [reason], outcome, evidence=[str(planned)])
+        report = await self.rehearser.rehearse(plan, out_dir)
+        evidence = [str(planned), *report.evidence]
+        self.store.add_rehearsal(plan_id, plan.content_hash(), report.ok, report.makespan_s, report.summary(), evidence)
+        if not report.ok:
+            self.store.set_status(plan_id, "rehearsal_failed", actor="rehearsal", reasons=[report.reason])
+            return Submission(plan_id, "rehearsal_failed", [report.reason], outcome, report, evidence)
+        self.store.set_status(plan_id, "rehearsed", actor="rehearsal")
+        self.store.set_status(plan_id, "awaiting_approval", actor="coordinator")
+        return Submission(plan_id, "awaiting_approval", [], outcome, report, evidence)
+
+    async def submit_recovery(self, parent_id: int, plan: Plan) -> int:
+        """Send a recovery draft through guardrails and rehearsal as a new plan; returns its id."""
+        plan_id = self.store.create(plan.work_order, "recovery", actor="executor", parent_id=parent_id)
+        await self.submit_plan(plan_id, plan)
+        return plan_id

@@ -1,0 +1,328 @@
+"""The executor: runs an approved plan on the agents, step by step, and remembers where it is.
+
+It talks to agents through interfaces only: :class:`~plant.interface.MachineAgent` for
+machines (the twin in-process, the twin's OPC-UA or Modbus server, or a real PLC) and
+:class:`~robots.interface.RobotAgent` for robots (in-process runtime or ROS 2). The same code
+runs the rehearsal in the twin and the live run.
+
+- Nothing runs without an :class:`~llm_coordinator.approval.Authorization` for the exact plan
+  (unless ``rehearsal=True``, where the twin is the only thing that moves).
+- A step starts when every step it waits for is done; independent steps run concurrently.
+- Each step's status is committed to the store before the next decision, so a coordinator
+  killed mid-plan and restarted resumes after the last finished step. A step caught in flight
+  is checked before it is repeated: a machine cycle whose counter advanced counts as done.
+- Machine skills become PackML commands and waits (open_door, close_door, reset, run_cycle,
+  feed, inspect); robot skills go to :meth:`RobotAgent.run_skill`. Every outcome is checked.
+- On a failure no new step starts; running steps finish; the plan is paused and a recovery
+  draft is handed to ``on_failure`` (which sends it through guardrails, rehearsal, approval).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+
+from llm_coordinator._geometry import step_location
+from llm_coordinator.approval import ApprovalGate
+from llm_coordinator.context import PlantSnapshot, RobotSnapshot, read_snapshot
+from llm_coordinator.plan import Plan, Step
+from llm_coordinator.planner import recovery_plan
+from llm_coordinator.store import Store
+from plant.config import PlantDescription
+from plant.interface import MachineAgent, MachineError, MachineStatus
+from plant.packml import Command, State
+from robots.interface import Outcome, RobotAgent, SkillGoal
+
+log = logging.getLogger(__name__)
+
+#: How often a door position is polled (s): doors take about a second to move.
+DOOR_POLL_S = 0.05
+#: Shortest time budget of any step (s): covers network round trips and acting states.
+MIN_STEP_TIMEOUT_S = 30.0
+
+
+class StepFailed(Exception):
+    """A step did not achieve its purpose; the message says why, for a person."""
+
+
+@dataclass
+class StepRecord:
+    """How one step went in this run."""
+
+    step: str
+    agent: str
+    skill: str
+    status: str
+    start_s: float
+    end_s: float
+    detail: str = ""
+
+
+@dataclass
+class ExecutionReport:
+    """The end of a run: ``done``, ``paused`` (a step failed), or ``refused`` (not authorized)."""
+
+    plan_id: int
+    status: str
+    records: list[StepRecord] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed_step: str | None = None
+    reason: str = ""
+    recovery_plan_id: int | None = None
+    makespan_s: float = 0.0
+
+
+RecoveryHook = Callable[[int, Plan], Awaitable[int | None]]
+
+
+async def _wait_door(agent: MachineAgent, closed: bool, timeout_s: float) -> MachineStatus:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        st = await agent.status()
+        if st.door_closed is closed:
+            return st
+        if time.monotonic() > deadline:
+            raise StepFailed(f"the door of {agent.name} did not {'close' if closed else 'open'} within {timeout_s:g} s")
+        await asyncio.sleep(DOOR_POLL_S)
+
+
+async def _to_idle(agent: MachineAgent, timeout_s: float) -> None:
+    st = await agent.status()
+    if st.state == State.IDLE:
+        return
+    if st.state in (State.ABORTED,):
+        await agent.command(Command.CLEAR)
+        st = await agent.wait_for_state({State.STOPPED}, timeout_s)
+    elif st.state not in (State.STOPPED, State.COMPLETE):
+        await agent.command(Command.STOP)
+        st = await agent.wait_for_state({State.STOPPED}, timeout_s)
+    await agent.command(Command.RESET)
+    await agent.wait_for_state({State.IDLE}, timeout_s)
+
+
+async def _cycle(agent: MachineAgent, step: Step, timeout_s: float) -> str:
+    st = await agent.status()
+    if st.fault_code:
+        raise StepFailed(f"{agent.name} has fault {st.fault_code}; reset it first")
+    if st.state in (State.COMPLETE, State.STOPPED):
+        await agent.command(Command.RESET)
+        await agent.wait_for_state({State.IDLE}, timeout_s)
+    program = step.args.get("program")
+    if isinstance(program, int):
+        await agent.write("program", program)
+    if st.door_closed is False:
+        # The machine refuses Start too; failing here names the rule instead of a PLC code.
+        raise StepFailed(f"interlock: the door of {agent.name} is open; a cycle starts only with the door closed")
+    before = st.cycle_count
+    await agent.command(Command.START)
+    try:
+        end = await agent.wait_for_state({State.COMPLETE, State.ABORTED, State.STOPPED, State.IDLE}, timeout_s)
+    except TimeoutError as exc:
+        raise StepFailed(f"{agent.name} did not complete its cycle within {timeout_s:g} s ({exc})") from None
+    if end.state != State.COMPLETE and end.cycle_count <= before:
+        raise StepFailed(f"{agent.name} ended in {State(end.state).name}: fault {end.fault_code} {end.fault_text!r}")
+    detail = f"cycle {end.cycle_count} complete"
+    if step.skill == "inspect":
+        try:
+            result = await agent.read("result")
+            detail += f"; inspection result {result} (1 pass, 2 fail)"
+        except MachineError:
+            pass
+    return detail
+
+
+async def run_machine_skill(agent: MachineAgent, step: Step, timeout_s: float) -> str:
+    """Carry out a machine skill through PackML commands; return a detail, raise :class:`StepFailed`."""
+    try:
+        match step.skill:
+            case "open_door":
+                await agent.command(Command.OPEN_DOOR)
+                await _wait_door(agent, False, timeout_s)
+                return "door open"
+            case "close_door":
+                await agent.command(Command.CLOSE_DOOR)
+                await _wait_door(agent, True, timeout_s)
+                return "door closed"
+            case "reset":
+                await _to_idle(agent, timeout_s)
+                return "idle"
+            case "run_cycle" | "feed" | "inspect":
+                return await _cycle(agent, step, timeout_s)
+    except MachineError as exc:
+        raise StepFailed(str(exc)) from None
+    except TimeoutError as exc:
+        raise StepFailed(f"{agent.name}: {exc or 'timed out'}") from None
+    raise StepFailed(f"{step.skill} is not a machine skill")
+
+
+class Executor:
+    """Runs approved plans on live (or twin) agents; see the module docstring."""
+
+    def __init__(
+        self,
+        plant: PlantDescription,
+        store: Store,
+        gate: ApprovalGate,
+        machines: Mapping[str, MachineAgent],
+        robots: Mapping[str, RobotAgent],
+        *,
+        timeout_margin: float = 4.0,
+        on_failure: RecoveryHook | None = None,
+    ) -> None:
+        self.plant, self.store, self.gate = plant, store, gate
+        self.machines, self.robots = dict(machines), dict(robots)
+        self.timeout_margin = timeout_margin
+        self.on_failure = on_failure
+
+    def _timeout(self, step: Step) -> float:
+        return max(MIN_STEP_TIMEOUT_S, self.timeout_margin * step.expected_duration_s)
+
+    async def _run_step(self, step: Step, goal_prefix: str) -> str:
+        timeout_s = self._timeout(step)
+        if step.agent in self.machines:
+            return await run_machine_skill(self.machines[step.agent], step, timeout_s)
+        if step.agent in self.robots:
+            args = {k: v for k, v in step.args.items()}
+            goal = SkillGoal(goal_id=f"{goal_prefix}:{step.id}", robot=step.agent, skill=step.skill, args=args)
+            result = await self.robots[step.agent].run_skill(goal, timeout_s=timeout_s)
+            if result.outcome != Outcome.SUCCEEDED:
+                raise StepFailed(f"{step.agent} {step.skill}: {result.outcome.value}: {result.reason}")
+            return f"{result.outcome.value} in {result.duration_s:.1f} s"
+        raise StepFailed(f"no agent {step.agent!r} is connected")
+
+    async def _settled_in_flight(self, plan_id: int, h: str, step: Step) -> bool:
+        """Whether a step caught in flight by a crash had in fact finished (machine cycles only)."""
+        if step.agent not in self.machines or step.skill not in ("run_cycle", "feed", "inspect"):
+            return False
+        detail = self.store.progress_detail(plan_id, h, step.id)
+        try:
+            before = int(json.loads(detail).get("cycle_count_before", -1))
+        except (ValueError, AttributeError):
+            return False
+        st = await self.machines[step.agent].status()
+        return before >= 0 and st.cycle_count > before
+
+    async def run_plan(self, plan: Plan) -> ExecutionReport:
+        """Run ``plan`` without approval or persistence: for rehearsal in the twin only."""
+        return await self._execute(0, plan, plan.content_hash(), rehearsal=True, actor="rehearsal")
+
+    async def run(self, plan_id: int, *, actor: str = "executor") -> ExecutionReport:
+        """Run (or resume) stored plan ``plan_id``. Raises
+        :class:`~llm_coordinator.approval.NotApproved` when the plan is not authorized (nothing
+        moves then); otherwise returns a report."""
+        plan = self.store.plan(plan_id)
+        if plan is None:
+            return ExecutionReport(plan_id, "refused", reason="the plan has no steps stored")
+        h = plan.content_hash()
+        auth = self.gate.authorize(plan_id, plan)
+        self.store.mark_approval_used(auth.approval_id)
+        if self.store.get(plan_id).status != "running":
+            self.store.set_status(plan_id, "running", actor=actor)
+        else:
+            self.store.audit(actor, "resumed", plan_id, {"content_hash": h})
+        return await self._execute(plan_id, plan, h, rehearsal=False, actor=actor)
+
+    async def _execute(self, plan_id: int, plan: Plan, h: str, *, rehearsal: bool, actor: str) -> ExecutionReport:
+        report = ExecutionReport(plan_id, "running")
+        progress = self.store.progress(plan_id, h) if not rehearsal else {}
+        done: set[str] = {sid for sid, st in progress.items() if st == "done"}
+        for sid, st in progress.items():
+            if st == "running" and await self._settled_in_flight(plan_id, h, plan.step(sid)):
+                self.store.set_progress(plan_id, h, sid, "done", "finished while the coordinator was down")
+                done.add(sid)
+        report.skipped = [s.id for s in plan.steps if s.id in done]
+        t0 = time.monotonic()
+        failed: tuple[str, str] | None = None
+        running: dict[str, asyncio.Task[str]] = {}
+        started: dict[str, float] = {}
+        pending = [s for s in plan.steps if s.id not in done]
+        try:
+            while pending or running:
+                if failed is None:
+                    for s in list(pending):
+                        if all(d in done for d in s.after) and not self._blocked(s, running, plan):
+                            pending.remove(s)
+                            running[s.id] = asyncio.create_task(self._start(plan_id, h, s, rehearsal))
+                            started[s.id] = time.monotonic() - t0
+                if not running:
+                    if failed is None and pending:
+                        failed = (pending[0].id, "its dependencies can never finish")
+                    break
+                finished, _ = await asyncio.wait(running.values(), return_when=asyncio.FIRST_COMPLETED)
+                for sid, task in list(running.items()):
+                    if task not in finished:
+                        continue
+                    del running[sid]
+                    step = plan.step(sid)
+                    start = started[sid]
+                    try:
+                        detail = task.result()
+                    except StepFailed as exc:
+                        report.records.append(
+                            StepRecord(sid, step.agent, step.skill, "failed", start, time.monotonic() - t0, str(exc))
+                        )
+                        if not rehearsal:
+                            self.store.set_progress(plan_id, h, sid, "failed", str(exc))
+                        failed = failed or (sid, str(exc))
+                        continue
+                    done.add(sid)
+                    report.records.append(
+                        StepRecord(sid, step.agent, step.skill, "done", start, time.monotonic() - t0, detail)
+                    )
+                    if not rehearsal:
+                        self.store.set_progress(plan_id, h, sid, "done", detail)
+        except asyncio.CancelledError:
+            for task in running.values():
+                task.cancel()
+            raise
+        report.makespan_s = time.monotonic() - t0
+        if failed is None:
+            report.status = "done"
+            if not rehearsal:
+                self.store.set_status(plan_id, "done", actor=actor)
+                self.store.add_feedback(plan_id, "outcome", f"done in {report.makespan_s:.1f} s")
+            return report
+        report.status, report.failed_step, report.reason = "paused", failed[0], failed[1]
+        if rehearsal:
+            return report
+        self.store.set_status(plan_id, "paused", actor=actor, reasons=[f"step {failed[0]} failed: {failed[1]}"])
+        self.store.add_feedback(plan_id, "failure", f"step {failed[0]} failed: {failed[1]}")
+        snapshot = await self._snapshot(plan, done)
+        draft = recovery_plan(self.plant, plan, done, failed[0], failed[1], snapshot)
+        if self.on_failure is not None:
+            report.recovery_plan_id = await self.on_failure(plan_id, draft)
+        return report
+
+    def _blocked(self, step: Step, running: Mapping[str, asyncio.Task[str]], plan: Plan) -> bool:
+        """An agent does one thing at a time, whatever the plan's arrows say."""
+        busy = {plan.step(sid).agent for sid in running}
+        return step.agent in busy or (step.skill == "hand_over" and step.args.get("to_robot") in busy)
+
+    async def _start(self, plan_id: int, h: str, step: Step, rehearsal: bool) -> str:
+        if not rehearsal:
+            detail = ""
+            if step.agent in self.machines and step.skill in ("run_cycle", "feed", "inspect"):
+                try:
+                    st = await self.machines[step.agent].status()
+                    detail = json.dumps({"cycle_count_before": st.cycle_count})
+                except (MachineError, TimeoutError) as exc:
+                    raise StepFailed(f"{step.agent} cannot be read: {exc}") from None
+            self.store.set_progress(plan_id, h, step.id, "running", detail)
+        try:
+            return await self._run_step(step, f"plan{plan_id}")
+        except StepFailed:
+            raise
+        except (MachineError, TimeoutError, OSError) as exc:
+            raise StepFailed(f"{step.agent} {step.skill}: {type(exc).__name__}: {exc}") from None
+
+    async def _snapshot(self, plan: Plan, done: set[str]) -> PlantSnapshot:
+        snap = await read_snapshot(self.machines)
+        robots: dict[str, RobotSnapshot] = {}
+        for s in plan.steps:
+            if s.id in done and s.agent in self.plant.robots:
+                robots[s.agent] = RobotSnapshot(at=step_location(self.plant, s.skill, s.args), last_skill=s.skill)
+        return PlantSnapshot(machines=snap.machines, robots=robots, alarms=snap.alarms)

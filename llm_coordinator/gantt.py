@@ -1,0 +1,56 @@
+"""Gantt charts of plans (planned) and runs (rehearsed or live), as PNG files (matplotlib)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from llm_coordinator.plan import Plan
+
+Bar = tuple[str, str, float, float, str]  # (agent, step id, start s, end s, status)
+
+
+def planned_bars(plan: Plan) -> list[Bar]:
+    """Bars of a plan as scheduled: every step as soon as its dependencies end."""
+    end: dict[str, float] = {}
+    bars: list[Bar] = []
+    pending = list(plan.steps)
+    while pending:
+        ready = [s for s in pending if all(d in end for d in s.after)]
+        if not ready:
+            break
+        for s in ready:
+            start = max((end[d] for d in s.after), default=0.0)
+            end[s.id] = start + s.expected_duration_s
+            bars.append((s.agent, s.id, start, end[s.id], "hazardous" if s.hazardous else "planned"))
+            pending.remove(s)
+    return bars
+
+
+_COLOURS = {"planned": "#4C78A8", "done": "#54A24B", "failed": "#E45756", "hazardous": "#F58518"}
+
+
+def write_gantt(bars: Sequence[Bar], path: Path | str, title: str = "") -> Path:
+    """Draw one row per agent, one bar per step (labelled), and save a PNG; returns the path."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    agents = sorted({b[0] for b in bars})
+    fig, ax = plt.subplots(figsize=(12, 1.0 + 0.6 * max(1, len(agents))), dpi=100)
+    for agent, step, start, end, status in bars:
+        y = agents.index(agent)
+        ax.barh(y, max(end - start, 0.05), left=start, height=0.6, color=_COLOURS.get(status, "#999999"))
+        ax.text(start + (end - start) / 2, y, step, ha="center", va="center", fontsize=6, color="white", clip_on=True)
+    ax.set_yticks(range(len(agents)), agents)
+    ax.set_xlabel("time (s)")
+    ax.invert_yaxis()
+    ax.set_title(title or "plan")
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
