@@ -23,7 +23,7 @@ import random
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Self, TypeVar
 
 from plant.codec import INT_RANGES, RawValue, check_write, same_value
 from plant.config import ModbusMachine, OpcuaMachine, TagBase
@@ -185,7 +185,7 @@ class NetworkAgent(ABC):
                 await task
         await self._close()
 
-    async def __aenter__(self) -> NetworkAgent:
+    async def __aenter__(self) -> Self:
         await self.connect()
         return self
 

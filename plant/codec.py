@@ -78,7 +78,7 @@ def from_raw(tag: TagBase, raw: RawValue) -> TagValue:
         if isinstance(raw, int):
             return raw != 0
         raise CodecError(f"expected a bool from the machine, got {type(raw).__name__}")
-    if isinstance(raw, str) or (isinstance(raw, bool) and dt != "bool"):
+    if isinstance(raw, str | bool):
         raise CodecError(f"expected a number from the machine, got {type(raw).__name__}")
     if dt in INT_RANGES:
         if isinstance(raw, float):

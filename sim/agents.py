@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Self
 
 from plant.codec import INT_RANGES, check_write, default_raw, from_raw
 from plant.config import TagBase
@@ -59,7 +60,7 @@ class TwinMachineAgent:
     async def disconnect(self) -> None:
         self._connected = False
 
-    async def __aenter__(self) -> TwinMachineAgent:
+    async def __aenter__(self) -> Self:
         await self.connect()
         return self
 

@@ -143,7 +143,11 @@ async def test_nothing_listening_is_a_connect_error_naming_the_endpoint() -> Non
     plant = on_free_ports(load_plant())
     for name in ("cnc_1", "conveyor_1"):
         m = plant.machines[name]
-        agent = (OpcuaAgent if isinstance(m, OpcuaMachine) else ModbusAgent)(name, m, connect_timeout_s=1.0)  # type: ignore[operator]
+        agent: Agent = (
+            OpcuaAgent(name, m, connect_timeout_s=1.0)
+            if isinstance(m, OpcuaMachine)
+            else ModbusAgent(name, m, connect_timeout_s=1.0)
+        )
         with pytest.raises(ConnectError, match=name) as info:
             await agent.connect()
         assert m.endpoint.split("//")[1].split("/")[0] in str(info.value)
@@ -211,7 +215,7 @@ async def test_an_outage_longer_than_the_call_is_a_connect_error(live: Serving) 
     async with agent_for(live, "conveyor_1", request_timeout_s=0.3, reconnect_max_s=0.2) as agent:
         await live.thread.acall(lambda srv: srv.server_of("conveyor_1").stop())
         try:
-            with pytest.raises(ConnectError, match="conveyor_1.*unreachable"):
+            with pytest.raises(ConnectError, match=r"conveyor_1.*unreachable"):
                 for _ in range(20):
                     await agent.status()
                     await asyncio.sleep(0.1)
