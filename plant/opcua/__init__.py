@@ -25,7 +25,7 @@ from asyncua.client.client import Client
 from asyncua.common.subscription import Subscription
 from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
 from asyncua.ua.attribute_ids import AttributeIds
-from asyncua.ua.uaerrors import UaStatusCodeError
+from asyncua.ua.uaerrors import UaError, UaStatusCodeError
 
 from plant._agent import NetworkAgent, TransportLost
 from plant.codec import CodecError, RawValue, from_raw
@@ -119,6 +119,8 @@ class OpcuaAgent(NetworkAgent):
             raise ConnectError(self.name, f"{m.endpoint} refused the session: {_status(exc)}") from None
         except (OSError, ConnectionError, TimeoutError) as exc:
             raise TransportLost(f"{type(exc).__name__}: {exc}") from None
+        except UaError as exc:  # no endpoint with the security the map asks for, and the like
+            raise ConnectError(self.name, f"{m.endpoint}: {exc}") from None
         self._client = client
         await self._check_nodes(client)
         handler = _Handler(self, gen)
