@@ -104,6 +104,7 @@ def top_view_svg(plant: PlantDescription) -> Markup:
         )
         out.append(_label(f.x(shape.center_m[0]), f.y(shape.center_m[1]) + 10, kind_text, "lbl small mid"))
 
+    on_top: list[str] = []
     for name, m in plant.machines.items():
         out.append(
             f'<g id="m-{escape(name)}" class="machine st-unknown"><title>{escape(name)} ({m.kind})</title>'
@@ -111,8 +112,9 @@ def top_view_svg(plant: PlantDescription) -> Markup:
             + "</g>"
         )
         cx, cy = f.x(m.pose.xyz_m[0]), f.y(m.pose.xyz_m[1])
-        out.append(_label(cx, cy - 3, name, "lbl mname mid"))
-        out.append(_label(cx, cy + 12, "…", "lbl mstate mid", f"m-{name}-state"))
+        # Names and states go on top of everything else (drawn last), with a halo.
+        on_top.append(_label(cx, cy - 3, name, "lbl mname mid"))
+        on_top.append(_label(cx, cy + 12, "…", "lbl mstate mid", f"m-{name}-state"))
 
     for name, b in plant.bins().items():
         out.append(_rect(f, b.pose, b.size_m[0], b.size_m[1], f'class="bin bin-{b.role}"'))
@@ -126,8 +128,9 @@ def top_view_svg(plant: PlantDescription) -> Markup:
             continue
         x, y = f.x(pose.xyz_m[0]), f.y(pose.xyz_m[1])
         out.append(f'<g class="loc"><title>{escape(name)}</title><circle cx="{x}" cy="{y}" r="3"/></g>')
-        out.append(_label(x + 5, y - 4, name, "lbl tiny"))
+        out.append(_label(x, y + 11, name, "lbl tiny mid"))
 
+    out.extend(on_top)
     for name, r in plant.robots.items():
         bx, by = f.x(r.base.xyz_m[0]), f.y(r.base.xyz_m[1])
         reach = f.d(ROBOT_MODELS[r.model].reach_m)

@@ -55,7 +55,7 @@ class MemoryEstops:
 
     def trip(self, robot: str, reason: str, source: str) -> None:
         """Latch (the first reason stays)."""
-        self.latched.setdefault(robot, f"{reason} ({source})")
+        self.latched.setdefault(robot, reason)
 
     def reset(self, robot: str, operator: str) -> None:
         """Clear."""
@@ -223,7 +223,7 @@ class ScriptedBackend:
         for r in [robot] if robot else list(self.plant.robots):
             if r not in self.plant.robots:
                 raise ActionRefused(f"There is no robot {r!r}.", 404)
-            await asyncio.to_thread(self.estops.trip, r, reason, actor)
+            await asyncio.to_thread(self.estops.trip, r, f"{reason} (by {actor})", actor)
         await self.audit(actor, "estop_trip", f"robot {robot or 'all'}", reason)
         self._changed()
 

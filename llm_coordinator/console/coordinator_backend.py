@@ -1,0 +1,404 @@
+"""The console's backend over the coordinator: its plan store, approval gate, coordinator and
+executor, and the robots' e-stop latches. One store, one audit log: the console writes its
+own records (logins, refusals, e-stops) into the coordinator's hash-chained log.
+
+Store calls block on the database, so each runs in a worker thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from llm_coordinator.approval import ApprovalGate, NotApproved
+from llm_coordinator.coordinator import Coordinator
+from llm_coordinator.executor import Executor
+from llm_coordinator.plan import Plan, RecipeIntent
+from llm_coordinator.planner import expand_recipe, finish_plan
+from llm_coordinator.store import AuditRow, PlanRow, Store, StoreError
+from plant.config import PlantDescription
+
+from .services import (
+    ActionRefused,
+    AuditView,
+    ConfirmationView,
+    EstopPort,
+    GuardrailView,
+    JobView,
+    PlanDetail,
+    PlanSummary,
+    PlantFeed,
+    RehearsalView,
+    StepView,
+    WorkOrderRequest,
+    now_s,
+)
+
+_STEP_STATUS: dict[str, Literal["pending", "running", "done", "failed", "skipped"]] = {
+    "running": "running",
+    "done": "done",
+    "failed": "failed",
+    "skipped": "skipped",
+}
+
+#: Plan statuses in which hazardous steps still wait for an operator.
+_CONFIRMABLE = ("awaiting_approval", "approved", "running", "paused")
+
+
+def _audit_view(row: AuditRow) -> AuditView:
+    payload = row.payload if isinstance(row.payload, dict) else {}
+    subject = str(payload.get("subject", f"plan {row.plan_id}" if row.plan_id is not None else ""))
+    detail = payload.get("detail")
+    if detail is None:
+        rest = {k: v for k, v in payload.items() if k != "subject"}
+        detail = json.dumps(rest, separators=(", ", ": "), default=str)[:300] if rest else ""
+    return AuditView(
+        seq=row.seq,
+        time_s=row.at,
+        actor=row.actor,
+        action=row.action,
+        subject=subject,
+        detail=str(detail),
+        hash=row.hash,
+    )
+
+
+class CoordinatorBackend:
+    """:class:`~.services.ConsoleBackend` over :class:`Store`, :class:`ApprovalGate`,
+    :class:`Coordinator` and (optionally) an :class:`Executor` that runs approved plans."""
+
+    def __init__(
+        self,
+        plant: PlantDescription,
+        store: Store,
+        gate: ApprovalGate,
+        coordinator: Coordinator,
+        estops: EstopPort,
+        *,
+        executor: Executor | None = None,
+        feed: PlantFeed | None = None,
+    ) -> None:
+        self.plant, self.store, self.gate, self.coordinator = plant, store, gate, coordinator
+        self.estops, self.executor = estops, executor
+        self.feed = feed or PlantFeed()
+        self._jobs: dict[str, JobView] = {}
+        self._ids = itertools.count(1)
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._runs: dict[int, asyncio.Task[Any]] = {}
+
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task: asyncio.Task[Any] = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    @staticmethod
+    def _pid(plan_id: str) -> int:
+        try:
+            return int(plan_id)
+        except ValueError:
+            raise ActionRefused(f"There is no plan {plan_id!r}.", 404) from None
+
+    # ------------------------------------------------------------------ audit
+
+    async def audit(self, actor: str, action: str, subject: str = "", detail: str = "") -> None:
+        """Into the coordinator's audit log."""
+        await asyncio.to_thread(self.store.audit, actor, action, None, {"subject": subject, "detail": detail})
+
+    async def audit_tail(self, limit: int = 50) -> list[AuditView]:
+        """Newest first."""
+        rows = await asyncio.to_thread(self.store.audit_rows)
+        return [_audit_view(r) for r in reversed(rows[-limit:])]
+
+    # ------------------------------------------------------------------ plans
+
+    def _summary(self, row: PlanRow) -> PlanSummary:
+        plan = self.store.plan(row.id)
+        rehearsal = self.store.rehearsal(row.id)
+        first = next(iter(self.store.audit_rows(row.id)), None)
+        return PlanSummary(
+            id=str(row.id),
+            title=row.work_order[:100],
+            state=row.status,
+            created_s=row.created_at,
+            created_by=first.actor if first is not None else "",
+            makespan_s=rehearsal.makespan_s if rehearsal is not None else None,
+            hazardous_steps=len(self.gate.required_confirmations(plan)) if plan is not None else 0,
+        )
+
+    async def list_plans(self) -> list[PlanSummary]:
+        """Newest first."""
+
+        def work() -> list[PlanSummary]:
+            return [self._summary(r) for r in self.store.plans(200)]
+
+        return await asyncio.to_thread(work)
+
+    def _detail(self, plan_id: int) -> PlanDetail | None:
+        try:
+            row = self.store.get(plan_id)
+        except StoreError:
+            return None
+        summary = self._summary(row)
+        plan = self.store.plan(plan_id)
+        version = self.store.version(plan_id)
+        rehearsal = self.store.rehearsal(plan_id)
+        steps: list[StepView] = []
+        if plan is not None:
+            h = plan.content_hash()
+            progress = self.store.progress(plan_id, h)
+            confirmed = self.store.confirmations(plan_id, h)
+            hazards = self.gate.required_confirmations(plan)
+            timing = {}
+            if rehearsal is not None:
+                for s in rehearsal.report.get("steps", []):
+                    if isinstance(s, dict) and "id" in s and "start_s" in s and "end_s" in s:
+                        timing[str(s["id"])] = (float(s["start_s"]), float(s["end_s"]) - float(s["start_s"]))
+            for s in plan.steps:
+                status = progress.get(s.id, "pending")
+                start, dur = timing.get(s.id, (None, s.expected_duration_s))
+                steps.append(
+                    StepView(
+                        id=s.id,
+                        agent=s.agent,
+                        skill=s.skill,
+                        args=dict(s.args),
+                        after=list(s.after),
+                        hazardous=s.id in hazards,
+                        hazard_reason=hazards.get(s.id, ""),
+                        start_s=start,
+                        duration_s=dur,
+                        status=_STEP_STATUS.get(status, "pending"),
+                        confirmation=("confirmed" if s.id in confirmed else "awaiting")
+                        if s.id in hazards
+                        else "not_needed",
+                        confirmed_by=confirmed.get(s.id),
+                    )
+                )
+        guardrails = []
+        for f in version.verdict if version is not None else []:
+            where = f"step {f.get('step')}: " if f.get("step") else ""
+            guardrails.append(
+                GuardrailView(
+                    rule=str(f.get("rule", "?")), passed=bool(f.get("ok")), reason=where + str(f.get("reason", ""))
+                )
+            )
+        reh = None
+        if rehearsal is not None:
+            rep = rehearsal.report
+            reh = RehearsalView(
+                ok=rehearsal.ok,
+                makespan_s=rehearsal.makespan_s,
+                collisions=[str(c) for c in rep.get("collisions", [])],
+                safety_stops=[str(c) for c in rep.get("safety_stops", [])],
+                interlock_violations=[str(c) for c in rep.get("interlock_trips", [])],
+                evidence=[Path(p).name for p in rehearsal.evidence],
+            )
+        decision = self.store.latest_decision(plan_id)
+        decided = f"{decision.decision} by {decision.who}: {decision.reason}" if decision is not None else ""
+        if row.reasons and not decided:
+            decided = "; ".join(row.reasons)
+        audit = [_audit_view(r) for r in self.store.audit_rows(plan_id)]
+        return PlanDetail(
+            **summary.model_dump(),
+            work_order=row.work_order,
+            recipe=plan.recipe if plan is not None else None,
+            plan_hash=row.content_hash or "",
+            steps=steps,
+            guardrails=guardrails,
+            rehearsal=reh,
+            decision=decided,
+            audit=audit,
+        )
+
+    async def get_plan(self, plan_id: str) -> PlanDetail | None:
+        """With steps, guardrail findings, rehearsal and the plan's audit trail."""
+        try:
+            pid = int(plan_id)
+        except ValueError:
+            return None
+        return await asyncio.to_thread(self._detail, pid)
+
+    async def evidence_file(self, plan_id: str, name: str) -> Path | None:
+        """Only files the rehearsal recorded for this plan, by name."""
+        rehearsal = await asyncio.to_thread(self.store.rehearsal, self._pid(plan_id))
+        for p in rehearsal.evidence if rehearsal is not None else []:
+            path = Path(p)
+            if path.name == name and await asyncio.to_thread(path.is_file):
+                return path
+        return None
+
+    async def _call(self, fn: Any, *args: Any) -> Any:
+        try:
+            return await asyncio.to_thread(fn, *args)
+        except StoreError as exc:
+            raise ActionRefused(str(exc).capitalize() + ".") from None
+
+    async def approve(self, plan_id: str, actor: str, reason: str) -> None:
+        """Through the gate (bound to the current hash); then run it when authorized."""
+        pid = self._pid(plan_id)
+        await self._call(self.gate.approve, pid, actor, reason)
+        await self._maybe_run(pid, actor)
+
+    async def reject(self, plan_id: str, actor: str, reason: str) -> None:
+        """Through the gate; the reason becomes feedback for the planner."""
+        pid = self._pid(plan_id)
+        row = await self._call(self.store.get, pid)
+        if row.status != "awaiting_approval":
+            raise ActionRefused(f"Plan {plan_id} is {row.status.replace('_', ' ')}, not awaiting approval.")
+        await self._call(self.gate.reject, pid, actor, reason)
+
+    async def _maybe_run(self, pid: int, actor: str) -> None:
+        if self.executor is None or (pid in self._runs and not self._runs[pid].done()):
+            return
+        plan = await asyncio.to_thread(self.store.plan, pid)
+        if plan is None:
+            return
+        try:
+            await asyncio.to_thread(self.gate.authorize, pid, plan)
+        except NotApproved:
+            return  # waits for the missing confirmations
+        executor = self.executor
+        self._runs[pid] = self._spawn(executor.run(pid, actor=actor))
+
+    # ------------------------------------------------------------------ operator
+
+    async def pending_confirmations(self) -> list[ConfirmationView]:
+        """Unconfirmed hazardous steps of plans awaiting approval, approved, running or paused."""
+
+        def work() -> list[ConfirmationView]:
+            out = []
+            for row in self.store.plans(200):
+                if row.status not in _CONFIRMABLE:
+                    continue
+                plan = self.store.plan(row.id)
+                if plan is None:
+                    continue
+                done = self.store.confirmations(row.id, plan.content_hash())
+                for step_id, why in self.gate.required_confirmations(plan).items():
+                    if step_id in done:
+                        continue
+                    s = plan.step(step_id)
+                    out.append(
+                        ConfirmationView(
+                            plan_id=str(row.id),
+                            plan_title=row.work_order[:100],
+                            step_id=step_id,
+                            agent=s.agent,
+                            skill=s.skill,
+                            args=dict(s.args),
+                            reason=why,
+                        )
+                    )
+            return out
+
+        return await asyncio.to_thread(work)
+
+    async def confirm_step(self, plan_id: str, step_id: str, actor: str, note: str) -> None:
+        """Through the gate; runs the plan once every confirmation is in."""
+        pid = self._pid(plan_id)
+        row = await self._call(self.store.get, pid)
+        if row.status not in _CONFIRMABLE:
+            raise ActionRefused(f"Plan {plan_id} is {row.status.replace('_', ' ')}; nothing to confirm.")
+        await self._call(self.gate.confirm, pid, step_id, actor)
+        if note:
+            await asyncio.to_thread(self.store.audit, actor, "confirm_note", pid, {"step": step_id, "detail": note})
+        await self._maybe_run(pid, actor)
+
+    async def refuse_step(self, plan_id: str, step_id: str, actor: str, reason: str) -> None:
+        """Recorded in the audit log; a running plan pauses (the gate keeps it from the step)."""
+        pid = self._pid(plan_id)
+        plan = await self._call(self.store.plan, pid)
+        if plan is None or step_id not in self.gate.required_confirmations(plan):
+            raise ActionRefused(f"Step {step_id} of plan {plan_id} is not a hazardous step.")
+        await asyncio.to_thread(self.store.audit, actor, "refuse_step", pid, {"step": step_id, "detail": reason})
+        await asyncio.to_thread(self.store.add_feedback, pid, "refused_step", f"{step_id}: {reason}")
+        run = self._runs.get(pid)
+        if run is not None and not run.done():
+            run.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await run
+            with contextlib.suppress(StoreError):
+                await asyncio.to_thread(self.store.set_status, pid, "paused", actor=actor, reasons=[reason])
+
+    async def trip_estop(self, robot: str | None, actor: str, reason: str) -> None:
+        """Latch through the robots' latch; audited."""
+        for r in [robot] if robot else list(self.plant.robots):
+            if r not in self.plant.robots:
+                raise ActionRefused(f"There is no robot {r!r}.", 404)
+            await asyncio.to_thread(self.estops.trip, r, f"{reason} (by {actor})", actor)
+        await self.audit(actor, "estop_trip", f"robot {robot or 'all'}", reason)
+
+    async def reset_estop(self, robot: str, actor: str, note: str) -> None:
+        """The operator's reset through the robots' latch; audited."""
+        if robot not in self.plant.robots:
+            raise ActionRefused(f"There is no robot {robot!r}.", 404)
+        if not self.estops.state(robot)[0]:
+            raise ActionRefused(f"The e-stop of {robot} is not latched.")
+        await asyncio.to_thread(self.estops.reset, robot, actor)
+        await self.audit(actor, "estop_reset", f"robot {robot}", note)
+
+    # ------------------------------------------------------------------ work orders
+
+    async def submit_work_order(self, request: WorkOrderRequest, actor: str) -> JobView:
+        """Plan in the background: a recipe expands without the model; words go to the planner."""
+        job = JobView(
+            id=str(next(self._ids)), state="drafting", submitted_by=actor, submitted_s=now_s(), request=request
+        )
+        self._jobs[job.id] = job
+        self._spawn(self._draft(job.id, actor))
+        return job
+
+    def _update(self, job_id: str, **kw: Any) -> None:
+        job = self._jobs[job_id]
+        messages = [*job.messages, kw.pop("message")] if "message" in kw else job.messages
+        self._jobs[job_id] = job.model_copy(update={**kw, "messages": messages})
+
+    async def _draft(self, job_id: str, actor: str) -> None:
+        req = self._jobs[job_id].request
+        try:
+            if req.recipe:
+                text = req.text or f"run recipe {req.recipe}"
+                intent = RecipeIntent(goal="recipe", recipe=req.recipe, params=dict(req.params))
+                protos, notes = expand_recipe(self.plant, intent)
+                plan: Plan = finish_plan(
+                    self.plant, protos, work_order=text, mode="intent", recipe=req.recipe, notes=notes
+                )
+                pid = await asyncio.to_thread(self.store.create, text, "intent", actor=actor)
+                self._update(job_id, state="checking", plan_id=str(pid), message="expanded the recipe; checking")
+                sub = await self.coordinator.submit_plan(pid, plan)
+            else:
+                self._update(job_id, message="asking the planner")
+                sub = await self.coordinator.submit(req.text, actor=actor)
+        except Exception as exc:  # shown to the person; the details are in the server log
+            self._update(job_id, state="failed", error=f"planning failed: {exc}", message="failed")
+            return
+        state = "awaiting_approval" if sub.status == "awaiting_approval" else "failed"
+        reasons = "; ".join(sub.reasons)
+        self._update(
+            job_id,
+            state=state,
+            plan_id=str(sub.plan_id),
+            error=None if state != "failed" else f"{sub.status.replace('_', ' ')}: {reasons}",
+            message=f"plan {sub.plan_id}: {sub.status.replace('_', ' ')}" + (f" ({reasons})" if reasons else ""),
+        )
+
+    async def job(self, job_id: str) -> JobView | None:
+        """Progress of one work order."""
+        return self._jobs.get(job_id)
+
+    async def jobs(self) -> list[JobView]:
+        """Newest first."""
+        return list(reversed(self._jobs.values()))
+
+    async def aclose(self) -> None:
+        """Cancel background work."""
+        for t in list(self._tasks):
+            t.cancel()
+        for t in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t

@@ -1,0 +1,117 @@
+"""The console over the coordinator's own store, approval gate, coordinator and executor:
+one plan store, one hash-chained audit log with the person's name on every console action."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from llm_coordinator.approval import ApprovalGate
+from llm_coordinator.backends.scripted import ScriptedBackend as ScriptedModel
+from llm_coordinator.config import ScriptedBackendConfig, ScriptedReply
+from llm_coordinator.console.app import create_app
+from llm_coordinator.console.coordinator_backend import CoordinatorBackend
+from llm_coordinator.console.testing import MemoryEstops
+from llm_coordinator.coordinator import Coordinator
+from llm_coordinator.executor import Executor
+from llm_coordinator.plan import Plan
+from llm_coordinator.planner import Planner
+from llm_coordinator.rehearsal import RehearsalReport, TwinObservations
+from llm_coordinator.store import Store
+from llm_coordinator.testing import fake_agents
+from plant.config import PlantDescription
+
+from .conftest import PASSWORD, make_users
+
+
+def _write_frame(frame: Path) -> None:
+    frame.parent.mkdir(parents=True, exist_ok=True)
+    frame.write_bytes(b"\x89PNG\r\n\x1a\n")
+
+
+class _CleanRehearsal:
+    """Stands in for the twin rehearsal (its own tests live with the coordinator)."""
+
+    async def rehearse(self, plan: Plan, out_dir: Path | str) -> RehearsalReport:
+        frame = Path(out_dir) / "frame_000.png"
+        _write_frame(frame)
+        makespan = sum(s.expected_duration_s for s in plan.steps)
+        return RehearsalReport(True, makespan, "", [], TwinObservations(), [str(frame)], 0.01)
+
+
+@pytest.fixture
+def site(tmp_path: Path, demo_plant: PlantDescription) -> Iterator[tuple[TestClient, Store]]:
+    store = Store(f"sqlite:///{tmp_path / 'atelier.db'}")
+    gate = ApprovalGate(store, demo_plant)
+    planner = Planner(demo_plant, ScriptedModel(ScriptedBackendConfig(replies=[ScriptedReply(text=None)])))
+    rehearser: Any = _CleanRehearsal()
+    coordinator = Coordinator(demo_plant, store, planner, gate, rehearser, evidence_dir=tmp_path / "evidence")
+    machines, robots = fake_agents(demo_plant, speed=200.0)
+    executor = Executor(demo_plant, store, gate, machines, robots)
+    backend = CoordinatorBackend(demo_plant, store, gate, coordinator, MemoryEstops(), executor=executor)
+    app = create_app(backend, make_users(tmp_path / "atelier.db"))
+    with TestClient(app, base_url="http://console.test") as client:
+        yield client, store
+    store.engine.dispose()
+
+
+def _login(client: TestClient, name: str) -> dict[str, str]:
+    r = client.post("/api/session", json={"name": name, "password": PASSWORD})
+    assert r.status_code == 200, r.text
+    return {"Authorization": f"Bearer {r.json()['token']}"}
+
+
+def _wait(client: TestClient, url: str, h: dict[str, str], key: str, values: set[str], timeout_s: float = 20.0) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        body = client.get(url, headers=h).json()
+        if body[key] in values:
+            return body
+        time.sleep(0.05)
+    raise AssertionError(f"{url}: {body[key]} never reached {values}")
+
+
+def test_work_order_to_done_through_the_coordinator(site: tuple[TestClient, Store]) -> None:
+    client, store = site
+    erin, sam, olga = _login(client, "erin"), _login(client, "sam"), _login(client, "olga")
+    job = client.post(
+        "/api/work-orders", json={"recipe": "machine_part", "params": {"program": 7}}, headers=erin
+    ).json()
+    job = _wait(client, f"/api/work-orders/{job['id']}", erin, "state", {"awaiting_approval", "failed"})
+    assert job["state"] == "awaiting_approval", job
+    plan_id = job["plan_id"]
+
+    plan = client.get(f"/api/plans/{plan_id}", headers=sam).json()
+    assert plan["state"] == "awaiting_approval" and plan["guardrails"] and all(g["passed"] for g in plan["guardrails"])
+    assert plan["rehearsal"]["ok"] and "frame_000.png" in plan["rehearsal"]["evidence"]
+    page = client.get(f"/plans/{plan_id}", headers=sam)
+    assert page.status_code == 200 and "rules pass" in page.text
+    assert client.get(f"/plans/{plan_id}/evidence/frame_000.png", headers=sam).status_code == 200
+    assert client.get(f"/plans/{plan_id}/evidence/..%2Fatelier.db", headers=sam).status_code == 404
+
+    assert client.post(f"/api/plans/{plan_id}/approve", json={"reason": "x"}, headers=erin).status_code == 403
+    assert client.post(f"/api/plans/{plan_id}/approve", json={"reason": "checked"}, headers=sam).status_code == 204
+    for c in client.get("/api/confirmations", headers=olga).json():
+        url = f"/api/plans/{c['plan_id']}/steps/{c['step_id']}/confirm"
+        assert client.post(url, json={"reason": "area clear"}, headers=olga).status_code == 204
+    done = _wait(client, f"/api/plans/{plan_id}", sam, "state", {"done", "failed", "paused"})
+    assert done["state"] == "done", done["decision"]
+    assert all(s["status"] == "done" for s in done["steps"])
+
+    assert client.post("/api/estop/trip", json={"robot": "ur5e_1", "reason": "drill"}, headers=erin).status_code == 204
+    assert client.post("/api/estop/reset", json={"robot": "ur5e_1", "area_clear": True}, headers=sam).status_code == 403
+    ok = client.post("/api/estop/reset", json={"robot": "ur5e_1", "area_clear": True}, headers=olga)
+    assert ok.status_code == 204
+
+    rows = store.audit_rows()
+    seen = {(r.actor, r.action) for r in rows}
+    for expected in [("sam", "login"), ("erin", "estop_trip"), ("olga", "estop_reset"), ("erin", "refused")]:
+        assert expected in seen, expected
+    assert any(r.actor == "sam" and "approv" in r.action for r in rows)
+    assert store.verify_audit().ok
+    assert client.post(f"/api/plans/{plan_id}/approve", json={}, headers=sam).status_code == 409
