@@ -108,8 +108,9 @@ class Coordinator:
         self.store.set_status(plan_id, "awaiting_approval", actor="coordinator")
         return Submission(plan_id, "awaiting_approval", [], outcome, report, evidence)
 
-    async def submit_recovery(self, parent_id: int, plan: Plan) -> int:
-        """Send a recovery draft through guardrails and rehearsal as a new plan; returns its id."""
+    async def submit_recovery(self, parent_id: int, plan: Plan, snapshot: PlantSnapshot | None = None) -> int:
+        """Send a recovery draft through guardrails (against the plant's state after the failure)
+        and rehearsal as a new plan; returns its id."""
         plan_id = self.store.create(plan.work_order, "recovery", actor="executor", parent_id=parent_id)
-        await self.submit_plan(plan_id, plan)
+        await self.submit_plan(plan_id, plan, snapshot=snapshot)
         return plan_id

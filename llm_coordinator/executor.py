@@ -76,7 +76,7 @@ class ExecutionReport:
     makespan_s: float = 0.0
 
 
-RecoveryHook = Callable[[int, Plan], Awaitable[int | None]]
+RecoveryHook = Callable[[int, Plan, PlantSnapshot], Awaitable[int | None]]
 
 
 async def _wait_door(agent: MachineAgent, closed: bool, timeout_s: float) -> MachineStatus:
@@ -294,7 +294,7 @@ class Executor:
         snapshot = await self._snapshot(plan, done)
         draft = recovery_plan(self.plant, plan, done, failed[0], failed[1], snapshot)
         if self.on_failure is not None:
-            report.recovery_plan_id = await self.on_failure(plan_id, draft)
+            report.recovery_plan_id = await self.on_failure(plan_id, draft, snapshot)
         return report
 
     def _blocked(self, step: Step, running: Mapping[str, asyncio.Task[str]], plan: Plan) -> bool:

@@ -348,7 +348,10 @@ def expand_tasks(
             if t.agent is not None:
                 notes.append(f"task {i + 1}: {t.skill} given to {agent} instead of {t.agent}")
         protos.append(_Proto(f"{t.skill}_{i + 1}", agent, t.skill, dict(t.args), [], note=f"task {i + 1}"))
-    return _add_preconditions(plant, protos, snapshot, notes), notes
+    out = _add_preconditions(plant, protos, snapshot, notes)
+    for i, p in enumerate(out):
+        p.rep = i  # tasks keep the order given wherever they share an agent, a place or a machine
+    return out, notes
 
 
 def _add_preconditions(

@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import time
+from contextlib import asynccontextmanager
+from pathlib import Path
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 
+from llm_coordinator.rehearsal import TwinFactory, TwinObservations
 from plant.config import PlantDescription
 from plant.interface import CommandRejected, MachineStatus, TagError, TagValue
 from plant.packml import Command, CommandRefused, MachineStateModel, State
@@ -154,3 +157,26 @@ def goal_script(answers: Mapping[str, str | None]) -> object:
         return answers.get(str(key))
 
     return script
+
+
+@dataclass
+class FakeTwinSession:
+    """A rehearsal session over fakes (for tests of the pipeline before the twin is wired)."""
+
+    machines: dict[str, FakeMachine]
+    robots: dict[str, FakeRobot]
+    observations: TwinObservations = field(default_factory=TwinObservations)
+
+    async def finish(self, out_dir: Path) -> None:
+        """Fakes render nothing."""
+
+
+def fake_twin_factory(speed: float = 50.0) -> TwinFactory:
+    """A :data:`~llm_coordinator.rehearsal.TwinFactory` that builds fresh fakes for each rehearsal."""
+
+    @asynccontextmanager
+    async def factory(plant: PlantDescription) -> AsyncIterator[FakeTwinSession]:
+        machines, robots = fake_agents(plant, speed)
+        yield FakeTwinSession(machines, robots)
+
+    return factory

@@ -14,6 +14,7 @@ timeout stops it within one token instead of leaving it running.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import importlib.util
 import json
 import threading
@@ -81,6 +82,15 @@ class _LoadedModel:
 
 _MODELS: dict[tuple[str, int, int, int, str | None], _LoadedModel] = {}
 _MODELS_LOCK = threading.Lock()
+
+
+@atexit.register
+def _close_models() -> None:
+    # Free the models while llama.cpp is still loaded; its finaliser fails at interpreter exit.
+    with _MODELS_LOCK:
+        for m in _MODELS.values():
+            m.llm.close()
+        _MODELS.clear()
 
 
 def _shared_model(config: LlamaBackendConfig) -> _LoadedModel:

@@ -1,0 +1,92 @@
+"""The executor and the whole pipeline over fake agents (the real agents run in the whole-loop test)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from llm_coordinator.approval import ApprovalGate, NotApproved
+from llm_coordinator.backends.scripted import ScriptedBackend
+from llm_coordinator.config import CoordinatorConfig
+from llm_coordinator.coordinator import Coordinator
+from llm_coordinator.executor import Executor
+from llm_coordinator.planner import Planner
+from llm_coordinator.rehearsal import Rehearser
+from llm_coordinator.store import Store
+from llm_coordinator.testing import fake_agents, fake_twin_factory, goal_script
+from plant.config import PlantDescription
+
+
+def coordinator(plant: PlantDescription, store: Store, tmp_path: Path, goal: str) -> Coordinator:
+    backend = ScriptedBackend(goal_script({"goal": goal}))  # type: ignore[arg-type]
+    planner = Planner(plant, backend, CoordinatorConfig())
+    gate = ApprovalGate(store, plant)
+    return Coordinator(plant, store, planner, gate, Rehearser(plant, fake_twin_factory(200.0)), tmp_path / "ev")
+
+
+async def test_work_order_to_done(demo_plant: PlantDescription, store: Store, tmp_path: Path) -> None:
+    co = coordinator(demo_plant, store, tmp_path, '{"goal": "machine_part"}')
+    sub = await co.submit("Machine 2 blanks with program 4")
+    assert sub.status == "awaiting_approval", sub.reasons
+    assert sub.evidence is not None and all(Path(e).is_file() for e in sub.evidence)
+    machines, robots = fake_agents(demo_plant, 200.0)
+    ex = Executor(demo_plant, store, co.gate, machines, robots)
+    with pytest.raises(NotApproved):
+        await ex.run(sub.plan_id)
+    assert not robots["ur5e_1"].goals  # nothing moved without an approval
+    co.gate.approve(sub.plan_id, "sam")
+    report = await ex.run(sub.plan_id)
+    assert report.status == "done", report.reason
+    assert store.get(sub.plan_id).status == "done"
+    assert machines["cnc_1"].model.cycle_count == 2 and machines["cnc_1"].tags["program"] == 4
+    assert store.verify_audit().ok
+
+
+async def test_killed_mid_plan_resumes_at_the_right_step(
+    demo_plant: PlantDescription, store: Store, tmp_path: Path
+) -> None:
+    co = coordinator(demo_plant, store, tmp_path, '{"goal": "machine_part"}')
+    sub = await co.submit("Machine one blank")
+    co.gate.approve(sub.plan_id, "sam")
+    plan = store.plan(sub.plan_id)
+    assert plan is not None
+    machines, robots = fake_agents(demo_plant, 20.0)
+    task = asyncio.create_task(Executor(demo_plant, store, co.gate, machines, robots).run(sub.plan_id))
+    while store.progress(sub.plan_id, plan.content_hash()).get("machine") != "done":
+        await asyncio.sleep(0.01)
+    task.cancel()  # the coordinator dies here
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    done_before = {k for k, v in store.progress(sub.plan_id, plan.content_hash()).items() if v == "done"}
+    assert {"feed", "pick_blank", "load_cnc", "machine"} <= done_before
+    # A new coordinator process: new agents, same store.
+    machines2, robots2 = fake_agents(demo_plant, 200.0)
+    report = await Executor(demo_plant, store, co.gate, machines2, robots2).run(sub.plan_id)
+    assert report.status == "done"
+    assert set(report.skipped) >= done_before
+    assert machines2["cnc_1"].model.cycle_count == 0  # the finished cycle was not run again
+    assert "pick_blank" not in [g.goal_id.split(":")[1] for g in robots2["ur5e_1"].goals]
+    assert any(r.action == "resumed" for r in store.audit_rows(sub.plan_id))
+
+
+async def test_a_failure_pauses_and_drafts_a_recovery(
+    demo_plant: PlantDescription, store: Store, tmp_path: Path
+) -> None:
+    co = coordinator(demo_plant, store, tmp_path, '{"goal": "machine_part"}')
+    sub = await co.submit("Machine one blank")
+    co.gate.approve(sub.plan_id, "sam")
+    machines, robots = fake_agents(demo_plant, 200.0)
+    machines["cnc_1"].fault_on_start = 1
+    ex = Executor(demo_plant, store, co.gate, machines, robots, on_failure=co.submit_recovery)
+    report = await ex.run(sub.plan_id)
+    assert report.status == "paused" and report.failed_step == "machine"
+    assert "spindle overload" in report.reason
+    assert store.get(sub.plan_id).status == "paused"
+    assert report.recovery_plan_id is not None
+    recovery = store.plan(report.recovery_plan_id)
+    assert recovery is not None and recovery.steps[0].skill == "reset"
+    assert [s.id for s in recovery.steps][1:3] == ["open_cnc", "machine"] or "machine" in [s.id for s in recovery.steps]
+    assert "feed" not in {s.id for s in recovery.steps}  # finished steps are not repeated
+    assert store.get(report.recovery_plan_id).status == "awaiting_approval", store.get(report.recovery_plan_id).reasons
