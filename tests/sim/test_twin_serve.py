@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from asyncua import Client, ua
+from asyncua import ua
+from asyncua.client.client import Client
 from pymodbus.client import AsyncModbusTcpClient
 from typer.testing import CliRunner
 
