@@ -28,6 +28,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .auth import Action, AuthError, Role, User, UserStore
 from .drawing import gantt_svg, schedule, top_view_svg
@@ -260,7 +261,11 @@ def create_app(
     def render(request: Request, template: str, user: User | None, status_code: int = 200, **ctx: Any) -> HTMLResponse:
         notice = request.query_params.get("notice", "")
         html = env.get_template(template).render(
-            user=user, request_path=request.url.path, notice=notice[:300], **{"errors": [], **ctx}
+            user=user,
+            # After a POST the page shown is not at its URL; the e-stop form then returns to /operator.
+            request_path=request.url.path if request.method == "GET" else "/operator",
+            notice=notice[:300],
+            **{"errors": [], **ctx},
         )
         return HTMLResponse(html, status_code=status_code)
 
@@ -277,8 +282,8 @@ def create_app(
         user = await user_of(request)
         return render(request, "error.html", user, status_code=exc.status, heading="Not allowed", errors=[exc.message])
 
-    @app.exception_handler(HTTPException)
-    async def _on_http(request: Request, exc: HTTPException) -> Response:
+    @app.exception_handler(StarletteHTTPException)  # also 404s of unknown routes, 405s
+    async def _on_http(request: Request, exc: StarletteHTTPException) -> Response:
         if wants_json(request):
             return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
         user = await user_of(request)
