@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from contextlib import asynccontextmanager
-from pathlib import Path
 from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from llm_coordinator.rehearsal import TwinFactory, TwinObservations
 from plant.config import PlantDescription

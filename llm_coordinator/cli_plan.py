@@ -1,0 +1,199 @@
+"""The ``atelier`` commands of the work-order loop; :func:`register` adds them to the app.
+
+``plan``, ``plans``, ``show``, ``approve``, ``confirm``, ``reject``, ``run`` and
+``audit verify``. This module is wiring: it builds backends through :mod:`llm_coordinator.wiring`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from llm_coordinator.config import CoordinatorConfig, ModelConfig
+from llm_coordinator.store import Store, StoreError
+
+out = Console()
+err = Console(stderr=True)
+
+DbOpt = Annotated[str, typer.Option("--db", help="SQLAlchemy URL of the plan store")]
+PlantOpt = Annotated[Path | None, typer.Option("--plant", "-p", help="plant description YAML (default: demo cell)")]
+ConfigOpt = Annotated[
+    Path | None, typer.Option("--config", help="coordinator configuration (JSON or YAML; backend, mode, budgets)")
+]
+
+
+def _config(path: Path | None, db: str, mode: str | None) -> CoordinatorConfig:
+    data: dict[str, object] = {}
+    if path is not None:
+        import yaml
+
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    data["database_url"] = db
+    if mode is not None:
+        data["mode"] = mode
+    data.setdefault("model", ModelConfig().model_dump())
+    return CoordinatorConfig.model_validate(data)
+
+
+def _plant(path: Path | None) -> object:
+    from plant import PlantError, load_plant
+
+    try:
+        return load_plant(path)
+    except PlantError as exc:
+        err.print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(2) from None
+
+
+def register(app: typer.Typer) -> None:
+    """Add the work-order commands to ``app`` (the ``atelier`` command)."""
+    audit_app = typer.Typer(no_args_is_help=True, help="The audit log.")
+    app.add_typer(audit_app, name="audit")
+
+    @app.command("plan")
+    def plan_cmd(
+        order: Annotated[str, typer.Argument(help="the work order, in plain words")],
+        mode: Annotated[str | None, typer.Option(help="intent (small models) or direct")] = None,
+        db: DbOpt = "sqlite:///atelier.db",
+        plant_file: PlantOpt = None,
+        config: ConfigOpt = None,
+        evidence: Annotated[Path, typer.Option(help="directory for Gantt charts and frames")] = Path(
+            "atelier_evidence"
+        ),
+    ) -> None:
+        """Plan a work order: model, guardrails, rehearsal in the twin; ends awaiting approval."""
+        from llm_coordinator.wiring import build_coordinator
+
+        plant = _plant(plant_file)
+        co = build_coordinator(plant, _config(config, db, mode), evidence_dir=evidence)  # type: ignore[arg-type]
+        sub = asyncio.run(co.submit(order, actor="cli"))
+        out.print(f"plan [bold]{sub.plan_id}[/]: {sub.status}")
+        for r in sub.reasons:
+            out.print(f"  - {r}", highlight=False)
+        for e in sub.evidence or []:
+            out.print(f"  evidence: {e}")
+        raise typer.Exit(0 if sub.status == "awaiting_approval" else 1)
+
+    @app.command("plans")
+    def plans_cmd(db: DbOpt = "sqlite:///atelier.db") -> None:
+        """List plans, newest first."""
+        t = Table()
+        for c in ("id", "status", "mode", "work order"):
+            t.add_column(c)
+        for row in Store(db).plans():
+            t.add_row(str(row.id), row.status, row.mode, row.work_order[:70])
+        out.print(t)
+
+    @app.command("show")
+    def show_cmd(plan_id: int, db: DbOpt = "sqlite:///atelier.db") -> None:
+        """Show a plan: status, steps, guardrail failures, rehearsal, Gantt and evidence files."""
+        store = Store(db)
+        try:
+            row = store.get(plan_id)
+        except StoreError as exc:
+            err.print(str(exc))
+            raise typer.Exit(2) from None
+        out.print(f"plan {row.id} [bold]{row.status}[/] ({row.mode}): {row.work_order}", highlight=False)
+        for r in row.reasons:
+            out.print(f"  reason: {r}", highlight=False)
+        plan = store.plan(plan_id)
+        if plan is not None:
+            t = Table(title=f"hash {plan.content_hash()[:16]}")
+            for c in ("step", "agent", "skill", "args", "after", "s", "hazard"):
+                t.add_column(c)
+            for s in plan.steps:
+                t.add_row(
+                    s.id,
+                    s.agent,
+                    s.skill,
+                    json.dumps(s.args),
+                    ",".join(s.after),
+                    f"{s.expected_duration_s:g}",
+                    "yes" if s.hazardous else "",
+                )
+            out.print(t)
+        rh = store.rehearsal(plan_id)
+        if rh is not None:
+            out.print(f"rehearsal: {'ok' if rh.ok else 'FAILED'}, makespan {rh.makespan_s:.1f} s")
+            for e in rh.evidence:
+                out.print(f"  evidence: {e}")
+
+    @app.command("approve")
+    def approve_cmd(
+        plan_id: int,
+        supervisor: Annotated[str, typer.Option("--as", help="the supervisor's name")],
+        reason: str = "",
+        db: DbOpt = "sqlite:///atelier.db",
+        plant_file: PlantOpt = None,
+    ) -> None:
+        """A supervisor approves the plan's current version (bound to its hash)."""
+        from llm_coordinator.approval import ApprovalGate
+
+        try:
+            h = ApprovalGate(Store(db), _plant(plant_file)).approve(plan_id, supervisor, reason)  # type: ignore[arg-type]
+        except StoreError as exc:
+            err.print(str(exc))
+            raise typer.Exit(2) from None
+        out.print(f"plan {plan_id} approved (hash {h[:16]})")
+
+    @app.command("confirm")
+    def confirm_cmd(
+        plan_id: int,
+        step: str,
+        operator: Annotated[str, typer.Option("--as", help="the robot operator's name")],
+        db: DbOpt = "sqlite:///atelier.db",
+        plant_file: PlantOpt = None,
+    ) -> None:
+        """A robot operator confirms one hazardous step."""
+        from llm_coordinator.approval import ApprovalGate
+
+        try:
+            ApprovalGate(Store(db), _plant(plant_file)).confirm(plan_id, step, operator)  # type: ignore[arg-type]
+        except StoreError as exc:
+            err.print(str(exc))
+            raise typer.Exit(2) from None
+        out.print(f"step {step} of plan {plan_id} confirmed by {operator}")
+
+    @app.command("reject")
+    def reject_cmd(
+        plan_id: int,
+        reason: Annotated[str, typer.Option(help="why (kept as feedback for the next plans)")],
+        supervisor: Annotated[str, typer.Option("--as")] = "supervisor",
+        db: DbOpt = "sqlite:///atelier.db",
+        plant_file: PlantOpt = None,
+    ) -> None:
+        """A supervisor rejects the plan, with a reason."""
+        from llm_coordinator.approval import ApprovalGate
+
+        try:
+            ApprovalGate(Store(db), _plant(plant_file)).reject(plan_id, supervisor, reason)  # type: ignore[arg-type]
+        except StoreError as exc:
+            err.print(str(exc))
+            raise typer.Exit(2) from None
+        out.print(f"plan {plan_id} rejected")
+
+    @app.command("run")
+    def run_cmd(plan_id: int, db: DbOpt = "sqlite:///atelier.db") -> None:
+        """Run an approved plan on the live agents (not wired yet: needs the live agent builders)."""
+        err.print(
+            "atelier run needs the live machine and robot agents (OPC-UA, Modbus, ROS 2); "
+            "they are wired in llm_coordinator.wiring when those backends land"
+        )
+        raise typer.Exit(3)
+
+    @audit_app.command("verify")
+    def audit_verify(db: DbOpt = "sqlite:///atelier.db") -> None:
+        """Recompute the audit chain; exit 1 if any row was edited, deleted or reordered."""
+        report = Store(db).verify_audit()
+        if report.ok:
+            out.print(f"audit log ok: {report.rows} rows, chain intact")
+            return
+        for p in report.problems:
+            err.print(p)
+        raise typer.Exit(1)

@@ -1,0 +1,142 @@
+"""Wiring: the one module of the coordinator that builds backends and imports ``sim``.
+
+- :func:`build_coordinator`: store, model backend, planner, gate and rehearser from a
+  :class:`~llm_coordinator.config.CoordinatorConfig`.
+- :func:`twin_factory`: rehearsal sessions over a fresh in-process twin: machines are
+  :class:`sim.agents.TwinMachineAgent` (watching, not driving), robots are the on-robot runtime
+  (:func:`sim.hardware.build_runtime`, lockstep, with its safety supervisor) behind a small
+  :class:`~robots.interface.RobotAgent` adapter, and one loop steps the twin and every runtime
+  as fast as the CPU allows. Collisions of robots with machines and people, and safety events,
+  are recorded as observations.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from llm_coordinator.approval import ApprovalGate
+from llm_coordinator.backends import make_backend
+from llm_coordinator.config import CoordinatorConfig
+from llm_coordinator.coordinator import Coordinator
+from llm_coordinator.planner import Planner
+from llm_coordinator.rehearsal import Rehearser, TwinFactory, TwinObservations
+from llm_coordinator.store import Store
+from plant.config import PlantDescription
+from plant.interface import MachineAgent
+from robots.interface import Outcome, RobotAgent, SafetyEvent, SkillFeedback, SkillGoal, SkillResult
+
+#: Ticks stepped between two yields to the event loop (0.1 s of twin time at 4 ms a tick).
+_TICKS_PER_YIELD = 25
+
+
+class _RuntimeRobot:
+    """A :class:`RobotAgent` over an in-process :class:`robots.runtime.RobotRuntime` in lockstep."""
+
+    def __init__(self, name: str, runtime: object, clock: _Clock) -> None:
+        self.name, self.runtime, self.clock = name, runtime, clock
+
+    async def run_skill(self, goal: SkillGoal, timeout_s: float = 60.0) -> SkillResult:
+        rt = self.runtime
+        ok, reason = rt.submit(goal)  # type: ignore[attr-defined]
+        if not ok:
+            return SkillResult(goal.goal_id, Outcome.FAILED, reason)
+        deadline = self.clock.time_s + timeout_s
+        while True:
+            result = rt.result_of(goal.goal_id)  # type: ignore[attr-defined]
+            if result is not None:
+                return result  # type: ignore[no-any-return]
+            if self.clock.time_s > deadline:
+                rt.cancel(goal.goal_id)  # type: ignore[attr-defined]
+                return SkillResult(goal.goal_id, Outcome.FAILED, f"no result within {timeout_s:g} s of twin time")
+            await self.clock.tick.wait()
+
+    async def feedback(self) -> AsyncIterator[SkillFeedback]:
+        return
+        yield  # pragma: no cover
+
+
+@dataclass
+class _Clock:
+    time_s: float = 0.0
+    tick: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+@dataclass
+class _TwinSession:
+    machines: dict[str, MachineAgent]
+    robots: dict[str, RobotAgent]
+    observations: TwinObservations
+    twin: object
+
+    async def finish(self, out_dir: Path) -> None:
+        try:
+            from sim.render import Camera, write_frames  # noqa: F401 - optional evidence
+        except ImportError:  # pragma: no cover
+            return
+
+
+def twin_factory() -> TwinFactory:
+    """Rehearsal sessions over a fresh in-process twin (see the module docstring)."""
+    from sim.agents import TwinMachineAgent
+    from sim.hardware import LocalPeers, build_runtime
+    from sim.twin import Twin
+
+    @asynccontextmanager
+    async def factory(plant: PlantDescription) -> AsyncIterator[_TwinSession]:
+        twin = Twin(plant)
+        obs = TwinObservations()
+        clock = _Clock()
+        peers = LocalPeers()
+
+        def on_event(ev: SafetyEvent) -> None:
+            if ev.kind in ("protective_stop", "estop", "watchdog"):
+                obs.safety_stops.append(f"{ev.robot}: {ev.kind}: {ev.reason}")
+
+        runtimes = {r: build_runtime(twin, r, peers=peers, on_event=on_event) for r in plant.robots}
+        peers.runtimes.update(runtimes)
+        machines: dict[str, MachineAgent] = {m: TwinMachineAgent(twin, m, drive=False) for m in plant.machines}
+        robots: dict[str, RobotAgent] = {r: _RuntimeRobot(r, rt, clock) for r, rt in runtimes.items()}
+        stop = asyncio.Event()
+
+        async def run() -> None:
+            while not stop.is_set():
+                for _ in range(_TICKS_PER_YIELD):
+                    twin.step(1)
+                    for rt in runtimes.values():
+                        rt.step()
+                clock.time_s = twin.time_s
+                clock.tick.set()
+                clock.tick = asyncio.Event()
+                await asyncio.sleep(0)
+
+        stepper = asyncio.create_task(run())
+        try:
+            yield _TwinSession(machines, robots, obs, twin)
+        finally:
+            stop.set()
+            with contextlib.suppress(asyncio.CancelledError):
+                await stepper
+            obs.sim_time_s = twin.time_s
+
+    return factory
+
+
+def build_coordinator(
+    plant: PlantDescription,
+    config: CoordinatorConfig,
+    *,
+    evidence_dir: Path | str = "atelier_evidence",
+    rehearse: bool = True,
+) -> Coordinator:
+    """Everything a command needs to plan: store, model, planner, gate, rehearsal in the twin."""
+    store = Store(config.database_url)
+    backend = make_backend(config.model.backend)
+    planner = Planner(plant, backend, config)
+    gate = ApprovalGate(store, plant, ttl_s=config.approval_ttl_s)
+    rehearser = Rehearser(plant, twin_factory(), config.step_timeout_margin) if rehearse else None
+    return Coordinator(plant, store, planner, gate, rehearser, evidence_dir)
