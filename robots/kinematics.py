@@ -148,7 +148,8 @@ def _align_z(rot: FloatArray, axis: FloatArray) -> FloatArray:
         if c > 0:
             return rot
         # Opposite: half a turn about the site's x axis.
-        return rot @ np.diag([1.0, -1.0, -1.0])
+        flipped: FloatArray = rot @ np.diag([1.0, -1.0, -1.0])
+        return flipped
     k = v / s
     kx = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
     turn = np.eye(3) + s * kx + (1 - c) * (kx @ kx)

@@ -212,6 +212,7 @@ class RobotRuntime:
 
     def _begin(self, goal: SkillGoal, plan: SkillPlan, now: float) -> None:
         self.supervisor.acknowledge(now)
+        self.supervisor.resync()
         self._active = _Active(goal, plan, now)
 
     def _time(self) -> float:
@@ -406,6 +407,9 @@ class RobotRuntime:
     def _end(self, active: _Active, outcome: Outcome, reason: str, now: float) -> None:
         if outcome == Outcome.SUCCEEDED:
             self.holding = active.plan.holding_after
+        elif outcome == Outcome.FAILED:
+            # Blocked arms jitter against what blocks them: allow some measured speed.
+            self.supervisor.resync(max_speed_rad_s=0.5)
         with self._lock:
             self._active = None
             self._cancel_ids.discard(active.goal.goal_id)

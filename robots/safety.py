@@ -122,6 +122,9 @@ class SsmConfig:
     min_speed_scale: float = 0.25
     # A protective stop clears on its own once the cell stayed clear this long.
     resume_clear_s: float = 0.5
+    # The drives' servos lag their command: after the command is at rest the arm still closes
+    # the lag, for about this long (the twin's servos: ~2 time constants of 0.13 s).
+    servo_settle_time_s: float = 0.25
     # Robots below this speed count as stopped (m/s).
     standstill_speed_m_s: float = 0.005
 
@@ -406,6 +409,7 @@ class SafetySupervisor:
         self._q: FloatArray | None = None  # last applied position
         self._v = np.zeros(lim.dof)
         self._p_prev: FloatArray | None = None
+        self._meas_prev: FloatArray | None = None
         self._measured: JointState | None = None
         self._people: Sequence[TrackedPerson] = ()
         self._causes: dict[StopCause, tuple[StopCategory, str]] = {}
@@ -444,6 +448,11 @@ class SafetySupervisor:
         """Active stop causes and their reasons."""
         with self._lock:
             return {k: v[1] for k, v in self._causes.items()}
+
+    @property
+    def power_on(self) -> bool:
+        """False after a category 0 or 1 stop, until its cause is cleared."""
+        return self._power_on
 
     @property
     def estopped(self) -> bool:
@@ -525,6 +534,21 @@ class SafetySupervisor:
         self._clear(now_s, "refuse", "refusal acknowledged by a new goal")
         self._stream_source = None
 
+    def resync(self, tolerance_rad: float = 0.05, max_speed_rad_s: float = 0.05) -> bool:
+        """Take the measured position as the commanded one when they differ by more than
+        ``tolerance_rad`` (the arm was blocked): the next motion then starts where the arm is,
+        and the servos stop pressing against the obstacle. Only at rest. True if it resynced."""
+        if self._q is None or self._measured is None or np.any(self._v):
+            return False
+        if float(np.max(np.abs(np.asarray(self._measured.velocity, dtype=float)))) > max_speed_rad_s:
+            return False  # still moving: servo lag, not a blocked arm
+        meas = np.clip(np.asarray(self._measured.position, dtype=float), self._lo, self._hi)
+        if float(np.max(np.abs(meas - self._q))) <= tolerance_rad:
+            return False
+        self._q = meas
+        self._last_target = None
+        return True
+
     def sync_estop(self, now_s: float) -> None:
         """Follow the latch file: a trip elsewhere stops, an operator reset there clears."""
         if self.latch is None:
@@ -563,6 +587,19 @@ class SafetySupervisor:
             self._p_prev = pts
         speed = float(np.max(np.linalg.norm(pts - self._p_prev, axis=1))) / self._dt
         self._p_prev = pts
+        # The arm lags its command (servo tracking): it is somewhere between the measured and
+        # the commanded pose and still has the lag to travel. Count the lag as robot position
+        # uncertainty, and the measured speed when it is the larger.
+        meas = self._measured
+        lag_m = 0.0
+        if meas is not None:
+            meas_pts = self.points.at(np.asarray(meas.position, dtype=float))
+            lag_m = float(np.max(np.linalg.norm(pts - meas_pts, axis=1)))
+            if self._meas_prev is not None:
+                speed = max(speed, float(np.max(np.linalg.norm(meas_pts - self._meas_prev, axis=1))) / self._dt)
+            self._meas_prev = meas_pts
+            pts = np.vstack([pts, meas_pts])
+        radius = np.concatenate([self.points.radius_m] * (2 if meas is not None else 1))
         if not self._people:
             self.ssm = SsmReading(math.inf, 0.0, speed)
             self._scale = 1.0
@@ -572,27 +609,28 @@ class SafetySupervisor:
                 self._clear(now_s, "protective_stop", "cell clear of people")
             return
         t_stop = float(np.max(np.abs(v) / self._amax))
-        stop_pts = self.points.at(q + stopping_offset(v, self._amax)) if t_stop > 0 else pts
-        s_stop = float(np.max(np.linalg.norm(stop_pts - pts, axis=1)))
+        n = len(self.points.radius_m)
+        stop_pts = self.points.at(q + stopping_offset(v, self._amax)) if t_stop > 0 else pts[:n]
+        s_stop = float(np.max(np.linalg.norm(stop_pts - pts[:n], axis=1)))
         worst_margin = math.inf
         reading = SsmReading()
         for person in self._people:
-            sep = separation_m(pts, self.points.radius_m, person, cfg.person_radius_m)
+            sep = separation_m(pts, radius, person, cfg.person_radius_m)
             sp = protective_separation_distance_m(
                 max(cfg.human_speed_m_s, person.speed_m_s),
                 speed,
                 cfg.reaction_time_s,
-                t_stop,
+                t_stop + (cfg.servo_settle_time_s if lag_m > 0.005 else 0.0),
                 s_stop,
                 cfg.intrusion_distance_m,
                 cfg.human_uncertainty_m,
-                cfg.robot_uncertainty_m,
+                cfg.robot_uncertainty_m + lag_m,
             )
             if sep - sp < worst_margin:
                 worst_margin = sep - sp
                 reading = SsmReading(sep, sp, speed, person.name)
         self.ssm = reading
-        moving = speed > cfg.standstill_speed_m_s or t_stop > 0
+        moving = speed > cfg.standstill_speed_m_s or t_stop > 0 or lag_m > 0.005
         if worst_margin <= 0 and moving and "protective_stop" not in self._causes:
             self._stop(
                 now_s,
@@ -620,7 +658,7 @@ class SafetySupervisor:
                 self._clear(now_s, "protective_stop", f"{reading.person} left the separation distance")
         band = reading.separation_m - max(reading.protective_distance_m, sp_rest)
         scale = min(1.0, max(cfg.min_speed_scale, band / cfg.warning_band_m)) if band < cfg.warning_band_m else 1.0
-        if scale < 1.0 and self._scale >= 1.0:
+        if scale < 1.0 and self._scale >= 1.0 and not self._causes:
             self._emit(now_s, "slow", f"{reading.person} at {reading.separation_m:.2f} m: speed scaled to {scale:.2f}")
         self._scale = scale
 
