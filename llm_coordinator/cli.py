@@ -18,6 +18,21 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 plant_app = typer.Typer(no_args_is_help=True, help="Check and inspect plant descriptions.")
 app.add_typer(plant_app, name="plant")
 
+
+def _register_subcommands() -> None:
+    # Each command group lives in its own module; they import their heavy libraries lazily.
+    from llm_coordinator import cli_console, cli_plan
+    from llm_coordinator.cli_policy import policy_app
+    from llm_coordinator.cli_twin import twin_app
+
+    app.add_typer(twin_app, name="twin", help="Run the twin live: machines served over OPC-UA and Modbus TCP.")
+    app.add_typer(policy_app, name="policy", help="Train, evaluate and export robot control policies.")
+    cli_plan.register(app)
+    cli_console.register(app)
+
+
+_register_subcommands()
+
 out = Console()
 err = Console(stderr=True)
 
