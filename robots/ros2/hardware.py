@@ -1,0 +1,108 @@
+"""The :class:`~robots.interface.HardwareInterface` over ROS 2 topics to a robot driver.
+
+Joint states arrive on ``/<robot>/joint_states`` (sensor_msgs/JointState) on the executor
+thread; :meth:`RosHardware.wait` blocks the control loop until the next one. Commands go out on
+``/<robot>/joint_command`` (trajectory_msgs/JointTrajectory, one point reached in one control
+period) and ``/<robot>/gripper_command`` (std_msgs/Float64). Publishing does not block.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+
+import numpy as np
+from builtin_interfaces.msg import Duration  # type: ignore[import-untyped]
+from sensor_msgs.msg import JointState as JointStateMsg
+from std_msgs.msg import Float64
+from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
+
+from robots.interface import FloatArray, JointState
+from robots.ros2._host import STREAM_QOS, RosHost
+from robots.ros2.driver import stamp_msg, stamp_s
+
+
+class RosHardware:
+    """One robot's joints through its ROS 2 driver. Thread-safe.
+
+    ``read`` raises ``TimeoutError`` when no joint state arrived within ``stale_after_s``.
+    ``latencies_s`` keeps receive time minus header stamp of the last states (wall clock).
+    """
+
+    def __init__(
+        self,
+        host: RosHost,
+        robot: str,
+        joint_names: Sequence[str],
+        control_period_s: float = 0.004,
+        stale_after_s: float = 0.1,
+    ) -> None:
+        self.robot = robot
+        self.joint_names = tuple(joint_names)
+        self.control_period_s = control_period_s
+        self.stale_after_s = stale_after_s
+        self.node = host.node("hardware", namespace=f"/{robot}")
+        self._cmd = self.node.create_publisher(JointTrajectory, "joint_command", STREAM_QOS)
+        self._grip = self.node.create_publisher(Float64, "gripper_command", STREAM_QOS)
+        self.node.create_subscription(JointStateMsg, "joint_states", self._on_state, STREAM_QOS)
+        self._cond = threading.Condition()
+        self._state: JointState | None = None
+        self._received_s = 0.0
+        self._seq = 0
+        self._seen = 0
+        self._order: list[int] | None = None
+        self.latencies_s: list[float] = []
+        self._traj = JointTrajectory()
+        self._traj.joint_names = list(self.joint_names)
+        ns = int(control_period_s * 1e9)
+        self._duration = Duration(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
+
+    def _on_state(self, msg: JointStateMsg) -> None:
+        now = time.time()
+        if self._order is None:
+            names = list(msg.name)
+            if not set(self.joint_names) <= set(names):
+                return
+            self._order = [names.index(n) for n in self.joint_names]
+        pos = np.asarray(msg.position, dtype=float)[self._order]
+        vel = np.asarray(msg.velocity, dtype=float)[self._order] if len(msg.velocity) else np.zeros(len(pos))
+        st = JointState(stamp_s(msg.header.stamp), pos, vel)
+        if len(self.latencies_s) < 100_000:
+            self.latencies_s.append(now - st.stamp_s)
+        with self._cond:
+            self._state = st
+            self._received_s = time.monotonic()
+            self._seq += 1
+            self._cond.notify_all()
+
+    def connected(self) -> bool:
+        """True once the driver's joint states arrive and it listens to commands."""
+        return self._state is not None and self._cmd.get_subscription_count() > 0
+
+    def read(self) -> JointState:
+        with self._cond:
+            if self._state is None or time.monotonic() - self._received_s > self.stale_after_s:
+                raise TimeoutError(f"no joint state from {self.robot}'s driver for {self.stale_after_s} s")
+            self._seen = self._seq
+            return self._state
+
+    def wait(self, timeout_s: float) -> JointState:
+        """Block until a joint state newer than the last one returned (``TimeoutError`` after ``timeout_s``)."""
+        with self._cond:
+            if not self._cond.wait_for(lambda: self._seq > self._seen, timeout_s):
+                raise TimeoutError(f"no joint state from {self.robot}'s driver in {timeout_s:.3f} s")
+            self._seen = self._seq
+            assert self._state is not None
+            return self._state
+
+    def write(self, position: FloatArray) -> None:
+        msg = self._traj
+        msg.header.stamp = stamp_msg(time.time())
+        msg.points = [
+            JointTrajectoryPoint(positions=np.asarray(position, dtype=float).tolist(), time_from_start=self._duration)
+        ]
+        self._cmd.publish(msg)
+
+    def set_gripper(self, closed_fraction: float) -> None:
+        self._grip.publish(Float64(data=float(closed_fraction)))

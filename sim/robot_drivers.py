@@ -1,0 +1,165 @@
+"""The live twin's robots on ROS 2: one driver node per robot, and the cell's people and parts.
+
+:func:`start_robot_drivers` is what ``atelier twin serve`` (or a test) calls next to the
+OPC-UA/Modbus servers: every robot of the plant gets a :class:`~robots.ros2.driver.RobotDriverNode`
+under ``/<robot>`` publishing ``sensor_msgs/JointState`` every twin tick (250 Hz) and following
+``joint_command``; the people the twin walks are published on ``/cell/people`` (with speeds on
+``/cell/people_speeds``) every tick, like a tracker would, and parts on ``/cell/parts/<type>``
+every 10 ticks, like a vision system would. Publishing happens on the rclpy executor thread:
+the twin's listener only hands the snapshot over.
+
+    python -m sim.robot_drivers [PLANT.yaml] [--seconds N]   # a live twin with its robot drivers
+"""
+
+from __future__ import annotations
+
+import argparse
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+from geometry_msgs.msg import Pose, PoseArray
+from std_msgs.msg import Float64MultiArray
+
+from plant.catalog import ROBOT_MODELS
+from robots.interface import FloatArray, JointState
+from robots.ros2._host import STREAM_QOS, RosHost
+from robots.ros2.driver import RobotDriverNode, stamp_msg
+from sim.live import LiveTwin
+from sim.twin import Twin
+
+
+@dataclass
+class _Snapshot:
+    people: list[tuple[str, float, float, float]] = field(default_factory=list)
+    parts: dict[str, list[tuple[float, float, float]]] | None = None
+
+
+class RobotDrivers:
+    """The running driver nodes of a live twin; :meth:`close` removes them (the twin keeps running)."""
+
+    def __init__(self, live: LiveTwin, host: RosHost, owns_host: bool, parts_every_ticks: int = 10) -> None:
+        self.live = live
+        self.host = host
+        self._owns_host = owns_host
+        tw = live.twin
+        self.drivers: dict[str, RobotDriverNode] = {}
+        for robot, spec in tw.plant.robots.items():
+            self.drivers[robot] = RobotDriverNode(
+                host,
+                robot,
+                ROBOT_MODELS[spec.model].joint_names,
+                on_command=self._command(robot),
+                on_gripper=self._gripper(robot),
+            )
+        self._node = host.node("twin_tracker", namespace="/cell")
+        self._people_pub = self._node.create_publisher(PoseArray, "/cell/people", STREAM_QOS)
+        self._speeds_pub = self._node.create_publisher(Float64MultiArray, "/cell/people_speeds", STREAM_QOS)
+        self._types = {name: p.type for name, p in tw.plant.parts.items()}
+        self._parts_pub = {
+            t: self._node.create_publisher(PoseArray, f"/cell/parts/{t}", STREAM_QOS) for t in tw.plant.part_types
+        }
+        self._lock = threading.Lock()
+        self._snap: _Snapshot | None = None
+        self._gc = self._node.create_guard_condition(self._publish_cell)
+        self._parts_every = parts_every_ticks
+        self._robots = list(tw.plant.robots)
+        live.add_listener(self._on_tick, name="robot-drivers")
+
+    def _command(self, robot: str):  # type: ignore[no-untyped-def]
+        def on(q: FloatArray) -> None:
+            self.live.submit(lambda tw: tw.set_joint_targets(robot, q))
+
+        return on
+
+    def _gripper(self, robot: str):  # type: ignore[no-untyped-def]
+        def on(f: float) -> None:
+            self.live.submit(lambda tw: tw.set_gripper(robot, f))
+
+        return on
+
+    def _on_tick(self, tw: Twin) -> None:
+        # On the twin thread: copy what is needed, hand it over, return.
+        t = tw.time_s
+        for robot in self._robots:
+            self.drivers[robot].publish(JointState(t, tw.joint_positions(robot), tw.joint_velocities(robot)))
+        snap = _Snapshot([(n, x, y, v) for n, (x, y, v) in tw.people_positions().items()])
+        if tw.ticks % self._parts_every == 0:
+            grouped: dict[str, list[tuple[float, float, float]]] = {}
+            for name, xyz in tw.part_positions().items():
+                grouped.setdefault(self._types[name], []).append(xyz)
+            snap.parts = grouped
+        with self._lock:
+            if self._snap is not None and snap.parts is None:
+                snap.parts = self._snap.parts
+            self._snap = snap
+        self._gc.trigger()
+
+    def _publish_cell(self) -> None:
+        with self._lock:
+            snap, self._snap = self._snap, None
+        if snap is None:
+            return
+        stamp = stamp_msg(time.time())
+        arr = PoseArray()
+        arr.header.stamp = stamp
+        arr.header.frame_id = "cell"
+        arr.poses = [_pose(x, y, 0.0) for _, x, y, _ in snap.people]
+        self._people_pub.publish(arr)
+        self._speeds_pub.publish(Float64MultiArray(data=[v for *_, v in snap.people]))
+        if snap.parts is not None:
+            for t, pub in self._parts_pub.items():
+                pa = PoseArray()
+                pa.header.stamp = stamp
+                pa.header.frame_id = "cell"
+                pa.poses = [_pose(*xyz) for xyz in snap.parts.get(t, [])]
+                pub.publish(pa)
+
+    def close(self) -> None:
+        self.live.remove_listener(self._on_tick)
+        if self._owns_host:
+            self.host.close()
+
+
+def _pose(x: float, y: float, z: float) -> Pose:
+    p = Pose()
+    p.position.x, p.position.y, p.position.z = float(x), float(y), float(z)
+    p.orientation.w = 1.0
+    return p
+
+
+def start_robot_drivers(live: LiveTwin, host: RosHost | None = None, domain_id: int | None = None) -> RobotDrivers:
+    """Serve every robot of the live twin as a ROS 2 driver node (and the cell's people and parts).
+
+    Pass a ``host`` to share an rclpy context with other nodes of the process; otherwise one is
+    made (``domain_id`` or ``ROS_DOMAIN_ID``) and closed with the returned object. Non-blocking.
+    """
+    own = host is None
+    return RobotDrivers(live, host or RosHost(domain_id), own)
+
+
+def main() -> None:
+    from plant import load_plant
+
+    ap = argparse.ArgumentParser(description="a live twin serving its robots as ROS 2 driver nodes")
+    ap.add_argument("plant", nargs="?", default=None)
+    ap.add_argument("--seconds", type=float, default=0.0, help="stop after this long (0: run until killed)")
+    ap.add_argument("--speed", type=float, default=1.0)
+    args = ap.parse_args()
+    twin = Twin(load_plant(args.plant) if args.plant else load_plant())
+    with LiveTwin(twin, speed=args.speed) as live:
+        drivers = start_robot_drivers(live)
+        print("ready", flush=True)
+        try:
+            end = time.monotonic() + args.seconds if args.seconds > 0 else np.inf
+            while time.monotonic() < end:
+                time.sleep(0.1)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            drivers.close()
+
+
+if __name__ == "__main__":
+    main()
