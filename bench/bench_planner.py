@@ -80,7 +80,8 @@ async def bench_mode(
     attempts: int,
     factory: TwinFactory,
 ) -> dict[str, Any]:
-    cfg = CoordinatorConfig(mode=mode, max_attempts=attempts, model=ModelConfig(timeout_s=120, max_tokens=768))  # type: ignore[arg-type]
+    model_cfg = ModelConfig(timeout_s=120, max_tokens=768)
+    cfg = CoordinatorConfig(mode=mode, max_attempts=attempts, model=model_cfg)  # type: ignore[arg-type]
     backend = make_backend(LlamaBackendConfig(model_path=model))
     planner = Planner(plant, backend, cfg)
     rehearser = Rehearser(plant, factory)

@@ -38,9 +38,20 @@ class TwinObservations:
 class TwinSession(Protocol):
     """Agents over one fresh twin, and what that twin observed."""
 
-    machines: Mapping[str, MachineAgent]
-    robots: Mapping[str, RobotAgent]
-    observations: TwinObservations
+    @property
+    def machines(self) -> Mapping[str, MachineAgent]:
+        """The machine agents of this twin."""
+
+    @property
+    def robots(self) -> Mapping[str, RobotAgent]:
+        """The robot agents of this twin."""
+
+    @property
+    def observations(self) -> TwinObservations:
+        """What the twin has seen so far."""
+
+    def time_s(self) -> float:
+        """The twin's clock (s), for step times in the report and the Gantt chart."""
 
     async def finish(self, out_dir: Path) -> None:
         """Write evidence (frames, a video) into ``out_dir`` and list it in ``observations``."""
@@ -95,6 +106,7 @@ class Rehearser:
                 session.machines,
                 session.robots,
                 timeout_margin=self.timeout_margin,
+                clock=session.time_s,
             )
             report = await ex.run_plan(plan)
             await session.finish(out)

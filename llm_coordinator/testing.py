@@ -125,7 +125,8 @@ class FakeRobot:
     async def run_skill(self, goal: SkillGoal, timeout_s: float = 60.0) -> SkillResult:
         """Pretend to perform the skill."""
         self.goals.append(goal)
-        duration = SKILLS[goal.skill].nominal_duration_s / self.speed
+        spec = SKILLS.get(goal.skill)  # the robots' own "take" (receiving a hand-over) is not a plan skill
+        duration = (spec.nominal_duration_s if spec else 8.0) / self.speed
         await asyncio.sleep(duration)
         if self.failures.get(goal.skill, 0) > 0:
             self.failures[goal.skill] -= 1
@@ -166,6 +167,10 @@ class FakeTwinSession:
     machines: dict[str, FakeMachine]
     robots: dict[str, FakeRobot]
     observations: TwinObservations = field(default_factory=TwinObservations)
+
+    def time_s(self) -> float:
+        """Fakes run on the wall clock."""
+        return time.monotonic()
 
     async def finish(self, out_dir: Path) -> None:
         """Fakes render nothing."""

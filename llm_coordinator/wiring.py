@@ -46,14 +46,18 @@ class _RuntimeRobot:
         if not ok:
             return SkillResult(goal.goal_id, Outcome.FAILED, reason)
         deadline = self.clock.time_s + timeout_s
-        while True:
-            result = rt.result_of(goal.goal_id)  # type: ignore[attr-defined]
-            if result is not None:
-                return result  # type: ignore[no-any-return]
-            if self.clock.time_s > deadline:
-                rt.cancel(goal.goal_id)  # type: ignore[attr-defined]
-                return SkillResult(goal.goal_id, Outcome.FAILED, f"no result within {timeout_s:g} s of twin time")
-            await self.clock.tick.wait()
+        try:
+            while True:
+                result = rt.result_of(goal.goal_id)  # type: ignore[attr-defined]
+                if result is not None:
+                    return result  # type: ignore[no-any-return]
+                if self.clock.time_s > deadline:
+                    rt.cancel(goal.goal_id)  # type: ignore[attr-defined]
+                    return SkillResult(goal.goal_id, Outcome.FAILED, f"no result within {timeout_s:g} s of twin time")
+                await self.clock.tick.wait()
+        except asyncio.CancelledError:
+            rt.cancel(goal.goal_id)  # type: ignore[attr-defined]
+            raise
 
     async def feedback(self) -> AsyncIterator[SkillFeedback]:
         return
@@ -72,6 +76,9 @@ class _TwinSession:
     robots: dict[str, RobotAgent]
     observations: TwinObservations
     twin: object
+
+    def time_s(self) -> float:
+        return float(self.twin.time_s)  # type: ignore[attr-defined]
 
     async def finish(self, out_dir: Path) -> None:
         try:
@@ -101,6 +108,8 @@ def twin_factory() -> TwinFactory:
         peers.runtimes.update(runtimes)
         machines: dict[str, MachineAgent] = {m: TwinMachineAgent(twin, m, drive=False) for m in plant.machines}
         robots: dict[str, RobotAgent] = {r: _RuntimeRobot(r, rt, clock) for r, rt in runtimes.items()}
+        for agent in machines.values():
+            await agent.connect()
         stop = asyncio.Event()
 
         async def run() -> None:

@@ -19,6 +19,10 @@ from llm_coordinator.testing import fake_agents, fake_twin_factory, goal_script
 from plant.config import PlantDescription
 
 
+def all_files(paths: list[str]) -> bool:
+    return all(Path(p).is_file() for p in paths)
+
+
 def coordinator(plant: PlantDescription, store: Store, tmp_path: Path, goal: str) -> Coordinator:
     backend = ScriptedBackend(goal_script({"goal": goal}))  # type: ignore[arg-type]
     planner = Planner(plant, backend, CoordinatorConfig())
@@ -30,7 +34,7 @@ async def test_work_order_to_done(demo_plant: PlantDescription, store: Store, tm
     co = coordinator(demo_plant, store, tmp_path, '{"goal": "machine_part"}')
     sub = await co.submit("Machine 2 blanks with program 4")
     assert sub.status == "awaiting_approval", sub.reasons
-    assert sub.evidence is not None and all(Path(e).is_file() for e in sub.evidence)
+    assert sub.evidence is not None and all_files(sub.evidence)
     machines, robots = fake_agents(demo_plant, 200.0)
     ex = Executor(demo_plant, store, co.gate, machines, robots)
     with pytest.raises(NotApproved):
@@ -54,7 +58,7 @@ async def test_killed_mid_plan_resumes_at_the_right_step(
     assert plan is not None
     machines, robots = fake_agents(demo_plant, 20.0)
     task = asyncio.create_task(Executor(demo_plant, store, co.gate, machines, robots).run(sub.plan_id))
-    while store.progress(sub.plan_id, plan.content_hash()).get("machine") != "done":
+    while store.progress(sub.plan_id, plan.content_hash()).get("machine") != "done":  # noqa: ASYNC110 - the store has no events
         await asyncio.sleep(0.01)
     task.cancel()  # the coordinator dies here
     with pytest.raises(asyncio.CancelledError):
