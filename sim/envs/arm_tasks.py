@@ -9,8 +9,8 @@ safety supervisor enforces.
 
 Two action modes share one observation (:func:`robots.learned.approach_spaces`):
 
-- ``tool_velocity`` (the policies'): a tool velocity as a fraction of the robot's TCP speed
-  limit, turned into joint velocities with the orientation held
+- ``tool_velocity`` (the policies'): a tool velocity (m/s) within the robot's TCP speed limit,
+  turned into joint velocities with the orientation held
   (:class:`robots.learned.ToolVelocityController`), exactly as on the robot;
 - ``joint_velocity``: a fraction of each joint's speed limit; the scripted IK baseline acts here.
 
@@ -33,12 +33,12 @@ from plant.config import PlantDescription, Pose, Robot
 from plant.packml import ACTING_TIME_S, Command
 from robots.kinematics import ArmKinematics
 from robots.learned import (
-    ApproachObservation,
     ArmLimits,
     ToolVelocityController,
     approach_spaces,
     down_rotation,
     limit_joint_velocity,
+    sense_approach,
     tool_velocity_command,
 )
 from sim._types import FloatArray
@@ -135,7 +135,7 @@ class ArmTaskEnv(gymnasium.Env[Float32Array, Float32Array]):
         self,
         robot_model: str = "ur5e",
         action_mode: ActionMode = "tool_velocity",
-        config: TaskConfig | None = None,
+        config: TaskConfig | dict[str, Any] | None = None,
         plant_file: str | Path | None = None,
         robot: str | None = None,
     ) -> None:
@@ -143,7 +143,8 @@ class ArmTaskEnv(gymnasium.Env[Float32Array, Float32Array]):
             raise ValueError(f"unknown robot model {robot_model!r}; known: {', '.join(sorted(ROBOT_MODELS))}")
         if action_mode not in ("tool_velocity", "joint_velocity"):
             raise ValueError(f"action_mode must be 'tool_velocity' or 'joint_velocity', not {action_mode!r}")
-        self.config = config or TaskConfig()
+        # A dict is accepted so that a checkpoint's JSON metadata can carry the settings.
+        self.config = TaskConfig.model_validate(config) if isinstance(config, dict) else (config or TaskConfig())
         self.action_mode: ActionMode = action_mode
         plant = load_plant(plant_file)
         self.robot = task_robot(plant, robot_model, robot)
@@ -193,6 +194,7 @@ class ArmTaskEnv(gymnasium.Env[Float32Array, Float32Array]):
         max_lag = round(self.config.latency_s[1] / ctrl_dt)
         self._history = np.zeros((max_lag + 1, 3))
         self._lag = 0
+        self._head = 0  # ring buffer of the goal's true positions, one per control tick
         self._q_cmd = self.home.copy()
         self._qd = np.zeros(self.limits.dof)
         self._q_meas = self.home.copy()
@@ -260,6 +262,7 @@ class ArmTaskEnv(gymnasium.Env[Float32Array, Float32Array]):
         self._randomise_task(rng)
         mujoco.mj_forward(self.twin.model, d)
         self._history[:] = self._goal_now()
+        self._head = 0
         self._q_cmd = q0.copy()
         self._qd = np.zeros(self.limits.dof)
         self._prev_action = np.zeros(self._action_dim)
@@ -270,19 +273,22 @@ class ArmTaskEnv(gymnasium.Env[Float32Array, Float32Array]):
 
     def step(self, action: Float32Array) -> tuple[Float32Array, float, bool, bool, dict[str, Any]]:
         """One policy step: hold the command for ``policy_dt_s`` of twin time."""
-        a = np.clip(np.nan_to_num(np.asarray(action, dtype=float)), -1.0, 1.0)
         if self.action_mode == "tool_velocity":
-            qd_des = self._tool_ctrl.joint_velocity(self._q_meas, tool_velocity_command(a, self.limits))
+            a = tool_velocity_command(np.asarray(action, dtype=float), self.limits)
+            qd_des = self._tool_ctrl.joint_velocity(self._q_meas, a)
         else:
+            a = np.clip(np.nan_to_num(np.asarray(action, dtype=float)), -1.0, 1.0)
             qd_des = a * self.limits.max_speed_rad_s
-        twin = self.twin
+        qd_des = np.nan_to_num(qd_des, nan=0.0, posinf=0.0, neginf=0.0)
+        twin, limits, dt = self.twin, self.limits, self._ctrl_dt
+        history, n_hist = self._history, len(self._history)
         for _ in range(self._ticks):
-            self._qd = limit_joint_velocity(qd_des, self._qd, self._q_cmd, self._ctrl_dt, self.limits)
-            self._q_cmd = self._q_cmd + self._qd * self._ctrl_dt
+            self._qd = limit_joint_velocity(qd_des, self._qd, self._q_cmd, dt, limits)
+            self._q_cmd = self._q_cmd + self._qd * dt
             twin.set_joint_targets(ROBOT_NAME, self._q_cmd)
             twin.step(1)
-            self._history = np.roll(self._history, 1, axis=0)
-            self._history[0] = self._goal_now()
+            self._head = (self._head + 1) % n_hist
+            history[self._head] = self._goal_now()
         self._steps += 1
         c = self.config
         dist = self._distance()
@@ -323,14 +329,13 @@ class ArmTaskEnv(gymnasium.Env[Float32Array, Float32Array]):
         twin = self.twin
         q = twin.joint_positions(ROBOT_NAME) + rng.normal(0.0, c.joint_noise_rad, self.limits.dof)
         qd = twin.joint_velocities(ROBOT_NAME) + rng.normal(0.0, c.joint_velocity_noise_rad_s, self.limits.dof)
-        tool_pos, _ = self.kinematics.fk(q)
-        jac = self.kinematics.jacobian(q)
         self._q_meas = q
-        seen = ApproachObservation(
-            q_rad=q,
-            tool_pos_m=tool_pos,
-            tool_vel_m_s=jac[:3] @ qd,
-            goal_pos_m=self._history[self._lag] + rng.normal(0.0, c.part_noise_m, 3),
+        seen = sense_approach(
+            self.kinematics,
+            q,
+            qd,
+            goal_pos_m=self._history[(self._head - self._lag) % len(self._history)]
+            + rng.normal(0.0, c.part_noise_m, 3),
             goal_vel_m_s=self._goal_velocity_seen(rng),
             age_s=self._lag * self._ctrl_dt,
             prev_action=self._prev_action[:3] if self.action_mode == "tool_velocity" else np.zeros(3),
@@ -359,7 +364,7 @@ class TrackConveyorPartEnv(ArmTaskEnv):
         self,
         robot_model: str = "ur5e",
         action_mode: ActionMode = "tool_velocity",
-        config: TaskConfig | None = None,
+        config: TaskConfig | dict[str, Any] | None = None,
         plant_file: str | Path | None = None,
         robot: str | None = None,
     ) -> None:

@@ -1,0 +1,362 @@
+"""Train a small policy on any Gymnasium environment id with Stable-Baselines3 (SAC or PPO).
+
+``train`` is seeded and reproducible (one torch thread, environments seeded ``seed + i``),
+normalises observations and rewards with running statistics (``VecNormalize``), evaluates the
+deterministic policy every ``eval_every_steps`` steps, shows a progress bar when asked, and
+writes a checkpoint directory (:mod:`policies.checkpoint`) with TorchScript and ONNX exports, a
+``training_log.json`` of losses and evaluations, and ``learning_curve.png``. It blocks until
+training ends (minutes for a full budget, seconds for a test budget).
+
+Environments arrive through Gymnasium's registry only: import the package that registers an id
+first, or name it as ``"package.module:namespace/Name-v0"``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import tempfile
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Literal
+
+import gymnasium
+import numpy as np
+import torch
+from stable_baselines3 import PPO, SAC
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.callbacks import BaseCallback, EvalCallback
+from stable_baselines3.common.logger import KVWriter, Logger
+from stable_baselines3.common.running_mean_std import RunningMeanStd
+from stable_baselines3.common.utils import set_random_seed
+from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
+
+from policies.checkpoint import CURVE_FILE, CheckpointInfo, SpaceInfo, save
+from policies.export import export_checkpoint
+from policies.networks import PolicyNet
+
+LOG_FILE = "training_log.json"
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """What to train and how. Steps count environment steps summed over the parallel copies."""
+
+    env_id: str
+    algorithm: Literal["sac", "ppo"] = "sac"
+    total_timesteps: int = 60_000
+    seed: int = 0
+    n_envs: int = 4
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
+    learning_rate: float = 3e-4
+    gamma: float = 0.99
+    hidden: tuple[int, ...] = (64, 64)  # the policy network: small, so it answers in microseconds
+    obs_clip: float = 10.0
+    # SAC (the default): off-policy, so each transition is learnt from many times; on these
+    # tasks it reaches in tens of thousands of steps what PPO had not begun to learn at 40,000.
+    # One gradient step per transition; critics wider than the actor (they are not shipped).
+    buffer_size: int = 300_000
+    learning_starts: int = 2_000
+    sac_batch_size: int = 256
+    tau: float = 0.005
+    critic_hidden: tuple[int, ...] = (128, 128)
+    # PPO: n_envs x 256 steps per update; 10 epochs of minibatches of 256.
+    n_steps: int = 256
+    batch_size: int = 256
+    n_epochs: int = 10
+    gae_lambda: float = 0.95
+    clip_range: float = 0.2
+    ent_coef: float = 0.0
+    log_std_init: float = -0.5  # exploration noise std 0.6 of an action range of 2
+    eval_every_steps: int = 20_000
+    eval_episodes: int = 20
+    progress_bar: bool = True
+    command: str = ""
+
+    def reproduce_command(self) -> str:
+        """The ``atelier`` command line that repeats this training (``command`` if given)."""
+        if self.command:
+            return self.command
+        return (
+            f"atelier policy train {self.env_id} --algorithm {self.algorithm} --timesteps {self.total_timesteps} "
+            f"--seed {self.seed} --n-envs {self.n_envs}"
+        )
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """Where the checkpoint went, its metadata, and the curves of the run."""
+
+    directory: Path
+    info: CheckpointInfo
+    updates: list[dict[str, float]]  # one entry per PPO update: losses and rollout statistics
+    evaluations: list[dict[str, float]]  # timesteps, mean/std return, success rate
+
+
+class _Recorder(KVWriter):
+    """Keeps every value Stable-Baselines3 logs, one dict per dump (one per PPO update)."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, float]] = []
+
+    def write(self, key_values: dict[str, Any], key_excluded: dict[str, tuple[str, ...]], step: int = 0) -> None:
+        row = {k: float(v) for k, v in key_values.items() if isinstance(v, int | float | np.floating | np.integer)}
+        row["timesteps"] = float(step)
+        self.rows.append(row)
+
+    def close(self) -> None:
+        pass
+
+
+class _WriteProgress(BaseCallback):
+    """After each evaluation, rewrite the training log so a long run can be watched."""
+
+    def __init__(self, path: Path, recorder: _Recorder) -> None:
+        super().__init__()
+        self.path, self.recorder = path, recorder
+
+    def _on_step(self) -> bool:
+        parent = self.parent
+        if isinstance(parent, EvalCallback):
+            self.path.write_text(
+                json.dumps(
+                    {"updates": self.recorder.rows, "evaluations": _evaluations(parent), "running": True}, indent=1
+                )
+                + "\n"
+            )
+        return True
+
+
+def _evaluations(evaluator: EvalCallback) -> list[dict[str, float]]:
+    successes = evaluator.evaluations_successes or [[]] * len(evaluator.evaluations_timesteps)
+    return [
+        {
+            "timesteps": float(t),
+            "mean_return": float(np.mean(r)),
+            "std_return": float(np.std(r)),
+            "success_rate": float(np.mean(s)) if len(s) else float("nan"),
+        }
+        for t, r, s in zip(evaluator.evaluations_timesteps, evaluator.evaluations_results, successes, strict=True)
+    ]
+
+
+def _check_registered(env_id: str) -> None:
+    if ":" in env_id:
+        return
+    if env_id not in gymnasium.registry:
+        ns = env_id.split("/")[0] if "/" in env_id else ""
+        known = sorted(k for k in gymnasium.registry if ns and k.startswith(ns + "/"))
+        raise gymnasium.error.NameNotFound(
+            f"environment {env_id!r} is not registered; import the package that registers it "
+            f"(for atelier/ ids: sim.envs) or pass 'module:{env_id}'"
+            + (f"; registered under {ns}/: {', '.join(known)}" if known else "")
+        )
+
+
+def _factory(settings: TrainSettings, seed: int) -> Any:
+    def make() -> gymnasium.Env[Any, Any]:
+        from stable_baselines3.common.monitor import Monitor
+
+        env = Monitor(gymnasium.make(settings.env_id, **settings.env_kwargs), info_keywords=("is_success",))
+        env.reset(seed=seed)
+        env.action_space.seed(seed)
+        return env
+
+    return make
+
+
+def policy_net_from_sb3(model: BaseAlgorithm, vecnorm: VecNormalize, hidden: Sequence[int]) -> PolicyNet:
+    """The deterministic actor of a trained PPO or SAC model with the running observation
+    statistics baked in: equal to ``model.predict(vecnorm.normalize_obs(obs), deterministic=True)``."""
+    obs_space, act_space = model.observation_space, model.action_space
+    assert isinstance(obs_space, gymnasium.spaces.Box) and isinstance(act_space, gymnasium.spaces.Box)
+    obs_dim, act_dim = int(obs_space.shape[0]), int(act_space.shape[0])
+    if isinstance(model, SAC):
+        net = PolicyNet(obs_dim, act_dim, hidden, "relu", squash=True)
+        net.body.load_state_dict(model.actor.latent_pi.state_dict())
+        net.head.load_state_dict(model.actor.mu.state_dict())
+    elif isinstance(model, PPO):
+        net = PolicyNet(obs_dim, act_dim, hidden, "tanh")
+        net.body.load_state_dict(model.policy.mlp_extractor.policy_net.state_dict())
+        net.head.load_state_dict(model.policy.action_net.state_dict())
+    else:
+        raise TypeError(f"cannot extract a policy from {type(model).__name__}")
+    rms = vecnorm.obs_rms
+    assert isinstance(rms, RunningMeanStd), "Box observations have one set of running statistics"
+    net.set_normalisation(torch.as_tensor(rms.mean), torch.as_tensor(rms.var), vecnorm.clip_obs, vecnorm.epsilon)
+    net.set_action_bounds(torch.as_tensor(act_space.low), torch.as_tensor(act_space.high))
+    return net.eval()
+
+
+def _model(settings: TrainSettings, venv: VecNormalize) -> BaseAlgorithm:
+    if settings.algorithm == "sac":
+        return SAC(
+            "MlpPolicy",
+            venv,
+            learning_rate=settings.learning_rate,
+            buffer_size=settings.buffer_size,
+            learning_starts=settings.learning_starts,
+            batch_size=settings.sac_batch_size,
+            tau=settings.tau,
+            gamma=settings.gamma,
+            train_freq=1,
+            gradient_steps=settings.n_envs,  # one gradient step per transition
+            policy_kwargs={"net_arch": {"pi": list(settings.hidden), "qf": list(settings.critic_hidden)}},
+            seed=settings.seed,
+            device="cpu",
+            verbose=0,
+        )
+    return PPO(
+        "MlpPolicy",
+        venv,
+        n_steps=settings.n_steps,
+        batch_size=settings.batch_size,
+        n_epochs=settings.n_epochs,
+        learning_rate=settings.learning_rate,
+        gamma=settings.gamma,
+        gae_lambda=settings.gae_lambda,
+        clip_range=settings.clip_range,
+        ent_coef=settings.ent_coef,
+        policy_kwargs={
+            "net_arch": {"pi": list(settings.hidden), "vf": list(settings.hidden)},
+            "activation_fn": torch.nn.Tanh,
+            "log_std_init": settings.log_std_init,
+        },
+        seed=settings.seed,
+        device="cpu",
+        verbose=0,
+    )
+
+
+def _versions() -> dict[str, str]:
+    out = {}
+    for pkg in ("stable_baselines3", "torch", "gymnasium", "mujoco", "numpy"):
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            out[pkg] = metadata.version(pkg)
+    return out
+
+
+def train(settings: TrainSettings, out_dir: Path) -> TrainResult:
+    """Train, then write the checkpoint, its exports, the training log and the learning curve to
+    ``out_dir`` (created; files of the same names are replaced). Blocks until done."""
+    _check_registered(settings.env_id)
+    torch.set_num_threads(1)
+    set_random_seed(settings.seed)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    venv = VecNormalize(
+        DummyVecEnv([_factory(settings, settings.seed + i) for i in range(settings.n_envs)]),
+        norm_obs=True,
+        # PPO learns from returns scaled by their running spread; SAC's critic wants raw rewards.
+        norm_reward=settings.algorithm == "ppo",
+        clip_obs=settings.obs_clip,
+        gamma=settings.gamma,
+    )
+    eval_env = VecNormalize(
+        DummyVecEnv([_factory(settings, settings.seed + 100_000)]),
+        training=False,
+        norm_obs=True,
+        norm_reward=False,
+        clip_obs=settings.obs_clip,
+    )
+    model = _model(settings, venv)
+    recorder = _Recorder()
+    model.set_logger(Logger(folder=None, output_formats=[recorder]))
+    with tempfile.TemporaryDirectory() as tmp:
+        evaluator = EvalCallback(
+            eval_env,
+            n_eval_episodes=settings.eval_episodes,
+            eval_freq=max(1, settings.eval_every_steps // settings.n_envs),
+            log_path=tmp,
+            deterministic=True,
+            verbose=0,
+            callback_after_eval=_WriteProgress(out_dir / LOG_FILE, recorder),
+        )
+        model.learn(total_timesteps=settings.total_timesteps, callback=evaluator, progress_bar=settings.progress_bar)
+    # Stable-Baselines3 writes an update's losses with the next rollout's statistics; the last
+    # update's are still pending.
+    model.logger.dump(model.num_timesteps)
+    evaluations = _evaluations(evaluator)
+    updates = [row for row in recorder.rows if any(k.startswith("train/") for k in row)]
+
+    net = policy_net_from_sb3(model, venv, settings.hidden)
+    probe = np.stack([venv.observation_space.sample() for _ in range(16)])
+    expected, _ = model.predict(venv.normalize_obs(probe), deterministic=True)
+    with torch.inference_mode():
+        got = net(torch.as_tensor(probe, dtype=torch.float32)).numpy()
+    if not np.allclose(got, expected, atol=1e-5):
+        raise RuntimeError("the extracted policy differs from the trained one; Stable-Baselines3's layout changed?")
+
+    probe_env = gymnasium.make(settings.env_id, **settings.env_kwargs)
+    dt = probe_env.unwrapped.metadata.get("policy_dt_s")
+    probe_env.close()
+    info = CheckpointInfo(
+        env_id=settings.env_id,
+        env_kwargs=dict(settings.env_kwargs),
+        algorithm=f"{settings.algorithm.upper()} (stable-baselines3)",
+        seed=settings.seed,
+        total_timesteps=int(model.num_timesteps),
+        command=settings.reproduce_command(),
+        observation=SpaceInfo.of(venv.observation_space),
+        action=SpaceInfo.of(venv.action_space),
+        hidden=tuple(settings.hidden),
+        activation=net.activation,
+        squash=net.squash,
+        policy_dt_s=float(dt) if isinstance(dt, int | float) else None,
+        versions=_versions(),
+    )
+    save(out_dir, info, net)
+    info = export_checkpoint(out_dir)
+    settings_json = {k: v for k, v in asdict(settings).items() if k != "progress_bar"}
+    (out_dir / LOG_FILE).write_text(
+        json.dumps({"settings": settings_json, "updates": updates, "evaluations": evaluations}, indent=1) + "\n"
+    )
+    plot_learning_curve(updates, evaluations, out_dir / CURVE_FILE, title=settings.env_id)
+    venv.close()
+    eval_env.close()
+    return TrainResult(out_dir, info, updates, evaluations)
+
+
+def plot_learning_curve(
+    updates: list[dict[str, float]], evaluations: list[dict[str, float]], path: Path, title: str = ""
+) -> None:
+    """Two panels over environment steps: returns (training episodes and evaluations) and the
+    evaluation success rate with the value loss. Written as a PNG without a display."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.6), dpi=90)
+    tr = [(u["timesteps"], u["rollout/ep_rew_mean"]) for u in updates if "rollout/ep_rew_mean" in u]
+    if tr:
+        ax1.plot(*zip(*tr, strict=True), color="0.6", label="training episodes (mean return)")
+    if evaluations:
+        t = np.array([e["timesteps"] for e in evaluations])
+        m = np.array([e["mean_return"] for e in evaluations])
+        s = np.array([e["std_return"] for e in evaluations])
+        ax1.plot(t, m, color="tab:blue", marker="o", ms=3, label="evaluation (deterministic)")
+        ax1.fill_between(t, m - s, m + s, color="tab:blue", alpha=0.15)
+        ax2.plot(t, [e["success_rate"] for e in evaluations], color="tab:green", marker="o", ms=3, label="success rate")
+    ax1.set_xlabel("environment steps")
+    ax1.set_ylabel("episode return")
+    if tr or evaluations:
+        ax1.legend(loc="lower right", fontsize=8)
+    ax2.set_xlabel("environment steps")
+    ax2.set_ylabel("evaluation success rate")
+    ax2.set_ylim(-0.02, 1.02)
+    key = "train/value_loss" if any("train/value_loss" in u for u in updates) else "train/critic_loss"
+    vl = [(u["timesteps"], u[key]) for u in updates if key in u]
+    if vl:
+        ax3 = ax2.twinx()
+        ax3.plot(*zip(*vl, strict=True), color="tab:red", alpha=0.5, lw=1)
+        ax3.set_ylabel(key.split("/")[1].replace("_", " "), color="tab:red")
+    if evaluations:
+        ax2.legend(loc="upper left", fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
