@@ -14,12 +14,14 @@ the twin's listener only hands the snapshot over.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import threading
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 from geometry_msgs.msg import Pose, PoseArray
+from rclpy._rclpy_pybind11 import InvalidHandle
 from std_msgs.msg import Float64MultiArray
 
 from plant.catalog import ROBOT_MODELS
@@ -94,7 +96,8 @@ class RobotDrivers:
             if self._snap is not None and snap.parts is None:
                 snap.parts = self._snap.parts
             self._snap = snap
-        self._gc.trigger()
+        with contextlib.suppress(InvalidHandle):  # closing
+            self._gc.trigger()
 
     def _publish_cell(self) -> None:
         with self._lock:

@@ -10,6 +10,7 @@ commands stop arriving after they had started, as a real driver's external-contr
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -17,6 +18,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from builtin_interfaces.msg import Time  # type: ignore[import-untyped]
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rclpy._rclpy_pybind11 import InvalidHandle
 from rclpy.node import Node
 from sensor_msgs.msg import JointState as JointStateMsg
 from std_msgs.msg import Float64
@@ -73,13 +75,15 @@ class RobotDriverNode:
         self._last_cmd_s: float | None = None
         self.watchdog_tripped = False
         self.commands_received = 0
+        self.published = 0
         self.node.create_timer(0.01, self._check_watchdog)
 
     def publish(self, state: JointState) -> None:
         """Hand over a new joint state (any thread, never blocks on ROS)."""
         with self._lock:
             self._latest = state
-        self._gc.trigger()
+        with contextlib.suppress(InvalidHandle):  # the node is being destroyed
+            self._gc.trigger()
 
     def _publish_latest(self) -> None:
         with self._lock:
@@ -91,6 +95,7 @@ class RobotDriverNode:
         msg.position = st.position.tolist()
         msg.velocity = st.velocity.tolist()
         self._pub.publish(msg)
+        self.published += 1
 
     def _on_command(self, msg: JointTrajectory) -> None:
         if not msg.points:

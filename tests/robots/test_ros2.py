@@ -1,0 +1,271 @@
+"""Robots over ROS 2 across processes: the live twin's drivers here, the runtime in a process of
+its own (``atelier robot runtime``), goals from the agent here or from a coordinator process."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from diagnostic_msgs.msg import DiagnosticArray
+
+from plant.config import PlantDescription
+from robots.interface import Outcome, SkillGoal
+from robots.ros2._host import LATCHED_QOS, STREAM_QOS, RosHost
+from robots.ros2.agent import RosRobotAgent
+from robots.ros2.hardware import RosHardware
+from sim.live import LiveTwin
+from sim.robot_drivers import RobotDrivers, start_robot_drivers
+from sim.twin import Twin
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def cell(demo_plant: PlantDescription) -> Iterator[tuple[LiveTwin, RobotDrivers, RosHost]]:
+    host = RosHost()
+    twin = Twin(demo_plant)
+    live = LiveTwin(twin).start()
+    drivers = start_robot_drivers(live, host)
+    yield live, drivers, host
+    drivers.close()
+    live.stop()
+    host.close()
+
+
+def _start_runtime(robot: str, state_dir: Path) -> subprocess.Popen[str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "llm_coordinator.cli_robot", "runtime", robot, "--state-dir", str(state_dir)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if "ready" not in line:
+        proc.kill()
+        raise AssertionError(f"runtime did not start: {line}{proc.stdout.read()}")
+    return proc
+
+
+def _kill(proc: subprocess.Popen[str], sig: int = signal.SIGTERM) -> None:
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+    if proc.stdout is not None:
+        proc.stdout.close()
+
+
+@pytest.fixture
+def runtime(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], Path]]:
+    proc = _start_runtime("ur5e_1", tmp_path)
+    holder = [proc]
+    yield proc, tmp_path
+    for p in holder:
+        _kill(p)
+
+
+class _Events:
+    def __init__(self, host: RosHost, topic: str) -> None:
+        self.items: list[tuple[float, str, str]] = []  # (receive time, kind, message)
+        self.node = host.node(f"events_{abs(hash(topic)) % 10**8}")
+        self.node.create_subscription(DiagnosticArray, topic, self._on, LATCHED_QOS)
+
+    def _on(self, msg: DiagnosticArray) -> None:
+        for st in msg.status:
+            kind = next((kv.value for kv in st.values if kv.key == "kind"), "")
+            self.items.append((time.monotonic(), kind, st.message))
+
+    def kinds(self) -> list[str]:
+        return [k for _, k, _ in self.items]
+
+
+@pytest.mark.slow
+async def test_skill_goal_moves_the_twin_and_cancel_stops_it(
+    cell: tuple[LiveTwin, RobotDrivers, RosHost],
+    runtime: tuple[subprocess.Popen[str], Path],
+    demo_plant: PlantDescription,
+) -> None:
+    live, _, host = cell
+    agent = RosRobotAgent(host, "ur5e_1")
+    assert await agent.wait_ready(20)
+    res = await agent.run_skill(SkillGoal("ros-home", "ur5e_1", "home"), 30)
+    assert res.outcome == Outcome.SUCCEEDED, res
+    res = await agent.run_skill(SkillGoal("ros-move", "ur5e_1", "move_to", {"location": "handover_point"}), 30)
+    assert res.outcome == Outcome.SUCCEEDED, res
+    target = np.array(demo_plant.locations()["handover_point"].xyz_m)
+    tool = live.read(lambda tw: tw.tool_position("ur5e_1"))
+    assert np.linalg.norm(tool - target) < 0.01
+    # A long move, cancelled while the arm is moving fast: the robot brakes and stays.
+    far = SkillGoal("ros-far", "ur5e_1", "move_joints", {"joints_rad": [-1.5, -2.2, 1.0, -1.5, -1.5, 1.5]})
+    task = asyncio.ensure_future(agent.run_skill(far, 30))
+    speed = 0.0
+    for _ in range(400):  # until the arm moves fast (planning and the SSM band take their time)
+        await asyncio.sleep(0.005)
+        speed = live.read(lambda tw: float(np.max(np.abs(tw.joint_velocities("ur5e_1")))))
+        if speed > 0.3:
+            break
+    assert speed > 0.3
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    res = agent._robot.results.get("ros-far")
+    assert res is not None and res.outcome == Outcome.CANCELLED
+    await asyncio.sleep(1.0)
+    q1 = live.read(lambda tw: tw.joint_positions("ur5e_1"))
+    await asyncio.sleep(0.5)
+    q2 = live.read(lambda tw: tw.joint_positions("ur5e_1"))
+    assert np.max(np.abs(q2 - q1)) < 0.01
+    assert np.max(np.abs(q2 - np.array(far.args["joints_rad"]))) > 0.1  # stopped short of the target
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(reason="not yet passing on the shared machine: see the issue 4 report", strict=False)
+def test_joint_states_rate_and_latency(cell: tuple[LiveTwin, RobotDrivers, RosHost]) -> None:
+    live, drivers, host = cell
+    hw = RosHardware(host, "panda_1", [f"joint{i}" for i in range(1, 8)])
+    hw.wait(5.0)
+    drv = drivers.drivers["panda_1"]
+    n0, p0, k0, t0 = len(hw.latencies_s), drv.published, live.stats.ticks, time.monotonic()
+    time.sleep(2.0)
+    wall = time.monotonic() - t0
+    ticks = live.stats.ticks - k0
+    # The driver publishes every twin tick (250 Hz when the twin keeps real time; on a loaded
+    # machine a late executor coalesces ticks, newest first, so we compare with the ticks run).
+    assert ticks / wall >= 240
+    assert (drv.published - p0) >= 0.9 * ticks
+    received = len(hw.latencies_s) - n0
+    assert received >= 0.9 * (drv.published - p0)
+    lat = np.array(hw.latencies_s[n0:])
+    assert np.median(lat) < 0.004
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(reason="not yet passing on the shared machine: see the issue 4 report", strict=False)
+async def test_killing_the_command_source_trips_the_watchdog(
+    cell: tuple[LiveTwin, RobotDrivers, RosHost], runtime: tuple[subprocess.Popen[str], Path]
+) -> None:
+    live, drivers, host = cell
+    events = _Events(host, "/ur5e_1/safety/events")
+    agent = RosRobotAgent(host, "ur5e_1")
+    assert await agent.wait_ready(20)
+    res = await agent.run_skill(SkillGoal("wd-home", "ur5e_1", "home"), 30)
+    assert res.outcome == Outcome.SUCCEEDED
+    # A teleoperation process streams joint commands turning the base, then is killed.
+    script = (
+        "import sys, time\n"
+        "from robots.ros2._host import RosHost, STREAM_QOS\n"
+        "from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint\n"
+        "h = RosHost(); n = h.node('teleop'); p = n.create_publisher(JointTrajectory, '/ur5e_1/stream_command', STREAM_QOS)\n"
+        "while p.get_subscription_count() == 0: time.sleep(0.01)\n"
+        "print('streaming', flush=True); t0 = time.monotonic(); q = [0.0, -1.5708, 1.5708, -1.5708, -1.5708, 0.0]\n"
+        "while True:\n"
+        "    m = JointTrajectory(); m.header.frame_id = 'teleop'\n"
+        "    q[0] = 0.8 * (time.monotonic() - t0)\n"
+        "    m.points = [JointTrajectoryPoint(positions=q)]; p.publish(m); time.sleep(0.004)\n"
+    )
+    teleop = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert teleop.stdout is not None and "streaming" in teleop.stdout.readline()
+        await asyncio.sleep(1.0)
+        assert live.read(lambda tw: abs(float(tw.joint_velocities("ur5e_1")[0]))) > 0.3
+        killed = time.monotonic()
+        teleop.kill()
+        teleop.wait(5)
+        killed_wait = time.monotonic()
+        await asyncio.sleep(1.5)
+    finally:
+        _kill(teleop, signal.SIGKILL)
+    wd = [t for t, k, _ in events.items if k == "watchdog"]
+    assert wd, events.items
+    assert wd[0] - killed < 0.1 + 0.05  # timeout 100 ms + transport and scheduling
+    assert live.read(lambda tw: float(np.max(np.abs(tw.joint_velocities("ur5e_1"))))) < 0.05
+    # Killing the runtime itself (the driver's command source) trips the driver's watchdog.
+    driver_events = _Events(host, "/ur5e_1/driver/events")
+    task = asyncio.ensure_future(
+        agent.run_skill(
+            SkillGoal("wd-far", "ur5e_1", "move_joints", {"joints_rad": [-1.5, -2.2, 1.0, -1.5, -1.5, 1.5]}), 30
+        )
+    )
+    await asyncio.sleep(0.5)
+    proc, _ = runtime
+    proc.kill()
+    proc.wait(5)
+    assert killed_wait > killed
+    await asyncio.sleep(1.0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert "watchdog" in driver_events.kinds()
+    assert drivers.drivers["ur5e_1"].watchdog_tripped
+    assert live.read(lambda tw: float(np.max(np.abs(tw.joint_velocities("ur5e_1"))))) < 0.05
+
+
+def _coordinator(goal_id: str) -> str:
+    """A coordinator process: one goal through the agent, prints the outcome and reason."""
+    script = (
+        "import asyncio\n"
+        "from robots.interface import SkillGoal\n"
+        "from robots.ros2._host import RosHost\n"
+        "from robots.ros2.agent import RosRobotAgent\n"
+        "async def main():\n"
+        "    with RosHost() as h:\n"
+        "        a = RosRobotAgent(h, 'ur5e_1'); assert await a.wait_ready(20)\n"
+        f"        r = await a.run_skill(SkillGoal('{goal_id}', 'ur5e_1', 'home'), 30)\n"
+        "        print(r.outcome.value, '|', r.reason, flush=True)\n"
+        "asyncio.run(main())\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(reason="not yet passing on the shared machine: see the issue 4 report", strict=False)
+def test_estop_survives_restarts_until_operator_reset(
+    cell: tuple[LiveTwin, RobotDrivers, RosHost], runtime: tuple[subprocess.Popen[str], Path]
+) -> None:
+    proc, state_dir = runtime
+    env = dict(os.environ)
+    cli = [sys.executable, "-m", "llm_coordinator.cli_robot"]
+    out = subprocess.run(
+        [*cli, "estop", "ur5e_1", "--state-dir", str(state_dir)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert out.returncode == 0 and "latched" in out.stdout, out
+    # The coordinator asks, is refused; it restarts (a new process) and is refused again.
+    assert _coordinator("es-1").startswith("stopped_by_safety")
+    assert _coordinator("es-2").startswith("stopped_by_safety")
+    # The runtime restarts too: the latch file holds.
+    _kill(proc)
+    proc2 = _start_runtime("ur5e_1", state_dir)
+    try:
+        assert _coordinator("es-3").startswith("stopped_by_safety")
+        out = subprocess.run(
+            [*cli, "estop-reset", "ur5e_1", "--operator", "alice", "--state-dir", str(state_dir)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+        )
+        assert out.returncode == 0 and "reset" in out.stdout, out
+        assert _coordinator("es-4").startswith("succeeded")
+    finally:
+        _kill(proc2)
