@@ -18,7 +18,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 
 from plant.config import PlantDescription
 from robots.interface import Outcome, SkillGoal
-from robots.ros2._host import LATCHED_QOS, STREAM_QOS, RosHost
+from robots.ros2._host import LATCHED_QOS, RosHost
 from robots.ros2.agent import RosRobotAgent
 from robots.ros2.hardware import RosHardware
 from sim.live import LiveTwin
@@ -168,7 +168,8 @@ async def test_killing_the_command_source_trips_the_watchdog(
         "import sys, time\n"
         "from robots.ros2._host import RosHost, STREAM_QOS\n"
         "from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint\n"
-        "h = RosHost(); n = h.node('teleop'); p = n.create_publisher(JointTrajectory, '/ur5e_1/stream_command', STREAM_QOS)\n"
+        "h = RosHost(); n = h.node('teleop')\n"
+        "p = n.create_publisher(JointTrajectory, '/ur5e_1/stream_command', STREAM_QOS)\n"
         "while p.get_subscription_count() == 0: time.sleep(0.01)\n"
         "print('streaming', flush=True); t0 = time.monotonic(); q = [0.0, -1.5708, 1.5708, -1.5708, -1.5708, 0.0]\n"
         "while True:\n"
@@ -176,7 +177,7 @@ async def test_killing_the_command_source_trips_the_watchdog(
         "    q[0] = 0.8 * (time.monotonic() - t0)\n"
         "    m.points = [JointTrajectoryPoint(positions=q)]; p.publish(m); time.sleep(0.004)\n"
     )
-    teleop = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    teleop = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.PIPE, text=True)  # noqa: ASYNC220
     try:
         assert teleop.stdout is not None and "streaming" in teleop.stdout.readline()
         await asyncio.sleep(1.0)
