@@ -79,6 +79,7 @@ class NetworkAgent(ABC):
         self.name = name
         self.machine = machine
         self.tags: dict[str, TagBase] = dict(machine.tags)
+        self._readable_names = frozenset(n for n, t in self.tags.items() if t.access != "write")
         self.connect_timeout_s = connect_timeout_s
         self.request_timeout_s = request_timeout_s
         self.reconnect_initial_s = reconnect_initial_s
@@ -252,7 +253,9 @@ class NetworkAgent(ABC):
                 continue
             gen = self._generation
             try:
-                return await asyncio.wait_for(op(), max(0.001, min(remaining, self.request_timeout_s)))
+                # Each request carries the library's own timeout (request_timeout_s); no extra
+                # task per call here, it would cost more than a loopback read.
+                return await op()
             except TimeoutError:
                 if time.monotonic() >= deadline:
                     raise TimeoutError(f"{self.name}: no answer from {self.machine.endpoint} in time") from None
@@ -269,6 +272,8 @@ class NetworkAgent(ABC):
         return tag
 
     def _readable(self, names: list[str]) -> None:
+        if self._readable_names.issuperset(names):
+            return
         for n in names:
             if self._tag(n).access == "write":
                 raise TagError(self.name, n, "is write-only")
@@ -357,7 +362,7 @@ class NetworkAgent(ABC):
             seq = self._next_seq()
             raw_seq = check_write(self.name, "command_seq", self.tags["command_seq"], seq)
             await self._call(lambda: self._write({"command": raw_cmd, "command_seq": raw_seq}), deadline)
-            names = self._status_names(COMMAND_TAGS)
+            names = [t for t in dict.fromkeys((*STATUS_TAGS, *COMMAND_TAGS)) if t in self.tags]
             while True:
                 v = await self._call(lambda: self._read(names), deadline)
                 if int(v["command_ack"]) == seq:

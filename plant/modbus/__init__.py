@@ -14,6 +14,7 @@ registers or 2000 bits). Modbus has no subscriptions, so waits poll once per PLC
 from __future__ import annotations
 
 import asyncio
+import struct
 from typing import Any
 from urllib.parse import urlparse
 
@@ -21,7 +22,7 @@ from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
 
 from plant._agent import NetworkAgent, TransportLost
-from plant.codec import CodecError, RawValue, decode_registers, encode_registers, from_raw
+from plant.codec import CodecError, RawValue, encode_registers, register_decoder
 from plant.config import ModbusMachine, ModbusTag
 from plant.interface import ConnectError, MachineError, TagValue
 
@@ -47,16 +48,20 @@ class _ExceptionReply(Exception):
         super().__init__(_EXCEPTIONS.get(code, f"exception {code}"))
 
 
-def runs(tags: list[tuple[str, ModbusTag]]) -> list[tuple[str, int, int, list[tuple[str, ModbusTag]]]]:
+def runs(
+    tags: list[tuple[str, ModbusTag]], covered: frozenset[tuple[str, int]] = frozenset()
+) -> list[tuple[str, int, int, list[tuple[str, ModbusTag]]]]:
     """Group tags into requests: (table, first address, count, tags) for each run of tags of one
-    table whose addresses follow without a gap, within the per-request limit."""
+    table whose addresses follow without a gap, within the per-request limit. A gap made only of
+    ``covered`` addresses (other tags of the map, which the device has) is read through."""
     out: list[tuple[str, int, int, list[tuple[str, ModbusTag]]]] = []
-    for name, tag in sorted(tags, key=lambda nt: (nt[1].table, nt[1].address)):
+    for name, tag in sorted(dict(tags).items(), key=lambda nt: (nt[1].table, nt[1].address)):
         limit = MAX_BITS if tag.table in ("coil", "discrete_input") else MAX_REGISTERS
         if out:
             table, start, count, members = out[-1]
             end = start + count
-            if table == tag.table and tag.address <= end and tag.address + tag.register_count - start <= limit:
+            bridged = all((tag.table, a) in covered for a in range(end, tag.address))
+            if table == tag.table and bridged and tag.address + tag.register_count - start <= limit:
                 members.append((name, tag))
                 out[-1] = (table, start, max(end, tag.address + tag.register_count) - start, members)
                 continue
@@ -79,6 +84,12 @@ class ModbusAgent(NetworkAgent):
         self.poll_interval_s = poll_interval_s
         self.mtags: dict[str, ModbusTag] = dict(machine.tags)
         self._client: AsyncModbusTcpClient | None = None
+        self._decoders = {n: register_decoder(t) for n, t in self.mtags.items()}
+        self._covered = frozenset(
+            (t.table, a) for t in self.mtags.values() for a in range(t.address, t.address + t.register_count)
+        )
+        # Request plans by the tuple of tag names read (the same few sets are read over and over).
+        self._plans: dict[tuple[str, ...], list[tuple[str, int, int, list[tuple[str, ModbusTag]]]]] = {}
 
     # ------------------------------------------------------------------ transport
 
@@ -157,7 +168,14 @@ class ModbusAgent(NetworkAgent):
 
     async def _read(self, names: list[str]) -> dict[str, TagValue]:
         out: dict[str, TagValue] = {}
-        for table, start, count, members in runs([(n, self.mtags[n]) for n in names]):
+        key = tuple(names)
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = runs([(n, self.mtags[n]) for n in names], self._covered)
+            if len(self._plans) < 256:
+                self._plans[key] = plan
+        decoders = self._decoders
+        for table, start, count, members in plan:
             try:
                 data = await self._request(table, start, count)
             except _ExceptionReply as exc:
@@ -168,12 +186,8 @@ class ModbusAgent(NetworkAgent):
             for name, tag in members:
                 off = tag.address - start
                 try:
-                    if table in ("coil", "discrete_input"):
-                        out[name] = bool(data[off])
-                    else:
-                        regs = [int(r) for r in data[off : off + tag.register_count]]
-                        out[name] = from_raw(tag, decode_registers(tag, regs))
-                except CodecError as exc:
+                    out[name] = decoders[name](data[off : off + tag.register_count])  # type: ignore[arg-type]
+                except (CodecError, struct.error) as exc:
                     raise MachineError(self.name, f"tag {name!r}: {exc}") from None
         return out
 

@@ -19,6 +19,7 @@ from plant.codec import (
     encode_registers,
     from_raw,
     printable,
+    register_decoder,
     same_value,
     to_raw,
 )
@@ -186,3 +187,22 @@ def test_printable_escapes_control_characters_and_cuts() -> None:
     assert "\x1b" not in shown and "\n" not in shown and "\u202e" not in shown and "\x00" not in shown
     assert "\\x1b[31mred\\x0d\\x0aIGNORE PREVIOUS INSTRUCTIONS\\u202e\\x00" in shown
     assert len(printable("x" * 1000, limit=50)) == 50
+
+
+@given(
+    data=st.data(),
+    dt=st.sampled_from([*NUMERIC, "bool"]),
+    bo=ORDERS,
+    wo=ORDERS,
+    scale=st.sampled_from([1.0, 0.1, -2.0]),
+    offset=st.sampled_from([0.0, 5.0]),
+)
+def test_prepared_decoder_agrees_with_decode_and_from_raw(
+    data: st.DataObject, dt: str, bo: str, wo: str, scale: float, offset: float
+) -> None:
+    tag = mtag(dt, bo, wo) if dt == "bool" else mtag(dt, bo, wo, scale=scale, offset=offset)
+    regs = data.draw(st.lists(st.integers(0, 0xFFFF), min_size=tag.register_count, max_size=tag.register_count))
+    want = from_raw(tag, decode_registers(tag, regs))
+    got = register_decoder(tag)(regs)
+    assert type(got) is type(want)
+    assert got == want or (math.isnan(got) and math.isnan(want))  # type: ignore[arg-type]
