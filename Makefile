@@ -12,16 +12,30 @@ $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
-install: $(BIN)/python system-deps
+# llama.cpp has no wheel: it is built from source. The default native build crashes on CPUs
+# with AMX, so build portable AVX2 code; --no-cache-dir because pip's wheel cache ignores CMAKE_ARGS.
+LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
+$(VENV)/.llama-built: | $(BIN)/python
+	$(BIN)/python -c "import llama_cpp" 2>/dev/null || \
+	  CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip install --quiet --no-cache-dir 'llama-cpp-python==0.3.36'
+	touch $@
+
+install: $(BIN)/python system-deps $(VENV)/.llama-built
 	$(BIN)/pip install --quiet -e .
 
-install-dev: $(BIN)/python system-deps
+install-dev: $(BIN)/python system-deps $(VENV)/.llama-built
 	$(BIN)/pip install --quiet -e '.[dev]'
 
-# Offscreen rendering needs EGL (Mesa); install it from Debian when it is missing.
+# Offscreen rendering needs EGL (Mesa); the console's browser tests need Debian's Chromium.
+# Both are installed from Debian when missing (as root; otherwise say what to install).
 system-deps:
-	@ldconfig -p | grep -q 'libEGL.so.1' || { command -v apt-get >/dev/null && \
-	  (apt-get update -qq && apt-get install -y -qq libegl1 libgl1-mesa-dri libosmesa6 >/dev/null) ; } || true
+	@missing=""; ldconfig -p | grep -q 'libEGL.so.1' || missing="$$missing libegl1 libgl1-mesa-dri"; \
+	  [ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
+	  if [ -n "$$missing" ]; then \
+	    if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	    else echo "please install with apt-get:$$missing"; fi; \
+	  fi
 
 demo: install
 	$(BIN)/atelier sim --seconds 10 --render $(OUT)/demo_cell.mp4
