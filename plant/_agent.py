@@ -253,9 +253,10 @@ class NetworkAgent(ABC):
                 continue
             gen = self._generation
             try:
-                # Each request carries the library's own timeout (request_timeout_s); no extra
-                # task per call here, it would cost more than a loopback read.
-                return await op()
+                # asyncio.timeout, not wait_for: no extra task per call (it would cost more than
+                # a loopback read); the libraries also time each request out themselves.
+                async with asyncio.timeout(max(0.001, min(remaining, self.request_timeout_s * 2))):
+                    return await op()
             except TimeoutError:
                 if time.monotonic() >= deadline:
                     raise TimeoutError(f"{self.name}: no answer from {self.machine.endpoint} in time") from None
