@@ -40,7 +40,16 @@ from llm_coordinator._lexicon import (
     UNSUPPORTED_ACTIONS,
 )
 from llm_coordinator.config import CoordinatorConfig
-from llm_coordinator.context import PlantSnapshot, build_context, build_goal_context, goal_options
+from llm_coordinator.context import (
+    FENCE_CLOSE,
+    FENCE_OPEN,
+    FENCE_RULE,
+    PlantSnapshot,
+    build_context,
+    build_goal_context,
+    fence,
+    goal_options,
+)
 from llm_coordinator.guardrails import NEEDS_RESET, Verdict, check, mark_hazards, step_resources
 from llm_coordinator.interface import BackendError, BackendTimeout, ChatMessage, LLMBackend
 from llm_coordinator.plan import (
@@ -54,7 +63,6 @@ from llm_coordinator.plan import (
     TaskIntent,
     TasksIntent,
     plan_schema,
-    step_variants,
 )
 from llm_coordinator.scheduler import ProtoStep, schedule, sequential
 from plant.config import PlantDescription, Recipe
@@ -162,6 +170,35 @@ def explicit_params(order: str, recipe: Recipe) -> dict[str, int | float]:
         m = re.search(rf"\b{re.escape(label)}\s*(?:#|no\.?|number|=|:)?\s*(-?\d+(?:\.\d+)?)", t)
         if m:
             out[name] = int(float(m.group(1))) if p.type == "int" else float(m.group(1))
+    return out
+
+
+def _candidates(plant: PlantDescription, arg_type: str, agent: str | None) -> list[str]:
+    """Names an argument of this type may take (robots other than the agent itself)."""
+    domain: dict[str, list[str]] = {
+        "location": list(plant.locations()),
+        "bin": list(plant.bins()),
+        "part_type": list(plant.part_types),
+        "part": list(plant.parts),
+        "robot": [r for r in plant.robots if r != agent],
+        "machine": list(plant.machines),
+    }
+    return domain.get(arg_type, [])
+
+
+def _mentioned(order: str, candidates: Sequence[str]) -> list[str]:
+    """Candidates the order names: in full, with spaces for underscores, or by a word of four
+    letters or more that belongs to that candidate alone ("quarantine" -> quarantine_bin)."""
+    t = _norm(order).replace("handover", "hand over")
+    words = {c: [w for w in c.replace("handover", "hand_over").split("_") if len(w) >= 4] for c in candidates}
+    full = [c for c in candidates if re.search(rf"\b{re.escape(c.replace('_', ' '))}\b", t.replace("_", " "))]
+    if full:
+        return full
+    out = []
+    for c, ws in words.items():
+        own = [w for w in ws if not any(w in o for oc, o in words.items() if oc != c)]
+        if any(re.search(rf"\b{re.escape(w)}", t) for w in own):
+            out.append(c)
     return out
 
 
@@ -501,26 +538,6 @@ def _goal_schema(plant: PlantDescription) -> dict[str, Any]:
     }
 
 
-def _tasks_schema(plant: PlantDescription) -> dict[str, Any]:
-    variants = []
-    for v in step_variants(plant):
-        props = v["properties"]
-        variants.append(
-            {
-                "type": "object",
-                "properties": {"skill": props["skill"], "agent": props["agent"], "args": props["args"]},
-                "required": ["skill", "agent", "args"],
-                "additionalProperties": False,
-            }
-        )
-    return {
-        "type": "object",
-        "properties": {"tasks": {"type": "array", "items": {"anyOf": variants}, "minItems": 1, "maxItems": 6}},
-        "required": ["tasks"],
-        "additionalProperties": False,
-    }
-
-
 class Planner:
     """Turns work orders into checked plans with one model backend (see the module docstring).
 
@@ -533,7 +550,6 @@ class Planner:
         self.backend = backend
         self.config = config or CoordinatorConfig()
         self._goal_schema = _goal_schema(plant)
-        self._tasks_schema = _tasks_schema(plant)
         self._plan_schema = plan_schema(plant)
 
     async def _ask(
@@ -638,24 +654,10 @@ class Planner:
             return None
         try:
             if goal == "tasks":
-                tctx = build_context(
-                    self.plant,
-                    order,
-                    mode="direct",
-                    snapshot=snapshot,
-                    feedback=reasons,
-                    max_tokens=self.config.context_max_tokens,
-                )
-                ttext = await self._ask(out, "tasks", tctx.system, tctx.user, self._tasks_schema, 300)
-                if ttext is None:
+                task = await self._ask_task(out, order, reasons)
+                if task is None:
                     return None
-                try:
-                    raw = json.loads(ttext)
-                    intent = TasksIntent(goal="tasks", tasks=[TaskIntent(**t) for t in raw["tasks"]])
-                except (ValueError, KeyError, TypeError, ValidationError) as exc:
-                    out.attempts[-1].error = f"not a list of tasks: {str(exc)[:200]}"
-                    reasons[:] = ["answer a list of tasks, each with a skill, an agent and its args"]
-                    return None
+                intent = TasksIntent(goal="tasks", tasks=[task])
                 protos, notes = expand_tasks(self.plant, intent, order, snapshot)
                 recipe = None
             else:
@@ -675,6 +677,85 @@ class Planner:
         out.intent = intent
         protos = _resets(self.plant, protos, snapshot, notes)
         return finish_plan(self.plant, protos, work_order=order, mode="intent", recipe=recipe, notes=notes)
+
+    async def _choose(
+        self, out: PlanningOutcome, stage: str, question: str, order: str, options: dict[str, str]
+    ) -> str | None:
+        """One small closed question to the model: pick one of ``options`` (name -> meaning)."""
+        if len(options) == 1:
+            return next(iter(options))
+        system = f"{question} Answer with JSON. {FENCE_RULE}\n\nOptions:\n" + "\n".join(
+            f"- {k}: {v}" if v else f"- {k}" for k, v in options.items()
+        )
+        user = f"Work order {FENCE_OPEN}\n{fence(order, 1000)}\n{FENCE_CLOSE}"
+        schema = {
+            "type": "object",
+            "properties": {stage: {"type": "string", "enum": list(options)}},
+            "required": [stage],
+            "additionalProperties": False,
+        }
+        text = await self._ask(out, stage, system, user, schema, 40)
+        if text is None:
+            return None
+        try:
+            value = json.loads(text)[stage]
+        except (ValueError, KeyError, TypeError) as exc:
+            out.attempts[-1].error = f"not an answer: {exc}"
+            return None
+        if value not in options:
+            out.attempts[-1].error = f"{value!r} is not an option"
+            return None
+        return str(value)
+
+    async def _ask_task(self, out: PlanningOutcome, order: str, reasons: list[str]) -> TaskIntent | None:
+        """Single-task intent, one slot at a time: the skill (model), the agent and each argument
+        (the order's own words when they name exactly one candidate, else the model)."""
+        plant = self.plant
+        skills = sorted({s for a in plant.agents() for s in plant.agent_skills(a)})
+        skill = await self._choose(
+            out, "skill", "Which skill does the work order ask for?", order, {k: SKILLS[k].description for k in skills}
+        )
+        if skill is None:
+            return None
+        capable = [a for a in plant.agents() if skill in plant.agent_skills(a)]
+        named = [a for a in mentioned_agents(order, plant) if a in capable]
+        if len(named) == 1 or len(capable) == 1:
+            agent: str | None = (named or capable)[0]
+        else:
+            agent = await self._choose(
+                out, "agent", f"Which agent should {skill}?", order, {a: plant.agents()[a] for a in (named or capable)}
+            )
+            if agent is None:
+                return None
+        args: dict[str, ArgValue] = {}
+        for name, spec in SKILLS[skill].args.items():
+            if spec.type in ("int", "float"):
+                m = re.search(
+                    rf"\b{re.escape(name.replace('_', ' '))}\s*(?:#|no\.?|number)?\s*(-?\d+(?:\.\d+)?)", _norm(order)
+                )
+                if m:
+                    args[name] = int(float(m.group(1))) if spec.type == "int" else float(m.group(1))
+                elif spec.required:
+                    return None
+                continue
+            if spec.type == "joints":
+                return None  # joint targets are not read from words; direct mode or a person
+            candidates = _candidates(plant, spec.type, agent)
+            hits = _mentioned(order, candidates)
+            if len(hits) == 1 or len(candidates) == 1:
+                args[name] = (hits or candidates)[0]
+            elif spec.required:
+                value = await self._choose(
+                    out,
+                    name,
+                    f"Which {spec.type.replace('_', ' ')} does the work order mean for {name}?",
+                    order,
+                    dict.fromkeys(hits or candidates, ""),
+                )
+                if value is None:
+                    return None
+                args[name] = value
+        return TaskIntent(skill=skill, agent=agent, args=args)
 
     async def _direct_attempt(
         self,
