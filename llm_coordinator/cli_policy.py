@@ -48,10 +48,10 @@ def train_cmd(
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="checkpoint directory to write")] = Path(
         "out/policies/latest"
     ),
-    algorithm: Annotated[str, typer.Option(help="sac or ppo (Stable-Baselines3)")] = "sac",
-    timesteps: Annotated[int, typer.Option(min=256, help="environment steps over all copies")] = 60_000,
+    algorithm: Annotated[str, typer.Option(help="ppo or sac (Stable-Baselines3)")] = "ppo",
+    timesteps: Annotated[int, typer.Option(min=256, help="environment steps over all copies")] = 200_000,
     seed: Annotated[int, typer.Option(help="seed of everything random in training")] = 0,
-    n_envs: Annotated[int, typer.Option(min=1, max=64, help="environment copies stepped in turn")] = 4,
+    n_envs: Annotated[int, typer.Option(min=1, max=64, help="environment copies stepped in turn")] = 8,
     eval_every: Annotated[int, typer.Option(min=256, help="evaluate every this many steps")] = 20_000,
     eval_episodes: Annotated[int, typer.Option(min=1, help="episodes per evaluation")] = 20,
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,

@@ -119,7 +119,8 @@ class ArmTaskEnv(gymnasium.Env[Float32Array, Float32Array]):
     """Base of the arm tasks: bring the tool's grip point to a goal and hold it there.
 
     Observation and action: :func:`robots.learned.approach_spaces` for this robot. Reward: minus
-    the distance to the goal (m) per step, minus a smoothness term, plus a bonus on success
+    the distance to the goal (m) per step, plus the progress toward it, minus a smoothness
+    term, plus a bonus on success
     (inside ``goal_tolerance_m`` for ``hold_s``; the episode ends) and minus a penalty when the arm
     touches the belt, the part or the floor (the episode ends). ``info`` carries ``distance_m``,
     ``is_success``, ``time_s`` and, on success, ``time_to_goal_s``.
@@ -203,6 +204,7 @@ class ArmTaskEnv(gymnasium.Env[Float32Array, Float32Array]):
         self._inside = 0
         self._goal = np.zeros(3)
         self._goal_vel = np.zeros(3)
+        self._last_dist = 0.0
 
     def make_kinematics(self) -> ArmKinematics:
         """Kinematics of the task's arm to its grip point, with its own scratch data."""
@@ -269,7 +271,8 @@ class ArmTaskEnv(gymnasium.Env[Float32Array, Float32Array]):
         self._steps = 0
         self._inside = 0
         obs = self._observe()
-        return obs, {"distance_m": self._distance(), "is_success": False, "time_s": 0.0}
+        self._last_dist = self._distance()
+        return obs, {"distance_m": self._last_dist, "is_success": False, "time_s": 0.0}
 
     def step(self, action: Float32Array) -> tuple[Float32Array, float, bool, bool, dict[str, Any]]:
         """One policy step: hold the command for ``policy_dt_s`` of twin time."""
@@ -292,10 +295,13 @@ class ArmTaskEnv(gymnasium.Env[Float32Array, Float32Array]):
         self._steps += 1
         c = self.config
         dist = self._distance()
+        progress, self._last_dist = self._last_dist - dist, dist
         self._inside = self._inside + 1 if dist < c.goal_tolerance_m else 0
         success = self._inside >= self._hold_steps
         touched = self._arm_touches()
-        reward = -c.w_distance * dist - c.w_smooth * float(np.sum((a - self._prev_action) ** 2))
+        reward = (
+            -c.w_distance * dist + c.w_progress * progress - c.w_smooth * float(np.sum((a - self._prev_action) ** 2))
+        )
         if success:
             reward += c.success_bonus
         if touched:
