@@ -179,13 +179,46 @@ def register(app: typer.Typer) -> None:
         out.print(f"plan {plan_id} rejected")
 
     @app.command("run")
-    def run_cmd(plan_id: int, db: DbOpt = "sqlite:///atelier.db") -> None:
-        """Run an approved plan on the live agents (not wired yet: needs the live agent builders)."""
-        err.print(
-            "atelier run needs the live machine and robot agents (OPC-UA, Modbus, ROS 2); "
-            "they are wired in llm_coordinator.wiring when those backends land"
-        )
-        raise typer.Exit(3)
+    def run_cmd(
+        plan_id: int,
+        in_process: Annotated[
+            bool, typer.Option("--in-process", help="run on a fresh in-process twin instead of the live plant")
+        ] = False,
+        db: DbOpt = "sqlite:///atelier.db",
+        plant_file: PlantOpt = None,
+    ) -> None:
+        """Run an approved plan (refused unless approved for its exact hash, with every hazardous
+        step confirmed). Live agents over OPC-UA, Modbus and ROS 2 are wired when they land."""
+        from llm_coordinator.approval import ApprovalGate, NotApproved
+        from llm_coordinator.executor import Executor
+
+        if not in_process:
+            err.print(
+                "running on the live plant needs the protocol agents (OPC-UA, Modbus, ROS 2), which are not "
+                "wired into llm_coordinator.wiring yet; use --in-process to run on the in-process twin"
+            )
+            raise typer.Exit(3)
+        from llm_coordinator.wiring import twin_factory
+
+        plant = _plant(plant_file)
+        store = Store(db)
+        gate = ApprovalGate(store, plant)  # type: ignore[arg-type]
+
+        async def go() -> int:
+            async with twin_factory()(plant) as twin:  # type: ignore[arg-type]
+                ex = Executor(plant, store, gate, twin.machines, twin.robots)  # type: ignore[arg-type]
+                try:
+                    report = await ex.run(plan_id, actor="cli")
+                except NotApproved as exc:
+                    for r in exc.reasons:
+                        err.print(f"  - {r}", highlight=False)
+                    return 2
+            for rec in report.records:
+                out.print(f"  {rec.step:20s} {rec.agent:12s} {rec.status:7s} {rec.detail}", highlight=False)
+            out.print(f"plan {plan_id}: {report.status}" + (f" ({report.reason})" if report.reason else ""))
+            return 0 if report.status == "done" else 1
+
+        raise typer.Exit(asyncio.run(go()))
 
     @audit_app.command("verify")
     def audit_verify(db: DbOpt = "sqlite:///atelier.db") -> None:

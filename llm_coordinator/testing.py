@@ -109,7 +109,7 @@ class FakeMachine:
                 return st
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{self.name} stayed {st.state.name}")
-            await asyncio.sleep(0.002)
+            await asyncio.sleep(0.01)
 
 
 @dataclass
