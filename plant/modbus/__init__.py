@@ -186,7 +186,7 @@ class ModbusAgent(NetworkAgent):
             for name, tag in members:
                 off = tag.address - start
                 try:
-                    out[name] = decoders[name](data[off : off + tag.register_count])  # type: ignore[arg-type]
+                    out[name] = decoders[name](data, off)
                 except (CodecError, struct.error) as exc:
                     raise MachineError(self.name, f"tag {name!r}: {exc}") from None
         return out
