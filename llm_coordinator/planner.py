@@ -646,11 +646,18 @@ class Planner:
             return None
         intent: RecipeIntent | TasksIntent | CannotIntent
         if goal == "cannot":
-            intent = CannotIntent(goal="cannot", missing="the model found no recipe or skill for it")
-            out.intent = intent
-            out.status = "refused"
-            out.refusal = Refusal((), f"no recipe or skill of plant {self.plant.name} does this order (model's answer)")
-            out.reasons = [out.refusal.reason]
+            # Nothing the order names is missing (checked before any call), so a small model's
+            # "cannot" is more often wrong than right: ask again, and refuse only if it insists.
+            out.intent = CannotIntent(goal="cannot", missing="the model found no recipe or skill for it")
+            out.attempts[-1].error = "the model answered cannot"
+            if sum(a.error == "the model answered cannot" for a in out.attempts) >= self.config.max_attempts:
+                out.status = "refused"
+                out.refusal = Refusal(
+                    (), f"no recipe or skill of plant {self.plant.name} does this order (the model found none)"
+                )
+                out.reasons = [out.refusal.reason]
+            else:
+                reasons[:] = ["the cell has every machine, robot and skill the order names: choose a recipe or tasks"]
             return None
         try:
             if goal == "tasks":

@@ -146,3 +146,12 @@ async def test_the_embedded_model_plans_a_recipe(demo_plant: PlantDescription, l
     assert out.status == "planned" and out.plan is not None, out.reasons
     assert out.plan.recipe == "machine_part"
     assert sum(s.skill == "run_cycle" for s in out.plan.steps) == 2
+
+
+async def test_a_model_that_says_cannot_is_asked_again(demo_plant: PlantDescription) -> None:
+    backend = scripted('{"goal": "cannot"}', '{"goal": "machine_part"}')
+    out = await Planner(demo_plant, backend, config()).plan("machine a blank")
+    assert out.status == "planned" and "choose a recipe or tasks" in backend.calls[1].messages[0].content
+    backend = scripted('{"goal": "cannot"}')
+    out = await Planner(demo_plant, backend, config()).plan("make me a coffee")
+    assert out.status == "refused" and out.plan is None and len(backend.calls) == 3
