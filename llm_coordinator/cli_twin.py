@@ -57,8 +57,10 @@ def serve_cmd(
     cert: Annotated[Path | None, typer.Option(help="the OPC-UA servers' certificate (DER or PEM)")] = None,
     key: Annotated[Path | None, typer.Option(help="the OPC-UA servers' private key (PEM)")] = None,
     trusted_dir: Annotated[Path | None, typer.Option(help="certificates of the clients to accept")] = None,
+    robots: Annotated[bool, typer.Option(help="serve each robot as a ROS 2 driver node (JointState at 250 Hz)")] = True,
 ) -> None:
-    """Run the twin in real time and serve each machine on its endpoint (OPC-UA or Modbus TCP)."""
+    """Run the twin in real time; serve each machine on its endpoint (OPC-UA or Modbus TCP) and
+    each robot as a ROS 2 driver node under /<robot>/ (with the cell's people on /cell/people)."""
     from sim.live import LiveTwin
     from sim.serve import ServerSecurity
     from sim.twin import Twin
@@ -75,15 +77,26 @@ def serve_cmd(
     if unknown:
         raise _fail(f"no machine named {', '.join(unknown)} in plant {plant.name}; it has {', '.join(plant.machines)}")
     t0 = time.perf_counter()
+    # Import the servers and drivers before the twin thread starts: imports hold the GIL for long
+    # stretches, and a twin thread starved of it falls behind real time.
+    import sim.robot_drivers
+    import sim.serve
+
     twin = Twin(plant)
     live = LiveTwin(twin, speed=speed).start()
+    drivers = None
     try:
+        if robots and plant.robots:
+            drivers = sim.robot_drivers.start_robot_drivers(live)
+            out.print(f"ROS 2 driver nodes: {', '.join('/' + r for r in plant.robots)} (sensor_msgs/JointState)")
         asyncio.run(_serve(live, names, security, seconds, t0))
     except KeyboardInterrupt:
         err.print("interrupted")
     except (OSError, RuntimeError, ValueError) as exc:
         raise _fail(f"cannot serve: {exc}", 1) from None
     finally:
+        if drivers is not None:
+            drivers.close()
         live.stop()
     st = live.stats
     out.print(
