@@ -54,6 +54,8 @@ def train_cmd(
     n_envs: Annotated[int, typer.Option(min=1, max=64, help="environment copies stepped in turn")] = 8,
     eval_every: Annotated[int, typer.Option(min=256, help="evaluate every this many steps")] = 20_000,
     eval_episodes: Annotated[int, typer.Option(min=1, help="episodes per evaluation")] = 20,
+    teacher: Annotated[str, typer.Option(help="warm start: none, or velocity (sim.envs.baselines)")] = "none",
+    bc_episodes: Annotated[int, typer.Option(min=0, help="teacher episodes cloned before RL")] = 0,
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
 ) -> None:
     """Train a policy with SAC or PPO (Stable-Baselines3) and write a checkpoint with its exports
@@ -70,10 +72,18 @@ def train_cmd(
             "--timesteps", str(timesteps),
             "--seed", str(seed), "--n-envs", str(n_envs), "--eval-every", str(eval_every),
             "--eval-episodes", str(eval_episodes),
+            *(["--teacher", teacher, "--bc-episodes", str(bc_episodes)] if teacher != "none" else []),
         ]
     )  # fmt: skip
     if algorithm not in ("sac", "ppo"):
         raise _fail(f"--algorithm must be sac or ppo, not {algorithm!r}")
+    from sim.envs.baselines import VelocityTeacher
+
+    teachers = {"none": None, "velocity": VelocityTeacher}
+    if teacher not in teachers:
+        raise _fail(f"--teacher must be one of {', '.join(teachers)}, not {teacher!r}")
+    if (teacher == "none") != (bc_episodes == 0):
+        raise _fail("--teacher and --bc-episodes go together")
     settings = TrainSettings(
         env_id=env_id,
         algorithm="sac" if algorithm == "sac" else "ppo",
@@ -84,9 +94,11 @@ def train_cmd(
         eval_episodes=eval_episodes,
         progress_bar=progress,
         command=command,
+        teacher="" if teacher == "none" else f"sim.envs.baselines.{teachers[teacher].__name__}",  # type: ignore[union-attr]
+        bc_episodes=bc_episodes,
     )
     try:
-        result = train(settings, out_dir)
+        result = train(settings, out_dir, teachers[teacher])
     except gymnasium.error.Error as exc:
         raise _fail(str(exc)) from None
     last = result.evaluations[-1] if result.evaluations else None

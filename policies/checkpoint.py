@@ -81,6 +81,8 @@ class CheckpointInfo(BaseModel):
     algorithm: str
     seed: int
     total_timesteps: int
+    checkpoint_step: int | None = Field(default=None, description="the step of the evaluation this policy won")
+    teacher: str | None = Field(default=None, description="the controller the policy was warm-started from")
     command: str = Field(description="the command that reproduces this checkpoint")
     observation: SpaceInfo
     action: SpaceInfo

@@ -9,14 +9,21 @@ training ends (minutes for a full budget, seconds for a test budget).
 
 Environments arrive through Gymnasium's registry only: import the package that registers an id
 first, or name it as ``"package.module:namespace/Name-v0"``.
+
+Optionally the policy starts from a teacher (any controller the caller supplies, as a function of
+the environment returning an actor): ``bc_episodes`` episodes of the teacher, with noise on the
+executed actions so that the data covers recoveries, are cloned into the policy by supervised
+regression on its deterministic action before reinforcement learning fine-tunes it. The
+checkpoint is the best evaluated policy of the run (the cloned one counts), not merely the last.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -38,6 +45,9 @@ from policies.export import export_checkpoint
 from policies.networks import PolicyNet
 
 LOG_FILE = "training_log.json"
+
+#: A teacher: given an environment, a function from its observation to its action.
+Teacher = Callable[[gymnasium.Env[Any, Any]], Callable[[Any], Any]]
 
 
 @dataclass(frozen=True)
@@ -71,7 +81,14 @@ class TrainSettings:
     gae_lambda: float = 0.95
     clip_range: float = 0.2
     ent_coef: float = 0.0
-    log_std_init: float = -1.0  # exploration noise std 0.37 m/s against a 1 m/s TCP limit
+    log_std_init: float = -1.6  # exploration noise std 0.2 of the action range's half width
+    # Warm start from a teacher (0 episodes: none). Noise: the std of the executed action's
+    # perturbation as a fraction of the action range's half width.
+    teacher: str = ""
+    bc_episodes: int = 0
+    bc_action_noise: float = 0.2
+    bc_epochs: int = 40
+    bc_learning_rate: float = 1e-3
     eval_every_steps: int = 20_000
     eval_episodes: int = 20
     progress_bar: bool = True
@@ -142,6 +159,81 @@ def _evaluations(evaluator: EvalCallback) -> list[dict[str, float]]:
         }
         for t, r, s in zip(evaluator.evaluations_timesteps, evaluator.evaluations_results, successes, strict=True)
     ]
+
+
+def _behaviour_cloning(
+    model: BaseAlgorithm, venv: VecNormalize, settings: TrainSettings, teacher: Teacher
+) -> dict[str, float]:
+    """Clone the teacher into the model's policy; returns the regression loss before and after."""
+    env = gymnasium.make(settings.env_id, **settings.env_kwargs)
+    act_space = env.action_space
+    assert isinstance(act_space, gymnasium.spaces.Box)
+    low, high = act_space.low.astype(np.float64), act_space.high.astype(np.float64)
+    actor = teacher(env)
+    rng = np.random.default_rng(settings.seed + 300_000)
+    xs, ys = [], []
+    for ep in range(settings.bc_episodes):
+        obs, _ = env.reset(seed=settings.seed + 200_000 + ep)
+        done = False
+        while not done:
+            a = np.clip(np.asarray(actor(obs), dtype=np.float64), low, high)
+            xs.append(obs)
+            ys.append(a)
+            noisy = np.clip(a + rng.normal(0.0, settings.bc_action_noise, a.shape) * (high - low) / 2, low, high)
+            obs, _, terminated, truncated, _ = env.step(noisy.astype(np.float32))
+            done = terminated or truncated
+    env.close()
+    x = np.asarray(xs, dtype=np.float64)
+    # The teacher's states set the normalisation the clone learns under.
+    venv.obs_rms.update(x)
+    obs_t = torch.as_tensor(venv.normalize_obs(x), dtype=torch.float32)
+    policy = model.policy
+    if isinstance(model, SAC):
+        target = torch.as_tensor(model.policy.scale_action(np.asarray(ys)), dtype=torch.float32)
+        params = list(model.actor.parameters())
+
+        def predict(o: torch.Tensor) -> torch.Tensor:
+            return model.actor(o, deterministic=True)  # type: ignore[no-any-return]
+
+    else:
+        target = torch.as_tensor(np.asarray(ys), dtype=torch.float32)
+        params = [p for n, p in policy.named_parameters() if not n.startswith(("value_net", "mlp_extractor.value_net"))]
+
+        def predict(o: torch.Tensor) -> torch.Tensor:
+            return policy.get_distribution(o).mode()  # type: ignore[operator, no-any-return]
+
+    opt = torch.optim.Adam(params, lr=settings.bc_learning_rate)
+    gen = torch.Generator().manual_seed(settings.seed)
+    n = len(obs_t)
+    with torch.no_grad():
+        first = float(torch.mean((predict(obs_t) - target) ** 2))
+    for _ in range(settings.bc_epochs):
+        for idx in torch.randperm(n, generator=gen).split(256):  # type: ignore[no-untyped-call]
+            loss = torch.mean((predict(obs_t[idx]) - target[idx]) ** 2)
+            opt.zero_grad()
+            loss.backward()  # type: ignore[no-untyped-call]
+            opt.step()
+    with torch.no_grad():
+        last = float(torch.mean((predict(obs_t) - target) ** 2))
+    return {"samples": float(n), "loss_start": first, "loss_end": last}
+
+
+class _KeepBest(BaseCallback):
+    """On each new best evaluation, keep the policy as it is (normalisation included)."""
+
+    def __init__(self, venv: VecNormalize, hidden: Sequence[int]) -> None:
+        super().__init__()
+        self.venv, self.hidden = venv, hidden
+        self.best: PolicyNet | None = None
+        self.best_at = -1
+
+    def snapshot(self, model: BaseAlgorithm) -> None:
+        self.best = copy.deepcopy(policy_net_from_sb3(model, self.venv, self.hidden))
+        self.best_at = int(model.num_timesteps)
+
+    def _on_step(self) -> bool:
+        self.snapshot(self.model)
+        return True
 
 
 def _check_registered(env_id: str) -> None:
@@ -240,10 +332,13 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def train(settings: TrainSettings, out_dir: Path) -> TrainResult:
+def train(settings: TrainSettings, out_dir: Path, teacher: Teacher | None = None) -> TrainResult:
     """Train, then write the checkpoint, its exports, the training log and the learning curve to
-    ``out_dir`` (created; files of the same names are replaced). Blocks until done."""
+    ``out_dir`` (created; files of the same names are replaced). Blocks until done. ``teacher``
+    is required when ``settings.bc_episodes`` > 0."""
     _check_registered(settings.env_id)
+    if settings.bc_episodes > 0 and teacher is None:
+        raise ValueError("bc_episodes > 0 needs a teacher")
     torch.set_num_threads(1)
     set_random_seed(settings.seed)
     out_dir = Path(out_dir)
@@ -267,6 +362,8 @@ def train(settings: TrainSettings, out_dir: Path) -> TrainResult:
     model = _model(settings, venv)
     recorder = _Recorder()
     model.set_logger(Logger(folder=None, output_formats=[recorder]))
+    keep = _KeepBest(venv, settings.hidden)
+    cloning: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
         evaluator = EvalCallback(
             eval_env,
@@ -275,8 +372,16 @@ def train(settings: TrainSettings, out_dir: Path) -> TrainResult:
             log_path=tmp,
             deterministic=True,
             verbose=0,
+            callback_on_new_best=keep,
             callback_after_eval=_WriteProgress(out_dir / LOG_FILE, recorder),
         )
+        if settings.bc_episodes > 0:
+            assert teacher is not None
+            cloning = _behaviour_cloning(model, venv, settings, teacher)
+            # The cloned policy is evaluated like any other and is the best to beat.
+            evaluator.init_callback(model)
+            evaluator.n_calls = evaluator.eval_freq - 1
+            evaluator.on_step()
         model.learn(total_timesteps=settings.total_timesteps, callback=evaluator, progress_bar=settings.progress_bar)
     # Stable-Baselines3 writes an update's losses with the next rollout's statistics; the last
     # update's are still pending.
@@ -284,13 +389,15 @@ def train(settings: TrainSettings, out_dir: Path) -> TrainResult:
     evaluations = _evaluations(evaluator)
     updates = [row for row in recorder.rows if any(k.startswith("train/") for k in row)]
 
-    net = policy_net_from_sb3(model, venv, settings.hidden)
+    last = policy_net_from_sb3(model, venv, settings.hidden)
     probe = np.stack([venv.observation_space.sample() for _ in range(16)])
     expected, _ = model.predict(venv.normalize_obs(probe), deterministic=True)
     with torch.inference_mode():
-        got = net(torch.as_tensor(probe, dtype=torch.float32)).numpy()
+        got = last(torch.as_tensor(probe, dtype=torch.float32)).numpy()
     if not np.allclose(got, expected, atol=1e-5):
         raise RuntimeError("the extracted policy differs from the trained one; Stable-Baselines3's layout changed?")
+    net = keep.best if keep.best is not None else last
+    chosen_at = keep.best_at if keep.best is not None else int(model.num_timesteps)
 
     probe_env = gymnasium.make(settings.env_id, **settings.env_kwargs)
     dt = probe_env.unwrapped.metadata.get("policy_dt_s")
@@ -301,6 +408,8 @@ def train(settings: TrainSettings, out_dir: Path) -> TrainResult:
         algorithm=f"{settings.algorithm.upper()} (stable-baselines3)",
         seed=settings.seed,
         total_timesteps=int(model.num_timesteps),
+        checkpoint_step=chosen_at,
+        teacher=settings.teacher or None,
         command=settings.reproduce_command(),
         observation=SpaceInfo.of(venv.observation_space),
         action=SpaceInfo.of(venv.action_space),
@@ -313,9 +422,14 @@ def train(settings: TrainSettings, out_dir: Path) -> TrainResult:
     save(out_dir, info, net)
     info = export_checkpoint(out_dir)
     settings_json = {k: v for k, v in asdict(settings).items() if k != "progress_bar"}
-    (out_dir / LOG_FILE).write_text(
-        json.dumps({"settings": settings_json, "updates": updates, "evaluations": evaluations}, indent=1) + "\n"
-    )
+    log = {
+        "settings": settings_json,
+        "behaviour_cloning": cloning,
+        "checkpoint_from_step": chosen_at,
+        "updates": updates,
+        "evaluations": evaluations,
+    }
+    (out_dir / LOG_FILE).write_text(json.dumps(log, indent=1) + "\n")
     plot_learning_curve(updates, evaluations, out_dir / CURVE_FILE, title=settings.env_id)
     venv.close()
     eval_env.close()

@@ -41,3 +41,34 @@ class ScriptedBaseline:
         goal = tool + np.asarray(obs[self.dof : self.dof + 3], dtype=float)
         qd = self.chase.joint_velocity(self.env.commanded_q, goal)
         return np.clip(qd / self.env.limits.max_speed_rad_s, -1.0, 1.0).astype(np.float32)
+
+
+class VelocityTeacher:
+    """A teacher for warm-starting policies (``atelier policy train --teacher velocity``): a
+    proportional tool-velocity controller on the goal offset, with the goal's velocity fed
+    forward and the goal extrapolated over the measurement's age plus the servos' lag.
+
+    ``a = gain * (offset + v_goal * (age + lag_s)) + v_goal`` (m/s, clipped to the action bounds).
+    It acts in the policies' ``tool_velocity`` mode and uses only the observation. Gain 6/s and
+    lag 0.07 s (the joint servos' kv/kp is 0.067 s) were set by hand on a few episodes; the
+    policy cloned from it is then fine-tuned by reinforcement learning.
+    """
+
+    def __init__(self, env: gymnasium.Env[Any, Any], gain_1_s: float = 6.0, lag_s: float = 0.07) -> None:
+        u = env.unwrapped
+        if not isinstance(u, ArmTaskEnv):
+            raise TypeError(f"the teacher drives atelier arm tasks, not {type(u).__name__}")
+        if u.action_mode != "tool_velocity":
+            raise ValueError("the teacher needs the environment in action_mode='tool_velocity'")
+        self.dof = u.limits.dof
+        self.vmax = u.limits.max_tcp_speed_m_s
+        self.gain, self.lag = gain_1_s, lag_s
+
+    def __call__(self, obs: Float32Array) -> Float32Array:
+        """The tool-velocity action for an observation."""
+        n = self.dof
+        offset = np.asarray(obs[n : n + 3], dtype=float)
+        v_goal = np.asarray(obs[n + 6 : n + 9], dtype=float)
+        age = float(obs[n + 9])
+        a = self.gain * (offset + v_goal * (age + self.lag)) + v_goal
+        return np.asarray(np.clip(a, -self.vmax, self.vmax), dtype=np.float32)

@@ -97,6 +97,36 @@ def test_sac_checkpoints_squash_their_actions(tmp_path: Path) -> None:
     assert result.info.command.startswith(f"atelier policy train {ENV} --algorithm sac")
 
 
+def test_a_teacher_is_cloned_before_reinforcement_learning(tmp_path: Path) -> None:
+    from sim.envs.baselines import VelocityTeacher
+
+    settings = TrainSettings(
+        env_id="atelier/TrackConveyorPart-UR5e-v0",
+        algorithm="ppo",
+        total_timesteps=256,
+        n_envs=2,
+        n_steps=64,
+        batch_size=64,
+        n_epochs=2,
+        env_kwargs={"config": {"episode_s": 0.6}},
+        teacher="sim.envs.baselines.VelocityTeacher",
+        bc_episodes=3,
+        bc_epochs=150,
+        eval_every_steps=256,
+        eval_episodes=1,
+        progress_bar=False,
+    )
+    result = train(settings, tmp_path, VelocityTeacher)
+    log = json.loads((tmp_path / LOG_FILE).read_text())
+    cloning = log["behaviour_cloning"]
+    assert cloning["samples"] > 0 and cloning["loss_end"] < cloning["loss_start"] / 3
+    assert result.evaluations[0]["timesteps"] == 0  # the clone is evaluated before RL starts
+    assert result.info.teacher == "sim.envs.baselines.VelocityTeacher"
+    assert result.info.checkpoint_step in (0, 256)
+    with pytest.raises(ValueError, match="needs a teacher"):
+        train(settings, tmp_path)
+
+
 def test_an_unregistered_id_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(gymnasium.error.NameNotFound, match="import the package that registers it"):
         train(TrainSettings(env_id="atelier/NoSuchTask-v0", total_timesteps=256, progress_bar=False), tmp_path)
