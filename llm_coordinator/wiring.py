@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from llm_coordinator.approval import ApprovalGate
 from llm_coordinator.backends import make_backend
@@ -29,6 +30,9 @@ from llm_coordinator.store import Store
 from plant.config import PlantDescription
 from plant.interface import MachineAgent
 from robots.interface import Outcome, RobotAgent, SafetyEvent, SkillFeedback, SkillGoal, SkillResult
+
+if TYPE_CHECKING:
+    from sim.twin import Twin
 
 #: Ticks stepped between two yields to the event loop (0.1 s of twin time at 4 ms a tick).
 _TICKS_PER_YIELD = 25
@@ -75,22 +79,53 @@ class _TwinSession:
     machines: dict[str, MachineAgent]
     robots: dict[str, RobotAgent]
     observations: TwinObservations
-    twin: object
+    twin: Twin
+    frames: list[Any] = field(default_factory=list)
+    fps: float = 0.5
 
     def time_s(self) -> float:
-        return float(self.twin.time_s)  # type: ignore[attr-defined]
+        return float(self.twin.time_s)
 
     async def finish(self, out_dir: Path) -> None:
-        try:
-            from sim.render import Camera, write_frames  # noqa: F401 - optional evidence
-        except ImportError:  # pragma: no cover
+        if not self.frames:
             return
+        from sim.render import RenderError, write_frames
+
+        try:
+            written = write_frames(out_dir / "rehearsal.gif", self.frames, max(1, round(self.fps)))
+            written += write_frames(out_dir / "rehearsal.png", self.frames, 1)
+        except (RenderError, OSError) as exc:
+            self.observations.evidence.append(f"(frames not written: {exc})")
+            return
+        self.observations.evidence.extend(str(p) for p in written)
 
 
-def twin_factory() -> TwinFactory:
-    """Rehearsal sessions over a fresh in-process twin (see the module docstring)."""
+#: Penetration (m) of a robot into a machine that counts as a collision (grazing a surface does not).
+COLLISION_DEPTH_M = 0.01
+
+
+def _collisions(twin: Twin, plant: PlantDescription, robot_bodies: dict[str, str]) -> list[str]:
+    out = []
+    for c in twin.contacts():
+        for mine, other, geom in ((c.body1, c.body2, c.geom2), (c.body2, c.body1, c.geom1)):
+            robot = robot_bodies.get(mine)
+            if robot is None or robot_bodies.get(other) == robot:
+                continue
+            root = other.split("/")[0]
+            if root in plant.people:
+                out.append(f"{robot} touched person {root} at t={twin.time_s:.1f} s")
+            elif root in plant.machines and c.depth_m > COLLISION_DEPTH_M and not geom.endswith("/belt"):
+                out.append(f"{robot} hit {other} ({c.depth_m * 1000:.0f} mm deep) at t={twin.time_s:.1f} s")
+    return out
+
+
+def twin_factory(render: bool = True, fps: float = 0.5, size: tuple[int, int] = (480, 270)) -> TwinFactory:
+    """Rehearsal sessions over a fresh in-process twin (see the module docstring). With
+    ``render``, frames are taken ``fps`` times per second of twin time (if offscreen rendering
+    works here; if not, the rehearsal goes on without frames and says so)."""
     from sim.agents import TwinMachineAgent
     from sim.hardware import LocalPeers, build_runtime
+    from sim.render import Camera, RenderError
     from sim.twin import Twin
 
     @asynccontextmanager
@@ -110,14 +145,29 @@ def twin_factory() -> TwinFactory:
         robots: dict[str, RobotAgent] = {r: _RuntimeRobot(r, rt, clock) for r, rt in runtimes.items()}
         for agent in machines.values():
             await agent.connect()
+        robot_bodies = {twin.model.body(b).name: r for r in plant.robots for b in twin.robot_bodies(r)}
+        camera: Camera | None = None
+        if render:
+            try:
+                camera = Camera(twin, "overview", *size)
+            except RenderError as exc:
+                obs.evidence.append(f"(no frames: {exc})")
+        session = _TwinSession(machines, robots, obs, twin, fps=fps)
         stop = asyncio.Event()
 
         async def run() -> None:
+            next_frame = 0.0
             while not stop.is_set():
                 for _ in range(_TICKS_PER_YIELD):
                     twin.step(1)
                     for rt in runtimes.values():
                         rt.step()
+                for hit in _collisions(twin, plant, robot_bodies):
+                    if hit.split(" at t=")[0] not in {h.split(" at t=")[0] for h in obs.collisions}:
+                        obs.collisions.append(hit)
+                if camera is not None and twin.time_s >= next_frame:
+                    session.frames.append(camera.frame())
+                    next_frame = twin.time_s + 1.0 / fps
                 clock.time_s = twin.time_s
                 clock.tick.set()
                 clock.tick = asyncio.Event()
@@ -125,12 +175,14 @@ def twin_factory() -> TwinFactory:
 
         stepper = asyncio.create_task(run())
         try:
-            yield _TwinSession(machines, robots, obs, twin)
+            yield session
         finally:
             stop.set()
             with contextlib.suppress(asyncio.CancelledError):
                 await stepper
             obs.sim_time_s = twin.time_s
+            if camera is not None:
+                camera.close()
 
     return factory
 
