@@ -80,8 +80,9 @@ async def bench_mode(
     model: Path | None,
     attempts: int,
     factory: TwinFactory,
+    max_tokens: int = 768,
 ) -> dict[str, Any]:
-    model_cfg = ModelConfig(timeout_s=120, max_tokens=768)
+    model_cfg = ModelConfig(timeout_s=120, max_tokens=max_tokens)
     cfg = CoordinatorConfig(mode=mode, max_attempts=attempts, model=model_cfg)  # type: ignore[arg-type]
     backend = make_backend(LlamaBackendConfig(model_path=model))
     planner = Planner(plant, backend, cfg)
@@ -142,6 +143,7 @@ def main() -> int:
     ap.add_argument("--model", type=Path, default=None, help="a GGUF file (default: the embedded SmolLM2-135M)")
     ap.add_argument("--attempts", type=int, default=3)
     ap.add_argument("--limit", type=int, default=0)
+    ap.add_argument("--max-tokens", type=int, default=768, help="longest answer of one model call")
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--rehearsal", choices=["twin", "fake"], default="twin", help="where plans are rehearsed")
     args = ap.parse_args()
@@ -152,7 +154,7 @@ def main() -> int:
     print(f"{len(orders)} work orders on {plant.name}; rehearsal on {what}")
     results = []
     for mode in args.modes.split(","):
-        res = asyncio.run(bench_mode(plant, orders, mode, args.model, args.attempts, factory))
+        res = asyncio.run(bench_mode(plant, orders, mode, args.model, args.attempts, factory, args.max_tokens))
         results.append(res)
     print(
         "\nmode    model                                   right   share  model s  guardrails ms  rehearsal s  total s"
