@@ -92,11 +92,20 @@ def _next_of_agent(steps: Sequence[ProtoStep]) -> dict[int, int]:
 def sequential(steps: Sequence[ProtoStep]) -> Schedule:
     """Every pair of steps sharing a resource (or an agent) ordered as listed."""
     after = {s.id: list(s.after) for s in steps}
+    nxt = _next_of_agent(steps)
     for i, a in enumerate(steps):
-        for b in steps[i + 1 :]:
-            inside = a.stays_inside is not None and f"inside:{a.stays_inside}" in b.resources
-            if (a.agent == b.agent or a.resources & b.resources or inside) and a.id not in after[b.id]:
-                after[b.id].append(a.id)
+        for j in range(i + 1, len(steps)):
+            b = steps[j]
+            inside = a.stays_inside is not None and f"inside:{a.stays_inside}" in b.resources and b.agent != a.agent
+            if inside and i in nxt and nxt[i] < j:
+                # The robot stays inside after ``a``: ``b`` waits until its next step took it out.
+                dep = steps[nxt[i]].id
+            elif a.agent == b.agent or a.resources & b.resources or inside:
+                dep = a.id
+            else:
+                continue
+            if dep not in after[b.id]:
+                after[b.id].append(dep)
     after = _reduce(steps, after)
     start, makespan = _longest_path(steps, after)
     return Schedule(after, start, makespan, "sequential")
