@@ -106,7 +106,7 @@ def _trigger(robot: str, service: str, domain_id: int | None, timeout_s: float) 
         while not fut.done() and time.monotonic() < end:
             time.sleep(0.01)
         res = fut.result() if fut.done() else None
-        return None if res is None else str(res.message)
+        return None if res is None or not res.success else str(res.message)
 
 
 @robot_app.command("estop")

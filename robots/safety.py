@@ -424,6 +424,7 @@ class SafetySupervisor:
         self._last_target: FloatArray | None = None
         self.ssm = SsmReading()
         self.last_stop_trigger_s: float | None = None
+        self._latch_seen_tripped = latch is not None and latch.tripped
         if latch is not None and latch.tripped:
             self._causes["estop"] = (config.estop_category, f"e-stop latched: {latch.reason}")
             self._power_on = False
@@ -507,16 +508,19 @@ class SafetySupervisor:
             self._v = np.zeros_like(self._q)
 
     def trip_estop(self, reason: str, source: str, now_s: float | None = None) -> None:
-        """Latch the e-stop (any thread). Only the operator's latch reset clears it."""
+        """Latch the e-stop (any thread). Only the operator's latch reset clears it.
+
+        The stop takes effect first; then the latch file is written (it blocks for the write).
+        A latch file that cannot be written does not undo the stop: it is reported as an
+        event, and the e-stop holds in memory until the operator's reset service clears it.
+        """
+        now = time.time() if now_s is None else now_s
+        self._stop(now, "estop", self.config.estop_category, f"e-stop ({source}): {reason}", "estop")
         if self.latch is not None:
-            self.latch.trip(reason, source)
-        self._stop(
-            time.time() if now_s is None else now_s,
-            "estop",
-            self.config.estop_category,
-            f"e-stop ({source}): {reason}",
-            "estop",
-        )
+            try:
+                self.latch.trip(reason, source)
+            except OSError as exc:
+                self._emit(now, "estop", f"e-stop latch file not written ({exc}); the e-stop holds until reset")
 
     def protective_stop(self, reason: str, now_s: float, category: StopCategory = StopCategory.CAT2) -> None:
         """Stop for an outside reason (a light curtain, a door); cleared by :meth:`clear_external`."""
@@ -550,14 +554,18 @@ class SafetySupervisor:
         return True
 
     def sync_estop(self, now_s: float) -> None:
-        """Follow the latch file: a trip elsewhere stops, an operator reset there clears."""
+        """Follow the latch file (any thread): a trip written there stops; a reset written there
+        (the operator's command when no runtime answered it) clears an e-stop the file had shown
+        tripped. An e-stop the file never recorded (its write failed) is not cleared here."""
         if self.latch is None:
             return
         tripped = self.latch.refresh()
+        was, self._latch_seen_tripped = self._latch_seen_tripped, tripped
         if tripped and "estop" not in self._causes:
             self._stop(now_s, "estop", self.config.estop_category, f"e-stop latched: {self.latch.reason}", "estop")
-        elif not tripped and "estop" in self._causes:
-            self._clear(now_s, "estop", "e-stop reset by the operator")
+        elif not tripped and was and "estop" in self._causes:
+            self._clear(now_s, "estop", "e-stop reset by the operator (latch file)")
+            self._emit(now_s, "reset", "the operator reset the e-stop in the latch file")
 
     def reset_estop(self, operator: str, now_s: float) -> None:
         """The operator's reset: clear the latch file and the e-stop. Called only by the operator service."""

@@ -20,7 +20,7 @@ from typing import Any
 from action_msgs.msg import GoalStatus, GoalStatusArray
 from action_msgs.srv import CancelGoal
 from std_msgs.msg import String
-from unique_identifier_msgs.msg import UUID  # type: ignore[import-untyped]
+from unique_identifier_msgs.msg import UUID
 
 from robots.interface import Outcome, SkillFeedback, SkillGoal, SkillResult
 from robots.ros2._host import LATCHED_QOS, STREAM_QOS, RosHost, goal_uuid

@@ -1,7 +1,8 @@
 """The :class:`~robots.interface.HardwareInterface` over ROS 2 topics to a robot driver.
 
-Joint states arrive on ``/<robot>/joint_states`` (sensor_msgs/JointState) on the executor
-thread; :meth:`RosHardware.wait` blocks the control loop until the next one. Commands go out on
+Joint states arrive on ``/<robot>/joint_states`` (sensor_msgs/JointState) on the host's fast
+lane (a thread of their own, not the executor); :meth:`RosHardware.wait` blocks the control
+loop until the next one. Commands go out on
 ``/<robot>/joint_command`` (trajectory_msgs/JointTrajectory, one point reached in one control
 period) and ``/<robot>/gripper_command`` (std_msgs/Float64). Publishing does not block.
 """
@@ -13,7 +14,7 @@ import time
 from collections.abc import Sequence
 
 import numpy as np
-from builtin_interfaces.msg import Duration  # type: ignore[import-untyped]
+from builtin_interfaces.msg import Duration
 from sensor_msgs.msg import JointState as JointStateMsg
 from std_msgs.msg import Float64
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
@@ -45,7 +46,6 @@ class RosHardware:
         self.node = host.node("hardware", namespace=f"/{robot}")
         self._cmd = self.node.create_publisher(JointTrajectory, "joint_command", STREAM_QOS)
         self._grip = self.node.create_publisher(Float64, "gripper_command", STREAM_QOS)
-        self.node.create_subscription(JointStateMsg, "joint_states", self._on_state, STREAM_QOS)
         self._cond = threading.Condition()
         self._state: JointState | None = None
         self._received_s = 0.0
@@ -57,6 +57,7 @@ class RosHardware:
         self._traj.joint_names = list(self.joint_names)
         ns = int(control_period_s * 1e9)
         self._duration = Duration(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
+        host.subscribe_fast(JointStateMsg, f"/{robot}/joint_states", self._on_state, STREAM_QOS)
 
     def _on_state(self, msg: JointStateMsg) -> None:
         now = time.time()

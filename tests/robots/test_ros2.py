@@ -4,6 +4,7 @@ its own (``atelier robot runtime``), goals from the agent here or from a coordin
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -20,7 +21,6 @@ from plant.config import PlantDescription
 from robots.interface import Outcome, SkillGoal
 from robots.ros2._host import LATCHED_QOS, RosHost
 from robots.ros2.agent import RosRobotAgent
-from robots.ros2.hardware import RosHardware
 from sim.live import LiveTwin
 from sim.robot_drivers import RobotDrivers, start_robot_drivers
 from sim.twin import Twin
@@ -41,18 +41,25 @@ def cell(demo_plant: PlantDescription) -> Iterator[tuple[LiveTwin, RobotDrivers,
 
 
 def _start_runtime(robot: str, state_dir: Path) -> subprocess.Popen[str]:
+    """``atelier robot runtime`` in a process of its own; its output goes to a log file in
+    ``state_dir`` (a pipe nobody reads would block the runtime once full)."""
+    log_path = state_dir / f"{robot}.runtime.{time.monotonic_ns()}.log"
+    log = log_path.open("w", encoding="utf-8")
     proc = subprocess.Popen(
         [sys.executable, "-m", "llm_coordinator.cli_robot", "runtime", robot, "--state-dir", str(state_dir)],
         cwd=ROOT,
-        stdout=subprocess.PIPE,
+        stdout=log,
         stderr=subprocess.STDOUT,
         text=True,
     )
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    if "ready" not in line:
-        proc.kill()
-        raise AssertionError(f"runtime did not start: {line}{proc.stdout.read()}")
+    log.close()
+    end = time.monotonic() + 60
+    while "ready" not in log_path.read_text(encoding="utf-8"):
+        if proc.poll() is not None or time.monotonic() > end:
+            proc.kill()
+            proc.wait(5)
+            raise AssertionError(f"runtime did not start: {log_path.read_text(encoding='utf-8')}")
+        time.sleep(0.05)
     return proc
 
 
@@ -66,6 +73,10 @@ def _kill(proc: subprocess.Popen[str], sig: int = signal.SIGTERM) -> None:
             proc.wait(5)
     if proc.stdout is not None:
         proc.stdout.close()
+
+
+def _runtime_log(state_dir: Path) -> str:
+    return "\n".join(p.read_text(encoding="utf-8")[-3000:] for p in sorted(state_dir.glob("*.runtime.*.log")))
 
 
 @pytest.fixture
@@ -131,29 +142,60 @@ async def test_skill_goal_moves_the_twin_and_cancel_stops_it(
     assert np.max(np.abs(q2 - np.array(far.args["joints_rad"]))) > 0.1  # stopped short of the target
 
 
+# A plain rclpy subscriber (an executor, one subscription), as any ROS 2 tool would be: counts
+# the joint states of one robot over a window and reports rate, gaps and latency.
+_COUNTER = """
+import json, sys, threading, time
+from robots.ros2._host import RosHost, STREAM_QOS
+from robots.ros2.driver import stamp_s
+from sensor_msgs.msg import JointState
+robot, window = sys.argv[1], float(sys.argv[2])
+got = []
+with RosHost() as h:
+    h.node('counter').create_subscription(
+        JointState, f'/{robot}/joint_states', lambda m: got.append((time.time(), stamp_s(m.header.stamp))), STREAM_QOS)
+    while len(got) < 250:
+        time.sleep(0.01)
+    print('counting', flush=True)
+    n0 = len(got); t0 = time.monotonic(); time.sleep(window); w = got[n0:]; wall = time.monotonic() - t0
+    stamps = [s for _, s in w]
+    lat = sorted(r - s for r, s in w)
+    gaps = [b - a for a, b in zip(stamps, stamps[1:])]
+    print(json.dumps({'n': len(w), 'wall_s': wall, 'span_s': stamps[-1] - stamps[0], 'max_gap_s': max(gaps),
+                      'lat_p50_s': lat[len(lat) // 2], 'lat_p99_s': lat[int(0.99 * len(lat))]}), flush=True)
+"""
+
+
 @pytest.mark.slow
-@pytest.mark.xfail(reason="not yet passing on the shared machine: see the issue 4 report", strict=False)
 def test_joint_states_rate_and_latency(cell: tuple[LiveTwin, RobotDrivers, RosHost]) -> None:
-    live, drivers, host = cell
-    hw = RosHardware(host, "panda_1", [f"joint{i}" for i in range(1, 8)])
-    hw.wait(5.0)
+    """The driver publishes every twin tick (250 Hz); a subscriber in another process sees them all."""
+    live, drivers, _ = cell
     drv = drivers.drivers["panda_1"]
-    n0, p0, k0, t0 = len(hw.latencies_s), drv.published, live.stats.ticks, time.monotonic()
-    time.sleep(2.0)
-    wall = time.monotonic() - t0
-    ticks = live.stats.ticks - k0
-    # The driver publishes every twin tick (250 Hz when the twin keeps real time; on a loaded
-    # machine a late executor coalesces ticks, newest first, so we compare with the ticks run).
-    assert ticks / wall >= 240
-    assert (drv.published - p0) >= 0.9 * ticks
-    received = len(hw.latencies_s) - n0
-    assert received >= 0.9 * (drv.published - p0)
-    lat = np.array(hw.latencies_s[n0:])
-    assert np.median(lat) < 0.004
+    window_s = 3.0
+    counter = subprocess.Popen(
+        [sys.executable, "-c", _COUNTER, "panda_1", str(window_s)], cwd=ROOT, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert counter.stdout is not None
+        assert "counting" in counter.stdout.readline()
+        k0, p0 = live.stats.ticks, drv.published
+        out = counter.stdout.readline()
+        ticks, published = live.stats.ticks - k0, drv.published - p0
+        counter.wait(30)
+    finally:
+        _kill(counter, signal.SIGKILL)
+    seen = json.loads(out)
+    # The twin keeps real time (ticks at 250 Hz on average: it catches up after a late tick).
+    assert ticks / seen["wall_s"] >= 0.98 * 250, (ticks, seen)
+    # Every tick is published, and the other process receives every one of them: the rate it
+    # sees is the twin's 250 Hz, within the edges of the window (+-1 tick of 750) and timing.
+    assert published >= ticks - 2, (published, ticks)
+    assert seen["n"] >= 0.99 * published, (seen, published)
+    assert seen["n"] / seen["wall_s"] >= 0.99 * 250, seen
+    assert seen["lat_p50_s"] < 0.004, seen
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(reason="not yet passing on the shared machine: see the issue 4 report", strict=False)
 async def test_killing_the_command_source_trips_the_watchdog(
     cell: tuple[LiveTwin, RobotDrivers, RosHost], runtime: tuple[subprocess.Popen[str], Path]
 ) -> None:
@@ -234,7 +276,6 @@ def _coordinator(goal_id: str) -> str:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(reason="not yet passing on the shared machine: see the issue 4 report", strict=False)
 def test_estop_survives_restarts_until_operator_reset(
     cell: tuple[LiveTwin, RobotDrivers, RosHost], runtime: tuple[subprocess.Popen[str], Path]
 ) -> None:

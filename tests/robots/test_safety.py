@@ -187,6 +187,40 @@ def test_estop_latch_survives_and_only_reset_clears(
     assert EstopLatch(path).tripped
 
 
+def test_latch_file_written_elsewhere_is_followed(
+    tmp_path: Path, model: mujoco.MjModel, demo_plant: PlantDescription
+) -> None:
+    """The operator's command line writes the latch file itself when no runtime answers it."""
+    path = tmp_path / "estop.json"
+    sup = _sup(model, demo_plant, latch=EstopLatch(path))
+    sup.sync_estop(0.0)
+    assert not sup.stopped
+    EstopLatch(path).trip("pressed at the panel", "cli")
+    sup.sync_estop(0.1)
+    assert sup.estopped and "pressed at the panel" in sup.stop_causes()["estop"]
+    EstopLatch(path).reset("alice")
+    sup.sync_estop(0.2)
+    assert not sup.estopped and [e.kind for e in sup.events][-2:] == ["resume", "reset"]
+
+
+def test_estop_holds_when_the_latch_file_cannot_be_written(
+    tmp_path: Path, model: mujoco.MjModel, demo_plant: PlantDescription, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    latch = EstopLatch(tmp_path / "estop.json")
+    sup = _sup(model, demo_plant, latch=latch)
+
+    def disk_full(state: dict[str, object]) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(latch, "_write", disk_full)
+    sup.trip_estop("button pressed", "test", 0.0)  # the write fails: the stop still holds
+    assert sup.estopped
+    assert "not written" in sup.events[-1].reason
+    # The file never showed the trip, so following it does not clear the e-stop.
+    sup.sync_estop(0.1)
+    assert sup.estopped
+
+
 def test_stop_categories(model: mujoco.MjModel, demo_plant: PlantDescription) -> None:
     dt = 0.004
     for cat in StopCategory:
