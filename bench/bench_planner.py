@@ -82,7 +82,7 @@ async def bench_mode(
     factory: TwinFactory,
     max_tokens: int = 768,
 ) -> dict[str, Any]:
-    model_cfg = ModelConfig(timeout_s=120, max_tokens=max_tokens)
+    model_cfg = ModelConfig(timeout_s=300, max_tokens=max_tokens)
     cfg = CoordinatorConfig(mode=mode, max_attempts=attempts, model=model_cfg)  # type: ignore[arg-type]
     backend = make_backend(LlamaBackendConfig(model_path=model))
     planner = Planner(plant, backend, cfg)
