@@ -1,0 +1,56 @@
+"""Plan models and the schemas generated from the plant."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from llm_coordinator.plan import (
+    CannotIntent,
+    Plan,
+    RecipeIntent,
+    Step,
+    TasksIntent,
+    intent_schema,
+    parse_intent,
+    plan_schema,
+)
+from plant.config import PlantDescription
+
+
+def test_plan_schema_encodes_each_agents_skills(demo_plant: PlantDescription) -> None:
+    variants = plan_schema(demo_plant)["properties"]["steps"]["items"]["anyOf"]
+    pairs = {(v["properties"]["agent"]["const"], v["properties"]["skill"]["const"]) for v in variants}
+    assert ("ur5e_1", "hand_over") in pairs and ("panda_1", "hand_over") not in pairs
+    assert ("cnc_1", "open_door") in pairs and ("conveyor_1", "open_door") not in pairs
+    place = next(v for v in variants if v["properties"]["skill"]["const"] == "place")
+    assert set(place["properties"]["args"]["properties"]["location"]["enum"]) == set(demo_plant.locations())
+    dof = {
+        v["properties"]["agent"]["const"]: v["properties"]["args"]["properties"]["joints_rad"]["minItems"]
+        for v in variants
+        if v["properties"]["skill"]["const"] == "move_joints"
+    }
+    assert dof == {"ur5e_1": 6, "panda_1": 7}
+
+
+def test_intent_schema_and_parsing(demo_plant: PlantDescription) -> None:
+    goals = [v["properties"]["goal"]["const"] for v in intent_schema(demo_plant)["anyOf"]]
+    assert goals == [*demo_plant.recipes, "tasks", "cannot"]
+    assert parse_intent('{"goal": "machine_part", "count": 2}', demo_plant) == RecipeIntent(
+        goal="recipe", recipe="machine_part", count=2
+    )
+    assert isinstance(parse_intent('{"goal": "tasks", "tasks": [{"skill": "home"}]}', demo_plant), TasksIntent)
+    assert isinstance(parse_intent('{"goal": "cannot", "missing": "a welder"}', demo_plant), CannotIntent)
+    with pytest.raises(ValueError, match="not JSON"):
+        parse_intent("weld it", demo_plant)
+    with pytest.raises(ValueError, match="count"):
+        parse_intent('{"goal": "machine_part", "count": 500}', demo_plant)
+
+
+def test_any_change_changes_the_hash() -> None:
+    plan = Plan(work_order="w", mode="intent", steps=[Step(id="a", agent="ur5e_1", skill="home")])
+    same = Plan.model_validate(json.loads(plan.model_dump_json()))
+    assert same.content_hash() == plan.content_hash()
+    for change in ({"work_order": "w2"}, {"steps": [Step(id="a", agent="ur5e_1", skill="home", hazardous=True)]}):
+        assert plan.model_copy(update=change).content_hash() != plan.content_hash()
