@@ -80,6 +80,67 @@ def register(app: typer.Typer) -> None:
             out.print(f"  evidence: {e}")
         raise typer.Exit(0 if sub.status == "awaiting_approval" else 1)
 
+    @app.command("order")
+    def order_cmd(
+        order: Annotated[str, typer.Argument(help="the work order, in plain words")],
+        yes: Annotated[
+            bool, typer.Option("--yes", help="approve (and confirm hazardous steps) without asking")
+        ] = False,
+        mode: Annotated[str | None, typer.Option(help="intent (small models) or direct")] = None,
+        db: DbOpt = "sqlite:///atelier.db",
+        plant_file: PlantOpt = None,
+        config: ConfigOpt = None,
+        evidence: Annotated[Path, typer.Option(help="directory for Gantt charts and frames")] = Path(
+            "atelier_evidence"
+        ),
+    ) -> None:
+        """The whole loop: plan, guardrails, rehearsal, an approval prompt (or --yes), execution
+        (on the in-process twin until the live protocol agents are wired), summary."""
+        from llm_coordinator.executor import Executor
+        from llm_coordinator.wiring import build_coordinator, twin_factory
+
+        plant = _plant(plant_file)
+        co = build_coordinator(plant, _config(config, db, mode), evidence_dir=evidence)  # type: ignore[arg-type]
+        sub = asyncio.run(co.submit(order, actor="cli"))
+        out.print(f"plan [bold]{sub.plan_id}[/]: {sub.status}")
+        for r in sub.reasons:
+            out.print(f"  - {r}", highlight=False)
+        if sub.status != "awaiting_approval":
+            raise typer.Exit(1)
+        plan = co.store.plan(sub.plan_id)
+        if plan is None:  # pragma: no cover - a plan awaiting approval always has a version
+            raise typer.Exit(2)
+        for s in plan.steps:
+            flag = "  [hazardous]" if s.hazardous else ""
+            out.print(f"  {s.id:18s} {s.agent:11s} {s.skill:11s} {json.dumps(s.args)}{flag}", highlight=False)
+        if sub.rehearsal is not None:
+            out.print(f"rehearsed in the twin: makespan {sub.rehearsal.makespan_s:.1f} s")
+        for e in sub.evidence or []:
+            out.print(f"  evidence: {e}")
+        if not yes and not typer.confirm(f"approve plan {sub.plan_id}?", default=False):
+            co.gate.reject(sub.plan_id, "cli", "not approved at the prompt")
+            raise typer.Exit(1)
+        co.gate.approve(sub.plan_id, "cli (--yes)" if yes else "cli")
+        for step in co.gate.required_confirmations(plan):
+            if yes or typer.confirm(f"operator: confirm hazardous step {step}?", default=False):
+                co.gate.confirm(sub.plan_id, step, "cli (--yes)" if yes else "cli")
+
+        async def go() -> int:
+            async with twin_factory(render=False)(plant) as twin:  # type: ignore[arg-type]
+                ex = Executor(plant, co.store, co.gate, twin.machines, twin.robots)  # type: ignore[arg-type]
+                report = await ex.run(sub.plan_id, actor="cli")
+            for rec in report.records:
+                out.print(
+                    f"  {rec.step:18s} {rec.status:7s} {rec.end_s - rec.start_s:6.1f} s  {rec.detail}", highlight=False
+                )
+            out.print(
+                f"plan {sub.plan_id}: {report.status} in {report.makespan_s:.1f} s"
+                + (f" ({report.reason})" if report.reason else "")
+            )
+            return 0 if report.status == "done" else 1
+
+        raise typer.Exit(asyncio.run(go()))
+
     @app.command("plans")
     def plans_cmd(db: DbOpt = "sqlite:///atelier.db") -> None:
         """List plans, newest first."""
