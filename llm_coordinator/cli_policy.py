@@ -136,6 +136,7 @@ def eval_cmd(
         Path | None, typer.Option(help="JSON report (default: eval_report.json in the checkpoint)")
     ] = None,
     baseline: Annotated[bool, typer.Option(help="also run the scripted (IK) baseline")] = True,
+    teacher: Annotated[bool, typer.Option(help="also run the velocity teacher the policy was cloned from")] = False,
 ) -> None:
     """Run the policy (through the on-robot runtime) and the scripted IK baseline over the same
     seeded episodes in the twin; report success rate and time to goal side by side."""
@@ -146,7 +147,7 @@ def eval_cmd(
     from policies.checkpoint import CheckpointError
     from policies.evaluation import compare, run_episodes
     from policies.runtime import LatencyBudgetError, PolicyRuntime, SpaceMismatchError
-    from sim.envs.baselines import ScriptedBaseline
+    from sim.envs.baselines import ScriptedBaseline, VelocityTeacher
 
     try:
         env = gymnasium.make(env_id)
@@ -166,6 +167,10 @@ def eval_cmd(
         actor = ScriptedBaseline(benv)
         with out.status(f"scripted IK baseline over {episodes} episodes..."):
             results["scripted IK baseline"] = run_episodes(benv, actor, episodes, seed)
+    if teacher:
+        tenv = gymnasium.make(env_id)
+        with out.status(f"velocity teacher over {episodes} episodes..."):
+            results["velocity teacher"] = run_episodes(tenv, VelocityTeacher(tenv), episodes, seed)
     table = Table(title=f"{env_id}: {episodes} episodes, seeds {seed}..{seed + episodes - 1}")
     for col in ("controller", "success rate", "time to goal (mean)", "median", "p90", "mean distance at end"):
         table.add_column(col)
@@ -189,7 +194,7 @@ def eval_cmd(
         "runtime_latency_p99_s": runtime.calibration_p99_s,
         "runtime_late_answers": runtime.late,
     }
-    if len(results) == 2:
+    if "scripted IK baseline" in results:
         both = compare(results["policy"], results["scripted IK baseline"])
         doc["both_succeeded"] = both
         if both["episodes"]:

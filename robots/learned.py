@@ -376,7 +376,11 @@ class ScriptedApproach:
 
     def command(self, sensed: ApproachInput, q_applied_rad: FloatArray) -> FloatArray:
         if self._tick % self._every == 0:
-            self._qd_des = self.chase.joint_velocity(np.asarray(q_applied_rad, dtype=float), sensed.goal_pos_m)
+            goal = np.asarray(sensed.goal_pos_m, dtype=float)
+            if np.all(np.isfinite(goal)):
+                self._qd_des = self.chase.joint_velocity(np.asarray(q_applied_rad, dtype=float), goal)
+            else:  # no goal to chase: brake (within the acceleration limits) and hold
+                self._qd_des = np.zeros_like(self._qd_des)
         self._tick += 1
         return self._integrator.next(self._qd_des, np.asarray(q_applied_rad, dtype=float))
 
