@@ -33,8 +33,9 @@ def main() -> int:
     ap.add_argument("--calls", type=int, default=20_000, help="timed answers per backend")
     ap.add_argument("--rounds", type=int, default=10, help="interleaved rounds the calls are split into")
     ap.add_argument("--budget-us", type=float, default=1000.0)
+    ap.add_argument("--core", type=int, default=None, help="the core to pin to (default: the last one allowed)")
     args = ap.parse_args()
-    core = sorted(os.sched_getaffinity(0))[0]
+    core = args.core if args.core is not None else sorted(os.sched_getaffinity(0))[-1]
     os.sched_setaffinity(0, {core})
     torch.set_num_threads(1)
     info = read_info(args.checkpoint)
