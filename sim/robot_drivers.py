@@ -73,12 +73,14 @@ class RobotDrivers:
         return on
 
     def _on_tick(self, tw: Twin) -> None:
-        # On the twin thread, under its lock: publish this tick's states and return.
+        # On the twin thread, under its lock: publish this tick's people, then the joint states
+        # (a runtime's control period starts on a joint state: it then sees this tick's people,
+        # which takes a tick off the reaction to an intrusion), and return.
+        with contextlib.suppress(InvalidHandle):  # closing
+            self._publish_cell(tw)
         t = tw.time_s
         for robot in self._robots:
             self.drivers[robot].publish(JointState(t, tw.joint_positions(robot), tw.joint_velocities(robot)))
-        with contextlib.suppress(InvalidHandle):  # closing
-            self._publish_cell(tw)
 
     def _publish_cell(self, tw: Twin) -> None:
         stamp = stamp_msg(time.time())

@@ -307,8 +307,10 @@ def serve_runtime(
     the caller's (built on the plant's MuJoCo model, each with its own scratch data). Returns the
     node and the running runtime; stop with ``runtime.stop()`` then ``host.close()``."""
     joint_names = ROBOT_MODELS[plant.robots[robot].model].joint_names
-    hw = RosHardware(host, robot, joint_names, control_period_s)
+    # People first: the fast lane serves ready subscriptions in the order they were made, so a
+    # control period woken by a joint state already sees the people of the same twin tick.
     people = RosPeople(host)
+    hw = RosHardware(host, robot, joint_names, control_period_s)
     locator = RosPartLocator(host, list(plant.part_types))
     peers = RosPeers(host, [r for r in plant.robots if r != robot])
     node = RuntimeNode(host, robot)
