@@ -43,7 +43,15 @@ def write_gantt(bars: Sequence[Bar], path: Path | str, title: str = "") -> Path:
     fig, ax = plt.subplots(figsize=(12, 1.0 + 0.6 * max(1, len(agents))), dpi=100)
     for agent, step, start, end, status in bars:
         y = agents.index(agent)
-        ax.barh(y, max(end - start, 0.05), left=start, height=0.6, color=_COLOURS.get(status, "#999999"))
+        ax.barh(
+            y,
+            max(end - start, 0.05),
+            left=start,
+            height=0.6,
+            color=_COLOURS.get(status, "#999999"),
+            edgecolor="white",
+            linewidth=0.8,
+        )
         ax.text(start + (end - start) / 2, y, step, ha="center", va="center", fontsize=6, color="white", clip_on=True)
     ax.set_yticks(range(len(agents)), agents)
     ax.set_xlabel("time (s)")
