@@ -75,6 +75,16 @@ class BoxVolume:
         outside = math.sqrt(sum(max(d, 0.0) ** 2 for d in local))
         return outside if outside > 0 else max(local)
 
+    def distances_m(self, points: FloatArray) -> FloatArray:
+        """:meth:`distance_m` of every row of ``points`` (n, 3), at once."""
+        c, s = math.cos(-self.yaw_rad), math.sin(-self.yaw_rad)
+        d = points - np.asarray(self.center_m)
+        local = np.stack(
+            [np.abs(c * d[:, 0] - s * d[:, 1]), np.abs(s * d[:, 0] + c * d[:, 1]), np.abs(d[:, 2])], axis=1
+        ) - np.asarray(self.half_m)
+        outside = np.sqrt(np.sum(np.maximum(local, 0.0) ** 2, axis=1))
+        return np.where(outside > 0, outside, np.max(local, axis=1))
+
 
 @dataclass(frozen=True)
 class CylinderVolume:
@@ -92,6 +102,14 @@ class CylinderVolume:
         axial = abs(p[2] - zc) - 0.5 * (self.z_high_m - self.z_low_m)
         outside = math.hypot(max(radial, 0.0), max(axial, 0.0))
         return outside if outside > 0 else max(radial, axial)
+
+    def distances_m(self, points: FloatArray) -> FloatArray:
+        """:meth:`distance_m` of every row of ``points`` (n, 3), at once."""
+        radial = np.hypot(points[:, 0] - self.center_xy_m[0], points[:, 1] - self.center_xy_m[1]) - self.radius_m
+        zc = 0.5 * (self.z_low_m + self.z_high_m)
+        axial = np.abs(points[:, 2] - zc) - 0.5 * (self.z_high_m - self.z_low_m)
+        outside = np.hypot(np.maximum(radial, 0.0), np.maximum(axial, 0.0))
+        return np.where(outside > 0, outside, np.maximum(radial, axial))
 
 
 Volume = BoxVolume | CylinderVolume
@@ -584,9 +602,10 @@ class SafetySupervisor:
             i = int(np.argmax(np.any(low | high, axis=1)))
             return f"point {i} at {np.round(pts[i], 3).tolist()} leaves the geofence"
         for vol in self.config.keep_out:
-            for i in range(len(pts)):
-                if vol.distance_m(pts[i]) < r[i]:
-                    return f"point {i} at {np.round(pts[i], 3).tolist()} enters keep-out zone {vol.name}"
+            inside = vol.distances_m(pts) < r
+            if np.any(inside):
+                i = int(np.argmax(inside))
+                return f"point {i} at {np.round(pts[i], 3).tolist()} enters keep-out zone {vol.name}"
         return None
 
     def _ssm(self, now_s: float, pts: FloatArray, q: FloatArray, v: FloatArray) -> None:

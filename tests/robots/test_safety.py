@@ -69,6 +69,10 @@ def test_volume_distances(x: float, y: float, z: float, yaw: float) -> None:
         assert (d < 0) == inside
     cyl = CylinderVolume("c", (0.0, 0.0), 0.5, 0.0, 1.0)
     dc = cyl.distance_m(p)
+    # The vectorised form (the supervisor's, every period) agrees with the scalar one.
+    pts = np.array([p, p + 0.1, p - 0.2])
+    assert np.allclose(box.distances_m(pts), [box.distance_m(q) for q in pts], atol=1e-12)
+    assert np.allclose(cyl.distances_m(pts), [cyl.distance_m(q) for q in pts], atol=1e-12)
     if abs(dc) > 1e-9:
         assert (dc < 0) == (math.hypot(x, y) <= 0.5 and 0 <= z <= 1)
 
