@@ -23,7 +23,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
 from llm_coordinator._geometry import step_location
@@ -35,7 +35,7 @@ from llm_coordinator.store import Store
 from plant.config import PlantDescription
 from plant.interface import MachineAgent, MachineError, MachineStatus
 from plant.packml import Command, State
-from robots.interface import Outcome, RobotAgent, SkillGoal, SkillResult
+from robots.interface import Outcome, RobotAgent, SkillGoal
 
 log = logging.getLogger(__name__)
 
@@ -159,29 +159,6 @@ async def run_machine_skill(agent: MachineAgent, step: Step, timeout_s: float) -
     raise StepFailed(f"{step.skill} is not a machine skill")
 
 
-async def _all_or_first_failure(runs: Sequence[Awaitable[SkillResult]]) -> list[SkillResult]:
-    """Await skills that belong together; when one fails, cancel the others (a receiver that
-    cannot reach makes the giver's wait pointless)."""
-    tasks = [asyncio.ensure_future(r) for r in runs]
-    try:
-        pending = set(tasks)
-        while pending:
-            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-            if any(t.result().outcome != Outcome.SUCCEEDED for t in done):
-                for t in pending:
-                    t.cancel()
-                await asyncio.gather(*pending, return_exceptions=True)
-                break
-    finally:
-        for t in tasks:
-            if not t.done():
-                t.cancel()
-    return [
-        t.result() if not t.cancelled() else SkillResult("cancelled", Outcome.CANCELLED, "the other robot failed")
-        for t in tasks
-    ]
-
-
 class Executor:
     """Runs approved plans on live (or twin) agents; see the module docstring."""
 
@@ -211,30 +188,15 @@ class Executor:
         if step.agent in self.machines:
             return await run_machine_skill(self.machines[step.agent], step, timeout_s)
         if step.agent in self.robots:
-            args = dict(step.args)
-            goal = SkillGoal(goal_id=f"{goal_prefix}:{step.id}", robot=step.agent, skill=step.skill, args=args)
-            runs = [self.robots[step.agent].run_skill(goal, timeout_s=timeout_s)]
-            receiver = step.args.get("to_robot")
-            if step.skill == "hand_over" and isinstance(receiver, str) and receiver in self.robots:
-                # A hand-over takes two robots: the receiver runs the robots' "take" skill at the
-                # same time (the plan's step occupies both, so nothing else runs on either).
-                take = SkillGoal(
-                    goal_id=f"{goal_prefix}:{step.id}:take",
-                    robot=receiver,
-                    skill="take",
-                    args={"from_robot": step.agent, "location": str(step.args.get("location", ""))},
-                )
-                runs.append(self.robots[receiver].run_skill(take, timeout_s=timeout_s))
-            results = await _all_or_first_failure(runs)
-            bad = [
-                f"{r.goal_id.rsplit(':', 1)[-1] if r.goal_id.endswith(':take') else step.skill} by "
-                f"{who}: {r.outcome.value}: {r.reason}"
-                for r, who in zip(results, [step.agent, receiver], strict=False)
-                if r.outcome != Outcome.SUCCEEDED
-            ]
-            if bad:
-                raise StepFailed("; ".join(bad))
-            return f"{results[0].outcome.value} in {results[0].duration_s:.1f} s"
+            # A hand-over goes to the giver's agent, which also has the receiver take the part
+            # (the plan's step occupies both robots, so nothing else runs on either meanwhile).
+            goal = SkillGoal(
+                goal_id=f"{goal_prefix}:{step.id}", robot=step.agent, skill=step.skill, args=dict(step.args)
+            )
+            result = await self.robots[step.agent].run_skill(goal, timeout_s=timeout_s)
+            if result.outcome != Outcome.SUCCEEDED:
+                raise StepFailed(f"{step.agent} {step.skill}: {result.outcome.value}: {result.reason}")
+            return f"{result.outcome.value} in {result.duration_s:.1f} s"
         raise StepFailed(f"no agent {step.agent!r} is connected")
 
     async def _settled_in_flight(self, plan_id: int, h: str, step: Step) -> bool:
