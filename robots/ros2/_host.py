@@ -1,8 +1,8 @@
 """An rclpy context with its executor spinning on a thread of its own, and a fast lane.
 
 rclpy's executors are written in Python: every callback costs a rebuild of the wait set from
-every entity of every node (about 0.3 to 0.7 ms of CPU under the GIL on the shared machine,
-measured with ``bench/bench_robots.py``). A few 250 Hz topics saturate one executor and the
+every entity of every node (0.3 to 0.7 ms of CPU under the GIL, measured on the shared 2-core
+machine with 1 to 8 nodes). A few 250 Hz topics saturate one executor and the
 rest of its callbacks (goals, services) queue behind them. So the high-rate, short callbacks
 (joint states, joint commands, tracked people, streamed commands) go on a :class:`FastLane`:
 their own node, which no executor spins, waited on by one thread with a wait set of just those
