@@ -15,9 +15,15 @@ $(BIN)/python:
 # llama.cpp has no wheel: it is built from source. The default native build crashes on CPUs
 # with AMX, so build portable AVX2 code; --no-cache-dir because pip's wheel cache ignores CMAKE_ARGS.
 LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
+# The portable wheel is kept in a wheelhouse outside the repository, so a second install (a new
+# .venv, CI on the same machine) reuses it instead of compiling for minutes again.
+WHEELHOUSE ?= $(HOME)/.cache/atelier/wheels
+LLAMA := llama-cpp-python==0.3.36
 $(VENV)/.llama-built: | $(BIN)/python
-	$(BIN)/python -c "import llama_cpp" 2>/dev/null || \
-	  CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip install --quiet --no-cache-dir 'llama-cpp-python==0.3.36'
+	$(BIN)/python -c "import llama_cpp" 2>/dev/null || { \
+	  ls $(WHEELHOUSE)/llama_cpp_python-0.3.36-*.whl >/dev/null 2>&1 || \
+	    CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip wheel --quiet --no-deps --no-cache-dir -w $(WHEELHOUSE) '$(LLAMA)'; \
+	  $(BIN)/pip install --quiet --find-links $(WHEELHOUSE) '$(LLAMA)'; }
 	touch $@
 
 install: $(BIN)/python system-deps $(VENV)/.llama-built
