@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -240,3 +240,45 @@ def build_coordinator(
     gate = ApprovalGate(store, plant, ttl_s=config.approval_ttl_s)
     rehearser = Rehearser(plant, twin_factory(), config.step_timeout_margin) if rehearse else None
     return Coordinator(plant, store, planner, gate, rehearser, evidence_dir)
+
+
+#: Machine agent class per protocol of the plant description, imported when used.
+MACHINE_AGENTS: dict[str, str] = {"opcua": "plant.opcua:OpcuaAgent", "modbus": "plant.modbus:ModbusAgent"}
+
+
+@asynccontextmanager
+async def live_agents(
+    plant: PlantDescription, *, ros_host: Any = None, robots: Iterable[str] | None = None, ready_timeout_s: float = 30.0
+) -> AsyncIterator[tuple[dict[str, MachineAgent], dict[str, RobotAgent]]]:
+    """Agents of a live plant (the twin served by ``atelier twin serve``, or a real plant): each
+    machine over its protocol at the endpoint of the plant description, each robot over ROS 2.
+
+    ``robots`` limits the robots (default all; each needs its runtime running). Raises
+    :class:`~plant.interface.ConnectError` if a machine cannot be reached and ``TimeoutError``
+    if a robot's runtime does not listen within ``ready_timeout_s``. Disconnects on exit.
+    """
+    import importlib
+
+    from robots.ros2._host import RosHost
+    from robots.ros2.agent import RosRobotAgent
+
+    machines: dict[str, MachineAgent] = {}
+    for name, m in plant.machines.items():
+        module, _, cls = MACHINE_AGENTS[m.protocol].partition(":")
+        machines[name] = getattr(importlib.import_module(module), cls)(name, m)
+    host = ros_host if ros_host is not None else RosHost()
+    try:
+        for agent in machines.values():
+            await agent.connect()
+        robot_agents: dict[str, RobotAgent] = {}
+        for r in robots if robots is not None else plant.robots:
+            ros_agent = RosRobotAgent(host, r)
+            if not await ros_agent.wait_ready(ready_timeout_s):
+                raise TimeoutError(f"the runtime of {r} does not listen on ROS 2 (is it running?)")
+            robot_agents[r] = ros_agent
+        yield machines, robot_agents
+    finally:
+        for agent in machines.values():
+            await agent.disconnect()
+        if ros_host is None:
+            host.close()

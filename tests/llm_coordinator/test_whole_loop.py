@@ -2,17 +2,22 @@
 
 - ``test_whole_loop_in_process``: the real embedded model, rehearsal in the in-process twin,
   and execution on a second in-process twin standing in for the plant (agents of ``sim``).
-- ``test_whole_loop_over_the_protocols``: THE acceptance test of issue 6. Same loop, with the
-  twin served live over OPC-UA, Modbus TCP and ROS 2 and the coordinator talking to it through
-  the real protocol agents. It needs ``llm_coordinator.wiring.live_agents`` (to be written when
-  the protocol agents of ``plant.opcua``, ``plant.modbus`` and ``robots.ros2`` are wired); until
-  then it is skipped with that reason.
+- ``test_whole_loop_over_the_protocols``: the acceptance test of issue 6. Same loop, with the
+  twin served live over OPC-UA, Modbus TCP and ROS 2 (the robot runtime in a process of its
+  own) and the executor talking to it through the real protocol agents
+  (:func:`llm_coordinator.wiring.live_agents`).
 """
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import time
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -26,6 +31,9 @@ from llm_coordinator.planner import Planner
 from llm_coordinator.rehearsal import Rehearser
 from llm_coordinator.store import Store
 from plant.config import PlantDescription
+from plant.testing import on_free_ports
+
+ROOT = Path(__file__).resolve().parents[2]
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
@@ -53,9 +61,88 @@ async def test_whole_loop_in_process(
     assert store.verify_audit().ok
 
 
+def _start_runtime(robot: str, state_dir: Path, domain: int) -> subprocess.Popen[str]:
+    """``atelier robot runtime`` in a process of its own, as on a robot's controller."""
+    log_path = state_dir / f"{robot}.runtime.log"
+    with log_path.open("w", encoding="utf-8") as log:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                *("-m", "llm_coordinator.cli_robot", "runtime", robot),
+                *("--state-dir", str(state_dir), "--domain-id", str(domain)),
+            ],
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+    end = time.monotonic() + 120
+    while "ready" not in log_path.read_text(encoding="utf-8"):
+        if proc.poll() is not None or time.monotonic() > end:
+            proc.kill()
+            proc.wait(5)
+            raise AssertionError(f"runtime did not start: {log_path.read_text(encoding='utf-8')}")
+        time.sleep(0.1)
+    return proc
+
+
+@pytest.fixture
+def live_cell(demo_plant: PlantDescription, tmp_path: Path) -> Iterator[tuple[PlantDescription, Any, Any]]:
+    """The twin served live: machines on OPC-UA and Modbus TCP (free loopback ports), each robot
+    as a ROS 2 driver node, and the UR5e's runtime in a process of its own (a ROS 2 domain of
+    this test's own, so that other tests' robots do not answer)."""
+    with warnings.catch_warnings():
+        # rclpy's type support imports lark, which imports the deprecated sre_parse once.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import rosidl_generator_py  # noqa: F401
+
+    from robots.ros2._host import RosHost
+    from sim.live import LiveTwin
+    from sim.robot_drivers import start_robot_drivers
+    from sim.twin import Twin
+
+    domain = 40 + os.getpid() % 50
+    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    plant = on_free_ports(demo_plant)
+    host = RosHost(domain)
+    live = LiveTwin(Twin(plant)).start()
+    drivers = start_robot_drivers(live, host)
+    runtime = _start_runtime("ur5e_1", tmp_path, domain)
+    try:
+        yield plant, live, host
+    finally:
+        runtime.terminate()
+        try:
+            runtime.wait(10)
+        except subprocess.TimeoutExpired:
+            runtime.kill()
+        drivers.close()
+        live.stop()
+        host.close()
+
+
 @pytest.mark.slow
-async def test_whole_loop_over_the_protocols(demo_plant: PlantDescription, llama: LLMBackend) -> None:
-    live_agents = getattr(wiring, "live_agents", None)
-    if live_agents is None:
-        pytest.skip("needs llm_coordinator.wiring.live_agents: the twin served over OPC-UA, Modbus and ROS 2")
-    raise AssertionError("write this test when live_agents lands")  # pragma: no cover
+async def test_whole_loop_over_the_protocols(
+    live_cell: tuple[PlantDescription, Any, Any], llama: LLMBackend, store: Store, tmp_path: Path
+) -> None:
+    """Issue 6's acceptance test: the embedded model plans, the twin rehearses, a supervisor
+    approves, and the executor runs the plan on the twin served over OPC-UA, Modbus and ROS 2."""
+    from sim.serve import serve_plant
+
+    plant, live, host = live_cell
+    planner = Planner(plant, llama, CoordinatorConfig())
+    gate = ApprovalGate(store, plant)
+    co = Coordinator(plant, store, planner, gate, Rehearser(plant, wiring.twin_factory(render=False)), tmp_path)
+    sub = await co.submit(ORDER)
+    assert sub.status == "awaiting_approval", sub.reasons
+    gate.approve(sub.plan_id, "sam (supervisor)")
+    async with (
+        serve_plant(live, plant),
+        wiring.live_agents(plant, ros_host=host, robots=["ur5e_1"]) as (machines, robots),
+    ):
+        # Over OPC-UA and Modbus, a machine reports the state the twin's PLC publishes.
+        assert (await machines["conveyor_1"].status()).state is not None
+        report = await Executor(plant, store, gate, machines, robots).run(sub.plan_id)
+    assert report.status == "done", report.reason
+    assert store.get(sub.plan_id).status == "done"
+    assert store.verify_audit().ok
