@@ -31,6 +31,7 @@ from llm_coordinator.planner import Planner
 from llm_coordinator.rehearsal import Rehearser
 from llm_coordinator.store import Store
 from plant.config import PlantDescription
+from plant.packml import State
 from plant.testing import on_free_ports
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -133,16 +134,21 @@ async def test_whole_loop_over_the_protocols(
     planner = Planner(plant, llama, CoordinatorConfig())
     gate = ApprovalGate(store, plant)
     co = Coordinator(plant, store, planner, gate, Rehearser(plant, wiring.twin_factory(render=False)), tmp_path)
-    sub = await co.submit(ORDER)
-    assert sub.status == "awaiting_approval", sub.reasons
-    gate.approve(sub.plan_id, "sam (supervisor)")
+    ids = []
+    for order in (ORDER, "Reset the conveyor"):
+        sub = await co.submit(order)
+        assert sub.status == "awaiting_approval", (order, sub.reasons)
+        gate.approve(sub.plan_id, "sam (supervisor)")
+        ids.append(sub.plan_id)
     async with (
         serve_plant(live, plant),
         wiring.live_agents(plant, ros_host=host, robots=["ur5e_1"]) as (machines, robots),
     ):
-        # Over OPC-UA and Modbus, a machine reports the state the twin's PLC publishes.
-        assert (await machines["conveyor_1"].status()).state is not None
-        report = await Executor(plant, store, gate, machines, robots).run(sub.plan_id)
-    assert report.status == "done", report.reason
-    assert store.get(sub.plan_id).status == "done"
+        assert (await machines["conveyor_1"].status()).state == State.STOPPED
+        for plan_id in ids:
+            report = await Executor(plant, store, gate, machines, robots).run(plan_id)
+            assert report.status == "done", report.reason
+            assert store.get(plan_id).status == "done"
+        # The reset went over Modbus TCP to the twin's PLC; the home over ROS 2 to the runtime.
+        assert (await machines["conveyor_1"].status()).state == State.IDLE
     assert store.verify_audit().ok
