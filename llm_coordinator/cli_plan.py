@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import AsyncIterator, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -248,26 +250,34 @@ def register(app: typer.Typer) -> None:
         db: DbOpt = "sqlite:///atelier.db",
         plant_file: PlantOpt = None,
     ) -> None:
-        """Run an approved plan (refused unless approved for its exact hash, with every hazardous
-        step confirmed). Live agents over OPC-UA, Modbus and ROS 2 are wired when they land."""
+        """Run (or resume) an approved plan on the plant: machines over OPC-UA/Modbus at the
+        endpoints of the plant description, robots over ROS 2 (their runtimes must be running),
+        or with --in-process on a fresh in-process twin. Refused unless approved for the plan's
+        exact hash with every hazardous step confirmed."""
         from llm_coordinator.approval import ApprovalGate, NotApproved
         from llm_coordinator.executor import Executor
-
-        if not in_process:
-            err.print(
-                "running on the live plant needs the protocol agents (OPC-UA, Modbus, ROS 2), which are not "
-                "wired into llm_coordinator.wiring yet; use --in-process to run on the in-process twin"
-            )
-            raise typer.Exit(3)
-        from llm_coordinator.wiring import twin_factory
 
         plant = _plant(plant_file)
         store = Store(db)
         gate = ApprovalGate(store, plant)  # type: ignore[arg-type]
 
+        def agents() -> AbstractAsyncContextManager[tuple[Mapping[str, Any], Mapping[str, Any]]]:
+            if in_process:
+                from llm_coordinator.wiring import twin_factory
+
+                @asynccontextmanager
+                async def twin() -> AsyncIterator[tuple[Mapping[str, Any], Mapping[str, Any]]]:
+                    async with twin_factory(render=False)(plant) as session:  # type: ignore[arg-type]
+                        yield session.machines, session.robots
+
+                return twin()
+            from llm_coordinator.wiring import live_agents
+
+            return live_agents(plant)  # type: ignore[arg-type]
+
         async def go() -> int:
-            async with twin_factory()(plant) as twin:  # type: ignore[arg-type]
-                ex = Executor(plant, store, gate, twin.machines, twin.robots)  # type: ignore[arg-type]
+            async with agents() as (machines, robots):
+                ex = Executor(plant, store, gate, machines, robots)  # type: ignore[arg-type]
                 try:
                     report = await ex.run(plan_id, actor="cli")
                 except NotApproved as exc:
@@ -291,3 +301,14 @@ def register(app: typer.Typer) -> None:
         for p in report.problems:
             err.print(p)
         raise typer.Exit(1)
+
+
+def main() -> None:
+    """``python -m llm_coordinator.cli_plan``: these commands without the rest of ``atelier``."""
+    app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+    register(app)
+    app()
+
+
+if __name__ == "__main__":
+    main()
