@@ -44,8 +44,7 @@ system-deps:
 	  fi
 
 demo: install
-	$(BIN)/atelier sim --seconds 10 --render $(OUT)/demo_cell.mp4
-	$(BIN)/atelier sim --seconds 10 --render $(OUT)/demo_cell.png --camera overview
+	BIN=$(BIN) OUT=$(OUT) scripts/demo.sh
 
 check:
 	$(BIN)/ruff check .
@@ -65,6 +64,10 @@ fast:
 
 bench:
 	$(BIN)/python bench/bench_twin.py
+	$(BIN)/python bench/bench_machines.py
+	$(BIN)/python bench/bench_robots.py
+	$(BIN)/python bench/bench_policy.py
+	$(BIN)/python bench/bench_planner.py --modes intent --rehearsal fake
 
 clean:
 	rm -rf $(VENV) $(OUT) .mypy_cache .pytest_cache .ruff_cache

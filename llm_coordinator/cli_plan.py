@@ -95,9 +95,17 @@ def register(app: typer.Typer) -> None:
         evidence: Annotated[Path, typer.Option(help="directory for Gantt charts and frames")] = Path(
             "atelier_evidence"
         ),
+        live: Annotated[
+            bool,
+            typer.Option(
+                "--live",
+                help="execute on the live plant (machines over OPC-UA/Modbus, robots over ROS 2: "
+                "`atelier twin serve` and the robot runtimes must be running) instead of an in-process twin",
+            ),
+        ] = False,
     ) -> None:
         """The whole loop: plan, guardrails, rehearsal, an approval prompt (or --yes), execution
-        (on the in-process twin until the live protocol agents are wired), summary."""
+        (on the live plant with --live, else on an in-process twin), summary."""
         from llm_coordinator.executor import Executor
         from llm_coordinator.wiring import build_coordinator, twin_factory
 
@@ -127,9 +135,22 @@ def register(app: typer.Typer) -> None:
             if yes or typer.confirm(f"operator: confirm hazardous step {step}?", default=False):
                 co.gate.confirm(sub.plan_id, step, "cli (--yes)" if yes else "cli")
 
+        @asynccontextmanager
+        async def agents() -> AsyncIterator[tuple[Mapping[str, Any], Mapping[str, Any]]]:
+            if live:
+                from llm_coordinator.wiring import live_agents
+
+                used = {s.agent for s in plan.steps if s.agent in plant.robots}  # type: ignore[attr-defined]
+                async with live_agents(plant, robots=sorted(used)) as (machines, robots):  # type: ignore[arg-type]
+                    yield machines, robots
+            else:
+                async with twin_factory(render=False)(plant) as twin:  # type: ignore[arg-type]
+                    yield twin.machines, twin.robots
+
         async def go() -> int:
-            async with twin_factory(render=False)(plant) as twin:  # type: ignore[arg-type]
-                ex = Executor(plant, co.store, co.gate, twin.machines, twin.robots)  # type: ignore[arg-type]
+            async with agents() as (machines, robots):
+                out.print("executing on " + ("the live plant" if live else "an in-process twin"))
+                ex = Executor(plant, co.store, co.gate, machines, robots)  # type: ignore[arg-type]
                 report = await ex.run(sub.plan_id, actor="cli")
             for rec in report.records:
                 out.print(
