@@ -13,7 +13,7 @@ cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 
 trap cleanup EXIT
 
 echo "== 1. the twin of the demo cell, 10 s, rendered to $OUT/demo_cell.mp4"
-"$BIN/atelier" sim --seconds 10 --render "$OUT/demo_cell.mp4"
+"$BIN/atelier" sim --seconds 10 --render "$OUT/demo_cell.mp4" --width 640 --height 360
 
 echo "== 2. the twin served live: machines over OPC-UA / Modbus TCP, robots as ROS 2 drivers"
 "$BIN/atelier" twin serve > "$OUT/twin_serve.log" 2>&1 & pids+=($!)
