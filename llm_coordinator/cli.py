@@ -189,6 +189,11 @@ def sim_cmd(
 
 
 def main() -> None:
+    import logging
+
+    # asyncua logs routine negotiation (revised subscription values) as warnings; people see
+    # outages and refusals through the agents' own events and errors instead.
+    logging.getLogger("asyncua").setLevel(logging.ERROR)
     try:
         app()
     except KeyboardInterrupt:
