@@ -29,8 +29,22 @@ from dataclasses import dataclass
 import numpy as np
 
 from robots.interface import FloatArray, HardwareInterface, JointState, Outcome, SkillFeedback, SkillGoal, SkillResult
+from robots.kinematics import ArmKinematics
+from robots.learned import ApproachController, ApproachInput, LearnedApproach, ScriptedApproach
 from robots.safety import Applied, SafetySupervisor, TrackedPerson
-from robots.skills import Check, Dwell, Grip, Move, SkillContext, SkillError, SkillPlan, SkillPlanner, Step, WaitUntil
+from robots.skills import (
+    Check,
+    Dwell,
+    Grip,
+    Move,
+    SkillContext,
+    SkillError,
+    SkillPlan,
+    SkillPlanner,
+    Step,
+    Track,
+    WaitUntil,
+)
 from robots.trajectory import JointMove, brake_step
 
 log = logging.getLogger(__name__)
@@ -53,6 +67,27 @@ class RuntimeConfig:
     state_timeout_periods: int = 25
 
 
+@dataclass
+class TrackControllers:
+    """The controllers of :class:`~robots.skills.Track` steps, used on the control thread only.
+
+    ``approach``: the robot's approach-phase controller (learned or scripted, from
+    :func:`robots.learned.make_approach`); ``chase``: the scripted chase (descents, lifts);
+    ``kinematics``: to the grip site, this object's own (tells when the tool reached the goal).
+    """
+
+    approach: ApproachController
+    chase: ApproachController
+    kinematics: ArmKinematics
+
+    @classmethod
+    def from_approach(cls, approach: LearnedApproach | ScriptedApproach, kinematics: ArmKinematics) -> TrackControllers:
+        """Controllers around what :func:`robots.learned.make_approach` returned (its scripted
+        fallback, or the scripted approach itself, is the chase)."""
+        chase = approach.fallback if isinstance(approach, LearnedApproach) else approach
+        return cls(approach, chase, kinematics)
+
+
 class _Active:
     """The goal being executed and where it is."""
 
@@ -70,6 +105,9 @@ class _Active:
         self.cancel = False
         self.failing: tuple[Outcome, str] | None = None
         self.grip_sent = False
+        self.track_started = False  # the Track step's controller was reset for this phase
+        self.track_goal: FloatArray | None = None  # where the Track step's goal was last seen
+        self.inside_since: float | None = None  # since when the tool is within the Track tolerance
 
 
 class RobotRuntime:
@@ -77,6 +115,9 @@ class RobotRuntime:
 
     ``people`` returns the people currently tracked (for SSM); ``clock`` gives the time for the
     supervisor and the watchdog (None: the joint state's own stamp, the twin's time in lockstep).
+    ``tracking`` runs :class:`~robots.skills.Track` steps (without it they fail); every command
+    of such a phase goes through the supervisor like any other. :attr:`track_log` lists
+    (phase, controller kind, reason) for each tracking phase begun.
     """
 
     def __init__(
@@ -91,6 +132,7 @@ class RobotRuntime:
         config: RuntimeConfig | None = None,
         plan_inline: bool = True,
         tool_position: Callable[[], FloatArray] | None = None,
+        tracking: TrackControllers | None = None,
     ) -> None:
         self.hw = hardware
         self.robot = hardware.robot
@@ -104,6 +146,10 @@ class RobotRuntime:
         self.dt = hardware.control_period_s
         self.holding: str | None = None
         self.tool_position = tool_position
+        self.tracking = tracking
+        self.track_log: list[tuple[str, str, str]] = []  # (phase, controller kind, reason), bounded
+        if tracking is not None:
+            log.info("%s: approach phase %s (%s)", hardware.robot, tracking.approach.kind, tracking.approach.reason)
         self.phase = ""
         self.ticks = 0
         self.last_state: JointState | None = None
@@ -305,8 +351,10 @@ class RobotRuntime:
                 active.paused_since = now
             elif now - active.paused_since > self.config.protective_stop_timeout_s:
                 active.failing = (Outcome.STOPPED_BY_SAFETY, causes.get("protective_stop", "protective stop"))
-            # The supervisor brakes; the move is re-timed from wherever the robot stops.
+            # The supervisor brakes; the move is re-timed (a tracking phase restarted) from
+            # wherever the robot stops.
             active.move = None
+            active.track_started = False
             return None
         active.paused_since = None
         step = self._current(active)
@@ -333,7 +381,42 @@ class RobotRuntime:
             active.tau += active.scale * self.dt
             q, _, _ = active.move.sample(active.tau)
             return q
+        if isinstance(step, Track):
+            return self._track_command(active, step, q_a)
         return q_a
+
+    def _track_command(self, active: _Active, step: Track, q_a: FloatArray | None) -> FloatArray | None:
+        """The next command of a tracking phase: the phase controller's request, which the caller
+        hands to the supervisor like any other command."""
+        tr = self.tracking
+        if tr is None:
+            active.failing = (Outcome.FAILED, f"{step.label}: {self.robot} has no controller for a moving target")
+            return None
+        state = self.last_state
+        if q_a is None or state is None:
+            return None
+        seen = step.goal()
+        if seen is None:
+            active.failing = (Outcome.FAILED, f"{step.label}: lost sight of the target")
+            return None
+        active.track_goal = np.asarray(seen.position_m, dtype=float)
+        ctrl = tr.approach if step.controller == "approach" else tr.chase
+        if not active.track_started:
+            ctrl.reset(q_a)
+            active.track_started = True
+            active.inside_since = None
+            if len(self.track_log) < 1000:
+                self.track_log.append((step.label, ctrl.kind, ctrl.reason))
+            log.info("%s: %s with the %s controller (%s)", self.robot, step.label, ctrl.kind, ctrl.reason)
+        vel = np.asarray(seen.velocity_m_s, dtype=float)
+        age = seen.age_s
+        aim = active.track_goal
+        if step.lead_s > 0:
+            aim, age = aim + vel * (step.lead_s + age), 0.0
+        sensed = ApproachInput(
+            np.asarray(state.position, dtype=float), np.asarray(state.velocity, dtype=float), aim, vel, age
+        )
+        return ctrl.command(sensed, q_a)
 
     def _skill_gripper(self, active: _Active, now: float) -> None:
         step = self._current(active)
@@ -376,6 +459,8 @@ class RobotRuntime:
                 active.failing = (Outcome.FAILED, why)
             else:
                 done = True
+        elif isinstance(step, Track):
+            done = self._track_done(active, step, now, t0)
         elif isinstance(step, WaitUntil):
             if step.ready():
                 done = True
@@ -387,6 +472,9 @@ class RobotRuntime:
             active.step_start_s = None
             active.move = None
             active.grip_sent = False
+            active.track_started = False
+            active.track_goal = None
+            active.inside_since = None
             phase_changed = True
             if active.index >= len(active.plan.steps):
                 self._end(active, Outcome.SUCCEEDED, "", now)
@@ -395,6 +483,28 @@ class RobotRuntime:
         self.phase = cur.label if cur is not None else ""
         if self.on_feedback is not None and (phase_changed or self.ticks % self.config.feedback_every == 0):
             self.on_feedback(SkillFeedback(active.goal.goal_id, self._progress(active), self.phase))
+
+    def _track_done(self, active: _Active, step: Track, now: float, t0: float) -> bool:
+        """A tracking phase ends when the tool (from the measured joints) stayed within its
+        tolerance of the goal for its hold time; it fails after its timeout."""
+        tr, state, goal = self.tracking, self.last_state, active.track_goal
+        if tr is None or state is None or goal is None or not active.track_started:
+            return False
+        tool, _ = tr.kinematics.fk(np.asarray(state.position, dtype=float))
+        dist = float(np.linalg.norm(tool - goal))
+        if dist <= step.tolerance_m:
+            if active.inside_since is None:
+                active.inside_since = now
+            if now - active.inside_since >= step.hold_s - 1e-9:
+                return True
+        else:
+            active.inside_since = None
+        if now - t0 > step.timeout_s:
+            active.failing = (
+                Outcome.FAILED,
+                f"{step.label}: did not close in on the target within {step.timeout_s:.1f} s ({dist:.3f} m off)",
+            )
+        return False
 
     def _progress(self, active: _Active) -> float:
         n = len(active.plan.steps)

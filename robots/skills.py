@@ -2,8 +2,10 @@
 
 A skill plans once, when its goal starts (inverse kinematics on the MuJoCo model, damped least
 squares within the joint limits), into steps: joint moves (timed by the runtime from wherever
-the robot then is, within the speed and acceleration limits), gripper actions, dwells, checks
-and waits. Planning blocks the calling thread for 1-300 ms (IK); it never moves anything.
+the robot then is, within the speed and acceleration limits), gripper actions, dwells, checks,
+waits, and tracking phases (:class:`Track`: close in on a goal that moves, such as a part on a
+running conveyor, with the runtime's phase controllers; a ``pick`` of a part the locator sees
+moving approaches it this way, with a trained policy when the runtime has one). Planning blocks the calling thread for 1-300 ms (IK); it never moves anything.
 
 Skill names and arguments are those of :mod:`plant.skills`: ``home``, ``move_joints``
 (``joints_rad``), ``move_to`` (``location``), ``pick`` (``part_type``, ``location``), ``place``
@@ -16,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Literal, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -39,6 +41,25 @@ class PartLocator(Protocol):
     def locate(self, part_type: str, near_m: FloatArray, radius_m: float) -> FloatArray | None:
         """Centre (m, world) of the part of ``part_type`` nearest ``near_m`` within ``radius_m``,
         or None. Must not block longer than a few milliseconds."""
+
+
+@dataclass(frozen=True)
+class Sighting:
+    """A part (or a point tied to it) as seen: where (m, world), how fast it moves (m/s, world;
+    for a part on a running conveyor the belt speed the conveyor reports, along the belt) and
+    how old the measurement is (s)."""
+
+    position_m: FloatArray
+    velocity_m_s: FloatArray
+    age_s: float = 0.0
+
+
+@runtime_checkable
+class MovingPartLocator(PartLocator, Protocol):
+    """A part locator that also says how the part moves (a conveyor's reported belt speed)."""
+
+    def sight(self, part_type: str, near_m: FloatArray, radius_m: float) -> Sighting | None:
+        """Like :meth:`PartLocator.locate`, with the part's velocity and the measurement's age."""
 
 
 class PeerView(Protocol):
@@ -89,7 +110,29 @@ class WaitUntil:
     timeout_s: float = 30.0
 
 
-Step = Move | Grip | Dwell | Check | WaitUntil
+@dataclass(frozen=True)
+class Track:
+    """Close in on a goal that may move, at control rate, every command through the supervisor.
+
+    ``goal()`` says where the goal is now (None: lost, the skill fails). ``controller`` picks the
+    runtime's phase controller: ``"approach"``, the robot's approach-phase controller (a trained
+    policy when one is loaded and fits, else the scripted chase; see
+    :func:`robots.learned.make_approach`), or ``"chase"``, always the scripted chase. The step is
+    done when the tool has stayed within ``tolerance_m`` of the goal for ``hold_s``; it fails
+    after ``timeout_s``. The controller is handed the goal ``lead_s`` ahead along its velocity
+    (plus the measurement's age), while the tolerance is judged against the goal itself.
+    """
+
+    goal: Callable[[], Sighting | None]
+    label: str
+    controller: Literal["approach", "chase"] = "chase"
+    tolerance_m: float = 0.02
+    hold_s: float = 0.1
+    timeout_s: float = 3.0
+    lead_s: float = 0.0  # the controller aims this far ahead of the goal along its velocity (lag)
+
+
+Step = Move | Grip | Dwell | Check | WaitUntil | Track
 
 
 @dataclass(frozen=True)
@@ -121,6 +164,11 @@ class SkillPlanner:
     approach_height_m = 0.12  # above a grasp or release point, to come straight down from
     grasp_speed_scale = 0.3  # the last centimetres to a part, and leaving with it
     search_radius_m = 0.15  # how far from the named location a part may lie
+    moving_search_radius_m = 0.45  # ... or a moving part, still on its way to it
+    still_speed_m_s = 1e-3  # a part slower than this is picked as a still one
+    track_hover_m = 0.08  # the pre-grasp point above a moving part (what the shipped policies are trained for)
+    track_radius_m = 0.1  # a tracked part is the one nearest where it was last seen, within this
+    track_lead_s = 0.1  # the descent aims this far ahead of a moving part (its servo and re-planning lag)
 
     def __init__(
         self,
@@ -225,6 +273,9 @@ class SkillPlanner:
         if ctx.holding is not None:
             raise SkillError(f"{self.robot} already holds a {ctx.holding}")
         centre = where + np.array([0.0, 0.0, size[2] / 2])
+        moving = self._sight_moving(part_type, centre)
+        if moving is not None:
+            return self._plan_moving_pick(part_type, moving, ctx)
         if self.locator is not None:
             found = self.locator.locate(part_type, centre, self.search_radius_m)
             if found is None:
@@ -240,6 +291,55 @@ class SkillPlanner:
             Move(q_grasp, "descend", s),
             Grip(1.0, "grasp", 0.6),
             Move(q_above, "lift", s),
+            self._held_check(ctx, part_type, True),
+        ]
+        return SkillPlan(steps, part_type)
+
+    def _sight_moving(self, part_type: str, centre: FloatArray) -> Sighting | None:
+        """The part to pick when it moves (the locator reports a velocity): near the location, or
+        upstream of it within :attr:`moving_search_radius_m`; None when it lies still."""
+        loc = self.locator
+        if not isinstance(loc, MovingPartLocator):
+            return None
+        for radius in (self.search_radius_m, self.moving_search_radius_m):
+            seen = loc.sight(part_type, centre, radius)
+            if seen is not None and float(np.linalg.norm(seen.velocity_m_s)) > self.still_speed_m_s:
+                return seen
+        return None
+
+    def _plan_moving_pick(self, part_type: str, seen: Sighting, ctx: SkillContext) -> SkillPlan:
+        """Pick a part that rides a running conveyor: close in on the pre-grasp point above it
+        with the robot's approach-phase controller (a trained policy when one is loaded), follow
+        it down, grasp, lift straight up."""
+        loc = self.locator
+        assert isinstance(loc, MovingPartLocator)
+        self.solve(seen.position_m + np.array([0.0, 0.0, self.track_hover_m]), self._seeds(ctx), "the moving part")
+        last = [np.asarray(seen.position_m, dtype=float)]
+
+        def part() -> Sighting | None:
+            s = loc.sight(part_type, last[0], self.track_radius_m)
+            if s is not None:
+                last[0] = np.asarray(s.position_m, dtype=float)
+            return s
+
+        def pre_grasp() -> Sighting | None:
+            s = part()
+            hover = np.array([0.0, 0.0, self.track_hover_m])
+            return None if s is None else Sighting(s.position_m + hover, s.velocity_m_s, s.age_s)
+
+        lift_to: list[FloatArray] = []
+
+        def lift() -> Sighting:
+            if not lift_to:  # straight up from where the part was grasped
+                lift_to.append(last[0] + np.array([0.0, 0.0, self.approach_height_m]))
+            return Sighting(lift_to[0], np.zeros(3))
+
+        steps: list[Step] = [
+            Grip(0.0, "open gripper", 0.0),  # the fingers open during the approach (far longer than they take)
+            Track(pre_grasp, "approach", "approach", tolerance_m=0.02, hold_s=0.1, timeout_s=3.0),
+            Track(part, "descend", "chase", tolerance_m=0.01, hold_s=0.08, timeout_s=2.0, lead_s=self.track_lead_s),
+            Grip(1.0, "grasp", 0.6),
+            Track(lift, "lift", "chase", tolerance_m=0.02, hold_s=0.0, timeout_s=3.0),
             self._held_check(ctx, part_type, True),
         ]
         return SkillPlan(steps, part_type)

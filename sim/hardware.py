@@ -10,9 +10,11 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Literal
 
 import mujoco
 import numpy as np
@@ -21,12 +23,15 @@ from plant.catalog import ROBOT_MODELS
 from plant.config import PlantDescription
 from robots.interface import FloatArray, JointState, SafetyEvent, SkillFeedback, SkillResult
 from robots.kinematics import ArmKinematics, LinkPoints
-from robots.runtime import RobotRuntime, RuntimeConfig
+from robots.learned import make_approach, shipped_checkpoint
+from robots.runtime import RobotRuntime, RuntimeConfig, TrackControllers
 from robots.safety import EstopLatch, SafetySupervisor, SsmConfig, TrackedPerson, safety_config_from_plant
-from robots.skills import PeerView, SkillPlanner
+from robots.skills import PeerView, Sighting, SkillPlanner
 from sim.assets import TOOL_ASSETS
 from sim.live import LiveTwin
 from sim.twin import Twin
+
+log = logging.getLogger(__name__)
 
 # --------------------------------------------------------------------------- model addresses
 
@@ -157,7 +162,8 @@ def twin_people(twin: Twin) -> list[TrackedPerson]:
 
 
 class TwinPartLocator:
-    """Finds parts by type in the twin (ground truth), like a vision system would.
+    """Finds parts by type in the twin (ground truth), like a vision system would; a part on a
+    conveyor moves at the belt speed the conveyor reports, along the belt.
 
     ``read`` runs a function on the twin safely (``LiveTwin.read``, or a direct call in lockstep).
     """
@@ -165,9 +171,15 @@ class TwinPartLocator:
     def __init__(self, plant: PlantDescription, read: Callable[[Callable[[Twin], object]], object]) -> None:
         self._types = {name: p.type for name, p in plant.parts.items()}
         self._read = read
+        # Belt footprints (x range, y centre, half width, top), the belt running along +x.
+        self._belts: dict[str, tuple[float, float, float, float, float]] = {}
+        for name, m in plant.machines.items():
+            if m.belt is not None:
+                x, y = m.pose.xyz_m[0], m.pose.xyz_m[1]
+                half = m.belt.length_m / 2
+                self._belts[name] = (x - half, x + half, y, m.belt.width_m / 2, m.belt.height_m)
 
-    def locate(self, part_type: str, near_m: FloatArray, radius_m: float) -> FloatArray | None:
-        positions = self._read(lambda tw: tw.part_positions())
+    def _nearest(self, positions: object, part_type: str, near_m: FloatArray, radius_m: float) -> FloatArray | None:
         assert isinstance(positions, dict)
         best, best_d = None, radius_m
         for name, xyz in positions.items():
@@ -177,6 +189,25 @@ class TwinPartLocator:
             if d <= best_d:
                 best, best_d = np.asarray(xyz, dtype=float), d
         return best
+
+    def locate(self, part_type: str, near_m: FloatArray, radius_m: float) -> FloatArray | None:
+        return self._nearest(self._read(lambda tw: tw.part_positions()), part_type, near_m, radius_m)
+
+    def sight(self, part_type: str, near_m: FloatArray, radius_m: float) -> Sighting | None:
+        def look(tw: Twin) -> tuple[object, dict[str, float]]:
+            return tw.part_positions(), {n: tw.machine(n).belt_speed_m_s for n in self._belts}
+
+        seen = self._read(look)
+        assert isinstance(seen, tuple)
+        positions, speeds = seen
+        pos = self._nearest(positions, part_type, near_m, radius_m)
+        if pos is None:
+            return None
+        vel = np.zeros(3)
+        for name, (x0, x1, y, half_w, top) in self._belts.items():
+            if x0 <= pos[0] <= x1 and abs(pos[1] - y) <= half_w and top - 0.01 <= pos[2] <= top + 0.2:
+                vel = np.array([speeds[name], 0.0, 0.0])
+        return Sighting(pos, vel, 0.0)
 
 
 class LocalPeers:
@@ -203,8 +234,15 @@ def build_runtime(
     on_result: Callable[[SkillResult], None] | None = None,
     config: RuntimeConfig | None = None,
     people: Callable[[], Sequence[TrackedPerson]] | None = None,
+    checkpoint: Path | str | Literal["shipped"] | None = "shipped",
+    policy_budget_s: float = 1e-3,
 ) -> RobotRuntime:
     """A runtime for ``robot`` on the twin: lockstep when ``live`` is None, else on the live twin.
+
+    Its approach phase (picking a part off a running conveyor) runs the policy of ``checkpoint``
+    (``"shipped"``: the one shipped for the robot's model, if any; None: none) when it loads,
+    fits the robot and answers within ``policy_budget_s``; else the scripted approach, the
+    reason logged and kept in ``runtime.tracking.approach.reason``. Loading takes about a second.
 
     In lockstep, call ``runtime.step()`` after every ``twin.step(1)`` (or use
     ``runtime.run_lockstep``). Live, call ``runtime.start()``.
@@ -227,6 +265,11 @@ def build_runtime(
         hw = LiveTwinHardware(live, robot)
         people_fn = people or (lambda: live.read(twin_people))
     site = _grip_site(model, plant, robot)
+    spec = plant.robots[robot]
+    ckpt = shipped_checkpoint(spec.model) if checkpoint == "shipped" else checkpoint
+    kin = arm_kinematics(model, plant, robot)
+    approach = make_approach(spec, kin, hw.control_period_s, ckpt, budget_s=policy_budget_s)
+    log.info("%s: %s approach phase (%s)", robot, approach.kind, approach.reason)
 
     def tool() -> FloatArray:
         return np.asarray(read(lambda tw: tw.data.site_xpos[site].copy()), dtype=float)
@@ -244,4 +287,5 @@ def build_runtime(
         config=config,
         plan_inline=live is None,
         tool_position=tool,
+        tracking=TrackControllers.from_approach(approach, kin),
     )
