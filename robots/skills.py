@@ -5,7 +5,8 @@ squares within the joint limits), into steps: joint moves (timed by the runtime 
 the robot then is, within the speed and acceleration limits), gripper actions, dwells, checks,
 waits, and tracking phases (:class:`Track`: close in on a goal that moves, such as a part on a
 running conveyor, with the runtime's phase controllers; a ``pick`` of a part the locator sees
-moving approaches it this way, with a trained policy when the runtime has one). Planning blocks the calling thread for 1-300 ms (IK); it never moves anything.
+moving approaches it this way, with a trained policy when the runtime has one). Planning
+blocks the calling thread for 1-300 ms (IK); it never moves anything.
 
 Skill names and arguments are those of :mod:`plant.skills`: ``home``, ``move_joints``
 (``joints_rad``), ``move_to`` (``location``), ``pick`` (``part_type``, ``location``), ``place``
