@@ -175,7 +175,10 @@ def check_write(machine: str, name: str, tag: TagBase, value: TagValue) -> RawVa
         except CodecError as exc:
             raise TagError(machine, name, str(exc)) from None
         if isinstance(raw, str):
-            n = len(raw.encode("utf-8"))
+            try:
+                n = len(utf8(raw))
+            except CodecError as exc:
+                raise TagError(machine, name, str(exc)) from None
             if n > string_capacity(tag):
                 raise TagError(machine, name, f"text of {n} bytes is longer than the {string_capacity(tag)} it holds")
         return raw
@@ -239,9 +242,20 @@ def _bytes_from_words(regs: list[int], byte_order: str, word_order: str) -> byte
     return b"".join(words)
 
 
+def utf8(text: str) -> bytes:
+    """``text`` as UTF-8; :class:`CodecError` for text that has no UTF-8 form (a lone surrogate)."""
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise CodecError(f"not valid Unicode text (an unpaired surrogate at character {exc.start})") from None
+
+
 def truncate_utf8(text: str, max_bytes: int) -> bytes:
-    """``text`` as UTF-8, cut to at most ``max_bytes`` without splitting a character."""
-    data = text.encode("utf-8")
+    """``text`` as UTF-8, cut to at most ``max_bytes`` without splitting a character.
+
+    For text a machine publishes: characters with no UTF-8 form become ``?``, never an error.
+    """
+    data = text.encode("utf-8", errors="replace")
     if len(data) <= max_bytes:
         return data
     cut = data[:max_bytes]
@@ -259,7 +273,7 @@ def encode_registers(tag: ModbusTag, raw: RawValue, truncate: bool = False) -> l
         if not isinstance(raw, str):
             raise CodecError(f"a string tag takes text, not {type(raw).__name__}")
         cap = 2 * tag.register_count
-        data = truncate_utf8(raw, cap) if truncate else raw.encode("utf-8")
+        data = truncate_utf8(raw, cap) if truncate else utf8(raw)
         if len(data) > cap:
             raise CodecError(f"text of {len(data)} bytes is longer than the {cap} the tag holds")
         data = data.ljust(cap, b"\0")
