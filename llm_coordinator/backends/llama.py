@@ -91,6 +91,15 @@ def _close_models() -> None:
         for m in _MODELS.values():
             m.llm.close()
         _MODELS.clear()
+    # llama_cpp._utils opens two /dev/null files at import and never closes them; close them
+    # here so interpreter exit does not report them as leaked (after the test summary).
+    import sys
+
+    utils = sys.modules.get("llama_cpp._utils")
+    for name in ("outnull_file", "errnull_file"):
+        f = getattr(utils, name, None)
+        if f is not None and hasattr(f, "close"):
+            f.close()
 
 
 def _shared_model(config: LlamaBackendConfig) -> _LoadedModel:
