@@ -37,24 +37,42 @@ def serve(
     host: Annotated[str, typer.Option(help="address to listen on (loopback by default)")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535)] = 8765,
     db: DbOpt = DEFAULT_DB,
-    state_dir: Annotated[Path, typer.Option(help="folder of the robots' e-stop latch files")] = Path(".atelier"),
+    state_dir: Annotated[
+        Path,
+        typer.Option(
+            envvar="ATELIER_STATE_DIR",
+            help="folder of the robots' e-stop latch files (the same as `atelier robot`) and rehearsal evidence",
+        ),
+    ] = Path("var/robots"),
     plant_file: Annotated[Path | None, typer.Option("--plant", "-p", help="plant description YAML")] = None,
+    config_file: Annotated[
+        Path | None, typer.Option("--config", help="coordinator configuration (JSON or YAML; backend, mode, budgets)")
+    ] = None,
     session_hours: Annotated[float, typer.Option(min=0.05, max=24.0, help="a login lasts this long")] = 8.0,
     twin_speed: Annotated[float, typer.Option(min=0.1, max=10.0, help="twin time per wall-clock time")] = 1.0,
 ) -> None:
-    """Serve the console on http://HOST:PORT over a live twin of the plant (blocks until Ctrl-C)."""
+    """Serve the console on http://HOST:PORT over the coordinator and a live twin of the plant,
+    with the same database, model, guardrails, rehearsal and executor as `atelier order`
+    (blocks until Ctrl-C)."""
     if ctx.invoked_subcommand is not None:
         return
     import uvicorn
+    import yaml
+    from pydantic import ValidationError
 
+    from llm_coordinator.cli_plan import _config
     from llm_coordinator.console.wiring import build_site
 
     try:
         plant = load_plant(plant_file)
+        config = _config(config_file, db, None)
     except PlantError as exc:
         err.print(f"[bold red]error:[/] {exc}", highlight=False)
         raise typer.Exit(2) from None
-    site = build_site(plant, db, state_dir, twin_speed=twin_speed, session_ttl_s=session_hours * 3600.0)
+    except (OSError, yaml.YAMLError, ValidationError) as exc:
+        err.print(f"[bold red]error:[/] configuration {config_file}: {exc}", highlight=False)
+        raise typer.Exit(2) from None
+    site = build_site(plant, db, state_dir, config=config, twin_speed=twin_speed, session_ttl_s=session_hours * 3600.0)
     if not site.app.state.users.users():
         err.print("[yellow]no users yet:[/] add one with [bold]atelier console add-user NAME --role ROLE[/]")
     site.start()

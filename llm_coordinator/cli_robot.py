@@ -52,10 +52,6 @@ def _plant(path: Path | None, robot: str) -> PlantDescription:
     return plant
 
 
-def latch_file(state_dir: Path, robot: str) -> Path:
-    return state_dir / f"{robot}.estop.json"
-
-
 @robot_app.command("runtime")
 def runtime_cmd(
     robot: Annotated[str, typer.Argument(help="robot name in the plant")],
@@ -67,6 +63,7 @@ def runtime_cmd(
     """Run the on-robot runtime: skill goals over ROS 2, the safety supervisor at control rate."""
     from robots.ros2._host import RosHost
     from robots.ros2.runtime_node import serve_runtime
+    from robots.safety import latch_file
     from sim.hardware import arm_kinematics, compile_model, link_points
 
     plant = _plant(plant_file, robot)
@@ -117,7 +114,7 @@ def estop_cmd(
     domain_id: DomainOpt = None,
 ) -> None:
     """Trip the robot's e-stop (through its runtime, else in its latch file)."""
-    from robots.safety import EstopLatch
+    from robots.safety import EstopLatch, latch_file
 
     _plant(plant_file, robot)
     msg = _trigger(robot, "estop", domain_id, 3.0)
@@ -136,7 +133,7 @@ def estop_reset_cmd(
     domain_id: DomainOpt = None,
 ) -> None:
     """The operator's e-stop reset: the only way to clear a tripped e-stop."""
-    from robots.safety import EstopLatch
+    from robots.safety import EstopLatch, latch_file
 
     _plant(plant_file, robot)
     msg = _trigger(robot, "operator/estop_reset", domain_id, 3.0)

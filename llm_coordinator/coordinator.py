@@ -7,6 +7,7 @@ executor drives the agents it is given. Every step is recorded in the audit log.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +20,9 @@ from llm_coordinator.planner import Planner, PlanningOutcome
 from llm_coordinator.rehearsal import RehearsalReport, Rehearser
 from llm_coordinator.store import PlanStatus, Store
 from plant.config import PlantDescription
+
+#: Told the stage a work order has reached ("planning", "checking", "rehearsing") and its plan id.
+StageHook = Callable[[str, int], None]
 
 
 @dataclass
@@ -50,10 +54,18 @@ class Coordinator:
         self.evidence_dir = Path(evidence_dir)
 
     async def submit(
-        self, work_order: str, *, snapshot: PlantSnapshot | None = None, actor: str = "coordinator"
+        self,
+        work_order: str,
+        *,
+        snapshot: PlantSnapshot | None = None,
+        actor: str = "coordinator",
+        on_stage: StageHook | None = None,
     ) -> Submission:
-        """Plan, check and rehearse a work order; never raises for what the model does."""
+        """Plan, check and rehearse a work order; never raises for what the model does.
+        ``on_stage`` hears each stage as it starts (a console shows the progress)."""
         plan_id = self.store.create(work_order, self.planner.config.mode, actor=actor)
+        if on_stage is not None:
+            on_stage("planning", plan_id)
         feedback = self.store.recent_feedback(3)
         outcome = await self.planner.plan(work_order, snapshot=snapshot, feedback=[])
         self.store.audit(
@@ -74,7 +86,7 @@ class Coordinator:
             status: PlanStatus = "rejected_by_rules" if outcome.status == "rejected" else "failed"
             self.store.set_status(plan_id, status, actor="planner", reasons=outcome.reasons)
             return Submission(plan_id, status, outcome.reasons, outcome)
-        return await self.submit_plan(plan_id, outcome.plan, snapshot=snapshot, outcome=outcome)
+        return await self.submit_plan(plan_id, outcome.plan, snapshot=snapshot, outcome=outcome, on_stage=on_stage)
 
     async def submit_plan(
         self,
@@ -83,8 +95,11 @@ class Coordinator:
         *,
         snapshot: PlantSnapshot | None = None,
         outcome: PlanningOutcome | None = None,
+        on_stage: StageHook | None = None,
     ) -> Submission:
         """Check, store and rehearse a plan of a drafted work order (also used for recoveries)."""
+        if on_stage is not None:
+            on_stage("checking", plan_id)
         verdict = check(plan, self.plant, snapshot)
         self.store.add_version(plan_id, plan, [f.__dict__ for f in verdict.findings], actor="guardrails")
         out_dir = self.evidence_dir / f"plan_{plan_id}"
@@ -98,6 +113,8 @@ class Coordinator:
             reason = "no twin is available to rehearse the plan; it cannot be approved"
             self.store.audit("rehearsal", "unavailable", plan_id, {"reason": reason})
             return Submission(plan_id, "drafted", [reason], outcome, evidence=[str(planned)])
+        if on_stage is not None:
+            on_stage("rehearsing", plan_id)
         report = await self.rehearser.rehearse(plan, out_dir)
         evidence = [str(planned), *report.evidence]
         self.store.add_rehearsal(plan_id, plan.content_hash(), report.ok, report.makespan_s, report.summary(), evidence)

@@ -8,44 +8,69 @@
   :class:`~robots.interface.RobotAgent` adapter, and one loop steps the twin and every runtime
   as fast as the CPU allows. Collisions of robots with machines and people, and safety events,
   are recorded as observations.
+- :class:`LiveTwinPlant`: the agents of a live twin stepped on its own thread in this process
+  (the console's plant): machines are :class:`sim.agents.TwinMachineAgent` under the twin's
+  lock, robots are the on-robot runtime (:func:`sim.hardware.build_runtime`) on their own
+  threads with their safety supervisors and e-stop latch files, as ``atelier robot runtime``
+  runs them.
+- :func:`live_agents`: the agents of a served plant (``atelier twin serve`` or a real one),
+  over OPC-UA, Modbus TCP and ROS 2.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterable
+import multiprocessing
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterable
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from llm_coordinator.approval import ApprovalGate
 from llm_coordinator.backends import make_backend
 from llm_coordinator.config import CoordinatorConfig
 from llm_coordinator.coordinator import Coordinator
+from llm_coordinator.plan import Plan
 from llm_coordinator.planner import Planner
-from llm_coordinator.rehearsal import Rehearser, TwinFactory, TwinObservations
+from llm_coordinator.rehearsal import RehearsalReport, Rehearser, TwinFactory, TwinObservations
 from llm_coordinator.store import Store
 from plant.config import PlantDescription
 from plant.interface import MachineAgent
 from robots.interface import Outcome, RobotAgent, SafetyEvent, SkillFeedback, SkillGoal, SkillResult
 
 if TYPE_CHECKING:
+    from sim.live import LiveTwin
     from sim.twin import Twin
 
 #: Ticks stepped between two yields to the event loop (0.1 s of twin time at 4 ms a tick).
 _TICKS_PER_YIELD = 25
 
 
+class _AgentClock(Protocol):
+    """Time as a robot agent over an in-process runtime sees it: the twin's clock, and a wait
+    for the next look at the runtime."""
+
+    @property
+    def time_s(self) -> float: ...
+
+    async def wait(self) -> None: ...
+
+
 class _RuntimeRobot:
-    """A :class:`RobotAgent` over an in-process :class:`robots.runtime.RobotRuntime` in lockstep.
+    """A :class:`RobotAgent` over an in-process :class:`robots.runtime.RobotRuntime`, in
+    lockstep with a rehearsal's twin or beside a live twin (``clock`` tells which).
 
     Like the ROS 2 agent (:mod:`robots.ros2.agent`), a hand-over also sends the receiving robot
     its ``take`` goal; if either side fails, the other is cancelled.
     """
 
-    def __init__(self, name: str, runtimes: dict[str, Any], clock: _Clock) -> None:
+    def __init__(self, name: str, runtimes: dict[str, Any], clock: _AgentClock) -> None:
         self.name, self.runtimes, self.clock = name, runtimes, clock
 
     async def _run(self, robot: str, goal: SkillGoal, timeout_s: float) -> SkillResult:
@@ -62,7 +87,7 @@ class _RuntimeRobot:
                 if self.clock.time_s > deadline:
                     rt.cancel(goal.goal_id)
                     return SkillResult(goal.goal_id, Outcome.FAILED, f"no result within {timeout_s:g} s of twin time")
-                await self.clock.tick.wait()
+                await self.clock.wait()
         except asyncio.CancelledError:
             rt.cancel(goal.goal_id)
             raise
@@ -109,8 +134,28 @@ class _RuntimeRobot:
 
 @dataclass
 class _Clock:
+    """The lockstep clock: the stepping loop sets ``tick`` after every batch of ticks."""
+
     time_s: float = 0.0
     tick: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def wait(self) -> None:
+        await self.tick.wait()
+
+
+@dataclass
+class _LiveClock:
+    """A live twin's clock; the agent looks at the runtime every ``poll_s`` of wall time."""
+
+    live: LiveTwin
+    poll_s: float = 0.01
+
+    @property
+    def time_s(self) -> float:
+        return float(self.live.twin.time_s)
+
+    async def wait(self) -> None:
+        await asyncio.sleep(self.poll_s)
 
 
 @dataclass
@@ -226,19 +271,178 @@ def twin_factory(render: bool = True, fps: float = 0.5, size: tuple[int, int] = 
     return factory
 
 
+SafetyState = Literal["ok", "reduced_speed", "protective_stop", "estop"]
+
+
+class LiveTwinPlant:
+    """The agents of a :class:`~sim.live.LiveTwin` in this process (see the module docstring).
+
+    Each robot's runtime keeps its e-stop latch in ``state_dir`` (:func:`robots.safety.latch_file`,
+    the file ``atelier robot`` uses), so an e-stop survives a restart and a reset from the
+    command line is followed. This class is also the console's e-stop port: :meth:`trip` and
+    :meth:`reset` go through the robot's own safety supervisor, which stops the arm first.
+    """
+
+    def __init__(
+        self,
+        live: LiveTwin,
+        state_dir: Path,
+        *,
+        on_event: Callable[[SafetyEvent], None] | None = None,
+        checkpoint: Path | str | Literal["shipped"] | None = "shipped",
+    ) -> None:
+        from robots.safety import latch_file
+        from sim.agents import TwinMachineAgent
+        from sim.hardware import LocalPeers, build_runtime
+
+        self.live = live
+        plant = live.twin.plant
+        state_dir.mkdir(parents=True, exist_ok=True)
+        peers = LocalPeers()
+        self.runtimes = {
+            r: build_runtime(
+                live.twin,
+                r,
+                live=live,
+                latch_path=latch_file(state_dir, r),
+                peers=peers,
+                on_event=on_event,
+                checkpoint=checkpoint,
+            )
+            for r in plant.robots
+        }
+        peers.runtimes.update(self.runtimes)
+        clock = _LiveClock(live)
+        self.machines: dict[str, MachineAgent] = {
+            m: TwinMachineAgent(live.twin, m, drive=False, lock=live.lock) for m in plant.machines
+        }
+        self.robots: dict[str, RobotAgent] = {r: _RuntimeRobot(r, dict(self.runtimes), clock) for r in self.runtimes}
+        self.follow_s = 0.1
+        self._stop = threading.Event()
+        self._follower: threading.Thread | None = None
+
+    def _follow_latches(self) -> None:
+        while not self._stop.wait(self.follow_s):
+            now = time.monotonic()
+            for rt in self.runtimes.values():
+                rt.supervisor.sync_estop(now)
+
+    async def _connect(self) -> None:
+        for agent in self.machines.values():
+            await agent.connect()
+
+    def start(self) -> LiveTwinPlant:
+        """Connect the machine agents, start every robot's control loop (the live twin must be
+        running) and follow the latch files (an e-stop tripped or reset by another process).
+        Call it outside any event loop."""
+        if self._follower is not None:
+            return self
+        asyncio.run(self._connect())
+        for rt in self.runtimes.values():
+            rt.start()
+        self._stop.clear()
+        self._follower = threading.Thread(target=self._follow_latches, name="atelier-latch-follower", daemon=True)
+        self._follower.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop the robots' control loops."""
+        self._stop.set()
+        if self._follower is not None:
+            self._follower.join(2.0)
+            self._follower = None
+        for rt in self.runtimes.values():
+            rt.stop()
+            close = getattr(rt.hw, "close", None)
+            if close is not None:
+                close()
+
+    def status(self, robot: str) -> tuple[str | None, SafetyState]:
+        """(skill being performed or None, safety state) of one robot."""
+        rt = self.runtimes[robot]
+        goal = rt.active_goal
+        sup = rt.supervisor
+        safety: SafetyState = "ok"
+        if sup.estopped:
+            safety = "estop"
+        elif sup.stopped:
+            safety = "protective_stop"
+        elif sup.mode == "slow":
+            safety = "reduced_speed"
+        return (goal.skill if goal is not None else None), safety
+
+    # The console's e-stop port.
+
+    def state(self, robot: str) -> tuple[bool, str]:
+        """(latched, reason)."""
+        sup = self.runtimes[robot].supervisor
+        return (True, sup.stop_causes().get("estop", "e-stop latched")) if sup.estopped else (False, "")
+
+    def trip(self, robot: str, reason: str, source: str) -> None:
+        """Stop the robot and latch its e-stop (the supervisor writes the latch file)."""
+        self.runtimes[robot].supervisor.trip_estop(reason, source, time.monotonic())
+
+    def reset(self, robot: str, operator: str) -> None:
+        """The operator's reset (the console checked the role)."""
+        self.runtimes[robot].supervisor.reset_estop(operator, time.monotonic())
+
+
+def _rehearse_here(plant: PlantDescription, plan: Plan, out_dir: str, margin: float, render: bool) -> RehearsalReport:
+    """One rehearsal in a fresh twin of this process (the worker of :class:`ProcessRehearser`)."""
+    return asyncio.run(Rehearser(plant, twin_factory(render=render), margin).rehearse(plan, out_dir))
+
+
+class ProcessRehearser(Rehearser):
+    """Rehearses in a worker process of its own, so a rehearsal (which steps a twin as fast as
+    one core allows) never takes the interpreter from a live twin and the robots' control loops
+    in this process. The worker starts on the first rehearsal (a few seconds) and stays."""
+
+    def __init__(self, plant: PlantDescription, timeout_margin: float = 4.0, render: bool = True) -> None:
+        super().__init__(plant, twin_factory(render=render), timeout_margin)
+        self.render = render
+        self._pool: ProcessPoolExecutor | None = None
+
+    async def rehearse(self, plan: Plan, out_dir: Path | str) -> RehearsalReport:
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+        loop = asyncio.get_running_loop()
+        t0 = time.monotonic()
+        args = (self.plant, plan, str(out_dir), self.timeout_margin, self.render)
+        try:
+            return await loop.run_in_executor(self._pool, _rehearse_here, *args)
+        except BrokenProcessPool as exc:
+            self._pool = None  # the next rehearsal starts a new worker
+            reason = f"the rehearsal process stopped unexpectedly ({exc}); nothing was rehearsed"
+            return RehearsalReport(False, 0.0, reason, [], TwinObservations(), [], time.monotonic() - t0)
+
+    def close(self) -> None:
+        """Stop the worker process."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+
 def build_coordinator(
     plant: PlantDescription,
     config: CoordinatorConfig,
     *,
     evidence_dir: Path | str = "atelier_evidence",
     rehearse: bool = True,
+    render: bool = True,
+    isolated: bool = False,
 ) -> Coordinator:
-    """Everything a command needs to plan: store, model, planner, gate, rehearsal in the twin."""
+    """Everything a command needs to plan: store, model, planner, gate, rehearsal in the twin
+    (with frames as evidence when ``render``; in a worker process when ``isolated``, for a
+    process that also runs live control loops)."""
     store = Store(config.database_url)
     backend = make_backend(config.model.backend)
     planner = Planner(plant, backend, config)
     gate = ApprovalGate(store, plant, ttl_s=config.approval_ttl_s)
-    rehearser = Rehearser(plant, twin_factory(), config.step_timeout_margin) if rehearse else None
+    rehearser: Rehearser | None = None
+    if rehearse and isolated:
+        rehearser = ProcessRehearser(plant, config.step_timeout_margin, render=render)
+    elif rehearse:
+        rehearser = Rehearser(plant, twin_factory(render=render), config.step_timeout_margin)
     return Coordinator(plant, store, planner, gate, rehearser, evidence_dir)
 
 

@@ -278,6 +278,12 @@ def separation_m(points: FloatArray, radius_m: FloatArray, person: TrackedPerson
 # --------------------------------------------------------------------------- e-stop latch
 
 
+def latch_file(state_dir: Path | str, robot: str) -> Path:
+    """Where a robot's e-stop latch lives in a state folder: the runtime, ``atelier robot`` and
+    the console all use this one path, so an e-stop tripped by any of them is seen by all."""
+    return Path(state_dir) / f"{robot}.estop.json"
+
+
 class EstopLatch:
     """The e-stop latch, persisted in a JSON file so it survives any restart.
 

@@ -9,13 +9,15 @@ protocol bug, never a logic fork.
 Time: in-process, nothing moves unless someone steps the twin. With ``drive=True`` (the
 default, for a dry run that owns its twin) :meth:`TwinMachineAgent.wait_for_state` steps the
 twin itself, as fast as it can, and ``timeout_s`` counts simulated seconds. With
-``drive=False`` another owner steps the twin (a scenario loop) and the agent only watches,
-with wall-clock timeouts.
+``drive=False`` another owner steps the twin (a scenario loop, or the thread of a
+:class:`~sim.live.LiveTwin`) and the agent only watches, with wall-clock timeouts; pass the
+live twin's ``lock`` so every read and command happens between two ticks.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from typing import Self
 
@@ -33,10 +35,18 @@ STEP_CHUNK_S = 0.02
 class TwinMachineAgent:
     """A twin machine as a :class:`~plant.interface.MachineAgent` (see the module docstring).
 
-    Not thread-safe, like the twin: use it from the thread that owns the twin.
+    Not thread-safe, like the twin: use it from the thread that owns the twin, or give it the
+    ``lock`` under which another thread steps the twin (``LiveTwin.lock``).
     """
 
-    def __init__(self, twin: Twin, name: str, *, drive: bool = True) -> None:
+    def __init__(
+        self,
+        twin: Twin,
+        name: str,
+        *,
+        drive: bool = True,
+        lock: contextlib.AbstractContextManager[object] | None = None,
+    ) -> None:
         if name not in twin.plant.machines:
             raise KeyError(f"no machine named {name!r} in plant {twin.plant.name!r}")
         self.twin = twin
@@ -48,6 +58,7 @@ class TwinMachineAgent:
         }
         self._seq = 0
         self._connected = False
+        self._lock: contextlib.AbstractContextManager[object] = lock if lock is not None else contextlib.nullcontext()
 
     @property
     def _tm(self) -> TwinMachine:
@@ -87,11 +98,13 @@ class TwinMachineAgent:
     async def read(self, tag: str) -> TagValue:
         """The engineering value of one tag, as the machine's PLC would serve it."""
         self._check()
-        return self._value(tag)
+        with self._lock:
+            return self._value(tag)
 
     async def read_many(self, tags: list[str]) -> dict[str, TagValue]:
         self._check()
-        return {t: self._value(t) for t in tags}
+        with self._lock:
+            return {t: self._value(t) for t in tags}
 
     async def write(self, tag: str, value: TagValue) -> None:
         """Write one tag with the checks of the network agents (TagError, nothing changed)."""
@@ -103,10 +116,11 @@ class TwinMachineAgent:
             raise TagError(self.name, tag, "is read-only")
         check_write(self.name, tag, t, value)
         setter = TWIN_SETTERS.get(tag)
-        if setter is not None:
-            setter(self._tm, value)
-        else:
-            self._memory[tag] = fit(t, value)
+        with self._lock:
+            if setter is not None:
+                setter(self._tm, value)
+            else:
+                self._memory[tag] = fit(t, value)
 
     def _status(self) -> MachineStatus:
         sm = self._tm.state_model
@@ -128,7 +142,8 @@ class TwinMachineAgent:
 
     async def status(self) -> MachineStatus:
         self._check()
-        return self._status()
+        with self._lock:
+            return self._status()
 
     async def command(self, command: Command, timeout_s: float = 5.0) -> MachineStatus:
         """Apply a PackML command now; CommandRejected with the machine's reason if refused."""
@@ -141,13 +156,14 @@ class TwinMachineAgent:
         hi = INT_RANGES.get(self.tags["command_seq"].data_type, (0, 2**31 - 1))[1]
         self._seq = self._seq + 1 if self._seq < hi else 1
         self._memory.update({"command": int(cmd), "command_seq": self._seq})
-        try:
-            self._tm.command(cmd)
-        except CommandRefused as exc:
-            self._memory.update({"command_status": 2, "command_message": exc.reason})
-            raise CommandRejected(self.name, cmd, exc.reason) from None
-        self._memory.update({"command_status": 1, "command_message": ""})
-        return self._status()
+        with self._lock:
+            try:
+                self._tm.command(cmd)
+            except CommandRefused as exc:
+                self._memory.update({"command_status": 2, "command_message": exc.reason})
+                raise CommandRejected(self.name, cmd, exc.reason) from None
+            self._memory.update({"command_status": 1, "command_message": ""})
+            return self._status()
 
     async def wait_for_state(self, states: set[State], timeout_s: float) -> MachineStatus:
         """Wait until the state is one of ``states``: stepping the twin (``drive``; simulated
@@ -167,7 +183,8 @@ class TwinMachineAgent:
         if self._tm.state not in states:
             want = ", ".join(sorted(s.name for s in states))
             raise TimeoutError(f"{self.name}: state is {self._tm.state.name} after {timeout_s:g} s; waited for {want}")
-        return self._status()
+        with self._lock:
+            return self._status()
 
 
 _STANDARD = frozenset({"state", "cycle_count", "part_count", "fault_code", "fault_text", "door_closed"})

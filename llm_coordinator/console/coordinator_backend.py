@@ -11,6 +11,8 @@ import asyncio
 import contextlib
 import itertools
 import json
+import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -37,6 +39,11 @@ from .services import (
     WorkOrderRequest,
     now_s,
 )
+
+log = logging.getLogger(__name__)
+
+#: Coordinator stage -> the work order's state on the console.
+_JOB_STAGE = {"planning": "drafting", "checking": "checking", "rehearsing": "rehearsing"}
 
 _STEP_STATUS: dict[str, Literal["pending", "running", "done", "failed", "skipped"]] = {
     "running": "running",
@@ -81,10 +88,13 @@ class CoordinatorBackend:
         *,
         executor: Executor | None = None,
         feed: PlantFeed | None = None,
+        on_change: Callable[[], None] | None = None,
     ) -> None:
         self.plant, self.store, self.gate, self.coordinator = plant, store, gate, coordinator
         self.estops, self.executor = estops, executor
         self.feed = feed or PlantFeed()
+        #: Called after an e-stop is tripped or reset (the wiring publishes a snapshot at once).
+        self.on_change = on_change
         self._jobs: dict[str, JobView] = {}
         self._ids = itertools.count(1)
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -93,8 +103,17 @@ class CoordinatorBackend:
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
         task: asyncio.Task[Any] = asyncio.create_task(coro)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._done)
         return task
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("console background work failed", exc_info=task.exception())
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change()
 
     @staticmethod
     def _pid(plan_id: str) -> int:
@@ -331,6 +350,7 @@ class CoordinatorBackend:
             if r not in self.plant.robots:
                 raise ActionRefused(f"There is no robot {r!r}.", 404)
             await asyncio.to_thread(self.estops.trip, r, f"{reason} (by {actor})", actor)
+        self._changed()
         await self.audit(actor, "estop_trip", f"robot {robot or 'all'}", reason)
 
     async def reset_estop(self, robot: str, actor: str, note: str) -> None:
@@ -340,6 +360,7 @@ class CoordinatorBackend:
         if not self.estops.state(robot)[0]:
             raise ActionRefused(f"The e-stop of {robot} is not latched.")
         await asyncio.to_thread(self.estops.reset, robot, actor)
+        self._changed()
         await self.audit(actor, "estop_reset", f"robot {robot}", note)
 
     # ------------------------------------------------------------------ work orders
@@ -360,6 +381,11 @@ class CoordinatorBackend:
 
     async def _draft(self, job_id: str, actor: str) -> None:
         req = self._jobs[job_id].request
+
+        def stage(name: str, plan_id: int) -> None:
+            state = _JOB_STAGE.get(name, name)
+            self._update(job_id, state=state, plan_id=str(plan_id), message=f"plan {plan_id}: {state}")
+
         try:
             if req.recipe:
                 text = req.text or f"run recipe {req.recipe}"
@@ -369,11 +395,11 @@ class CoordinatorBackend:
                     self.plant, protos, work_order=text, mode="intent", recipe=req.recipe, notes=notes
                 )
                 pid = await asyncio.to_thread(self.store.create, text, "intent", actor=actor)
-                self._update(job_id, state="checking", plan_id=str(pid), message="expanded the recipe; checking")
-                sub = await self.coordinator.submit_plan(pid, plan)
+                self._update(job_id, plan_id=str(pid), message=f"expanded recipe {req.recipe}")
+                sub = await self.coordinator.submit_plan(pid, plan, on_stage=stage)
             else:
                 self._update(job_id, message="asking the planner")
-                sub = await self.coordinator.submit(req.text, actor=actor)
+                sub = await self.coordinator.submit(req.text, actor=actor, on_stage=stage)
         except Exception as exc:  # shown to the person; the details are in the server log
             self._update(job_id, state="failed", error=f"planning failed: {exc}", message="failed")
             return
