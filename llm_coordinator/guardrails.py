@@ -21,8 +21,8 @@ reason a person understands. The rules:
 ``door_closed_before_start``   a machine with a door has it closed when a cycle starts
 ``no_robot_in_running_machine`` no robot is inside a machine when it runs or moves its door
 ``door_open_for_reach``        a robot reaches into a machine with a door only when it is open
-``hazard``          steps near a hazard zone, joint-space moves and recipe steps marked
-                    hazardous carry the hazard flag (so the approval needs an operator)
+``hazard``          steps near a hazard zone or a walkway, joint-space moves and recipe steps
+                    marked hazardous carry the hazard flag (so the approval needs an operator)
 """
 
 from __future__ import annotations
@@ -111,6 +111,12 @@ def hazard_reasons(plan: Plan, plant: PlantDescription) -> dict[str, str]:
                         reasons.append(
                             f"{loc} is {d:.2f} m from hazard zone {zname} ({z.hazard_class}); "
                             f"closer than {HAZARD_MARGIN_M} m"
+                        )
+                elif z.kind == "walkway":
+                    d = distance_to_zone_xy(z, x, y)
+                    if 0.0 < d <= HAZARD_MARGIN_M:  # inside a walkway is the zones rule's failure
+                        reasons.append(
+                            f"{loc} is {d:.2f} m from walkway {zname}, where people walk; closer than {HAZARD_MARGIN_M} m"
                         )
         if reasons:
             out[s.id] = "; ".join(reasons)

@@ -118,3 +118,22 @@ def test_a_location_near_a_hazard_zone_needs_an_operator(demo_plant: PlantDescri
     verdict = check(plan, plant)
     assert plan.steps[0].hazardous
     assert "solvent_drum (flammable_liquid)" in verdict.hazards["m"]
+
+
+def test_a_location_next_to_a_walkway_needs_an_operator(demo_plant: PlantDescription) -> None:
+    data = demo_plant.model_dump()
+    walkway = data["zones"]["walkway_east"]["shape"]
+    edge_x = walkway["center_m"][0] - walkway["size_m"][0] / 2
+    data["stations"]["outfeed"]["locations"] = {"by_the_walkway": {"pose": {"xyz_m": (edge_x - 0.3, 1.9, 0.9)}}}
+    data["stations"]["outfeed"]["locations"]["far_from_it"] = {"pose": {"xyz_m": (edge_x - 0.7, 1.9, 0.9)}}
+    plant = PlantDescription.model_validate(data)
+    plan = plan_of(
+        Step(id="near", agent="panda_1", skill="move_to", args={"location": "by_the_walkway"}),
+        Step(id="far", agent="panda_1", skill="move_to", args={"location": "far_from_it"}, after=["near"]),
+    )
+    verdict = check(plan, plant)
+    assert [(f.rule, f.step) for f in verdict.failures] == [("hazard", "near")]
+    assert "0.30 m from walkway walkway_east, where people walk" in verdict.hazards["near"]
+    flagged = mark_hazards(plan, plant)
+    assert flagged.step("near").hazardous and not flagged.step("far").hazardous
+    assert check(flagged, plant).ok
