@@ -3,18 +3,21 @@
 :func:`create_app` builds a FastAPI app over a :class:`~.services.ConsoleBackend` (plans,
 approvals, operator confirmations, e-stop, work orders, audit log) and a
 :class:`~.auth.UserStore` (logins). Pages are rendered on the server (Jinja2) with a little
-script for the live plant view (server-sent events) and work-order progress; the JSON API under
-``/api`` is described by the OpenAPI document at ``/api/openapi.json``.
+script for the live plant view and the operator's e-stop table (server-sent events) and
+work-order progress; the JSON API under ``/api`` is described by the OpenAPI document at
+``/api/openapi.json``.
 
 Every request that changes something checks the person's role (:data:`~.auth.PERMISSIONS`),
-and every action and every refusal is written to the audit log with the person's name. Form
-input is checked by :mod:`.forms`; a mistake comes back as a message on the page, never as a
-stack trace.
+and every action and every refusal is written to the audit log with the person's name. Failed
+logins are limited per user name (:class:`~.auth.LoginLimit`): the form says so, the API
+answers 429, and every failure and lock-out is audited. Form input is checked by
+:mod:`.forms`; a mistake comes back as a message on the page, never as a stack trace.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -25,12 +28,13 @@ from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
+from markupsafe import Markup
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .auth import Action, AuthError, Role, User, UserStore
+from .auth import Action, AuthError, LoginFailed, LoginLimit, LoginLocked, Role, User, UserStore
 from .drawing import gantt_svg, schedule, top_view_svg
 from .forms import MAX_REASON_CHARS, FormError, check_work_order, clean_text
 from .services import (
@@ -141,6 +145,13 @@ def _safe_next(target: str | None, default: str = "/plant") -> str:
     return target
 
 
+def _script_json(model: BaseModel | None) -> Markup:
+    """``model`` as JSON to put inside a ``<script>`` (``null`` for None): ``<``, ``>`` and ``&``
+    are written as JSON escapes, so text in it (an e-stop reason) cannot end the script."""
+    text = "null" if model is None else model.model_dump_json()
+    return Markup(text.replace("&", "\\u0026").replace("<", "\\u003c").replace(">", "\\u003e"))
+
+
 def _state_class(state: str) -> str:
     return "st-" + "".join(c if c.isalnum() else "-" for c in state.lower())
 
@@ -222,11 +233,15 @@ def create_app(
     secure_cookies: bool = False,
     stream_interval_s: float = 0.05,
     title: str = "Atelier console",
+    login_limit: LoginLimit | None = None,
 ) -> FastAPI:
     """The console app over ``backend`` and ``users``.
 
     ``secure_cookies`` marks the session cookie Secure (set it when served over HTTPS).
     ``stream_interval_s`` is the shortest time between two live-feed messages to one browser.
+    ``login_limit``, when given, replaces the failed-login limit of ``users`` (by default 5
+    failures of a user name within 15 minutes lock that name out for 15 minutes); it holds for
+    the login form and ``POST /api/session`` together, and every failure and lock-out is audited.
     """
     app = FastAPI(
         title=title,
@@ -239,6 +254,8 @@ def create_app(
     )
     app.state.backend = backend
     app.state.users = users
+    if login_limit is not None:
+        users.set_login_limit(login_limit)
     plant = backend.plant
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(HERE / "templates"),
@@ -254,6 +271,7 @@ def create_app(
         Action=Action,
         title=title,
     )
+    env.filters["script_json"] = _script_json
     env.filters["secs"] = lambda v: "–" if v is None else f"{float(v):.1f} s"
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     top_svg = top_view_svg(plant)
@@ -360,17 +378,64 @@ def create_app(
             raise FormError([f"Robot: {name!r} is not a robot of this plant; one of: {known}."])
         return name
 
+    async def log_in(name: str, password: str, via: str) -> tuple[User, str]:
+        """Log in through ``users`` (which limits failures per name); audit every failure and
+        lock-out. Raise :class:`AuthError` (:class:`LoginLocked` when refused for too many)."""
+        actor = name[:32] or "?"
+        try:
+            user, token = await run_in_threadpool(users.login, name, password)
+        except LoginLocked as exc:
+            limit = users.throttle.limit
+            if exc.started:
+                await backend.audit(actor, "login_failed", "console", f"{via}: {exc} (failure {exc.failures})")
+                await backend.audit(
+                    actor,
+                    "login_locked_out",
+                    "console",
+                    f"{via}: {exc.failures} failed logins within {limit.window_s:.0f} s; "
+                    f"this user name is refused for {exc.retry_after_s:.0f} s",
+                )
+            else:
+                await backend.audit(
+                    actor, "login_failed", "console", f"{via}: refused, locked out for {exc.retry_after_s:.0f} s more"
+                )
+            raise
+        except LoginFailed as exc:
+            limit = users.throttle.limit
+            await backend.audit(
+                actor,
+                "login_failed",
+                "console",
+                f"{via}: {exc} (failure {exc.failures} of {limit.max_failures} within {limit.window_s:.0f} s)",
+            )
+            raise
+        except AuthError as exc:
+            await backend.audit(actor, "login_failed", "console", f"{via}: {exc}")
+            raise
+        detail = f"role {user.role.value}" + (", API" if via == "API" else "")
+        await backend.audit(user.name, "login", "console", detail)
+        return user, token
+
     # ================================================================== JSON API
 
-    @app.post("/api/session", response_model=SessionView, tags=["session"], responses={401: {"model": Problem}})
+    @app.post(
+        "/api/session",
+        response_model=SessionView,
+        tags=["session"],
+        responses={401: {"model": Problem}, 429: {"model": Problem, "description": "too many failed logins"}},
+    )
     async def api_login(body: LoginBody, response: Response) -> SessionView:
-        """Log in; the token comes back in the body and as an HttpOnly cookie."""
+        """Log in; the token comes back in the body and as an HttpOnly cookie.
+
+        After too many failed logins for a user name, that name is refused for a while with
+        429 and a ``Retry-After`` header (whether or not such a user exists)."""
         try:
-            user, token = await run_in_threadpool(users.login, body.name, body.password)
+            user, token = await log_in(body.name, body.password, "API")
+        except LoginLocked as exc:
+            retry = {"Retry-After": str(math.ceil(exc.retry_after_s))}
+            raise HTTPException(429, str(exc), headers=retry) from None
         except AuthError as exc:
-            await backend.audit(body.name[:32] or "?", "login_failed", "console", str(exc))
             raise HTTPException(401, str(exc)) from None
-        await backend.audit(user.name, "login", "console", f"role {user.role.value}, API")
         set_cookie(response, token)
         return SessionView(name=user.name, role=user.role, expires_in_s=users.ttl_s, token=token)
 
@@ -529,12 +594,11 @@ def create_app(
             problem = ["Please give your user name and password."]
             return render(request, "login.html", None, 400, next=nxt, username="", errors=problem)
         try:
-            user, token = await run_in_threadpool(users.login, name.strip()[:64], password[:1024])
+            _, token = await log_in(name.strip()[:64], password[:1024], "form")
         except AuthError as exc:
-            await backend.audit(name.strip()[:32], "login_failed", "console", str(exc))
-            problem = [str(exc).capitalize() + "."]
-            return render(request, "login.html", None, 401, next=nxt, username=name.strip()[:64], errors=problem)
-        await backend.audit(user.name, "login", "console", f"role {user.role.value}")
+            status = 429 if isinstance(exc, LoginLocked) else 401
+            problem = [str(exc)[:1].upper() + str(exc)[1:] + "."]
+            return render(request, "login.html", None, status, next=nxt, username=name.strip()[:64], errors=problem)
         response = RedirectResponse(nxt, status_code=303)
         set_cookie(response, token)
         return response

@@ -1,23 +1,32 @@
-"""The live view keeps up with the twin: a change in the twin reaches an SSE client fast."""
+"""The live view keeps up with the twin: a change in the twin reaches an SSE client fast; the
+operator page's e-stop table follows the same stream."""
 
 from __future__ import annotations
 
 import json
+import re
 import statistics
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
+import pytest
+import uvicorn
 
-from llm_coordinator.console.services import PlantFeed, PlantSnapshot
+from llm_coordinator.console.app import create_app
+from llm_coordinator.console.services import PlantFeed, PlantSnapshot, RobotView
+from llm_coordinator.console.testing import ScriptedBackend
 from llm_coordinator.console.wiring import twin_snapshot
 from plant.config import PlantDescription
 from plant.packml import Command, State
 from sim.twin import Twin
 
-from ._live import serve_console
-from .conftest import PASSWORD
+from ._live import free_port, serve_console
+from .conftest import PASSWORD, Console, make_users
 
 #: The issue's bound: state on the page within 500 ms of the change.
 BOUND_S = 0.5
@@ -94,3 +103,133 @@ def test_state_change_reaches_the_stream_within_500_ms(demo_plant: PlantDescript
             f"live view latency (twin change -> SSE client): median {median * 1000:.0f} ms, worst {worst * 1000:.0f} ms"
         )
         assert worst < BOUND_S, latencies
+
+
+# --------------------------------------------------------------------------- operator e-stop table
+
+
+def robots_snapshot(plant: PlantDescription, **robots: dict[str, Any]) -> PlantSnapshot:
+    """A snapshot of every robot of ``plant``, idle and safe unless ``robots[name]`` says otherwise."""
+    views = [
+        RobotView(name=n, model=r.model, joints_rad=[0.0] * 6, tool_xyz_m=(0.0, 0.0, 0.0), **robots.get(n, {}))
+        for n, r in plant.robots.items()
+    ]
+    return PlantSnapshot(time_s=1.0, wall_s=time.time(), machines=[], robots=views)
+
+
+REASON = "light curtain <broken> (by plc)"
+LATCHED: dict[str, Any] = {"estop": True, "safety": "estop", "estop_reason": REASON, "skill": "pick"}
+
+
+def _estop_row(html: str, robot: str) -> tuple[str, str]:
+    """(the row as shown, the row's templates) of a robot in the operator page's e-stop table."""
+    m = re.search(rf'<tr id="estop-{robot}".*?</tr>', html, re.S)
+    assert m, f"no e-stop row for {robot}"
+    row = m.group(0)
+    cut = row.index("<template")
+    return row[:cut], row[cut:]
+
+
+def test_operator_page_renders_the_newest_snapshot(console: Console, demo_plant: PlantDescription) -> None:
+    console.as_(None)
+    console.login("olga")
+    shown, _ = _estop_row(console.client.get("/operator").text, "ur5e_1")
+    assert "no state yet" in shown and 'id="trip-ur5e_1"' in shown
+    console.backend.feed.publish(robots_snapshot(demo_plant, ur5e_1=LATCHED, panda_1={"safety": "reduced_speed"}))
+    page = console.client.get("/operator").text
+    shown, templates = _estop_row(page, "ur5e_1")
+    assert 'data-latched="yes"' in shown and "st-estop" in shown and "E-STOP latched" in shown
+    assert "light curtain &lt;broken&gt; (by plc)" in shown and '<td data-f="skill">pick</td>' in shown
+    assert 'id="reset-ur5e_1"' in shown and 'id="trip-ur5e_1"' not in shown
+    assert 'id="trip-ur5e_1"' in templates  # what the page switches to when the latch is reset
+    panda, _ = _estop_row(page, "panda_1")
+    assert "st-reduced-speed" in panda and "reduced speed" in panda and 'id="trip-panda_1"' in panda
+    # the reason is in the page's script too; it must not be able to end the script
+    assert "<broken>" not in page and "\\u003cbroken\\u003e" in page
+
+
+@contextmanager
+def serve_scripted(plant: PlantDescription, tmp: Path) -> Iterator[tuple[ScriptedBackend, str]]:
+    """The console over the scripted backend, served by uvicorn on a loopback port."""
+    backend = ScriptedBackend(plant, stage_delay_s=0.01)
+    app = create_app(backend, make_users(tmp / "console.db"))
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, name="console-server", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert time.monotonic() < deadline, "the console server did not start"
+        time.sleep(0.02)
+    try:
+        yield backend, f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+@pytest.mark.slow
+def test_operator_estop_table_follows_the_feed_without_reloading(demo_plant: PlantDescription, tmp_path: Path) -> None:
+    sync_api = pytest.importorskip("playwright.sync_api")
+    if not CHROMIUM.exists():
+        pytest.skip("Debian's chromium is needed for browser tests: apt-get install chromium")
+    with serve_scripted(demo_plant, tmp_path) as (backend, url), sync_api.sync_playwright() as p:
+        backend.feed.publish(robots_snapshot(demo_plant))
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=["--headless", "--no-sandbox", "--disable-gpu"])
+        try:
+            pages = {}
+            for name in ("olga", "sam"):
+                page = browser.new_context(base_url=url).new_page()
+                page.goto("/login?next=/operator")
+                page.fill("#name", name)
+                page.fill("#password", PASSWORD)
+                page.click("#login")
+                page.wait_for_url("**/operator")
+                page.wait_for_selector("#live-text:text('live')")
+                page.evaluate("window.notReloaded = true")
+                pages[name] = page
+            olga, sam = pages["olga"], pages["sam"]
+            assert olga.inner_text("#estop-ur5e_1 [data-f=skill]") == "idle"
+            assert olga.query_selector("#trip-ur5e_1") and olga.query_selector("#reset-ur5e_1") is None
+
+            # latched elsewhere (the safety PLC, another console): both pages show it without a reload
+            backend.estops.trip("ur5e_1", REASON, "plc")
+            backend.feed.publish(robots_snapshot(demo_plant, ur5e_1=LATCHED))
+            for page in (olga, sam):
+                page.wait_for_selector("#estop-ur5e_1 .st-estop", timeout=5000)
+                row = page.inner_text("#estop-ur5e_1")
+                assert "E-STOP latched" in row and REASON in row
+                assert page.inner_text("#estop-ur5e_1 [data-f=skill]") == "pick"
+                assert page.query_selector("#trip-ur5e_1") is None
+                assert page.query_selector("#trip-panda_1")  # the other robot is untouched
+                assert page.evaluate("window.notReloaded") is True
+            assert "Only a robot operator may reset" in sam.inner_text("#estop-ur5e_1")
+            assert sam.query_selector("#reset-ur5e_1") is None
+
+            # a snapshot that changes nothing of the latch leaves the half-filled reset form alone
+            olga.check("#estop-ur5e_1 input[name=area_clear]")
+            olga.fill("#estop-ur5e_1 input[name=note]", "area walked")
+            backend.feed.publish(robots_snapshot(demo_plant, ur5e_1={**LATCHED, "skill": None}))
+            olga.wait_for_function("document.querySelector('#estop-ur5e_1 [data-f=skill]').textContent === 'idle'")
+            assert olga.input_value("#estop-ur5e_1 input[name=note]") == "area walked"
+            olga.click("#reset-ur5e_1")  # the form the page put in works
+            olga.wait_for_selector(".notice")
+            assert "reset by olga" in olga.inner_text(".notice")
+
+            # reset: the trip button comes back, the safety state shows
+            backend.feed.publish(robots_snapshot(demo_plant, ur5e_1={"safety": "reduced_speed"}))
+            sam.wait_for_selector("#trip-ur5e_1", timeout=5000)
+            assert sam.query_selector("#estop-ur5e_1 .st-estop") is None
+            assert sam.inner_text("#estop-ur5e_1 [data-f=state]") == "reduced speed"
+            assert sam.evaluate("window.notReloaded") is True
+
+            # the plant page follows the same stream
+            sam.goto("/plant")
+            sam.wait_for_selector("#live-text:text('live')")
+            backend.feed.publish(robots_snapshot(demo_plant, ur5e_1=LATCHED))
+            sam.wait_for_function("document.querySelector('#rrow-ur5e_1 [data-f=safety]').textContent === 'E-STOP'")
+        finally:
+            browser.close()

@@ -1,4 +1,5 @@
-// Atelier console: the live plant view (server-sent events) and work-order progress.
+// Atelier console: the live plant view and operator e-stop table (server-sent events) and
+// work-order progress.
 "use strict";
 (function () {
   const RUN = new Set(["STARTING", "EXECUTE", "UNHOLDING", "UNSUSPENDING", "COMPLETING"]);
@@ -13,8 +14,6 @@
     const svg = document.querySelector("svg.topview");
     const k = parseFloat(svg.dataset.pxPerM), m0 = parseFloat(svg.dataset.marginPx), hM = parseFloat(svg.dataset.heightM);
     const X = (x) => m0 + x * k, Y = (y) => m0 + (hM - y) * k;
-    const dot = document.getElementById("live-dot"), liveText = document.getElementById("live-text");
-    let lastWall = 0;
 
     function apply(s) {
       window.atelierLast = s;  // tests read the newest snapshot seen by the page
@@ -64,15 +63,64 @@
     }
 
     if (initial) apply(initial);
+    follow(apply, "/plant");
+  }
+
+  // Follow the plant stream: call apply with every snapshot; keep #live-dot / #live-text
+  // saying whether data arrives; go to the login page when the session ends.
+  function follow(apply, page) {
+    const dot = document.getElementById("live-dot"), liveText = document.getElementById("live-text");
+    const show = (on, text) => { if (dot) dot.className = on ? "dot on" : "dot off"; setText(liveText, text); };
+    let lastWall = 0;
     const es = new EventSource("/api/plant/stream");
     es.addEventListener("plant", (ev) => { lastWall = Date.now(); apply(JSON.parse(ev.data)); });
-    es.addEventListener("logout", () => { es.close(); window.location = "/login?next=/plant"; });
-    es.onopen = () => { dot.className = "dot on"; setText(liveText, "live"); };
-    es.onerror = () => { dot.className = "dot off"; setText(liveText, "reconnecting…"); };
+    es.addEventListener("logout", () => { es.close(); window.location = "/login?next=" + encodeURIComponent(page); });
+    es.onopen = () => show(true, "live");
+    es.onerror = () => show(false, "reconnecting…");
     setInterval(() => {
-      if (lastWall && Date.now() - lastWall > 2000) { dot.className = "dot off"; setText(liveText, "no data for " + ((Date.now() - lastWall) / 1000).toFixed(0) + " s"); }
-      else if (lastWall) { dot.className = "dot on"; setText(liveText, "live"); }
+      if (lastWall && Date.now() - lastWall > 2000) show(false, "no data for " + ((Date.now() - lastWall) / 1000).toFixed(0) + " s");
+      else if (lastWall) show(true, "live");
     }, 1000);
+    return es;
+  }
+
+  // The operator page's e-stop table: latch, reason, safety state and skill of every robot.
+  // A row's buttons (trip, or reset for an operator) are swapped from the row's <template>s
+  // only when its latch changes, so a reset form being filled in is left alone otherwise.
+  function liveEstops(initial) {
+    function apply(s) {
+      window.atelierLast = s;  // tests read the newest snapshot seen by the page
+      for (const r of s.robots) {
+        const row = document.getElementById("estop-" + r.name);
+        if (!row) continue;
+        setText(row.querySelector('[data-f="skill"]'), r.skill || "idle");
+        const cell = row.querySelector('[data-f="state"]');
+        const key = JSON.stringify([r.estop, r.estop ? r.estop_reason : "", r.safety]);
+        if (cell.dataset.key !== key) {
+          const b = document.createElement("span");
+          b.className = r.estop ? "badge st-estop" : badge(r.safety);
+          b.textContent = r.estop ? "E-STOP latched" : r.safety.replace(/_/g, " ");
+          const parts = [b];
+          if (r.estop) {
+            const why = document.createElement("div");
+            why.className = "small fault"; why.textContent = r.estop_reason;
+            parts.push(why);
+          }
+          cell.replaceChildren(...parts);
+          cell.dataset.key = key;
+        }
+        const latched = r.estop ? "yes" : "no";
+        if (row.dataset.latched !== latched) {
+          const tpl = row.querySelector('template[data-when="' + latched + '"]');
+          row.querySelector('[data-f="actions"]').replaceChildren(tpl.content.cloneNode(true));
+          row.dataset.latched = latched;
+        }
+      }
+      document.body.dataset.seq = String(s.seq);
+    }
+
+    if (initial) apply(initial);
+    follow(apply, "/operator");
   }
 
   function followJob(id, states) {
@@ -121,5 +169,5 @@
   }
 
   document.addEventListener("DOMContentLoaded", () => { localTimes(); recipeParams(); });
-  window.atelier = { livePlant, followJob };
+  window.atelier = { livePlant, liveEstops, followJob };
 })();
