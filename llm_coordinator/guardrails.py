@@ -97,8 +97,6 @@ def hazard_reasons(plan: Plan, plant: PlantDescription) -> dict[str, str]:
     locations = plant.locations()
     for s in plan.steps:
         reasons: list[str] = []
-        if s.hazardous:
-            reasons.append("marked hazardous by its recipe or plan")
         if s.skill in JOINT_SPACE_SKILLS:
             reasons.append("moves the robot to raw joint angles, not a named location")
         loc = step_location(plant, s.skill, s.args)
@@ -118,6 +116,8 @@ def hazard_reasons(plan: Plan, plant: PlantDescription) -> dict[str, str]:
                         reasons.append(
                             f"{loc} is {d:.2f} m from walkway {zname}, where people walk; closer than {HAZARD_MARGIN_M} m"
                         )
+        if s.hazardous and not reasons:
+            reasons.append("marked hazardous by its recipe or plan")
         if reasons:
             out[s.id] = "; ".join(reasons)
     return out

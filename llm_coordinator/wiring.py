@@ -334,10 +334,13 @@ class LiveTwinPlant:
     def start(self) -> LiveTwinPlant:
         """Connect the machine agents, start every robot's control loop (the live twin must be
         running) and follow the latch files (an e-stop tripped or reset by another process).
-        Call it outside any event loop."""
+        Blocks until started."""
         if self._follower is not None:
             return self
-        asyncio.run(self._connect())
+        # Its own thread: the caller may be inside an event loop (a test's, a browser driver's).
+        connect = threading.Thread(target=asyncio.run, args=(self._connect(),), name="atelier-connect")
+        connect.start()
+        connect.join()
         for rt in self.runtimes.values():
             rt.start()
         self._stop.clear()

@@ -23,6 +23,19 @@ def all_files(paths: list[str]) -> bool:
     return all(Path(p).is_file() for p in paths)
 
 
+def approve_and_confirm(co: Coordinator, plan_id: int) -> list[str]:
+    """The supervisor approves (unless done); the operator confirms every hazardous step
+    (sorting next to the walkway). Returns the confirmed step ids."""
+    if co.store.get(plan_id).status == "awaiting_approval":
+        co.gate.approve(plan_id, "sam")
+    plan = co.store.plan(plan_id)
+    assert plan is not None
+    steps = list(co.gate.required_confirmations(plan))
+    for step in steps:
+        co.gate.confirm(plan_id, step, "olga")
+    return steps
+
+
 def coordinator(plant: PlantDescription, store: Store, tmp_path: Path, goal: str) -> Coordinator:
     backend = ScriptedBackend(goal_script({"goal": goal}))  # type: ignore[arg-type]
     planner = Planner(plant, backend, CoordinatorConfig())
@@ -41,6 +54,10 @@ async def test_work_order_to_done(demo_plant: PlantDescription, store: Store, tm
         await ex.run(sub.plan_id)
     assert not robots["ur5e_1"].goals  # nothing moved without an approval
     co.gate.approve(sub.plan_id, "sam")
+    with pytest.raises(NotApproved, match="hazardous step sort_1 needs an operator's confirmation"):
+        await ex.run(sub.plan_id)  # sorting next to the walkway waits for the operator
+    assert not robots["ur5e_1"].goals
+    assert approve_and_confirm(co, sub.plan_id) == ["sort_1", "sort_2"]
     report = await ex.run(sub.plan_id)
     assert report.status == "done", report.reason
     assert store.get(sub.plan_id).status == "done"
@@ -53,7 +70,7 @@ async def test_killed_mid_plan_resumes_at_the_right_step(
 ) -> None:
     co = coordinator(demo_plant, store, tmp_path, '{"goal": "machine_part"}')
     sub = await co.submit("Machine one blank")
-    co.gate.approve(sub.plan_id, "sam")
+    approve_and_confirm(co, sub.plan_id)
     plan = store.plan(sub.plan_id)
     assert plan is not None
     machines, robots = fake_agents(demo_plant, 20.0)
@@ -80,7 +97,7 @@ async def test_a_failure_pauses_and_drafts_a_recovery(
 ) -> None:
     co = coordinator(demo_plant, store, tmp_path, '{"goal": "machine_part"}')
     sub = await co.submit("Machine one blank")
-    co.gate.approve(sub.plan_id, "sam")
+    approve_and_confirm(co, sub.plan_id)
     machines, robots = fake_agents(demo_plant, 200.0)
     machines["cnc_1"].fault_on_start = 1
     ex = Executor(demo_plant, store, co.gate, machines, robots, on_failure=co.submit_recovery)
