@@ -114,7 +114,8 @@ def hazard_reasons(plan: Plan, plant: PlantDescription) -> dict[str, str]:
                     d = distance_to_zone_xy(z, x, y)
                     if 0.0 < d <= HAZARD_MARGIN_M:  # inside a walkway is the zones rule's failure
                         reasons.append(
-                            f"{loc} is {d:.2f} m from walkway {zname}, where people walk; closer than {HAZARD_MARGIN_M} m"
+                            f"{loc} is {d:.2f} m from walkway {zname}, where people walk; "
+                            f"closer than {HAZARD_MARGIN_M} m"
                         )
         if s.hazardous and not reasons:
             reasons.append("marked hazardous by its recipe or plan")
