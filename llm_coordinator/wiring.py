@@ -273,6 +273,12 @@ def twin_factory(render: bool = True, fps: float = 0.5, size: tuple[int, int] = 
 
 SafetyState = Literal["ok", "reduced_speed", "protective_stop", "estop"]
 
+#: The runtimes beside an in-process live twin share one interpreter with it, the web server
+#: and the planner, so a tick can come late by a scheduling slice: a missing joint state counts
+#: as a driver fault after 0.3 s rather than 0.1 s. The twin's arm does not move while its
+#: tick is late, and every other limit stays as the robot's own runtime has it.
+IN_PROCESS_STATE_TIMEOUT_PERIODS = 75
+
 
 class LiveTwinPlant:
     """The agents of a :class:`~sim.live.LiveTwin` in this process (see the module docstring).
@@ -291,6 +297,7 @@ class LiveTwinPlant:
         on_event: Callable[[SafetyEvent], None] | None = None,
         checkpoint: Path | str | Literal["shipped"] | None = "shipped",
     ) -> None:
+        from robots.runtime import RuntimeConfig
         from robots.safety import latch_file
         from sim.agents import TwinMachineAgent
         from sim.hardware import LocalPeers, build_runtime
@@ -308,6 +315,7 @@ class LiveTwinPlant:
                 peers=peers,
                 on_event=on_event,
                 checkpoint=checkpoint,
+                config=RuntimeConfig(state_timeout_periods=IN_PROCESS_STATE_TIMEOUT_PERIODS),
             )
             for r in plant.robots
         }

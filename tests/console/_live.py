@@ -1,4 +1,4 @@
-"""A console served for real: a live twin, uvicorn on a free loopback port, in a thread."""
+"""A console served for real: the coordinator, a live twin, uvicorn on a free loopback port, in a thread."""
 
 from __future__ import annotations
 
@@ -33,9 +33,16 @@ def free_port() -> int:
 
 
 @contextmanager
-def serve_console(plant: PlantDescription, tmp: Path, **kw: float) -> Iterator[LiveConsole]:
-    """Serve the console over a live twin; users erin/sam/olga exist with :data:`PASSWORD`."""
-    site = build_site(plant, f"sqlite:///{tmp / 'site.db'}", tmp / "state", **kw)
+def serve_console(plant: PlantDescription, tmp: Path, *, render_rehearsals: bool = False) -> Iterator[LiveConsole]:
+    """Serve the console as ``atelier console`` does (the embedded model, the coordinator, a live
+    twin driven by the robots' runtimes); users erin/sam/olga exist with :data:`PASSWORD`."""
+    site = build_site(
+        plant,
+        f"sqlite:///{tmp / 'site.db'}",
+        tmp / "state",
+        evidence_dir=tmp / "evidence",
+        render_rehearsals=render_rehearsals,
+    )
     users: UserStore = site.app.state.users
     users._hasher = FAST_HASHER  # cheap hashes in tests
     for name, role in PEOPLE.items():

@@ -1,6 +1,8 @@
-"""End to end in headless Chromium: every role logs in, a work order goes from the form to an
-approved plan running on the live twin, an operator trips and resets an e-stop, and the page
-keeps up with the twin. Screenshots go to $ATELIER_SCREENSHOTS (or the test's temp dir).
+"""End to end in headless Chromium over the console as ``atelier console`` serves it: every role
+logs in, work orders go from the form through the embedded model or a recipe, the guardrails
+and a rehearsal in the twin to an approved plan running on the live twin, an operator confirms
+a hazardous step and trips and resets an e-stop, and the page keeps up with the twin.
+Screenshots go to $ATELIER_SCREENSHOTS (or the test's temp dir).
 
 Needs Debian's ``chromium`` (the fixture installs it with apt-get when missing and allowed).
 """
@@ -79,8 +81,21 @@ def _login(browser: object, live: LiveConsole, name: str) -> object:
     return page
 
 
+def _wait_job(page: object, timeout_s: float) -> str:
+    """Wait on a work order's page until it reaches approval or fails; returns the stage shown."""
+    page.wait_for_function(  # type: ignore[attr-defined]
+        "['awaiting approval', 'failed'].includes(document.querySelector('#job-state').textContent)",
+        timeout=timeout_s * 1000,
+    )
+    return str(page.inner_text("#job-state"))  # type: ignore[attr-defined]
+
+
 def test_console_end_to_end(browser: object, demo_plant: PlantDescription, tmp_path: Path, shots: Path) -> None:
-    with serve_console(demo_plant, tmp_path, step_time_scale=0.3, stage_delay_s=0.3) as live:
+    """The console as ``atelier console`` serves it: the embedded model plans, the guardrails
+    judge, the twin rehearses (in a worker process), people decide, and the executor drives the
+    live twin through the robots' own runtimes."""
+    with serve_console(demo_plant, tmp_path, render_rehearsals=True) as live:
+        store = live.site.backend.store
         # --- a wrong password is a message on the page
         ctx = browser.new_context(base_url=live.url)  # type: ignore[attr-defined]
         p0 = ctx.new_page()
@@ -91,12 +106,24 @@ def test_console_end_to_end(browser: object, demo_plant: PlantDescription, tmp_p
         assert "wrong password" in p0.inner_text("#errors")
         ctx.close()
 
-        # --- engineer: the live plant view, then a work order
+        # --- engineer: the live plant view, then a work order in plain words through the model
         erin = _login(browser, live, "erin")
         erin.wait_for_selector("#live-text:text('live')")
         erin.wait_for_function("document.querySelector('#mrow-cnc_1 [data-f=state]').textContent === 'STOPPED'")
         erin.screenshot(path=str(shots / "plant_engineer.png"), full_page=True)
 
+        erin.goto("/work-orders")
+        erin.fill("#wo-text", "Reset the conveyor")
+        erin.click("#wo-submit")
+        erin.wait_for_url("**/work-orders/*")
+        erin.wait_for_selector(
+            "#job-state:text('drafting'), #job-state:text('checking'), #job-state:text('rehearsing')"
+        )
+        assert _wait_job(erin, 180) == "awaiting approval", erin.inner_text("#job")
+        words_plan = erin.get_attribute("#open-plan", "href")
+        assert words_plan
+
+        # --- a recipe: a malformed parameter is a message; then the real one
         erin.goto("/work-orders")
         erin.select_option("#wo-recipe", "machine_part")
         erin.fill("input[name='p.machine_part.program']", "seven")
@@ -108,15 +135,13 @@ def test_console_end_to_end(browser: object, demo_plant: PlantDescription, tmp_p
         erin.fill("#wo-text", "machine one blank with program 7 and sort it")
         erin.click("#wo-submit")
         erin.wait_for_url("**/work-orders/*")
-        erin.wait_for_selector(
-            "#job-state:text('drafting'), #job-state:text('checking'), #job-state:text('rehearsing')"
-        )
-        erin.wait_for_selector("#open-plan", timeout=10_000)
-        assert erin.inner_text("#job-state") == "awaiting approval"
+        erin.wait_for_selector("#job-state:text('checking'), #job-state:text('rehearsing')")
         erin.screenshot(path=str(shots / "work_order_progress.png"), full_page=True)
+        assert _wait_job(erin, 300) == "awaiting approval", erin.inner_text("#job")
         erin.click("#open-plan")
         erin.wait_for_url("**/plans/*")
         plan_url = erin.url
+        plan_id = int(plan_url.rstrip("/").rsplit("/", 1)[1])
         assert "Waiting for a supervisor" in erin.inner_text("#decision")
         assert erin.query_selector("#approve") is None
 
@@ -125,6 +150,7 @@ def test_console_end_to_end(browser: object, demo_plant: PlantDescription, tmp_p
         sam.goto(plan_url)
         assert "rules pass" in sam.inner_text("#v-guardrails")
         assert "0 collisions" in sam.inner_text("#v-rehearsal")
+        assert "need" in sam.inner_text("#v-hazard")  # sorting next to the walkway
         assert "hand_over" in sam.inner_text("#gantt")
         sam.screenshot(path=str(shots / "plan_supervisor.png"), full_page=True)
         sam.click("#reject")  # no reason
@@ -133,31 +159,38 @@ def test_console_end_to_end(browser: object, demo_plant: PlantDescription, tmp_p
         sam.click("#approve")
         sam.wait_for_selector(".notice")
         assert "approved by sam" in sam.inner_text(".notice")
+        # Approved but not yet confirmed: nothing runs.
+        assert store.get(plan_id).status == "approved"
 
-        # --- operator: confirms the hazardous hand-over
+        # --- operator: confirms the hazardous step; then the plan runs
         olga = _login(browser, live, "olga")
         olga.goto("/operator")
         box = olga.wait_for_selector("#confirmations .confirm")
-        assert "hand_over" in box.inner_text()
+        assert "sort" in box.inner_text() and "walkway" in box.inner_text()
         olga.screenshot(path=str(shots / "operator_confirm.png"), full_page=True)
-        box.query_selector("input[name=reason]").fill("nobody near the hand-over point")
+        box.query_selector("input[name=reason]").fill("walkway closed off while the part is sorted")
         box.query_selector("button:text('Confirm')").click()
         olga.wait_for_selector(".notice")
         assert "confirmed by olga" in olga.inner_text(".notice")
 
-        # --- the plan runs on the twin: the conveyor feeds, the plan page says running
+        # --- the plan runs on the twin: the conveyor feeds, the UR5e picks, the plan page says running
         sam.goto("/plant")
         sam.wait_for_function(
-            "document.querySelector('#mrow-conveyor_1 [data-f=state]').textContent === 'EXECUTE'", timeout=15_000
+            "document.querySelector('#mrow-conveyor_1 [data-f=state]').textContent === 'EXECUTE'", timeout=20_000
+        )
+        sam.wait_for_function(
+            "document.querySelector('#rrow-ur5e_1 [data-f=skill]').textContent.includes('pick')", timeout=60_000
         )
         sam.screenshot(path=str(shots / "plant_running.png"), full_page=True)
         sam.goto(plan_url)
-        assert sam.inner_text("#plan-state") in ("running", "paused", "done")
+        assert sam.inner_text("#plan-state") == "running"
+        assert store.get(plan_id).status == "running"
 
-        # --- e-stop: anyone may trip, only an operator resets
+        # --- e-stop: anyone may trip, only an operator resets; the robot's supervisor stops it
         olga.goto("/operator")
         olga.click("#trip-ur5e_1")
         olga.wait_for_selector("#estop-ur5e_1 .st-estop")
+        assert live.site.plant_agents.runtimes["ur5e_1"].supervisor.estopped
         sam.goto("/plant")
         sam.wait_for_function("document.querySelector('#rrow-ur5e_1 [data-f=safety]').textContent === 'E-STOP'")
         sam.screenshot(path=str(shots / "plant_estop.png"), full_page=True)
@@ -170,8 +203,20 @@ def test_console_end_to_end(browser: object, demo_plant: PlantDescription, tmp_p
         olga.click("#reset-ur5e_1")
         olga.wait_for_selector(".notice")
         assert "reset by olga" in olga.inner_text(".notice")
+        assert not live.site.plant_agents.runtimes["ur5e_1"].supervisor.estopped
         sam.goto("/plant")
         sam.wait_for_function("document.querySelector('#rrow-ur5e_1 [data-f=safety]').textContent !== 'E-STOP'")
+
+        # --- the e-stop stopped the plan mid-step: the plan page says so, with the reason
+        deadline = time.monotonic() + 60
+        while store.get(plan_id).status == "running" and time.monotonic() < deadline:
+            time.sleep(0.2)
+        row = store.get(plan_id)
+        sam.goto(plan_url)
+        sam.screenshot(path=str(shots / "plan_after_estop.png"), full_page=True)
+        assert row.status in ("paused", "failed", "done"), row.status
+        if row.status != "done":
+            assert "e-stop" in "; ".join(row.reasons).lower(), row.reasons
 
         # --- the page keeps up with the twin
         latencies = _page_latencies(live, sam)
@@ -181,15 +226,17 @@ def test_console_end_to_end(browser: object, demo_plant: PlantDescription, tmp_p
         )
         assert max(latencies) < 0.5, latencies
 
-        audit = {(a.actor, a.action) for a in live.site.backend.records}
+        audit = {(a.actor, a.action) for a in store.audit_rows()}
+        print(sorted(audit))
         for who, what in [
-            ("erin", "submit_work_order"),
-            ("sam", "approve"),
-            ("olga", "confirm_step"),
+            ("erin", "created"),
+            ("sam", "approved"),
+            ("olga", "operator_confirmed"),
             ("olga", "estop_trip"),
             ("olga", "estop_reset"),
         ]:
             assert (who, what) in audit, (who, what)
+        assert store.verify_audit().ok
 
 
 def _page_latencies(live: LiveConsole, page: object, samples: int = 6) -> list[float]:
