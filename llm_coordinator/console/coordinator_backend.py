@@ -12,11 +12,12 @@ import contextlib
 import itertools
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Literal
 
 from llm_coordinator.approval import ApprovalGate, NotApproved
+from llm_coordinator.context import PlantSnapshot as StateSnapshot
 from llm_coordinator.coordinator import Coordinator
 from llm_coordinator.executor import Executor
 from llm_coordinator.plan import Plan, RecipeIntent
@@ -89,12 +90,16 @@ class CoordinatorBackend:
         executor: Executor | None = None,
         feed: PlantFeed | None = None,
         on_change: Callable[[], None] | None = None,
+        state: Callable[[], Awaitable[StateSnapshot]] | None = None,
     ) -> None:
         self.plant, self.store, self.gate, self.coordinator = plant, store, gate, coordinator
         self.estops, self.executor = estops, executor
         self.feed = feed or PlantFeed()
         #: Called after an e-stop is tripped or reset (the wiring publishes a snapshot at once).
         self.on_change = on_change
+        #: Reads the plant's state (machine states, doors, faults) for the planner's context and
+        #: the interlock guardrails; without it they judge against the static description only.
+        self.state = state
         self._jobs: dict[str, JobView] = {}
         self._ids = itertools.count(1)
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -387,6 +392,7 @@ class CoordinatorBackend:
             self._update(job_id, state=state, plan_id=str(plan_id), message=f"plan {plan_id}: {state}")
 
         try:
+            snapshot = await self.state() if self.state is not None else None
             if req.recipe:
                 text = req.text or f"run recipe {req.recipe}"
                 intent = RecipeIntent(goal="recipe", recipe=req.recipe, params=dict(req.params))
@@ -396,10 +402,10 @@ class CoordinatorBackend:
                 )
                 pid = await asyncio.to_thread(self.store.create, text, "intent", actor=actor)
                 self._update(job_id, plan_id=str(pid), message=f"expanded recipe {req.recipe}")
-                sub = await self.coordinator.submit_plan(pid, plan, on_stage=stage)
+                sub = await self.coordinator.submit_plan(pid, plan, snapshot=snapshot, on_stage=stage)
             else:
                 self._update(job_id, message="asking the planner")
-                sub = await self.coordinator.submit(req.text, actor=actor, on_stage=stage)
+                sub = await self.coordinator.submit(req.text, snapshot=snapshot, actor=actor, on_stage=stage)
         except Exception as exc:  # shown to the person; the details are in the server log
             self._update(job_id, state="failed", error=f"planning failed: {exc}", message="failed")
             return

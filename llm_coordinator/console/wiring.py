@@ -16,6 +16,7 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from llm_coordinator.config import CoordinatorConfig
+from llm_coordinator.context import read_snapshot
 from llm_coordinator.executor import Executor
 from llm_coordinator.wiring import LiveTwinPlant, ProcessRehearser, build_coordinator
 from plant.config import PlantDescription
@@ -193,7 +194,14 @@ def build_site(
     )
     feed = PlantFeed()
     backend = CoordinatorBackend(
-        plant, coordinator.store, coordinator.gate, coordinator, agents, executor=executor, feed=feed
+        plant,
+        coordinator.store,
+        coordinator.gate,
+        coordinator,
+        agents,
+        executor=executor,
+        feed=feed,
+        state=lambda: read_snapshot(agents.machines),
     )
     publisher = TwinFeed(live, feed, agents, agents.status)
     backend.on_change = publisher.poke

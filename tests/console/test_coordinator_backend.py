@@ -17,6 +17,8 @@ from llm_coordinator.config import ScriptedBackendConfig, ScriptedReply
 from llm_coordinator.console.app import create_app
 from llm_coordinator.console.coordinator_backend import CoordinatorBackend
 from llm_coordinator.console.testing import MemoryEstops
+from llm_coordinator.context import MachineSnapshot
+from llm_coordinator.context import PlantSnapshot as StateSnapshot
 from llm_coordinator.coordinator import Coordinator
 from llm_coordinator.executor import Executor
 from llm_coordinator.plan import Plan
@@ -46,6 +48,10 @@ class _CleanRehearsal:
 
 @pytest.fixture
 def site(tmp_path: Path, demo_plant: PlantDescription) -> Iterator[tuple[TestClient, Store]]:
+    yield from _site(tmp_path, demo_plant)
+
+
+def _site(tmp_path: Path, demo_plant: PlantDescription, state: Any = None) -> Iterator[tuple[TestClient, Store]]:
     store = Store(f"sqlite:///{tmp_path / 'atelier.db'}")
     gate = ApprovalGate(store, demo_plant)
     planner = Planner(demo_plant, ScriptedModel(ScriptedBackendConfig(replies=[ScriptedReply(text=None)])))
@@ -53,7 +59,7 @@ def site(tmp_path: Path, demo_plant: PlantDescription) -> Iterator[tuple[TestCli
     coordinator = Coordinator(demo_plant, store, planner, gate, rehearser, evidence_dir=tmp_path / "evidence")
     machines, robots = fake_agents(demo_plant, speed=200.0)
     executor = Executor(demo_plant, store, gate, machines, robots)
-    backend = CoordinatorBackend(demo_plant, store, gate, coordinator, MemoryEstops(), executor=executor)
+    backend = CoordinatorBackend(demo_plant, store, gate, coordinator, MemoryEstops(), executor=executor, state=state)
     app = create_app(backend, make_users(tmp_path / "atelier.db"))
     with TestClient(app, base_url="http://console.test") as client:
         yield client, store
@@ -115,3 +121,21 @@ def test_work_order_to_done_through_the_coordinator(site: tuple[TestClient, Stor
     assert any(r.actor == "sam" and "approv" in r.action for r in rows)
     assert store.verify_audit().ok
     assert client.post(f"/api/plans/{plan_id}/approve", json={}, headers=sam).status_code == 409
+
+
+def test_work_orders_are_judged_against_the_plants_state(tmp_path: Path, demo_plant: PlantDescription) -> None:
+    """The backend reads the plant's state before planning; the guardrails refuse a plan that
+    would start a cycle on a machine the state shows aborted (nothing reaches a supervisor)."""
+    reads: list[float] = []
+
+    async def state() -> StateSnapshot:
+        reads.append(time.monotonic())
+        return StateSnapshot(machines={"cnc_1": MachineSnapshot(state="ABORTED", fault_code=7, fault_text="spindle")})
+
+    for client, store in _site(tmp_path, demo_plant, state):
+        erin = _login(client, "erin")
+        job = client.post("/api/work-orders", json={"recipe": "machine_part"}, headers=erin).json()
+        job = _wait(client, f"/api/work-orders/{job['id']}", erin, "state", {"awaiting_approval", "failed"})
+        assert job["state"] == "failed" and "cnc_1" in job["error"], job
+        assert reads
+        assert store.get(int(job["plan_id"])).status == "rejected_by_rules"
