@@ -82,6 +82,35 @@ def register(app: typer.Typer) -> None:
             out.print(f"  evidence: {e}")
         raise typer.Exit(0 if sub.status == "awaiting_approval" else 1)
 
+    @app.command("replan")
+    def replan_cmd(
+        plan_id: int,
+        db: DbOpt = "sqlite:///atelier.db",
+        plant_file: PlantOpt = None,
+        config: ConfigOpt = None,
+        evidence: Annotated[Path, typer.Option(help="directory for Gantt charts and frames")] = Path(
+            "atelier_evidence"
+        ),
+    ) -> None:
+        """Draft a turned-down plan's work order again as a new plan, telling the model why the
+        last one was turned down (the supervisor's reason, the rules', the rehearsal's)."""
+        from llm_coordinator.wiring import build_coordinator
+
+        plant = _plant(plant_file)
+        co = build_coordinator(plant, _config(config, db, None), evidence_dir=evidence)  # type: ignore[arg-type]
+        try:
+            feedback = co.replan_feedback(plan_id)
+        except StoreError as exc:
+            err.print(str(exc))
+            raise typer.Exit(2) from None
+        for f in feedback:
+            out.print(f"  feedback: {f}", highlight=False)
+        sub = asyncio.run(co.replan(plan_id, actor="cli"))
+        out.print(f"plan [bold]{sub.plan_id}[/] (again for plan {plan_id}): {sub.status}")
+        for r in sub.reasons:
+            out.print(f"  - {r}", highlight=False)
+        raise typer.Exit(0 if sub.status == "awaiting_approval" else 1)
+
     @app.command("order")
     def order_cmd(
         order: Annotated[str, typer.Argument(help="the work order, in plain words")],

@@ -7,7 +7,7 @@ executor drives the agents it is given. Every step is recorded in the audit log.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,8 +18,13 @@ from llm_coordinator.guardrails import check
 from llm_coordinator.plan import Plan
 from llm_coordinator.planner import Planner, PlanningOutcome
 from llm_coordinator.rehearsal import RehearsalReport, Rehearser
-from llm_coordinator.store import PlanStatus, Store
+from llm_coordinator.store import PlanStatus, Store, StoreError
 from plant.config import PlantDescription
+
+#: Statuses of a plan that was turned down, whose work order may be drafted again.
+REPLANNABLE = frozenset({"rejected", "rejected_by_rules", "rehearsal_failed", "refused", "failed", "paused"})
+#: At most this many reasons go back to the model (its context is small).
+MAX_FEEDBACK = 4
 
 #: Told the stage a work order has reached ("planning", "checking", "rehearsing") and its plan id.
 StageHook = Callable[[str, int], None]
@@ -60,14 +65,17 @@ class Coordinator:
         snapshot: PlantSnapshot | None = None,
         actor: str = "coordinator",
         on_stage: StageHook | None = None,
+        feedback: Sequence[str] = (),
+        parent_id: int | None = None,
     ) -> Submission:
         """Plan, check and rehearse a work order; never raises for what the model does.
-        ``on_stage`` hears each stage as it starts (a console shows the progress)."""
-        plan_id = self.store.create(work_order, self.planner.config.mode, actor=actor)
+        ``on_stage`` hears each stage as it starts (a console shows the progress); ``feedback``
+        tells the model why an earlier plan for it was turned down (see :meth:`replan`)."""
+        plan_id = self.store.create(work_order, self.planner.config.mode, actor=actor, parent_id=parent_id)
         if on_stage is not None:
             on_stage("planning", plan_id)
-        feedback = self.store.recent_feedback(3)
-        outcome = await self.planner.plan(work_order, snapshot=snapshot, feedback=[])
+        feedback = [str(f)[:500] for f in feedback][-MAX_FEEDBACK:]
+        outcome = await self.planner.plan(work_order, snapshot=snapshot, feedback=feedback)
         self.store.audit(
             "planner",
             "planned",
@@ -87,6 +95,35 @@ class Coordinator:
             self.store.set_status(plan_id, status, actor="planner", reasons=outcome.reasons)
             return Submission(plan_id, status, outcome.reasons, outcome)
         return await self.submit_plan(plan_id, outcome.plan, snapshot=snapshot, outcome=outcome, on_stage=on_stage)
+
+    def replan_feedback(self, plan_id: int) -> list[str]:
+        """Why plan ``plan_id`` was turned down, for the next draft of its work order: the
+        supervisor's or the rules' or the rehearsal's reasons and the operator's refusals.
+        :class:`~llm_coordinator.store.StoreError` unless the plan was turned down."""
+        row = self.store.get(plan_id)
+        if row.status not in REPLANNABLE:
+            state = row.status.replace("_", " ")
+            raise StoreError(f"plan {plan_id} is {state}; only a rejected, refused or failed plan is drafted again")
+        reasons = [f"{row.status.replace('_', ' ')}: {r}" for r in row.reasons]
+        return [*reasons, *(f for f in self.store.feedback_for(plan_id) if f.split(": ", 1)[-1] not in row.reasons)]
+
+    async def replan(
+        self,
+        plan_id: int,
+        *,
+        snapshot: PlantSnapshot | None = None,
+        actor: str = "coordinator",
+        on_stage: StageHook | None = None,
+    ) -> Submission:
+        """Draft the work order of a turned-down plan again as a new plan (its parent), with the
+        reasons it was turned down as feedback to the model. People's words reach the model as
+        data in the context, never as instructions, and the new plan passes every rule, the
+        rehearsal and an approval like any other."""
+        feedback = self.replan_feedback(plan_id)
+        work_order = self.store.get(plan_id).work_order
+        return await self.submit(
+            work_order, snapshot=snapshot, actor=actor, on_stage=on_stage, feedback=feedback, parent_id=plan_id
+        )
 
     async def submit_plan(
         self,

@@ -558,6 +558,12 @@ class Store:
         with self.session() as s:
             s.add(FeedbackRow(plan_id=plan_id, kind=kind, text=text_[:2000], created_at=self.clock()))
 
+    def feedback_for(self, plan_id: int) -> list[str]:
+        """The feedback kept for one plan (rejection reasons, refused steps), oldest first."""
+        with self.session() as s:
+            rows = s.execute(select(FeedbackRow).where(FeedbackRow.plan_id == plan_id).order_by(FeedbackRow.id))
+            return [f"{r.kind}: {r.text}" for r in rows.scalars()]
+
     def recent_feedback(self, limit: int = 5) -> list[str]:
         """The newest rejection reasons and outcomes, newest last."""
         with self.session() as s:

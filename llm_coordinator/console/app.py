@@ -40,6 +40,7 @@ from .forms import MAX_REASON_CHARS, FormError, check_work_order, clean_text
 from .services import (
     JOB_STATES,
     PLAN_STATES,
+    REPLANNABLE_STATES,
     ActionRefused,
     AuditView,
     ConfirmationView,
@@ -269,6 +270,7 @@ def create_app(
         format_args=format_args,
         state_class=_state_class,
         Action=Action,
+        REPLANNABLE_STATES=REPLANNABLE_STATES,
         title=title,
     )
     env.filters["script_json"] = _script_json
@@ -514,6 +516,18 @@ def create_app(
         await backend.reject(plan_id, user.name, reason)
         return Response(status_code=204)
 
+    @app.post(
+        "/api/plans/{plan_id}/replan",
+        response_model=JobView,
+        status_code=202,
+        tags=["plans"],
+        responses={409: {"model": Problem}},
+    )
+    async def api_replan(plan_id: str, user: ApiSubmit) -> JobView:
+        """Draft a turned-down plan's work order again, the reasons going to the planner as
+        feedback (engineers and supervisors); follow it at ``GET /api/work-orders/{id}``."""
+        return await backend.replan(plan_id, user.name)
+
     @app.get("/api/confirmations", response_model=list[ConfirmationView], tags=["operator"])
     async def api_confirmations(user: ApiView) -> list[ConfirmationView]:
         """Hazardous steps waiting for a robot operator."""
@@ -681,6 +695,14 @@ def create_app(
     @app.post("/plans/{plan_id}/reject", include_in_schema=False)
     async def reject_post(request: Request, plan_id: str, user: PageReject) -> Response:
         return await decide(request, plan_id, user, approve=False)
+
+    @app.post("/plans/{plan_id}/replan", include_in_schema=False)
+    async def replan_post(request: Request, plan_id: str, user: PageSubmit) -> Response:
+        try:
+            job = await backend.replan(plan_id, user.name)
+        except ActionRefused as exc:
+            return plan_response(request, user, await plan_or_404(plan_id), exc.status, [exc.message])
+        return RedirectResponse(f"/work-orders/{quote(job.id)}", 303)
 
     async def operator_page_response(
         request: Request, user: User, status: int = 200, errors: list[str] | None = None

@@ -289,6 +289,24 @@ class CoordinatorBackend:
         executor = self.executor
         self._runs[pid] = self._spawn(executor.run(pid, actor=actor))
 
+    async def replan(self, plan_id: str, actor: str) -> JobView:
+        """A new job that drafts the plan's work order again, the reasons it was turned down
+        going to the model as feedback (:meth:`Coordinator.replan`)."""
+        pid = self._pid(plan_id)
+        feedback = await self._call(self.coordinator.replan_feedback, pid)
+        row = await self._call(self.store.get, pid)
+        job = JobView(
+            id=str(next(self._ids)),
+            state="drafting",
+            submitted_by=actor,
+            submitted_s=now_s(),
+            request=WorkOrderRequest(text=row.work_order[:4000]),
+            messages=[f"drafting the work order of plan {pid} again; the planner is told: " + "; ".join(feedback)],
+        )
+        self._jobs[job.id] = job
+        self._spawn(self._draft(job.id, actor, replan_of=pid))
+        return job
+
     # ------------------------------------------------------------------ operator
 
     async def pending_confirmations(self) -> list[ConfirmationView]:
@@ -384,7 +402,7 @@ class CoordinatorBackend:
         messages = [*job.messages, kw.pop("message")] if "message" in kw else job.messages
         self._jobs[job_id] = job.model_copy(update={**kw, "messages": messages})
 
-    async def _draft(self, job_id: str, actor: str) -> None:
+    async def _draft(self, job_id: str, actor: str, replan_of: int | None = None) -> None:
         req = self._jobs[job_id].request
 
         def stage(name: str, plan_id: int) -> None:
@@ -393,7 +411,9 @@ class CoordinatorBackend:
 
         try:
             snapshot = await self.state() if self.state is not None else None
-            if req.recipe:
+            if replan_of is not None:
+                sub = await self.coordinator.replan(replan_of, snapshot=snapshot, actor=actor, on_stage=stage)
+            elif req.recipe:
                 text = req.text or f"run recipe {req.recipe}"
                 intent = RecipeIntent(goal="recipe", recipe=req.recipe, params=dict(req.params))
                 protos, notes = expand_recipe(self.plant, intent)

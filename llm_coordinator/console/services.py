@@ -109,6 +109,10 @@ PLAN_STATES = (
 )
 
 
+#: Plan states whose work order may be drafted again with the reasons as feedback.
+REPLANNABLE_STATES = frozenset({"rejected", "rejected_by_rules", "rehearsal_failed", "refused", "failed", "paused"})
+
+
 class StepView(View):
     """One step of a plan, placed in time (``start_s`` from the plan's start)."""
 
@@ -257,6 +261,11 @@ class ConsoleBackend(Protocol):
 
     async def reject(self, plan_id: str, actor: str, reason: str) -> None:
         """Reject a plan awaiting approval; ``reason`` goes back to the planner as feedback."""
+
+    async def replan(self, plan_id: str, actor: str) -> JobView:
+        """Draft the work order of a plan that was turned down (rejected by a supervisor or the
+        rules, failed in rehearsal or in the plant, paused by an operator) again, with the
+        reasons as feedback to the planner; returns at once, like a submitted work order."""
 
     async def pending_confirmations(self) -> list[ConfirmationView]:
         """Hazardous steps of approved or running plans that wait for an operator."""

@@ -25,6 +25,7 @@ from plant.skills import SKILLS
 
 from .drawing import schedule
 from .services import (
+    REPLANNABLE_STATES,
     ActionRefused,
     AuditView,
     ConfirmationView,
@@ -166,6 +167,19 @@ class ScriptedBackend:
             raise ActionRefused(f"Plan {plan_id} is {p.detail.state.replace('_', ' ')}, not awaiting approval.")
         p.detail = p.detail.model_copy(update={"state": "rejected", "decision": f"rejected by {actor}: {reason}"})
         await self.audit(actor, "reject", f"plan {plan_id}", reason)
+
+    async def replan(self, plan_id: str, actor: str) -> JobView:
+        """A new job for the plan's work order (the scripted planner ignores feedback)."""
+        p = self._plan(plan_id)
+        if p.detail.state not in REPLANNABLE_STATES:
+            raise ActionRefused(
+                f"Plan {plan_id} is {p.detail.state.replace('_', ' ')}; there is nothing to draft again."
+            )
+        params = {k: v for k, v in p.detail.params.items() if isinstance(v, int | float | str)}
+        request = WorkOrderRequest(text=p.detail.work_order[:4000], recipe=p.detail.recipe, params=params)
+        job = await self.submit_work_order(request, actor)
+        await self.audit(actor, "replan", f"plan {plan_id}", p.detail.decision)
+        return job
 
     # ------------------------------------------------------------------ operator
 

@@ -25,7 +25,7 @@ from llm_coordinator.plan import Plan
 from llm_coordinator.planner import Planner
 from llm_coordinator.rehearsal import RehearsalReport, TwinObservations
 from llm_coordinator.store import Store
-from llm_coordinator.testing import fake_agents
+from llm_coordinator.testing import fake_agents, goal_script
 from plant.config import PlantDescription
 
 from .conftest import PASSWORD, make_users
@@ -51,10 +51,13 @@ def site(tmp_path: Path, demo_plant: PlantDescription) -> Iterator[tuple[TestCli
     yield from _site(tmp_path, demo_plant)
 
 
-def _site(tmp_path: Path, demo_plant: PlantDescription, state: Any = None) -> Iterator[tuple[TestClient, Store]]:
+def _site(
+    tmp_path: Path, demo_plant: PlantDescription, state: Any = None, model: Any = None
+) -> Iterator[tuple[TestClient, Store]]:
     store = Store(f"sqlite:///{tmp_path / 'atelier.db'}")
     gate = ApprovalGate(store, demo_plant)
-    planner = Planner(demo_plant, ScriptedModel(ScriptedBackendConfig(replies=[ScriptedReply(text=None)])))
+    model = model or ScriptedModel(ScriptedBackendConfig(replies=[ScriptedReply(text=None)]))
+    planner = Planner(demo_plant, model)
     rehearser: Any = _CleanRehearsal()
     coordinator = Coordinator(demo_plant, store, planner, gate, rehearser, evidence_dir=tmp_path / "evidence")
     machines, robots = fake_agents(demo_plant, speed=200.0)
@@ -139,3 +142,25 @@ def test_work_orders_are_judged_against_the_plants_state(tmp_path: Path, demo_pl
         assert job["state"] == "failed" and "cnc_1" in job["error"], job
         assert reads
         assert store.get(int(job["plan_id"])).status == "rejected_by_rules"
+
+
+def test_a_rejected_plan_is_drafted_again_with_the_reason(tmp_path: Path, demo_plant: PlantDescription) -> None:
+    model = ScriptedModel(goal_script({"goal": '{"goal": "machine_part"}'}))  # type: ignore[arg-type]
+    for client, store in _site(tmp_path, demo_plant, model=model):
+        erin, sam = _login(client, "erin"), _login(client, "sam")
+        job = client.post("/api/work-orders", json={"text": "Machine one blank"}, headers=erin).json()
+        job = _wait(client, f"/api/work-orders/{job['id']}", erin, "state", {"awaiting_approval", "failed"})
+        first = job["plan_id"]
+        assert client.post(f"/api/plans/{first}/replan", headers=erin).status_code == 409  # not turned down
+        r = client.post(f"/api/plans/{first}/reject", json={"reason": "use program 3 for this part"}, headers=sam)
+        assert r.status_code == 204
+        page = client.get(f"/plans/{first}", headers=erin)
+        assert 'id="replan"' in page.text
+        job = client.post(f"/api/plans/{first}/replan", headers=erin).json()
+        assert "use program 3" in job["messages"][0]
+        job = _wait(client, f"/api/work-orders/{job['id']}", erin, "state", {"awaiting_approval", "failed"})
+        assert job["state"] == "awaiting_approval" and job["plan_id"] != first, job
+        assert store.get(int(job["plan_id"])).parent_id == int(first)
+        prompt = "\n".join(m.content for m in model.calls[-1].messages)
+        assert "use program 3 for this part" in prompt
+        assert any(r.actor == "erin" and r.action == "created" for r in store.audit_rows(int(job["plan_id"])))

@@ -30,6 +30,14 @@ def step_awaiting(c: Console) -> dict[str, str]:
     return ids
 
 
+def plan_rejected(c: Console) -> dict[str, str]:
+    ids = plan_awaiting(c)
+    h = c.as_("sam")
+    r = c.client.post(f"/api/plans/{ids['plan']}/reject", json={"reason": "wrong program"}, headers=h)
+    assert r.status_code == 204
+    return ids
+
+
 def estop_latched(c: Console) -> dict[str, str]:
     h = c.as_("olga")
     assert c.client.post("/api/estop/trip", json={"robot": "ur5e_1", "reason": "test"}, headers=h).status_code == 204
@@ -59,6 +67,12 @@ CASES = [
         nothing,
         ("POST", "/api/work-orders", {"recipe": "inspect_part"}),
         ("POST", "/work-orders", {"recipe": "inspect_part", "text": ""}),
+    ),
+    Case(
+        Action.SUBMIT_WORK_ORDER,
+        plan_rejected,
+        ("POST", "/api/plans/{plan}/replan", None),
+        ("POST", "/plans/{plan}/replan", {}),
     ),
     Case(
         Action.APPROVE_PLAN,
