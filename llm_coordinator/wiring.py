@@ -46,7 +46,7 @@ from robots.interface import Outcome, RobotAgent, SafetyEvent, SkillFeedback, Sk
 
 if TYPE_CHECKING:
     from sim.live import LiveTwin
-    from sim.twin import Twin
+    from sim.twin import Twin, TwinState
 
 #: Ticks stepped between two yields to the event loop (0.1 s of twin time at 4 ms a tick).
 _TICKS_PER_YIELD = 25
@@ -203,10 +203,13 @@ def _collisions(twin: Twin, plant: PlantDescription, robot_bodies: dict[str, str
     return out
 
 
-def twin_factory(render: bool = True, fps: float = 0.5, size: tuple[int, int] = (480, 270)) -> TwinFactory:
-    """Rehearsal sessions over a fresh in-process twin (see the module docstring). With
-    ``render``, frames are taken ``fps`` times per second of twin time (if offscreen rendering
-    works here; if not, the rehearsal goes on without frames and says so)."""
+def twin_factory(
+    render: bool = True, fps: float = 0.5, size: tuple[int, int] = (480, 270), start: TwinState | None = None
+) -> TwinFactory:
+    """Rehearsal sessions over a fresh in-process twin (see the module docstring), at time zero
+    or continuing from ``start`` (the live twin's state: parts, machines, robots where they are).
+    With ``render``, frames are taken ``fps`` times per second of twin time (if offscreen
+    rendering works here; if not, the rehearsal goes on without frames and says so)."""
     from sim.agents import TwinMachineAgent
     from sim.hardware import LocalPeers, build_runtime
     from sim.render import Camera, RenderError
@@ -215,6 +218,8 @@ def twin_factory(render: bool = True, fps: float = 0.5, size: tuple[int, int] = 
     @asynccontextmanager
     async def factory(plant: PlantDescription) -> AsyncIterator[_TwinSession]:
         twin = Twin(plant)
+        if start is not None:
+            twin.restore(start)
         obs = TwinObservations()
         clock = _Clock()
         peers = LocalPeers()
@@ -240,7 +245,7 @@ def twin_factory(render: bool = True, fps: float = 0.5, size: tuple[int, int] = 
         stop = asyncio.Event()
 
         async def run() -> None:
-            next_frame = 0.0
+            next_frame = twin.time_s
             while not stop.is_set():
                 for _ in range(_TICKS_PER_YIELD):
                     twin.step(1)
@@ -398,19 +403,32 @@ class LiveTwinPlant:
         self.runtimes[robot].supervisor.reset_estop(operator, time.monotonic())
 
 
-def _rehearse_here(plant: PlantDescription, plan: Plan, out_dir: str, margin: float, render: bool) -> RehearsalReport:
+def _rehearse_here(
+    plant: PlantDescription, plan: Plan, out_dir: str, margin: float, render: bool, start: TwinState | None
+) -> RehearsalReport:
     """One rehearsal in a fresh twin of this process (the worker of :class:`ProcessRehearser`)."""
-    return asyncio.run(Rehearser(plant, twin_factory(render=render), margin).rehearse(plan, out_dir))
+    return asyncio.run(Rehearser(plant, twin_factory(render=render, start=start), margin).rehearse(plan, out_dir))
 
 
 class ProcessRehearser(Rehearser):
     """Rehearses in a worker process of its own, so a rehearsal (which steps a twin as fast as
     one core allows) never takes the interpreter from a live twin and the robots' control loops
-    in this process. The worker starts on the first rehearsal (a few seconds) and stays."""
+    in this process. The worker starts on the first rehearsal (a few seconds) and stays.
 
-    def __init__(self, plant: PlantDescription, timeout_margin: float = 4.0, render: bool = True) -> None:
+    ``start`` gives the state a rehearsal begins from (the live twin's, captured when the
+    rehearsal starts), so the plan is tried where the parts, machines and robots are now.
+    """
+
+    def __init__(
+        self,
+        plant: PlantDescription,
+        timeout_margin: float = 4.0,
+        render: bool = True,
+        start: Callable[[], TwinState] | None = None,
+    ) -> None:
         super().__init__(plant, twin_factory(render=render), timeout_margin)
         self.render = render
+        self.start = start
         self._pool: ProcessPoolExecutor | None = None
 
     async def rehearse(self, plan: Plan, out_dir: Path | str) -> RehearsalReport:
@@ -418,7 +436,8 @@ class ProcessRehearser(Rehearser):
             self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
         loop = asyncio.get_running_loop()
         t0 = time.monotonic()
-        args = (self.plant, plan, str(out_dir), self.timeout_margin, self.render)
+        start = self.start() if self.start is not None else None
+        args = (self.plant, plan, str(out_dir), self.timeout_margin, self.render, start)
         try:
             return await loop.run_in_executor(self._pool, _rehearse_here, *args)
         except BrokenProcessPool as exc:

@@ -8,12 +8,14 @@ in :meth:`Twin.step`; nothing runs in the background.
 from __future__ import annotations
 
 import bisect
+import copy
 import itertools
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
+from typing import Any
 
 import mujoco
 import numpy as np
@@ -156,6 +158,14 @@ class TwinMachine:
         if state is not self._shown:
             self._on_state_change(state)
 
+    def show_restored(self) -> None:
+        """Make the model show the restored logic: belt speed, lamp (no event is recorded)."""
+        if self._belt >= 0:
+            self._twin.model.geom_surfacevel[self._belt][0] = self.belt_speed_m_s
+        self._shown = self.state
+        if self._lamp >= 0:
+            self._twin.model.geom_rgba[self._lamp] = _lamp(self.state)
+
     def _on_state_change(self, state: State) -> None:
         if self._shown is not None:
             self._twin.events.append(TwinEvent(self._twin.time_s, self.name, f"{self._shown.name} -> {state.name}"))
@@ -169,6 +179,32 @@ class TwinMachine:
                 self.inspection_result = 1 if self._twin.rng.random() > self._twin.inspection_fail_rate else 2
         if self._lamp >= 0:
             self._twin.model.geom_rgba[self._lamp] = _lamp(state)
+
+
+@dataclass
+class MachineCapture:
+    """A machine's logic at one instant (see :meth:`Twin.capture`)."""
+
+    state_model: MachineStateModel
+    belt_speed_m_s: float
+    belt_setpoint_m_s: float
+    inspection_result: int
+    spindle_speed_rpm: float
+
+
+@dataclass
+class TwinState:
+    """Everything that moves in a twin at one instant: the MuJoCo integration state (time,
+    joints, controls, people, active grasps), the grasp offsets, every machine's logic and the
+    random generator. Plain data, so it can be pickled to another process; restore it into a
+    twin of the same plant with :meth:`Twin.restore`."""
+
+    plant_name: str
+    physics: FloatArray
+    eq_data: FloatArray
+    ticks: int
+    machines: dict[str, MachineCapture]
+    rng: dict[str, Any] = field(default_factory=dict)
 
 
 class _Walker:
@@ -288,6 +324,60 @@ class Twin:
         self.machines = {name: TwinMachine(self, name) for name in self.plant.machines}
         self._machine_list = list(self.machines.values())
         self.ticks = 0
+        self._update_people()
+        mujoco.mj_forward(self.model, self.data)
+
+    # ------------------------------------------------------------------ capture
+
+    _STATE_SPEC = mujoco.mjtState.mjSTATE_INTEGRATION
+
+    def capture(self) -> TwinState:
+        """The twin's state now (a copy), to start another twin of this plant from it."""
+        physics = np.empty(mujoco.mj_stateSize(self.model, self._STATE_SPEC))
+        mujoco.mj_getState(self.model, self.data, physics, self._STATE_SPEC)
+        machines = {
+            name: MachineCapture(
+                copy.deepcopy(tm.state_model),
+                tm.belt_speed_m_s,
+                tm.belt_setpoint_m_s,
+                tm.inspection_result,
+                tm.spindle_speed_rpm,
+            )
+            for name, tm in self.machines.items()
+        }
+        return TwinState(
+            self.plant.name,
+            physics,
+            self.model.eq_data.copy(),
+            self.ticks,
+            machines,
+            dict(copy.deepcopy(self.rng.bit_generator.state)),
+        )
+
+    def restore(self, state: TwinState) -> None:
+        """Continue from ``state`` (taken from a twin of the same plant): robots, parts, people,
+        doors, belts and every machine's PackML state, counters and timers as they were."""
+        size = mujoco.mj_stateSize(self.model, self._STATE_SPEC)
+        if (
+            state.plant_name != self.plant.name
+            or state.physics.shape != (size,)
+            or set(state.machines) != set(self.machines)
+        ):
+            raise ValueError(f"the state was taken from another plant ({state.plant_name!r}), not {self.plant.name!r}")
+        mujoco.mj_setState(self.model, self.data, state.physics, self._STATE_SPEC)
+        self.model.eq_data[:] = state.eq_data
+        self.ticks = state.ticks
+        self.events = []
+        if state.rng:
+            self.rng.bit_generator.state = copy.deepcopy(state.rng)
+        for name, cap in state.machines.items():
+            tm = self.machines[name]
+            tm.state_model = copy.deepcopy(cap.state_model)
+            tm.belt_setpoint_m_s = cap.belt_setpoint_m_s
+            tm.belt_speed_m_s = cap.belt_speed_m_s
+            tm.inspection_result = cap.inspection_result
+            tm.spindle_speed_rpm = cap.spindle_speed_rpm
+            tm.show_restored()
         self._update_people()
         mujoco.mj_forward(self.model, self.data)
 

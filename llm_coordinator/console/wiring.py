@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from fastapi import FastAPI
@@ -173,8 +174,9 @@ def build_site(
 
     One database (``db_url``) holds the users, the plans and the audit log, as for the CLI
     (``config.database_url`` is replaced by it). Plans come from the coordinator built as for
-    ``atelier order`` (the configured model, the guardrails, rehearsal in a fresh twin with
-    evidence under ``evidence_dir``, default ``state_dir/evidence``), and approved plans run on
+    ``atelier order`` (the configured model, the guardrails, rehearsal in a worker process in a
+    twin that starts from the live twin's state, with evidence under ``evidence_dir``, default
+    ``state_dir/evidence``), and approved plans run on
     the live twin through the same executor, machine agents and robot runtimes. The robots'
     e-stop latches are the files of ``atelier robot`` in ``state_dir``. Call
     :meth:`ConsoleSite.start` before serving.
@@ -183,6 +185,9 @@ def build_site(
     evidence = evidence_dir if evidence_dir is not None else state_dir / "evidence"
     coordinator = build_coordinator(plant, cfg, evidence_dir=evidence, render=render_rehearsals, isolated=True)
     live = LiveTwin(Twin(plant), speed=twin_speed)
+    if isinstance(coordinator.rehearser, ProcessRehearser):
+        # Rehearse from the plant as it is now: parts, doors, machine states, robots.
+        coordinator.rehearser.start = partial(live.read, Twin.capture)
     agents = LiveTwinPlant(live, state_dir)
     executor = Executor(
         plant,
