@@ -22,7 +22,7 @@ async def test_the_rehearsal_starts_where_the_plant_is(demo_plant: PlantDescript
         steps=[Step(id="cycle", agent="cnc_1", skill="run_cycle", args={"program": 3})],
     )
     live = Twin(demo_plant)
-    live.step(250)
+    live.step(2500)  # 10 s
     rehearser = ProcessRehearser(demo_plant, render=False, start=live.capture)
     from_zero = ProcessRehearser(demo_plant, render=False)
     try:
