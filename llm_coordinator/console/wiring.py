@@ -189,6 +189,8 @@ def build_site(
         # Rehearse from the plant as it is now: parts, doors, machine states, robots.
         coordinator.rehearser.start = partial(live.read, Twin.capture)
     agents = LiveTwinPlant(live, state_dir)
+    # A failed step pauses the plan and drafts a recovery, which goes through the rules, a
+    # rehearsal and an approval like any plan (it appears in the queue).
     executor = Executor(
         plant,
         coordinator.store,
@@ -196,7 +198,9 @@ def build_site(
         agents.machines,
         agents.robots,
         timeout_margin=cfg.step_timeout_margin,
+        on_failure=coordinator.submit_recovery,
     )
+
     feed = PlantFeed()
     backend = CoordinatorBackend(
         plant,
