@@ -3,9 +3,14 @@
 One :class:`ModbusTwinServer` per endpoint; each machine at that endpoint is one Modbus device
 (its ``device_id``). The device has exactly the coils, discrete inputs, holding and input
 registers its tag map declares, encoded with the tag's type, scale, byte and word order
-(:mod:`plant.codec`); every other address answers ILLEGAL ADDRESS, as a PLC does. Read-only
-holding registers and coils refuse writes, and a write outside a tag's ``min``/``max`` answers
-ILLEGAL DATA VALUE.
+(:mod:`plant.codec`); every other address answers ILLEGAL ADDRESS, as a PLC does.
+
+Writes are checked as a PLC checks them, and a refused write changes nothing (no register of
+it is written, nothing reaches the PLC): a write to a coil or holding register that belongs to
+no writable tag (a gap, a read-only tag, a tag the PLC owns) answers ILLEGAL DATA ADDRESS; a
+write that leaves a tag with a value the PLC refuses (outside its ``min``/``max``, not
+finite: :func:`~sim.serve.plc.check_client_write`, the rules our agents check before they
+send) answers ILLEGAL DATA VALUE.
 
 Built on :class:`pymodbus.simulator.SimDevice` (the datastore pymodbus 3.16 recommends) and
 its ``action`` hook, which sees every request before it is answered: reads get the PLC's
@@ -25,10 +30,10 @@ from pymodbus.constants import ExcCodes
 from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
-from plant.codec import CodecError, decode_registers, encode_registers, from_raw, to_raw
+from plant.codec import CodecError, RawValue, decode_registers, encode_registers, to_raw
 from plant.config import ModbusMachine, ModbusTag
 from plant.interface import TagValue
-from sim.serve.plc import PLC_OWNED, Changes, MachinePlc
+from sim.serve.plc import Changes, MachinePlc, WriteRefused, check_client_write, client_writable
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +57,8 @@ class _Device:
     #: address -> register value (or bit, for c/d) not yet copied into the live block.
     pending: dict[str, dict[int, int]] = field(default_factory=lambda: {k: {} for k in "cdhi"})
     by_table: dict[str, list[tuple[str, ModbusTag]]] = field(default_factory=dict)
+    #: table -> address (bit or register) -> the writable tag it belongs to.
+    writable_at: dict[str, dict[int, tuple[str, ModbusTag]]] = field(default_factory=dict)
     observer: Callable[[Changes], object] | None = None
 
     def stage(self, changes: Changes) -> None:
@@ -99,7 +106,11 @@ class ModbusTwinServer:
         for tname, tag in dev.machine.tags.items():
             key = _TABLE_KEY[tag.table]
             dev.by_table.setdefault(key, []).append((tname, tag))
-            read_only = not tag.writable or tname in PLC_OWNED
+            read_only = not client_writable(tname, tag)
+            if not read_only:
+                at = dev.writable_at.setdefault(key, {})
+                for a in range(tag.address, tag.address + tag.register_count):
+                    at[a] = (tname, tag)
             value = dev.plc.values[tname]
             if key in "cd":
                 blocks[key].append(
@@ -128,6 +139,7 @@ class ModbusTwinServer:
         for dev in self._devices:
             dev.pending = {k: {} for k in "cdhi"}
             dev.by_table = {}
+            dev.writable_at = {}
         devices = [self._sim_device(d) for d in self._devices]
         for dev in self._devices:
 
@@ -191,30 +203,36 @@ class ModbusTwinServer:
         if not set_values:
             return None
         self.writes_received += 1
-        # A write: the image as it will be, then the tags it touches.
         n = len(set_values)
+        # Every address written must belong to a writable tag (pymodbus's read-only flag covers
+        # registers, not single coils, nor the coils between two tags).
+        at = dev.writable_at.get(key, {})
+        touched: dict[str, ModbusTag] = {}
+        for a in range(address, address + n):
+            hit = at.get(a)
+            if hit is None:
+                log.info("%s: refused a write to %s address %d (no writable tag)", dev.name, key, a)
+                return ExcCodes.ILLEGAL_ADDRESS
+            touched[hit[0]] = hit[1]
+        # The tags it touches, as they will be after the write; all must be accepted.
         written: dict[str, TagValue] = {}
-        if bits:
-            for tname, tag in dev.by_table.get(key, []):
-                if address <= tag.address < address + n:
-                    written[tname] = bool(set_values[tag.address - address])
-        else:
-            image = dict(enumerate(registers, start=start_address))
-            for i, v in enumerate(set_values):
-                image[address + i] = int(v)
-            for tname, tag in dev.by_table.get(key, []):
-                if tag.address < address + n and address < tag.address + tag.register_count:
-                    regs = [image[a] for a in range(tag.address, tag.address + tag.register_count)]
-                    try:
-                        value = from_raw(tag, decode_registers(tag, regs))
-                    except CodecError:
-                        return ExcCodes.ILLEGAL_VALUE
-                    if not isinstance(value, bool | str) and (
-                        (tag.min is not None and value < tag.min) or (tag.max is not None and value > tag.max)
-                    ):
-                        log.info("%s: refused %s = %r (outside %s..%s)", dev.name, tname, value, tag.min, tag.max)
-                        return ExcCodes.ILLEGAL_VALUE
-                    written[tname] = value
-        if written:
-            await dev.plc.on_write(written)
+        for tname, tag in touched.items():
+            raw: RawValue
+            if bits:
+                raw = bool(set_values[tag.address - address])
+            else:
+                regs = [
+                    int(set_values[a - address]) if address <= a < address + n else registers[a - start_address]
+                    for a in range(tag.address, tag.address + tag.register_count)
+                ]
+                try:
+                    raw = decode_registers(tag, regs)
+                except CodecError:
+                    return ExcCodes.ILLEGAL_VALUE
+            try:
+                written[tname] = check_client_write(dev.name, tname, tag, raw)
+            except WriteRefused as exc:
+                log.info("%s: refused a write to %s: %s", dev.name, tname, exc.reason)
+                return ExcCodes.ILLEGAL_ADDRESS if exc.kind == "access" else ExcCodes.ILLEGAL_VALUE
+        await dev.plc.on_write(written)
         return None

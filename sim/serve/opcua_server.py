@@ -9,6 +9,14 @@ when it refuses.
 Values come from the machine's :class:`~sim.serve.plc.MachinePlc` (which follows the twin);
 values a client writes go to the PLC (a new ``CommandSeq`` runs the command handshake) before
 the write is answered.
+
+Like a PLC's server, it refuses a write the PLC would not take, per node and leaving the value
+as it was (:func:`~sim.serve.plc.check_client_write`, the rules our agents check before they
+send): ``BadNotWritable`` for a tag that is not writable, ``BadTypeMismatch`` for a value that
+is not of the tag's data type (or an array), ``BadOutOfRange`` for one outside the tag's
+``min``/``max``, ``BadWriteNotSupported`` for a value with a status that is not good. The
+check replaces asyncua's write service (:class:`_CheckedWrites`), the one place that sees
+every client write before it reaches the address space and can answer each node.
 """
 
 from __future__ import annotations
@@ -26,9 +34,12 @@ from asyncua.common.node import Node
 from asyncua.crypto.permission_rules import User, UserRole
 from asyncua.crypto.truststore import TrustStore
 from asyncua.crypto.validator import CertificateValidator, CertificateValidatorOptions
+from asyncua.server.address_space import AddressSpace, AttributeService
 from asyncua.server.internal_server import InternalServer
 from asyncua.server.server import Server
 from asyncua.ua.attribute_ids import AttributeIds
+from asyncua.ua.status_codes import StatusCodes
+from asyncua.ua.uatypes import UInt32
 
 from plant.codec import CodecError, RawValue, from_raw, to_raw
 from plant.config import OpcuaMachine, OpcuaTag
@@ -36,7 +47,7 @@ from plant.interface import TagValue
 from plant.opcua._types import VARIANT_TYPES
 from plant.opcua.certs import SERVER_URI
 from plant.packml import Command
-from sim.serve.plc import PLC_OWNED, Changes, MachinePlc
+from sim.serve.plc import Changes, MachinePlc, WriteRefused, check_client_write, client_writable
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +109,43 @@ class _PasswordUsers:
         return User(role=UserRole.User, name=username)
 
 
+def _status(code: int) -> ua.StatusCode:
+    return ua.StatusCode(UInt32(code))
+
+
+#: The status code of each kind of refused write.
+_REFUSALS = {
+    "access": _status(StatusCodes.BadNotWritable),
+    "type": _status(StatusCodes.BadTypeMismatch),
+    "range": _status(StatusCodes.BadOutOfRange),
+}
+_BAD_STATUS = _status(StatusCodes.BadWriteNotSupported)
+_ADMIN = User(role=UserRole.Admin)
+
+
+class _CheckedWrites(AttributeService):
+    """asyncua's attribute service, with the PLC's check of every Value written to a tag node.
+
+    asyncua has no per-node hook that can refuse a client's write with a status code (a value
+    setter's answer is ignored, and it also sees the server's own updates): this service is
+    what every session's Write goes through. Refused nodes get their status code and are not
+    written; the rest go to asyncua's service (its access-level and type checks) as before.
+    ``check`` answers ``None`` for a write it accepts (or a node that is not a tag).
+    """
+
+    def __init__(self, aspace: AddressSpace, check: Callable[[ua.WriteValue], ua.StatusCode | None]) -> None:
+        super().__init__(aspace)
+        self._check = check
+
+    async def write(self, params: ua.WriteParameters, user: User = _ADMIN) -> list[ua.StatusCode]:
+        refused = [self._check(wv) for wv in params.NodesToWrite]
+        if all(r is None for r in refused):
+            return await super().write(params, user)
+        rest = [wv for wv, r in zip(params.NodesToWrite, refused, strict=True) if r is None]
+        done = iter(await super().write(ua.WriteParameters(NodesToWrite=rest), user) if rest else [])
+        return [r if r is not None else next(done) for r in refused]
+
+
 def _node_name(node_id: str, tag: str) -> str:
     ident = node_id.split(";", 1)[-1][2:]
     return ident.rsplit(".", 1)[-1] if node_id.split(";")[-1].startswith("s=") else tag
@@ -157,6 +205,7 @@ class OpcuaTwinServer:
             users[sec.username] = pw
         server = Server(user_manager=_PasswordUsers(users))  # type: ignore[arg-type]
         await server.init()
+        server.iserver.attribute_service = _CheckedWrites(server.iserver.aspace, self._check_write)
         server.set_endpoint(self.endpoint)
         server.set_server_name(f"Atelier twin ({', '.join(self.machines)})")
         await server.set_application_uri(SERVER_URI)
@@ -220,7 +269,7 @@ class OpcuaTwinServer:
             var = await obj.add_variable(
                 nid, ua.QualifiedName(_node_name(tag.node_id, tname), idx), raw, VARIANT_TYPES[tag.data_type]
             )
-            if tag.writable and tname not in PLC_OWNED:
+            if client_writable(tname, tag):
                 await var.set_writable()
             if tag.unit or tag.description:
                 text = f"{tag.description} [{tag.unit}]" if tag.unit else tag.description
@@ -258,6 +307,33 @@ class OpcuaTwinServer:
         return call
 
     # ------------------------------------------------------------------ client writes
+
+    def _check_write(self, wv: ua.WriteValue) -> ua.StatusCode | None:
+        """The status code refusing one node of a client's Write, or ``None`` to let it through."""
+        if wv.AttributeId != AttributeIds.Value:
+            return None
+        hit = self._node_tags.get(wv.NodeId)
+        if hit is None:
+            return None
+        s, tname = hit
+        tag = s.machine.tags[tname]
+        dv = wv.Value
+        status: ua.StatusCode | None = None
+        if not client_writable(tname, tag):
+            status, reason = _REFUSALS["access"], "is read-only"
+        elif dv.StatusCode is not None and not dv.StatusCode.is_good():
+            status, reason = _BAD_STATUS, f"a value with status {dv.StatusCode.name}"
+        elif dv.Value is None or dv.Value.VariantType != VARIANT_TYPES[tag.data_type] or dv.Value.is_array:
+            got = "nothing" if dv.Value is None else dv.Value.VariantType.name + (" array" if dv.Value.is_array else "")
+            status, reason = _REFUSALS["type"], f"a {got}, not a {VARIANT_TYPES[tag.data_type].name}"
+        else:
+            try:
+                check_client_write(s.name, tname, tag, dv.Value.Value)
+            except WriteRefused as exc:
+                status, reason = _REFUSALS[exc.kind], exc.reason
+        if status is not None:
+            log.info("%s: refused a write to %s (%s): %s", s.name, tname, status.name, reason)
+        return status
 
     async def _post_write(self, event: ServerItemCallback, _dispatcher: Any) -> None:
         if not event.is_external:

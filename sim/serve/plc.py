@@ -25,11 +25,11 @@ import contextlib
 import itertools
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Literal
 
-from plant.codec import default_raw, from_raw
+from plant.codec import CodecError, RawValue, check_write, default_raw, from_raw, same_value
 from plant.config import ModbusMachine, OpcuaMachine, TagBase
-from plant.interface import CommandStatus, TagValue
+from plant.interface import CommandStatus, TagError, TagValue
 from plant.packml import Command, CommandRefused
 from sim.live import LiveTwin
 from sim.tags import PLC_OWNED, TWIN_SETTERS, TWIN_VALUES, fit
@@ -46,7 +46,53 @@ COMMAND_TIMEOUT_S = 2.0
 
 _sample_counter = itertools.count(1)
 
-__all__ = ["PLC_OWNED", "Changes", "MachinePlc", "PlantPlcs"]
+__all__ = ["PLC_OWNED", "Changes", "MachinePlc", "PlantPlcs", "WriteRefused", "check_client_write", "client_writable"]
+
+
+class WriteRefused(TagError):
+    """A value a client wrote that the PLC refuses, as a real PLC refuses it: the tag keeps its
+    value. ``kind`` is the rule it broke, which the protocol server turns into its own answer
+    (an OPC-UA status code, a Modbus exception): ``"access"`` (the tag is not writable),
+    ``"type"`` (not a value of the tag's type) or ``"range"`` (outside ``min``/``max``, not
+    finite, too long)."""
+
+    def __init__(self, machine: str, tag: str, kind: Literal["access", "type", "range"], reason: str) -> None:
+        self.kind = kind
+        super().__init__(machine, tag, reason)
+
+
+def client_writable(name: str, tag: TagBase) -> bool:
+    """Whether a client may write tag ``name``: the map says so and the PLC does not own it."""
+    return tag.writable and name not in PLC_OWNED
+
+
+def check_client_write(machine: str, name: str, tag: TagBase, raw: RawValue) -> TagValue:
+    """The engineering value of ``raw``, a raw value a client wrote to tag ``name``, if the
+    PLC accepts it; raises :class:`WriteRefused` otherwise.
+
+    The rules are :func:`plant.codec.check_write`'s, the check our agents make before they
+    send (one source of truth), applied to what arrived on the wire. A tag is writable when the
+    map says so and the PLC does not own it (``command_ack``...). A value that reads back as a
+    limit would after a write of that limit counts as the limit: ``max`` 10.0 with ``scale``
+    0.1 arrives as 100 * 0.1 = 10.000000000000002, ``max`` 0.1 in a float32 as 0.100000001.
+    """
+    if not client_writable(name, tag):
+        raise WriteRefused(machine, name, "access", "is read-only")
+    try:
+        value = from_raw(tag, raw)
+    except CodecError as exc:
+        raise WriteRefused(machine, name, "type", str(exc)) from None
+    checked = value
+    if not isinstance(value, bool | str):
+        for limit in (tag.min, tag.max):
+            if limit is not None and same_value(tag, limit, value):
+                checked = limit
+    try:
+        check_write(machine, name, tag, checked)
+    except TagError as exc:
+        # from_raw gave a value of the tag's kind: what check_write refuses is its size.
+        raise WriteRefused(machine, name, "range", exc.reason) from None
+    return value
 
 
 class MachinePlc:
