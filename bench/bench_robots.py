@@ -14,7 +14,9 @@ every figure alike:
 - joint-state latency, driver publish -> subscriber in another process (the runtime's fast lane
   and a plain executor subscriber), next to half the bare round trip;
 - the runtime control loop's period (p50/p99/max) and its jitter against the 4 ms period,
-  holding and while moving, and the compute time of a period (joint state in -> command out);
+  holding and while moving, the compute time of a period (joint state in -> command out), and
+  within it the safety supervisor's share (its ``observe`` + ``filter``; ``bench/bench_safety.py``
+  times the supervisor alone, next to bare MuJoCo);
 - safety stop latency: e-stop (service call -> supervisor trips -> first stopping command out of
   the supervisor -> the driver receives it) and intrusion (a person published by the tracker
   inside the protective distance -> stopping command -> driver).
@@ -100,14 +102,23 @@ def _runtime_role(core: int | None, state_dir: str) -> None:
     trips: list[float] = []
     stops: list[dict[str, Any]] = []
     mode: dict[str, Any] = {"prev": "run", "pending": None}
-    trip_estop, sup_filter, hw_write = sup.trip_estop, sup.filter, hw.write
+    trip_estop, sup_filter, sup_observe, hw_write = sup.trip_estop, sup.filter, sup.observe, hw.write
+    supervised: list[float] = []  # the supervisor's time in a period: observe + filter
+    observed = {"s": 0.0}
 
     def trip(reason: str, source: str, now_s: float | None = None) -> None:
         trips.append(time.monotonic())
         trip_estop(reason, source, now_s)
 
+    def observe(state: Any, people: Any = ()) -> None:
+        t = time.perf_counter()
+        sup_observe(state, people)
+        observed["s"] = time.perf_counter() - t
+
     def filt(command: Any, now_s: float) -> Any:
+        t = time.perf_counter()
         applied = sup_filter(command, now_s)
+        supervised.append(observed["s"] + time.perf_counter() - t)
         if applied.mode in ("stopping", "stopped") and mode["prev"] in ("run", "slow"):
             mode["pending"] = time.monotonic()
         mode["prev"] = applied.mode
@@ -128,6 +139,7 @@ def _runtime_role(core: int | None, state_dir: str) -> None:
     # Instrumentation only: the runtime calls these through its attributes.
     setattr(sup, "trip_estop", trip)  # noqa: B010
     setattr(sup, "filter", filt)  # noqa: B010
+    setattr(sup, "observe", observe)  # noqa: B010
     setattr(hw, "write", write)  # noqa: B010
     print(json.dumps({"ready": True, "pinned": pinned}), flush=True)
     marks = {"periods": 0, "lat": 0}
@@ -138,8 +150,10 @@ def _runtime_role(core: int | None, state_dir: str) -> None:
             marks["periods"] = len(rt.period_log)
             lat = hw.latencies_s[marks["lat"] :]
             marks["lat"] = len(hw.latencies_s)
-            print(json.dumps({"periods": np.diff(log).tolist(), "lat": list(lat), "compute": computes}), flush=True)
+            out = {"periods": np.diff(log).tolist(), "lat": list(lat), "compute": computes, "supervisor": supervised}
+            print(json.dumps(out), flush=True)
             computes.clear()
+            supervised.clear()
         elif cmd == "stops":
             print(json.dumps({"trips": trips, "stops": stops}), flush=True)
             trips.clear()
@@ -414,6 +428,10 @@ async def _bench(args: argparse.Namespace) -> None:
         print(f"  jitter |period - 4 ms|                 {_ms(jit)}")
     for name, phase in (("holding", idle), ("moving + stops", moving)):
         print(f"control step compute, {name:15s}   {_ms(phase['compute'])}")
+    for name, phase in (("holding", idle), ("moving + stops", moving)):
+        sup_s = phase["supervisor"]
+        print(f"  supervisor (observe+filter), {name:15s} {_ms(sup_s)}")
+        print(f"    share of the 4 ms period (p50)       {_q(sup_s, 50) / 0.004:7.1%}")
 
     def col(rows: Sequence[tuple[float, ...]], i: int) -> list[float]:
         return [r[i] for r in rows if np.isfinite(r[i])]

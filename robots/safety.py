@@ -36,10 +36,12 @@ from pathlib import Path
 from typing import Literal, Protocol
 
 import numpy as np
+import numpy._core.umath as _umath  # (numpy 1.26 and 2 alike)
+from numpy.typing import NDArray
 
 from plant.config import BoxShape, CylinderShape, PlantDescription
 from robots.interface import FloatArray, JointState, SafetyEvent, StopCategory
-from robots.trajectory import brake_step, stopping_offset
+from robots.trajectory import brake_step
 
 # --------------------------------------------------------------------------- configuration
 
@@ -275,6 +277,119 @@ def separation_m(points: FloatArray, radius_m: FloatArray, person: TrackedPerson
     return float(np.min(d))
 
 
+# --------------------------------------------------------------------------- fast numerics
+#
+# The supervisor runs every control period on arrays of a few to a few tens of numbers, where
+# numpy's cost is the call, not the arithmetic (a reduction through ``np.any``/``np.max`` costs
+# several times an elementwise ufunc). These give the same results as the numpy functions they
+# stand for, NaN included, at a fraction of the call cost.
+
+
+def _any(x: NDArray[np.generic]) -> bool:
+    """``np.any(x)``: some element is non-zero (NaN counts, as in numpy)."""
+    return bool(np.count_nonzero(x))
+
+
+def _all(x: NDArray[np.bool_]) -> bool:
+    """``np.all(x)`` of a boolean array."""
+    return int(np.count_nonzero(x)) == x.size
+
+
+def _max(x: FloatArray) -> float:
+    """``float(np.max(x))``: NaN if any element is NaN, as in numpy (``argmax`` stops at the first NaN)."""
+    return float(x.flat[int(x.argmax())])
+
+
+# ``np.clip`` is this ufunc behind a Python wrapper that costs as much again as the clipping.
+_clip: np.ufunc = _umath.clip  # type: ignore[attr-defined]
+
+
+def _stop_time_and_offset(velocity: FloatArray, max_decel_rad_s2: FloatArray) -> tuple[float, FloatArray]:
+    """The time (s) a synchronised controlled stop from ``velocity`` takes, and the joint offset
+    it still travels: :func:`robots.trajectory.stopping_offset`, the same arithmetic, with the
+    stopping time the supervisor needs as well (it is tested to agree bit for bit)."""
+    t_stop = _max(np.abs(velocity) / max_decel_rad_s2)
+    return t_stop, 0.5 * velocity * t_stop
+
+
+# A point this close (m) to a face of the geofence or of a keep-out volume's bounding box is
+# decided by the exact check; beyond it, rounding cannot change the answer.
+_CLEAR_EPS_M = 1e-6
+
+
+class _Clearance:
+    """A conservative, vectorised geofence and keep-out test for the arm's points at up to
+    ``copies`` poses at once (stacked rows, each pose with the radii ``radius_m``).
+
+    Every point gets signed margins, positive when clear: six to the geofence shrunk by the
+    point's radius (all must be positive), and six per keep-out volume to the outside of the
+    volume's axis-aligned bounding box grown by the radius (one positive is enough: the point is
+    beyond that face, so farther than its radius from the volume, which lies within the box).
+    All margins include :data:`_CLEAR_EPS_M`. A point that is not clear by these margins is not
+    necessarily violating: the supervisor then runs the exact check on the fence or volume it
+    is not clear of, which alone decides (:meth:`SafetySupervisor._violation`).
+
+    The margins are one broadcast subtraction: with ``pp = [x, y, z, -x, -y, -z]`` of every
+    point, ``pp - thresholds`` gives, per point, groups of 6 margins whose largest must be
+    positive; the geofence's six margins are six groups of one (the rest of each is -inf).
+    The 6 are the outer axis, so that the largest is 5 elementwise maxima of long rows.
+    """
+
+    def __init__(
+        self,
+        fence_low_m: FloatArray,
+        fence_high_m: FloatArray,
+        volumes: Sequence[Volume],
+        radius_m: FloatArray,
+        copies: int = 2,
+    ) -> None:
+        r = np.tile(np.asarray(radius_m, dtype=float), copies)
+        rows = len(r)
+        groups = 6 + len(volumes)
+        eps = _CLEAR_EPS_M
+        thr = np.full((6, groups, rows), np.inf)
+        # Geofence: p - (low + r + eps) > 0 and -p - (r + eps - high) > 0, one margin a group.
+        for k in range(3):
+            thr[k, k] = fence_low_m[k] + r + eps
+            thr[3 + k, 3 + k] = -(fence_high_m[k] - r - eps)
+        for j, vol in enumerate(volumes):
+            lo, hi = _bounding_box(vol)
+            for k in range(3):
+                thr[k, 6 + j] = hi[k] + r + eps
+                thr[3 + k, 6 + j] = -(lo[k] - r - eps)
+        self.thresholds = thr
+        self.n = len(radius_m)
+        self._pp = np.empty((6, 1, rows))
+        self._diff = np.empty((6, groups, rows))
+
+    def margins(self, poses: Sequence[FloatArray]) -> FloatArray:
+        """(groups, rows): each group's largest margin, per point (the poses' points in turn)."""
+        n = self.n
+        m = n * len(poses)
+        pp = self._pp[:, 0, :m]
+        for i, pts in enumerate(poses):
+            pp[:3, i * n : (i + 1) * n] = pts.T
+        np.negative(pp[:3], out=pp[3:])
+        diff = self._diff[:, :, :m]
+        np.subtract(self._pp[:, :, :m], self.thresholds[:, :, :m], out=diff)
+        out: FloatArray = np.maximum.reduce(diff, axis=0)
+        return out
+
+
+def _bounding_box(vol: Volume) -> tuple[FloatArray, FloatArray]:
+    """Axis-aligned box (low, high corners, m) that contains the volume."""
+    if isinstance(vol, BoxVolume):
+        c, s = abs(math.cos(vol.yaw_rad)), abs(math.sin(vol.yaw_rad))
+        hx, hy, hz = (abs(h) for h in vol.half_m)
+        half = np.array([c * hx + s * hy, s * hx + c * hy, hz])
+        center = np.asarray(vol.center_m, dtype=float)
+        return center - half, center + half
+    r = abs(vol.radius_m)
+    cx, cy = vol.center_xy_m
+    z0, z1 = min(vol.z_low_m, vol.z_high_m), max(vol.z_low_m, vol.z_high_m)
+    return np.array([cx - r, cy - r, z0]), np.array([cx + r, cy + r, z1])
+
+
 # --------------------------------------------------------------------------- e-stop latch
 
 
@@ -366,7 +481,11 @@ class EstopLatch:
 
 
 class PointModel(Protocol):
-    """World positions of points along the arm (``robots.kinematics.LinkPoints``)."""
+    """World positions of points along the arm (``robots.kinematics.LinkPoints``).
+
+    ``at`` is a pure function of ``q`` returning a new array (the supervisor reuses the points
+    of a configuration it saw in the last few calls); ``radius_m`` does not change.
+    """
 
     radius_m: FloatArray
 
@@ -430,6 +549,32 @@ class SafetySupervisor:
         self._dt = config.control_period_s
         self._fence_lo = np.asarray(config.geofence_low_m, dtype=float)
         self._fence_hi = np.asarray(config.geofence_high_m, dtype=float)
+        # Per-period constants (the configuration and the points' radii are fixed).
+        # (the joint limits as Python floats, for :meth:`_limit`)
+        self._lo_list: list[float] = self._lo.tolist()
+        self._hi_list: list[float] = self._hi.tolist()
+        self._vmax_list: list[float] = np.asarray(self._vmax, dtype=float).tolist()
+        self._two_amax_list: list[float] = (2 * self._amax).tolist()
+        amax_dt = self._amax * self._dt
+        self._amax_dt_list: list[float] = amax_dt.tolist()
+        self._dv_tol_list: list[float] = (amax_dt * (1 + 1e-6) + 1e-9).tolist()
+        radius = np.asarray(points.radius_m, dtype=float)
+        self._n = n = len(radius)
+        self._radius2 = np.concatenate([radius, radius])
+        self._clearance = _Clearance(self._fence_lo, self._fence_hi, config.keep_out, radius, copies=2)
+        self._fk_cache: list[tuple[bytes, FloatArray]] = []  # the last few (q bytes, points)
+        # Scratch of one SSM evaluation: point displacements, and the commanded and measured
+        # points on the floor.
+        self._diffs = np.empty((4, n, 3))
+        self._xy = np.empty((2 * n, 2))
+        ssm = config.ssm
+        # The protective distance of a robot at rest (SSM's warning band starts there).
+        self._sp_rest = (
+            max(ssm.human_speed_m_s, 0.0) * ssm.reaction_time_s
+            + ssm.intrusion_distance_m
+            + ssm.human_uncertainty_m
+            + ssm.robot_uncertainty_m
+        )
         self._q: FloatArray | None = None  # last applied position
         self._v = np.zeros(lim.dof)
         self._p_prev: FloatArray | None = None
@@ -516,6 +661,8 @@ class SafetySupervisor:
         self._emit(now_s, "resume", reason)
 
     def _category(self) -> StopCategory | None:
+        if not self._causes:  # (a stop from another thread now is seen next period, as with the lock)
+            return None
         with self._lock:
             return min((c for c, _ in self._causes.values()), default=None)
 
@@ -600,40 +747,119 @@ class SafetySupervisor:
 
     # ------------------------------------------------------------------ the filter
 
-    def _violation(self, pts: FloatArray) -> str | None:
+    def _points(self, q: FloatArray) -> FloatArray:
+        """``self.points.at(q)``, reusing the points of a configuration seen in the last few calls
+        (at rest the commanded pose repeats every period; a stop pose is checked, then measured)."""
+        key = q.tobytes()
+        for k, pts in self._fk_cache:
+            if k == key:
+                return pts
+        pts = self.points.at(q)
+        self._fk_cache = [(key, pts), *self._fk_cache[:3]]
+        return pts
+
+    def _violation(self, pts: FloatArray, fence: bool = True, volumes: Sequence[Volume] | None = None) -> str | None:
+        """The exact geofence and keep-out check of the points ``pts`` (the arm at one pose): why
+        the pose is not allowed, or None. ``fence`` False and ``volumes`` skip checks that
+        :class:`_Clearance` already found clear."""
         r = self.points.radius_m
-        low = pts - r[:, None] < self._fence_lo
-        high = pts + r[:, None] > self._fence_hi
-        if np.any(low) or np.any(high):
-            i = int(np.argmax(np.any(low | high, axis=1)))
-            return f"point {i} at {np.round(pts[i], 3).tolist()} leaves the geofence"
-        for vol in self.config.keep_out:
+        if fence:
+            low = pts - r[:, None] < self._fence_lo
+            high = pts + r[:, None] > self._fence_hi
+            if np.any(low) or np.any(high):
+                i = int(np.argmax(np.any(low | high, axis=1)))
+                return f"point {i} at {np.round(pts[i], 3).tolist()} leaves the geofence"
+        for vol in self.config.keep_out if volumes is None else volumes:
             inside = vol.distances_m(pts) < r
             if np.any(inside):
                 i = int(np.argmax(inside))
                 return f"point {i} at {np.round(pts[i], 3).tolist()} enters keep-out zone {vol.name}"
         return None
 
-    def _ssm(self, now_s: float, pts: FloatArray, q: FloatArray, v: FloatArray) -> None:
+    def _check(self, pts: FloatArray, stop_pts: FloatArray | None) -> str | None:
+        """Why the commanded pose ``pts`` or the pose where a stop begun now would end
+        (``stop_pts``, None at rest) is not allowed, or None: :meth:`_violation` of the commanded
+        pose, then of the stop pose. The fast :class:`_Clearance` test clears what it can; the
+        exact check decides the rest (the fence or the volumes not clear by its margins)."""
+        poses = (pts,) if stop_pts is None else (pts, stop_pts)
+        margins = self._clearance.margins(poses)
+        if float(margins.flat[int(margins.argmin())]) > 0:  # (NaN is not > 0: exact check)
+            return None
+        clear = margins > 0
+        n = self._n
+        for i, p in enumerate(poses):
+            ok = clear[:, i * n : (i + 1) * n].all(axis=1)
+            fence = not bool(ok[:6].all())
+            volumes = [v for v, c in zip(self.config.keep_out, ok[6:].tolist(), strict=True) if not c]
+            why = self._violation(p, fence, volumes) if fence or volumes else None
+            if why is not None:
+                return why if i == 0 else f"a stop begun now would end with {why.split(' ', 2)[2]}"
+        return None
+
+    def _stop_pose(self, q: FloatArray, v: FloatArray) -> tuple[float, FloatArray | None]:
+        """Stopping time (s) from ``v`` and the points where a stop begun now at ``q`` would end
+        (None when the time is 0: they are the points at ``q``)."""
+        t_stop, offset = _stop_time_and_offset(v, self._amax)
+        return t_stop, (self._points(q + offset) if t_stop > 0 else None)
+
+    def _ssm(
+        self,
+        now_s: float,
+        pts: FloatArray,
+        q: FloatArray,
+        v: FloatArray,
+        stop: tuple[float, FloatArray | None] | None = None,
+    ) -> None:
+        """Speed and separation monitoring at the commanded pose ``pts`` (of ``q``, ``v``).
+        ``stop``: :meth:`_stop_pose` of ``q``, ``v`` when the caller has it already."""
         cfg = self.config.ssm
+        dt = self._dt
         if self._p_prev is None:
             self._p_prev = pts
-        speed = float(np.max(np.linalg.norm(pts - self._p_prev, axis=1))) / self._dt
+        # Displacements whose largest norm is wanted, evaluated together: 0 the commanded points
+        # since the last period, 1 the servo lag, 2 the measured points since the last period,
+        # 3 the stopping distance.
+        diffs = self._diffs
+        np.subtract(pts, self._p_prev, out=diffs[0])
         self._p_prev = pts
         # The arm lags its command (servo tracking): it is somewhere between the measured and
         # the commanded pose and still has the lag to travel. Count the lag as robot position
         # uncertainty, and the measured speed when it is the larger.
         meas = self._measured
-        lag_m = 0.0
+        meas_pts: FloatArray | None = None
+        had_meas_prev = False
         if meas is not None:
-            meas_pts = self.points.at(np.asarray(meas.position, dtype=float))
-            lag_m = float(np.max(np.linalg.norm(pts - meas_pts, axis=1)))
-            if self._meas_prev is not None:
-                speed = max(speed, float(np.max(np.linalg.norm(meas_pts - self._meas_prev, axis=1))) / self._dt)
+            meas_pts = self._points(np.asarray(meas.position, dtype=float))
+            np.subtract(pts, meas_pts, out=diffs[1])
+            meas_prev = self._meas_prev
+            had_meas_prev = meas_prev is not None
+            if meas_prev is not None:
+                np.subtract(meas_pts, meas_prev, out=diffs[2])
+            else:
+                diffs[2] = 0.0  # (unused)
             self._meas_prev = meas_pts
-            pts = np.vstack([pts, meas_pts])
-        radius = np.concatenate([self.points.radius_m] * (2 if meas is not None else 1))
-        if not self._people:
+        else:
+            diffs[1:3] = 0.0  # (unused)
+        people = self._people
+        t_stop, stop_pts = 0.0, None
+        rows = 3
+        if people:
+            t_stop, stop_pts = self._stop_pose(q, v) if stop is None else stop
+            # At rest the stop ends where the arm is: distance 0 (NaN for NaN points, as before).
+            np.subtract(pts if stop_pts is None else stop_pts, pts, out=diffs[3])
+            rows = 4
+        d = diffs[:rows]
+        np.multiply(d, d, out=d)
+        # The norms as np.linalg.norm computes them (x^2 + y^2, + z^2, then the square root),
+        # largest first: sqrt(max) == max(sqrt).
+        norms = np.sqrt(np.add.reduce(d, axis=2).max(axis=1)).tolist()
+        speed = norms[0] / dt
+        lag_m = 0.0
+        if meas_pts is not None:
+            lag_m = norms[1]
+            if had_meas_prev:
+                speed = max(speed, norms[2] / dt)
+        if not people:
             self.ssm = SsmReading(math.inf, 0.0, speed)
             self._scale = 1.0
             if self._ssm_clear_since is None:
@@ -641,14 +867,24 @@ class SafetySupervisor:
             if "protective_stop" in self._causes and now_s - self._ssm_clear_since >= cfg.resume_clear_s:
                 self._clear(now_s, "protective_stop", "cell clear of people")
             return
-        t_stop = float(np.max(np.abs(v) / self._amax))
-        n = len(self.points.radius_m)
-        stop_pts = self.points.at(q + stopping_offset(v, self._amax)) if t_stop > 0 else pts[:n]
-        s_stop = float(np.max(np.linalg.norm(stop_pts - pts[:n], axis=1)))
+        s_stop = norms[3]
+        # Horizontal gaps of every person to every point (commanded and measured), at once.
+        n = self._n
+        xy = self._xy
+        xy[:n] = pts[:, :2]
+        m = n
+        if meas_pts is not None:
+            xy[n:] = meas_pts[:, :2]
+            m = 2 * n
+        d_xy = xy[None, :m] - np.array([[(p.x_m, p.y_m)] for p in people], dtype=float)
+        gaps = np.hypot(d_xy[..., 0], d_xy[..., 1])
+        gaps -= self._radius2[:m]
+        # (min(g - c) == min(g) - c: rounding is monotonic; the person's radius comes off after)
+        seps = gaps.min(axis=1).tolist()
         worst_margin = math.inf
         reading = SsmReading()
-        for person in self._people:
-            sep = separation_m(pts, radius, person, cfg.person_radius_m)
+        for person, gap in zip(people, seps, strict=True):
+            sep = gap - cfg.person_radius_m
             sp = protective_separation_distance_m(
                 max(cfg.human_speed_m_s, person.speed_m_s),
                 speed,
@@ -675,12 +911,7 @@ class SafetySupervisor:
             )
         # The band is measured from the distance needed at rest: a stopped robot resumes only
         # once the person is out of the band.
-        sp_rest = (
-            max(cfg.human_speed_m_s, 0.0) * cfg.reaction_time_s
-            + cfg.intrusion_distance_m
-            + cfg.human_uncertainty_m
-            + cfg.robot_uncertainty_m
-        )
+        sp_rest = self._sp_rest
         if worst_margin <= 0 or reading.separation_m <= sp_rest:
             self._ssm_clear_since = None
         elif self._ssm_clear_since is None:
@@ -729,28 +960,27 @@ class SafetySupervisor:
         category = self._category()
         if category is None:
             target = q_a if command is None else np.asarray(command, dtype=float)
-            if target.shape != q_a.shape or not np.all(np.isfinite(target)):
+            if target.shape != q_a.shape or not _all(np.isfinite(target)):
                 self._stop(now_s, "refuse", StopCategory.CAT2, f"malformed command {target!r}", "refuse")
                 category = StopCategory.CAT2
             else:
                 q_new, v_new, clamped = self._limit(target, q_a, v_a)
         if category is None:
-            pts = self.points.at(q_new)
-            why = self._violation(pts)
-            if why is None and np.any(v_new != 0):
-                why = self._violation(self.points.at(q_new + stopping_offset(v_new, self._amax)))
-                if why is not None:
-                    why = f"a stop begun now would end with {why.split(' ', 2)[2]}"
+            # The points at the commanded pose and, moving, where a stop begun now would end:
+            # placed once, for the geofence and keep-out check and for SSM.
+            pts = self._points(q_new)
+            stop = self._stop_pose(q_new, v_new) if _any(v_new) else (0.0, None)
+            why = self._check(pts, stop[1])
             if why is not None:
                 refused = True
                 self._stop(now_s, "refuse", StopCategory.CAT2, f"command refused: {why}", "refuse")
                 category = StopCategory.CAT2
             else:
-                self._ssm(now_s, pts, q_new, v_new)
+                self._ssm(now_s, pts, q_new, v_new, stop)
                 category = self._category()
         elif self._people or "protective_stop" in self._causes:
             # Keep the SSM reading fresh while stopped, so a protective stop can clear.
-            self._ssm(now_s, self.points.at(q_a), q_a, v_a)
+            self._ssm(now_s, self._points(q_a), q_a, v_a)
             category = self._category()
         if category is not None:
             self._last_target = None
@@ -760,10 +990,10 @@ class SafetySupervisor:
                 self._power_on = False
             else:
                 q_new, v_new = brake_step(q_a, v_a, self._amax, dt)
-                at_rest = not np.any(v_new)
+                at_rest = not _any(v_new)
                 if at_rest and category == StopCategory.CAT1:
                     self._power_on = False
-            self._mode = "stopped" if not np.any(v_new) else "stopping"
+            self._mode = "stopped" if not _any(v_new) else "stopping"
         else:
             self._power_on = True
             self._mode = "slow" if self._scale < 1.0 else "run"
@@ -775,34 +1005,48 @@ class SafetySupervisor:
         return Applied(q_new.copy(), v_new.copy(), self._mode, self._scale, self._power_on, clamped, refused)
 
     def _limit(self, target: FloatArray, q_a: FloatArray, v_a: FloatArray) -> tuple[FloatArray, FloatArray, bool]:
-        """Clamp a target to the position limits, then the step to the speed and acceleration limits."""
-        dt, amax = self._dt, self._amax
-        tgt = np.clip(target, self._lo, self._hi)
-        clamped = bool(np.any(np.abs(tgt - target) > 1e-9))
-        prev = self._last_target if self._last_target is not None else tgt
-        self._last_target = tgt
-        err = tgt - q_a
-        v = err / dt
-        cap = self._vmax * self._scale
-        # A command that stands still is approached with the square-root law, so the joint
-        # brakes in time and does not overshoot; a moving command (a timed trajectory) is
-        # followed at its own speed.
-        cmd_speed = np.abs(tgt - prev) / dt
-        cap = np.minimum(cap, cmd_speed + np.sqrt(2 * amax * np.abs(err)))
-        # Never so fast that the joint could not stop before its position limit.
-        room = np.where(v > 0, self._hi - q_a, q_a - self._lo)
-        cap = np.minimum(cap, np.sqrt(2 * amax * np.maximum(room, 0.0)) + amax * dt)
-        over = np.abs(v) > cap * (1 + 1e-6) + 1e-9
-        if np.any(over):
+        """Clamp a target to the position limits, then the step to the speed and acceleration limits.
+
+        Joint by joint in Python floats: for six or seven joints that is several times faster
+        than numpy's calls, with the same IEEE arithmetic in the same order (``min``/``max`` keep
+        the first of equal arguments, as ``np.minimum``/``np.maximum`` do).
+        """
+        dt, lo, hi = self._dt, self._lo_list, self._hi_list
+        two_amax, amax_dt, vmax = self._two_amax_list, self._amax_dt_list, self._vmax_list
+        scale = self._scale
+        tgt_a = _clip(target, self._lo, self._hi)
+        tgt, goal, qa = tgt_a.tolist(), target.tolist(), q_a.tolist()
+        prev = tgt if self._last_target is None else self._last_target.tolist()
+        self._last_target = tgt_a
+        clamped = over = False
+        vs: list[float] = []
+        caps: list[float] = []
+        sqrt = math.sqrt
+        for j, t in enumerate(tgt):
+            if abs(t - goal[j]) > 1e-9:
+                clamped = True
+            err = t - qa[j]
+            v = err / dt
+            # A command that stands still is approached with the square-root law, so the joint
+            # brakes in time and does not overshoot; a moving command (a timed trajectory) is
+            # followed at its own speed.
+            cap = min(vmax[j] * scale, abs(t - prev[j]) / dt + sqrt(two_amax[j] * abs(err)))
+            # Never so fast that the joint could not stop before its position limit.
+            room = hi[j] - qa[j] if v > 0 else qa[j] - lo[j]
+            cap = min(cap, sqrt(two_amax[j] * max(room, 0.0)) + amax_dt[j])
+            if abs(v) > cap * (1 + 1e-6) + 1e-9:
+                over = True
+            vs.append(v)
+            caps.append(cap)
+        if over:
             # Scale every joint alike, so the motion keeps its direction.
-            k = float(np.min(np.where(np.abs(v) > 1e-12, cap / np.maximum(np.abs(v), 1e-12), 1.0)))
-            v = v * max(0.0, k)
-            clamped = clamped or self._scale >= 1.0
-        dv = v - v_a
-        lim = amax * dt
-        if np.any(np.abs(dv) > lim * (1 + 1e-6) + 1e-9):
-            v = v_a + np.clip(dv, -lim, lim)
-            clamped = clamped or self._scale >= 1.0
-        q = np.clip(q_a + v * dt, self._lo, self._hi)
-        v = (q - q_a) / dt
-        return q, v, clamped
+            k = min(c / max(abs(v), 1e-12) if abs(v) > 1e-12 else 1.0 for v, c in zip(vs, caps, strict=True))
+            k = max(0.0, k)
+            vs = [v * k for v in vs]
+            clamped = clamped or scale >= 1.0
+        va = v_a.tolist()
+        if any(abs(v - a) > tol for v, a, tol in zip(vs, va, self._dv_tol_list, strict=True)):
+            vs = [a + min(max(v - a, -lim), lim) for v, a, lim in zip(vs, va, amax_dt, strict=True)]
+            clamped = clamped or scale >= 1.0
+        q = _clip(np.array([a + v * dt for a, v in zip(qa, vs, strict=True)]), self._lo, self._hi)
+        return q, (q - q_a) / dt, clamped

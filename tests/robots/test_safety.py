@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
+from typing import Any
 
 import mujoco
 import numpy as np
@@ -12,16 +14,24 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from plant.config import PlantDescription
-from robots.interface import JointState, StopCategory
+from robots.interface import FloatArray, JointState, StopCategory
 from robots.safety import (
+    _CLEAR_EPS_M,
+    Applied,
     BoxVolume,
     CylinderVolume,
     EstopLatch,
     SafetySupervisor,
+    SsmReading,
     TrackedPerson,
+    Volume,
+    _Clearance,
+    _stop_time_and_offset,
     protective_separation_distance_m,
     safety_config_from_plant,
+    separation_m,
 )
+from robots.trajectory import JointMove, brake_step, stopping_offset
 from sim.hardware import compile_model, link_points
 
 nonneg = st.floats(0.0, 10.0, allow_nan=False)
@@ -253,3 +263,487 @@ def test_stop_categories(model: mujoco.MjModel, demo_plant: PlantDescription) ->
             out = sup.filter(target, t)
         assert out.mode == "stopped"
         assert out.power_on == (cat == StopCategory.CAT2)
+
+
+# --------------------------------------------------------------------------- fast path = reference
+#
+# The supervisor's per-period computation is vectorised, reuses the points of a configuration
+# and clears most poses with a conservative bounding-box test (``_Clearance``) before the exact
+# geofence and keep-out check. These tests hold it to the straightforward implementation it
+# replaced: ``_ReferenceSupervisor`` below is that implementation, verbatim (``filter``,
+# ``_limit``, ``_violation``, ``_ssm``, ``_category``), on the same state.
+
+
+class _ReferenceSupervisor(SafetySupervisor):
+    """The supervisor as it was before the per-period work was made fast: the reference."""
+
+    def _category(self) -> StopCategory | None:
+        with self._lock:
+            return min((c for c, _ in self._causes.values()), default=None)
+
+    def _violation(self, pts: FloatArray) -> str | None:  # type: ignore[override]
+        r = self.points.radius_m
+        low = pts - r[:, None] < self._fence_lo
+        high = pts + r[:, None] > self._fence_hi
+        if np.any(low) or np.any(high):
+            i = int(np.argmax(np.any(low | high, axis=1)))
+            return f"point {i} at {np.round(pts[i], 3).tolist()} leaves the geofence"
+        for vol in self.config.keep_out:
+            inside = vol.distances_m(pts) < r
+            if np.any(inside):
+                i = int(np.argmax(inside))
+                return f"point {i} at {np.round(pts[i], 3).tolist()} enters keep-out zone {vol.name}"
+        return None
+
+    def _ssm(self, now_s: float, pts: FloatArray, q: FloatArray, v: FloatArray) -> None:  # type: ignore[override]
+        cfg = self.config.ssm
+        if self._p_prev is None:
+            self._p_prev = pts
+        speed = float(np.max(np.linalg.norm(pts - self._p_prev, axis=1))) / self._dt
+        self._p_prev = pts
+        # The arm lags its command (servo tracking): it is somewhere between the measured and
+        # the commanded pose and still has the lag to travel. Count the lag as robot position
+        # uncertainty, and the measured speed when it is the larger.
+        meas = self._measured
+        lag_m = 0.0
+        if meas is not None:
+            meas_pts = self.points.at(np.asarray(meas.position, dtype=float))
+            lag_m = float(np.max(np.linalg.norm(pts - meas_pts, axis=1)))
+            if self._meas_prev is not None:
+                speed = max(speed, float(np.max(np.linalg.norm(meas_pts - self._meas_prev, axis=1))) / self._dt)
+            self._meas_prev = meas_pts
+            pts = np.vstack([pts, meas_pts])
+        radius = np.concatenate([self.points.radius_m] * (2 if meas is not None else 1))
+        if not self._people:
+            self.ssm = SsmReading(math.inf, 0.0, speed)
+            self._scale = 1.0
+            if self._ssm_clear_since is None:
+                self._ssm_clear_since = now_s
+            if "protective_stop" in self._causes and now_s - self._ssm_clear_since >= cfg.resume_clear_s:
+                self._clear(now_s, "protective_stop", "cell clear of people")
+            return
+        t_stop = float(np.max(np.abs(v) / self._amax))
+        n = len(self.points.radius_m)
+        stop_pts = self.points.at(q + stopping_offset(v, self._amax)) if t_stop > 0 else pts[:n]
+        s_stop = float(np.max(np.linalg.norm(stop_pts - pts[:n], axis=1)))
+        worst_margin = math.inf
+        reading = SsmReading()
+        for person in self._people:
+            sep = separation_m(pts, radius, person, cfg.person_radius_m)
+            sp = protective_separation_distance_m(
+                max(cfg.human_speed_m_s, person.speed_m_s),
+                speed,
+                cfg.reaction_time_s,
+                t_stop + (cfg.servo_settle_time_s if lag_m > 0.005 else 0.0),
+                s_stop,
+                cfg.intrusion_distance_m,
+                cfg.human_uncertainty_m,
+                cfg.robot_uncertainty_m + lag_m,
+            )
+            if sep - sp < worst_margin:
+                worst_margin = sep - sp
+                reading = SsmReading(sep, sp, speed, person.name)
+        self.ssm = reading
+        moving = speed > cfg.standstill_speed_m_s or t_stop > 0 or lag_m > 0.005
+        if worst_margin <= 0 and moving and "protective_stop" not in self._causes:
+            self._stop(
+                now_s,
+                "protective_stop",
+                self.config.protective_stop_category,
+                f"{reading.person} at {reading.separation_m:.3f} m, inside the protective separation "
+                f"distance {reading.protective_distance_m:.3f} m (robot {speed:.2f} m/s)",
+                "protective_stop",
+            )
+        # The band is measured from the distance needed at rest: a stopped robot resumes only
+        # once the person is out of the band.
+        sp_rest = (
+            max(cfg.human_speed_m_s, 0.0) * cfg.reaction_time_s
+            + cfg.intrusion_distance_m
+            + cfg.human_uncertainty_m
+            + cfg.robot_uncertainty_m
+        )
+        if worst_margin <= 0 or reading.separation_m <= sp_rest:
+            self._ssm_clear_since = None
+        elif self._ssm_clear_since is None:
+            self._ssm_clear_since = now_s
+        if "protective_stop" in self._causes:
+            clear_for = 0.0 if self._ssm_clear_since is None else now_s - self._ssm_clear_since
+            if reading.separation_m > sp_rest + cfg.warning_band_m and clear_for >= cfg.resume_clear_s:
+                self._clear(now_s, "protective_stop", f"{reading.person} left the separation distance")
+        band = reading.separation_m - max(reading.protective_distance_m, sp_rest)
+        scale = min(1.0, max(cfg.min_speed_scale, band / cfg.warning_band_m)) if band < cfg.warning_band_m else 1.0
+        if scale < 1.0 and self._scale >= 1.0 and not self._causes:
+            self._emit(now_s, "slow", f"{reading.person} at {reading.separation_m:.2f} m: speed scaled to {scale:.2f}")
+        self._scale = scale
+
+    def filter(self, command: FloatArray | None, now_s: float) -> Applied:
+        """The joint position command (rad) allowed for the next control period.
+
+        ``command`` None means "hold" (no source is commanding). Call :meth:`observe` first.
+        Never raises for a bad command: it clamps or refuses and reports an event.
+        """
+        if self._q is None or self._measured is None:
+            raise RuntimeError("observe() a joint state before filtering commands")
+        dt = self._dt
+        if self._stream_source is not None and now_s - self._stream_last_s > self.config.watchdog_timeout_s:
+            src = self._stream_source
+            self._stream_source = None
+            self._stop(
+                now_s,
+                "watchdog",
+                self.config.watchdog_category,
+                f"no command from {src} for {now_s - self._stream_last_s:.3f} s",
+                "watchdog",
+            )
+        q_a, v_a = self._q, self._v
+        clamped = refused = False
+        q_new, v_new = q_a, np.zeros_like(q_a)
+        category = self._category()
+        if category is None:
+            target = q_a if command is None else np.asarray(command, dtype=float)
+            if target.shape != q_a.shape or not np.all(np.isfinite(target)):
+                self._stop(now_s, "refuse", StopCategory.CAT2, f"malformed command {target!r}", "refuse")
+                category = StopCategory.CAT2
+            else:
+                q_new, v_new, clamped = self._limit(target, q_a, v_a)
+        if category is None:
+            pts = self.points.at(q_new)
+            why = self._violation(pts)
+            if why is None and np.any(v_new != 0):
+                why = self._violation(self.points.at(q_new + stopping_offset(v_new, self._amax)))
+                if why is not None:
+                    why = f"a stop begun now would end with {why.split(' ', 2)[2]}"
+            if why is not None:
+                refused = True
+                self._stop(now_s, "refuse", StopCategory.CAT2, f"command refused: {why}", "refuse")
+                category = StopCategory.CAT2
+            else:
+                self._ssm(now_s, pts, q_new, v_new)
+                category = self._category()
+        elif self._people or "protective_stop" in self._causes:
+            # Keep the SSM reading fresh while stopped, so a protective stop can clear.
+            self._ssm(now_s, self.points.at(q_a), q_a, v_a)
+            category = self._category()
+        if category is not None:
+            self._last_target = None
+            if category == StopCategory.CAT0:
+                q_new = np.asarray(self._measured.position, dtype=float).copy()
+                v_new = np.zeros_like(q_new)
+                self._power_on = False
+            else:
+                q_new, v_new = brake_step(q_a, v_a, self._amax, dt)
+                at_rest = not np.any(v_new)
+                if at_rest and category == StopCategory.CAT1:
+                    self._power_on = False
+            self._mode = "stopped" if not np.any(v_new) else "stopping"
+        else:
+            self._power_on = True
+            self._mode = "slow" if self._scale < 1.0 else "run"
+        if clamped and now_s - self._last_clamp_s > 0.5:
+            self._emit(now_s, "clamp", "command clamped to the joint position, speed or acceleration limits")
+        if clamped:
+            self._last_clamp_s = now_s
+        self._q, self._v = q_new, v_new
+        return Applied(q_new.copy(), v_new.copy(), self._mode, self._scale, self._power_on, clamped, refused)
+
+    def _limit(self, target: FloatArray, q_a: FloatArray, v_a: FloatArray) -> tuple[FloatArray, FloatArray, bool]:
+        """Clamp a target to the position limits, then the step to the speed and acceleration limits."""
+        dt, amax = self._dt, self._amax
+        tgt = np.clip(target, self._lo, self._hi)
+        clamped = bool(np.any(np.abs(tgt - target) > 1e-9))
+        prev = self._last_target if self._last_target is not None else tgt
+        self._last_target = tgt
+        err = tgt - q_a
+        v = err / dt
+        cap = self._vmax * self._scale
+        # A command that stands still is approached with the square-root law, so the joint
+        # brakes in time and does not overshoot; a moving command (a timed trajectory) is
+        # followed at its own speed.
+        cmd_speed = np.abs(tgt - prev) / dt
+        cap = np.minimum(cap, cmd_speed + np.sqrt(2 * amax * np.abs(err)))
+        # Never so fast that the joint could not stop before its position limit.
+        room = np.where(v > 0, self._hi - q_a, q_a - self._lo)
+        cap = np.minimum(cap, np.sqrt(2 * amax * np.maximum(room, 0.0)) + amax * dt)
+        over = np.abs(v) > cap * (1 + 1e-6) + 1e-9
+        if np.any(over):
+            # Scale every joint alike, so the motion keeps its direction.
+            k = float(np.min(np.where(np.abs(v) > 1e-12, cap / np.maximum(np.abs(v), 1e-12), 1.0)))
+            v = v * max(0.0, k)
+            clamped = clamped or self._scale >= 1.0
+        dv = v - v_a
+        lim = amax * dt
+        if np.any(np.abs(dv) > lim * (1 + 1e-6) + 1e-9):
+            v = v_a + np.clip(dv, -lim, lim)
+            clamped = clamped or self._scale >= 1.0
+        q = np.clip(q_a + v * dt, self._lo, self._hi)
+        v = (q - q_a) / dt
+        return q, v, clamped
+
+
+def _volume_near(point: FloatArray, data: st.DataObject) -> Volume:
+    """A random keep-out box (turned) or cylinder beside ``point``: from overlapping it to a
+    hand's breadth away, in a random direction."""
+    d = np.array([data.draw(st.floats(-1.0, 1.0)) for _ in range(3)]) + np.array([1e-3, 0.0, 0.0])
+    d /= np.linalg.norm(d)
+    half = np.array([data.draw(st.floats(0.02, 0.3)) for _ in range(3)])
+    cx, cy, cz = point + d * (float(np.linalg.norm(half)) + data.draw(st.floats(-0.1, 0.3)))
+    if data.draw(st.booleans()):
+        hx, hy, hz = half.tolist()
+        return BoxVolume("test_box", (cx, cy, cz), (hx, hy, hz), data.draw(st.floats(-math.pi, math.pi)))
+    return CylinderVolume("test_cyl", (cx, cy), float(half[0]), cz - half[2], cz + half[2])
+
+
+def _fence_near(cfg: Any, point: FloatArray, data: st.DataObject) -> Any:
+    """``cfg`` with one geofence face moved to a little way from ``point``."""
+    k = data.draw(st.integers(0, 2))
+    low, high = list(cfg.geofence_low_m), list(cfg.geofence_high_m)
+    if data.draw(st.booleans()):
+        high[k] = float(point[k]) + data.draw(st.floats(-0.05, 0.4))
+    else:
+        low[k] = float(point[k]) - data.draw(st.floats(-0.05, 0.4))
+    return dataclasses.replace(
+        cfg, geofence_low_m=(low[0], low[1], low[2]), geofence_high_m=(high[0], high[1], high[2])
+    )
+
+
+def _same(a: Applied, b: Applied) -> bool:
+    return (
+        a.position_rad.tobytes() == b.position_rad.tobytes()
+        and a.velocity_rad_s.tobytes() == b.velocity_rad_s.tobytes()
+        and (a.mode, a.speed_scale, a.power_on, a.clamped, a.refused)
+        == (b.mode, b.speed_scale, b.power_on, b.clamped, b.refused)
+    )
+
+
+segments = st.lists(
+    st.fixed_dictionaries(
+        {
+            "kind": st.sampled_from(["move", "move", "move", "jump", "hold", "external"]),
+            "offset": st.lists(st.floats(-2.5, 2.5), min_size=7, max_size=7),
+            "people": st.lists(st.tuples(st.floats(0.0, 6.0), st.floats(0.0, 4.0), st.floats(0.0, 2.0)), max_size=2),
+            "lag": st.floats(0.02, 1.0),
+            "periods": st.integers(3, 50),
+            "category": st.sampled_from(list(StopCategory)),
+        }
+    ),
+    min_size=1,
+    max_size=5,
+)
+
+
+@settings(max_examples=30, deadline=None)
+@given(robot=st.sampled_from(["ur5e_1", "panda_1"]), plan=segments, data=st.data())
+def test_supervisor_matches_the_reference_bit_for_bit(
+    model: mujoco.MjModel,
+    demo_plant: PlantDescription,
+    robot: str,
+    plan: list[dict[str, Any]],
+    data: st.DataObject,
+) -> None:
+    """Moves, jumps past the limits, across a geofence face and into keep-out volumes (one added
+    near the tool, a face moved near it), people near and far, servo lag, outside stops of every
+    category: every period the supervisor lets through exactly what the reference does, with the
+    same readings and events."""
+    cfg = safety_config_from_plant(demo_plant, robot)
+    home = np.array(demo_plant.robots[robot].home())
+    at_home = link_points(model, demo_plant, robot).at(home)
+    if data.draw(st.booleans()):
+        point = at_home[data.draw(st.integers(0, len(at_home) - 1))]
+        cfg = dataclasses.replace(cfg, keep_out=(*cfg.keep_out, _volume_near(point, data)))
+    if data.draw(st.booleans()):
+        cfg = _fence_near(cfg, at_home[-1], data)
+    ref = _ReferenceSupervisor(cfg, link_points(model, demo_plant, robot))
+    fast = SafetySupervisor(cfg, link_points(model, demo_plant, robot))
+    dof = len(home)
+    lim = cfg.limits
+    dt = cfg.control_period_s
+    meas, vel = home.copy(), np.zeros(dof)
+    t = 0.0
+    for seg in plan:
+        people = [TrackedPerson(f"p{i}", x, y, v) for i, (x, y, v) in enumerate(seg["people"])]
+        goal = np.clip(home + np.array(seg["offset"][:dof]), lim.lower_rad, lim.upper_rad)
+        for sup in (ref, fast):
+            sup.acknowledge(t)
+            if seg["kind"] == "external":
+                sup.protective_stop("light curtain", t, seg["category"])
+        move = None
+        tau = 0.0
+        for _ in range(seg["periods"]):
+            t += dt
+            state = JointState(t, meas.copy(), vel.copy())
+            command: FloatArray | None = None
+            if seg["kind"] == "jump":
+                command = home + np.array(seg["offset"][:dof])
+            elif seg["kind"] != "hold":
+                if move is None:
+                    q_a = ref.position_rad
+                    move = JointMove(home if q_a is None else q_a, goal, lim.max_speed_rad_s, lim.max_accel_rad_s2)
+                tau += ref.speed_scale * dt
+                command = move.sample(tau)[0]
+            ref.observe(state, people)
+            fast.observe(state, people)
+            a = ref.filter(command, t)
+            b = fast.filter(command, t)
+            assert _same(a, b), (a, b)
+            assert repr(ref.ssm) == repr(fast.ssm)
+            assert ref.events == fast.events
+            assert ref.stop_causes() == fast.stop_causes()
+            assert ref.last_stop_trigger_s == fast.last_stop_trigger_s
+            new = meas + (a.position_rad - meas) * seg["lag"]
+            vel = (new - meas) / dt
+            meas = new
+        for sup in (ref, fast):
+            sup.clear_external(t)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    data=st.data(),
+    box=st.booleans(),
+    yaw=st.floats(-math.pi, math.pi),
+    radius=st.lists(st.floats(0.0, 0.15), min_size=8, max_size=8),
+    local=st.lists(st.tuples(st.floats(-1.3, 1.3), st.floats(-1.3, 1.3), st.floats(-1.3, 1.3)), min_size=8, max_size=8),
+    nudge=st.lists(st.floats(-2e-6, 2e-6), min_size=8, max_size=8),
+)
+def test_clearance_clears_only_what_the_exact_check_clears(
+    data: st.DataObject,
+    box: bool,
+    yaw: float,
+    radius: list[float],
+    local: list[tuple[float, float, float]],
+    nudge: list[float],
+) -> None:
+    """The early-out: a point it calls clear of the geofence or of a volume is clear by the exact
+    check, also for points right at the faces (where rounding would matter) and at the
+    bounding-box faces and corners of turned boxes."""
+    hx, hy, hz = (data.draw(st.floats(0.05, 1.0)) for _ in range(3))
+    center = (3.0, 2.0, 1.2)
+    vol: Volume = (
+        BoxVolume("b", center, (hx, hy, hz), yaw)
+        if box
+        else CylinderVolume("c", center[:2], hx, center[2] - hz, center[2] + hz)
+    )
+    r = np.array(radius)
+    # Points in the volume's frame, scaled so that many land on or near a face (grown by the
+    # radius and the early-out's margin), then turned and placed; a few near the geofence.
+    half = np.array([hx, hy, hz]) if box else np.array([hx, hx, hz])
+    pts = np.empty((8, 3))
+    c, s = math.cos(yaw if box else 0.0), math.sin(yaw if box else 0.0)
+    for i, ((u, v, w), e) in enumerate(zip(local, nudge, strict=True)):
+        grow = half + r[i] + _CLEAR_EPS_M * data.draw(st.sampled_from([0.0, 0.5, 1.0, 2.0]))
+        lx, ly, lz = np.clip([u, v, w], -1.0, 1.0) * grow + e
+        pts[i] = (center[0] + c * lx - s * ly, center[1] + s * lx + c * ly, center[2] + lz)
+    fence_lo, fence_hi = np.array([0.0, 0.0, 0.02]), np.array([6.0, 4.0, 2.5])
+    if data.draw(st.booleans()):
+        k = data.draw(st.integers(0, 2))
+        pts[0, k] = fence_lo[k] + r[0] + data.draw(st.floats(-2e-6, 2e-6))
+        pts[1, k] = fence_hi[k] - r[1] + data.draw(st.floats(-2e-6, 2e-6))
+    clearance = _Clearance(fence_lo, fence_hi, [vol], r, copies=1)
+    margins = clearance.margins([pts])  # (6 fence groups + 1 volume, points)
+    exact_inside = vol.distances_m(pts) < r
+    exact_out_of_fence = np.any(pts - r[:, None] < fence_lo, axis=1) | np.any(pts + r[:, None] > fence_hi, axis=1)
+    for i in range(8):
+        if margins[6, i] > 0:
+            assert not exact_inside[i], (pts[i], r[i])
+        if np.all(margins[:6, i] > 0):
+            assert not exact_out_of_fence[i], (pts[i], r[i])
+    # Far from everything it does clear (it is an early-out, not a refusal).
+    far = np.tile([0.5, 0.5, 2.0], (8, 1))
+    assert np.all(clearance.margins([far]) > 0) or np.any(vol.distances_m(far) < r + 0.1)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.floats(-20.0, 20.0), min_size=6, max_size=6), st.sampled_from([0.0, 1e-300, 1.0]))
+def test_stop_time_and_offset_is_stopping_offset(v: list[float], scale: float) -> None:
+    vel = np.array(v) * scale
+    amax = np.array([15.0, 15.0, 15.0, 20.0, 20.0, 20.0])
+    t_stop, offset = _stop_time_and_offset(vel, amax)
+    assert offset.tobytes() == stopping_offset(vel, amax).tobytes()
+    assert t_stop == float(np.max(np.abs(vel) / amax))
+    assert brake_step(np.zeros(6), vel, amax, 0.004)[1].shape == (6,)
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.sampled_from(["ur5e_1", "panda_1"]), st.lists(st.floats(-1.0, 1.0), min_size=7, max_size=7))
+def test_link_points_are_the_bodies_their_midpoints_and_the_tool(
+    model: mujoco.MjModel, demo_plant: PlantDescription, robot: str, u: list[float]
+) -> None:
+    lp = link_points(model, demo_plant, robot)
+    lim = np.array(demo_plant.robots[robot].limits())
+    q = lim[:, 0] + (np.array(u[: len(lim)]) + 1.0) / 2.0 * (lim[:, 1] - lim[:, 0])
+    d = mujoco.MjData(model)
+    d.qpos[lp.qpos_adr] = q
+    mujoco.mj_kinematics(model, d)
+    origins = d.xpos[lp.body_ids]
+    want = np.vstack([origins, 0.5 * (origins[:-1] + origins[1:]), d.site_xpos[lp.site_id][None, :]])
+    got = lp.at(q)
+    assert got.tobytes() == want.tobytes() and got.shape == (lp.count, 3)
+    # A new array every call: points kept from an earlier call do not change.
+    kept = got.copy()
+    lp.at(np.asarray(demo_plant.robots[robot].home()))
+    assert got.tobytes() == kept.tobytes()
+
+
+def test_no_people_and_rest_reuse_the_points(model: mujoco.MjModel, demo_plant: PlantDescription) -> None:
+    """Holding still, the points of the commanded pose are placed once, not every period."""
+    sup = _sup(model, demo_plant)
+    calls = 0
+    at = sup.points.at
+
+    def counted(q: FloatArray) -> FloatArray:
+        nonlocal calls
+        calls += 1
+        return at(q)
+
+    sup.points.at = counted  # type: ignore[method-assign]
+    q0 = sup.position_rad
+    assert q0 is not None
+    for i in range(50):
+        sup.observe(JointState(0.004 * i, q0, np.zeros(6)))
+        sup.filter(None, 0.004 * (i + 1))
+    assert calls <= 2 and sup.mode == "run"
+    assert isinstance(sup.ssm, SsmReading) and sup.ssm.separation_m == math.inf
+    assert separation_m(sup.points.at(q0), sup.points.radius_m, TrackedPerson("p", 0.0, 0.0), 0.25) > 0
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    robot=st.sampled_from(["ur5e_1", "panda_1"]),
+    u=st.lists(st.floats(0.0, 1.0), min_size=7, max_size=7),
+    vel=st.lists(st.floats(-3.0, 3.0), min_size=7, max_size=7),
+    moving=st.booleans(),
+    data=st.data(),
+)
+def test_fast_check_refuses_exactly_what_the_exact_check_refuses(
+    model: mujoco.MjModel,
+    demo_plant: PlantDescription,
+    robot: str,
+    u: list[float],
+    vel: list[float],
+    moving: bool,
+    data: st.DataObject,
+) -> None:
+    """The geofence and keep-out check of a period (commanded pose, then the pose where a stop
+    begun now would end), early-out first, against the exact check of both poses: the same
+    verdict and the same reason, for random poses and speeds beside random volumes and faces."""
+    cfg = safety_config_from_plant(demo_plant, robot)
+    lp = link_points(model, demo_plant, robot)
+    lim = cfg.limits
+    q = lim.lower_rad + np.array(u[: lim.dof]) * (lim.upper_rad - lim.lower_rad)
+    v = np.array(vel[: lim.dof]) if moving else np.zeros(lim.dof)
+    pts = lp.at(q)
+    stop_q = q + stopping_offset(v, lim.max_accel_rad_s2)
+    for _ in range(data.draw(st.integers(0, 2))):
+        near = lp.at(stop_q) if data.draw(st.booleans()) else pts
+        point = near[data.draw(st.integers(0, len(near) - 1))]
+        cfg = dataclasses.replace(cfg, keep_out=(*cfg.keep_out, _volume_near(point, data)))
+    if data.draw(st.booleans()):
+        cfg = _fence_near(cfg, pts[data.draw(st.integers(0, len(pts) - 1))], data)
+    ref = _ReferenceSupervisor(cfg, lp)
+    want = ref._violation(pts)
+    if want is None and np.any(v != 0):
+        why = ref._violation(lp.at(stop_q))
+        want = None if why is None else f"a stop begun now would end with {why.split(' ', 2)[2]}"
+    fast = SafetySupervisor(cfg, lp)
+    stop_pts = fast._stop_pose(q, v)[1] if np.any(v) else None
+    assert fast._check(pts, stop_pts) == want
