@@ -197,20 +197,45 @@ class SkillPlanner:
         return np.asarray(self.locations[name].xyz_m, dtype=float)
 
     def solve(
-        self, target_m: FloatArray, seeds: Sequence[FloatArray], what: str, axis: FloatArray = DOWN
+        self,
+        target_m: FloatArray,
+        seeds: Sequence[FloatArray],
+        what: str,
+        axis: FloatArray = DOWN,
+        fingers: FloatArray | None = None,
     ) -> FloatArray:
-        """Joint angles that put the tool at ``target_m`` pointing along ``axis`` (IK, first seed that works)."""
+        """Joint angles that put the tool at ``target_m`` pointing along ``axis`` (IK, first seed
+        that works); with ``fingers`` (a unit vector across ``axis``), also with the fingers
+        closing along it, either way round (whichever the first seed is nearer)."""
+        target = np.asarray(target_m, dtype=float)
+        rots: list[FloatArray | None] = [None]
+        if fingers is not None:
+            both = _tool_rotations(np.asarray(axis, dtype=float), np.asarray(fingers, dtype=float))
+            if seeds:
+                _, now = self.kin.fk(np.asarray(seeds[0], dtype=float))
+                if float(now[:, 0] @ both[1][:, 0]) > float(now[:, 0] @ both[0][:, 0]):
+                    both.reverse()
+            rots = [*both]
         best = None
-        for seed in seeds:
-            res = self.kin.ik(np.asarray(target_m, dtype=float), q0=seed, approach_axis=axis, max_iter=200)
-            if res.ok:
-                return res.q
-            if best is None or res.position_error_m < best.position_error_m:
-                best = res
+        for rot in rots:
+            for seed in seeds:
+                if rot is None:
+                    res = self.kin.ik(target, q0=seed, approach_axis=axis, max_iter=200)
+                else:
+                    res = self.kin.ik(target, rot, q0=seed, max_iter=200)
+                if res.ok:
+                    return res.q
+                if best is None or res.position_error_m < best.position_error_m:
+                    best = res
         err = best.position_error_m if best is not None else float("nan")
+        pose = (
+            "with the tool pointing down"
+            if np.allclose(axis, DOWN)
+            else f"with the tool pointing along {np.round(axis, 2).tolist()}"
+        )
         raise SkillError(
             f"{what} at {np.round(target_m, 3).tolist()} is out of reach of {self.robot} "
-            f"(closest {err:.3f} m off with the tool pointing down)"
+            f"(closest {err:.3f} m off {pose})"
         )
 
     def _seeds(self, ctx: SkillContext, *extra: FloatArray) -> list[FloatArray]:
@@ -348,12 +373,23 @@ class SkillPlanner:
     def _release_steps(self, target_m: FloatArray, ctx: SkillContext, what: str) -> tuple[list[Step], FloatArray]:
         if ctx.holding is None:
             raise SkillError(f"{self.robot} holds no part to place")
-        size = self._part_size(ctx.holding)
-        release = target_m + np.array([0.0, 0.0, size[2] / 2 + 0.01])
+        # Let go with the part just above the surface: it hangs below the grip point by what the
+        # locator sees (a grasp, a hand-over above all, is rarely centred on the part) and is not
+        # necessarily upright (a hand-over turns it a quarter turn), so count its longest side.
+        half = max(self._part_size(ctx.holding)) / 2
+        release = target_m + np.array([0.0, 0.0, self._hang_m(ctx, ctx.holding) + half + 0.02])
         above = release + np.array([0.0, 0.0, self.approach_height_m])
         q_above = self.solve(above, self._seeds(ctx), f"the point above {what}")
         q_release = self.solve(release, [q_above], what)
         return [Move(q_above, "approach"), Move(q_release, "descend", self.grasp_speed_scale)], q_above
+
+    def _hang_m(self, ctx: SkillContext, part_type: str) -> float:
+        """How far (m) the centre of the held part lies below the grip point (0 when unknown)."""
+        if self.locator is None or ctx.tool_position_m is None:
+            return 0.0
+        tool = np.asarray(ctx.tool_position_m(), dtype=float)
+        found = self.locator.locate(part_type, tool, 0.06)
+        return 0.0 if found is None else float(tool[2] - found[2])
 
     def _plan_place(self, args: dict[str, object], ctx: SkillContext) -> SkillPlan:
         target = self._location(args.get("location"))
@@ -376,47 +412,53 @@ class SkillPlanner:
         return SkillPlan([Move(q, f"present at {name}"), Dwell(0.5, "hold for inspection")], ctx.holding)
 
     def _plan_hand_over(self, args: dict[str, object], ctx: SkillContext) -> SkillPlan:
+        """Offer the held part at the location to ``to_robot``, wait until it holds the part, let
+        go and pull back the way the tool came.
+
+        The tool comes in level, pointing from this robot's side at the receiver's base, its
+        fingers closing across that line: the part sticks out toward the receiver, whose ``take``
+        comes down on it from above and closes its fingers on the two faces along the line. The
+        two hands never reach into each other's way, whichever way the part was picked up."""
         to_robot = str(args.get("to_robot", ""))
         if to_robot not in self.plant.robots or to_robot == self.robot:
             raise SkillError(f"cannot hand over to {to_robot!r}")
         if ctx.holding is None:
             raise SkillError(f"{self.robot} holds no part to hand over")
         where = self._location(args.get("location"))
-        q = self.solve(where, self._seeds(ctx), f"location {args.get('location')}")
-        above = self.solve(where + np.array([0.0, 0.0, self.approach_height_m]), [q], "the retreat point")
+        toward = _horizontal_toward(np.asarray(self.plant.robots[to_robot].base.xyz_m, dtype=float), where)
+        across = np.array([-toward[1], toward[0], 0.0])
+        back = where - toward * self.approach_height_m
+        q_back = self.solve(back, self._seeds(ctx), "the point before the hand-over point", toward, across)
+        q = self.solve(where, [q_back], f"location {args.get('location')}", toward, across)
         peers = self.peers
 
         def taken() -> bool:
             return peers is not None and peers.phase(to_robot) == "holding"
 
+        s = self.grasp_speed_scale
         steps: list[Step] = [
-            Move(q, "offer"),
+            Move(q_back, "approach"),
+            Move(q, "offer", s),
             WaitUntil(taken, "wait for the receiver to grasp", 60.0),
             Grip(0.0, "let go", 0.5),
-            Move(above, "retreat", self.grasp_speed_scale),
+            Move(q_back, "retreat", s),
         ]
         return SkillPlan(steps, None)
 
     def _plan_take(self, args: dict[str, object], ctx: SkillContext) -> SkillPlan:
-        """The receiving side of a hand-over: wait for the offer, grasp the part from below the
-        giver's fingers, hold until the giver let go, retreat with it."""
+        """The receiving side of a hand-over: wait above the hand-over point for the offer, come
+        down on the part, grasp it across the faces along the line to the giver (whose fingers
+        hold the other two, see ``hand_over``), hold until the giver let go, lift it."""
         giver = str(args.get("from_robot", ""))
         part_type = str(args.get("part_type", "")) or next(iter(self.plant.part_types), "")
-        size = self._part_size(part_type)
+        self._part_size(part_type)  # refuses an unknown part type
         where = self._location(args.get("location"))
         if ctx.holding is not None:
             raise SkillError(f"{self.robot} already holds a {ctx.holding}")
-        # The giver holds the part from above; take it from the side, approaching horizontally
-        # from this robot's base, the fingers closing across the part below the giver's palm.
-        grasp = where - np.array([0.0, 0.0, size[2] * 0.25])
-        base = np.asarray(self.spec.base.xyz_m, dtype=float)
-        side = base[:2] - where[:2]
-        side = side / max(float(np.linalg.norm(side)), 1e-9)
-        # Tilted 45 degrees down: a hand-over point is often at the edge of the receiver's reach.
-        axis = np.array([-side[0], -side[1], -1.0]) / np.sqrt(2.0)
-        back = grasp - axis * self.approach_height_m
-        q_back = self.solve(back, self._seeds(ctx), "the hand-over approach point", axis)
-        q_grasp = self.solve(grasp, [q_back], "the hand-over point", axis)
+        toward = _horizontal_toward(np.asarray(self.spec.base.xyz_m, dtype=float), where)
+        above = where + np.array([0.0, 0.0, self.approach_height_m])
+        q_above = self.solve(above, self._seeds(ctx), "the point above the hand-over point", DOWN, toward)
+        q_grasp = self.solve(where, [q_above], "the hand-over point", DOWN, toward)
         peers = self.peers
 
         def offered() -> bool:
@@ -425,13 +467,35 @@ class SkillPlanner:
         def released() -> bool:
             return peers is not None and peers.phase(giver) in ("retreat", "")
 
+        s = self.grasp_speed_scale
         steps: list[Step] = [
             Grip(0.0, "open gripper", 0.3),
-            Move(q_back, "approach"),
+            Move(q_above, "approach"),
             WaitUntil(offered, "wait for the offer", 60.0),
-            Move(q_grasp, "reach", self.grasp_speed_scale),
+            Move(q_grasp, "reach", s),
             Grip(1.0, "grasp", 0.6),
             WaitUntil(released, "holding", 30.0),
-            Move(q_back, "retreat", self.grasp_speed_scale),
+            Move(q_above, "lift", s),
+            self._held_check(ctx, part_type, True),
         ]
         return SkillPlan(steps, part_type)
+
+
+def _horizontal_toward(point_m: FloatArray, from_m: FloatArray) -> FloatArray:
+    """The horizontal unit vector from ``from_m`` toward ``point_m`` (+x when one is above the other)."""
+    d = np.array([point_m[0] - from_m[0], point_m[1] - from_m[1], 0.0])
+    n = float(np.linalg.norm(d))
+    return d / n if n > 1e-9 else np.array([1.0, 0.0, 0.0])
+
+
+def _tool_rotations(axis: FloatArray, fingers: FloatArray) -> list[FloatArray]:
+    """The two tool rotations (world frame, columns x y z) with z along ``axis`` and x along
+    ``fingers`` or against it. The fingers close along the tool's x axis: the grip site's frame
+    of every tool model the catalog names (Panda hand, Robotiq 2F-140, Rethink gripper)."""
+    z = axis / np.linalg.norm(axis)
+    x = fingers - float(fingers @ z) * z
+    x = x / np.linalg.norm(x)
+    out = []
+    for sx in (x, -x):
+        out.append(np.column_stack([sx, np.cross(z, sx), z]))
+    return out

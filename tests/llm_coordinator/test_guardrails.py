@@ -126,6 +126,7 @@ def test_a_location_next_to_a_walkway_needs_an_operator(demo_plant: PlantDescrip
     edge_x = walkway["center_m"][0] - walkway["size_m"][0] / 2
     data["stations"]["outfeed"]["locations"] = {"by_the_walkway": {"pose": {"xyz_m": (edge_x - 0.3, 1.9, 0.9)}}}
     data["stations"]["outfeed"]["locations"]["far_from_it"] = {"pose": {"xyz_m": (edge_x - 0.7, 1.9, 0.9)}}
+    data["robots"]["panda_1"]["base"]["xyz_m"] = (edge_x - 0.95, 1.9, 0.8)  # both within its reach
     plant = PlantDescription.model_validate(data)
     plan = plan_of(
         Step(id="near", agent="panda_1", skill="move_to", args={"location": "by_the_walkway"}),

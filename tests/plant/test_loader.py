@@ -77,7 +77,7 @@ def test_reference_to_missing_location(demo_text: str) -> None:
 
 
 def test_overlapping_robots(demo_text: str) -> None:
-    text = demo_text.replace("base: {xyz_m: [4.0, 1.9, 0.8]}", "base: {xyz_m: [2.65, 1.55, 0.8]}")
+    text = demo_text.replace("base: {xyz_m: [3.65, 2.0, 0.8]}", "base: {xyz_m: [2.65, 1.55, 0.8]}")
     p = _reject(text).problems[0]
     assert p.path == "robots.panda_1.base.xyz_m"
     assert p.line == _line_of(text, "[2.65, 1.55, 0.8]")

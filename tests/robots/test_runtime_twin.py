@@ -226,9 +226,8 @@ def test_person_walking_in_brings_a_protective_stop(demo_plant: PlantDescription
 
 def test_keep_out_zone_refuses_and_limits_clamp(demo_plant: PlantDescription) -> None:
     zones = dict(demo_plant.zones)
-    zones["test_box"] = Zone(
-        kind="keep_out", shape=BoxShape(type="box", center_m=(3.3, 1.7, 1.05), size_m=(0.2, 0.2, 0.2))
-    )
+    at = demo_plant.locations()["handover_point"].xyz_m
+    zones["test_box"] = Zone(kind="keep_out", shape=BoxShape(type="box", center_m=at, size_m=(0.2, 0.2, 0.2)))
     twin = Twin(demo_plant.model_copy(update={"zones": zones}))
     events: list[SafetyEvent] = []
     rt = build_runtime(twin, "ur5e_1", on_event=events.append)
