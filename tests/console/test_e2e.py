@@ -150,7 +150,7 @@ def test_console_end_to_end(browser: object, demo_plant: PlantDescription, tmp_p
         sam.goto(plan_url)
         assert "rules pass" in sam.inner_text("#v-guardrails")
         assert "0 collisions" in sam.inner_text("#v-rehearsal")
-        assert "need" in sam.inner_text("#v-hazard")  # sorting next to the walkway
+        assert "need" in sam.inner_text("#v-hazard")  # the recipe marks the hand-over hazardous
         assert "hand_over" in sam.inner_text("#gantt")
         sam.screenshot(path=str(shots / "plan_supervisor.png"), full_page=True)
         sam.click("#reject")  # no reason
@@ -166,9 +166,9 @@ def test_console_end_to_end(browser: object, demo_plant: PlantDescription, tmp_p
         olga = _login(browser, live, "olga")
         olga.goto("/operator")
         box = olga.wait_for_selector("#confirmations .confirm")
-        assert "sort" in box.inner_text() and "walkway" in box.inner_text()
+        assert "hand_over" in box.inner_text() and "hazardous" in box.inner_text()
         olga.screenshot(path=str(shots / "operator_confirm.png"), full_page=True)
-        box.query_selector("input[name=reason]").fill("walkway closed off while the part is sorted")
+        box.query_selector("input[name=reason]").fill("nobody near the hand-over point")
         box.query_selector("button:text('Confirm')").click()
         olga.wait_for_selector(".notice")
         assert "confirmed by olga" in olga.inner_text(".notice")

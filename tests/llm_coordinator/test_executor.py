@@ -25,7 +25,7 @@ def all_files(paths: list[str]) -> bool:
 
 def approve_and_confirm(co: Coordinator, plan_id: int) -> list[str]:
     """The supervisor approves (unless done); the operator confirms every hazardous step
-    (sorting next to the walkway). Returns the confirmed step ids."""
+    (the recipe marks its hand-over hazardous). Returns the confirmed step ids."""
     if co.store.get(plan_id).status == "awaiting_approval":
         co.gate.approve(plan_id, "sam")
     plan = co.store.plan(plan_id)
@@ -54,10 +54,10 @@ async def test_work_order_to_done(demo_plant: PlantDescription, store: Store, tm
         await ex.run(sub.plan_id)
     assert not robots["ur5e_1"].goals  # nothing moved without an approval
     co.gate.approve(sub.plan_id, "sam")
-    with pytest.raises(NotApproved, match="hazardous step sort_1 needs an operator's confirmation"):
-        await ex.run(sub.plan_id)  # sorting next to the walkway waits for the operator
+    with pytest.raises(NotApproved, match="hazardous step hand_over_1 needs an operator's confirmation"):
+        await ex.run(sub.plan_id)  # the recipe's hand-over (a pinch point) waits for the operator
     assert not robots["ur5e_1"].goals
-    assert approve_and_confirm(co, sub.plan_id) == ["sort_1", "sort_2"]
+    assert approve_and_confirm(co, sub.plan_id) == ["hand_over_1", "hand_over_2"]
     report = await ex.run(sub.plan_id)
     assert report.status == "done", report.reason
     assert store.get(sub.plan_id).status == "done"
