@@ -449,6 +449,17 @@ def _resets(plant: PlantDescription, protos: list[_Proto], snapshot: PlantSnapsh
     return out
 
 
+def plan_recipe(
+    plant: PlantDescription, intent: RecipeIntent, *, work_order: str, snapshot: PlantSnapshot | None = None
+) -> Plan:
+    """A recipe as a plan without the model: its steps with their parameters, a reset before
+    the first use of a machine the state shows stopped, aborted or faulted, scheduled."""
+    protos, notes = expand_recipe(plant, intent)
+    if snapshot is not None:
+        protos = _resets(plant, protos, snapshot, notes)
+    return finish_plan(plant, protos, work_order=work_order, mode="intent", recipe=intent.recipe, notes=notes)
+
+
 def finish_plan(
     plant: PlantDescription,
     protos: list[_Proto],

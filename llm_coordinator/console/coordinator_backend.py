@@ -21,7 +21,7 @@ from llm_coordinator.context import PlantSnapshot as StateSnapshot
 from llm_coordinator.coordinator import Coordinator
 from llm_coordinator.executor import Executor
 from llm_coordinator.plan import Plan, RecipeIntent
-from llm_coordinator.planner import expand_recipe, finish_plan
+from llm_coordinator.planner import plan_recipe
 from llm_coordinator.store import AuditRow, PlanRow, Store, StoreError
 from plant.config import PlantDescription
 
@@ -416,10 +416,7 @@ class CoordinatorBackend:
             elif req.recipe:
                 text = req.text or f"run recipe {req.recipe}"
                 intent = RecipeIntent(goal="recipe", recipe=req.recipe, params=dict(req.params))
-                protos, notes = expand_recipe(self.plant, intent)
-                plan: Plan = finish_plan(
-                    self.plant, protos, work_order=text, mode="intent", recipe=req.recipe, notes=notes
-                )
+                plan: Plan = plan_recipe(self.plant, intent, work_order=text, snapshot=snapshot)
                 pid = await asyncio.to_thread(self.store.create, text, "intent", actor=actor)
                 self._update(job_id, plan_id=str(pid), message=f"expanded recipe {req.recipe}")
                 sub = await self.coordinator.submit_plan(pid, plan, snapshot=snapshot, on_stage=stage)
