@@ -126,9 +126,10 @@ def test_work_order_to_done_through_the_coordinator(site: tuple[TestClient, Stor
     assert client.post(f"/api/plans/{plan_id}/approve", json={}, headers=sam).status_code == 409
 
 
-def test_work_orders_are_judged_against_the_plants_state(tmp_path: Path, demo_plant: PlantDescription) -> None:
-    """The backend reads the plant's state before planning; the guardrails refuse a plan that
-    would start a cycle on a machine the state shows aborted (nothing reaches a supervisor)."""
+def test_work_orders_are_planned_against_the_plants_state(tmp_path: Path, demo_plant: PlantDescription) -> None:
+    """The backend reads the plant's state before planning: a recipe that uses a machine the
+    state shows aborted gets a reset in front of its first use, and the interlock guardrails
+    judge the plan against that state."""
     reads: list[float] = []
 
     async def state() -> StateSnapshot:
@@ -139,9 +140,13 @@ def test_work_orders_are_judged_against_the_plants_state(tmp_path: Path, demo_pl
         erin = _login(client, "erin")
         job = client.post("/api/work-orders", json={"recipe": "machine_part"}, headers=erin).json()
         job = _wait(client, f"/api/work-orders/{job['id']}", erin, "state", {"awaiting_approval", "failed"})
-        assert job["state"] == "failed" and "cnc_1" in job["error"], job
+        assert job["state"] == "awaiting_approval", job
         assert reads
-        assert store.get(int(job["plan_id"])).status == "rejected_by_rules"
+        plan = store.plan(int(job["plan_id"]))
+        assert plan is not None
+        cnc_steps = [s for s in plan.steps if s.agent == "cnc_1"]
+        assert cnc_steps[0].skill == "reset" and cnc_steps[0].id in cnc_steps[1].after
+        assert not any(s.skill == "reset" for s in plan.steps if s.agent != "cnc_1")  # the others are fine
 
 
 def test_a_rejected_plan_is_drafted_again_with_the_reason(tmp_path: Path, demo_plant: PlantDescription) -> None:
