@@ -224,8 +224,10 @@ class CoordinatorBackend:
             )
         decision = self.store.latest_decision(plan_id)
         decided = f"{decision.decision} by {decision.who}: {decision.reason}" if decision is not None else ""
-        if row.reasons and not decided:
-            decided = "; ".join(row.reasons)
+        if row.reasons and row.status not in ("approved", "rejected"):
+            # Why it stopped or was refused (a failed step, a rule, the rehearsal), after who decided.
+            why = f"{row.status.replace('_', ' ')}: " + "; ".join(row.reasons)
+            decided = f"{decided}. {why[:1].upper()}{why[1:]}" if decided else why
         audit = [_audit_view(r) for r in self.store.audit_rows(plan_id)]
         return PlanDetail(
             **summary.model_dump(),

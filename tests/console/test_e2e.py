@@ -217,6 +217,12 @@ def test_console_end_to_end(browser: object, demo_plant: PlantDescription, tmp_p
         assert row.status in ("paused", "failed", "done"), row.status
         if row.status != "done":
             assert "e-stop" in "; ".join(row.reasons).lower(), row.reasons
+            assert "e-stop" in sam.inner_text("#decision").lower()  # the page says why it stopped
+        if row.status == "paused":  # a recovery plan was drafted into the queue
+            deadline = time.monotonic() + 120
+            while not any(r.parent_id == plan_id for r in store.plans(50)) and time.monotonic() < deadline:
+                time.sleep(0.5)
+            assert any(r.parent_id == plan_id for r in store.plans(50))
 
         # --- the page keeps up with the twin
         sam.goto("/plant")
