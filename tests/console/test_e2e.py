@@ -218,6 +218,7 @@ def test_console_end_to_end(browser: object, demo_plant: PlantDescription, tmp_p
         if row.status != "done":
             assert "e-stop" in "; ".join(row.reasons).lower(), row.reasons
             assert "e-stop" in sam.inner_text("#decision").lower()  # the page says why it stopped
+        assert "confirmed by olga" in sam.inner_text("#v-hazard")
         if row.status == "paused":  # a recovery plan was drafted into the queue
             deadline = time.monotonic() + 120
             while not any(r.parent_id == plan_id for r in store.plans(50)) and time.monotonic() < deadline:
