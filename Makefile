@@ -66,6 +66,7 @@ bench:
 	$(BIN)/python bench/bench_twin.py
 	$(BIN)/python bench/bench_machines.py
 	$(BIN)/python bench/bench_robots.py
+	$(BIN)/python bench/bench_safety.py
 	$(BIN)/python bench/bench_policy.py
 	$(BIN)/python bench/bench_planner.py --modes intent --rehearsal fake
 
