@@ -141,7 +141,9 @@ async def test_opcua_answers_each_node_of_a_write_on_its_own(live: Serving) -> N
     assert isinstance(m, OpcuaMachine)
     nid = {t: ua.NodeId.from_string(tag.node_id) for t, tag in m.tags.items()}
     executed = commands_executed(live, "cnc_1")
+    command_before = plc_value(live, "cnc_1", "command")  # the last command an earlier test sent
     async with Client(m.endpoint) as client:
+        command_node_before = await client.get_node(nid["command"]).read_value()
         results = await client.uaclient.write_attributes(
             [nid["program"], nid["state"], nid["command"], nid["program"]],
             [
@@ -153,9 +155,9 @@ async def test_opcua_answers_each_node_of_a_write_on_its_own(live: Serving) -> N
         )
         assert [r.name for r in results] == ["Good", "BadNotWritable", "BadOutOfRange", "BadOutOfRange"]
         assert await client.get_node(nid["program"]).read_value() == 42
-        assert await client.get_node(nid["command"]).read_value() == 0
+        assert await client.get_node(nid["command"]).read_value() == command_node_before
     assert plc_value(live, "cnc_1", "program") == 42
-    assert plc_value(live, "cnc_1", "command") == 0
+    assert plc_value(live, "cnc_1", "command") == command_before
     assert commands_executed(live, "cnc_1") == executed
 
 
