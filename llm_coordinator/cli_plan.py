@@ -11,7 +11,7 @@ import json
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -19,6 +19,9 @@ from rich.table import Table
 
 from llm_coordinator.config import CoordinatorConfig, ModelConfig
 from llm_coordinator.store import Store, StoreError
+
+if TYPE_CHECKING:
+    from llm_coordinator.coordinator import Submission
 
 out = Console()
 err = Console(stderr=True)
@@ -28,6 +31,8 @@ PlantOpt = Annotated[Path | None, typer.Option("--plant", "-p", help="plant desc
 ConfigOpt = Annotated[
     Path | None, typer.Option("--config", help="coordinator configuration (JSON or YAML; backend, mode, budgets)")
 ]
+
+EvidenceOpt = Annotated[Path, typer.Option(help="directory for Gantt charts and frames")]
 
 
 def _config(path: Path | None, db: str, mode: str | None) -> CoordinatorConfig:
@@ -41,6 +46,16 @@ def _config(path: Path | None, db: str, mode: str | None) -> CoordinatorConfig:
         data["mode"] = mode
     data.setdefault("model", ModelConfig().model_dump())
     return CoordinatorConfig.model_validate(data)
+
+
+def _report(sub: Submission, note: str = "") -> NoReturn:
+    """Where a submitted work order ended up; exit 0 when it awaits approval."""
+    out.print(f"plan [bold]{sub.plan_id}[/]{note}: {sub.status}")
+    for r in sub.reasons:
+        out.print(f"  - {r}", highlight=False)
+    for e in sub.evidence or []:
+        out.print(f"  evidence: {e}")
+    raise typer.Exit(0 if sub.status == "awaiting_approval" else 1)
 
 
 def _plant(path: Path | None) -> object:
@@ -65,22 +80,14 @@ def register(app: typer.Typer) -> None:
         db: DbOpt = "sqlite:///atelier.db",
         plant_file: PlantOpt = None,
         config: ConfigOpt = None,
-        evidence: Annotated[Path, typer.Option(help="directory for Gantt charts and frames")] = Path(
-            "atelier_evidence"
-        ),
+        evidence: EvidenceOpt = Path("atelier_evidence"),
     ) -> None:
         """Plan a work order: model, guardrails, rehearsal in the twin; ends awaiting approval."""
         from llm_coordinator.wiring import build_coordinator
 
         plant = _plant(plant_file)
         co = build_coordinator(plant, _config(config, db, mode), evidence_dir=evidence)  # type: ignore[arg-type]
-        sub = asyncio.run(co.submit(order, actor="cli"))
-        out.print(f"plan [bold]{sub.plan_id}[/]: {sub.status}")
-        for r in sub.reasons:
-            out.print(f"  - {r}", highlight=False)
-        for e in sub.evidence or []:
-            out.print(f"  evidence: {e}")
-        raise typer.Exit(0 if sub.status == "awaiting_approval" else 1)
+        _report(asyncio.run(co.submit(order, actor="cli")))
 
     @app.command("replan")
     def replan_cmd(
@@ -88,9 +95,7 @@ def register(app: typer.Typer) -> None:
         db: DbOpt = "sqlite:///atelier.db",
         plant_file: PlantOpt = None,
         config: ConfigOpt = None,
-        evidence: Annotated[Path, typer.Option(help="directory for Gantt charts and frames")] = Path(
-            "atelier_evidence"
-        ),
+        evidence: EvidenceOpt = Path("atelier_evidence"),
     ) -> None:
         """Draft a turned-down plan's work order again as a new plan, telling the model why the
         last one was turned down (the supervisor's reason, the rules', the rehearsal's)."""
@@ -105,11 +110,7 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(2) from None
         for f in feedback:
             out.print(f"  feedback: {f}", highlight=False)
-        sub = asyncio.run(co.replan(plan_id, actor="cli"))
-        out.print(f"plan [bold]{sub.plan_id}[/] (again for plan {plan_id}): {sub.status}")
-        for r in sub.reasons:
-            out.print(f"  - {r}", highlight=False)
-        raise typer.Exit(0 if sub.status == "awaiting_approval" else 1)
+        _report(asyncio.run(co.replan(plan_id, actor="cli")), f" (again for plan {plan_id})")
 
     @app.command("order")
     def order_cmd(
@@ -121,9 +122,7 @@ def register(app: typer.Typer) -> None:
         db: DbOpt = "sqlite:///atelier.db",
         plant_file: PlantOpt = None,
         config: ConfigOpt = None,
-        evidence: Annotated[Path, typer.Option(help="directory for Gantt charts and frames")] = Path(
-            "atelier_evidence"
-        ),
+        evidence: EvidenceOpt = Path("atelier_evidence"),
         live: Annotated[
             bool,
             typer.Option(
