@@ -14,12 +14,11 @@ from __future__ import annotations
 import json
 import re
 import unicodedata
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
+from llm_coordinator.snapshot import PlantSnapshot
 from plant.config import PlantDescription
-from plant.interface import MachineAgent, MachineError, TagValue
-from plant.packml import State
 from plant.skills import SKILLS
 
 FENCE_OPEN = "<<<DATA"
@@ -29,66 +28,6 @@ MAX_DATA_CHARS = 160
 #: Characters per token when no tokenizer is given (English and JSON run 3.5 to 4.5 for
 #: small-vocabulary models; 3.2 keeps the estimate on the safe side).
 CHARS_PER_TOKEN = 3.2
-
-
-@dataclass(frozen=True)
-class MachineSnapshot:
-    """A machine's state as last read (``fault_text`` and string ``extra`` tags are outside text)."""
-
-    state: str
-    door_closed: bool | None = None
-    fault_code: int = 0
-    fault_text: str = ""
-    part_count: int = 0
-    extra: Mapping[str, TagValue] = field(default_factory=dict)
-    reachable: bool = True
-
-
-@dataclass(frozen=True)
-class RobotSnapshot:
-    """A robot's state as last seen by the coordinator (``at``: the named location it is at)."""
-
-    busy: bool = False
-    at: str | None = None
-    last_skill: str = ""
-    holding: str | None = None
-    safety: str = "ok"
-
-
-@dataclass(frozen=True)
-class PlantSnapshot:
-    """The dynamic state the context and the interlock guardrails read."""
-
-    machines: Mapping[str, MachineSnapshot] = field(default_factory=dict)
-    robots: Mapping[str, RobotSnapshot] = field(default_factory=dict)
-    queues: Mapping[str, int] = field(default_factory=dict)
-    alarms: Sequence[str] = ()
-
-
-async def read_snapshot(
-    machines: Mapping[str, MachineAgent], robots: Mapping[str, RobotSnapshot] | None = None
-) -> PlantSnapshot:
-    """Read every machine's status once (an unreachable machine is recorded, not raised)."""
-    out: dict[str, MachineSnapshot] = {}
-    alarms: list[str] = []
-    for name, agent in machines.items():
-        try:
-            st = await agent.status()
-        except (MachineError, TimeoutError, OSError) as exc:
-            out[name] = MachineSnapshot(state="UNREACHABLE", reachable=False, fault_text=str(exc))
-            alarms.append(f"{name}: unreachable")
-            continue
-        out[name] = MachineSnapshot(
-            state=State(st.state).name,
-            door_closed=st.door_closed,
-            fault_code=st.fault_code,
-            fault_text=st.fault_text,
-            part_count=st.part_count,
-            extra=dict(st.extra),
-        )
-        if st.fault_code:
-            alarms.append(f"{name}: fault {st.fault_code}")
-    return PlantSnapshot(machines=out, robots=dict(robots or {}), alarms=alarms)
 
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")

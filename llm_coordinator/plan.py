@@ -136,31 +136,24 @@ def _enum(values: list[str] | tuple[str, ...]) -> dict[str, Any]:
     return {"type": "string", "enum": vals} if vals else {"type": "string", "enum": ["(none)"]}
 
 
+def _number_schema(kind: str, lo: float | None, hi: float | None) -> dict[str, Any]:
+    out: dict[str, Any] = {"type": "integer" if kind == "int" else "number"}
+    if lo is not None:
+        out["minimum"] = lo
+    if hi is not None:
+        out["maximum"] = hi
+    return out
+
+
 def _arg_schema(plant: PlantDescription, spec: ArgSpec, agent: str | None) -> dict[str, Any]:
-    locations = list(plant.locations())
-    match spec.type:
-        case "location":
-            return _enum(locations)
-        case "bin":
-            return _enum(list(plant.bins()))
-        case "part_type":
-            return _enum(list(plant.part_types))
-        case "part":
-            return _enum(list(plant.parts))
-        case "robot":
-            return _enum([r for r in plant.robots if r != agent])
-        case "machine":
-            return _enum(list(plant.machines))
-        case "int" | "float":
-            out: dict[str, Any] = {"type": "integer" if spec.type == "int" else "number"}
-            if spec.min is not None:
-                out["minimum"] = spec.min
-            if spec.max is not None:
-                out["maximum"] = spec.max
-            return out
-        case "joints":
-            dof = ROBOT_MODELS[plant.robots[agent].model].dof if agent in plant.robots else 6
-            return {"type": "array", "items": {"type": "number"}, "minItems": dof, "maxItems": dof}
+    names = plant.names_of(spec.type)
+    if names is not None:
+        return _enum([n for n in names if not (spec.type == "robot" and n == agent)])
+    if spec.type in ("int", "float"):
+        return _number_schema(spec.type, spec.min, spec.max)
+    if spec.type == "joints":
+        dof = ROBOT_MODELS[plant.robots[agent].model].dof if agent in plant.robots else 6
+        return {"type": "array", "items": {"type": "number"}, "minItems": dof, "maxItems": dof}
     raise ValueError(f"unknown argument type {spec.type!r}")  # pragma: no cover - ArgType is closed
 
 
@@ -210,26 +203,13 @@ def plan_schema(plant: PlantDescription, max_steps: int = 40) -> dict[str, Any]:
 
 
 def _param_schema(plant: PlantDescription, p: RecipeParam) -> dict[str, Any]:
-    match p.type:
-        case "int" | "float":
-            out: dict[str, Any] = {"type": "integer" if p.type == "int" else "number"}
-            if p.min is not None:
-                out["minimum"] = p.min
-            if p.max is not None:
-                out["maximum"] = p.max
-            return out
-        case "str":
-            return _enum(p.choices) if p.choices else {"type": "string", "maxLength": 80}
-        case "part_type":
-            return _enum(list(plant.part_types))
-        case "location":
-            return _enum(list(plant.locations()))
-        case "robot":
-            return _enum(list(plant.robots))
-        case "machine":
-            return _enum(list(plant.machines))
-        case "bin":
-            return _enum(list(plant.bins()))
+    names = plant.names_of(p.type)
+    if names is not None:
+        return _enum(names)
+    if p.type in ("int", "float"):
+        return _number_schema(p.type, p.min, p.max)
+    if p.type == "str":
+        return _enum(p.choices) if p.choices else {"type": "string", "maxLength": 80}
     raise ValueError(f"unknown parameter type {p.type!r}")  # pragma: no cover - the type is closed
 
 

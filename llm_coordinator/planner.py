@@ -44,7 +44,6 @@ from llm_coordinator.context import (
     FENCE_CLOSE,
     FENCE_OPEN,
     FENCE_RULE,
-    PlantSnapshot,
     build_context,
     build_goal_context,
     fence,
@@ -65,6 +64,7 @@ from llm_coordinator.plan import (
     plan_schema,
 )
 from llm_coordinator.scheduler import ProtoStep, schedule, sequential
+from llm_coordinator.snapshot import PlantSnapshot
 from plant.config import PlantDescription, Recipe
 from plant.skills import SKILLS
 
@@ -175,15 +175,7 @@ def explicit_params(order: str, recipe: Recipe) -> dict[str, int | float]:
 
 def _candidates(plant: PlantDescription, arg_type: str, agent: str | None) -> list[str]:
     """Names an argument of this type may take (robots other than the agent itself)."""
-    domain: dict[str, list[str]] = {
-        "location": list(plant.locations()),
-        "bin": list(plant.bins()),
-        "part_type": list(plant.part_types),
-        "part": list(plant.parts),
-        "robot": [r for r in plant.robots if r != agent],
-        "machine": list(plant.machines),
-    }
-    return domain.get(arg_type, [])
+    return [n for n in plant.names_of(arg_type) or [] if not (arg_type == "robot" and n == agent)]
 
 
 def _mentioned(order: str, candidates: Sequence[str]) -> list[str]:
@@ -297,14 +289,8 @@ def _recipe_params(plant: PlantDescription, name: str, recipe: Recipe, given: Ma
         v = given.get(pname, spec.default)
         if v is None:
             raise Unplannable([f"a value for {pname}"], f"recipe {name} needs {pname} and the order does not give it")
-        domain: dict[str, Any] = {
-            "part_type": plant.part_types,
-            "location": plant.locations(),
-            "robot": plant.robots,
-            "machine": plant.machines,
-            "bin": plant.bins(),
-        }
-        if spec.type in domain and v not in domain[spec.type]:
+        names = plant.names_of(spec.type)
+        if names is not None and v not in names:
             raise Unplannable([f"{spec.type} {v}"], f"{pname}={v!r}: the plant has no {spec.type} named {v!r}")
         if spec.type in ("int", "float"):
             if isinstance(v, bool) or not isinstance(v, int | float):

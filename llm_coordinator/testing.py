@@ -16,7 +16,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from llm_coordinator.rehearsal import TwinFactory, TwinObservations
+from llm_coordinator.rehearsal import TwinFactory
 from plant.config import PlantDescription
 from plant.interface import CommandRejected, MachineStatus, TagError, TagValue
 from plant.packml import Command, CommandRefused, MachineStateModel, State
@@ -166,7 +166,9 @@ class FakeTwinSession:
 
     machines: dict[str, FakeMachine]
     robots: dict[str, FakeRobot]
-    observations: TwinObservations = field(default_factory=TwinObservations)
+    collisions: list[str] = field(default_factory=list)
+    safety_stops: list[str] = field(default_factory=list)
+    evidence: list[str] = field(default_factory=list)
 
     def time_s(self) -> float:
         """Fakes run on the wall clock."""

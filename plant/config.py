@@ -419,12 +419,25 @@ Shape = Annotated[BoxShape | CylinderShape, Field(discriminator="type")]
 HazardClass = Literal["flammable_liquid", "toxic", "corrosive", "hot_surface", "pinch_point", "laser", "high_voltage"]
 
 
+ZonePermit = Literal["never", "operator_confirmation"]
+
+
 class Zone(Model):
-    """A volume of the cell with a rule: robots keep out, people walk, or a hazard lives there."""
+    """A volume of the cell with a rule: robots keep out, people walk, or a hazard lives there.
+
+    ``permits`` says when a robot may enter: ``never`` (the default, and the only value for a
+    keep-out zone or a walkway), or, for a hazard zone, ``operator_confirmation``: on a step a
+    robot operator confirmed. What each kind permits, and the distances that follow, are
+    :mod:`plant.safety_model`'s.
+    """
 
     kind: Literal["keep_out", "walkway", "hazard"]
     shape: Shape
     hazard_class: HazardClass | None = None
+    permits: ZonePermit = Field(
+        default="never",
+        description="when a robot may enter: never, or (hazard zones only) on a step an operator confirmed",
+    )
     description: str = ""
 
     @model_validator(mode="after")
@@ -433,6 +446,8 @@ class Zone(Model):
             raise ValueError("a hazard zone needs a hazard_class")
         if self.kind != "hazard" and self.hazard_class is not None:
             raise ValueError(f"only a hazard zone has a hazard_class, not a {self.kind} zone")
+        if self.kind != "hazard" and self.permits != "never":
+            raise ValueError(f"robots never enter a {self.kind} zone; only a hazard zone may permit entry")
         return self
 
 
@@ -539,6 +554,20 @@ class PlantDescription(Model):
 
     def bins(self) -> dict[str, Bin]:
         return {n: b for s in self.stations.values() for n, b in s.bins.items()}
+
+    def names_of(self, kind: str) -> list[str] | None:
+        """The names a value of this kind may take in this plant (``location``, ``bin``,
+        ``part_type``, ``part``, ``robot``, ``machine``), or None for a kind that is not a name
+        (numbers, joint vectors, free text). The one switch from an argument type to names."""
+        names: dict[str, Any] = {
+            "location": self.locations(),
+            "bin": self.bins(),
+            "part_type": self.part_types,
+            "part": self.parts,
+            "robot": self.robots,
+            "machine": self.machines,
+        }
+        return list(names[kind]) if kind in names else None
 
     def agents(self) -> dict[str, Literal["robot", "machine"]]:
         out: dict[str, Literal["robot", "machine"]] = dict.fromkeys(self.robots, "robot")

@@ -15,7 +15,7 @@ from __future__ import annotations
 import enum
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Literal, Protocol, runtime_checkable
 
 import numpy as np
 from numpy.typing import NDArray
@@ -94,6 +94,11 @@ class StopCategory(enum.IntEnum):
     CAT0 = 0
     CAT1 = 1
     CAT2 = 2
+
+
+#: A robot's safety state as people see it: normal, slowed for a person near, protectively
+#: stopped (resumes by itself), or e-stopped (latched until an operator resets it).
+SafetyState = Literal["ok", "reduced_speed", "protective_stop", "estop"]
 
 
 @dataclass(frozen=True)

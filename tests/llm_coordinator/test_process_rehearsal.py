@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 
 from llm_coordinator.plan import Plan, Step
-from llm_coordinator.wiring import ProcessRehearser
+from llm_coordinator.rehearsal import ProcessRehearser
 from plant.config import PlantDescription
 from plant.packml import Command
+from sim.session import twin_factory
 from sim.twin import Twin
 
 pytestmark = pytest.mark.slow
@@ -23,8 +24,8 @@ async def test_the_rehearsal_starts_where_the_plant_is(demo_plant: PlantDescript
     )
     live = Twin(demo_plant)
     live.step(2500)  # 10 s
-    rehearser = ProcessRehearser(demo_plant, render=False, start=live.capture)
-    from_zero = ProcessRehearser(demo_plant, render=False)
+    rehearser = ProcessRehearser(demo_plant, twin_factory, render=False, start=live.capture)
+    from_zero = ProcessRehearser(demo_plant, twin_factory, render=False)
     try:
         fresh = await from_zero.rehearse(plan, tmp_path / "fresh")
         assert fresh.ok, fresh.reason

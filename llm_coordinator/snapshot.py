@@ -1,0 +1,75 @@
+"""The plant's state as the coordinator last read it: one snapshot that the model's context,
+the interlock guardrails, the executor's recovery and the console all read.
+
+:func:`read_snapshot` reads every machine once through its agent; robots are as the caller saw
+them. Text in a snapshot (fault texts, string tags) comes from machines: it is data, never an
+instruction, and is fenced wherever it is shown to a model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from plant.interface import MachineAgent, MachineError, TagValue
+from plant.packml import State
+
+
+@dataclass(frozen=True)
+class MachineSnapshot:
+    """A machine's state as last read (``fault_text`` and string ``extra`` tags are outside text)."""
+
+    state: str
+    door_closed: bool | None = None
+    fault_code: int = 0
+    fault_text: str = ""
+    part_count: int = 0
+    extra: Mapping[str, TagValue] = field(default_factory=dict)
+    reachable: bool = True
+
+
+@dataclass(frozen=True)
+class RobotSnapshot:
+    """A robot's state as last seen by the coordinator (``at``: the named location it is at)."""
+
+    busy: bool = False
+    at: str | None = None
+    last_skill: str = ""
+    holding: str | None = None
+    safety: str = "ok"
+
+
+@dataclass(frozen=True)
+class PlantSnapshot:
+    """The dynamic state the context and the interlock guardrails read."""
+
+    machines: Mapping[str, MachineSnapshot] = field(default_factory=dict)
+    robots: Mapping[str, RobotSnapshot] = field(default_factory=dict)
+    queues: Mapping[str, int] = field(default_factory=dict)
+    alarms: Sequence[str] = ()
+
+
+async def read_snapshot(
+    machines: Mapping[str, MachineAgent], robots: Mapping[str, RobotSnapshot] | None = None
+) -> PlantSnapshot:
+    """Read every machine's status once (an unreachable machine is recorded, not raised)."""
+    out: dict[str, MachineSnapshot] = {}
+    alarms: list[str] = []
+    for name, agent in machines.items():
+        try:
+            st = await agent.status()
+        except (MachineError, TimeoutError, OSError) as exc:
+            out[name] = MachineSnapshot(state="UNREACHABLE", reachable=False, fault_text=str(exc))
+            alarms.append(f"{name}: unreachable")
+            continue
+        out[name] = MachineSnapshot(
+            state=State(st.state).name,
+            door_closed=st.door_closed,
+            fault_code=st.fault_code,
+            fault_text=st.fault_text,
+            part_count=st.part_count,
+            extra=dict(st.extra),
+        )
+        if st.fault_code:
+            alarms.append(f"{name}: fault {st.fault_code}")
+    return PlantSnapshot(machines=out, robots=dict(robots or {}), alarms=alarms)

@@ -1,0 +1,389 @@
+"""Sessions over the twin: the agents of an in-process twin, and what it saw.
+
+- :func:`twin_factory`: rehearsal sessions over a fresh in-process twin: machines are
+  :class:`sim.agents.TwinMachineAgent` (watching, not driving), robots are the on-robot runtime
+  (:func:`sim.hardware.build_runtime`, lockstep, with its safety supervisor) behind the robot
+  agent of :mod:`robots.agent`, and one loop steps the twin and every runtime as fast as the CPU
+  allows. Collisions of robots with machines and people, and safety events, are recorded.
+- :class:`LiveTwinPlant`: the agents of a live twin stepped on its own thread in this process
+  (the console's plant when it runs a twin of its own): machines are
+  :class:`sim.agents.TwinMachineAgent` under the twin's lock, robots are the on-robot runtime
+  on their own threads with their safety supervisors and e-stop latch files, as
+  ``atelier robot runtime`` runs them.
+
+The coordinator reaches these through its wiring only (``llm_coordinator.wiring``); its core
+sees the session through the ``TwinSession`` protocol of ``llm_coordinator.rehearsal``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+from plant.config import PlantDescription
+from plant.interface import MachineAgent
+from robots.interface import Outcome, RobotAgent, SafetyEvent, SafetyState, SkillFeedback, SkillGoal, SkillResult
+from sim.live import LiveTwin
+from sim.twin import Twin, TwinState
+
+#: Ticks stepped between two yields to the event loop (0.1 s of twin time at 4 ms a tick).
+_TICKS_PER_YIELD = 25
+
+
+class _AgentClock(Protocol):
+    """Time as a robot agent over an in-process runtime sees it: the twin's clock, and a wait
+    for the next look at the runtime."""
+
+    @property
+    def time_s(self) -> float: ...
+
+    async def wait(self) -> None: ...
+
+
+class _RuntimeRobot:
+    """A :class:`RobotAgent` over an in-process :class:`robots.runtime.RobotRuntime`, in
+    lockstep with a rehearsal's twin or beside a live twin (``clock`` tells which).
+
+    Like the ROS 2 agent (:mod:`robots.ros2.agent`), a hand-over also sends the receiving robot
+    its ``take`` goal; if either side fails, the other is cancelled.
+    """
+
+    def __init__(self, name: str, runtimes: dict[str, Any], clock: _AgentClock) -> None:
+        self.name, self.runtimes, self.clock = name, runtimes, clock
+
+    async def _run(self, robot: str, goal: SkillGoal, timeout_s: float) -> SkillResult:
+        rt = self.runtimes[robot]
+        ok, reason = rt.submit(goal)
+        if not ok:
+            return SkillResult(goal.goal_id, Outcome.FAILED, reason)
+        deadline = self.clock.time_s + timeout_s
+        try:
+            while True:
+                result = rt.result_of(goal.goal_id)
+                if result is not None:
+                    return result  # type: ignore[no-any-return]
+                if self.clock.time_s > deadline:
+                    rt.cancel(goal.goal_id)
+                    return SkillResult(goal.goal_id, Outcome.FAILED, f"no result within {timeout_s:g} s of twin time")
+                await self.clock.wait()
+        except asyncio.CancelledError:
+            rt.cancel(goal.goal_id)
+            raise
+
+    async def run_skill(self, goal: SkillGoal, timeout_s: float = 60.0) -> SkillResult:
+        if goal.skill != "hand_over" or goal.args.get("to_robot") not in self.runtimes:
+            return await self._run(self.name, goal, timeout_s)
+        receiver = str(goal.args["to_robot"])
+        take = SkillGoal(
+            f"{goal.goal_id}/take",
+            receiver,
+            "take",
+            {"from_robot": self.name, "location": goal.args.get("location", "")},
+        )
+        tasks = [
+            asyncio.ensure_future(self._run(self.name, goal, timeout_s)),
+            asyncio.ensure_future(self._run(receiver, take, timeout_s)),
+        ]
+        try:
+            pending = set(tasks)
+            while pending:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                if any(t.result().outcome != Outcome.SUCCEEDED for t in done):
+                    for t in pending:
+                        t.cancel()
+                    await asyncio.gather(*pending, return_exceptions=True)
+                    break
+        finally:
+            for t in tasks:
+                if not t.done():
+                    t.cancel()
+        give = tasks[0].result() if not tasks[0].cancelled() else None
+        took = tasks[1].result() if not tasks[1].cancelled() else None
+        if took is not None and took.outcome != Outcome.SUCCEEDED:
+            return SkillResult(goal.goal_id, took.outcome, f"{receiver} could not take the part: {took.reason}")
+        if give is None:
+            return SkillResult(goal.goal_id, Outcome.CANCELLED, "the hand-over was cancelled")
+        return give
+
+    async def feedback(self) -> AsyncIterator[SkillFeedback]:
+        return
+        yield  # pragma: no cover
+
+
+@dataclass
+class _Clock:
+    """The lockstep clock: the stepping loop sets ``tick`` after every batch of ticks."""
+
+    time_s: float = 0.0
+    tick: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def wait(self) -> None:
+        await self.tick.wait()
+
+
+@dataclass
+class _LiveClock:
+    """A live twin's clock; the agent looks at the runtime every ``poll_s`` of wall time."""
+
+    live: LiveTwin
+    poll_s: float = 0.01
+
+    @property
+    def time_s(self) -> float:
+        return float(self.live.twin.time_s)
+
+    async def wait(self) -> None:
+        await asyncio.sleep(self.poll_s)
+
+
+@dataclass
+class TwinSession:
+    """The agents over one twin, and what that twin saw (collisions, safety stops, evidence
+    files); implements ``llm_coordinator.rehearsal.TwinSession``."""
+
+    machines: dict[str, MachineAgent]
+    robots: dict[str, RobotAgent]
+    twin: Twin
+    collisions: list[str] = field(default_factory=list)
+    safety_stops: list[str] = field(default_factory=list)
+    evidence: list[str] = field(default_factory=list)
+    frames: list[Any] = field(default_factory=list)
+    fps: float = 0.5
+
+    def time_s(self) -> float:
+        """The twin's clock (s)."""
+        return float(self.twin.time_s)
+
+    async def finish(self, out_dir: Path) -> None:
+        if not self.frames:
+            return
+        from sim.render import RenderError, write_frames
+
+        try:
+            written = write_frames(out_dir / "rehearsal.gif", self.frames, max(1, round(self.fps)))
+            written += write_frames(out_dir / "rehearsal.png", self.frames, 1)
+        except (RenderError, OSError) as exc:
+            self.evidence.append(f"(frames not written: {exc})")
+            return
+        self.evidence.extend(str(p) for p in written)
+
+
+#: Penetration (m) of a robot into a machine that counts as a collision (grazing a surface does not).
+COLLISION_DEPTH_M = 0.01
+
+
+def _collisions(twin: Twin, plant: PlantDescription, robot_bodies: dict[str, str]) -> list[str]:
+    out = []
+    for c in twin.contacts():
+        for mine, other, geom in ((c.body1, c.body2, c.geom2), (c.body2, c.body1, c.geom1)):
+            robot = robot_bodies.get(mine)
+            if robot is None or robot_bodies.get(other) == robot:
+                continue
+            root = other.split("/")[0]
+            if root in plant.people:
+                out.append(f"{robot} touched person {root} at t={twin.time_s:.1f} s")
+            elif root in plant.machines and c.depth_m > COLLISION_DEPTH_M and not geom.endswith("/belt"):
+                out.append(f"{robot} hit {other} ({c.depth_m * 1000:.0f} mm deep) at t={twin.time_s:.1f} s")
+    return out
+
+
+def twin_factory(
+    render: bool = True, fps: float = 0.5, size: tuple[int, int] = (480, 270), start: TwinState | None = None
+) -> Callable[[PlantDescription], AbstractAsyncContextManager[TwinSession]]:
+    """Rehearsal sessions over a fresh in-process twin (see the module docstring), at time zero
+    or continuing from ``start`` (the live twin's state: parts, machines, robots where they are).
+    With ``render``, frames are taken ``fps`` times per second of twin time (if offscreen
+    rendering works here; if not, the rehearsal goes on without frames and says so)."""
+    from sim.agents import TwinMachineAgent
+    from sim.hardware import LocalPeers, build_runtime
+    from sim.render import Camera, RenderError
+
+    @asynccontextmanager
+    async def factory(plant: PlantDescription) -> AsyncIterator[TwinSession]:
+        twin = Twin(plant)
+        if start is not None:
+            twin.restore(start)
+        clock = _Clock()
+        peers = LocalPeers()
+        session = TwinSession({}, {}, twin, fps=fps)
+
+        def on_event(ev: SafetyEvent) -> None:
+            if ev.kind in ("protective_stop", "estop", "watchdog"):
+                session.safety_stops.append(f"{ev.robot}: {ev.kind}: {ev.reason}")
+
+        runtimes = {r: build_runtime(twin, r, peers=peers, on_event=on_event) for r in plant.robots}
+        peers.runtimes.update(runtimes)
+        session.machines.update({m: TwinMachineAgent(twin, m, drive=False) for m in plant.machines})
+        session.robots.update({r: _RuntimeRobot(r, dict(runtimes), clock) for r in runtimes})
+        for agent in session.machines.values():
+            await agent.connect()
+        robot_bodies = {twin.model.body(b).name: r for r in plant.robots for b in twin.robot_bodies(r)}
+        camera: Camera | None = None
+        if render:
+            try:
+                camera = Camera(twin, "overview", *size)
+            except RenderError as exc:
+                session.evidence.append(f"(no frames: {exc})")
+        stop = asyncio.Event()
+
+        async def run() -> None:
+            next_frame = twin.time_s
+            while not stop.is_set():
+                for _ in range(_TICKS_PER_YIELD):
+                    twin.step(1)
+                    for rt in runtimes.values():
+                        rt.step()
+                for hit in _collisions(twin, plant, robot_bodies):
+                    if hit.split(" at t=")[0] not in {h.split(" at t=")[0] for h in session.collisions}:
+                        session.collisions.append(hit)
+                if camera is not None and twin.time_s >= next_frame:
+                    session.frames.append(camera.frame())
+                    next_frame = twin.time_s + 1.0 / fps
+                clock.time_s = twin.time_s
+                clock.tick.set()
+                clock.tick = asyncio.Event()
+                await asyncio.sleep(0)
+
+        stepper = asyncio.create_task(run())
+        try:
+            yield session
+        finally:
+            stop.set()
+            with contextlib.suppress(asyncio.CancelledError):
+                await stepper
+            if camera is not None:
+                camera.close()
+
+    return factory
+
+
+#: The runtimes beside an in-process live twin share one interpreter with it, the web server
+#: and the planner, so a tick can come late by a scheduling slice: a missing joint state counts
+#: as a driver fault after 0.3 s rather than 0.1 s. The twin's arm does not move while its
+#: tick is late, and every other limit stays as the robot's own runtime has it.
+IN_PROCESS_STATE_TIMEOUT_PERIODS = 75
+
+
+class LiveTwinPlant:
+    """The agents of a :class:`~sim.live.LiveTwin` in this process (see the module docstring).
+
+    Each robot's runtime keeps its e-stop latch in ``state_dir`` (:func:`robots.safety.latch_file`,
+    the file ``atelier robot`` uses), so an e-stop survives a restart and a reset from the
+    command line is followed. This class is also the console's e-stop port: :meth:`trip` and
+    :meth:`reset` go through the robot's own safety supervisor, which stops the arm first.
+    """
+
+    def __init__(
+        self,
+        live: LiveTwin,
+        state_dir: Path,
+        *,
+        on_event: Callable[[SafetyEvent], None] | None = None,
+        checkpoint: Path | str | Literal["shipped"] | None = "shipped",
+    ) -> None:
+        from robots.runtime import RuntimeConfig
+        from robots.safety import latch_file
+        from sim.agents import TwinMachineAgent
+        from sim.hardware import LocalPeers, build_runtime
+
+        self.live = live
+        plant = live.twin.plant
+        state_dir.mkdir(parents=True, exist_ok=True)
+        peers = LocalPeers()
+        self.runtimes = {
+            r: build_runtime(
+                live.twin,
+                r,
+                live=live,
+                latch_path=latch_file(state_dir, r),
+                peers=peers,
+                on_event=on_event,
+                checkpoint=checkpoint,
+                config=RuntimeConfig(state_timeout_periods=IN_PROCESS_STATE_TIMEOUT_PERIODS),
+            )
+            for r in plant.robots
+        }
+        peers.runtimes.update(self.runtimes)
+        clock = _LiveClock(live)
+        self.machines: dict[str, MachineAgent] = {
+            m: TwinMachineAgent(live.twin, m, drive=False, lock=live.lock) for m in plant.machines
+        }
+        self.robots: dict[str, RobotAgent] = {r: _RuntimeRobot(r, dict(self.runtimes), clock) for r in self.runtimes}
+        self.follow_s = 0.1
+        self._stop = threading.Event()
+        self._follower: threading.Thread | None = None
+
+    def _follow_latches(self) -> None:
+        while not self._stop.wait(self.follow_s):
+            now = time.monotonic()
+            for rt in self.runtimes.values():
+                rt.supervisor.sync_estop(now)
+
+    async def _connect(self) -> None:
+        for agent in self.machines.values():
+            await agent.connect()
+
+    def start(self) -> LiveTwinPlant:
+        """Connect the machine agents, start every robot's control loop (the live twin must be
+        running) and follow the latch files (an e-stop tripped or reset by another process).
+        Blocks until started."""
+        if self._follower is not None:
+            return self
+        # Its own thread: the caller may be inside an event loop (a test's, a browser driver's).
+        connect = threading.Thread(target=asyncio.run, args=(self._connect(),), name="atelier-connect")
+        connect.start()
+        connect.join()
+        for rt in self.runtimes.values():
+            rt.start()
+        self._stop.clear()
+        self._follower = threading.Thread(target=self._follow_latches, name="atelier-latch-follower", daemon=True)
+        self._follower.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop the robots' control loops."""
+        self._stop.set()
+        if self._follower is not None:
+            self._follower.join(2.0)
+            self._follower = None
+        for rt in self.runtimes.values():
+            rt.stop()
+            close = getattr(rt.hw, "close", None)
+            if close is not None:
+                close()
+
+    def status(self, robot: str) -> tuple[str | None, SafetyState]:
+        """(skill being performed or None, safety state) of one robot."""
+        rt = self.runtimes[robot]
+        goal = rt.active_goal
+        sup = rt.supervisor
+        safety: SafetyState = "ok"
+        if sup.estopped:
+            safety = "estop"
+        elif sup.stopped:
+            safety = "protective_stop"
+        elif sup.mode == "slow":
+            safety = "reduced_speed"
+        return (goal.skill if goal is not None else None), safety
+
+    # The console's e-stop port.
+
+    def state(self, robot: str) -> tuple[bool, str]:
+        """(latched, reason)."""
+        sup = self.runtimes[robot].supervisor
+        return (True, sup.stop_causes().get("estop", "e-stop latched")) if sup.estopped else (False, "")
+
+    def trip(self, robot: str, reason: str, source: str) -> None:
+        """Stop the robot and latch its e-stop (the supervisor writes the latch file)."""
+        self.runtimes[robot].supervisor.trip_estop(reason, source, time.monotonic())
+
+    def reset(self, robot: str, operator: str) -> None:
+        """The operator's reset (the console checked the role)."""
+        self.runtimes[robot].supervisor.reset_estop(operator, time.monotonic())
