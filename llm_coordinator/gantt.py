@@ -11,20 +11,13 @@ Bar = tuple[str, str, float, float, str]  # (agent, step id, start s, end s, sta
 
 
 def planned_bars(plan: Plan) -> list[Bar]:
-    """Bars of a plan as scheduled: every step as soon as its dependencies end."""
-    end: dict[str, float] = {}
-    bars: list[Bar] = []
-    pending = list(plan.steps)
-    while pending:
-        ready = [s for s in pending if all(d in end for d in s.after)]
-        if not ready:
-            break
-        for s in ready:
-            start = max((end[d] for d in s.after), default=0.0)
-            end[s.id] = start + s.expected_duration_s
-            bars.append((s.agent, s.id, start, end[s.id], "hazardous" if s.hazardous else "planned"))
-            pending.remove(s)
-    return bars
+    """Bars of a plan as scheduled (:meth:`~llm_coordinator.plan.Plan.planned_starts`)."""
+    starts = plan.planned_starts()
+    return [
+        (s.agent, s.id, starts[s.id], starts[s.id] + s.expected_duration_s, "hazardous" if s.hazardous else "planned")
+        for s in plan.steps
+        if s.id in starts
+    ]
 
 
 _COLOURS = {"planned": "#4C78A8", "done": "#54A24B", "failed": "#E45756", "hazardous": "#F58518"}

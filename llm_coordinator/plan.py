@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -73,6 +74,47 @@ class Plan(_Model):
     def hazardous_steps(self) -> list[str]:
         """Ids of the steps that need an operator's confirmation."""
         return [s.id for s in self.steps if s.hazardous]
+
+    def planned_starts(self) -> dict[str, float]:
+        """Earliest start (s) of each step at its expected duration (see :func:`earliest_starts`)."""
+        return earliest_starts(
+            [s.id for s in self.steps],
+            {s.id: s.after for s in self.steps},
+            {s.id: s.expected_duration_s for s in self.steps},
+            {s.id: s.agent for s in self.steps},
+        )
+
+
+def earliest_starts(
+    ids: Sequence[str],
+    after: Mapping[str, Sequence[str]],
+    duration_s: Mapping[str, float],
+    agent: Mapping[str, str] | None = None,
+) -> dict[str, float]:
+    """Earliest start (s) of each step of a step graph: once every step it waits for (``after``)
+    has ended and, when ``agent`` is given, once the earlier-listed steps of its agent have ended
+    (an agent does one thing at a time, as the executor runs it). The one timing of the step
+    graph: the scheduler, the Gantt charts and the console read it. A step whose dependencies
+    can never end (a cycle, an unknown id) gets no start."""
+    end: dict[str, float] = {}
+    start: dict[str, float] = {}
+    agent_steps: dict[str, list[str]] = {}
+    for i in ids:
+        if agent is not None:
+            agent_steps.setdefault(agent[i], []).append(i)
+    waits = {
+        i: [*after.get(i, ()), *(agent_steps[agent[i]][: agent_steps[agent[i]].index(i)] if agent else ())] for i in ids
+    }
+    pending = list(ids)
+    while pending:
+        ready = [i for i in pending if all(d in end for d in waits[i])]
+        if not ready:
+            break
+        for i in ready:
+            start[i] = max((end[d] for d in waits[i]), default=0.0)
+            end[i] = start[i] + duration_s[i]
+            pending.remove(i)
+    return start
 
 
 # --------------------------------------------------------------------------- what a model writes

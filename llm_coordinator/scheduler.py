@@ -19,6 +19,8 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from llm_coordinator.plan import earliest_starts
+
 log = logging.getLogger(__name__)
 
 #: Time unit of the solver: 0.1 s (durations are rounded up to it).
@@ -61,10 +63,7 @@ def _ancestors(steps: Sequence[ProtoStep], after: dict[str, list[str]]) -> dict[
 
 
 def _longest_path(steps: Sequence[ProtoStep], after: dict[str, list[str]]) -> tuple[dict[str, float], float]:
-    start: dict[str, float] = {}
-    dur = {s.id: s.duration_s for s in steps}
-    for s in steps:
-        start[s.id] = max((start[d] + dur[d] for d in after[s.id]), default=0.0)
+    start = earliest_starts([s.id for s in steps], after, {s.id: s.duration_s for s in steps})
     return start, max((start[s.id] + s.duration_s for s in steps), default=0.0)
 
 

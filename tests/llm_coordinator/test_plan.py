@@ -54,3 +54,18 @@ def test_any_change_changes_the_hash() -> None:
     assert same.content_hash() == plan.content_hash()
     for change in ({"work_order": "w2"}, {"steps": [Step(id="a", agent="ur5e_1", skill="home", hazardous=True)]}):
         assert plan.model_copy(update=change).content_hash() != plan.content_hash()
+
+
+def test_earliest_starts_wait_for_dependencies_and_for_the_agent() -> None:
+    from llm_coordinator.plan import earliest_starts
+
+    ids = ["a", "b", "c", "d"]
+    after = {"c": ["a"], "d": ["zz"]}
+    dur = {"a": 2.0, "b": 3.0, "c": 1.0, "d": 1.0}
+    assert earliest_starts(ids, after, dur) == {"a": 0.0, "b": 0.0, "c": 2.0}
+    # b and c share an agent: c also waits for b, listed before it.
+    assert earliest_starts(ids, after, dur, {"a": "r1", "b": "r2", "c": "r2", "d": "r3"}) == {
+        "a": 0.0,
+        "b": 0.0,
+        "c": 3.0,
+    }
