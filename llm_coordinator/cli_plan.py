@@ -341,14 +341,34 @@ def register(app: typer.Typer) -> None:
         raise typer.Exit(asyncio.run(go()))
 
     @audit_app.command("verify")
-    def audit_verify(db: DbOpt = "sqlite:///atelier.db") -> None:
-        """Recompute the audit chain; exit 1 if any row was edited, deleted or reordered."""
-        report = Store(db).verify_audit()
+    def audit_verify(
+        db: DbOpt = "sqlite:///atelier.db",
+        trust_dir: Annotated[
+            Path | None,
+            typer.Option(
+                help="folder of the audit key and the anchored head (default: $ATELIER_STATE_DIR/trust, "
+                "else <database file>.trust)"
+            ),
+        ] = None,
+    ) -> None:
+        """Check the audit log: its chain, every row's tag under the audit key, and the head
+        anchored outside the database; print the head; exit 1 if a row was edited, deleted,
+        re-chained or written without the key, or the tail was cut."""
+        try:
+            report = Store(db, trust_dir=trust_dir).verify_audit()
+        except StoreError as exc:
+            err.print(str(exc), highlight=False, markup=False)
+            raise typer.Exit(2) from None
+        h = report.head
+        head = f"head: row {h.seq}, hash {h.hash[:16]}, anchored in {h.where}" if h else "head: none anchored"
+        out.print(head, highlight=False, markup=False)
+        for n in report.notes:
+            out.print(f"note: {n}", highlight=False, markup=False)
         if report.ok:
-            out.print(f"audit log ok: {report.rows} rows, chain intact")
+            out.print(f"audit log ok: {report.rows} rows, chain intact, tags match the audit key", highlight=False)
             return
-        for p in report.problems:
-            err.print(p)
+        for problem in report.problems:
+            err.print(problem, highlight=False, markup=False)
         raise typer.Exit(1)
 
 

@@ -6,16 +6,31 @@ many users. Every decision goes into the audit log in the same transaction as th
 records. Audit rows are never updated or deleted: the ORM refuses it, and on SQLite triggers
 refuse it too. :meth:`Store.verify_audit` recomputes the chain and reports the first row that
 was edited, removed or inserted out of turn.
+
+The chain alone proves nothing to someone who can write the database: they can edit a row and
+compute the chain again with :func:`audit_hash`, or drop the last rows. So the log is anchored
+outside the database, in a trust folder (see :func:`default_trust_dir`): every row carries an
+HMAC-SHA256 tag under the ``audit`` key of a :class:`plant.trust.KeyStore` kept there, and after
+every commit the store writes the newest row's sequence number and hash (with their own tag) to
+a head file there, atomically. A rewritten log fails its tags; a deleted tail falls short of the
+anchored head. Appends are serialised: a lock per process and, in the database, ``BEGIN
+IMMEDIATE`` on SQLite or a transaction-scoped advisory lock on PostgreSQL.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
+import logging
+import os
+import re
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 from sqlalchemy import (
@@ -28,12 +43,16 @@ from sqlalchemy import (
     UniqueConstraint,
     create_engine,
     event,
+    inspect,
     select,
     text,
 )
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 from llm_coordinator.plan import Plan
+from plant.trust import KeyStore, TrustError, canonical, write_atomic
 
 PlanStatus = Literal[
     "drafted",
@@ -67,6 +86,15 @@ TRANSITIONS: dict[str, frozenset[str]] = {
 }
 
 GENESIS = "0" * 64
+
+#: Name of the audit log's key in the trust folder's :class:`~plant.trust.KeyStore`.
+AUDIT_KEY = "audit"
+#: The environment variable naming the state folder (as for ``atelier robot`` and the console).
+STATE_DIR_ENV = "ATELIER_STATE_DIR"
+# Any fixed 63-bit number; every writer of one PostgreSQL database takes this advisory lock.
+_PG_AUDIT_LOCK = int.from_bytes(b"atelier!", "big")
+
+_log = logging.getLogger(__name__)
 
 
 class StoreError(Exception):
@@ -184,6 +212,8 @@ class AuditRow(_Base):
     payload: Mapped[dict[str, Any]] = mapped_column(JSON)
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64))
+    #: HMAC-SHA256 of (seq, hash) under the audit key; None on rows written before tags existed.
+    mac: Mapped[str | None] = mapped_column(String(64), nullable=True, default=None)
 
 
 @event.listens_for(AuditRow, "before_update")
@@ -206,22 +236,107 @@ def audit_hash(prev_hash: str, seq: int, at: float, actor: str, action: str, pla
     return hashlib.sha256((prev_hash + body).encode()).hexdigest()
 
 
+def audit_mac_message(seq: int, hash_: str) -> bytes:
+    """The bytes an audit row's tag covers: its sequence number and its chained hash (which
+    covers the row's content and, through ``prev_hash``, every row before it)."""
+    return canonical({"kind": "atelier-audit-row", "seq": seq, "hash": hash_})
+
+
+def _head_mac_message(log_id: str, seq: int, hash_: str) -> bytes:
+    return canonical({"kind": "atelier-audit-head", "log": log_id, "seq": seq, "hash": hash_})
+
+
+def _sqlite_file(url: str) -> Path | None:
+    """The database file of a SQLite URL; None for an in-memory or a non-SQLite database."""
+    u = make_url(url)
+    if not u.drivername.startswith("sqlite"):
+        return None
+    db = u.database or ""
+    if db in ("", ":memory:") or u.query.get("mode") == "memory":
+        return None
+    return Path(db.removeprefix("file:"))
+
+
+def _in_memory(url: str) -> bool:
+    return make_url(url).drivername.startswith("sqlite") and _sqlite_file(url) is None
+
+
+def default_trust_dir(url: str) -> Path | None:
+    """Where a database's audit key and anchored head live unless the caller says otherwise:
+    ``$ATELIER_STATE_DIR/trust`` when that variable is set; else, for a SQLite file, the folder
+    ``<file>.trust`` beside it; for another database ``$XDG_STATE_HOME/atelier/trust`` (by
+    default ``~/.local/state/atelier/trust``). None (a key in memory, no head file) for an
+    in-memory SQLite database. Every process that writes one database must find the same folder.
+    """
+    if _in_memory(url):
+        return None
+    state = os.environ.get(STATE_DIR_ENV)
+    if state:
+        return Path(state) / "trust"
+    db = _sqlite_file(url)
+    if db is not None:
+        return db.parent / f"{db.name}.trust"
+    xdg = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(xdg) / "atelier" / "trust"
+
+
+def _log_id(url: str) -> str:
+    """What the head file is anchored to: the SQLite file's absolute path, else the URL
+    without its password."""
+    db = _sqlite_file(url)
+    if db is not None:
+        return str(db.resolve())
+    return make_url(url).render_as_string(hide_password=True)
+
+
+@dataclass(frozen=True)
+class AuditHead:
+    """The newest audit row as anchored outside the database: its sequence number and hash,
+    and where the anchor is kept (a head file, or ``memory``)."""
+
+    seq: int
+    hash: str
+    where: str
+
+
 @dataclass(frozen=True)
 class AuditReport:
-    """Result of :meth:`Store.verify_audit`: ``ok``, rows checked, and what is wrong where."""
+    """Result of :meth:`Store.verify_audit`: ``ok``, rows checked, and what is wrong where;
+    the anchored ``head`` (None if there is none) and ``notes`` that are not failures."""
 
     ok: bool
     rows: int
     problems: tuple[str, ...]
+    head: AuditHead | None = None
+    notes: tuple[str, ...] = ()
 
 
 class Store:
-    """All persistent state of the coordinator (see the module docstring). Thread-safe per call."""
+    """All persistent state of the coordinator (see the module docstring). Thread-safe per call.
 
-    def __init__(self, url: str = "sqlite:///atelier.db", clock: Any = time.time) -> None:
-        self.engine = create_engine(url)
+    ``trust_dir`` is the folder of the audit key and the anchored head file (default:
+    :func:`default_trust_dir` of ``url``); it must lie outside the repository and be the same
+    for every process that writes the database. ``Store(url)`` and ``Store(url, clock=...)``
+    keep working as before. A database made before audit tags existed gets the column added.
+    """
+
+    def __init__(
+        self,
+        url: str = "sqlite:///atelier.db",
+        clock: Any = time.time,
+        *,
+        trust_dir: Path | str | None = None,
+    ) -> None:
+        sqlite_file = _sqlite_file(url)
+        connect_args: dict[str, Any] = {}
+        if sqlite_file is not None and "timeout" not in make_url(url).query:
+            # Writers queue on SQLite's lock (BEGIN IMMEDIATE); give a busy site time to drain.
+            connect_args["timeout"] = 30.0
+        self.engine = create_engine(url, connect_args=connect_args)
         self.clock = clock
+        self.where = str(sqlite_file) if sqlite_file is not None else make_url(url).render_as_string(hide_password=True)
         _Base.metadata.create_all(self.engine)
+        self._add_mac_column()
         if self.engine.dialect.name == "sqlite":
             with self.engine.begin() as conn:
                 for op in ("UPDATE", "DELETE"):
@@ -232,27 +347,90 @@ class Store:
                         )
                     )
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        folder = Path(trust_dir) if trust_dir is not None else default_trust_dir(url)
+        #: The audit key (``audit.key``) lives here; in memory for an in-memory database.
+        self.keys = KeyStore(folder)
+        self._log_id = _log_id(url)
+        #: The file holding the anchored head (None: the head is kept in memory).
+        self.head_file: Path | None = None
+        if folder is not None:
+            stem = re.sub(r"[^A-Za-z0-9_.-]", "_", sqlite_file.name if sqlite_file else make_url(url).database or "db")
+            digest = hashlib.sha256(self._log_id.encode()).hexdigest()[:12]
+            self.head_file = folder / f"audit-head.{stem}.{digest}.json"
+        self._memory_head: dict[str, Any] | None = None
+        self._begin_lock = threading.Lock()
+        self._head_lock = threading.Lock()
+
+    def _add_mac_column(self) -> None:
+        """Give an audit table made before tags existed its ``mac`` column (old rows keep NULL)."""
+        if "mac" in {c["name"] for c in inspect(self.engine).get_columns("audit")}:
+            return
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(text("ALTER TABLE audit ADD COLUMN mac VARCHAR(64)"))
+        except DBAPIError as exc:
+            # Another process may have added it meanwhile; anything else is for a person to fix.
+            if "mac" not in {c["name"] for c in inspect(self.engine).get_columns("audit")}:
+                raise StoreError(
+                    f"the audit table of {self.where} has no mac column and it cannot be added ({exc.orig}); "
+                    "add it with: ALTER TABLE audit ADD COLUMN mac VARCHAR(64)"
+                ) from None
 
     @contextmanager
     def session(self) -> Iterator[Session]:
-        """A transaction: committed on success, rolled back on error."""
+        """A transaction: committed on success, rolled back on error. After a commit that
+        appended to the audit log, the new head is anchored outside the database."""
         with self._sessions.begin() as s:
             yield s
+        head = s.info.get("audit_head")
+        if head is not None:
+            self._anchor(*head)
 
     # ------------------------------------------------------------------ audit
 
+    def _serialise_appends(self, s: Session) -> None:
+        """Hold the database's write lock for the rest of this transaction, so that reading the
+        last row and appending the next one cannot interleave with another writer (another
+        thread, another process). Once per transaction."""
+        if s.info.get("audit_locked"):
+            return
+        conn = s.connection()
+        dialect = self.engine.dialect.name
+        if dialect == "sqlite":
+            dbapi = conn.connection.dbapi_connection
+            # pysqlite opens a transaction at the first write only; a transaction that has
+            # written holds SQLite's write lock already. Otherwise take it now. Threads queue
+            # on the process lock rather than all polling SQLite's lock.
+            if not getattr(dbapi, "in_transaction", False):
+                with self._begin_lock:
+                    conn.exec_driver_sql("BEGIN IMMEDIATE")
+        elif dialect == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_AUDIT_LOCK})
+        s.info["audit_locked"] = True
+
     def _audit(self, s: Session, actor: str, action: str, plan_id: int | None, payload: dict[str, Any]) -> None:
-        last = s.execute(select(AuditRow).order_by(AuditRow.seq.desc()).limit(1)).scalar_one_or_none()
+        self._serialise_appends(s)
+        last = s.execute(select(AuditRow).order_by(AuditRow.seq.desc()).limit(1).with_for_update()).scalar_one_or_none()
         seq = 1 if last is None else last.seq + 1
         prev = GENESIS if last is None else last.hash
         at = self.clock()
         h = audit_hash(prev, seq, at, actor, action, plan_id, payload)
+        tag = self.keys.sign(AUDIT_KEY, audit_mac_message(seq, h))
         s.add(
             AuditRow(
-                seq=seq, at=at, actor=actor, action=action, plan_id=plan_id, payload=payload, prev_hash=prev, hash=h
+                seq=seq,
+                at=at,
+                actor=actor,
+                action=action,
+                plan_id=plan_id,
+                payload=payload,
+                prev_hash=prev,
+                hash=h,
+                mac=tag,
             )
         )
         s.flush()
+        s.info["audit_head"] = (seq, h)
 
     def audit(self, actor: str, action: str, plan_id: int | None, payload: dict[str, Any]) -> None:
         """Append one decision to the audit log."""
@@ -267,12 +445,96 @@ class Store:
                 q = q.where(AuditRow.plan_id == plan_id)
             return list(s.execute(q).scalars())
 
+    # The anchored head: {"log", "seq", "hash", "mac"} in ``head_file`` (or in memory).
+
+    def _read_head(self) -> dict[str, Any] | None:
+        """The anchored head as stored (None if there is none); ValueError if unreadable."""
+        if self.head_file is None:
+            return self._memory_head
+        try:
+            data = json.loads(self.head_file.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"head file {self.head_file} cannot be read: {exc}") from None
+        if (
+            not isinstance(data, dict)
+            or not isinstance(data.get("seq"), int)
+            or not isinstance(data.get("hash"), str)
+            or not isinstance(data.get("mac"), str)
+        ):
+            raise ValueError(f"head file {self.head_file} is not a head file")
+        return data
+
+    def _head_tag_ok(self, data: dict[str, Any]) -> bool:
+        return self.keys.verify(AUDIT_KEY, _head_mac_message(self._log_id, data["seq"], data["hash"]), data["mac"])
+
+    def _in_log(self, seq: int, hash_: str) -> bool:
+        with self._sessions() as s:
+            return s.execute(select(AuditRow.hash).where(AuditRow.seq == seq)).scalar_one_or_none() == hash_
+
+    def _anchor(self, seq: int, hash_: str) -> None:
+        """Move the anchored head forward to (seq, hash_), after the commit that wrote that row.
+        It only moves forward, and not at all while the head it would replace is no longer in
+        the log (rows deleted or rewritten): that head is kept as evidence for ``verify``."""
+        tag = self.keys.sign(AUDIT_KEY, _head_mac_message(self._log_id, seq, hash_))
+        data = {"log": self._log_id, "seq": seq, "hash": hash_, "mac": tag}
+        with self._head_lock:
+            if self.head_file is None:
+                if self._memory_head is None or self._memory_head["seq"] < seq:
+                    self._memory_head = data
+                return
+            try:
+                self.head_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+                with open(self.head_file.with_suffix(".lock"), "a") as lock:
+                    fcntl.flock(lock, fcntl.LOCK_EX)  # one writer across processes
+                    try:
+                        cur = self._read_head()
+                    except ValueError as exc:
+                        _log.error("audit head not moved: %s; run `atelier audit verify`", exc)
+                        return
+                    if cur is not None and cur["seq"] >= seq:
+                        return
+                    if cur is not None and not (self._head_tag_ok(cur) and self._in_log(cur["seq"], cur["hash"])):
+                        _log.error(
+                            "audit head not moved: the anchored row %d is no longer in the log %s as anchored; "
+                            "run `atelier audit verify`",
+                            cur["seq"],
+                            self.where,
+                        )
+                        return
+                    write_atomic(self.head_file, (json.dumps(data, indent=1) + "\n").encode())
+            except (OSError, TrustError) as exc:
+                # The row is committed; failing the caller now would hide that. verify will
+                # show rows after the anchored head.
+                _log.error("cannot anchor audit row %d of %s in %s: %s", seq, self.where, self.head_file, exc)
+
+    def head(self) -> AuditHead | None:
+        """The anchored head (newest row's sequence number and hash), None if nothing is
+        anchored yet. Raises :class:`StoreError` if the head file cannot be read."""
+        try:
+            data = self._read_head()
+        except ValueError as exc:
+            raise StoreError(str(exc)) from None
+        if data is None:
+            return None
+        return AuditHead(data["seq"], data["hash"], str(self.head_file) if self.head_file else "memory")
+
     def verify_audit(self) -> AuditReport:
-        """Recompute the chain; report every row edited, missing or out of order."""
+        """Check the audit log against its chain, its tags and the anchored head; report every
+        row edited, missing, out of order, written without the key, and a missing tail."""
         problems: list[str] = []
+        notes: list[str] = []
+        rows = self.audit_rows()
+        key_problem = ""
+        try:
+            key: bytes | None = self.keys.key(AUDIT_KEY, create=False)
+        except TrustError as exc:
+            key, key_problem = None, str(exc)
         prev = GENESIS
         expected_seq = 1
-        rows = self.audit_rows()
+        untagged = 0
+        tagged = False
         for r in rows:
             if r.seq != expected_seq:
                 problems.append(f"row {expected_seq}: missing (the next row is {r.seq}); rows were deleted")
@@ -281,8 +543,66 @@ class Store:
             h = audit_hash(r.prev_hash, r.seq, r.at, r.actor, r.action, r.plan_id, r.payload)
             if h != r.hash:
                 problems.append(f"row {r.seq}: its content does not match its hash; the row was edited")
+            if r.mac is None:
+                if tagged:
+                    problems.append(f"row {r.seq}: has no tag although rows before it have; written without the key")
+                else:
+                    untagged += 1
+            else:
+                tagged = True
+                if key is not None and not self.keys.verify(AUDIT_KEY, audit_mac_message(r.seq, r.hash), r.mac):
+                    problems.append(
+                        f"row {r.seq}: its tag does not match; the row was written or re-chained without the audit key"
+                    )
             prev, expected_seq = r.hash, r.seq + 1
-        return AuditReport(not problems, len(rows), tuple(problems))
+        if key is None and tagged:
+            problems.append(f"the rows' tags cannot be checked: {key_problem}")
+        if untagged:
+            notes.append(f"rows 1 to {untagged} were written before audit tags; the chain alone protects them")
+        head = self._verify_head(rows, key, problems, notes)
+        return AuditReport(not problems, len(rows), tuple(problems), head, tuple(notes))
+
+    def _verify_head(
+        self, rows: Sequence[AuditRow], key: bytes | None, problems: list[str], notes: list[str]
+    ) -> AuditHead | None:
+        where = str(self.head_file) if self.head_file is not None else "memory"
+        try:
+            data = self._read_head()
+        except ValueError as exc:
+            problems.append(f"{exc}; a deleted tail cannot be ruled out")
+            return None
+        last = rows[-1].seq if rows else 0
+        if data is None:
+            if any(r.mac is not None for r in rows):
+                problems.append(
+                    f"no anchored head at {where}: a deleted tail cannot be ruled out (if the database was "
+                    "moved, give the trust folder it was used with)"
+                )
+            elif rows:
+                notes.append("the log is not anchored yet (the next entry anchors it)")
+            return None
+        head = AuditHead(data["seq"], data["hash"], where)
+        if key is not None and not self._head_tag_ok(data):
+            problems.append(f"the head file {where} was not written with the audit key (its tag does not match)")
+        if data.get("log") != self._log_id:
+            problems.append(f"the head file {where} anchors another log ({data.get('log')})")
+        by_seq = {r.seq: r for r in rows}
+        if head.seq > last:
+            problems.append(
+                f"the log ends at row {last} but the anchored head is row {head.seq}: "
+                f"rows {last + 1} to {head.seq} were deleted"
+            )
+        elif head.seq in by_seq and by_seq[head.seq].hash != head.hash:
+            problems.append(f"row {head.seq}: its hash is not the anchored head's; the log was rewritten")
+        if last > head.seq:
+            notes.append(
+                f"{last - head.seq} rows after the anchored head (tag-checked; a writer stopped before anchoring)"
+            )
+        if problems:
+            notes.append(
+                f"if the database was replaced on purpose, move {where} away; the next entry anchors the new log"
+            )
+        return head
 
     # ------------------------------------------------------------------ plans
 
