@@ -6,19 +6,34 @@
   ROS 2 driver, a live twin) or a lockstep one (the in-process twin, the fake), as Gymnasium's
   ``check_env`` checks every environment. ``tests/contracts/test_robot_contract.py`` runs it
   over every backend.
+- :class:`FakeGoalChannel`: a :class:`~robots.agent.GoalChannel` without a robot, on the wall clock.
+- :func:`check_robot_agent`: what the robot agent must do over every goal channel (the fake, an
+  in-process runtime, ROS 2); ``tests/contracts/test_robot_agent_contract.py`` runs it over each.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 import statistics
 import time
-from collections.abc import Callable, Sequence
+import uuid
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from robots.interface import FloatArray, HardwareInterface, JointState
+from robots.agent import ChannelAgent, GoalChannel
+from robots.interface import (
+    FloatArray,
+    HardwareInterface,
+    JointState,
+    Outcome,
+    RobotAgent,
+    SkillFeedback,
+    SkillGoal,
+    SkillResult,
+)
 
 
 class FakeHardware:
@@ -210,3 +225,201 @@ def check_robot(
     hw.set_gripper(0.0)
     _expect(time.perf_counter() - t < max(dt, 0.05), f"{name}: set_gripper blocked")
     return RobotCheck(name, read_p50, period, err, settle)
+
+
+class FakeGoalChannel:
+    """A robot's goals without a robot (a :class:`~robots.agent.GoalChannel`), on the wall clock.
+
+    A goal succeeds after ``durations_s[skill]`` (default ``duration_s``; ``math.inf``: it runs
+    until cancelled), unless refused at once as the runtime refuses it: a goal for another
+    robot, a goal id seen before, or (with ``part_types``) a ``pick`` or ``take`` of a part type
+    not among them.
+    ``goals`` lists every goal that reached the robot, ``cancels`` every goal id asked to cancel.
+    """
+
+    def __init__(
+        self,
+        robot: str,
+        duration_s: float = 0.01,
+        durations_s: Mapping[str, float] | None = None,
+        part_types: Collection[str] | None = None,
+    ) -> None:
+        self.robot = robot
+        self.duration_s = duration_s
+        self.durations_s = dict(durations_s or {})
+        self.part_types = part_types
+        self.goals: list[SkillGoal] = []
+        self.cancels: list[str] = []
+        self._results: dict[str, asyncio.Future[SkillResult]] = {}
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+
+    def _future(self, goal_id: str) -> asyncio.Future[SkillResult]:
+        if goal_id not in self._results:
+            self._results[goal_id] = asyncio.get_running_loop().create_future()
+        return self._results[goal_id]
+
+    def _end(self, goal_id: str, outcome: Outcome, reason: str = "") -> None:
+        self._timers.pop(goal_id, None)
+        fut = self._future(goal_id)
+        if not fut.done():
+            fut.set_result(SkillResult(goal_id, outcome, reason))
+
+    async def submit(self, goal: SkillGoal) -> None:
+        if any(g.goal_id == goal.goal_id for g in self.goals):
+            return
+        self.goals.append(goal)
+        part = goal.args.get("part_type")
+        if goal.robot != self.robot:
+            self._end(goal.goal_id, Outcome.FAILED, f"goal for {goal.robot} sent to {self.robot}")
+        elif goal.skill in ("pick", "take") and self.part_types is not None and part and part not in self.part_types:
+            self._end(goal.goal_id, Outcome.FAILED, f"unknown part type {part!r}")
+        else:
+            self._future(goal.goal_id)
+            d = self.durations_s.get(goal.skill, self.duration_s)
+            if math.isfinite(d):
+                loop = asyncio.get_running_loop()
+                self._timers[goal.goal_id] = loop.call_later(d, self._end, goal.goal_id, Outcome.SUCCEEDED)
+
+    async def result(self, goal_id: str, timeout_s: float) -> SkillResult:
+        try:
+            return await asyncio.wait_for(asyncio.shield(self._future(goal_id)), timeout_s)
+        except TimeoutError:
+            raise TimeoutError(f"{self.robot}: no result for goal {goal_id} in {timeout_s:g} s") from None
+
+    async def cancel(self, goal_id: str) -> None:
+        self.cancels.append(goal_id)
+        timer = self._timers.get(goal_id)
+        if goal_id in self._results and not self._results[goal_id].done():
+            if timer is not None:
+                timer.cancel()
+            self._end(goal_id, Outcome.CANCELLED, "cancelled")
+
+    async def feedback(self) -> AsyncIterator[SkillFeedback]:
+        return
+        yield  # pragma: no cover
+
+
+async def _arrived(
+    received: Callable[[str], Sequence[SkillGoal]], robot: str, match: Callable[[SkillGoal], bool], timeout_s: float
+) -> SkillGoal | None:
+    end = time.monotonic() + timeout_s
+    while True:
+        found = next((g for g in list(received(robot)) if match(g)), None)
+        if found is not None or time.monotonic() > end:
+            return found
+        await asyncio.sleep(0.01)
+
+
+async def check_robot_agent(
+    agent: ChannelAgent,
+    receiver: str,
+    received: Callable[[str], Sequence[SkillGoal]],
+    *,
+    location: str,
+    part_type: str,
+    unknown_part_type: str = "no_such_part",
+    timeout_s: float = 30.0,
+) -> None:
+    """Check that ``agent`` does what the robot agent must over its channels; raise
+    AssertionError saying what it does not. Takes a few seconds (a few ``timeout_s`` at most).
+
+    ``received(robot)`` lists the goals that reached ``robot``'s runtime (a recording wrapper
+    around its ``submit``, or the fake channel's ``goals``). The agent's robot must be free, able
+    to go home, and hold (or believe it holds) a part to hand over; ``receiver`` free with an
+    empty gripper; both able to reach ``location``. Every hand-over is cancelled or fails before
+    a part changes hands. ``timeout_s`` bounds each step (wall clock).
+
+    Checks: the agent is a :class:`~robots.interface.RobotAgent`; a goal for another robot fails
+    and reaches no runtime; ``home`` succeeds; a hand-over sends ``receiver`` a ``take`` goal
+    with ``from_robot``, ``location`` and ``part_type``, and cancelling the awaiting task raises
+    CancelledError with both goals ended cancelled; a hand-over whose take fails (an unknown part
+    type) fails soon, names the receiver, and the giver's goal has ended.
+    """
+    name = agent.name
+    tag = uuid.uuid4().hex[:8]
+    _expect(isinstance(agent, RobotAgent), f"{agent!r} does not implement RobotAgent")
+    _expect(hasattr(agent.feedback(), "__anext__"), f"{name}: feedback() does not give an async iterator")
+    peer = agent.peer(receiver)
+    _expect(peer is not None, f"{name}: no channel to {receiver}")
+    assert peer is not None
+
+    async def run(goal: SkillGoal, what: str) -> SkillResult:
+        try:
+            return await asyncio.wait_for(agent.run_skill(goal, timeout_s), timeout_s + min(5.0, timeout_s))
+        except TimeoutError:
+            raise AssertionError(f"{name}: {what} did not end within {timeout_s:g} s") from None
+
+    async def ended(channel: GoalChannel, goal_id: str, what: str) -> SkillResult:
+        try:
+            return await channel.result(goal_id, min(5.0, timeout_s))
+        except TimeoutError:
+            raise AssertionError(f"{name}: {what} ({goal_id}) never ended") from None
+
+    # A goal for another robot: refused here, sent nowhere.
+    foreign = SkillGoal(f"{tag}-foreign", receiver, "home")
+    res = await run(foreign, "a goal for another robot")
+    _expect(res.outcome == Outcome.FAILED, f"{name}: a goal for {receiver} ended {res.outcome.value}, not failed")
+    await asyncio.sleep(0.2)  # anything sent would have arrived by now
+    for robot in (name, receiver):
+        _expect(
+            all(g.goal_id != foreign.goal_id for g in received(robot)),
+            f"{name}: a goal for {receiver} given to {name}'s agent reached {robot}'s runtime",
+        )
+
+    # A simple skill.
+    home = SkillGoal(f"{tag}-home", name, "home")
+    res = await run(home, "home")
+    _expect(res.outcome == Outcome.SUCCEEDED, f"{name}: home ended {res.outcome.value}: {res.reason}")
+    _expect(res.goal_id == home.goal_id, f"{name}: the result of {home.goal_id} names goal {res.goal_id}")
+    _expect(any(g.goal_id == home.goal_id for g in received(name)), f"{name}: home never reached the runtime")
+
+    # A hand-over: the receiver gets its take; cancelling the awaiting task cancels both.
+    args = {"to_robot": receiver, "location": location, "part_type": part_type}
+    hand = SkillGoal(f"{tag}-hand", name, "hand_over", args)
+    before = {g.goal_id for g in received(receiver)}
+    task = asyncio.ensure_future(agent.run_skill(hand, timeout_s))
+    try:
+        take = await _arrived(received, receiver, lambda g: g.skill == "take" and g.goal_id not in before, timeout_s)
+        _expect(take is not None, f"{name}: a hand-over sent {receiver} no take goal")
+        assert take is not None
+        for key, want in (("from_robot", name), ("location", location), ("part_type", part_type)):
+            _expect(take.args.get(key) == want, f"{name}: the take goal has {key}={take.args.get(key)!r}, not {want!r}")
+        _expect(take.robot == receiver, f"{name}: the take goal is addressed to {take.robot}, not {receiver}")
+        gave = await _arrived(received, name, lambda g: g.goal_id == hand.goal_id, timeout_s)
+        _expect(gave is not None, f"{name}: the hand-over goal never reached {name}'s runtime")
+        if task.done():
+            raise AssertionError(f"{name}: the hand-over ended before it was cancelled: {_outcome(task)}")
+    except AssertionError:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        raise
+    task.cancel()
+    try:
+        await asyncio.wait_for(task, timeout_s)
+    except asyncio.CancelledError:
+        pass
+    except TimeoutError:
+        raise AssertionError(f"{name}: a cancelled hand-over did not end within {timeout_s:g} s") from None
+    else:
+        raise AssertionError(f"{name}: cancelling the awaiting task did not raise CancelledError: {_outcome(task)}")
+    for channel, goal_id, who in ((agent.channel, hand.goal_id, name), (peer, take.goal_id, receiver)):
+        r = await ended(channel, goal_id, f"{who}'s goal of a cancelled hand-over")
+        _expect(
+            r.outcome == Outcome.CANCELLED,
+            f"{name}: cancelled the hand-over, {who}'s goal ended {r.outcome.value}: {r.reason}",
+        )
+
+    # A take that fails fails the hand-over, naming the receiver, and stops the giver.
+    bad = SkillGoal(f"{tag}-bad", name, "hand_over", {**args, "part_type": unknown_part_type})
+    res = await run(bad, f"a hand-over whose take failed ({receiver} does not know {unknown_part_type!r})")
+    _expect(res.outcome != Outcome.SUCCEEDED, f"{name}: a hand-over whose take failed succeeded")
+    _expect(receiver in res.reason, f"{name}: a failed take is not named in the result: {res.reason!r}")
+    r = await ended(agent.channel, bad.goal_id, f"{name}'s goal of a hand-over whose take failed")
+    _expect(r.outcome != Outcome.SUCCEEDED, f"{name}: the giver went on to succeed after the take failed")
+
+
+def _outcome(task: asyncio.Future[SkillResult]) -> str:
+    if task.cancelled():
+        return "cancelled"
+    exc = task.exception()
+    return repr(exc) if exc is not None else repr(task.result())

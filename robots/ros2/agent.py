@@ -1,10 +1,11 @@
-"""The robot agent over ROS 2: what the coordinator's executor uses to run a skill on a robot.
+"""The robot agent over ROS 2: :class:`RosGoalChannel`, a robot's goal channel
+(:class:`robots.agent.GoalChannel`) on its runtime's endpoints, and :class:`RosRobotAgent`, the
+one robot agent (:class:`robots.agent.ChannelAgent`) over such channels.
 
-:meth:`RosRobotAgent.run_skill` publishes the goal on ``/<robot>/skill/goal``, waits for its
-result on ``/<robot>/skill/result`` and, when the awaiting task is cancelled, calls
-``/<robot>/skill/cancel`` and waits for the robot to stop. It survives the runtime's restarts
-(a goal not acknowledged is sent again) and its own (results are latched). A hand-over also
-sends the receiving robot its ``take`` goal. The agent has no way to reset an e-stop.
+A goal goes out on ``/<robot>/skill/goal``, again every second until the runtime acknowledges
+it (it may be restarting); its result comes back latched on ``/<robot>/skill/result`` (a
+coordinator that restarts still gets it); a cancel calls ``/<robot>/skill/cancel`` until the
+robot reports the goal ended. The agent has no way to reset an e-stop.
 """
 
 from __future__ import annotations
@@ -17,14 +18,17 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from action_msgs.msg import GoalStatus, GoalStatusArray
+from action_msgs.msg import GoalStatusArray
 from action_msgs.srv import CancelGoal
 from std_msgs.msg import String
 from unique_identifier_msgs.msg import UUID
 
-from robots.interface import Outcome, SkillFeedback, SkillGoal, SkillResult
+from robots.agent import ChannelAgent
+from robots.interface import SkillFeedback, SkillGoal, SkillResult
 from robots.ros2._host import LATCHED_QOS, STREAM_QOS, RosHost, goal_uuid
 from robots.ros2.runtime_node import goal_to_json, result_from_json
+
+_Waiter = tuple[asyncio.AbstractEventLoop, "asyncio.Future[SkillResult]"]
 
 
 def _resolve(fut: asyncio.Future[SkillResult], result: SkillResult) -> None:
@@ -32,18 +36,27 @@ def _resolve(fut: asyncio.Future[SkillResult], result: SkillResult) -> None:
         fut.set_result(result)
 
 
-class _Robot:
-    """Goal, result, status and cancel endpoints of one robot's runtime."""
+class RosGoalChannel:
+    """The goal, result, status and cancel endpoints of ``robot``'s runtime (a node on ``host``,
+    named after ``tag``). ``resend_s``: how often an unacknowledged goal goes out again;
+    ``cancel_wait_s``: how long :meth:`cancel` waits for the goal to end (wall clock)."""
 
-    def __init__(self, host: RosHost, robot: str, tag: str) -> None:
+    def __init__(
+        self, host: RosHost, robot: str, tag: str = "self", resend_s: float = 1.0, cancel_wait_s: float = 5.0
+    ) -> None:
+        self.robot = robot
+        self.resend_s = resend_s
+        self.cancel_wait_s = cancel_wait_s
         self.node = host.node(f"agent_{tag}", namespace=f"/{robot}")
         self.goal_pub = self.node.create_publisher(String, "skill/goal", STREAM_QOS)
-        self.cancel: Any = self.node.create_client(CancelGoal, "skill/cancel")
+        self.cancel_client: Any = self.node.create_client(CancelGoal, "skill/cancel")
         self.results: dict[str, SkillResult] = {}
         self.status: dict[bytes, int] = {}
-        self.waiters: dict[str, list[tuple[asyncio.AbstractEventLoop, asyncio.Future[SkillResult]]]] = {}
-        self.feedback_queues: list[tuple[asyncio.AbstractEventLoop, asyncio.Queue[SkillFeedback]]] = []
         self.lock = threading.Lock()
+        self._goals: dict[str, SkillGoal] = {}  # submitted, sent again until acknowledged
+        self._sent: set[str] = set()
+        self._waiters: dict[str, list[_Waiter]] = {}
+        self._feedback: list[tuple[asyncio.AbstractEventLoop, asyncio.Queue[SkillFeedback]]] = []
         self.node.create_subscription(String, "skill/result", self._on_result, LATCHED_QOS)
         self.node.create_subscription(GoalStatusArray, "skill/status", self._on_status, LATCHED_QOS)
         self.node.create_subscription(String, "skill/feedback", self._on_feedback, STREAM_QOS)
@@ -52,7 +65,8 @@ class _Robot:
         r = result_from_json(msg.data)
         with self.lock:
             self.results[r.goal_id] = r
-            waiters = self.waiters.pop(r.goal_id, [])
+            self._goals.pop(r.goal_id, None)
+            waiters = self._waiters.pop(r.goal_id, [])
         for loop, fut in waiters:
             loop.call_soon_threadsafe(_resolve, fut, r)
 
@@ -65,129 +79,123 @@ class _Robot:
         d = json.loads(msg.data)
         fb = SkillFeedback(str(d["goal_id"]), float(d["progress"]), str(d["phase"]))
         with self.lock:
-            queues = list(self.feedback_queues)
+            queues = list(self._feedback)
         for loop, q in queues:
             loop.call_soon_threadsafe(q.put_nowait, fb)
+
+    def ready(self) -> bool:
+        """True once the robot's runtime listens for goals and cancels."""
+        return bool(self.goal_pub.get_subscription_count() > 0 and self.cancel_client.service_is_ready())
 
     def acknowledged(self, goal_id: str) -> bool:
         with self.lock:
             return goal_uuid(goal_id) in self.status or goal_id in self.results
 
-    async def run(self, goal: SkillGoal, timeout_s: float, resend_s: float = 1.0) -> SkillResult:
+    def _send(self, goal_id: str) -> None:
+        """Publish a submitted goal once a runtime listens, unless the runtime has it already."""
+        with self.lock:
+            goal = self._goals.get(goal_id)
+        if goal is None or self.goal_pub.get_subscription_count() == 0 or self.acknowledged(goal_id):
+            return
+        with self.lock:
+            self._sent.add(goal_id)
+        self.goal_pub.publish(String(data=goal_to_json(goal)))
+
+    def _waiter(self, goal_id: str) -> asyncio.Future[SkillResult]:
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[SkillResult] = loop.create_future()
         with self.lock:
+            if goal_id in self.results:
+                fut.set_result(self.results[goal_id])
+            else:
+                self._waiters.setdefault(goal_id, []).append((loop, fut))
+        return fut
+
+    def _forget(self, goal_id: str, fut: asyncio.Future[SkillResult]) -> None:
+        with self.lock:
+            left = [w for w in self._waiters.get(goal_id, []) if w[1] is not fut]
+            if left:
+                self._waiters[goal_id] = left
+            else:
+                self._waiters.pop(goal_id, None)
+
+    async def submit(self, goal: SkillGoal) -> None:
+        with self.lock:
             if goal.goal_id in self.results:
-                return self.results[goal.goal_id]
-            self.waiters.setdefault(goal.goal_id, []).append((loop, fut))
+                return  # latched: it ran before
+            self._goals[goal.goal_id] = goal
+        self._send(goal.goal_id)
+
+    async def result(self, goal_id: str, timeout_s: float) -> SkillResult:
+        fut = self._waiter(goal_id)
         deadline = time.monotonic() + timeout_s
-        text = String(data=goal_to_json(goal))
         try:
             while True:
-                # Send once a runtime listens; again until it acknowledges (it may be restarting).
-                if self.goal_pub.get_subscription_count() > 0 and not self.acknowledged(goal.goal_id):
-                    self.goal_pub.publish(text)
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    raise TimeoutError(f"{goal.robot}: no result for goal {goal.goal_id} in {timeout_s:.0f} s")
-                try:
-                    return await asyncio.wait_for(asyncio.shield(fut), min(resend_s, remaining))
-                except TimeoutError:
-                    continue
-        except asyncio.CancelledError:
-            await self.cancel_goal(goal.goal_id)
-            raise
+                    raise TimeoutError(f"{self.robot}: no result for goal {goal_id} in {timeout_s:g} s")
+                with contextlib.suppress(TimeoutError):
+                    return await asyncio.wait_for(asyncio.shield(fut), min(self.resend_s, remaining))
+                self._send(goal_id)
+        finally:
+            self._forget(goal_id, fut)
 
-    async def cancel_goal(self, goal_id: str, wait_s: float = 5.0) -> None:
-        """Ask the runtime to cancel; wait (bounded) until the robot reports the goal ended."""
+    async def cancel(self, goal_id: str) -> None:
+        with self.lock:
+            self._goals.pop(goal_id, None)
+            if goal_id not in self._sent:
+                return  # never sent: nothing runs
         req = CancelGoal.Request()
         req.goal_info.goal_id = UUID(uuid=list(goal_uuid(goal_id)))
-        if self.cancel.service_is_ready():
-            done = asyncio.Event()
-            loop = asyncio.get_running_loop()
-            fut = self.cancel.call_async(req)
-            fut.add_done_callback(lambda _: loop.call_soon_threadsafe(done.set))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(done.wait(), wait_s)
-        end = time.monotonic() + wait_s
-        while time.monotonic() < end:
-            with self.lock:
-                if goal_id in self.results:
-                    return
-                st = self.status.get(goal_uuid(goal_id))
-            if st in (GoalStatus.STATUS_CANCELED, GoalStatus.STATUS_ABORTED, GoalStatus.STATUS_SUCCEEDED):
-                return
-            await asyncio.sleep(0.005)
-
-
-class RosRobotAgent:
-    """A :class:`~robots.interface.RobotAgent` for ``name`` over ROS 2 (nodes on ``host``)."""
-
-    def __init__(self, host: RosHost, name: str) -> None:
-        self.name = name
-        self._host = host
-        self._robot = _Robot(host, name, "self")
-        self._peers: dict[str, _Robot] = {}
-
-    def _peer(self, robot: str) -> _Robot:
-        if robot not in self._peers:
-            self._peers[robot] = _Robot(self._host, robot, f"peer_of_{self.name}")
-        return self._peers[robot]
-
-    async def wait_ready(self, timeout_s: float = 10.0) -> bool:
-        """True once the robot's runtime listens for goals."""
-        end = time.monotonic() + timeout_s
-        while time.monotonic() < end:
-            if self._robot.goal_pub.get_subscription_count() > 0 and self._robot.cancel.service_is_ready():
-                return True
-            await asyncio.sleep(0.02)
-        return False
-
-    async def run_skill(self, goal: SkillGoal, timeout_s: float = 60.0) -> SkillResult:
-        """Perform a skill and return its outcome (see the module docstring).
-
-        Raises ``TimeoutError`` when no result came within ``timeout_s``; cancelling the awaiting
-        task cancels the goal on the robot (it brakes to a stop) and re-raises.
-        """
-        if goal.robot != self.name:
-            return SkillResult(goal.goal_id, Outcome.FAILED, f"goal for {goal.robot} given to {self.name}'s agent")
-        if goal.skill != "hand_over":
-            return await self._robot.run(goal, timeout_s)
-        receiver = str(goal.args.get("to_robot", ""))
-        take = SkillGoal(
-            f"{goal.goal_id}/take",
-            receiver,
-            "take",
-            {
-                "from_robot": self.name,
-                "location": goal.args.get("location", ""),
-                "part_type": str(goal.args.get("part_type", "")),
-            },
-        )
-        give_task = asyncio.ensure_future(self._robot.run(goal, timeout_s))
-        take_task = asyncio.ensure_future(self._peer(receiver).run(take, timeout_s))
+        fut = self._waiter(goal_id)
+        end = time.monotonic() + self.cancel_wait_s
         try:
-            give, took = await asyncio.gather(give_task, take_task)
-        except BaseException:
-            give_task.cancel()
-            take_task.cancel()
-            raise
-        if give.outcome == Outcome.SUCCEEDED and took.outcome != Outcome.SUCCEEDED:
-            return SkillResult(
-                goal.goal_id, took.outcome, f"{receiver} did not take the part: {took.reason}", give.duration_s
-            )
-        return give
+            # Asked again until the goal ends: the request may overtake the goal on the way.
+            while (remaining := end - time.monotonic()) > 0:
+                if self.cancel_client.service_is_ready():
+                    self.cancel_client.call_async(req)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(fut), min(0.25, remaining))
+                    return
+        finally:
+            self._forget(goal_id, fut)
 
     async def feedback(self) -> AsyncIterator[SkillFeedback]:
-        """Progress of this robot's skills, as it arrives (an endless async iterator)."""
-        loop = asyncio.get_running_loop()
+        """Progress of this robot's goals, as it arrives (an endless async iterator)."""
         q: asyncio.Queue[SkillFeedback] = asyncio.Queue()
-        entry = (loop, q)
-        with self._robot.lock:
-            self._robot.feedback_queues.append(entry)
+        entry = (asyncio.get_running_loop(), q)
+        with self.lock:
+            self._feedback.append(entry)
         try:
             while True:
                 yield await q.get()
         finally:
-            with self._robot.lock:
-                self._robot.feedback_queues.remove(entry)
+            with self.lock:
+                self._feedback.remove(entry)
+
+
+class RosRobotAgent(ChannelAgent):
+    """The robot agent of ``name`` over ROS 2 (nodes on ``host``): its own channel, and one to
+    the receiver of a hand-over, made when first needed."""
+
+    channel: RosGoalChannel
+
+    def __init__(self, host: RosHost, name: str) -> None:
+        peers: dict[str, RosGoalChannel] = {}
+
+        def peer(robot: str) -> RosGoalChannel:
+            if robot not in peers:
+                peers[robot] = RosGoalChannel(host, robot, f"peer_of_{name}")
+            return peers[robot]
+
+        super().__init__(RosGoalChannel(host, name, "self"), peer)
+        self._robot = self.channel  # its latched results, as tests/robots/test_ros2.py reads them
+
+    async def wait_ready(self, timeout_s: float = 10.0) -> bool:
+        """True once the robot's runtime listens for goals (False after ``timeout_s``)."""
+        end = time.monotonic() + timeout_s
+        while not self.channel.ready():
+            if time.monotonic() > end:
+                return False
+            await asyncio.sleep(0.02)
+        return True
