@@ -25,96 +25,17 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 from plant.config import PlantDescription
 from plant.interface import MachineAgent
-from robots.interface import Outcome, RobotAgent, SafetyEvent, SafetyState, SkillFeedback, SkillGoal, SkillResult
+from robots.agent import runtime_agents
+from robots.interface import RobotAgent, SafetyEvent, SafetyState
 from sim.live import LiveTwin
 from sim.twin import Twin, TwinState
 
 #: Ticks stepped between two yields to the event loop (0.1 s of twin time at 4 ms a tick).
 _TICKS_PER_YIELD = 25
-
-
-class _AgentClock(Protocol):
-    """Time as a robot agent over an in-process runtime sees it: the twin's clock, and a wait
-    for the next look at the runtime."""
-
-    @property
-    def time_s(self) -> float: ...
-
-    async def wait(self) -> None: ...
-
-
-class _RuntimeRobot:
-    """A :class:`RobotAgent` over an in-process :class:`robots.runtime.RobotRuntime`, in
-    lockstep with a rehearsal's twin or beside a live twin (``clock`` tells which).
-
-    Like the ROS 2 agent (:mod:`robots.ros2.agent`), a hand-over also sends the receiving robot
-    its ``take`` goal; if either side fails, the other is cancelled.
-    """
-
-    def __init__(self, name: str, runtimes: dict[str, Any], clock: _AgentClock) -> None:
-        self.name, self.runtimes, self.clock = name, runtimes, clock
-
-    async def _run(self, robot: str, goal: SkillGoal, timeout_s: float) -> SkillResult:
-        rt = self.runtimes[robot]
-        ok, reason = rt.submit(goal)
-        if not ok:
-            return SkillResult(goal.goal_id, Outcome.FAILED, reason)
-        deadline = self.clock.time_s + timeout_s
-        try:
-            while True:
-                result = rt.result_of(goal.goal_id)
-                if result is not None:
-                    return result  # type: ignore[no-any-return]
-                if self.clock.time_s > deadline:
-                    rt.cancel(goal.goal_id)
-                    return SkillResult(goal.goal_id, Outcome.FAILED, f"no result within {timeout_s:g} s of twin time")
-                await self.clock.wait()
-        except asyncio.CancelledError:
-            rt.cancel(goal.goal_id)
-            raise
-
-    async def run_skill(self, goal: SkillGoal, timeout_s: float = 60.0) -> SkillResult:
-        if goal.skill != "hand_over" or goal.args.get("to_robot") not in self.runtimes:
-            return await self._run(self.name, goal, timeout_s)
-        receiver = str(goal.args["to_robot"])
-        take = SkillGoal(
-            f"{goal.goal_id}/take",
-            receiver,
-            "take",
-            {"from_robot": self.name, "location": goal.args.get("location", "")},
-        )
-        tasks = [
-            asyncio.ensure_future(self._run(self.name, goal, timeout_s)),
-            asyncio.ensure_future(self._run(receiver, take, timeout_s)),
-        ]
-        try:
-            pending = set(tasks)
-            while pending:
-                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-                if any(t.result().outcome != Outcome.SUCCEEDED for t in done):
-                    for t in pending:
-                        t.cancel()
-                    await asyncio.gather(*pending, return_exceptions=True)
-                    break
-        finally:
-            for t in tasks:
-                if not t.done():
-                    t.cancel()
-        give = tasks[0].result() if not tasks[0].cancelled() else None
-        took = tasks[1].result() if not tasks[1].cancelled() else None
-        if took is not None and took.outcome != Outcome.SUCCEEDED:
-            return SkillResult(goal.goal_id, took.outcome, f"{receiver} could not take the part: {took.reason}")
-        if give is None:
-            return SkillResult(goal.goal_id, Outcome.CANCELLED, "the hand-over was cancelled")
-        return give
-
-    async def feedback(self) -> AsyncIterator[SkillFeedback]:
-        return
-        yield  # pragma: no cover
 
 
 @dataclass
@@ -221,7 +142,7 @@ def twin_factory(
         runtimes = {r: build_runtime(twin, r, peers=peers, on_event=on_event) for r in plant.robots}
         peers.runtimes.update(runtimes)
         session.machines.update({m: TwinMachineAgent(twin, m, drive=False) for m in plant.machines})
-        session.robots.update({r: _RuntimeRobot(r, dict(runtimes), clock) for r in runtimes})
+        session.robots.update(runtime_agents(runtimes, clock))
         for agent in session.machines.values():
             await agent.connect()
         robot_bodies = {twin.model.body(b).name: r for r in plant.robots for b in twin.robot_bodies(r)}
@@ -315,7 +236,7 @@ class LiveTwinPlant:
         self.machines: dict[str, MachineAgent] = {
             m: TwinMachineAgent(live.twin, m, drive=False, lock=live.lock) for m in plant.machines
         }
-        self.robots: dict[str, RobotAgent] = {r: _RuntimeRobot(r, dict(self.runtimes), clock) for r in self.runtimes}
+        self.robots: dict[str, RobotAgent] = runtime_agents(self.runtimes, clock)
         self.follow_s = 0.1
         self._stop = threading.Event()
         self._follower: threading.Thread | None = None
