@@ -5,10 +5,13 @@ machines (the twin in-process, the twin's OPC-UA or Modbus server, or a real PLC
 :class:`~robots.interface.RobotAgent` for robots (in-process runtime or ROS 2). The same code
 runs the rehearsal in the twin and the live run.
 
-- Nothing runs without an :class:`~llm_coordinator.approval.Authorization` for the exact plan
-  (unless ``rehearsal=True``, where the twin is the only thing that moves).
+- :class:`PlanRunner` runs a plan over a :class:`Progress` port and authorizes nothing. Stored
+  plans run through :class:`Executor`, which runs nothing without an
+  :class:`~llm_coordinator.approval.Authorization` for the exact plan and keeps progress in the
+  store (:class:`StoreProgress`); a rehearsal runs the runner in the twin over
+  :class:`MemoryProgress`.
 - A step starts when every step it waits for is done; independent steps run concurrently.
-- Each step's status is committed to the store before the next decision, so a coordinator
+- Each step's status is recorded in the progress before the next decision, so a coordinator
   killed mid-plan and restarted resumes after the last finished step. A step caught in flight
   is checked before it is repeated: a machine cycle whose counter advanced counts as done.
 - Machine skills become PackML commands and waits (open_door, close_door, reset, run_cycle,
@@ -21,23 +24,21 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from llm_coordinator._geometry import step_location
 from llm_coordinator.approval import ApprovalGate
-from llm_coordinator.context import PlantSnapshot, RobotSnapshot, read_snapshot
 from llm_coordinator.plan import Plan, Step
 from llm_coordinator.planner import recovery_plan
+from llm_coordinator.snapshot import PlantSnapshot, RobotSnapshot, read_snapshot
 from llm_coordinator.store import Store
 from plant.config import PlantDescription
 from plant.interface import MachineAgent, MachineError, MachineStatus
 from plant.packml import Command, State
 from robots.interface import Outcome, RobotAgent, SkillGoal
-
-log = logging.getLogger(__name__)
 
 #: How often a door position is polled (s): doors take about a second to move.
 DOOR_POLL_S = 0.05
@@ -159,14 +160,85 @@ async def run_machine_skill(agent: MachineAgent, step: Step, timeout_s: float) -
     raise StepFailed(f"{step.skill} is not a machine skill")
 
 
-class Executor:
-    """Runs approved plans on live (or twin) agents; see the module docstring."""
+class Progress(Protocol):
+    """Where one run of one plan version stands: read when a run starts, written after every step.
+
+    The executor's only memory. :class:`StoreProgress` keeps it in the store (a restart resumes
+    without repeating a finished step); :class:`MemoryProgress` keeps it for one rehearsal.
+    """
+
+    #: The plan this progress belongs to (names robot goals, is given to the recovery hook).
+    plan_id: int
+
+    def load(self) -> dict[str, str]:
+        """Step id -> ``running``, ``done`` or ``failed``, as last recorded."""
+
+    def detail(self, step_id: str) -> str:
+        """The detail recorded with a step's latest status ("" if none)."""
+
+    def mark(self, step_id: str, status: str, detail: str = "") -> None:
+        """Record a step's status; it is kept before the executor decides anything else."""
+
+    def finish(self, report: ExecutionReport) -> None:
+        """The run ended ``done`` or ``paused`` (see ``report``)."""
+
+
+@dataclass
+class MemoryProgress:
+    """Progress in memory: a rehearsal records nothing that outlives it."""
+
+    plan_id: int = 0
+    steps: dict[str, tuple[str, str]] = field(default_factory=dict)
+
+    def load(self) -> dict[str, str]:
+        return {sid: st for sid, (st, _) in self.steps.items()}
+
+    def detail(self, step_id: str) -> str:
+        return self.steps.get(step_id, ("", ""))[1]
+
+    def mark(self, step_id: str, status: str, detail: str = "") -> None:
+        self.steps[step_id] = (status, detail)
+
+    def finish(self, report: ExecutionReport) -> None:
+        pass
+
+
+@dataclass
+class StoreProgress:
+    """Progress of one stored plan version: step rows, the plan's status, feedback, all audited."""
+
+    store: Store
+    plan_id: int
+    content_hash: str
+    actor: str = "executor"
+
+    def load(self) -> dict[str, str]:
+        return self.store.progress(self.plan_id, self.content_hash)
+
+    def detail(self, step_id: str) -> str:
+        return self.store.progress_detail(self.plan_id, self.content_hash, step_id)
+
+    def mark(self, step_id: str, status: str, detail: str = "") -> None:
+        self.store.set_progress(self.plan_id, self.content_hash, step_id, status, detail)
+
+    def finish(self, report: ExecutionReport) -> None:
+        if report.status == "done":
+            self.store.set_status(self.plan_id, "done", actor=self.actor)
+            self.store.add_feedback(self.plan_id, "outcome", f"done in {report.makespan_s:.1f} s")
+            return
+        why = f"step {report.failed_step} failed: {report.reason}"
+        self.store.set_status(self.plan_id, "paused", actor=self.actor, reasons=[why])
+        self.store.add_feedback(self.plan_id, "failure", why)
+
+
+class PlanRunner:
+    """Runs a plan on agents over a :class:`Progress`, authorizing nothing (see the module
+    docstring). ``on_failure`` (none in rehearsal) gets a recovery draft when a step fails;
+    ``clock`` times steps: the wall clock live, the twin's clock in rehearsal."""
 
     def __init__(
         self,
         plant: PlantDescription,
-        store: Store,
-        gate: ApprovalGate,
         machines: Mapping[str, MachineAgent],
         robots: Mapping[str, RobotAgent],
         *,
@@ -174,70 +246,36 @@ class Executor:
         on_failure: RecoveryHook | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.plant, self.store, self.gate = plant, store, gate
+        self.plant = plant
         self.machines, self.robots = dict(machines), dict(robots)
-        self.timeout_margin = timeout_margin
-        self.on_failure = on_failure
-        self.clock = clock  # step times in reports: the wall clock live, the twin's clock in rehearsal
+        self.timeout_margin, self.on_failure, self.clock = timeout_margin, on_failure, clock
 
-    def _timeout(self, step: Step) -> float:
-        return max(MIN_STEP_TIMEOUT_S, self.timeout_margin * step.expected_duration_s)
+    def _counts_cycles(self, step: Step) -> bool:
+        return step.agent in self.machines and step.skill in ("run_cycle", "feed", "inspect")
 
-    async def _run_step(self, step: Step, goal_prefix: str) -> str:
-        timeout_s = self._timeout(step)
-        if step.agent in self.machines:
-            return await run_machine_skill(self.machines[step.agent], step, timeout_s)
-        if step.agent in self.robots:
-            # A hand-over goes to the giver's agent, which also has the receiver take the part
-            # (the plan's step occupies both robots, so nothing else runs on either meanwhile).
-            goal = SkillGoal(
-                goal_id=f"{goal_prefix}:{step.id}", robot=step.agent, skill=step.skill, args=dict(step.args)
-            )
-            result = await self.robots[step.agent].run_skill(goal, timeout_s=timeout_s)
-            if result.outcome != Outcome.SUCCEEDED:
-                raise StepFailed(f"{step.agent} {step.skill}: {result.outcome.value}: {result.reason}")
-            return f"{result.outcome.value} in {result.duration_s:.1f} s"
-        raise StepFailed(f"no agent {step.agent!r} is connected")
-
-    async def _settled_in_flight(self, plan_id: int, h: str, step: Step) -> bool:
+    async def _settled_in_flight(self, progress: Progress, step: Step) -> bool:
         """Whether a step caught in flight by a crash had in fact finished (machine cycles only)."""
-        if step.agent not in self.machines or step.skill not in ("run_cycle", "feed", "inspect"):
+        if not self._counts_cycles(step):
             return False
-        detail = self.store.progress_detail(plan_id, h, step.id)
         try:
-            before = int(json.loads(detail).get("cycle_count_before", -1))
+            before = int(json.loads(progress.detail(step.id)).get("cycle_count_before", -1))
         except (ValueError, AttributeError):
             return False
         st = await self.machines[step.agent].status()
         return before >= 0 and st.cycle_count > before
 
-    async def run_plan(self, plan: Plan) -> ExecutionReport:
-        """Run ``plan`` without approval or persistence: for rehearsal in the twin only."""
-        return await self._execute(0, plan, plan.content_hash(), rehearsal=True, actor="rehearsal")
+    async def execute(self, plan: Plan, progress: Progress) -> ExecutionReport:
+        """Run ``plan`` from where ``progress`` stands; return a report (``done`` or ``paused``).
 
-    async def run(self, plan_id: int, *, actor: str = "executor") -> ExecutionReport:
-        """Run (or resume) stored plan ``plan_id``. Raises
-        :class:`~llm_coordinator.approval.NotApproved` when the plan is not authorized (nothing
-        moves then); otherwise returns a report."""
-        plan = self.store.plan(plan_id)
-        if plan is None:
-            return ExecutionReport(plan_id, "refused", reason="the plan has no steps stored")
-        h = plan.content_hash()
-        auth = self.gate.authorize(plan_id, plan)
-        self.store.mark_approval_used(auth.approval_id)
-        if self.store.get(plan_id).status != "running":
-            self.store.set_status(plan_id, "running", actor=actor)
-        else:
-            self.store.audit(actor, "resumed", plan_id, {"content_hash": h})
-        return await self._execute(plan_id, plan, h, rehearsal=False, actor=actor)
-
-    async def _execute(self, plan_id: int, plan: Plan, h: str, *, rehearsal: bool, actor: str) -> ExecutionReport:
-        report = ExecutionReport(plan_id, "running")
-        progress = self.store.progress(plan_id, h) if not rehearsal else {}
-        done: set[str] = {sid for sid, st in progress.items() if st == "done"}
-        for sid, st in progress.items():
-            if st == "running" and await self._settled_in_flight(plan_id, h, plan.step(sid)):
-                self.store.set_progress(plan_id, h, sid, "done", "finished while the coordinator was down")
+        Blocks until no step runs. Cancelling it cancels the running steps; ``progress`` then
+        says which finished.
+        """
+        report = ExecutionReport(progress.plan_id, "running")
+        recorded = progress.load()
+        done: set[str] = {sid for sid, st in recorded.items() if st == "done"}
+        for sid, st in recorded.items():
+            if st == "running" and await self._settled_in_flight(progress, plan.step(sid)):
+                progress.mark(sid, "done", "finished while the coordinator was down")
                 done.add(sid)
         report.skipped = [s.id for s in plan.steps if s.id in done]
         t0 = self.clock()
@@ -251,7 +289,7 @@ class Executor:
                     for s in list(pending):
                         if all(d in done for d in s.after) and not self._blocked(s, running, plan):
                             pending.remove(s)
-                            running[s.id] = asyncio.create_task(self._start(plan_id, h, s, rehearsal))
+                            running[s.id] = asyncio.create_task(self._start(progress, s))
                             started[s.id] = self.clock() - t0
                 if not running:
                     if failed is None and pending:
@@ -263,43 +301,29 @@ class Executor:
                         continue
                     del running[sid]
                     step = plan.step(sid)
-                    start = started[sid]
                     try:
-                        detail = task.result()
+                        status, detail = "done", task.result()
+                        done.add(sid)
                     except StepFailed as exc:
-                        report.records.append(
-                            StepRecord(sid, step.agent, step.skill, "failed", start, self.clock() - t0, str(exc))
-                        )
-                        if not rehearsal:
-                            self.store.set_progress(plan_id, h, sid, "failed", str(exc))
-                        failed = failed or (sid, str(exc))
-                        continue
-                    done.add(sid)
+                        status, detail = "failed", str(exc)
+                        failed = failed or (sid, detail)
                     report.records.append(
-                        StepRecord(sid, step.agent, step.skill, "done", start, self.clock() - t0, detail)
+                        StepRecord(sid, step.agent, step.skill, status, started[sid], self.clock() - t0, detail)
                     )
-                    if not rehearsal:
-                        self.store.set_progress(plan_id, h, sid, "done", detail)
+                    progress.mark(sid, status, detail)
         except asyncio.CancelledError:
             for task in running.values():
                 task.cancel()
             raise
         report.makespan_s = self.clock() - t0
-        if failed is None:
-            report.status = "done"
-            if not rehearsal:
-                self.store.set_status(plan_id, "done", actor=actor)
-                self.store.add_feedback(plan_id, "outcome", f"done in {report.makespan_s:.1f} s")
-            return report
-        report.status, report.failed_step, report.reason = "paused", failed[0], failed[1]
-        if rehearsal:
-            return report
-        self.store.set_status(plan_id, "paused", actor=actor, reasons=[f"step {failed[0]} failed: {failed[1]}"])
-        self.store.add_feedback(plan_id, "failure", f"step {failed[0]} failed: {failed[1]}")
-        snapshot = await self._snapshot(plan, done)
-        draft = recovery_plan(self.plant, plan, done, failed[0], failed[1], snapshot)
-        if self.on_failure is not None:
-            report.recovery_plan_id = await self.on_failure(plan_id, draft, snapshot)
+        report.status = "done"
+        if failed is not None:
+            report.status, report.failed_step, report.reason = "paused", failed[0], failed[1]
+        progress.finish(report)
+        if failed is not None and self.on_failure is not None:
+            snapshot = await self._snapshot(plan, done)
+            draft = recovery_plan(self.plant, plan, done, failed[0], failed[1], snapshot)
+            report.recovery_plan_id = await self.on_failure(progress.plan_id, draft, snapshot)
         return report
 
     def _blocked(self, step: Step, running: Mapping[str, asyncio.Task[str]], plan: Plan) -> bool:
@@ -307,22 +331,30 @@ class Executor:
         busy = {plan.step(sid).agent for sid in running}
         return step.agent in busy or (step.skill == "hand_over" and step.args.get("to_robot") in busy)
 
-    async def _start(self, plan_id: int, h: str, step: Step, rehearsal: bool) -> str:
-        if not rehearsal:
-            detail = ""
-            if step.agent in self.machines and step.skill in ("run_cycle", "feed", "inspect"):
-                try:
-                    st = await self.machines[step.agent].status()
-                    detail = json.dumps({"cycle_count_before": st.cycle_count})
-                except (MachineError, TimeoutError) as exc:
-                    raise StepFailed(f"{step.agent} cannot be read: {exc}") from None
-            self.store.set_progress(plan_id, h, step.id, "running", detail)
+    async def _start(self, progress: Progress, step: Step) -> str:
+        timeout_s = max(MIN_STEP_TIMEOUT_S, self.timeout_margin * step.expected_duration_s)
         try:
-            return await self._run_step(step, f"plan{plan_id}")
-        except StepFailed:
-            raise
+            if self._counts_cycles(step):
+                # Kept so that a restart can tell a cycle that finished while nobody watched.
+                st = await self.machines[step.agent].status()
+                progress.mark(step.id, "running", json.dumps({"cycle_count_before": st.cycle_count}))
+            else:
+                progress.mark(step.id, "running")
+            if step.agent in self.machines:
+                return await run_machine_skill(self.machines[step.agent], step, timeout_s)
+            if step.agent not in self.robots:
+                raise StepFailed(f"no agent {step.agent!r} is connected")
+            # A hand-over goes to the giver's agent, which also has the receiver take the part
+            # (the plan's step occupies both robots, so nothing else runs on either meanwhile).
+            goal = SkillGoal(
+                goal_id=f"plan{progress.plan_id}:{step.id}", robot=step.agent, skill=step.skill, args=dict(step.args)
+            )
+            result = await self.robots[step.agent].run_skill(goal, timeout_s=timeout_s)
         except (MachineError, TimeoutError, OSError) as exc:
             raise StepFailed(f"{step.agent} {step.skill}: {type(exc).__name__}: {exc}") from None
+        if result.outcome != Outcome.SUCCEEDED:
+            raise StepFailed(f"{step.agent} {step.skill}: {result.outcome.value}: {result.reason}")
+        return f"{result.outcome.value} in {result.duration_s:.1f} s"
 
     async def _snapshot(self, plan: Plan, done: set[str]) -> PlantSnapshot:
         snap = await read_snapshot(self.machines)
@@ -331,3 +363,40 @@ class Executor:
             if s.id in done and s.agent in self.plant.robots:
                 robots[s.agent] = RobotSnapshot(at=step_location(self.plant, s.skill, s.args), last_skill=s.skill)
         return PlantSnapshot(machines=snap.machines, robots=robots, alarms=snap.alarms)
+
+
+class Executor:
+    """Runs (or resumes) approved stored plans: the approval gate in front of a :class:`PlanRunner`
+    over the store's progress. Deny unless approved, after pydantic-ai's ``approval_required``."""
+
+    def __init__(
+        self,
+        plant: PlantDescription,
+        store: Store,
+        gate: ApprovalGate,
+        machines: Mapping[str, MachineAgent],
+        robots: Mapping[str, RobotAgent],
+        *,
+        timeout_margin: float = 4.0,
+        on_failure: RecoveryHook | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.store, self.gate = store, gate
+        self.runner = PlanRunner(
+            plant, machines, robots, timeout_margin=timeout_margin, on_failure=on_failure, clock=clock
+        )
+
+    async def run(self, plan_id: int, *, actor: str = "executor") -> ExecutionReport:
+        """Run (or resume) stored plan ``plan_id``. Raises
+        :class:`~llm_coordinator.approval.NotApproved` when the plan is not authorized (nothing
+        moves then); otherwise returns a report."""
+        plan = self.store.plan(plan_id)
+        if plan is None:
+            return ExecutionReport(plan_id, "refused", reason="the plan has no steps stored")
+        auth = self.gate.authorize(plan_id, plan)
+        self.store.mark_approval_used(auth.approval_id)
+        if self.store.get(plan_id).status != "running":
+            self.store.set_status(plan_id, "running", actor=actor)
+        else:
+            self.store.audit(actor, "resumed", plan_id, {"content_hash": auth.content_hash})
+        return await self.runner.execute(plan, StoreProgress(self.store, plan_id, auth.content_hash, actor))

@@ -1,6 +1,6 @@
 """Rehearsal: a plan runs in the in-process twin, faster than real time, before anyone approves it.
 
-The rehearsal uses the same :class:`~llm_coordinator.executor.Executor`, skills, policies and
+The rehearsal uses the same :class:`~llm_coordinator.executor.PlanRunner`, skills, policies and
 safety supervisor as the live run; only the agents differ. They come from a *twin factory*
 (built by :mod:`llm_coordinator.wiring`, the one place allowed to import ``sim``), which also
 reports what the twin saw: collisions, safety stops, interlock trips, and frames. The core
@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from llm_coordinator.executor import Executor
+from llm_coordinator.executor import MemoryProgress, PlanRunner
 from llm_coordinator.gantt import write_gantt
 from llm_coordinator.plan import Plan
 from plant.config import PlantDescription
@@ -98,17 +98,11 @@ class Rehearser:
         out = Path(out_dir)
         t0 = time.monotonic()
         async with self.factory(self.plant) as session:
-            # No store and no gate take part: a rehearsal authorizes nothing and records no progress.
-            ex = Executor(
-                self.plant,
-                _NO_STORE,
-                _NO_GATE,
-                session.machines,
-                session.robots,
-                timeout_margin=self.timeout_margin,
-                clock=session.time_s,
+            # Progress in memory and no recovery hook: a rehearsal authorizes and records nothing.
+            runner = PlanRunner(
+                self.plant, session.machines, session.robots, timeout_margin=self.timeout_margin, clock=session.time_s
             )
-            report = await ex.run_plan(plan)
+            report = await runner.execute(plan, MemoryProgress())
             await session.finish(out)
             obs = session.observations
         bars = [(r.agent, r.step, r.start_s, r.end_s, r.status) for r in report.records]
@@ -130,15 +124,6 @@ class Rehearser:
             evidence=[str(gantt), *obs.evidence],
             wall_s=time.monotonic() - t0,
         )
-
-
-class _Unused:
-    def __getattr__(self, name: str) -> Any:
-        raise RuntimeError("a rehearsal never touches the plan store or the approval gate")
-
-
-_NO_STORE: Any = _Unused()
-_NO_GATE: Any = _Unused()
 
 
 __all__ = ["RehearsalReport", "Rehearser", "TwinFactory", "TwinObservations", "TwinSession"]

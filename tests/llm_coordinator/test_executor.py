@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ from llm_coordinator.approval import ApprovalGate, NotApproved
 from llm_coordinator.backends.scripted import ScriptedBackend
 from llm_coordinator.config import CoordinatorConfig
 from llm_coordinator.coordinator import Coordinator
-from llm_coordinator.executor import Executor
+from llm_coordinator.executor import Executor, MemoryProgress, PlanRunner, Progress, StoreProgress
 from llm_coordinator.planner import Planner
 from llm_coordinator.rehearsal import Rehearser
 from llm_coordinator.store import Store, StoreError
@@ -90,6 +91,38 @@ async def test_killed_mid_plan_resumes_at_the_right_step(
     assert machines2["cnc_1"].model.cycle_count == 0  # the finished cycle was not run again
     assert "pick_blank" not in [g.goal_id.split(":")[1] for g in robots2["ur5e_1"].goals]
     assert any(r.action == "resumed" for r in store.audit_rows(sub.plan_id))
+
+
+@pytest.mark.parametrize("progress_kind", ["memory", "store"])
+async def test_a_resume_repeats_no_finished_step_over_either_progress(
+    progress_kind: str, demo_plant: PlantDescription, store: Store, tmp_path: Path
+) -> None:
+    """The rehearsal's progress (in memory) and the live run's (in the store) resume alike: a
+    step done is skipped, and a cycle caught in flight whose counter advanced counts as done."""
+    co = coordinator(demo_plant, store, tmp_path, '{"goal": "machine_part"}')
+    sub = await co.submit("Machine one blank")
+    plan = store.plan(sub.plan_id)
+    assert plan is not None
+    progress: Progress = MemoryProgress(sub.plan_id)
+    if progress_kind == "store":
+        approve_and_confirm(co, sub.plan_id)
+        store.set_status(sub.plan_id, "running", actor="test")
+        progress = StoreProgress(store, sub.plan_id, plan.content_hash())
+    for sid in ("feed", "pick_blank", "load_cnc"):
+        progress.mark(sid, "done", "before the crash")
+    progress.mark("machine", "running", json.dumps({"cycle_count_before": 0}))
+    machines, robots = fake_agents(demo_plant, 200.0)
+    machines["cnc_1"].model.cycle_count = 1  # the cycle finished while nobody watched
+    report = await PlanRunner(demo_plant, machines, robots).execute(plan, progress)
+    assert report.status == "done", report.reason
+    assert report.skipped == ["feed", "pick_blank", "load_cnc", "machine"]
+    assert machines["cnc_1"].model.cycle_count == 1  # not run again
+    assert "pick_blank" not in [g.goal_id.split(":")[1] for g in robots["ur5e_1"].goals]
+    assert progress.load() == {s.id: "done" for s in plan.steps}
+    assert progress.detail("machine") == "finished while the coordinator was down"
+    if progress_kind == "store":
+        assert store.get(sub.plan_id).status == "done"
+        assert store.verify_audit().ok
 
 
 async def test_a_failure_pauses_and_drafts_a_recovery(
