@@ -12,6 +12,10 @@ it let through (lerobot's ``send_action`` habit, so a test can assert on it). It
 - a command watchdog for streamed command sources;
 - the e-stop latch, persisted in a file, that only an operator's reset clears.
 
+The zones, the geofence, the SSM parameters and the separation formula are those of
+:mod:`plant.safety_model`, the one model the guardrails check plans against (re-exported here:
+``SsmConfig``, ``BoxVolume``, ``CylinderVolume``, ``protective_separation_distance_m``).
+
 Stop categories (IEC 60204-1): 0 removes drive power at once (the brakes hold the robot where
 it is: the supervisor commands the measured position), 1 is a controlled stop then power off,
 2 is a controlled stop with power on and the position held. After a category 0 or 1 stop the
@@ -39,7 +43,13 @@ import numpy as np
 import numpy._core.umath as _umath  # (numpy 1.26 and 2 alike)
 from numpy.typing import NDArray
 
-from plant.config import BoxShape, CylinderShape, PlantDescription
+from plant.config import PlantDescription
+from plant.safety_model import BoxVolume as BoxVolume
+from plant.safety_model import CylinderVolume as CylinderVolume
+from plant.safety_model import SsmConfig as SsmConfig
+from plant.safety_model import Volume as Volume
+from plant.safety_model import geofence_m, keep_out_volumes
+from plant.safety_model import protective_separation_distance_m as protective_separation_distance_m
 from robots.interface import FloatArray, JointState, SafetyEvent, StopCategory
 from robots.trajectory import brake_step
 
@@ -58,95 +68,6 @@ class JointLimits:
     @property
     def dof(self) -> int:
         return len(self.lower_rad)
-
-
-@dataclass(frozen=True)
-class BoxVolume:
-    """A box volume (m) centred at ``center_m`` with half sizes ``half_m``, turned ``yaw_rad`` about z."""
-
-    name: str
-    center_m: tuple[float, float, float]
-    half_m: tuple[float, float, float]
-    yaw_rad: float = 0.0
-
-    def distance_m(self, p: FloatArray) -> float:
-        """Distance from the point ``p`` to the box (0 or negative inside: minus the depth)."""
-        c, s = math.cos(-self.yaw_rad), math.sin(-self.yaw_rad)
-        dx, dy, dz = p[0] - self.center_m[0], p[1] - self.center_m[1], p[2] - self.center_m[2]
-        local = (abs(c * dx - s * dy) - self.half_m[0], abs(s * dx + c * dy) - self.half_m[1], abs(dz) - self.half_m[2])
-        outside = math.sqrt(sum(max(d, 0.0) ** 2 for d in local))
-        return outside if outside > 0 else max(local)
-
-    def distances_m(self, points: FloatArray) -> FloatArray:
-        """:meth:`distance_m` of every row of ``points`` (n, 3), at once."""
-        c, s = math.cos(-self.yaw_rad), math.sin(-self.yaw_rad)
-        d = points - np.asarray(self.center_m)
-        local = np.stack(
-            [np.abs(c * d[:, 0] - s * d[:, 1]), np.abs(s * d[:, 0] + c * d[:, 1]), np.abs(d[:, 2])], axis=1
-        ) - np.asarray(self.half_m)
-        outside = np.sqrt(np.sum(np.maximum(local, 0.0) ** 2, axis=1))
-        return np.where(outside > 0, outside, np.max(local, axis=1))
-
-
-@dataclass(frozen=True)
-class CylinderVolume:
-    """An upright cylinder (m): axis at ``center_xy_m``, from ``z_low_m`` to ``z_high_m``."""
-
-    name: str
-    center_xy_m: tuple[float, float]
-    radius_m: float
-    z_low_m: float
-    z_high_m: float
-
-    def distance_m(self, p: FloatArray) -> float:
-        radial = math.hypot(p[0] - self.center_xy_m[0], p[1] - self.center_xy_m[1]) - self.radius_m
-        zc = 0.5 * (self.z_low_m + self.z_high_m)
-        axial = abs(p[2] - zc) - 0.5 * (self.z_high_m - self.z_low_m)
-        outside = math.hypot(max(radial, 0.0), max(axial, 0.0))
-        return outside if outside > 0 else max(radial, axial)
-
-    def distances_m(self, points: FloatArray) -> FloatArray:
-        """:meth:`distance_m` of every row of ``points`` (n, 3), at once."""
-        radial = np.hypot(points[:, 0] - self.center_xy_m[0], points[:, 1] - self.center_xy_m[1]) - self.radius_m
-        zc = 0.5 * (self.z_low_m + self.z_high_m)
-        axial = np.abs(points[:, 2] - zc) - 0.5 * (self.z_high_m - self.z_low_m)
-        outside = np.hypot(np.maximum(radial, 0.0), np.maximum(axial, 0.0))
-        return np.where(outside > 0, outside, np.maximum(radial, axial))
-
-
-Volume = BoxVolume | CylinderVolume
-
-
-@dataclass(frozen=True)
-class SsmConfig:
-    """Speed and separation monitoring parameters (ISO/TS 15066, clause 5.5.4).
-
-    The protective separation distance is ``S_p = v_h (T_r + T_s) + v_r T_r + S_s + C + Z_d + Z_r``.
-    """
-
-    # ISO 13855 walking speed: used unless the tracker reports a person moving faster.
-    human_speed_m_s: float = 1.6
-    # T_r: person tracking latency (one twin tick, 4 ms) + transport (<1 ms) + one control
-    # period (4 ms), rounded up with margin.
-    reaction_time_s: float = 0.02
-    # C: how far a body part can reach past the tracked outline before it is detected.
-    intrusion_distance_m: float = 0.2
-    # Z_d: position uncertainty of the person tracker.
-    human_uncertainty_m: float = 0.05
-    # Z_r: robot position uncertainty (servo lag behind the command, encoder error).
-    robot_uncertainty_m: float = 0.02
-    # People are tracked as upright cylinders of this radius around the reported position.
-    person_radius_m: float = 0.25
-    # Slow down within this band outside S_p; speed scales linearly from min to 1 across it.
-    warning_band_m: float = 0.5
-    min_speed_scale: float = 0.25
-    # A protective stop clears on its own once the cell stayed clear this long.
-    resume_clear_s: float = 0.5
-    # The drives' servos lag their command: after the command is at rest the arm still closes
-    # the lag, for about this long (the twin's servos: ~2 time constants of 0.13 s).
-    servo_settle_time_s: float = 0.25
-    # Robots below this speed count as stopped (m/s).
-    standstill_speed_m_s: float = 0.005
 
 
 @dataclass(frozen=True)
@@ -174,11 +95,16 @@ class SafetyConfig:
 def safety_config_from_plant(
     plant: PlantDescription, robot: str, control_period_s: float = 0.004, ssm: SsmConfig | None = None
 ) -> SafetyConfig:
-    """The supervisor's configuration for ``robot``: limits, geofence and zones from the plant.
+    """The supervisor's configuration for ``robot``: limits from the plant; geofence and
+    keep-out volumes from the plant's safety model (:mod:`plant.safety_model`), the ones the
+    guardrails check a plan against.
 
     Geofence: the cell's floor rectangle, from 2 cm above the floor to 2.5 m. Keep-out volumes:
-    every ``keep_out`` and ``hazard`` zone as drawn, and every ``walkway`` as a column up to
-    2.5 m (robots stay out of where people walk). Raises ``KeyError`` for an unknown robot.
+    every zone (:func:`plant.safety_model.keep_out_volumes`): ``keep_out`` and ``hazard`` zones
+    as drawn, every ``walkway`` as a column up to 2.5 m. A hazard zone whose plant entry permits
+    a robot in on an operator's confirmation is kept out as well: no confirmation reaches the
+    robot's runtime yet, so the supervisor cannot tell a confirmed step from another (the
+    guardrails reject such a step and say so). Raises ``KeyError`` for an unknown robot.
     """
     from plant.catalog import ROBOT_MODELS
 
@@ -190,75 +116,20 @@ def safety_config_from_plant(
         max_speed_rad_s=np.array(r.joint_speeds(), dtype=float),
         max_accel_rad_s2=np.array(r.joint_accels(), dtype=float),
     )
-    ceiling = 2.5
-    volumes: list[Volume] = []
-    for name, zone in plant.zones.items():
-        shape = zone.shape
-        if isinstance(shape, BoxShape):
-            cz, hz = shape.center_m[2], shape.size_m[2] / 2
-            if zone.kind == "walkway":
-                cz, hz = ceiling / 2, ceiling / 2
-            elif zone.kind not in ("keep_out", "hazard"):
-                continue
-            volumes.append(
-                BoxVolume(
-                    name,
-                    (shape.center_m[0], shape.center_m[1], cz),
-                    (shape.size_m[0] / 2, shape.size_m[1] / 2, hz),
-                    shape.yaw_rad,
-                )
-            )
-        elif isinstance(shape, CylinderShape):
-            top = ceiling if zone.kind == "walkway" else shape.center_m[2] + shape.height_m
-            volumes.append(CylinderVolume(name, shape.center_m[:2], shape.radius_m, shape.center_m[2], top))
-    w, h = plant.cell.size_m
+    low, high = geofence_m(plant)
     return SafetyConfig(
         robot=robot,
         joint_names=ROBOT_MODELS[r.model].joint_names,
         limits=limits,
         control_period_s=control_period_s,
-        geofence_low_m=(0.0, 0.0, 0.02),
-        geofence_high_m=(w, h, ceiling),
-        keep_out=tuple(volumes),
+        geofence_low_m=low,
+        geofence_high_m=high,
+        keep_out=keep_out_volumes(plant),
         ssm=ssm or SsmConfig(),
     )
 
 
 # --------------------------------------------------------------------------- ISO/TS 15066
-
-
-def protective_separation_distance_m(
-    human_speed_m_s: float,
-    robot_speed_m_s: float,
-    reaction_time_s: float,
-    stopping_time_s: float,
-    stopping_distance_m: float,
-    intrusion_distance_m: float,
-    human_uncertainty_m: float,
-    robot_uncertainty_m: float,
-) -> float:
-    """ISO/TS 15066 (5.5.4, formula 1) protective separation distance S_p in m, constant speeds.
-
-    ``S_h = v_h (T_r + T_s)``: the person keeps walking while the robot reacts and stops;
-    ``S_r = v_r T_r``: the robot keeps moving while the system reacts; ``S_s``: the robot's
-    stopping distance; ``C``: intrusion distance; ``Z_d``, ``Z_r``: position uncertainties.
-    Raises ``ValueError`` for a negative or non-finite argument.
-    """
-    args = (
-        human_speed_m_s,
-        robot_speed_m_s,
-        reaction_time_s,
-        stopping_time_s,
-        stopping_distance_m,
-        intrusion_distance_m,
-        human_uncertainty_m,
-        robot_uncertainty_m,
-    )
-    if any(not math.isfinite(a) or a < 0 for a in args):
-        raise ValueError("every term of the separation distance must be finite and >= 0")
-    s_h = human_speed_m_s * (reaction_time_s + stopping_time_s)
-    s_r = robot_speed_m_s * reaction_time_s
-    return s_h + s_r + stopping_distance_m + intrusion_distance_m + human_uncertainty_m + robot_uncertainty_m
 
 
 @dataclass(frozen=True)
@@ -569,11 +440,15 @@ class SafetySupervisor:
         self._xy = np.empty((2 * n, 2))
         ssm = config.ssm
         # The protective distance of a robot at rest (SSM's warning band starts there).
-        self._sp_rest = (
-            max(ssm.human_speed_m_s, 0.0) * ssm.reaction_time_s
-            + ssm.intrusion_distance_m
-            + ssm.human_uncertainty_m
-            + ssm.robot_uncertainty_m
+        self._sp_rest = protective_separation_distance_m(
+            max(ssm.human_speed_m_s, 0.0),
+            0.0,
+            ssm.reaction_time_s,
+            0.0,
+            0.0,
+            ssm.intrusion_distance_m,
+            ssm.human_uncertainty_m,
+            ssm.robot_uncertainty_m,
         )
         self._q: FloatArray | None = None  # last applied position
         self._v = np.zeros(lim.dof)
@@ -883,13 +758,14 @@ class SafetySupervisor:
         seps = gaps.min(axis=1).tolist()
         worst_margin = math.inf
         reading = SsmReading()
+        lagging = lag_m > cfg.servo_lag_moving_m
         for person, gap in zip(people, seps, strict=True):
             sep = gap - cfg.person_radius_m
             sp = protective_separation_distance_m(
                 max(cfg.human_speed_m_s, person.speed_m_s),
                 speed,
                 cfg.reaction_time_s,
-                t_stop + (cfg.servo_settle_time_s if lag_m > 0.005 else 0.0),
+                t_stop + (cfg.servo_settle_time_s if lagging else 0.0),
                 s_stop,
                 cfg.intrusion_distance_m,
                 cfg.human_uncertainty_m,
@@ -899,7 +775,7 @@ class SafetySupervisor:
                 worst_margin = sep - sp
                 reading = SsmReading(sep, sp, speed, person.name)
         self.ssm = reading
-        moving = speed > cfg.standstill_speed_m_s or t_stop > 0 or lag_m > 0.005
+        moving = speed > cfg.standstill_speed_m_s or t_stop > 0 or lagging
         if worst_margin <= 0 and moving and "protective_stop" not in self._causes:
             self._stop(
                 now_s,

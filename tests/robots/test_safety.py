@@ -1,4 +1,4 @@
-"""The safety supervisor's pure logic: the ISO/TS 15066 distance, limits, geofence, latch."""
+"""The safety supervisor's pure logic: the plant's safety model read, limits, geofence, SSM, latch."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from plant import safety_model
 from plant.config import PlantDescription
 from robots.interface import FloatArray, JointState, StopCategory
 from robots.safety import (
@@ -22,6 +23,7 @@ from robots.safety import (
     CylinderVolume,
     EstopLatch,
     SafetySupervisor,
+    SsmConfig,
     SsmReading,
     TrackedPerson,
     Volume,
@@ -34,34 +36,26 @@ from robots.safety import (
 from robots.trajectory import JointMove, brake_step, stopping_offset
 from sim.hardware import compile_model, link_points
 
-nonneg = st.floats(0.0, 10.0, allow_nan=False)
 
-
-@settings(max_examples=200, deadline=None)
-@given(nonneg, nonneg, st.floats(0, 1), st.floats(0, 2), nonneg, st.floats(0, 1), st.floats(0, 0.5), st.floats(0, 0.5))
-def test_separation_distance_terms(
-    vh: float, vr: float, tr: float, ts: float, ss: float, c: float, zd: float, zr: float
-) -> None:
-    sp = protective_separation_distance_m(vh, vr, tr, ts, ss, c, zd, zr)
-    # ISO/TS 15066 formula (1) with constant speeds, term by term.
-    assert sp == pytest.approx(vh * (tr + ts) + vr * tr + ss + c + zd + zr)
-    assert sp >= c + zd + zr
-    # Faster people or robots, longer reactions and stops never shrink the distance.
-    assert protective_separation_distance_m(vh + 0.1, vr, tr, ts, ss, c, zd, zr) >= sp
-    assert protective_separation_distance_m(vh, vr + 0.1, tr, ts, ss, c, zd, zr) >= sp
-    assert protective_separation_distance_m(vh, vr, tr + 0.01, ts, ss, c, zd, zr) >= sp
-    assert protective_separation_distance_m(vh, vr, tr, ts + 0.01, ss, c, zd, zr) >= sp
-
-
-def test_separation_distance_refuses_bad_terms() -> None:
-    with pytest.raises(ValueError):
-        protective_separation_distance_m(-1.0, 0, 0, 0, 0, 0, 0, 0)
-    with pytest.raises(ValueError):
-        protective_separation_distance_m(1.6, math.nan, 0, 0, 0, 0, 0, 0)
-    # A worked example: 1.6 m/s walker, 1 m/s robot, 20 ms reaction, 0.25 s / 0.125 m stop.
-    assert protective_separation_distance_m(1.6, 1.0, 0.02, 0.25, 0.125, 0.2, 0.05, 0.02) == pytest.approx(
-        1.6 * 0.27 + 0.02 + 0.125 + 0.27
+def test_the_supervisor_reads_the_plants_safety_model(demo_plant: PlantDescription) -> None:
+    """One model: the zones, the geofence, the SSM parameters and formula, and the tool's radius
+    the supervisor enforces are the ones the guardrails check plans against (``plant.safety_model``,
+    whose own tests hold the formula and the zone rules)."""
+    assert protective_separation_distance_m is safety_model.protective_separation_distance_m
+    assert (SsmConfig, BoxVolume, CylinderVolume) == (
+        safety_model.SsmConfig,
+        safety_model.BoxVolume,
+        safety_model.CylinderVolume,
     )
+    model = compile_model(demo_plant)
+    for robot in demo_plant.robots:
+        cfg = safety_config_from_plant(demo_plant, robot)
+        assert cfg.keep_out == safety_model.keep_out_volumes(demo_plant)
+        assert (cfg.geofence_low_m, cfg.geofence_high_m) == safety_model.geofence_m(demo_plant)
+        assert cfg.ssm == SsmConfig()
+        assert link_points(model, demo_plant, robot).radius_m[-1] == safety_model.TOOL_RADIUS_M
+        sup = SafetySupervisor(cfg, link_points(model, demo_plant, robot))
+        assert sup._sp_rest == safety_model.robot_separation(demo_plant.robots[robot], cfg.ssm, 0.0).distance_m
 
 
 @settings(max_examples=200, deadline=None)
@@ -334,7 +328,7 @@ class _ReferenceSupervisor(SafetySupervisor):
                 max(cfg.human_speed_m_s, person.speed_m_s),
                 speed,
                 cfg.reaction_time_s,
-                t_stop + (cfg.servo_settle_time_s if lag_m > 0.005 else 0.0),
+                t_stop + (cfg.servo_settle_time_s if lag_m > cfg.servo_lag_moving_m else 0.0),
                 s_stop,
                 cfg.intrusion_distance_m,
                 cfg.human_uncertainty_m,
@@ -344,7 +338,7 @@ class _ReferenceSupervisor(SafetySupervisor):
                 worst_margin = sep - sp
                 reading = SsmReading(sep, sp, speed, person.name)
         self.ssm = reading
-        moving = speed > cfg.standstill_speed_m_s or t_stop > 0 or lag_m > 0.005
+        moving = speed > cfg.standstill_speed_m_s or t_stop > 0 or lag_m > cfg.servo_lag_moving_m
         if worst_margin <= 0 and moving and "protective_stop" not in self._causes:
             self._stop(
                 now_s,
