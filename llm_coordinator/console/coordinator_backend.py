@@ -219,7 +219,6 @@ class CoordinatorBackend:
                 makespan_s=rehearsal.makespan_s,
                 collisions=[str(c) for c in rep.get("collisions", [])],
                 safety_stops=[str(c) for c in rep.get("safety_stops", [])],
-                interlock_violations=[str(c) for c in rep.get("interlock_trips", [])],
                 evidence=[Path(p).name for p in rehearsal.evidence],
             )
         decision = self.store.latest_decision(plan_id)

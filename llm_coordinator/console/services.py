@@ -145,7 +145,6 @@ class RehearsalView(View):
     makespan_s: float | None = None
     collisions: list[str] = Field(default_factory=list)
     safety_stops: list[str] = Field(default_factory=list)
-    interlock_violations: list[str] = Field(default_factory=list)
     evidence: list[str] = Field(default_factory=list, description="file names of frames or video")
 
 
