@@ -3,21 +3,31 @@
 :class:`Coordinator` owns nothing that moves: the planner asks the model, the guardrails judge,
 the rehearser runs the twin, the store remembers, people approve through the gate, and the
 executor drives the agents it is given. Every step is recorded in the audit log.
+
+A work order in words (:meth:`Coordinator.submit`) and a recipe picked from a list
+(:meth:`Coordinator.submit_recipe`) differ only in how the plan is drafted; both then take
+one path: the audit record of the draft, the guardrails, the store, the rehearsal and the wait
+for approval. The coroutines here never block their event loop: database work, the guardrails,
+CP-SAT scheduling and matplotlib drawing run in worker threads.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import asyncio
+import threading
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from llm_coordinator.approval import ApprovalGate
-from llm_coordinator.context import PlantSnapshot
 from llm_coordinator.gantt import planned_bars, write_gantt
 from llm_coordinator.guardrails import check
-from llm_coordinator.plan import Plan
-from llm_coordinator.planner import Planner, PlanningOutcome
+from llm_coordinator.plan import MAX_COUNT, Plan, RecipeIntent
+from llm_coordinator.planner import Planner, PlanningOutcome, Refusal, Unplannable, plan_recipe
 from llm_coordinator.rehearsal import RehearsalReport, Rehearser
+from llm_coordinator.snapshot import PlantSnapshot
 from llm_coordinator.store import PlanStatus, Store, StoreError
 from plant.config import PlantDescription
 
@@ -28,6 +38,21 @@ MAX_FEEDBACK = 4
 
 #: Told the stage a work order has reached ("planning", "checking", "rehearsing") and its plan id.
 StageHook = Callable[[str, int], None]
+
+#: pyplot keeps global state: one planned Gantt chart is drawn at a time, whatever the thread.
+_DRAWING = threading.Lock()
+
+
+def recipe_order(recipe: str, params: Mapping[str, int | float | str] | None = None, count: int = 1) -> str:
+    """The words of a recipe order, as stored with its plan and read again by the model if the
+    plan is turned down and drafted again (:meth:`Coordinator.replan`)."""
+    text = f"run recipe {recipe}" + (f" {count} times" if count != 1 else "")
+    return text + (" with " + ", ".join(f"{k}={v}" for k, v in params.items()) if params else "")
+
+
+def _planned_gantt(plan: Plan, path: Path, title: str) -> Path:
+    with _DRAWING:
+        return write_gantt(planned_bars(plan), path, title)
 
 
 @dataclass
@@ -71,28 +96,95 @@ class Coordinator:
         """Plan, check and rehearse a work order; never raises for what the model does.
         ``on_stage`` hears each stage as it starts (a console shows the progress); ``feedback``
         tells the model why an earlier plan for it was turned down (see :meth:`replan`)."""
-        plan_id = self.store.create(work_order, self.planner.config.mode, actor=actor, parent_id=parent_id)
+        feedback = [str(f)[:500] for f in feedback][-MAX_FEEDBACK:]
+
+        async def draft() -> PlanningOutcome:
+            return await self.planner.plan(work_order, snapshot=snapshot, feedback=feedback)
+
+        return await self._submit(
+            work_order,
+            self.planner.config.mode,
+            draft,
+            {"feedback_seen": feedback},
+            snapshot=snapshot,
+            actor=actor,
+            on_stage=on_stage,
+            parent_id=parent_id,
+        )
+
+    async def submit_recipe(
+        self,
+        recipe: str,
+        params: Mapping[str, int | float | str] | None = None,
+        *,
+        count: int = 1,
+        work_order: str = "",
+        snapshot: PlantSnapshot | None = None,
+        actor: str = "coordinator",
+        on_stage: StageHook | None = None,
+    ) -> Submission:
+        """A recipe picked by a person, run ``count`` times with ``params`` (the rest take the
+        recipe's defaults): expanded without the model (a reset goes in front of a machine the
+        ``snapshot`` shows stopped, aborted or faulted; CP-SAT schedules it, in a worker thread),
+        then checked, stored, rehearsed and put up for approval exactly as :meth:`submit` does.
+        An unknown recipe or parameter, or a value outside the recipe's range, ends as a
+        ``refused`` plan with the reason; nothing raises. ``work_order`` is the order's words
+        (default :func:`recipe_order`)."""
+        given = dict(params or {})
+        text = work_order or recipe_order(recipe, given, count)
+
+        async def draft() -> PlanningOutcome:
+            out = PlanningOutcome(status="refused", work_order=text, mode="intent")
+            t0 = time.monotonic()
+            try:
+                if not 1 <= count <= MAX_COUNT:
+                    raise Unplannable([], f"{count} runs is not what one work order may ask for (1 to {MAX_COUNT})")
+                intent = RecipeIntent(goal="recipe", recipe=recipe, count=count, params=given)
+                out.intent = intent
+                plan = await asyncio.to_thread(plan_recipe, self.plant, intent, work_order=text, snapshot=snapshot)
+            except Unplannable as exc:
+                out.refusal = Refusal(exc.missing, str(exc))
+                out.reasons = [str(exc)]
+            else:
+                # The guardrails judge it below, in submit_plan: a recipe has no model to retry.
+                out.status, out.plan = "planned", plan
+            out.planner_s = time.monotonic() - t0
+            return out
+
+        about = {"recipe": recipe, "params": given, "count": count}
+        return await self._submit(text, "intent", draft, about, snapshot=snapshot, actor=actor, on_stage=on_stage)
+
+    async def _submit(
+        self,
+        work_order: str,
+        mode: str,
+        draft: Callable[[], Awaitable[PlanningOutcome]],
+        about: dict[str, Any],
+        *,
+        snapshot: PlantSnapshot | None = None,
+        actor: str = "coordinator",
+        on_stage: StageHook | None = None,
+        parent_id: int | None = None,
+    ) -> Submission:
+        """The one path of a new work order: stored, drafted by ``draft``, the draft audited
+        (with ``about`` it), then :meth:`submit_plan` or the refusal recorded."""
+        plan_id = await asyncio.to_thread(self.store.create, work_order, mode, actor=actor, parent_id=parent_id)
         if on_stage is not None:
             on_stage("planning", plan_id)
-        feedback = [str(f)[:500] for f in feedback][-MAX_FEEDBACK:]
-        outcome = await self.planner.plan(work_order, snapshot=snapshot, feedback=feedback)
-        self.store.audit(
-            "planner",
-            "planned",
-            plan_id,
-            {
-                "status": outcome.status,
-                "attempts": [{"stage": a.stage, "text": a.text[:500], "error": a.error} for a in outcome.attempts],
-                "reasons": outcome.reasons,
-                "feedback_seen": feedback,
-            },
-        )
+        outcome = await draft()
+        record = {
+            "status": outcome.status,
+            "attempts": [{"stage": a.stage, "text": a.text[:500], "error": a.error} for a in outcome.attempts],
+            "reasons": outcome.reasons,
+            **about,
+        }
+        await asyncio.to_thread(self.store.audit, "planner", "planned", plan_id, record)
         if outcome.status == "refused":
-            self.store.set_status(plan_id, "refused", actor="planner", reasons=outcome.reasons)
+            await asyncio.to_thread(self.store.set_status, plan_id, "refused", actor="planner", reasons=outcome.reasons)
             return Submission(plan_id, "refused", outcome.reasons, outcome)
         if outcome.plan is None:
             status: PlanStatus = "rejected_by_rules" if outcome.status == "rejected" else "failed"
-            self.store.set_status(plan_id, status, actor="planner", reasons=outcome.reasons)
+            await asyncio.to_thread(self.store.set_status, plan_id, status, actor="planner", reasons=outcome.reasons)
             return Submission(plan_id, status, outcome.reasons, outcome)
         return await self.submit_plan(plan_id, outcome.plan, snapshot=snapshot, outcome=outcome, on_stage=on_stage)
 
@@ -119,8 +211,8 @@ class Coordinator:
         reasons it was turned down as feedback to the model. People's words reach the model as
         data in the context, never as instructions, and the new plan passes every rule, the
         rehearsal and an approval like any other."""
-        feedback = self.replan_feedback(plan_id)
-        work_order = self.store.get(plan_id).work_order
+        feedback = await asyncio.to_thread(self.replan_feedback, plan_id)
+        work_order = (await asyncio.to_thread(self.store.get, plan_id)).work_order
         return await self.submit(
             work_order, snapshot=snapshot, actor=actor, on_stage=on_stage, feedback=feedback, parent_id=plan_id
         )
@@ -137,34 +229,48 @@ class Coordinator:
         """Check, store and rehearse a plan of a drafted work order (also used for recoveries)."""
         if on_stage is not None:
             on_stage("checking", plan_id)
-        verdict = check(plan, self.plant, snapshot)
-        self.store.add_version(plan_id, plan, [f.__dict__ for f in verdict.findings], actor="guardrails")
+
+        def judge() -> list[str]:
+            verdict = check(plan, self.plant, snapshot)
+            self.store.add_version(plan_id, plan, [f.__dict__ for f in verdict.findings], actor="guardrails")
+            if not verdict.ok:
+                self.store.set_status(plan_id, "rejected_by_rules", actor="guardrails", reasons=verdict.reasons())
+            return [] if verdict.ok else verdict.reasons()
+
+        refusals = await asyncio.to_thread(judge)
         out_dir = self.evidence_dir / f"plan_{plan_id}"
-        planned = write_gantt(
-            planned_bars(plan), out_dir / "planned_gantt.png", f"plan {plan_id}: {plan.work_order[:80]}"
-        )
-        if not verdict.ok:
-            self.store.set_status(plan_id, "rejected_by_rules", actor="guardrails", reasons=verdict.reasons())
-            return Submission(plan_id, "rejected_by_rules", verdict.reasons(), outcome, evidence=[str(planned)])
+        title = f"plan {plan_id}: {plan.work_order[:80]}"
+        planned = await asyncio.to_thread(_planned_gantt, plan, out_dir / "planned_gantt.png", title)
+        if refusals:
+            return Submission(plan_id, "rejected_by_rules", refusals, outcome, evidence=[str(planned)])
         if self.rehearser is None:
             reason = "no twin is available to rehearse the plan; it cannot be approved"
-            self.store.audit("rehearsal", "unavailable", plan_id, {"reason": reason})
+            await asyncio.to_thread(self.store.audit, "rehearsal", "unavailable", plan_id, {"reason": reason})
             return Submission(plan_id, "drafted", [reason], outcome, evidence=[str(planned)])
         if on_stage is not None:
             on_stage("rehearsing", plan_id)
         report = await self.rehearser.rehearse(plan, out_dir)
         evidence = [str(planned), *report.evidence]
-        self.store.add_rehearsal(plan_id, plan.content_hash(), report.ok, report.makespan_s, report.summary(), evidence)
+
+        def record() -> None:
+            h = plan.content_hash()
+            self.store.add_rehearsal(plan_id, h, report.ok, report.makespan_s, report.summary(), evidence)
+            if not report.ok:
+                self.store.set_status(plan_id, "rehearsal_failed", actor="rehearsal", reasons=[report.reason])
+                return
+            self.store.set_status(plan_id, "rehearsed", actor="rehearsal")
+            self.store.set_status(plan_id, "awaiting_approval", actor="coordinator")
+
+        await asyncio.to_thread(record)
         if not report.ok:
-            self.store.set_status(plan_id, "rehearsal_failed", actor="rehearsal", reasons=[report.reason])
             return Submission(plan_id, "rehearsal_failed", [report.reason], outcome, report, evidence)
-        self.store.set_status(plan_id, "rehearsed", actor="rehearsal")
-        self.store.set_status(plan_id, "awaiting_approval", actor="coordinator")
         return Submission(plan_id, "awaiting_approval", [], outcome, report, evidence)
 
     async def submit_recovery(self, parent_id: int, plan: Plan, snapshot: PlantSnapshot | None = None) -> int:
         """Send a recovery draft through guardrails (against the plant's state after the failure)
         and rehearsal as a new plan; returns its id."""
-        plan_id = self.store.create(plan.work_order, "recovery", actor="executor", parent_id=parent_id)
+        plan_id = await asyncio.to_thread(
+            self.store.create, plan.work_order, "recovery", actor="executor", parent_id=parent_id
+        )
         await self.submit_plan(plan_id, plan, snapshot=snapshot)
         return plan_id
