@@ -2,15 +2,22 @@
 
 The rehearsal uses the same :class:`~llm_coordinator.executor.PlanRunner`, skills, policies and
 safety supervisor as the live run; only the agents differ. They come from a *twin factory*
-(built by :mod:`llm_coordinator.wiring`, the one place allowed to import ``sim``), which also
-reports what the twin saw: collisions, safety stops, interlock trips, and frames. The core
-here never imports the twin.
+(:func:`sim.session.twin_factory`, given by :mod:`llm_coordinator.wiring`, the one place allowed
+to import ``sim``), whose session also reports what the twin saw: collisions, safety stops and
+frames. The core here never imports the twin.
+
+:class:`ProcessRehearser` rehearses in a worker process of its own, for a process that also runs
+live control loops.
 """
 
 from __future__ import annotations
 
+import asyncio
+import multiprocessing
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,17 +33,29 @@ from robots.interface import RobotAgent
 
 @dataclass
 class TwinObservations:
-    """What the twin saw during a rehearsal (filled in by the twin factory)."""
+    """What the twin saw during a rehearsal (read from its session at the end)."""
 
     collisions: list[str] = field(default_factory=list)
     safety_stops: list[str] = field(default_factory=list)
-    interlock_trips: list[str] = field(default_factory=list)
     sim_time_s: float = 0.0
     evidence: list[str] = field(default_factory=list)
 
 
 class TwinSession(Protocol):
-    """Agents over one fresh twin, and what that twin observed."""
+    """Agents over one fresh twin, and what that twin has seen so far: robots touching people
+    or machines (``collisions``), safety stops, and evidence files written by :meth:`finish`."""
+
+    @property
+    def collisions(self) -> Sequence[str]:
+        """Robots that touched a person or hit a machine, with the twin's time."""
+
+    @property
+    def safety_stops(self) -> Sequence[str]:
+        """Protective stops, e-stops and watchdog stops of the robots' supervisors."""
+
+    @property
+    def evidence(self) -> Sequence[str]:
+        """Evidence files written (or why none could be)."""
 
     @property
     def machines(self) -> Mapping[str, MachineAgent]:
@@ -46,15 +65,11 @@ class TwinSession(Protocol):
     def robots(self) -> Mapping[str, RobotAgent]:
         """The robot agents of this twin."""
 
-    @property
-    def observations(self) -> TwinObservations:
-        """What the twin has seen so far."""
-
     def time_s(self) -> float:
         """The twin's clock (s), for step times in the report and the Gantt chart."""
 
     async def finish(self, out_dir: Path) -> None:
-        """Write evidence (frames, a video) into ``out_dir`` and list it in ``observations``."""
+        """Write evidence (frames, a video) into ``out_dir`` and list it in ``evidence``."""
 
 
 TwinFactory = Callable[[PlantDescription], AbstractAsyncContextManager[TwinSession]]
@@ -81,7 +96,6 @@ class RehearsalReport:
             "steps": self.steps,
             "collisions": self.observations.collisions,
             "safety_stops": self.observations.safety_stops,
-            "interlock_trips": self.observations.interlock_trips,
             "sim_time_s": self.observations.sim_time_s,
             "wall_s": self.wall_s,
         }
@@ -104,20 +118,21 @@ class Rehearser:
             )
             report = await runner.execute(plan, MemoryProgress())
             await session.finish(out)
-            obs = session.observations
+        obs = TwinObservations(
+            list(session.collisions), list(session.safety_stops), session.time_s(), list(session.evidence)
+        )
         bars = [(r.agent, r.step, r.start_s, r.end_s, r.status) for r in report.records]
         gantt = write_gantt(bars, out / "rehearsal_gantt.png", f"rehearsal: {plan.work_order[:80]}")
-        problems = [*obs.collisions, *obs.safety_stops, *obs.interlock_trips]
+        problems = [*obs.collisions, *obs.safety_stops]
         if report.status != "done":
             reason = f"step {report.failed_step} failed: {report.reason}"
         elif problems:
             reason = "; ".join(problems[:5])
         else:
             reason = ""
-        makespan = obs.sim_time_s or report.makespan_s
         return RehearsalReport(
             ok=report.status == "done" and not problems,
-            makespan_s=makespan,
+            makespan_s=report.makespan_s,
             reason=reason,
             steps=[r.__dict__ for r in report.records],
             observations=obs,
@@ -126,4 +141,67 @@ class Rehearser:
         )
 
 
-__all__ = ["RehearsalReport", "Rehearser", "TwinFactory", "TwinObservations", "TwinSession"]
+MakeTwinFactory = Callable[..., TwinFactory]
+
+
+def _rehearse_in_worker(
+    make_factory: MakeTwinFactory,
+    plant: PlantDescription,
+    plan: Plan,
+    out_dir: str,
+    margin: float,
+    render: bool,
+    start: object,
+) -> RehearsalReport:
+    """One rehearsal in a fresh twin of the worker process (see :class:`ProcessRehearser`)."""
+    factory = make_factory(render=render, start=start)
+    return asyncio.run(Rehearser(plant, factory, margin).rehearse(plan, out_dir))
+
+
+class ProcessRehearser(Rehearser):
+    """Rehearses in a worker process of its own, so a rehearsal (which steps a twin as fast as
+    one core allows) never takes the interpreter from a live twin and the robots' control loops
+    in this process. The worker starts on the first rehearsal (a few seconds) and stays.
+
+    ``make_factory(render=..., start=...)`` builds the twin factory in the worker (a module-level
+    function, so that it can be sent there: :func:`sim.session.twin_factory`). ``start`` gives the
+    state a rehearsal begins from (the live twin's, captured when the rehearsal starts), so the
+    plan is tried where the parts, machines and robots are now.
+    """
+
+    def __init__(
+        self,
+        plant: PlantDescription,
+        make_factory: MakeTwinFactory,
+        timeout_margin: float = 4.0,
+        render: bool = True,
+        start: Callable[[], object] | None = None,
+    ) -> None:
+        super().__init__(plant, make_factory(render=render), timeout_margin)
+        self.make_factory = make_factory
+        self.render = render
+        self.start = start
+        self._pool: ProcessPoolExecutor | None = None
+
+    async def rehearse(self, plan: Plan, out_dir: Path | str) -> RehearsalReport:
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+        loop = asyncio.get_running_loop()
+        t0 = time.monotonic()
+        start = self.start() if self.start is not None else None
+        args = (self.make_factory, self.plant, plan, str(out_dir), self.timeout_margin, self.render, start)
+        try:
+            return await loop.run_in_executor(self._pool, _rehearse_in_worker, *args)
+        except BrokenProcessPool as exc:
+            self._pool = None  # the next rehearsal starts a new worker
+            reason = f"the rehearsal process stopped unexpectedly ({exc}); nothing was rehearsed"
+            return RehearsalReport(False, 0.0, reason, [], TwinObservations(), [], time.monotonic() - t0)
+
+    def close(self) -> None:
+        """Stop the worker process."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+
+__all__ = ["ProcessRehearser", "RehearsalReport", "Rehearser", "TwinFactory", "TwinObservations", "TwinSession"]
