@@ -644,9 +644,13 @@ def create_app(
             raise HTTPException(404, f"There is no plan {plan_id!r}.")
         return plan
 
-    def plan_response(
+    async def plan_response(
         request: Request, user: User, plan: PlanDetail, status: int = 200, errors: list[str] | None = None
     ) -> Response:
+        # A plan of a few hundred steps takes milliseconds to draw and render: off the event loop.
+        return await run_in_threadpool(_plan_page, request, user, plan, status, errors)
+
+    def _plan_page(request: Request, user: User, plan: PlanDetail, status: int, errors: list[str] | None) -> Response:
         times = schedule(plan.steps)
         return render(
             request,
@@ -663,7 +667,7 @@ def create_app(
 
     @app.get("/plans/{plan_id}", include_in_schema=False)
     async def plan_page(request: Request, plan_id: str, user: PageView) -> Response:
-        return plan_response(request, user, await plan_or_404(plan_id))
+        return await plan_response(request, user, await plan_or_404(plan_id))
 
     @app.get("/plans/{plan_id}/evidence/{name}", include_in_schema=False)
     async def evidence(plan_id: str, name: str, user: PageView) -> Response:
@@ -684,7 +688,7 @@ def create_app(
         except (FormError, ActionRefused) as exc:
             messages = exc.messages if isinstance(exc, FormError) else [exc.message]
             status = 422 if isinstance(exc, FormError) else exc.status
-            return plan_response(request, user, await plan_or_404(plan_id), status, messages)
+            return await plan_response(request, user, await plan_or_404(plan_id), status, messages)
         verb = "approved" if approve else "rejected"
         return RedirectResponse(f"/plans/{quote(plan_id)}?notice={quote(f'Plan {verb} by {user.name}.')}", 303)
 
@@ -701,7 +705,7 @@ def create_app(
         try:
             job = await backend.replan(plan_id, user.name)
         except ActionRefused as exc:
-            return plan_response(request, user, await plan_or_404(plan_id), exc.status, [exc.message])
+            return await plan_response(request, user, await plan_or_404(plan_id), exc.status, [exc.message])
         return RedirectResponse(f"/work-orders/{quote(job.id)}", 303)
 
     async def operator_page_response(

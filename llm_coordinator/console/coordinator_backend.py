@@ -17,11 +17,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from llm_coordinator.approval import ApprovalGate, NotApproved
-from llm_coordinator.context import PlantSnapshot as StateSnapshot
 from llm_coordinator.coordinator import Coordinator
 from llm_coordinator.executor import Executor
-from llm_coordinator.plan import Plan, RecipeIntent
-from llm_coordinator.planner import plan_recipe
+from llm_coordinator.snapshot import PlantSnapshot as StateSnapshot
 from llm_coordinator.store import AuditRow, PlanRow, Store, StoreError
 from plant.config import PlantDescription
 
@@ -57,7 +55,9 @@ _STEP_STATUS: dict[str, Literal["pending", "running", "done", "failed", "skipped
 _CONFIRMABLE = ("awaiting_approval", "approved", "running", "paused")
 
 
-def _audit_view(row: AuditRow) -> AuditView:
+def audit_view(row: AuditRow) -> AuditView:
+    """An audit row as the console shows it: a console record's subject and detail as written,
+    a coordinator record's payload as compact JSON."""
     payload = row.payload if isinstance(row.payload, dict) else {}
     subject = str(payload.get("subject", f"plan {row.plan_id}" if row.plan_id is not None else ""))
     detail = payload.get("detail")
@@ -136,7 +136,7 @@ class CoordinatorBackend:
     async def audit_tail(self, limit: int = 50) -> list[AuditView]:
         """Newest first."""
         rows = await asyncio.to_thread(self.store.audit_rows)
-        return [_audit_view(r) for r in reversed(rows[-limit:])]
+        return [audit_view(r) for r in reversed(rows[-limit:])]
 
     # ------------------------------------------------------------------ plans
 
@@ -227,7 +227,7 @@ class CoordinatorBackend:
             # Why it stopped or was refused (a failed step, a rule, the rehearsal), after who decided.
             why = f"{row.status.replace('_', ' ')}: " + "; ".join(row.reasons)
             decided = f"{decided}. {why[:1].upper()}{why[1:]}" if decided else why
-        audit = [_audit_view(r) for r in self.store.audit_rows(plan_id)]
+        audit = [audit_view(r) for r in self.store.audit_rows(plan_id)]
         return PlanDetail(
             **summary.model_dump(),
             work_order=row.work_order,
@@ -355,8 +355,12 @@ class CoordinatorBackend:
     async def refuse_step(self, plan_id: str, step_id: str, actor: str, reason: str) -> None:
         """Recorded in the audit log; a running plan pauses (the gate keeps it from the step)."""
         pid = self._pid(plan_id)
-        plan = await self._call(self.store.plan, pid)
-        if plan is None or step_id not in self.gate.required_confirmations(plan):
+
+        def hazardous() -> bool:
+            plan = self.store.plan(pid)
+            return plan is not None and step_id in self.gate.required_confirmations(plan)
+
+        if not await self._call(hazardous):
             raise ActionRefused(f"Step {step_id} of plan {plan_id} is not a hazardous step.")
         await asyncio.to_thread(self.store.audit, actor, "refuse_step", pid, {"step": step_id, "detail": reason})
         await asyncio.to_thread(self.store.add_feedback, pid, "refused_step", f"{step_id}: {reason}")
@@ -381,7 +385,7 @@ class CoordinatorBackend:
         """The operator's reset through the robots' latch; audited."""
         if robot not in self.plant.robots:
             raise ActionRefused(f"There is no robot {robot!r}.", 404)
-        if not self.estops.state(robot)[0]:
+        if not (await asyncio.to_thread(self.estops.state, robot))[0]:
             raise ActionRefused(f"The e-stop of {robot} is not latched.")
         await asyncio.to_thread(self.estops.reset, robot, actor)
         self._changed()
@@ -390,7 +394,8 @@ class CoordinatorBackend:
     # ------------------------------------------------------------------ work orders
 
     async def submit_work_order(self, request: WorkOrderRequest, actor: str) -> JobView:
-        """Plan in the background: a recipe expands without the model; words go to the planner."""
+        """Plan in the background through the coordinator: a recipe expands without the model
+        (:meth:`Coordinator.submit_recipe`), words go to the planner (:meth:`Coordinator.submit`)."""
         job = JobView(
             id=str(next(self._ids)), state="drafting", submitted_by=actor, submitted_s=now_s(), request=request
         )
@@ -415,12 +420,9 @@ class CoordinatorBackend:
             if replan_of is not None:
                 sub = await self.coordinator.replan(replan_of, snapshot=snapshot, actor=actor, on_stage=stage)
             elif req.recipe:
-                text = req.text or f"run recipe {req.recipe}"
-                intent = RecipeIntent(goal="recipe", recipe=req.recipe, params=dict(req.params))
-                plan: Plan = plan_recipe(self.plant, intent, work_order=text, snapshot=snapshot)
-                pid = await asyncio.to_thread(self.store.create, text, "intent", actor=actor)
-                self._update(job_id, plan_id=str(pid), message=f"expanded recipe {req.recipe}")
-                sub = await self.coordinator.submit_plan(pid, plan, snapshot=snapshot, on_stage=stage)
+                sub = await self.coordinator.submit_recipe(
+                    req.recipe, req.params, work_order=req.text, snapshot=snapshot, actor=actor, on_stage=stage
+                )
             else:
                 self._update(job_id, message="asking the planner")
                 sub = await self.coordinator.submit(req.text, snapshot=snapshot, actor=actor, on_stage=stage)

@@ -273,7 +273,8 @@ class ConsoleBackend(Protocol):
         """An operator confirms a hazardous step may run."""
 
     async def refuse_step(self, plan_id: str, step_id: str, actor: str, reason: str) -> None:
-        """An operator refuses a hazardous step; the plan pauses."""
+        """An operator refuses a hazardous step, with a reason that becomes feedback for the next
+        draft: a running plan pauses; a plan waiting for its confirmations does not start."""
 
     async def trip_estop(self, robot: str | None, actor: str, reason: str) -> None:
         """Latch the e-stop of one robot, or of every robot when ``robot`` is None."""

@@ -17,8 +17,8 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from llm_coordinator.config import CoordinatorConfig
-from llm_coordinator.context import read_snapshot
 from llm_coordinator.executor import Executor
+from llm_coordinator.snapshot import read_snapshot
 from llm_coordinator.wiring import LiveTwinPlant, ProcessRehearser, build_coordinator
 from plant.config import PlantDescription
 from sim.live import LiveTwin
