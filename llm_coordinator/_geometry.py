@@ -1,7 +1,9 @@
-"""Where steps happen: locations of robot steps, locations inside machines, zones near them.
+"""Where steps happen: locations of robot steps, locations inside machines.
 
 Pure functions of the static plant (no state, no model text), shared by the guardrails and the
-planner so that the two never disagree about geometry.
+planner so that the two never disagree about geometry. Distances to zones, and what a zone
+permits, are the plant's safety model's (:mod:`plant.safety_model`), which the robots'
+supervisors read as well.
 """
 
 from __future__ import annotations
@@ -10,11 +12,7 @@ import math
 from collections.abc import Mapping
 
 from plant.catalog import ROBOT_MODELS
-from plant.config import BoxShape, CylinderShape, PlantDescription, Zone
-
-#: A location this close (m, in plan view) to a hazard zone makes a robot step hazardous: a
-#: dropped part or a swinging arm can reach that far (ISO 13857 reach distances start at 0.5 m).
-HAZARD_MARGIN_M = 0.5
+from plant.config import BoxShape, PlantDescription
 
 
 def machine_locations(plant: PlantDescription) -> dict[str, str]:
@@ -48,19 +46,6 @@ def step_location(plant: PlantDescription, skill: str, args: Mapping[str, object
     if skill == "present" and isinstance(machine, str):
         return station_location(plant, machine)
     return None
-
-
-def distance_to_zone_xy(zone: Zone, x: float, y: float) -> float:
-    """Plan-view distance (m) from a point to a zone's shape; 0 inside."""
-    shape = zone.shape
-    if isinstance(shape, CylinderShape):
-        return max(0.0, math.hypot(x - shape.center_m[0], y - shape.center_m[1]) - shape.radius_m)
-    c, s = math.cos(-shape.yaw_rad), math.sin(-shape.yaw_rad)
-    dx, dy = x - shape.center_m[0], y - shape.center_m[1]
-    lx, ly = c * dx - s * dy, s * dx + c * dy
-    ox = max(0.0, abs(lx) - shape.size_m[0] / 2)
-    oy = max(0.0, abs(ly) - shape.size_m[1] / 2)
-    return math.hypot(ox, oy)
 
 
 def reach_distance_m(plant: PlantDescription, robot: str, location: str) -> tuple[float, float]:

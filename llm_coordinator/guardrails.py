@@ -14,15 +14,20 @@ reason a person understands. The rules:
 ``args_valid``      required arguments present, none unknown, names exist, numbers in range
 ``acyclic``         the dependencies have no cycle
 ``reach``           a robot's target lies within its model's reach
-``zones``           no robot target inside a keep-out zone or a walkway
+``zones``           the plant's safety model (:mod:`plant.safety_model`, which the robots'
+                    supervisors enforce): no robot's tool at a target outside the geofence
+                    or inside a zone the robot may not enter (keep-out zones, walkways,
+                    hazard zones), and none so close to a walkway that the supervisor would
+                    stop the robot whenever someone walks there (the ISO/TS 15066 protective
+                    separation distance at the robot's lowest speed)
 ``resource``        steps that share an agent, a hand-over partner, a location or a machine's
                     inside are ordered (never run in parallel)
 ``machine_ready``   a machine in fault, aborted or unreachable is reset before it is used
 ``door_closed_before_start``   a machine with a door has it closed when a cycle starts
 ``no_robot_in_running_machine`` no robot is inside a machine when it runs or moves its door
 ``door_open_for_reach``        a robot reaches into a machine with a door only when it is open
-``hazard``          steps near a hazard zone or a walkway, joint-space moves and recipe steps
-                    marked hazardous carry the hazard flag (so the approval needs an operator)
+``hazard``          steps near a hazard zone, joint-space moves and recipe steps marked
+                    hazardous carry the hazard flag (so the approval needs an operator)
 """
 
 from __future__ import annotations
@@ -30,16 +35,22 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from llm_coordinator._geometry import (
-    HAZARD_MARGIN_M,
-    distance_to_zone_xy,
-    machine_locations,
-    reach_distance_m,
-    step_location,
-)
-from llm_coordinator.context import PlantSnapshot
+import numpy as np
+
+from llm_coordinator._geometry import machine_locations, reach_distance_m, step_location
 from llm_coordinator.plan import Plan, Step
+from llm_coordinator.snapshot import PlantSnapshot
 from plant.config import PlantDescription
+from plant.safety_model import (
+    HAZARD_REACH_MARGIN_M,
+    TOOL_RADIUS_M,
+    distance_to_zone_xy,
+    entry_permit,
+    geofence_m,
+    keep_out_volumes,
+    walkway_clearance,
+    walkway_speed_m_s,
+)
 from plant.skills import SKILLS
 
 #: Machine skills during which the machine moves (spindle, ram, belt): nobody reaches in.
@@ -101,21 +112,16 @@ def hazard_reasons(plan: Plan, plant: PlantDescription) -> dict[str, str]:
             reasons.append("moves the robot to raw joint angles, not a named location")
         loc = step_location(plant, s.skill, s.args)
         if s.agent in plant.robots and loc in locations:
+            # (Near a walkway the supervisor's speed and separation monitoring protects people:
+            # the zones rule rejects a target where it would stop the robot; no flag here.)
             x, y, _ = locations[loc].xyz_m
             for zname, z in plant.zones.items():
                 if z.kind == "hazard":
                     d = distance_to_zone_xy(z, x, y)
-                    if d <= HAZARD_MARGIN_M:
+                    if d <= HAZARD_REACH_MARGIN_M:
                         reasons.append(
                             f"{loc} is {d:.2f} m from hazard zone {zname} ({z.hazard_class}); "
-                            f"closer than {HAZARD_MARGIN_M} m"
-                        )
-                elif z.kind == "walkway":
-                    d = distance_to_zone_xy(z, x, y)
-                    if 0.0 < d <= HAZARD_MARGIN_M:  # inside a walkway is the zones rule's failure
-                        reasons.append(
-                            f"{loc} is {d:.2f} m from walkway {zname}, where people walk; "
-                            f"closer than {HAZARD_MARGIN_M} m"
+                            f"closer than {HAZARD_REACH_MARGIN_M} m"
                         )
         if s.hazardous and not reasons:
             reasons.append("marked hazardous by its recipe or plan")
@@ -295,13 +301,75 @@ def _check_geometry(s: Step, plant: PlantDescription) -> Iterable[Finding]:
         yield Finding("reach", s.id, False, f"{loc} is {dist:.2f} m from {s.agent}'s base; its reach is {reach:.2f} m")
     else:
         yield Finding("reach", s.id, True, f"{loc} is within reach of {s.agent} ({dist:.2f} of {reach:.2f} m)")
-    x, y, _ = plant.locations()[loc].xyz_m
-    for zname, z in plant.zones.items():
-        if z.kind in ("keep_out", "walkway") and z.shape.contains_xy(x, y):
-            what = "a keep-out zone" if z.kind == "keep_out" else "a walkway where people walk"
-            yield Finding("zones", s.id, False, f"{loc} lies inside {zname}, {what}; robots may not go there")
-            return
-    yield Finding("zones", s.id, True, f"{loc} is outside keep-out zones and walkways")
+    robots = [s.agent]
+    to_robot = s.args.get("to_robot")
+    if s.skill == "hand_over" and isinstance(to_robot, str) and to_robot in plant.robots and to_robot != s.agent:
+        robots.append(to_robot)  # the receiver's tool comes to the same point
+    yield _check_zones(s.id, loc, robots, plant)
+
+
+def _check_zones(step: str, loc: str, robots: list[str], plant: PlantDescription) -> Finding:
+    """The zones rule for the tools of ``robots`` at location ``loc``: what the plant's safety
+    model forbids there, which is what the robots' supervisors stop."""
+    xyz = plant.locations()[loc].xyz_m
+    x, y, _ = xyz
+    low, high = geofence_m(plant)
+    r = TOOL_RADIUS_M
+    if any(c - r < lo for c, lo in zip(xyz, low, strict=True)) or any(
+        c + r > hi for c, hi in zip(xyz, high, strict=True)
+    ):
+        return Finding(
+            "zones",
+            step,
+            False,
+            f"{loc} at {[round(c, 3) for c in xyz]} puts the tool (radius {r:.2f} m) outside the cell's geofence "
+            f"{list(low)}..{list(high)} m; the robot's supervisor refuses the motion",
+        )
+    point = np.array([xyz], dtype=float)
+    for vol in keep_out_volumes(plant):
+        d = float(vol.distances_m(point)[0])  # (the supervisor's own arithmetic, to the last bit)
+        if not d < r:
+            continue
+        zone = plant.zones[vol.name]
+        where = f"{loc} puts the tool (radius {r:.2f} m) inside {zone.kind.replace('_', '-')} zone {vol.name}"
+        if d > 0:
+            where += f" ({d:.2f} m from it)"
+        if zone.kind == "keep_out":
+            why = "robots never enter it"
+        elif zone.kind == "walkway":
+            why = "people walk there and robots never enter it"
+        elif entry_permit(zone) == "never":
+            why = f"a {zone.hazard_class} hazard the plant lets no robot into (permits: never)"
+        else:
+            why = (
+                f"a {zone.hazard_class} hazard the plant lets a robot into on an operator's confirmation; "
+                "no confirmation reaches the robot yet, so its supervisor keeps every hazard zone out"
+            )
+        return Finding("zones", step, False, f"{where}: {why}; the robot's supervisor refuses the motion")
+    notes: list[str] = []
+    for robot in robots:
+        for zname, zone in plant.zones.items():
+            if zone.kind != "walkway":
+                continue
+            d = distance_to_zone_xy(zone, x, y)
+            wc = walkway_clearance(plant.robots[robot], d, human_speed_m_s=walkway_speed_m_s(plant, zname))
+            if wc.rule == "stopped":
+                return Finding(
+                    "zones",
+                    step,
+                    False,
+                    f"{loc} is {d:.2f} m from walkway {zname}: a person walking on its edge would be "
+                    f"{wc.separation_m:.2f} m from {robot}'s tool, inside its protective separation distance "
+                    f"even at its lowest speed, {wc.slowest.explain()}; its supervisor would stop it whenever "
+                    f"someone walks by. Keep {robot}'s targets {wc.needed_m:.2f} m from {zname}",
+                )
+            if wc.rule == "slowed":
+                notes.append(
+                    f"{robot} slows while someone walks in {zname} ({d:.2f} m away; full speed needs "
+                    f"{wc.full_speed_m:.2f} m: S_p {wc.full.distance_m:.2f} m at {wc.full.robot_speed_m_s:.2f} m/s)"
+                )
+    ok = f"{loc} is inside the geofence and outside every zone robots may not enter"
+    return Finding("zones", step, True, f"{ok}; {'; '.join(notes)}" if notes else ok)
 
 
 def check(plan: Plan, plant: PlantDescription, snapshot: PlantSnapshot | None = None) -> Verdict:
