@@ -14,7 +14,7 @@ The twin's sessions (:func:`sim.session.twin_factory` for rehearsals,
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ from llm_coordinator.approval import ApprovalGate
 from llm_coordinator.backends import make_backend
 from llm_coordinator.config import CoordinatorConfig
 from llm_coordinator.coordinator import Coordinator
+from llm_coordinator.executor import Executor
 from llm_coordinator.planner import Planner
 from llm_coordinator.rehearsal import ProcessRehearser, Rehearser
 from llm_coordinator.store import Store
@@ -31,7 +32,7 @@ from plant.interface import MachineAgent
 from robots.interface import RobotAgent
 from sim.session import LiveTwinPlant, twin_factory
 
-__all__ = ["LiveTwinPlant", "ProcessRehearser", "build_coordinator", "live_agents", "twin_factory"]
+__all__ = ["LiveTwinPlant", "ProcessRehearser", "build_coordinator", "build_executor", "live_agents", "twin_factory"]
 
 
 def build_coordinator(
@@ -56,6 +57,27 @@ def build_coordinator(
     elif rehearse:
         rehearser = Rehearser(plant, twin_factory(render=render), config.step_timeout_margin)
     return Coordinator(plant, store, planner, gate, rehearser, evidence_dir)
+
+
+def build_executor(
+    coordinator: Coordinator,
+    machines: Mapping[str, MachineAgent],
+    robots: Mapping[str, RobotAgent],
+    config: CoordinatorConfig,
+) -> Executor:
+    """The executor over these agents, as every command runs it: behind the approval gate of
+    ``coordinator``, with the configured time budgets, and with recovery wired (a failed step
+    pauses the plan and drafts a recovery plan, which goes through the rules, a rehearsal and
+    an approval like any other plan)."""
+    return Executor(
+        coordinator.plant,
+        coordinator.store,
+        coordinator.gate,
+        machines,
+        robots,
+        timeout_margin=config.step_timeout_margin,
+        on_failure=coordinator.submit_recovery,
+    )
 
 
 #: Machine agent class per protocol of the plant description, imported when used.
