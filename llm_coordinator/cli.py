@@ -8,11 +8,13 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from plant import PlantError, load_plant
 from plant.config import PlantDescription
+from plant.text import safe_text
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 plant_app = typer.Typer(no_args_is_help=True, help="Check and inspect plant descriptions.")
@@ -44,11 +46,18 @@ PlantOpt = Annotated[
 ]
 
 
+def _safe(value: object, limit: int = 500) -> str:
+    """Text from outside (a file, a machine, a model, a person) for a line with rich markup:
+    control characters escaped, at most ``limit`` characters, markup escaped."""
+    return escape(safe_text(value, limit))
+
+
 def _load(path: Path | None) -> PlantDescription:
     try:
         return load_plant(path)
     except PlantError as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
+        shown = escape(safe_text(exc, 20000, newlines=True))
+        err.print(f"[bold red]error:[/] {shown}", highlight=False, markup=True, soft_wrap=True)
         raise typer.Exit(2) from None
 
 
@@ -57,7 +66,7 @@ def plant_validate(file: Annotated[Path, typer.Argument(help="plant description 
     """Validate a plant file; print every problem as file:line:column: field: reason."""
     plant = _load(file)
     out.print(
-        f"[green]ok[/] {file}: plant [bold]{plant.name}[/] with {len(plant.machines)} machines, "
+        f"[green]ok[/] {_safe(file)}: plant [bold]{_safe(plant.name, 80)}[/] with {len(plant.machines)} machines, "
         f"{len(plant.robots)} robots, {len(plant.zones)} zones, {len(plant.recipes)} recipes"
     )
 
@@ -66,17 +75,19 @@ def plant_validate(file: Annotated[Path, typer.Argument(help="plant description 
 def plant_show(plant_file: PlantOpt = None) -> None:
     """Summarise a plant: machines, robots, zones and recipes."""
     plant = _load(plant_file)
-    t = Table(title=f"plant {plant.name}")
+    t = Table(title=f"plant {_safe(plant.name, 80)}")
     for col in ("kind", "name", "what"):
         t.add_column(col)
     for n, m in plant.machines.items():
-        t.add_row("machine", n, f"{m.kind} over {m.protocol} at {m.endpoint}")
+        t.add_row("machine", _safe(n, 80), _safe(f"{m.kind} over {m.protocol} at {m.endpoint}"))
     for n, r in plant.robots.items():
-        t.add_row("robot", n, f"{r.model} with {r.tool.model}, skills: {', '.join(r.allowed_skills())}")
+        t.add_row(
+            "robot", _safe(n, 80), _safe(f"{r.model} with {r.tool.model}, skills: {', '.join(r.allowed_skills())}")
+        )
     for n, z in plant.zones.items():
-        t.add_row("zone", n, z.kind + (f" ({z.hazard_class})" if z.hazard_class else ""))
+        t.add_row("zone", _safe(n, 80), _safe(z.kind + (f" ({z.hazard_class})" if z.hazard_class else "")))
     for n, rc in plant.recipes.items():
-        t.add_row("recipe", n, rc.description)
+        t.add_row("recipe", _safe(n, 80), _safe(rc.description))
     out.print(t)
 
 
@@ -103,12 +114,12 @@ def sim_cmd(
         try:
             check_output_path(render)
         except RenderError as exc:
-            err.print(f"[bold red]error:[/] {exc}")
+            err.print(f"[bold red]error:[/] {_safe(exc)}", highlight=False)
             raise typer.Exit(2) from None
     t0 = time.perf_counter()
     twin = Twin(plant)
     out.print(
-        f"twin of [bold]{plant.name}[/] built in {time.perf_counter() - t0:.1f} s: "
+        f"twin of [bold]{_safe(plant.name, 80)}[/] built in {time.perf_counter() - t0:.1f} s: "
         f"{twin.model.nbody} bodies, {twin.model.ngeom} geoms, {twin.model.nu} actuators, "
         f"physics step {twin.config.sim_dt_s * 1000:g} ms, control tick {twin.config.ctrl_dt_s * 1000:g} ms"
     )
@@ -119,7 +130,7 @@ def sim_cmd(
         try:
             cam = Camera(twin, camera, width, height)
         except RenderError as exc:
-            err.print(f"[bold red]error:[/] {exc}")
+            err.print(f"[bold red]error:[/] {_safe(exc)}", highlight=False)
             raise typer.Exit(2) from None
     shown = 0
     still = render is not None and render.suffix.lower() == ".png"
@@ -144,7 +155,9 @@ def sim_cmd(
             if cam is not None and not still:
                 frames.append(cam.frame())
             for ev in tw.events[shown:]:
-                bar.console.print(f"  t={ev.time_s:6.2f} s  {ev.source:<12} {ev.text}", highlight=False)
+                bar.console.print(
+                    f"  t={ev.time_s:6.2f} s  {_safe(ev.source, 40):<12} {_safe(ev.text)}", highlight=False
+                )
             shown = len(tw.events)
 
         twin.run(seconds, realtime=realtime, on_tick=on_tick, every_s=ticks_per_frame * twin.config.ctrl_dt_s)
@@ -163,34 +176,43 @@ def sim_cmd(
     for n, tm in twin.machines.items():
         extra = f", belt {tm.belt_speed_m_s:.2f} m/s" if tm.kind == "conveyor" else ""
         extra += f", door {'closed' if tm.state_model.door_closed else 'open'}" if tm.state_model.has_door else ""
-        t.add_row(n, f"{tm.state.name}, cycles {tm.state_model.cycle_count}{extra}")
+        t.add_row(_safe(n, 80), f"{tm.state.name}, cycles {tm.state_model.cycle_count}{extra}")
     for n, (x, y, z) in twin.part_positions().items():
-        t.add_row(n, f"at ({x:.2f}, {y:.2f}, {z:.2f}) m")
+        t.add_row(_safe(n, 80), f"at ({x:.2f}, {y:.2f}, {z:.2f}) m")
     for n, (x, y, v) in twin.people_positions().items():
-        t.add_row(n, f"at ({x:.2f}, {y:.2f}) m walking {v:.1f} m/s")
+        t.add_row(_safe(n, 80), f"at ({x:.2f}, {y:.2f}) m walking {v:.1f} m/s")
     for r in twin.robot_names():
         tool = twin.tool_position(r)
-        t.add_row(r, f"tool at ({tool[0]:.2f}, {tool[1]:.2f}, {tool[2]:.2f}) m")
+        t.add_row(_safe(r, 80), f"tool at ({tool[0]:.2f}, {tool[1]:.2f}, {tool[2]:.2f}) m")
     out.print(t)
     contacts = [c for c in twin.contacts() if "floor" not in (c.geom1, c.geom2)]
     out.print(
         f"contacts now (floor excluded): {len(contacts)}"
-        + "".join(f"\n  {c.body1} / {c.body2} ({c.depth_m * 1000:.1f} mm)" for c in contacts[:8])
+        + "".join(f"\n  {_safe(c.body1, 80)} / {_safe(c.body2, 80)} ({c.depth_m * 1000:.1f} mm)" for c in contacts[:8]),
+        highlight=False,
     )
     if render is not None:
         try:
             written = write_frames(render, frames, round(clip_fps))
         except (RenderError, OSError) as exc:
-            err.print(f"[bold red]error:[/] cannot write {render}: {exc}")
+            err.print(f"[bold red]error:[/] cannot write {_safe(render)}: {_safe(exc)}", highlight=False)
             raise typer.Exit(1) from None
         out.print(
-            f"wrote {', '.join(str(p) for p in written)} ({len(frames)} frames, {width}x{height}, camera {camera})"
+            f"wrote {_safe(', '.join(str(p) for p in written))} ({len(frames)} frames, {width}x{height}, "
+            f"camera {_safe(camera, 80)})",
+            highlight=False,
         )
 
 
 def main() -> None:
     import logging
 
+    from plant.text import SafeLogFormatter
+
+    # Log lines carry text from machines, models and people: escaped and capped like the rest.
+    handler = logging.StreamHandler()
+    handler.setFormatter(SafeLogFormatter("%(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.WARNING, handlers=[handler])
     # asyncua logs routine negotiation (revised subscription values) as warnings; people see
     # outages and refusals through the agents' own events and errors instead.
     logging.getLogger("asyncua").setLevel(logging.ERROR)

@@ -12,8 +12,10 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from plant import PlantError, load_plant
+from plant.text import safe_text
 
 console_app = typer.Typer(
     invoke_without_command=True,
@@ -67,16 +69,18 @@ def serve(
         plant = load_plant(plant_file)
         config = _config(config_file, db, None)
     except PlantError as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        err.print(f"[bold red]error:[/] {escape(safe_text(exc, 20000, newlines=True))}", highlight=False)
         raise typer.Exit(2) from None
     except (OSError, yaml.YAMLError, ValidationError) as exc:
-        err.print(f"[bold red]error:[/] configuration {config_file}: {exc}", highlight=False)
+        shown = escape(safe_text(f"configuration {config_file}: {exc}", 20000, newlines=True))
+        err.print(f"[bold red]error:[/] {shown}", highlight=False)
         raise typer.Exit(2) from None
     site = build_site(plant, db, state_dir, config=config, twin_speed=twin_speed, session_ttl_s=session_hours * 3600.0)
     if not site.app.state.users.users():
         err.print("[yellow]no users yet:[/] add one with [bold]atelier console add-user NAME --role ROLE[/]")
     site.start()
-    out.print(f"console of [bold]{plant.name}[/] on http://{host}:{port}/ (API: /api/docs)")
+    name = escape(safe_text(plant.name, 80))
+    out.print(f"console of [bold]{name}[/] on http://{escape(safe_text(host, 100))}:{port}/ (API: /api/docs)")
     try:
         uvicorn.run(site.app, host=host, port=port, log_level="warning")
     finally:
@@ -91,6 +95,8 @@ def add_user(
     replace: Annotated[bool, typer.Option(help="change the role and password of an existing user")] = False,
 ) -> None:
     """Create a console user. The password comes from $ATELIER_CONSOLE_PASSWORD or a prompt."""
+    from sqlalchemy.engine import make_url
+
     from llm_coordinator.console.auth import AuthError, UserStore, make_engine
 
     password = os.environ.get(PASSWORD_ENV)
@@ -99,9 +105,11 @@ def add_user(
     try:
         user = UserStore(make_engine(db)).add_user(name, role, password, replace=replace)
     except AuthError as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        err.print(f"[bold red]error:[/] {escape(safe_text(exc))}", highlight=False)
         raise typer.Exit(2) from None
-    out.print(f"user [bold]{user.name}[/] ({user.role.value}) saved in {db}")
+    shown = escape(safe_text(user.name, 80))
+    where = escape(safe_text(make_url(db).render_as_string(hide_password=True), 300))
+    out.print(f"user [bold]{shown}[/] ({user.role.value}) saved in {where}", highlight=False)
 
 
 def register(app: typer.Typer) -> None:

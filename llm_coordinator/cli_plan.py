@@ -15,10 +15,12 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from llm_coordinator.config import CoordinatorConfig, ModelConfig
 from llm_coordinator.store import Store, StoreError
+from plant.text import safe_text
 
 if TYPE_CHECKING:
     from llm_coordinator.coordinator import Submission
@@ -48,13 +50,19 @@ def _config(path: Path | None, db: str, mode: str | None) -> CoordinatorConfig:
     return CoordinatorConfig.model_validate(data)
 
 
+def _safe(value: object, limit: int = 500) -> str:
+    """Text from outside (a model, a machine, a person, the store) for a line with rich markup:
+    control characters escaped, at most ``limit`` characters, markup escaped."""
+    return escape(safe_text(value, limit))
+
+
 def _report(sub: Submission, note: str = "") -> NoReturn:
     """Where a submitted work order ended up; exit 0 when it awaits approval."""
     out.print(f"plan [bold]{sub.plan_id}[/]{note}: {sub.status}")
     for r in sub.reasons:
-        out.print(f"  - {r}", highlight=False)
+        out.print(f"  - {_safe(r)}", highlight=False)
     for e in sub.evidence or []:
-        out.print(f"  evidence: {e}")
+        out.print(f"  evidence: {_safe(e)}", highlight=False)
     raise typer.Exit(0 if sub.status == "awaiting_approval" else 1)
 
 
@@ -64,7 +72,7 @@ def _plant(path: Path | None) -> object:
     try:
         return load_plant(path)
     except PlantError as exc:
-        err.print(f"[bold red]error:[/] {exc}")
+        err.print(f"[bold red]error:[/] {escape(safe_text(exc, 20000, newlines=True))}", highlight=False)
         raise typer.Exit(2) from None
 
 
@@ -106,10 +114,10 @@ def register(app: typer.Typer) -> None:
         try:
             feedback = co.replan_feedback(plan_id)
         except StoreError as exc:
-            err.print(str(exc))
+            err.print(_safe(exc), highlight=False)
             raise typer.Exit(2) from None
         for f in feedback:
-            out.print(f"  feedback: {f}", highlight=False)
+            out.print(f"  feedback: {_safe(f)}", highlight=False)
         _report(asyncio.run(co.replan(plan_id, actor="cli")), f" (again for plan {plan_id})")
 
     @app.command("order")
@@ -142,7 +150,7 @@ def register(app: typer.Typer) -> None:
         sub = asyncio.run(co.submit(order, actor="cli"))
         out.print(f"plan [bold]{sub.plan_id}[/]: {sub.status}")
         for r in sub.reasons:
-            out.print(f"  - {r}", highlight=False)
+            out.print(f"  - {_safe(r)}", highlight=False)
         if sub.status != "awaiting_approval":
             raise typer.Exit(1)
         plan = co.store.plan(sub.plan_id)
@@ -150,17 +158,18 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(2)
         for s in plan.steps:
             flag = "  [hazardous]" if s.hazardous else ""
-            out.print(f"  {s.id:18s} {s.agent:11s} {s.skill:11s} {json.dumps(s.args)}{flag}", highlight=False)
+            line = f"  {s.id:18s} {s.agent:11s} {s.skill:11s} {json.dumps(s.args)}"
+            out.print(safe_text(line, 300) + flag, highlight=False, markup=False)
         if sub.rehearsal is not None:
             out.print(f"rehearsed in the twin: makespan {sub.rehearsal.makespan_s:.1f} s")
         for e in sub.evidence or []:
-            out.print(f"  evidence: {e}")
+            out.print(f"  evidence: {_safe(e)}", highlight=False)
         if not yes and not typer.confirm(f"approve plan {sub.plan_id}?", default=False):
             co.gate.reject(sub.plan_id, "cli", "not approved at the prompt")
             raise typer.Exit(1)
         co.gate.approve(sub.plan_id, "cli (--yes)" if yes else "cli")
         for step in co.gate.required_confirmations(plan):
-            if yes or typer.confirm(f"operator: confirm hazardous step {step}?", default=False):
+            if yes or typer.confirm(f"operator: confirm hazardous step {safe_text(step, 80)}?", default=False):
                 co.gate.confirm(sub.plan_id, step, "cli (--yes)" if yes else "cli")
 
         @asynccontextmanager
@@ -181,12 +190,12 @@ def register(app: typer.Typer) -> None:
                 ex = Executor(plant, co.store, co.gate, machines, robots)  # type: ignore[arg-type]
                 report = await ex.run(sub.plan_id, actor="cli")
             for rec in report.records:
-                out.print(
-                    f"  {rec.step:18s} {rec.status:7s} {rec.end_s - rec.start_s:6.1f} s  {rec.detail}", highlight=False
-                )
+                took = f"{rec.end_s - rec.start_s:6.1f} s"
+                out.print(f"  {_safe(rec.step, 40):18s} {rec.status:7s} {took}  {_safe(rec.detail)}", highlight=False)
             out.print(
                 f"plan {sub.plan_id}: {report.status} in {report.makespan_s:.1f} s"
-                + (f" ({report.reason})" if report.reason else "")
+                + (f" ({_safe(report.reason)})" if report.reason else ""),
+                highlight=False,
             )
             return 0 if report.status == "done" else 1
 
@@ -199,7 +208,7 @@ def register(app: typer.Typer) -> None:
         for c in ("id", "status", "mode", "work order"):
             t.add_column(c)
         for row in Store(db).plans():
-            t.add_row(str(row.id), row.status, row.mode, row.work_order[:70])
+            t.add_row(str(row.id), row.status, row.mode, _safe(row.work_order, 70))
         out.print(t)
 
     @app.command("show")
@@ -209,11 +218,11 @@ def register(app: typer.Typer) -> None:
         try:
             row = store.get(plan_id)
         except StoreError as exc:
-            err.print(str(exc))
+            err.print(_safe(exc), highlight=False)
             raise typer.Exit(2) from None
-        out.print(f"plan {row.id} [bold]{row.status}[/] ({row.mode}): {row.work_order}", highlight=False)
+        out.print(f"plan {row.id} [bold]{row.status}[/] ({row.mode}): {_safe(row.work_order)}", highlight=False)
         for r in row.reasons:
-            out.print(f"  reason: {r}", highlight=False)
+            out.print(f"  reason: {_safe(r)}", highlight=False)
         plan = store.plan(plan_id)
         if plan is not None:
             t = Table(title=f"hash {plan.content_hash()[:16]}")
@@ -221,11 +230,11 @@ def register(app: typer.Typer) -> None:
                 t.add_column(c)
             for s in plan.steps:
                 t.add_row(
-                    s.id,
-                    s.agent,
-                    s.skill,
-                    json.dumps(s.args),
-                    ",".join(s.after),
+                    _safe(s.id, 40),
+                    _safe(s.agent, 40),
+                    _safe(s.skill, 40),
+                    _safe(json.dumps(s.args), 200),
+                    _safe(",".join(s.after), 200),
                     f"{s.expected_duration_s:g}",
                     "yes" if s.hazardous else "",
                 )
@@ -234,7 +243,7 @@ def register(app: typer.Typer) -> None:
         if rh is not None:
             out.print(f"rehearsal: {'ok' if rh.ok else 'FAILED'}, makespan {rh.makespan_s:.1f} s")
             for e in rh.evidence:
-                out.print(f"  evidence: {e}")
+                out.print(f"  evidence: {_safe(e)}", highlight=False)
 
     @app.command("approve")
     def approve_cmd(
@@ -250,7 +259,7 @@ def register(app: typer.Typer) -> None:
         try:
             h = ApprovalGate(Store(db), _plant(plant_file)).approve(plan_id, supervisor, reason)  # type: ignore[arg-type]
         except StoreError as exc:
-            err.print(str(exc))
+            err.print(_safe(exc), highlight=False)
             raise typer.Exit(2) from None
         out.print(f"plan {plan_id} approved (hash {h[:16]})")
 
@@ -268,9 +277,9 @@ def register(app: typer.Typer) -> None:
         try:
             ApprovalGate(Store(db), _plant(plant_file)).confirm(plan_id, step, operator)  # type: ignore[arg-type]
         except StoreError as exc:
-            err.print(str(exc))
+            err.print(_safe(exc), highlight=False)
             raise typer.Exit(2) from None
-        out.print(f"step {step} of plan {plan_id} confirmed by {operator}")
+        out.print(f"step {_safe(step, 80)} of plan {plan_id} confirmed by {_safe(operator, 80)}", highlight=False)
 
     @app.command("reject")
     def reject_cmd(
@@ -286,7 +295,7 @@ def register(app: typer.Typer) -> None:
         try:
             ApprovalGate(Store(db), _plant(plant_file)).reject(plan_id, supervisor, reason)  # type: ignore[arg-type]
         except StoreError as exc:
-            err.print(str(exc))
+            err.print(_safe(exc), highlight=False)
             raise typer.Exit(2) from None
         out.print(f"plan {plan_id} rejected")
 
@@ -331,11 +340,17 @@ def register(app: typer.Typer) -> None:
                     report = await ex.run(plan_id, actor="cli")
                 except NotApproved as exc:
                     for r in exc.reasons:
-                        err.print(f"  - {r}", highlight=False)
+                        err.print(f"  - {_safe(r)}", highlight=False)
                     return 2
             for rec in report.records:
-                out.print(f"  {rec.step:20s} {rec.agent:12s} {rec.status:7s} {rec.detail}", highlight=False)
-            out.print(f"plan {plan_id}: {report.status}" + (f" ({report.reason})" if report.reason else ""))
+                out.print(
+                    f"  {_safe(rec.step, 40):20s} {_safe(rec.agent, 40):12s} {rec.status:7s} {_safe(rec.detail)}",
+                    highlight=False,
+                )
+            out.print(
+                f"plan {plan_id}: {report.status}" + (f" ({_safe(report.reason)})" if report.reason else ""),
+                highlight=False,
+            )
             return 0 if report.status == "done" else 1
 
         raise typer.Exit(asyncio.run(go()))
@@ -357,18 +372,18 @@ def register(app: typer.Typer) -> None:
         try:
             report = Store(db, trust_dir=trust_dir).verify_audit()
         except StoreError as exc:
-            err.print(str(exc), highlight=False, markup=False)
+            err.print(_safe(exc), highlight=False)
             raise typer.Exit(2) from None
         h = report.head
         head = f"head: row {h.seq}, hash {h.hash[:16]}, anchored in {h.where}" if h else "head: none anchored"
-        out.print(head, highlight=False, markup=False)
+        out.print(safe_text(head), highlight=False, markup=False)
         for n in report.notes:
-            out.print(f"note: {n}", highlight=False, markup=False)
+            out.print(safe_text(f"note: {n}"), highlight=False, markup=False)
         if report.ok:
             out.print(f"audit log ok: {report.rows} rows, chain intact, tags match the audit key", highlight=False)
             return
         for problem in report.problems:
-            err.print(problem, highlight=False, markup=False)
+            err.print(safe_text(problem), highlight=False, markup=False)
         raise typer.Exit(1)
 
 

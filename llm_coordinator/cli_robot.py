@@ -26,9 +26,11 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from plant import PlantError, load_plant
 from plant.config import PlantDescription
+from plant.text import safe_text
 
 robot_app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 out = Console()
@@ -44,10 +46,11 @@ def _plant(path: Path | None, robot: str) -> PlantDescription:
     try:
         plant = load_plant(path) if path else load_plant()
     except PlantError as exc:
-        err.print(f"[red]{exc}[/]")
+        err.print(f"[red]{escape(safe_text(exc, 20000, newlines=True))}[/]", highlight=False)
         raise typer.Exit(2) from None
     if robot not in plant.robots:
-        err.print(f"[red]no robot {robot!r} in plant {plant.name}; robots: {', '.join(plant.robots)}[/]")
+        known = safe_text(f"no robot {robot!r} in plant {plant.name}; robots: {', '.join(plant.robots)}")
+        err.print(f"[red]{escape(known)}[/]", highlight=False)
         raise typer.Exit(2)
     return plant
 
@@ -121,7 +124,8 @@ def estop_cmd(
     if msg is None:
         EstopLatch(latch_file(state_dir, robot)).trip("e-stop from the command line", "cli")
         msg = "no runtime answered; latch file tripped"
-    out.print(f"{robot}: {msg}")
+    # The message comes from whatever answered on the robot's service: shown escaped.
+    out.print(safe_text(f"{robot}: {msg}"), highlight=False, markup=False)
 
 
 @robot_app.command("estop-reset")
@@ -140,8 +144,15 @@ def estop_reset_cmd(
     if msg is None:
         EstopLatch(latch_file(state_dir, robot)).reset(operator)
         msg = "no runtime answered; latch file cleared"
-    out.print(f"{robot}: {msg} (by {operator})")
+    out.print(safe_text(f"{robot}: {msg} (by {operator})"), highlight=False, markup=False)
 
 
 if __name__ == "__main__":
+    import logging
+
+    from plant.text import SafeLogFormatter
+
+    _handler = logging.StreamHandler()
+    _handler.setFormatter(SafeLogFormatter("%(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.WARNING, handlers=[_handler])
     robot_app()

@@ -22,9 +22,11 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from plant import PlantError, load_plant
+from plant.text import safe_text
 
 twin_app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 
@@ -38,8 +40,13 @@ def _twin() -> None:
 
 
 def _fail(msg: str, code: int = 2) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {msg}", highlight=False, soft_wrap=True)
+    # Messages carry plant files' and servers' text: escaped, capped, markup shown as written.
+    err.print(f"[bold red]error:[/] {escape(safe_text(msg, 20000, newlines=True))}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
+
+
+def _safe(value: object, limit: int = 200) -> str:
+    return escape(safe_text(value, limit))
 
 
 @twin_app.command("serve")
@@ -88,7 +95,8 @@ def serve_cmd(
     try:
         if robots and plant.robots:
             drivers = sim.robot_drivers.start_robot_drivers(live)
-            out.print(f"ROS 2 driver nodes: {', '.join('/' + r for r in plant.robots)} (sensor_msgs/JointState)")
+            nodes = _safe(", ".join("/" + r for r in plant.robots), 1000)
+            out.print(f"ROS 2 driver nodes: {nodes} (sensor_msgs/JointState)", highlight=False)
         asyncio.run(_serve(live, names, security, seconds, t0))
     except KeyboardInterrupt:
         err.print("interrupted")
@@ -114,7 +122,8 @@ async def _serve(live: object, names: list[str], security: object, seconds: floa
     plant = live.twin.plant
     async with serve_plant(live, plant, machines=names, opcua_security=security) as servers:
         t = Table(
-            title=f"twin of {plant.name} serving (speed {live.speed:g}x), ready in {time.perf_counter() - t0:.1f} s"
+            title=f"twin of {_safe(plant.name, 80)} serving (speed {live.speed:g}x), "
+            f"ready in {time.perf_counter() - t0:.1f} s"
         )
         for col in ("machine", "kind", "protocol", "endpoint"):
             t.add_column(col)
@@ -123,14 +132,14 @@ async def _serve(live: object, names: list[str], security: object, seconds: floa
             extra = f" (device {m.device_id})" if m.protocol == "modbus" else ""
             if m.protocol == "opcua" and m.security.policy != "None":
                 extra = f" ({m.security.policy} {m.security.mode})"
-            t.add_row(n, m.kind, m.protocol, m.endpoint + extra)
+            t.add_row(_safe(n, 80), m.kind, m.protocol, _safe(m.endpoint + extra))
         out.print(t)
         if seconds is None:
             await asyncio.Event().wait()
         else:
             await asyncio.sleep(seconds)
         done = {n: servers.plc(n).commands_executed for n in names}
-        out.print("commands executed: " + ", ".join(f"{n} {c}" for n, c in done.items()))
+        out.print("commands executed: " + _safe(", ".join(f"{n} {c}" for n, c in done.items()), 2000), highlight=False)
 
 
 if __name__ == "__main__":
