@@ -1,20 +1,35 @@
-"""Fixtures of the console tests: a user database in a temp dir, the scripted backend, a client."""
+"""Fixtures of the console tests: the product's own coordinator, store, guardrails, approval
+gate and executor behind the console, with fakes only at the edges (a scripted model, fake
+agents, a fake twin for rehearsal), a user database and a test client."""
 
 from __future__ import annotations
 
+import json
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from argon2 import PasswordHasher
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from llm_coordinator.approval import ApprovalGate
+from llm_coordinator.backends.scripted import ScriptedBackend as ScriptedModel
 from llm_coordinator.console.app import create_app
 from llm_coordinator.console.auth import Role, UserStore, make_engine
-from llm_coordinator.console.testing import ScriptedBackend
+from llm_coordinator.console.coordinator_backend import CoordinatorBackend, audit_view
+from llm_coordinator.console.services import AuditView
+from llm_coordinator.coordinator import Coordinator
+from llm_coordinator.executor import Executor
+from llm_coordinator.interface import ChatMessage, LLMBackend
+from llm_coordinator.planner import Planner
+from llm_coordinator.rehearsal import Rehearser
+from llm_coordinator.store import Store
+from llm_coordinator.testing import fake_agents, fake_twin_factory
 from plant.config import PlantDescription
 
 PASSWORD = "correct horse battery"
@@ -25,13 +40,73 @@ BY_ROLE = {role: name for name, role in PEOPLE.items()}
 # Cheap hashes in tests; production uses the library's defaults.
 FAST_HASHER = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
 
+#: The fake agents (in rehearsal and in the run) go this many times faster than the plant.
+FAKE_SPEED = 500.0
+
+
+class MemoryEstops:
+    """E-stop latches in memory; the site uses the robots' file-backed latches."""
+
+    def __init__(self) -> None:
+        self.latched: dict[str, str] = {}
+
+    def state(self, robot: str) -> tuple[bool, str]:
+        """(latched, reason)."""
+        return (robot in self.latched, self.latched.get(robot, ""))
+
+    def trip(self, robot: str, reason: str, source: str) -> None:
+        """Latch (the first reason stays)."""
+        self.latched.setdefault(robot, reason)
+
+    def reset(self, robot: str, operator: str) -> None:
+        """Clear."""
+        self.latched.pop(robot, None)
+
+
+def recipe_model(plant: PlantDescription) -> ScriptedModel:
+    """A model that answers the goal question with the recipe the order names ("machine part"
+    for ``machine_part``), and ``cannot`` otherwise (the planner then refuses the order)."""
+
+    def script(messages: Sequence[ChatMessage], schema: dict[str, Any]) -> str:
+        order = " ".join(m.content for m in messages if m.role == "user").lower().replace("_", " ")
+        named = [r for r in plant.recipes if r.replace("_", " ") in order]
+        return json.dumps({"goal": named[0] if named else "cannot"})
+
+    return ScriptedModel(script)
+
+
+def build_backend(
+    plant: PlantDescription, tmp: Path, *, model: LLMBackend | None = None, state: Any = None
+) -> CoordinatorBackend:
+    """The console's backend over the product's coordinator, as :func:`~llm_coordinator.console.
+    wiring.build_site` builds it, on a SQLite file in ``tmp``, with a scripted model (default
+    :func:`recipe_model`), fake agents and a fake twin for the rehearsal."""
+    store = Store(f"sqlite:///{tmp / 'atelier.db'}")
+    gate = ApprovalGate(store, plant)
+    planner = Planner(plant, model or recipe_model(plant))
+    rehearser = Rehearser(plant, fake_twin_factory(FAKE_SPEED))
+    coordinator = Coordinator(plant, store, planner, gate, rehearser, evidence_dir=tmp / "evidence")
+    machines, robots = fake_agents(plant, FAKE_SPEED)
+    executor = Executor(plant, store, gate, machines, robots, on_failure=coordinator.submit_recovery)
+    return CoordinatorBackend(plant, store, gate, coordinator, MemoryEstops(), executor=executor, state=state)
+
+
+def audit_records(backend: CoordinatorBackend) -> list[AuditView]:
+    """The whole audit log, oldest first, as the console shows it."""
+    return [audit_view(r) for r in backend.store.audit_rows()]
+
 
 @dataclass
 class Console:
     app: FastAPI
-    backend: ScriptedBackend
+    backend: CoordinatorBackend
     users: UserStore
     client: TestClient
+
+    @property
+    def records(self) -> list[AuditView]:
+        """The audit log, oldest first."""
+        return audit_records(self.backend)
 
     def login(self, name: str) -> str:
         """Log ``name`` in on the API; returns the bearer token (the client keeps the cookie too)."""
@@ -45,7 +120,7 @@ class Console:
         self.client.cookies.clear()
         return {} if name is None else {"Authorization": f"Bearer {self.login(name)}"}
 
-    def wait_job(self, job_id: str, headers: dict[str, str], timeout_s: float = 5.0) -> dict[str, object]:
+    def wait_job(self, job_id: str, headers: dict[str, str], timeout_s: float = 30.0) -> dict[str, object]:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             job: dict[str, object] = self.client.get(f"/api/work-orders/{job_id}", headers=headers).json()
@@ -55,17 +130,33 @@ class Console:
         raise AssertionError(f"job {job_id} did not reach approval: {job}")
 
 
-def make_users(db: Path) -> UserStore:
-    users = UserStore(make_engine(f"sqlite:///{db}"), hasher=FAST_HASHER)
+def make_users(db: Path, hasher: PasswordHasher = FAST_HASHER, **kw: Any) -> UserStore:
+    users = UserStore(make_engine(f"sqlite:///{db}"), hasher=hasher, **kw)
     for name, role in PEOPLE.items():
         users.add_user(name, role, PASSWORD)
     return users
 
 
+@contextmanager
+def serve(backend: CoordinatorBackend, users: UserStore, **app_kw: Any) -> Iterator[TestClient]:
+    """A test client of the console over ``backend``; background work (drafting, runs) is
+    cancelled and the database closed at the end."""
+    app = create_app(backend, users, **app_kw)
+    try:
+        with TestClient(app, base_url="http://console.test") as client:
+            try:
+                yield client
+            finally:
+                assert client.portal is not None
+                client.portal.call(backend.aclose)
+    finally:
+        backend.store.engine.dispose()
+        users.engine.dispose()
+
+
 @pytest.fixture
 def console(tmp_path: Path, demo_plant: PlantDescription) -> Iterator[Console]:
-    backend = ScriptedBackend(demo_plant, stage_delay_s=0.01)
-    users = make_users(tmp_path / "console.db")
-    app = create_app(backend, users)
-    with TestClient(app, base_url="http://console.test") as client:
-        yield Console(app, backend, users, client)
+    backend = build_backend(demo_plant, tmp_path)
+    users = make_users(tmp_path / "atelier.db")
+    with serve(backend, users) as client:
+        yield Console(client.app, backend, users, client)  # type: ignore[arg-type]

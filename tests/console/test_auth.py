@@ -11,7 +11,6 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import text
 
-from llm_coordinator.console.app import create_app
 from llm_coordinator.console.auth import (
     PERMISSIONS,
     Action,
@@ -23,10 +22,10 @@ from llm_coordinator.console.auth import (
     UserStore,
     make_engine,
 )
-from llm_coordinator.console.testing import ScriptedBackend
+from llm_coordinator.console.coordinator_backend import CoordinatorBackend
 from plant.config import PlantDescription
 
-from .conftest import FAST_HASHER, PASSWORD, PEOPLE
+from .conftest import FAST_HASHER, PASSWORD, PEOPLE, audit_records, build_backend, serve
 
 
 def store(tmp_path: Path, **kw: object) -> UserStore:
@@ -153,7 +152,7 @@ def test_unknown_names_are_limited_like_real_ones(tmp_path: Path) -> None:
 @dataclass
 class Limited:
     client: TestClient
-    backend: ScriptedBackend
+    backend: CoordinatorBackend
     now: list[float]
 
     def api(self, name: str, password: str) -> Any:  # the test client's response
@@ -164,7 +163,7 @@ class Limited:
         return self.client.post("/login", data={"name": name, "password": password}, follow_redirects=False)
 
     def audit(self, name: str) -> list[str]:
-        return [a.action for a in self.backend.records if a.actor == name]
+        return [a.action for a in audit_records(self.backend) if a.actor == name]
 
 
 @pytest.fixture
@@ -174,9 +173,8 @@ def limited(tmp_path: Path, demo_plant: PlantDescription) -> Iterator[Limited]:
     users = store(tmp_path, clock=lambda: now[0])
     for name, role in PEOPLE.items():
         users.add_user(name, role, PASSWORD)
-    backend = ScriptedBackend(demo_plant, stage_delay_s=0.01)
-    app = create_app(backend, users, login_limit=LoginLimit(max_failures=3, window_s=60.0, lockout_s=300.0))
-    with TestClient(app, base_url="http://console.test") as client:
+    backend = build_backend(demo_plant, tmp_path)
+    with serve(backend, users, login_limit=LoginLimit(max_failures=3, window_s=60.0, lockout_s=300.0)) as client:
         yield Limited(client, backend, now)
 
 
@@ -192,7 +190,7 @@ def test_api_login_is_refused_with_429_after_n_failures(limited: Limited) -> Non
     assert limited.api("sam", PASSWORD).status_code == 200  # other names are not affected
     # every failure (the refused attempt too) and the lock-out are in the audit log
     assert limited.audit("olga") == ["login_failed"] * 3 + ["login_locked_out", "login_failed"]
-    locked_out = next(a for a in limited.backend.records if a.action == "login_locked_out")
+    locked_out = next(a for a in audit_records(limited.backend) if a.action == "login_locked_out")
     assert locked_out.actor == "olga" and "3 failed logins" in locked_out.detail
 
 

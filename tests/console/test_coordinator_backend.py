@@ -11,39 +11,14 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from llm_coordinator.approval import ApprovalGate
 from llm_coordinator.backends.scripted import ScriptedBackend as ScriptedModel
-from llm_coordinator.config import ScriptedBackendConfig, ScriptedReply
-from llm_coordinator.console.app import create_app
-from llm_coordinator.console.coordinator_backend import CoordinatorBackend
-from llm_coordinator.console.testing import MemoryEstops
-from llm_coordinator.context import MachineSnapshot
-from llm_coordinator.context import PlantSnapshot as StateSnapshot
-from llm_coordinator.coordinator import Coordinator
-from llm_coordinator.executor import Executor
-from llm_coordinator.plan import Plan
-from llm_coordinator.planner import Planner
-from llm_coordinator.rehearsal import RehearsalReport, TwinObservations
+from llm_coordinator.snapshot import MachineSnapshot
+from llm_coordinator.snapshot import PlantSnapshot as StateSnapshot
 from llm_coordinator.store import Store
-from llm_coordinator.testing import fake_agents, goal_script
+from llm_coordinator.testing import goal_script
 from plant.config import PlantDescription
 
-from .conftest import PASSWORD, make_users
-
-
-def _write_frame(frame: Path) -> None:
-    frame.parent.mkdir(parents=True, exist_ok=True)
-    frame.write_bytes(b"\x89PNG\r\n\x1a\n")
-
-
-class _CleanRehearsal:
-    """Stands in for the twin rehearsal (its own tests live with the coordinator)."""
-
-    async def rehearse(self, plan: Plan, out_dir: Path | str) -> RehearsalReport:
-        frame = Path(out_dir) / "frame_000.png"
-        _write_frame(frame)
-        makespan = sum(s.expected_duration_s for s in plan.steps)
-        return RehearsalReport(True, makespan, "", [], TwinObservations(), [str(frame)], 0.01)
+from .conftest import PASSWORD, build_backend, make_users, serve
 
 
 @pytest.fixture
@@ -54,19 +29,9 @@ def site(tmp_path: Path, demo_plant: PlantDescription) -> Iterator[tuple[TestCli
 def _site(
     tmp_path: Path, demo_plant: PlantDescription, state: Any = None, model: Any = None
 ) -> Iterator[tuple[TestClient, Store]]:
-    store = Store(f"sqlite:///{tmp_path / 'atelier.db'}")
-    gate = ApprovalGate(store, demo_plant)
-    model = model or ScriptedModel(ScriptedBackendConfig(replies=[ScriptedReply(text=None)]))
-    planner = Planner(demo_plant, model)
-    rehearser: Any = _CleanRehearsal()
-    coordinator = Coordinator(demo_plant, store, planner, gate, rehearser, evidence_dir=tmp_path / "evidence")
-    machines, robots = fake_agents(demo_plant, speed=200.0)
-    executor = Executor(demo_plant, store, gate, machines, robots)
-    backend = CoordinatorBackend(demo_plant, store, gate, coordinator, MemoryEstops(), executor=executor, state=state)
-    app = create_app(backend, make_users(tmp_path / "atelier.db"))
-    with TestClient(app, base_url="http://console.test") as client:
-        yield client, store
-    store.engine.dispose()
+    backend = build_backend(demo_plant, tmp_path, model=model, state=state)
+    with serve(backend, make_users(tmp_path / "atelier.db")) as client:
+        yield client, backend.store
 
 
 def _login(client: TestClient, name: str) -> dict[str, str]:
@@ -97,10 +62,13 @@ def test_work_order_to_done_through_the_coordinator(site: tuple[TestClient, Stor
 
     plan = client.get(f"/api/plans/{plan_id}", headers=sam).json()
     assert plan["state"] == "awaiting_approval" and plan["guardrails"] and all(g["passed"] for g in plan["guardrails"])
-    assert plan["rehearsal"]["ok"] and "frame_000.png" in plan["rehearsal"]["evidence"]
+    assert plan["rehearsal"]["ok"]
+    assert {"planned_gantt.png", "rehearsal_gantt.png"} <= set(plan["rehearsal"]["evidence"])
+    assert plan["recipe"] == "machine_part"
+    assert plan["title"] == "run recipe machine_part with part_type=blank_al, program=7"
     page = client.get(f"/plans/{plan_id}", headers=sam)
     assert page.status_code == 200 and "rules pass" in page.text
-    assert client.get(f"/plans/{plan_id}/evidence/frame_000.png", headers=sam).status_code == 200
+    assert client.get(f"/plans/{plan_id}/evidence/rehearsal_gantt.png", headers=sam).status_code == 200
     assert client.get(f"/plans/{plan_id}/evidence/..%2Fatelier.db", headers=sam).status_code == 404
 
     assert client.post(f"/api/plans/{plan_id}/approve", json={"reason": "x"}, headers=erin).status_code == 403
@@ -169,3 +137,30 @@ def test_a_rejected_plan_is_drafted_again_with_the_reason(tmp_path: Path, demo_p
         prompt = "\n".join(m.content for m in model.calls[-1].messages)
         assert "use program 3 for this part" in prompt
         assert any(r.actor == "erin" and r.action == "created" for r in store.audit_rows(int(job["plan_id"])))
+
+
+async def test_a_recipe_order_takes_the_path_of_submit(tmp_path: Path, demo_plant: PlantDescription) -> None:
+    """Coordinator.submit_recipe: the same stages, audit records, guardrail findings and
+    rehearsal as a work order in words; a recipe the plant cannot run is a refused plan."""
+    backend = build_backend(demo_plant, tmp_path)
+    store, coordinator = backend.store, backend.coordinator
+    stages: list[str] = []
+    sub = await coordinator.submit_recipe(
+        "inspect_part", {"part_type": "blank_al"}, actor="erin", on_stage=lambda s, _: stages.append(s)
+    )
+    assert sub.status == "awaiting_approval", sub.reasons
+    assert stages == ["planning", "checking", "rehearsing"]
+    rows = store.audit_rows(sub.plan_id)
+    assert (rows[0].actor, rows[0].action) == ("erin", "created")
+    assert rows[0].payload["work_order"] == "run recipe inspect_part with part_type=blank_al"
+    planned = next(r for r in rows if r.action == "planned")
+    assert planned.payload["recipe"] == "inspect_part" and planned.payload["status"] == "planned"
+    version, rehearsal = store.version(sub.plan_id), store.rehearsal(sub.plan_id)
+    assert version is not None and version.verdict and rehearsal is not None and rehearsal.ok
+
+    for params, count, why in [({"speed": 3}, 1, "no parameter speed"), ({}, 21, "1 to 20")]:
+        refused = await coordinator.submit_recipe("inspect_part", params, count=count)
+        assert refused.status == "refused" and why in refused.reasons[0], refused.reasons
+        assert store.get(refused.plan_id).status == "refused"
+    assert store.verify_audit().ok
+    store.engine.dispose()

@@ -18,15 +18,15 @@ import pytest
 import uvicorn
 
 from llm_coordinator.console.app import create_app
+from llm_coordinator.console.coordinator_backend import CoordinatorBackend
 from llm_coordinator.console.services import PlantFeed, PlantSnapshot, RobotView
-from llm_coordinator.console.testing import ScriptedBackend
 from llm_coordinator.console.wiring import twin_snapshot
 from plant.config import PlantDescription
 from plant.packml import Command, State
 from sim.twin import Twin
 
 from ._live import free_port, serve_console
-from .conftest import PASSWORD, Console, make_users
+from .conftest import PASSWORD, Console, build_backend, make_users
 
 #: The issue's bound: state on the page within 500 ms of the change.
 BOUND_S = 0.5
@@ -149,10 +149,10 @@ def test_operator_page_renders_the_newest_snapshot(console: Console, demo_plant:
 
 
 @contextmanager
-def serve_scripted(plant: PlantDescription, tmp: Path) -> Iterator[tuple[ScriptedBackend, str]]:
-    """The console over the scripted backend, served by uvicorn on a loopback port."""
-    backend = ScriptedBackend(plant, stage_delay_s=0.01)
-    app = create_app(backend, make_users(tmp / "console.db"))
+def serve_backend(plant: PlantDescription, tmp: Path) -> Iterator[tuple[CoordinatorBackend, str]]:
+    """The console over the coordinator (fakes at the edges), served by uvicorn on a loopback port."""
+    backend = build_backend(plant, tmp)
+    app = create_app(backend, make_users(tmp / "atelier.db"))
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
     thread = threading.Thread(target=server.run, name="console-server", daemon=True)
@@ -166,6 +166,7 @@ def serve_scripted(plant: PlantDescription, tmp: Path) -> Iterator[tuple[Scripte
     finally:
         server.should_exit = True
         thread.join(10)
+        backend.store.engine.dispose()
 
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -176,7 +177,7 @@ def test_operator_estop_table_follows_the_feed_without_reloading(demo_plant: Pla
     sync_api = pytest.importorskip("playwright.sync_api")
     if not CHROMIUM.exists():
         pytest.skip("Debian's chromium is needed for browser tests: apt-get install chromium")
-    with serve_scripted(demo_plant, tmp_path) as (backend, url), sync_api.sync_playwright() as p:
+    with serve_backend(demo_plant, tmp_path) as (backend, url), sync_api.sync_playwright() as p:
         backend.feed.publish(robots_snapshot(demo_plant))
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=["--headless", "--no-sandbox", "--disable-gpu"])
         try:
