@@ -588,10 +588,8 @@ class Store:
             problems.append(f"the head file {where} anchors another log ({data.get('log')})")
         by_seq = {r.seq: r for r in rows}
         if head.seq > last:
-            problems.append(
-                f"the log ends at row {last} but the anchored head is row {head.seq}: "
-                f"rows {last + 1} to {head.seq} were deleted"
-            )
+            gone = f"row {head.seq} was" if last + 1 == head.seq else f"rows {last + 1} to {head.seq} were"
+            problems.append(f"the log ends at row {last} but the anchored head is row {head.seq}: {gone} deleted")
         elif head.seq in by_seq and by_seq[head.seq].hash != head.hash:
             problems.append(f"row {head.seq}: its hash is not the anchored head's; the log was rewritten")
         if last > head.seq:

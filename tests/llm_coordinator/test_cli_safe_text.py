@@ -77,7 +77,8 @@ def _assert_safe(output: str) -> None:
 
 
 @pytest.fixture
-def evil_twin(monkeypatch: pytest.MonkeyPatch) -> None:
+def evil_twin(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)  # default evidence folders (a recovery plan's Gantt) land here
     monkeypatch.setattr(wiring, "build_coordinator", _coordinator)
     monkeypatch.setattr(wiring, "twin_factory", _evil_factory)
 
