@@ -227,11 +227,16 @@ class CoordinatorBackend:
             # Why it stopped or was refused (a failed step, a rule, the rehearsal), after who decided.
             why = f"{row.status.replace('_', ' ')}: " + "; ".join(row.reasons)
             decided = f"{decided}. {why[:1].upper()}{why[1:]}" if decided else why
-        audit = [audit_view(r) for r in self.store.audit_rows(plan_id)]
+        rows = self.store.audit_rows(plan_id)
+        audit = [audit_view(r) for r in rows]
+        # A recipe order's parameters are in the planner's record of its draft (submit_recipe).
+        drafted = next((r.payload for r in rows if r.action == "planned" and isinstance(r.payload, dict)), {})
+        params = drafted.get("params") if isinstance(drafted.get("params"), dict) else {}
         return PlanDetail(
             **summary.model_dump(),
             work_order=row.work_order,
             recipe=plan.recipe if plan is not None else None,
+            params=params,
             plan_hash=row.content_hash or "",
             steps=steps,
             guardrails=guardrails,

@@ -66,6 +66,7 @@ def test_work_order_to_done_through_the_coordinator(site: tuple[TestClient, Stor
     assert {"planned_gantt.png", "rehearsal_gantt.png"} <= set(plan["rehearsal"]["evidence"])
     assert plan["recipe"] == "machine_part"
     assert plan["title"] == "run recipe machine_part with part_type=blank_al, program=7"
+    assert plan["params"] == {"part_type": "blank_al", "program": 7}
     page = client.get(f"/plans/{plan_id}", headers=sam)
     assert page.status_code == 200 and "rules pass" in page.text
     assert client.get(f"/plans/{plan_id}/evidence/rehearsal_gantt.png", headers=sam).status_code == 200
