@@ -1,17 +1,10 @@
-"""The robot agent, written once over a small goal-channel port.
+"""The robot agent, written once over a goal-channel port.
 
-- :class:`GoalChannel`: one robot's goals: submit, await the result within a timeout, cancel,
-  and the robot's feedback. Backends: :class:`RuntimeChannel` over an in-process
-  :class:`robots.runtime.RobotRuntime` (rehearsal in the twin, the console's live twin) and
-  :class:`robots.ros2.agent.RosGoalChannel` over the runtime's ROS 2 endpoints.
-- :class:`ChannelAgent`: the :class:`~robots.interface.RobotAgent` the coordinator's executor
-  uses, over any channel. It refuses a goal meant for another robot, and runs a ``hand_over``
-  on two channels: the giver's goal on its own, the receiver's ``take`` (:func:`take_goal`) on
-  the receiver's, both at once. If one fails, the other is cancelled and awaited; if the
-  awaiting task is cancelled, both are; the result names who failed and why.
-
-``tests/contracts/test_robot_agent_contract.py`` runs :func:`robots.testing.check_robot_agent`
-over every channel.
+:class:`ChannelAgent` is the :class:`~robots.interface.RobotAgent` of the coordinator's executor
+over any :class:`GoalChannel` (one robot's goals: submit, result within a timeout, cancel,
+feedback): :class:`RuntimeChannel` over an in-process runtime (rehearsal, the console's live
+twin), :class:`robots.ros2.agent.RosGoalChannel` over ROS 2. ``tests/contracts/
+test_robot_agent_contract.py`` runs :func:`robots.testing.check_robot_agent` over each.
 """
 
 from __future__ import annotations
@@ -19,9 +12,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable, Mapping
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from robots.interface import Outcome, RobotAgent, SkillFeedback, SkillGoal, SkillResult
+
+if TYPE_CHECKING:
+    from robots.runtime import RobotRuntime
 
 
 @runtime_checkable
@@ -51,17 +47,9 @@ def take_goal(hand_over: SkillGoal) -> SkillGoal:
     """The receiving robot's side of ``hand_over``: ``take`` at the same location, from the giver,
     of the part type the hand-over names ("" when it names none: the receiver's planner then
     takes the plant's first part type)."""
-    args = hand_over.args
-    return SkillGoal(
-        f"{hand_over.goal_id}/take",
-        str(args.get("to_robot", "")),
-        "take",
-        {
-            "from_robot": hand_over.robot,
-            "location": args.get("location", ""),
-            "part_type": str(args.get("part_type", "")),
-        },
-    )
+    a = hand_over.args
+    args = {"from_robot": hand_over.robot, "location": a.get("location", ""), "part_type": str(a.get("part_type", ""))}
+    return SkillGoal(f"{hand_over.goal_id}/take", str(a.get("to_robot", "")), "take", args)
 
 
 async def _run(channel: GoalChannel, goal: SkillGoal, timeout_s: float) -> SkillResult:
@@ -78,16 +66,16 @@ async def _run(channel: GoalChannel, goal: SkillGoal, timeout_s: float) -> Skill
 
 
 class ChannelAgent:
-    """The robot agent of ``channel.robot`` (see the module docstring). ``peers`` finds the
-    channel of the receiver of a hand-over (a mapping, or a callable giving None for no robot)."""
+    """The robot agent of ``channel.robot``. It refuses a goal meant for another robot and runs a
+    ``hand_over`` on two channels at once: the giver's goal on its own, the receiver's ``take``
+    (:func:`take_goal`) on ``peer(receiver)`` (None: no such robot). If one fails, the other is
+    cancelled and awaited; if the awaiting task is cancelled, both are; the result names who
+    failed and why."""
 
-    def __init__(
-        self, channel: GoalChannel, peers: Mapping[str, GoalChannel] | Callable[[str], GoalChannel | None]
-    ) -> None:
+    def __init__(self, channel: GoalChannel, peer: Callable[[str], GoalChannel | None]) -> None:
         self.name = channel.robot
         self.channel = channel
-        #: The channel of a robot to hand over to (None: no such robot).
-        self.peer: Callable[[str], GoalChannel | None] = peers.get if isinstance(peers, Mapping) else peers
+        self.peer = peer
 
     async def run_skill(self, goal: SkillGoal, timeout_s: float = 60.0) -> SkillResult:
         """Perform a skill and return its outcome (a failure is a result, not an exception).
@@ -106,27 +94,24 @@ class ChannelAgent:
             return SkillResult(goal.goal_id, Outcome.FAILED, f"{self.name} cannot hand over to {receiver!r}")
         give = asyncio.ensure_future(_run(self.channel, goal, timeout_s))
         take = asyncio.ensure_future(_run(peer, take_goal(goal), timeout_s))
-        try:
-            pending = {give, take}
-            while pending:
-                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-                if any(t.result().outcome != Outcome.SUCCEEDED for t in done):
-                    break
-        finally:
-            # A failure, or this task cancelled: stop what still runs (each cancels its goal).
+        pending = {give, take}
+        try:  # until both succeeded or one failed
+            while pending and all(t.result().outcome == Outcome.SUCCEEDED for t in {give, take} - pending):
+                _, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+        finally:  # a failure, or this task cancelled: stop what still runs (each cancels its goal)
             give.cancel()
             take.cancel()
             await asyncio.gather(give, take, return_exceptions=True)
+        sides = ((f"{self.name} did not hand over", give), (f"{receiver} did not take", take))
         failed = [
-            f"{who} did not {what} the part: {t.result().reason}"
-            for who, what, t in ((self.name, "hand over", give), (receiver, "take", take))
-            if not t.cancelled() and t.result().outcome != Outcome.SUCCEEDED
+            (who, t.result()) for who, t in sides if not t.cancelled() and t.result().outcome != Outcome.SUCCEEDED
         ]
         if not failed:
             return give.result()
-        first = give if not give.cancelled() and give.result().outcome != Outcome.SUCCEEDED else take
-        duration = 0.0 if give.cancelled() else give.result().duration_s
-        return SkillResult(goal.goal_id, first.result().outcome, "; ".join(failed), duration)
+        why = "; ".join(f"{who} the part: {r.reason}" for who, r in failed)
+        return SkillResult(
+            goal.goal_id, failed[0][1].outcome, why, 0.0 if give.cancelled() else give.result().duration_s
+        )
 
     def feedback(self) -> AsyncIterator[SkillFeedback]:
         """Progress of this robot's skills, as its channel reports it."""
@@ -143,28 +128,13 @@ class AgentClock(Protocol):
     async def wait(self) -> None: ...
 
 
-class GoalRuntime(Protocol):
-    """What :class:`RuntimeChannel` uses of :class:`robots.runtime.RobotRuntime`."""
-
-    robot: str
-
-    def submit(self, goal: SkillGoal) -> tuple[bool, str]: ...
-
-    def result_of(self, goal_id: str) -> SkillResult | None: ...
-
-    def cancel(self, goal_id: str | None = None) -> bool: ...
-
-
 class RuntimeChannel:
     """A :class:`GoalChannel` over an in-process runtime, looked at on ``clock``. ``submit``
     plans inline in lockstep (1-300 ms on this thread). ``cancel`` waits at most
     ``cancel_wait_s`` of twin time and of wall time (a lockstep clock stops with its stepper)."""
 
-    def __init__(self, runtime: GoalRuntime, clock: AgentClock, cancel_wait_s: float = 5.0) -> None:
-        self.robot = runtime.robot
-        self.runtime = runtime
-        self.clock = clock
-        self.cancel_wait_s = cancel_wait_s
+    def __init__(self, runtime: RobotRuntime, clock: AgentClock, cancel_wait_s: float = 5.0) -> None:
+        self.robot, self.runtime, self.clock, self.cancel_wait_s = runtime.robot, runtime, clock, cancel_wait_s
 
     async def submit(self, goal: SkillGoal) -> None:
         self.runtime.submit(goal)  # a refused goal has its result already
@@ -191,8 +161,8 @@ class RuntimeChannel:
         yield  # pragma: no cover
 
 
-def runtime_agents(runtimes: Mapping[str, GoalRuntime], clock: AgentClock) -> dict[str, RobotAgent]:
+def runtime_agents(runtimes: Mapping[str, RobotRuntime], clock: AgentClock) -> dict[str, RobotAgent]:
     """An agent per robot over its in-process runtime (keyed like ``runtimes``), each able to
     hand over to the others."""
     channels = {r: RuntimeChannel(rt, clock) for r, rt in runtimes.items()}
-    return {r: ChannelAgent(ch, channels) for r, ch in channels.items()}
+    return {r: ChannelAgent(ch, channels.get) for r, ch in channels.items()}

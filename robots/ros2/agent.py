@@ -15,7 +15,7 @@ import contextlib
 import json
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from action_msgs.msg import GoalStatusArray
@@ -27,8 +27,6 @@ from robots.agent import ChannelAgent
 from robots.interface import SkillFeedback, SkillGoal, SkillResult
 from robots.ros2._host import LATCHED_QOS, STREAM_QOS, RosHost, goal_uuid
 from robots.ros2.runtime_node import goal_to_json, result_from_json
-
-_Waiter = tuple[asyncio.AbstractEventLoop, "asyncio.Future[SkillResult]"]
 
 
 def _resolve(fut: asyncio.Future[SkillResult], result: SkillResult) -> None:
@@ -44,9 +42,7 @@ class RosGoalChannel:
     def __init__(
         self, host: RosHost, robot: str, tag: str = "self", resend_s: float = 1.0, cancel_wait_s: float = 5.0
     ) -> None:
-        self.robot = robot
-        self.resend_s = resend_s
-        self.cancel_wait_s = cancel_wait_s
+        self.robot, self.resend_s, self.cancel_wait_s = robot, resend_s, cancel_wait_s
         self.node = host.node(f"agent_{tag}", namespace=f"/{robot}")
         self.goal_pub = self.node.create_publisher(String, "skill/goal", STREAM_QOS)
         self.cancel_client: Any = self.node.create_client(CancelGoal, "skill/cancel")
@@ -55,7 +51,7 @@ class RosGoalChannel:
         self.lock = threading.Lock()
         self._goals: dict[str, SkillGoal] = {}  # submitted, sent again until acknowledged
         self._sent: set[str] = set()
-        self._waiters: dict[str, list[_Waiter]] = {}
+        self._waiters: dict[str, list[tuple[asyncio.AbstractEventLoop, asyncio.Future[SkillResult]]]] = {}
         self._feedback: list[tuple[asyncio.AbstractEventLoop, asyncio.Queue[SkillFeedback]]] = []
         self.node.create_subscription(String, "skill/result", self._on_result, LATCHED_QOS)
         self.node.create_subscription(GoalStatusArray, "skill/status", self._on_status, LATCHED_QOS)
@@ -87,37 +83,31 @@ class RosGoalChannel:
         """True once the robot's runtime listens for goals and cancels."""
         return bool(self.goal_pub.get_subscription_count() > 0 and self.cancel_client.service_is_ready())
 
-    def acknowledged(self, goal_id: str) -> bool:
-        with self.lock:
-            return goal_uuid(goal_id) in self.status or goal_id in self.results
-
     def _send(self, goal_id: str) -> None:
-        """Publish a submitted goal once a runtime listens, unless the runtime has it already."""
+        """Publish a submitted goal once a runtime listens, until the runtime acknowledged it."""
         with self.lock:
             goal = self._goals.get(goal_id)
-        if goal is None or self.goal_pub.get_subscription_count() == 0 or self.acknowledged(goal_id):
-            return
-        with self.lock:
+            if goal is None or goal_uuid(goal_id) in self.status or self.goal_pub.get_subscription_count() == 0:
+                return
             self._sent.add(goal_id)
         self.goal_pub.publish(String(data=goal_to_json(goal)))
 
-    def _waiter(self, goal_id: str) -> asyncio.Future[SkillResult]:
+    async def _await(self, goal_id: str, timeout_s: float, period_s: float, every: Callable[[], object]) -> bool:
+        """Wait up to ``timeout_s`` for the goal's result (True if it came), calling ``every``
+        after each ``period_s`` without it."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[SkillResult] = loop.create_future()
         with self.lock:
             if goal_id in self.results:
-                fut.set_result(self.results[goal_id])
-            else:
-                self._waiters.setdefault(goal_id, []).append((loop, fut))
-        return fut
-
-    def _forget(self, goal_id: str, fut: asyncio.Future[SkillResult]) -> None:
-        with self.lock:
-            left = [w for w in self._waiters.get(goal_id, []) if w[1] is not fut]
-            if left:
-                self._waiters[goal_id] = left
-            else:
-                self._waiters.pop(goal_id, None)
+                return True
+            self._waiters.setdefault(goal_id, []).append((loop, fut))
+        end = time.monotonic() + timeout_s
+        while (remaining := end - time.monotonic()) > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(fut), min(period_s, remaining))
+                return True
+            every()
+        return False
 
     async def submit(self, goal: SkillGoal) -> None:
         with self.lock:
@@ -127,18 +117,9 @@ class RosGoalChannel:
         self._send(goal.goal_id)
 
     async def result(self, goal_id: str, timeout_s: float) -> SkillResult:
-        fut = self._waiter(goal_id)
-        deadline = time.monotonic() + timeout_s
-        try:
-            while True:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise TimeoutError(f"{self.robot}: no result for goal {goal_id} in {timeout_s:g} s")
-                with contextlib.suppress(TimeoutError):
-                    return await asyncio.wait_for(asyncio.shield(fut), min(self.resend_s, remaining))
-                self._send(goal_id)
-        finally:
-            self._forget(goal_id, fut)
+        if not await self._await(goal_id, timeout_s, self.resend_s, lambda: self._send(goal_id)):
+            raise TimeoutError(f"{self.robot}: no result for goal {goal_id} in {timeout_s:g} s")
+        return self.results[goal_id]
 
     async def cancel(self, goal_id: str) -> None:
         with self.lock:
@@ -147,18 +128,13 @@ class RosGoalChannel:
                 return  # never sent: nothing runs
         req = CancelGoal.Request()
         req.goal_info.goal_id = UUID(uuid=list(goal_uuid(goal_id)))
-        fut = self._waiter(goal_id)
-        end = time.monotonic() + self.cancel_wait_s
-        try:
-            # Asked again until the goal ends: the request may overtake the goal on the way.
-            while (remaining := end - time.monotonic()) > 0:
-                if self.cancel_client.service_is_ready():
-                    self.cancel_client.call_async(req)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(asyncio.shield(fut), min(0.25, remaining))
-                    return
-        finally:
-            self._forget(goal_id, fut)
+
+        def ask() -> None:  # again until the goal ended: the request may overtake the goal itself
+            if self.cancel_client.service_is_ready():
+                self.cancel_client.call_async(req)
+
+        ask()
+        await self._await(goal_id, self.cancel_wait_s, 0.25, ask)
 
     async def feedback(self) -> AsyncIterator[SkillFeedback]:
         """Progress of this robot's goals, as it arrives (an endless async iterator)."""

@@ -151,7 +151,7 @@ async def _ros2(plant: PlantDescription) -> AsyncIterator[tuple[ChannelAgent, Re
 async def test_every_channel_passes_the_robot_agent_contract(backend: str, demo_plant: PlantDescription) -> None:
     if backend == "fake":
         channels = _fake(demo_plant)
-        agent = ChannelAgent(channels[GIVER], channels)
+        agent = ChannelAgent(channels[GIVER], channels.get)
         await check_robot_agent(
             agent, RECEIVER, lambda r: channels[r].goals, location=LOCATION, part_type=PART, timeout_s=5
         )
@@ -162,7 +162,7 @@ async def test_every_channel_passes_the_robot_agent_contract(backend: str, demo_
 
 async def test_a_hand_over_both_sides_finish_succeeds(demo_plant: PlantDescription) -> None:
     channels = _fake(demo_plant, duration_s=0.02)
-    agent = ChannelAgent(channels[GIVER], channels)
+    agent = ChannelAgent(channels[GIVER], channels.get)
     res = await agent.run_skill(SkillGoal("h", GIVER, "hand_over", {"to_robot": RECEIVER, "location": LOCATION}))
     assert res.outcome == Outcome.SUCCEEDED, res
     assert [g.skill for g in channels[RECEIVER].goals] == ["take"]
@@ -243,7 +243,7 @@ async def test_the_contract_catches_a_divergent_agent(
         monkeypatch.setattr(robots.agent, "take_goal", _drop_part_type)
     waits = {"hand_over": math.inf, "take": math.inf}
     channels = {r: channel_cls(r, durations_s=waits, part_types=list(demo_plant.part_types)) for r in (GIVER, RECEIVER)}
-    agent = agent_cls(channels[GIVER], channels)
+    agent = agent_cls(channels[GIVER], channels.get)
     with pytest.raises(AssertionError, match=message):
         await check_robot_agent(
             agent, RECEIVER, lambda r: channels[r].goals, location=LOCATION, part_type=PART, timeout_s=1
