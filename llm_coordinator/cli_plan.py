@@ -142,11 +142,11 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """The whole loop: plan, guardrails, rehearsal, an approval prompt (or --yes), execution
         (on the live plant with --live, else on an in-process twin), summary."""
-        from llm_coordinator.executor import Executor
-        from llm_coordinator.wiring import build_coordinator, twin_factory
+        from llm_coordinator.wiring import build_coordinator, build_executor, twin_factory
 
         plant = _plant(plant_file)
-        co = build_coordinator(plant, _config(config, db, mode), evidence_dir=evidence)  # type: ignore[arg-type]
+        cfg = _config(config, db, mode)
+        co = build_coordinator(plant, cfg, evidence_dir=evidence)  # type: ignore[arg-type]
         sub = asyncio.run(co.submit(order, actor="cli"))
         out.print(f"plan [bold]{sub.plan_id}[/]: {sub.status}")
         for r in sub.reasons:
@@ -187,7 +187,7 @@ def register(app: typer.Typer) -> None:
         async def go() -> int:
             async with agents() as (machines, robots):
                 out.print("executing on " + ("the live plant" if live else "an in-process twin"))
-                ex = Executor(plant, co.store, co.gate, machines, robots)  # type: ignore[arg-type]
+                ex = build_executor(co, machines, robots, cfg)
                 report = await ex.run(sub.plan_id, actor="cli")
             for rec in report.records:
                 took = f"{rec.end_s - rec.start_s:6.1f} s"
@@ -307,17 +307,20 @@ def register(app: typer.Typer) -> None:
         ] = False,
         db: DbOpt = "sqlite:///atelier.db",
         plant_file: PlantOpt = None,
+        config: ConfigOpt = None,
+        evidence: EvidenceOpt = Path("atelier_evidence"),
     ) -> None:
         """Run (or resume) an approved plan on the plant: machines over OPC-UA/Modbus at the
         endpoints of the plant description, robots over ROS 2 (their runtimes must be running),
         or with --in-process on a fresh in-process twin. Refused unless approved for the plan's
         exact hash with every hazardous step confirmed."""
-        from llm_coordinator.approval import ApprovalGate, NotApproved
-        from llm_coordinator.executor import Executor
+        from llm_coordinator.approval import NotApproved
+        from llm_coordinator.wiring import build_coordinator, build_executor
 
         plant = _plant(plant_file)
-        store = Store(db)
-        gate = ApprovalGate(store, plant)  # type: ignore[arg-type]
+        cfg = _config(config, db, None)
+        # Recovery plans drafted on a failure are checked and rehearsed (without frames).
+        co = build_coordinator(plant, cfg, evidence_dir=evidence, render=False)  # type: ignore[arg-type]
 
         def agents() -> AbstractAsyncContextManager[tuple[Mapping[str, Any], Mapping[str, Any]]]:
             if in_process:
@@ -331,17 +334,26 @@ def register(app: typer.Typer) -> None:
                 return twin()
             from llm_coordinator.wiring import live_agents
 
-            return live_agents(plant)  # type: ignore[arg-type]
+            # Only the robots this plan uses need their runtimes.
+            stored = co.store.plan(plan_id)
+            used = sorted({s.agent for s in stored.steps if s.agent in plant.robots}) if stored else []  # type: ignore[attr-defined]
+            return live_agents(plant, robots=used)  # type: ignore[arg-type]
 
         async def go() -> int:
-            async with agents() as (machines, robots):
-                ex = Executor(plant, store, gate, machines, robots)  # type: ignore[arg-type]
-                try:
-                    report = await ex.run(plan_id, actor="cli")
-                except NotApproved as exc:
-                    for r in exc.reasons:
-                        err.print(f"  - {_safe(r)}", highlight=False)
-                    return 2
+            from plant.interface import ConnectError
+
+            try:
+                async with agents() as (machines, robots):
+                    ex = build_executor(co, machines, robots, cfg)
+                    try:
+                        report = await ex.run(plan_id, actor="cli")
+                    except NotApproved as exc:
+                        for r in exc.reasons:
+                            err.print(f"  - {_safe(r)}", highlight=False)
+                        return 2
+            except (ConnectError, TimeoutError) as exc:
+                err.print(f"plan {plan_id} not run: {_safe(str(exc))}", highlight=False)
+                return 3
             for rec in report.records:
                 out.print(
                     f"  {_safe(rec.step, 40):20s} {_safe(rec.agent, 40):12s} {rec.status:7s} {_safe(rec.detail)}",
@@ -351,6 +363,10 @@ def register(app: typer.Typer) -> None:
                 f"plan {plan_id}: {report.status}" + (f" ({_safe(report.reason)})" if report.reason else ""),
                 highlight=False,
             )
+            if report.recovery_plan_id is not None:
+                out.print(
+                    f"recovery plan {report.recovery_plan_id} drafted (see `atelier show {report.recovery_plan_id}`)"
+                )
             return 0 if report.status == "done" else 1
 
         raise typer.Exit(asyncio.run(go()))
