@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from llm_coordinator.plan import Plan
+from plant.text import safe_text
 
 Bar = tuple[str, str, float, float, str]  # (agent, step id, start s, end s, status)
 
@@ -49,7 +50,7 @@ def write_gantt(bars: Sequence[Bar], path: Path | str, title: str = "") -> Path:
     ax.set_yticks(range(len(agents)), agents)
     ax.set_xlabel("time (s)")
     ax.invert_yaxis()
-    ax.set_title(title or "plan")
+    ax.set_title(safe_text(title, 120) or "plan")  # a work order's text: outside text
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path)
