@@ -220,10 +220,10 @@ def test_the_guardrails_refuse_a_target_exactly_when_the_supervisor_does(
 async def test_what_the_guardrails_accept_people_walking_anywhere_do_not_stop(
     demo_plant: PlantDescription, tmp_path: Path
 ) -> None:
-    """The rule against the twin: a person walking on the walkway's edge (the nearest the model
-    lets people come) does not stop the demo cell's main recipe, which the guardrails accept;
-    with the walkway drawn 0.2 m nearer, the guardrails reject the sort into the output bin,
-    and the same person stops the Panda in the rehearsal."""
+    """The rule against the twin: a person pacing on the walkway's edge (the nearest the model
+    lets people come) in front of the Panda's work does not stop the demo cell's main recipe,
+    which the guardrails accept; with the walkway drawn 0.2 m nearer, the guardrails reject the
+    sort into the output bin, and the same person stops the Panda in the rehearsal."""
     from llm_coordinator import wiring
     from llm_coordinator.rehearsal import Rehearser
 
@@ -232,7 +232,8 @@ async def test_what_the_guardrails_accept_people_walking_anywhere_do_not_stop(
         shape = data["zones"]["walkway_east"]["shape"]
         shape["center_m"] = (shape["center_m"][0] - shift_m, *shape["center_m"][1:])
         edge_x = shape["center_m"][0] - shape["size_m"][0] / 2
-        data["people"]["walker_1"].update(path_m=[(edge_x, 0.2), (edge_x, 3.8)], speed_m_s=1.6)
+        path = [(edge_x, 1.2), (edge_x, 2.0)]  # along the output bin, the inspection and the hand-over
+        data["people"]["walker_1"].update(path_m=path, speed_m_s=1.6, start_delay_s=0.0)
         plant = PlantDescription.model_validate(data)
         plan = recipe_plan(plant)
         rejected = [str(f) for f in check(plan, plant).failures]
