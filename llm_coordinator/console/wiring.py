@@ -17,9 +17,8 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from llm_coordinator.config import CoordinatorConfig
-from llm_coordinator.executor import Executor
 from llm_coordinator.snapshot import read_snapshot
-from llm_coordinator.wiring import LiveTwinPlant, ProcessRehearser, build_coordinator
+from llm_coordinator.wiring import LiveTwinPlant, ProcessRehearser, build_coordinator, build_executor
 from plant.config import PlantDescription
 from sim.live import LiveTwin
 from sim.twin import Twin
@@ -191,15 +190,7 @@ def build_site(
     agents = LiveTwinPlant(live, state_dir)
     # A failed step pauses the plan and drafts a recovery, which goes through the rules, a
     # rehearsal and an approval like any plan (it appears in the queue).
-    executor = Executor(
-        plant,
-        coordinator.store,
-        coordinator.gate,
-        agents.machines,
-        agents.robots,
-        timeout_margin=cfg.step_timeout_margin,
-        on_failure=coordinator.submit_recovery,
-    )
+    executor = build_executor(coordinator, agents.machines, agents.robots, cfg)
 
     feed = PlantFeed()
     backend = CoordinatorBackend(

@@ -19,17 +19,18 @@ from fastapi.testclient import TestClient
 
 from llm_coordinator.approval import ApprovalGate
 from llm_coordinator.backends.scripted import ScriptedBackend as ScriptedModel
+from llm_coordinator.config import CoordinatorConfig
 from llm_coordinator.console.app import create_app
 from llm_coordinator.console.auth import Role, UserStore, make_engine
 from llm_coordinator.console.coordinator_backend import CoordinatorBackend, audit_view
 from llm_coordinator.console.services import AuditView
 from llm_coordinator.coordinator import Coordinator
-from llm_coordinator.executor import Executor
 from llm_coordinator.interface import ChatMessage, LLMBackend
 from llm_coordinator.planner import Planner
 from llm_coordinator.rehearsal import Rehearser
 from llm_coordinator.store import Store
 from llm_coordinator.testing import fake_agents, fake_twin_factory
+from llm_coordinator.wiring import build_executor
 from plant.config import PlantDescription
 
 PASSWORD = "correct horse battery"
@@ -87,7 +88,7 @@ def build_backend(
     rehearser = Rehearser(plant, fake_twin_factory(FAKE_SPEED))
     coordinator = Coordinator(plant, store, planner, gate, rehearser, evidence_dir=tmp / "evidence")
     machines, robots = fake_agents(plant, FAKE_SPEED)
-    executor = Executor(plant, store, gate, machines, robots, on_failure=coordinator.submit_recovery)
+    executor = build_executor(coordinator, machines, robots, CoordinatorConfig())
     return CoordinatorBackend(plant, store, gate, coordinator, MemoryEstops(), executor=executor, state=state)
 
 
