@@ -31,6 +31,36 @@ DbOpt = Annotated[
 ]
 DEFAULT_DB = "sqlite:///atelier.db"
 PASSWORD_ENV = "ATELIER_CONSOLE_PASSWORD"
+#: The password with which a person proves who they are to a command (else a hidden prompt).
+IDENTITY_PASSWORD_ENV = "ATELIER_PASSWORD"
+
+
+def checked_person(db: str, name: str, action: str) -> str:
+    """The name of ``name`` once their password ($ATELIER_PASSWORD, else a hidden prompt) is
+    checked against the site's user store (the console's users, in ``db``) and their role may
+    do ``action`` (an :class:`~llm_coordinator.console.auth.Action` value). Exits with status 2
+    and says why otherwise: a name on a command line is a claim, not an identity."""
+    from llm_coordinator.console.auth import Action, UserStore
+
+    users = UserStore.from_url(db)
+    if not users.users():
+        err.print(
+            f"no users in {safe_text(db, 200)}: add one with `atelier console add-user NAME --role ROLE`",
+            markup=False,
+            highlight=False,
+        )
+        raise typer.Exit(2)
+    password = os.environ.get(IDENTITY_PASSWORD_ENV) or typer.prompt(
+        f"password of {safe_text(name, 80)}", hide_input=True
+    )
+    user = users.verify(name, password)
+    if user is None:
+        err.print(safe_text(f"{name}: unknown user or wrong password"), markup=False, highlight=False)
+        raise typer.Exit(2)
+    if not user.may(Action(action)):
+        err.print(safe_text(f"{name} is a {user.role}; {action} is not theirs to do"), markup=False, highlight=False)
+        raise typer.Exit(2)
+    return user.name
 
 
 @console_app.callback()

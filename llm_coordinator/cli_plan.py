@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from llm_coordinator.cli_console import checked_person
 from llm_coordinator.config import CoordinatorConfig, ModelConfig
 from llm_coordinator.store import Store, StoreError
 from plant.text import safe_text
@@ -123,9 +124,15 @@ def register(app: typer.Typer) -> None:
     @app.command("order")
     def order_cmd(
         order: Annotated[str, typer.Argument(help="the work order, in plain words")],
-        yes: Annotated[
-            bool, typer.Option("--yes", help="approve (and confirm hazardous steps) without asking")
-        ] = False,
+        yes: Annotated[bool, typer.Option("--yes", help="approve without asking (approval only)")] = False,
+        confirm_as: Annotated[
+            str | None,
+            typer.Option(
+                "--confirm-as",
+                help="the robot operator who confirms the hazardous steps (checked against the site's users; "
+                "password from $ATELIER_PASSWORD or a prompt)",
+            ),
+        ] = None,
         mode: Annotated[str | None, typer.Option(help="intent (small models) or direct")] = None,
         db: DbOpt = "sqlite:///atelier.db",
         plant_file: PlantOpt = None,
@@ -168,9 +175,27 @@ def register(app: typer.Typer) -> None:
             co.gate.reject(sub.plan_id, "cli", "not approved at the prompt")
             raise typer.Exit(1)
         co.gate.approve(sub.plan_id, "cli (--yes)" if yes else "cli")
-        for step in co.gate.required_confirmations(plan):
-            if yes or typer.confirm(f"operator: confirm hazardous step {safe_text(step, 80)}?", default=False):
-                co.gate.confirm(sub.plan_id, step, "cli (--yes)" if yes else "cli")
+        hazardous = co.gate.required_confirmations(plan)
+        if hazardous:
+            # A hazardous step is confirmed by a robot operator, never by a flag.
+            operator = confirm_as
+            if operator is None and not yes:
+                operator = typer.prompt("robot operator who confirms the hazardous steps (empty: none)", default="")
+            if not operator:
+                out.print(
+                    f"plan {sub.plan_id} approved; its hazardous steps wait for an operator: "
+                    + ", ".join(safe_text(s, 80) for s in hazardous)
+                    + f" (`atelier confirm {sub.plan_id} STEP --as NAME`, or the console)",
+                    highlight=False,
+                    markup=False,
+                )
+                raise typer.Exit(4)
+            operator = checked_person(cfg.database_url, operator, "confirm_step")
+            for step, why in hazardous.items():
+                prompt = f"{operator}: confirm hazardous step {safe_text(step, 80)} ({safe_text(why, 200)})?"
+                if confirm_as is None and not typer.confirm(prompt, default=False):
+                    raise typer.Exit(4)
+                co.gate.confirm(sub.plan_id, step, operator)
 
         @asynccontextmanager
         async def agents() -> AsyncIterator[tuple[Mapping[str, Any], Mapping[str, Any]]]:
@@ -271,9 +296,11 @@ def register(app: typer.Typer) -> None:
         db: DbOpt = "sqlite:///atelier.db",
         plant_file: PlantOpt = None,
     ) -> None:
-        """A robot operator confirms one hazardous step."""
+        """A robot operator confirms one hazardous step (their password from $ATELIER_PASSWORD or a
+        prompt, checked against the site's users)."""
         from llm_coordinator.approval import ApprovalGate
 
+        operator = checked_person(db, operator, "confirm_step")
         try:
             ApprovalGate(Store(db), _plant(plant_file)).confirm(plan_id, step, operator)  # type: ignore[arg-type]
         except StoreError as exc:

@@ -112,6 +112,9 @@ def _trigger(robot: str, service: str, domain_id: int | None, timeout_s: float) 
 @robot_app.command("estop")
 def estop_cmd(
     robot: Annotated[str, typer.Argument(help="robot name")],
+    db: Annotated[
+        str, typer.Option("--db", envvar="ATELIER_DB", help="SQLAlchemy URL of the site database (audit log)")
+    ] = "sqlite:///atelier.db",
     plant_file: PlantOpt = None,
     state_dir: StateOpt = DEFAULT_STATE,
     domain_id: DomainOpt = None,
@@ -124,6 +127,15 @@ def estop_cmd(
     if msg is None:
         EstopLatch(latch_file(state_dir, robot)).trip("e-stop from the command line", "cli")
         msg = "no runtime answered; latch file tripped"
+    # Stopping needs no identity; it is recorded all the same (a broken database never blocks it).
+    try:
+        from llm_coordinator.store import Store
+
+        store = Store(db)
+        store.audit("cli", "estop_trip", None, {"robot": robot, "reply": safe_text(msg, 500)})
+        store.engine.dispose()
+    except Exception as exc:
+        err.print(safe_text(f"(the e-stop latched; recording it failed: {exc})"), markup=False, highlight=False)
     # The message comes from whatever answered on the robot's service: shown escaped.
     out.print(safe_text(f"{robot}: {msg}"), highlight=False, markup=False)
 
@@ -131,19 +143,32 @@ def estop_cmd(
 @robot_app.command("estop-reset")
 def estop_reset_cmd(
     robot: Annotated[str, typer.Argument(help="robot name")],
-    operator: Annotated[str, typer.Option(help="who resets (recorded in the latch file)")] = "operator",
+    operator: Annotated[
+        str, typer.Option(help="the robot operator who resets (checked against the site's users; recorded)")
+    ],
+    db: Annotated[
+        str, typer.Option("--db", envvar="ATELIER_DB", help="SQLAlchemy URL of the site database (users, audit log)")
+    ] = "sqlite:///atelier.db",
     plant_file: PlantOpt = None,
     state_dir: StateOpt = DEFAULT_STATE,
     domain_id: DomainOpt = None,
 ) -> None:
-    """The operator's e-stop reset: the only way to clear a tripped e-stop."""
+    """The operator's e-stop reset: the only way to clear a tripped e-stop. The operator's password
+    ($ATELIER_PASSWORD, else a prompt) is checked against the site's users, and the reset is
+    recorded in the site's audit log."""
+    from llm_coordinator.cli_console import checked_person
+    from llm_coordinator.store import Store
     from robots.safety import EstopLatch, latch_file
 
     _plant(plant_file, robot)
+    operator = checked_person(db, operator, "reset_estop")
     msg = _trigger(robot, "operator/estop_reset", domain_id, 3.0)
     if msg is None:
         EstopLatch(latch_file(state_dir, robot)).reset(operator)
         msg = "no runtime answered; latch file cleared"
+    store = Store(db)
+    store.audit(operator, "estop_reset", None, {"robot": robot, "source": "cli", "reply": safe_text(msg, 500)})
+    store.engine.dispose()
     out.print(safe_text(f"{robot}: {msg} (by {operator})"), highlight=False, markup=False)
 
 

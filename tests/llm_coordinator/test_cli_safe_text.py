@@ -83,9 +83,20 @@ def evil_twin(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setattr(wiring, "twin_factory", _evil_factory)
 
 
-def test_order_shows_a_machines_fault_text_escaped_and_cut(evil_twin: None, tmp_path: Path) -> None:
+def _operator(db: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from llm_coordinator.console.auth import UserStore
+
+    UserStore.from_url(db).add_user("olga", "operator", "a long operator password")
+    monkeypatch.setenv("ATELIER_PASSWORD", "a long operator password")
+
+
+def test_order_shows_a_machines_fault_text_escaped_and_cut(
+    evil_twin: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     db = f"sqlite:///{tmp_path / 'a.db'}"
-    r = CliRunner().invoke(_app(), ["order", "Machine one blank", "--yes", "--db", db, "--evidence", str(tmp_path)])
+    _operator(db, monkeypatch)
+    args = ["order", "Machine one blank", "--yes", "--confirm-as", "olga", "--db", db, "--evidence", str(tmp_path)]
+    r = CliRunner().invoke(_app(), args)
     assert r.exit_code == 1, r.output
     _assert_safe(r.output)
     assert "[hazardous]" in r.output  # the hand-over's flag is shown, not taken for markup
@@ -123,3 +134,23 @@ def test_run_show_and_plans_print_outside_text_safely(
         assert "\\x1b]0;pwned" in r.output.replace("\n", "")
     r = runner.invoke(_app(), ["reject", str(evil_id), "--reason", "no\x1b[2J", "--db", db])
     assert r.exit_code == 2 and "\x1b" not in r.output
+
+
+def test_yes_approves_and_confirms_nothing(evil_twin: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--yes is the supervisor's approval only: a hazardous step still waits for an operator,
+    and a name given for one is checked against the site's users."""
+    db = f"sqlite:///{tmp_path / 'a.db'}"
+    r = CliRunner().invoke(_app(), ["order", "Machine one blank", "--yes", "--db", db, "--evidence", str(tmp_path)])
+    assert r.exit_code == 4, r.output
+    assert "wait for an operator" in r.output.replace("\n", " ")
+    store = Store(db)
+    (row,) = store.plans()
+    assert row.status == "approved"
+    plan = store.plan(row.id)
+    assert plan is not None and store.confirmations(row.id, plan.content_hash()) == {}
+    store.engine.dispose()
+    _operator(db, monkeypatch)
+    monkeypatch.setenv("ATELIER_PASSWORD", "not the password")
+    args = ["order", "Machine one blank", "--yes", "--confirm-as", "olga", "--db", db, "--evidence", str(tmp_path)]
+    r = CliRunner().invoke(_app(), args)
+    assert r.exit_code == 2 and "wrong password" in r.output, r.output

@@ -279,11 +279,17 @@ def _coordinator(goal_id: str) -> str:
 def test_estop_survives_restarts_until_operator_reset(
     cell: tuple[LiveTwin, RobotDrivers, RosHost], runtime: tuple[subprocess.Popen[str], Path]
 ) -> None:
+    from llm_coordinator.console.auth import UserStore
+    from llm_coordinator.store import Store
+
     proc, state_dir = runtime
-    env = dict(os.environ)
+    db = f"sqlite:///{state_dir / 'site.db'}"
+    UserStore.from_url(db).add_user("alice", "operator", "alice's long password")
+    UserStore.from_url(db).add_user("sam", "supervisor", "sam's long password")
+    env = dict(os.environ, ATELIER_STATE_DIR=str(state_dir))
     cli = [sys.executable, "-m", "llm_coordinator.cli_robot"]
     out = subprocess.run(
-        [*cli, "estop", "ur5e_1", "--state-dir", str(state_dir)],
+        [*cli, "estop", "ur5e_1", "--state-dir", str(state_dir), "--db", db],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -299,15 +305,26 @@ def test_estop_survives_restarts_until_operator_reset(
     proc2 = _start_runtime("ur5e_1", state_dir)
     try:
         assert _coordinator("es-3").startswith("stopped_by_safety")
-        out = subprocess.run(
-            [*cli, "estop-reset", "ur5e_1", "--operator", "alice", "--state-dir", str(state_dir)],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=60,
-        )
+
+        def reset(name: str, password: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [*cli, "estop-reset", "ur5e_1", "--operator", name, "--state-dir", str(state_dir), "--db", db],
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+                env=dict(env, ATELIER_PASSWORD=password),
+                timeout=60,
+            )
+
+        # A name is not an identity: a wrong password, or a supervisor, does not reset.
+        assert reset("alice", "guess").returncode == 2
+        refused = reset("sam", "sam's long password")
+        assert refused.returncode == 2 and "not theirs" in refused.stderr, refused
+        assert _coordinator("es-3b").startswith("stopped_by_safety")
+        out = reset("alice", "alice's long password")
         assert out.returncode == 0 and "reset" in out.stdout, out
         assert _coordinator("es-4").startswith("succeeded")
+        actions = [(r.actor, r.action) for r in Store(db).audit_rows()]
+        assert ("cli", "estop_trip") in actions and ("alice", "estop_reset") in actions, actions
     finally:
         _kill(proc2)
