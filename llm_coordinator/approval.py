@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from llm_coordinator.guardrails import hazard_reasons
 from llm_coordinator.plan import Plan
+from llm_coordinator.status import RUNNABLE
 from llm_coordinator.store import Store, StoreError
 from plant.config import PlantDescription
 
@@ -88,7 +89,7 @@ class ApprovalGate:
         reasons: list[str] = []
         h = plan.content_hash()
         row = self.store.get(plan_id)
-        if row.status not in ("approved", "running", "paused"):
+        if row.status not in RUNNABLE:
             reasons.append(f"the plan is {row.status}, not approved")
         decision = self.store.latest_decision(plan_id)
         if decision is None or decision.decision != "approved":

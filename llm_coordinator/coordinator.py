@@ -28,16 +28,15 @@ from llm_coordinator.plan import MAX_COUNT, Plan, RecipeIntent
 from llm_coordinator.planner import Planner, PlanningOutcome, Refusal, Unplannable, plan_recipe
 from llm_coordinator.rehearsal import RehearsalReport, Rehearser
 from llm_coordinator.snapshot import PlantSnapshot
-from llm_coordinator.store import PlanStatus, Store, StoreError
+from llm_coordinator.status import REPLANNABLE, PlanStatus, WorkOrderStage
+from llm_coordinator.store import Store, StoreError
 from plant.config import PlantDescription
 
-#: Statuses of a plan that was turned down, whose work order may be drafted again.
-REPLANNABLE = frozenset({"rejected", "rejected_by_rules", "rehearsal_failed", "refused", "failed", "paused"})
 #: At most this many reasons go back to the model (its context is small).
 MAX_FEEDBACK = 4
 
-#: Told the stage a work order has reached ("planning", "checking", "rehearsing") and its plan id.
-StageHook = Callable[[str, int], None]
+#: Told the stage a work order has reached (:data:`~llm_coordinator.status.STAGES`) and its plan id.
+StageHook = Callable[[WorkOrderStage, int], None]
 
 #: pyplot keeps global state: one planned Gantt chart is drawn at a time, whatever the thread.
 _DRAWING = threading.Lock()
@@ -170,7 +169,7 @@ class Coordinator:
         (with ``about`` it), then :meth:`submit_plan` or the refusal recorded."""
         plan_id = await asyncio.to_thread(self.store.create, work_order, mode, actor=actor, parent_id=parent_id)
         if on_stage is not None:
-            on_stage("planning", plan_id)
+            on_stage("drafting", plan_id)
         outcome = await draft()
         record = {
             "status": outcome.status,

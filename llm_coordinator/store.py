@@ -31,7 +31,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from sqlalchemy import (
     JSON,
@@ -52,38 +52,8 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 from llm_coordinator.plan import Plan
+from llm_coordinator.status import TRANSITIONS, PlanStatus
 from plant.trust import KeyStore, TrustError, canonical, write_atomic
-
-PlanStatus = Literal[
-    "drafted",
-    "refused",
-    "rejected_by_rules",
-    "rehearsed",
-    "rehearsal_failed",
-    "awaiting_approval",
-    "approved",
-    "rejected",
-    "running",
-    "paused",
-    "done",
-    "failed",
-]
-
-#: Which status may follow which. Anything else is a bug and raises.
-TRANSITIONS: dict[str, frozenset[str]] = {
-    "drafted": frozenset({"rejected_by_rules", "rehearsed", "rehearsal_failed", "refused", "failed"}),
-    "rehearsed": frozenset({"awaiting_approval"}),
-    "awaiting_approval": frozenset({"approved", "rejected"}),
-    "approved": frozenset({"running", "rejected", "awaiting_approval"}),
-    "running": frozenset({"paused", "done", "failed", "running"}),
-    "paused": frozenset({"running", "failed", "rejected"}),
-    "refused": frozenset(),
-    "rejected_by_rules": frozenset(),
-    "rehearsal_failed": frozenset(),
-    "rejected": frozenset(),
-    "done": frozenset(),
-    "failed": frozenset(),
-}
 
 GENESIS = "0" * 64
 
@@ -657,11 +627,14 @@ class Store:
         return row
 
     def set_status(self, plan_id: int, status: PlanStatus, *, actor: str, reasons: Sequence[str] = ()) -> None:
-        """Move a plan to ``status`` (only along :data:`TRANSITIONS`), with reasons, audited."""
+        """Move a plan to ``status`` (only along :data:`~llm_coordinator.status.TRANSITIONS`), with
+        reasons, audited."""
         with self.session() as s:
             self._set_status(s, plan_id, status, actor=actor, reasons=reasons)
 
-    def _set_status(self, s: Session, plan_id: int, status: str, *, actor: str, reasons: Sequence[str] = ()) -> None:
+    def _set_status(
+        self, s: Session, plan_id: int, status: PlanStatus, *, actor: str, reasons: Sequence[str] = ()
+    ) -> None:
         row = self._row(s, plan_id)
         if status not in TRANSITIONS.get(row.status, frozenset()):
             raise StoreError(f"plan {plan_id} is {row.status}; it cannot become {status}")

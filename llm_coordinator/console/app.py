@@ -34,13 +34,13 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from llm_coordinator.status import PLAN_STATUSES, REPLANNABLE, TERMINAL
+
 from .auth import Action, AuthError, LoginFailed, LoginLimit, LoginLocked, Role, User, UserStore
 from .drawing import gantt_svg, schedule, top_view_svg
 from .forms import MAX_REASON_CHARS, FormError, check_work_order, clean_text
 from .services import (
     JOB_STATES,
-    PLAN_STATES,
-    REPLANNABLE_STATES,
     ActionRefused,
     AuditView,
     ConfirmationView,
@@ -48,7 +48,7 @@ from .services import (
     JobView,
     PlanDetail,
     PlanSummary,
-    PlantSnapshot,
+    PlantView,
     format_args,
     now_s,
 )
@@ -270,7 +270,7 @@ def create_app(
         format_args=format_args,
         state_class=_state_class,
         Action=Action,
-        REPLANNABLE_STATES=REPLANNABLE_STATES,
+        REPLANNABLE=REPLANNABLE,
         title=title,
     )
     env.filters["script_json"] = _script_json
@@ -455,8 +455,8 @@ def create_app(
         """Who is logged in."""
         return SessionView(name=user.name, role=user.role, expires_in_s=users.ttl_s)
 
-    @app.get("/api/plant", response_model=PlantSnapshot, tags=["plant"], responses={503: {"model": Problem}})
-    async def api_plant(user: ApiView) -> PlantSnapshot:
+    @app.get("/api/plant", response_model=PlantView, tags=["plant"], responses={503: {"model": Problem}})
+    async def api_plant(user: ApiView) -> PlantView:
         """The newest snapshot of every machine, robot, person and part."""
         snap = backend.feed.latest
         if snap is None:
@@ -467,10 +467,10 @@ def create_app(
         "/api/plant/stream",
         tags=["plant"],
         response_class=StreamingResponse,
-        responses={200: {"content": {"text/event-stream": {}}, "description": "`event: plant` with a PlantSnapshot"}},
+        responses={200: {"content": {"text/event-stream": {}}, "description": "`event: plant` with a PlantView"}},
     )
     async def api_plant_stream(request: Request, user: ApiView) -> StreamingResponse:
-        """Server-sent events: a ``plant`` event with a :class:`PlantSnapshot` at every change
+        """Server-sent events: a ``plant`` event with a :class:`PlantView` at every change
         (at most one per ``stream_interval_s``); a ``logout`` event when the session ends."""
         token = token_of(request)
 
@@ -634,7 +634,8 @@ def create_app(
     @app.get("/plans", include_in_schema=False)
     async def plans_page(request: Request, user: PageView) -> Response:
         plans = await backend.list_plans()
-        states = list(PLAN_STATES) + sorted({p.state for p in plans} - set(PLAN_STATES))
+        # A column for every live status; one for how plans ended only where some did.
+        states = [s for s in PLAN_STATUSES if s not in TERMINAL or any(p.state == s for p in plans)]
         groups = [(s, [p for p in plans if p.state == s]) for s in states]
         return render(request, "plans.html", user, groups=groups, total=len(plans))
 

@@ -19,7 +19,8 @@ from typing import Any, Literal
 from llm_coordinator.approval import ApprovalGate, NotApproved
 from llm_coordinator.coordinator import Coordinator
 from llm_coordinator.executor import Executor
-from llm_coordinator.snapshot import PlantSnapshot as StateSnapshot
+from llm_coordinator.snapshot import PlantSnapshot
+from llm_coordinator.status import CONFIRMABLE, WorkOrderStage
 from llm_coordinator.store import AuditRow, PlanRow, Store, StoreError
 from plant.config import PlantDescription
 
@@ -41,18 +42,12 @@ from .services import (
 
 log = logging.getLogger(__name__)
 
-#: Coordinator stage -> the work order's state on the console.
-_JOB_STAGE = {"planning": "drafting", "checking": "checking", "rehearsing": "rehearsing"}
-
 _STEP_STATUS: dict[str, Literal["pending", "running", "done", "failed", "skipped"]] = {
     "running": "running",
     "done": "done",
     "failed": "failed",
     "skipped": "skipped",
 }
-
-#: Plan statuses in which hazardous steps still wait for an operator.
-_CONFIRMABLE = ("awaiting_approval", "approved", "running", "paused")
 
 
 def audit_view(row: AuditRow) -> AuditView:
@@ -90,7 +85,7 @@ class CoordinatorBackend:
         executor: Executor | None = None,
         feed: PlantFeed | None = None,
         on_change: Callable[[], None] | None = None,
-        state: Callable[[], Awaitable[StateSnapshot]] | None = None,
+        state: Callable[[], Awaitable[PlantSnapshot]] | None = None,
     ) -> None:
         self.plant, self.store, self.gate, self.coordinator = plant, store, gate, coordinator
         self.estops, self.executor = estops, executor
@@ -321,7 +316,7 @@ class CoordinatorBackend:
         def work() -> list[ConfirmationView]:
             out = []
             for row in self.store.plans(200):
-                if row.status not in _CONFIRMABLE:
+                if row.status not in CONFIRMABLE:
                     continue
                 plan = self.store.plan(row.id)
                 if plan is None:
@@ -350,7 +345,7 @@ class CoordinatorBackend:
         """Through the gate; runs the plan once every confirmation is in."""
         pid = self._pid(plan_id)
         row = await self._call(self.store.get, pid)
-        if row.status not in _CONFIRMABLE:
+        if row.status not in CONFIRMABLE:
             raise ActionRefused(f"Plan {plan_id} is {row.status.replace('_', ' ')}; nothing to confirm.")
         await self._call(self.gate.confirm, pid, step_id, actor)
         if note:
@@ -416,9 +411,8 @@ class CoordinatorBackend:
     async def _draft(self, job_id: str, actor: str, replan_of: int | None = None) -> None:
         req = self._jobs[job_id].request
 
-        def stage(name: str, plan_id: int) -> None:
-            state = _JOB_STAGE.get(name, name)
-            self._update(job_id, state=state, plan_id=str(plan_id), message=f"plan {plan_id}: {state}")
+        def stage(name: WorkOrderStage, plan_id: int) -> None:
+            self._update(job_id, state=name, plan_id=str(plan_id), message=f"plan {plan_id}: {name}")
 
         try:
             snapshot = await self.state() if self.state is not None else None

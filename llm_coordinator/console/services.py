@@ -22,7 +22,9 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from llm_coordinator.status import STAGES
 from plant.config import PlantDescription
+from robots.interface import SafetyState
 
 ArgValue = int | float | str | list[float]
 
@@ -48,9 +50,6 @@ class MachineView(View):
     fault_text: str = ""
     door_closed: bool | None = None
     connected: bool = True
-
-
-SafetyState = Literal["ok", "reduced_speed", "protective_stop", "estop"]
 
 
 class RobotView(View):
@@ -83,8 +82,8 @@ class PartView(View):
     xyz_m: tuple[float, float, float]
 
 
-class PlantSnapshot(View):
-    """The whole plant at one instant; ``seq`` grows by one per published snapshot."""
+class PlantView(View):
+    """The plant at one instant as the console shows it; ``seq`` grows by one per published view."""
 
     seq: int = 0
     time_s: float = Field(description="plant (twin) clock, s")
@@ -96,21 +95,6 @@ class PlantSnapshot(View):
 
 
 # --------------------------------------------------------------------------- plans
-
-PLAN_STATES = (
-    "drafting",
-    "awaiting_approval",
-    "approved",
-    "running",
-    "paused",
-    "done",
-    "rejected",
-    "failed",
-)
-
-
-#: Plan states whose work order may be drafted again with the reasons as feedback.
-REPLANNABLE_STATES = frozenset({"rejected", "rejected_by_rules", "rehearsal_failed", "refused", "failed", "paused"})
 
 
 class StepView(View):
@@ -200,7 +184,8 @@ class ConfirmationView(View):
 
 # --------------------------------------------------------------------------- work orders
 
-JOB_STATES = ("queued", "drafting", "checking", "rehearsing", "awaiting_approval", "failed")
+#: A work order's state on the console: the coordinator's stages, then where its plan ended up.
+JOB_STATES: tuple[str, ...] = (*STAGES, "awaiting_approval", "failed")
 
 
 class WorkOrderRequest(View):
@@ -317,7 +302,7 @@ class EstopPort(Protocol):
 
 
 class PlantFeed:
-    """Latest-value broadcast of :class:`PlantSnapshot` from any thread to asyncio subscribers.
+    """Latest-value broadcast of :class:`PlantView` from any thread to asyncio subscribers.
 
     :meth:`publish` never blocks and may be called from any thread (the twin's own, an agent's
     loop). Subscribers are async iterators that yield the newest snapshot each time it changes;
@@ -326,16 +311,16 @@ class PlantFeed:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._latest: PlantSnapshot | None = None
+        self._latest: PlantView | None = None
         self._seq = 0
         self._waiters: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = set()
 
     @property
-    def latest(self) -> PlantSnapshot | None:
+    def latest(self) -> PlantView | None:
         """The newest snapshot, or None before the first."""
         return self._latest
 
-    def publish(self, snapshot: PlantSnapshot) -> PlantSnapshot:
+    def publish(self, snapshot: PlantView) -> PlantView:
         """Make ``snapshot`` the newest (its ``seq`` is set here) and wake every subscriber."""
         with self._lock:
             self._seq += 1
@@ -350,7 +335,7 @@ class PlantFeed:
                     self._waiters.discard((loop, ev))
         return snap
 
-    async def subscribe(self, min_interval_s: float = 0.0) -> AsyncIterator[PlantSnapshot]:
+    async def subscribe(self, min_interval_s: float = 0.0) -> AsyncIterator[PlantView]:
         """Yield the newest snapshot now (if any) and after every change, at most once per
         ``min_interval_s``."""
         loop = asyncio.get_running_loop()

@@ -20,6 +20,7 @@ from llm_coordinator.config import CoordinatorConfig
 from llm_coordinator.snapshot import read_snapshot
 from llm_coordinator.wiring import LiveTwinPlant, ProcessRehearser, build_coordinator, build_executor
 from plant.config import PlantDescription
+from robots.interface import SafetyState
 from sim.live import LiveTwin
 from sim.twin import Twin
 
@@ -32,17 +33,16 @@ from .services import (
     PartView,
     PersonView,
     PlantFeed,
-    PlantSnapshot,
+    PlantView,
     RobotView,
-    SafetyState,
 )
 
 #: Robot status beyond the twin's physics: (skill being performed or None, safety state).
 RobotStatus = Callable[[str], tuple[str | None, SafetyState]]
 
 
-def twin_snapshot(twin: Twin, estops: EstopPort | None = None, status: RobotStatus | None = None) -> PlantSnapshot:
-    """A :class:`PlantSnapshot` of the twin now. Call on the twin's thread or under its lock.
+def twin_view(twin: Twin, estops: EstopPort | None = None, status: RobotStatus | None = None) -> PlantView:
+    """A :class:`PlantView` of the twin now. Call on the twin's thread or under its lock.
 
     Costs about 0.2 ms for the demo cell (two arms, three machines), so a listener may take one
     every few ticks.
@@ -89,7 +89,7 @@ def twin_snapshot(twin: Twin, estops: EstopPort | None = None, status: RobotStat
         PartView(name=n, xyz_m=(round(x, 3), round(y, 3), round(z, 3)))
         for n, (x, y, z) in twin.part_positions().items()
     ]
-    return PlantSnapshot(
+    return PlantView(
         time_s=round(twin.time_s, 3), wall_s=time.time(), machines=machines, robots=robots, people=people, parts=parts
     )
 
@@ -107,7 +107,7 @@ class TwinFeed:
     _attached: bool = field(default=False, init=False)
 
     def _on_tick(self, twin: Twin) -> None:
-        self.feed.publish(twin_snapshot(twin, self.estops, self.status))
+        self.feed.publish(twin_view(twin, self.estops, self.status))
 
     def attach(self) -> TwinFeed:
         """Start publishing (safe to call once)."""
@@ -125,7 +125,7 @@ class TwinFeed:
 
     def poke(self) -> None:
         """Publish a snapshot now (after an e-stop or a skill change), from any thread."""
-        self.feed.publish(self.live.read(lambda t: twin_snapshot(t, self.estops, self.status)))
+        self.feed.publish(self.live.read(lambda t: twin_view(t, self.estops, self.status)))
 
 
 @dataclass

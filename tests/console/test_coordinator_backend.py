@@ -3,6 +3,7 @@ one plan store, one hash-chained audit log with the person's name on every conso
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,8 +13,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from llm_coordinator.backends.scripted import ScriptedBackend as ScriptedModel
-from llm_coordinator.snapshot import MachineSnapshot
-from llm_coordinator.snapshot import PlantSnapshot as StateSnapshot
+from llm_coordinator.console.services import JOB_STATES
+from llm_coordinator.snapshot import MachineSnapshot, PlantSnapshot
+from llm_coordinator.status import PLAN_STATUSES
 from llm_coordinator.store import Store
 from llm_coordinator.testing import goal_script
 from plant.config import PlantDescription
@@ -101,9 +103,9 @@ def test_work_orders_are_planned_against_the_plants_state(tmp_path: Path, demo_p
     judge the plan against that state."""
     reads: list[float] = []
 
-    async def state() -> StateSnapshot:
+    async def state() -> PlantSnapshot:
         reads.append(time.monotonic())
-        return StateSnapshot(machines={"cnc_1": MachineSnapshot(state="ABORTED", fault_code=7, fault_text="spindle")})
+        return PlantSnapshot(machines={"cnc_1": MachineSnapshot(state="ABORTED", fault_code=7, fault_text="spindle")})
 
     for client, store in _site(tmp_path, demo_plant, state):
         erin = _login(client, "erin")
@@ -150,7 +152,7 @@ async def test_a_recipe_order_takes_the_path_of_submit(tmp_path: Path, demo_plan
         "inspect_part", {"part_type": "blank_al"}, actor="erin", on_stage=lambda s, _: stages.append(s)
     )
     assert sub.status == "awaiting_approval", sub.reasons
-    assert stages == ["planning", "checking", "rehearsing"]
+    assert stages == ["drafting", "checking", "rehearsing"]
     rows = store.audit_rows(sub.plan_id)
     assert (rows[0].actor, rows[0].action) == ("erin", "created")
     assert rows[0].payload["work_order"] == "run recipe inspect_part with part_type=blank_al"
@@ -165,3 +167,9 @@ async def test_a_recipe_order_takes_the_path_of_submit(tmp_path: Path, demo_plan
         assert store.get(refused.plan_id).status == "refused"
     assert store.verify_audit().ok
     store.engine.dispose()
+
+
+def test_every_plan_status_and_work_order_state_has_a_badge_colour() -> None:
+    css = (Path(__file__).parents[2] / "llm_coordinator" / "console" / "static" / "console.css").read_text()
+    for state in (*PLAN_STATUSES, *JOB_STATES):
+        assert re.search(rf"\.st-{state.replace('_', '-')}[ ,{{]", css), state

@@ -19,8 +19,8 @@ import uvicorn
 
 from llm_coordinator.console.app import create_app
 from llm_coordinator.console.coordinator_backend import CoordinatorBackend
-from llm_coordinator.console.services import PlantFeed, PlantSnapshot, RobotView
-from llm_coordinator.console.wiring import twin_snapshot
+from llm_coordinator.console.services import PlantFeed, PlantView, RobotView
+from llm_coordinator.console.wiring import twin_view
 from plant.config import PlantDescription
 from plant.packml import Command, State
 from sim.twin import Twin
@@ -32,9 +32,9 @@ from .conftest import PASSWORD, Console, build_backend, make_users
 BOUND_S = 0.5
 
 
-def test_twin_snapshot_has_every_machine_robot_and_person(demo_plant: PlantDescription) -> None:
+def test_twin_view_has_every_machine_robot_and_person(demo_plant: PlantDescription) -> None:
     twin = Twin(demo_plant)
-    snap = twin_snapshot(twin)
+    snap = twin_view(twin)
     assert {m.name for m in snap.machines} == set(demo_plant.machines)
     assert {r.name for r in snap.robots} == set(demo_plant.robots)
     assert {p.name for p in snap.people} == set(demo_plant.people)
@@ -45,7 +45,7 @@ def test_twin_snapshot_has_every_machine_robot_and_person(demo_plant: PlantDescr
 
 async def test_feed_gives_the_newest_snapshot_and_skips_backlog() -> None:
     feed = PlantFeed()
-    snap = PlantSnapshot(time_s=0.0, wall_s=0.0, machines=[], robots=[])
+    snap = PlantView(time_s=0.0, wall_s=0.0, machines=[], robots=[])
     for i in range(5):
         feed.publish(snap.model_copy(update={"time_s": float(i)}))
     it = feed.subscribe()
@@ -108,13 +108,13 @@ def test_state_change_reaches_the_stream_within_500_ms(demo_plant: PlantDescript
 # --------------------------------------------------------------------------- operator e-stop table
 
 
-def robots_snapshot(plant: PlantDescription, **robots: dict[str, Any]) -> PlantSnapshot:
+def robots_snapshot(plant: PlantDescription, **robots: dict[str, Any]) -> PlantView:
     """A snapshot of every robot of ``plant``, idle and safe unless ``robots[name]`` says otherwise."""
     views = [
         RobotView(name=n, model=r.model, joints_rad=[0.0] * 6, tool_xyz_m=(0.0, 0.0, 0.0), **robots.get(n, {}))
         for n, r in plant.robots.items()
     ]
-    return PlantSnapshot(time_s=1.0, wall_s=time.time(), machines=[], robots=views)
+    return PlantView(time_s=1.0, wall_s=time.time(), machines=[], robots=views)
 
 
 REASON = "light curtain <broken> (by plc)"
