@@ -26,6 +26,14 @@ class MachineSnapshot:
     part_count: int = 0
     extra: Mapping[str, TagValue] = field(default_factory=dict)
     reachable: bool = True
+    #: Why the machine is in alarm (a reading its tag map declares impossible: the tag, the raw
+    #: value and the declared range, in our words); empty when it is not. An agent commands a
+    #: machine in alarm with nothing but STOP and ABORT.
+    alarms: tuple[str, ...] = ()
+
+    @property
+    def in_alarm(self) -> bool:
+        return bool(self.alarms)
 
 
 @dataclass(frozen=True)
@@ -52,7 +60,9 @@ class PlantSnapshot:
 async def read_snapshot(
     machines: Mapping[str, MachineAgent], robots: Mapping[str, RobotSnapshot] | None = None
 ) -> PlantSnapshot:
-    """Read every machine's status once (an unreachable machine is recorded, not raised)."""
+    """Read every machine's status once (an unreachable machine is recorded, not raised). A
+    machine in alarm is marked (:attr:`MachineSnapshot.alarms`) and each alarm is listed in
+    :attr:`PlantSnapshot.alarms` as ``"<machine>: alarm: <reason>"``."""
     out: dict[str, MachineSnapshot] = {}
     alarms: list[str] = []
     for name, agent in machines.items():
@@ -69,7 +79,9 @@ async def read_snapshot(
             fault_text=st.fault_text,
             part_count=st.part_count,
             extra=dict(st.extra),
+            alarms=tuple(a.reason for a in st.alarms),
         )
         if st.fault_code:
             alarms.append(f"{name}: fault {st.fault_code}")
+        alarms.extend(f"{name}: alarm: {a.reason}" for a in st.alarms)
     return PlantSnapshot(machines=out, robots=dict(robots or {}), alarms=alarms)

@@ -8,6 +8,11 @@ lives here once, so both protocols behave the same:
 - a command is ``command`` + a fresh ``command_seq`` written in one request, then the agent
   waits until ``command_ack`` equals that sequence number, and reads back the command, the
   sequence number, the verdict (``command_status``/``command_message``) and the status;
+- every status carries the alarms of its readings (:func:`plant.codec.tag_alarms`: a value
+  outside the tag's declared range, not finite, or wrapped), and a machine in alarm is not
+  commanded: before any command but :data:`~plant.interface.SAFE_COMMANDS` the agent reads the
+  tags that can alarm and raises :class:`~plant.interface.MachineInAlarm` with the reasons,
+  nothing sent;
 - a lost connection is reported as a :class:`~plant.interface.ConnectionEvent` and re-opened
   in the background with exponential backoff; an operation under way waits for it (within
   its own timeout) and is then retried. A command retried this way carries the same sequence
@@ -25,14 +30,16 @@ from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 from typing import Self, TypeVar
 
-from plant.codec import INT_RANGES, RawValue, check_write, same_value
+from plant.codec import INT_RANGES, RawValue, can_alarm, check_write, same_value, tag_alarms
 from plant.config import ModbusMachine, OpcuaMachine, TagBase
 from plant.interface import (
+    SAFE_COMMANDS,
     CommandRejected,
     CommandStatus,
     ConnectError,
     ConnectionEvent,
     MachineError,
+    MachineInAlarm,
     MachineStatus,
     TagError,
     TagValue,
@@ -81,6 +88,8 @@ class NetworkAgent(ABC):
         self.machine = machine
         self.tags: dict[str, TagBase] = dict(machine.tags)
         self._readable_names = frozenset(n for n, t in self.tags.items() if t.access != "write")
+        #: The tags read before a command to see whether the machine is in alarm.
+        self._alarm_names = [n for n, t in self.tags.items() if can_alarm(t)]
         self.connect_timeout_s = connect_timeout_s
         self.request_timeout_s = request_timeout_s
         self.reconnect_initial_s = reconnect_initial_s
@@ -325,6 +334,7 @@ class NetworkAgent(ABC):
             door_closed=bool(door) if door is not None else None,
             command_ack=int(v["command_ack"]),
             extra=extra,
+            alarms=tag_alarms(self.tags, v),
         )
 
     def _status_names(self, more: tuple[str, ...] = ()) -> list[str]:
@@ -353,7 +363,9 @@ class NetworkAgent(ABC):
         """Send a PackML command (see :class:`~plant.interface.MachineAgent`). Blocks until the
         machine acknowledged it or ``timeout_s`` passed (``TimeoutError``). Raises
         CommandRejected with the machine's reason, TagError if the command code does not fit
-        the command tag (nothing sent), ConnectError if unreachable."""
+        the command tag (nothing sent), ConnectError if unreachable. A machine in alarm gets
+        only :data:`~plant.interface.SAFE_COMMANDS`; any other command raises
+        :class:`~plant.interface.MachineInAlarm` (a CommandRejected) before anything is sent."""
         try:
             cmd = Command(command)
         except ValueError:
@@ -361,6 +373,13 @@ class NetworkAgent(ABC):
         raw_cmd = check_write(self.name, "command", self.tags["command"], int(cmd))
         deadline = time.monotonic() + timeout_s
         async with self._command_lock:
+            if cmd not in SAFE_COMMANDS and self._alarm_names:
+                names = self._alarm_names
+                now = await self._call(lambda: self._read(names), deadline)
+                alarms = tag_alarms(self.tags, now)
+                if alarms:
+                    log.warning("%s: %s refused, the machine is in alarm: %s", self.name, cmd.name, alarms[0].reason)
+                    raise MachineInAlarm(self.name, cmd, alarms)
             seq = self._next_seq()
             raw_seq = check_write(self.name, "command_seq", self.tags["command_seq"], seq)
             await self._call(lambda: self._write({"command": raw_cmd, "command_seq": raw_seq}), deadline)

@@ -10,6 +10,20 @@ servers (``sim.serve``), so a value means the same thing on either end of the wi
   (engineering = raw * scale + offset) and its data type.
 - :func:`encode_registers` / :func:`decode_registers` lay a raw value out in 16-bit Modbus
   registers in the tag's byte and word order.
+- :func:`reading_alarm` / :func:`tag_alarms` decide whether a value *read* from a machine is one
+  the tag map declares impossible (the alarm rule, below).
+
+The alarm rule. A tag's ``min``/``max`` is its declared range, for what is read as much as for
+what is written: a reading outside it (by more than the tag's resolution), or a number that is
+not finite, is an alarm. A wrapped integer is recognised from the declared range and the data
+type: a raw value with its sign bit set (0x8000.. in 16 bits, 0x80000000.. in 32) in a tag whose
+range needs no sign bit (``min`` >= 0) is a value that wrapped below zero, or a register nobody
+set (0xFFFF): it lies outside the range, and the reason says it wrapped and what it reads as
+in the other signedness (65535 is -1 as an int16). The same holds for a signed value that the
+map declares unsigned (a negative ``min`` on a ``uint16``). A tag without ``min``/``max`` has
+its data type's whole range: nothing it can hold is an alarm (counters and sequence numbers
+legitimately reach the top of their type), so declare the range of every quantity where a
+wrong reading matters.
 
 Conventions of the register layout (they are the common ones of PLC vendors):
 
@@ -28,10 +42,10 @@ from __future__ import annotations
 import math
 import struct
 import unicodedata
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from plant.config import ModbusTag, TagBase
-from plant.interface import TagError, TagValue
+from plant.interface import TagAlarm, TagError, TagValue
 
 #: Raw range of each integer data type (inclusive).
 INT_RANGES: dict[str, tuple[int, int]] = {
@@ -198,6 +212,93 @@ def check_write(machine: str, name: str, tag: TagBase, value: TagValue) -> RawVa
 
 def _unit(tag: TagBase) -> str:
     return f" {tag.unit}" if tag.unit else ""
+
+
+# --------------------------------------------------------------------------- readings
+
+
+def can_alarm(tag: TagBase) -> bool:
+    """Whether a reading of ``tag`` can ever be an alarm (a readable number with a declared
+    range, or a float, which may read as NaN): the tags an agent checks before a command."""
+    if tag.access == "write" or tag.data_type in ("bool", "string"):
+        return False
+    return tag.data_type not in INT_RANGES or tag.min is not None or tag.max is not None
+
+
+def _raw_of(tag: TagBase, value: int | float) -> int | float:
+    """The raw value behind an engineering value read from the machine (inverse of from_raw)."""
+    if not is_scaled(tag):
+        return value
+    raw = (value - tag.offset) / tag.scale
+    if tag.data_type in INT_RANGES and math.isfinite(raw):
+        return round(raw)
+    return raw
+
+
+def _range_text(tag: TagBase) -> str:
+    lo, hi, unit = tag.min, tag.max, _unit(tag)
+    if lo is not None and hi is not None:
+        return f"outside its declared range {lo:g}..{hi:g}{unit}"
+    return f"below its declared minimum {lo:g}{unit}" if lo is not None else f"above its declared maximum {hi:g}{unit}"
+
+
+def _wrap_note(tag: TagBase, raw: int) -> str:
+    """Why an out-of-range integer reading looks wrapped ("" when it does not)."""
+    dt = tag.data_type
+    bits = 16 if dt in ("int16", "uint16") else 32
+    signed = dt.startswith("int")
+    span, half = 1 << bits, 1 << (bits - 1)
+    if signed and raw < 0:
+        other, as_ = raw + span, f"a uint{bits}"
+    elif not signed and raw >= half:
+        other, as_ = raw - span, f"an int{bits}"
+    else:
+        return ""
+    other_value = other * tag.scale + tag.offset
+    inside = (tag.min is None or other_value >= tag.min) and (tag.max is None or other_value <= tag.max)
+    # A never-negative quantity whose whole range fits below the sign bit, read with the sign
+    # bit set: it went below zero in an unsigned register (or the register was never set).
+    small = not signed and tag.min is not None and tag.min >= 0 and tag.max is not None and _raw_of(tag, tag.max) < half
+    if not (inside or small):
+        return ""
+    return f"; its sign bit is set: as {as_} it reads {other}, a value that wrapped around"
+
+
+def reading_alarm(name: str, tag: TagBase, value: TagValue) -> TagAlarm | None:
+    """The alarm a reading of ``value`` from tag ``name`` raises, or None (see the module
+    docstring for the rule). Pure; never raises for a value of the tag's kind."""
+    if tag.data_type in ("bool", "string") or isinstance(value, bool | str):
+        return None
+    raw = _raw_of(tag, value)
+    if isinstance(raw, int):
+        bits = 16 if tag.data_type in ("int16", "uint16") else 32
+        raw_text = f"raw {raw}, 0x{raw & ((1 << bits) - 1):0{bits // 4}X}"
+    else:
+        raw_text = f"raw {raw!r}"
+    unit = _unit(tag)
+    if isinstance(value, float) and not math.isfinite(value):
+        return TagAlarm(name, raw, value, f"{name} reads {value!r} ({raw_text}): not a finite number")
+    lo, hi = tag.min, tag.max
+    below = lo is not None and value < lo and not same_value(tag, lo, value)
+    above = hi is not None and value > hi and not same_value(tag, hi, value)
+    if not (below or above):
+        return None
+    note = _wrap_note(tag, raw) if isinstance(raw, int) and tag.data_type in INT_RANGES else ""
+    shown = f"{value:g}" if isinstance(value, float) else str(value)
+    return TagAlarm(name, raw, value, f"{name} reads {shown}{unit} ({raw_text}), {_range_text(tag)}{note}")
+
+
+def tag_alarms(tags: Mapping[str, TagBase], values: Mapping[str, TagValue]) -> tuple[TagAlarm, ...]:
+    """The alarms of a set of readings (``values`` by tag name; tags not in ``tags`` are skipped)."""
+    out: list[TagAlarm] = []
+    for name, value in values.items():
+        tag = tags.get(name)
+        if tag is None:
+            continue
+        alarm = reading_alarm(name, tag, value)
+        if alarm is not None:
+            out.append(alarm)
+    return tuple(out)
 
 
 def printable(text: str, limit: int = 200) -> str:

@@ -119,8 +119,16 @@ class TagBase(Model):
     unit: str = ""
     scale: Annotated[float, Field(allow_inf_nan=False)] = 1.0
     offset: Finite = 0.0
-    min: Finite | None = Field(default=None, description="lowest engineering value a write may set")
-    max: Finite | None = Field(default=None, description="highest engineering value a write may set")
+    min: Finite | None = Field(
+        default=None,
+        description="lowest engineering value of the declared range: a write below it is refused, "
+        "a reading below it puts the machine in alarm",
+    )
+    max: Finite | None = Field(
+        default=None,
+        description="highest engineering value of the declared range: a write above it is refused, "
+        "a reading above it puts the machine in alarm",
+    )
     description: str = ""
 
     @field_validator("scale")

@@ -49,6 +49,37 @@ class CommandRejected(MachineError):
         super().__init__(machine, f"{command.name} refused: {reason}")
 
 
+#: Commands a machine in alarm still takes: the ones that bring it to rest.
+SAFE_COMMANDS = frozenset({Command.STOP, Command.ABORT})
+
+
+@dataclass(frozen=True)
+class TagAlarm:
+    """A reading that the tag map declares impossible: outside the tag's declared ``min``/``max``,
+    not a finite number, or an integer that wrapped (:func:`plant.codec.reading_alarm` has the
+    rule). While a machine has one, it is in alarm: its agent commands nothing but
+    :data:`SAFE_COMMANDS`. ``raw`` is the value on the wire (before scale and offset), ``value``
+    the engineering value, ``reason`` a sentence naming the tag, both values and the range."""
+
+    tag: str
+    raw: bool | int | float | str
+    value: TagValue
+    reason: str
+
+
+class MachineInAlarm(CommandRejected):
+    """A command refused by the agent itself, before anything was sent, because the machine's
+    readings put it in alarm (``alarms``, each naming tag, raw value and declared range). Only
+    :data:`SAFE_COMMANDS` pass; correcting the value (a write within range) clears the alarm."""
+
+    def __init__(self, machine: str, command: Command, alarms: tuple[TagAlarm, ...]) -> None:
+        self.alarms = alarms
+        safe = " and ".join(c.name for c in sorted(SAFE_COMMANDS))
+        super().__init__(
+            machine, command, "in alarm: " + "; ".join(a.reason for a in alarms) + f" (only {safe} are accepted)"
+        )
+
+
 class CommandStatus(IntEnum):
     """What became of the command whose sequence number ``command_ack`` holds (the
     ``command_status`` tag); when refused, ``command_message`` holds the machine's reason."""
@@ -70,6 +101,13 @@ class MachineStatus:
     door_closed: bool | None
     command_ack: int
     extra: dict[str, TagValue] = field(default_factory=dict)
+    #: Readings the tag map declares impossible (empty when the machine is not in alarm).
+    alarms: tuple[TagAlarm, ...] = ()
+
+    @property
+    def in_alarm(self) -> bool:
+        """True while a reading puts the machine in alarm (see :class:`TagAlarm`)."""
+        return bool(self.alarms)
 
 
 @dataclass(frozen=True)
@@ -104,12 +142,13 @@ class MachineAgent(Protocol):
         """Write one tag after checking access, type and range; raise :class:`TagError`."""
 
     async def status(self) -> MachineStatus:
-        """State, counters, fault and door in one read."""
+        """State, counters, fault and door in one read, with the alarms of the readings."""
 
     async def command(self, command: Command, timeout_s: float = 5.0) -> MachineStatus:
         """Send a PackML command with a fresh sequence number, wait until the machine
         acknowledges that number (a retried command is never executed twice), read back the
-        result, and raise :class:`CommandRejected` if the machine refused it."""
+        result, and raise :class:`CommandRejected` if the machine refused it. A machine in
+        alarm is not commanded at all (:class:`MachineInAlarm`), except :data:`SAFE_COMMANDS`."""
 
     async def wait_for_state(self, states: set[State], timeout_s: float) -> MachineStatus:
         """Wait (by subscription where the protocol has one) until the state is one of

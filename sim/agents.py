@@ -21,9 +21,18 @@ import contextlib
 import time
 from typing import Self
 
-from plant.codec import INT_RANGES, check_write, default_raw, from_raw
+from plant.codec import INT_RANGES, can_alarm, check_write, default_raw, from_raw, tag_alarms
 from plant.config import TagBase
-from plant.interface import CommandRejected, ConnectError, MachineStatus, TagError, TagValue
+from plant.interface import (
+    SAFE_COMMANDS,
+    CommandRejected,
+    ConnectError,
+    MachineInAlarm,
+    MachineStatus,
+    TagAlarm,
+    TagError,
+    TagValue,
+)
 from plant.packml import Command, CommandRefused, State
 from sim.tags import PLC_OWNED, TWIN_SETTERS, TWIN_VALUES, fit
 from sim.twin import Twin, TwinMachine
@@ -56,6 +65,7 @@ class TwinMachineAgent:
         self._memory: dict[str, TagValue] = {
             t: from_raw(tag, default_raw(tag)) for t, tag in self.tags.items() if t not in TWIN_VALUES
         }
+        self._alarm_names = [t for t, tag in self.tags.items() if can_alarm(tag)]
         self._seq = 0
         self._connected = False
         self._lock: contextlib.AbstractContextManager[object] = lock if lock is not None else contextlib.nullcontext()
@@ -122,6 +132,9 @@ class TwinMachineAgent:
             else:
                 self._memory[tag] = fit(t, value)
 
+    def _alarms(self) -> tuple[TagAlarm, ...]:
+        return tag_alarms(self.tags, {t: self._value(t) for t in self._alarm_names})
+
     def _status(self) -> MachineStatus:
         sm = self._tm.state_model
         extra = {
@@ -138,6 +151,7 @@ class TwinMachineAgent:
             door_closed=sm.door_closed if "door_closed" in self.tags else None,
             command_ack=self._seq,
             extra=extra,
+            alarms=self._alarms(),
         )
 
     async def status(self) -> MachineStatus:
@@ -146,13 +160,20 @@ class TwinMachineAgent:
             return self._status()
 
     async def command(self, command: Command, timeout_s: float = 5.0) -> MachineStatus:
-        """Apply a PackML command now; CommandRejected with the machine's reason if refused."""
+        """Apply a PackML command now; CommandRejected with the machine's reason if refused.
+        A machine in alarm takes only SAFE_COMMANDS (MachineInAlarm, nothing applied), as
+        over the network (:mod:`plant._agent`)."""
         self._check()
         try:
             cmd = Command(command)
         except ValueError:
             raise TagError(self.name, "command", f"{command!r} is not a PackML command code") from None
         check_write(self.name, "command", self.tags["command"], int(cmd))
+        if cmd not in SAFE_COMMANDS:
+            with self._lock:
+                alarms = self._alarms()
+            if alarms:
+                raise MachineInAlarm(self.name, cmd, alarms)
         hi = INT_RANGES.get(self.tags["command_seq"].data_type, (0, 2**31 - 1))[1]
         self._seq = self._seq + 1 if self._seq < hi else 1
         self._memory.update({"command": int(cmd), "command_seq": self._seq})
