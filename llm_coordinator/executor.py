@@ -27,7 +27,7 @@ import json
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, TypedDict, Unpack
 
 from llm_coordinator._geometry import step_location
 from llm_coordinator.approval import ApprovalGate
@@ -80,15 +80,33 @@ class ExecutionReport:
 RecoveryHook = Callable[[int, Plan, PlantSnapshot], Awaitable[int | None]]
 
 
-async def _wait_door(agent: MachineAgent, closed: bool, timeout_s: float) -> MachineStatus:
+class RunOptions(TypedDict, total=False):
+    """How a :class:`PlanRunner` runs; the defaults are its constructor's."""
+
+    timeout_margin: float
+    on_failure: RecoveryHook | None
+    clock: Callable[[], float]
+
+
+async def wait_until(
+    agent: MachineAgent, holds: Callable[[MachineStatus], bool], timeout_s: float, period_s: float = DOOR_POLL_S
+) -> MachineStatus:
+    """Poll ``agent``'s status every ``period_s`` until ``holds`` is true of it; after
+    ``timeout_s`` seconds, :class:`TimeoutError` whose ``args[0]`` is the last status."""
     deadline = time.monotonic() + timeout_s
-    while True:
-        st = await agent.status()
-        if st.door_closed is closed:
-            return st
+    while not holds(st := await agent.status()):
         if time.monotonic() > deadline:
-            raise StepFailed(f"the door of {agent.name} did not {'close' if closed else 'open'} within {timeout_s:g} s")
-        await asyncio.sleep(DOOR_POLL_S)
+            raise TimeoutError(st)
+        await asyncio.sleep(period_s)
+    return st
+
+
+async def _wait_door(agent: MachineAgent, closed: bool, timeout_s: float) -> None:
+    try:
+        await wait_until(agent, lambda st: st.door_closed is closed, timeout_s)
+    except TimeoutError:
+        move = "close" if closed else "open"
+        raise StepFailed(f"the door of {agent.name} did not {move} within {timeout_s:g} s") from None
 
 
 async def _to_idle(agent: MachineAgent, timeout_s: float) -> None:
@@ -376,15 +394,10 @@ class Executor:
         gate: ApprovalGate,
         machines: Mapping[str, MachineAgent],
         robots: Mapping[str, RobotAgent],
-        *,
-        timeout_margin: float = 4.0,
-        on_failure: RecoveryHook | None = None,
-        clock: Callable[[], float] = time.monotonic,
+        **options: Unpack[RunOptions],
     ) -> None:
         self.store, self.gate = store, gate
-        self.runner = PlanRunner(
-            plant, machines, robots, timeout_margin=timeout_margin, on_failure=on_failure, clock=clock
-        )
+        self.runner = PlanRunner(plant, machines, robots, **options)
 
     async def run(self, plan_id: int, *, actor: str = "executor") -> ExecutionReport:
         """Run (or resume) stored plan ``plan_id``. Raises

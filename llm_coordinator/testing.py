@@ -16,6 +16,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from llm_coordinator.executor import wait_until
 from llm_coordinator.rehearsal import TwinFactory
 from plant.config import PlantDescription
 from plant.interface import CommandRejected, MachineStatus, TagError, TagValue
@@ -102,14 +103,10 @@ class FakeMachine:
 
     async def wait_for_state(self, states: set[State], timeout_s: float) -> MachineStatus:
         """Poll until the state is one of ``states`` (``timeout_s`` in wall-clock seconds)."""
-        deadline = time.monotonic() + timeout_s
-        while True:
-            st = await self.status()
-            if st.state in states:
-                return st
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{self.name} stayed {st.state.name}")
-            await asyncio.sleep(0.01)
+        try:
+            return await wait_until(self, lambda st: st.state in states, timeout_s, period_s=0.01)
+        except TimeoutError as exc:
+            raise TimeoutError(f"{self.name} stayed {exc.args[0].state.name}") from None
 
 
 @dataclass
