@@ -67,50 +67,29 @@ class _Positions:
         return (1, 1)
 
 
+def _at(node: yaml.Node) -> tuple[int, int]:
+    return node.start_mark.line + 1, node.start_mark.column + 1
+
+
+def _key_error(file: str, key_node: yaml.Node, path: PathT, message: str) -> PlantError:
+    return PlantError([Problem(file, *_at(key_node), ".".join(map(str, path)), message)])
+
+
 def _construct(node: yaml.Node, path: PathT, pos: _Positions, file: str) -> Any:
-    pos.at[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
+    pos.at[path] = _at(node)
     if isinstance(node, yaml.MappingNode):
         out: dict[Any, Any] = {}
         for key_node, value_node in node.value:
             if key_node.tag == "tag:yaml.org,2002:merge":
-                raise PlantError(
-                    [
-                        Problem(
-                            file,
-                            key_node.start_mark.line + 1,
-                            key_node.start_mark.column + 1,
-                            ".".join(map(str, path)),
-                            "YAML merge keys (<<) are not allowed",
-                        )
-                    ]
-                )
+                raise _key_error(file, key_node, path, "YAML merge keys (<<) are not allowed")
             key = _construct(key_node, (*path, "<key>"), pos, file)
             if not isinstance(key, str | int):
-                raise PlantError(
-                    [
-                        Problem(
-                            file,
-                            key_node.start_mark.line + 1,
-                            key_node.start_mark.column + 1,
-                            ".".join(map(str, path)),
-                            "a key must be a plain name",
-                        )
-                    ]
-                )
+                raise _key_error(file, key_node, path, "a key must be a plain name")
             key = str(key)
             if key in out:
-                raise PlantError(
-                    [
-                        Problem(
-                            file,
-                            key_node.start_mark.line + 1,
-                            key_node.start_mark.column + 1,
-                            ".".join(map(str, (*path, key))),
-                            f"duplicate key {key!r} (the first is on line {pos.key_at[(*path, key)][0]})",
-                        )
-                    ]
-                )
-            pos.key_at[(*path, key)] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+                first = pos.key_at[(*path, key)][0]
+                raise _key_error(file, key_node, (*path, key), f"duplicate key {key!r} (the first is on line {first})")
+            pos.key_at[(*path, key)] = _at(key_node)
             out[key] = _construct(value_node, (*path, key), pos, file)
         return out
     if isinstance(node, yaml.SequenceNode):
