@@ -11,6 +11,14 @@ memory only, for in-memory databases and tests.
     keys = KeyStore(state_dir / "trust")
     tag = keys.sign("audit", b"message")
     keys.verify("audit", b"message", tag)   # True; constant-time comparison
+
+Signed commands between machines (a robot's goals, cancels and results; an operator's e-stop
+reset) are JSON objects sealed by :func:`seal`: the sender adds its wall time (``stamp_s``), a
+random ``nonce`` and ``mac``, the HMAC-SHA256 of the canonical JSON of everything else. The
+receiver admits each through a :class:`ReplayGuard`: right MAC, expected kind, time within
+:data:`REPLAY_WINDOW_S` of its own clock and not before it started, nonce never seen. Per-robot
+keys are named by :func:`robot_key_name` and :func:`reset_key_name` and kept in
+``<state dir>/trust`` (:func:`robot_keys`).
 """
 
 from __future__ import annotations
@@ -25,6 +33,9 @@ import secrets
 import stat
 import tempfile
 import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +45,10 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 class TrustError(Exception):
     """A key that cannot be created or read, is missing, or lies in a file others may read."""
+
+
+class MessageRefused(Exception):
+    """A signed message that is not admitted; the message says why, for a person (never a key)."""
 
 
 def canonical(value: Any) -> bytes:
@@ -178,3 +193,138 @@ class KeyStore:
         except OSError as exc:
             raise TrustError(f"cannot create key file {p}: {exc}") from None
         return cls._load(p)
+
+    def rotate(self, name: str) -> Path | None:
+        """Replace key ``name`` with 32 new random bytes (file mode 0600, written atomically) and
+        return its file (None in memory). Whoever verifies with the old key must load the new one
+        (restart it). Raises :class:`TrustError` if the file cannot be written."""
+        p = self.path(name)
+        k = secrets.token_bytes(KEY_BYTES)
+        with self._lock:
+            if p is not None:
+                try:
+                    p.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+                    write_atomic(p, (k.hex() + "\n").encode("ascii"))
+                except OSError as exc:
+                    raise TrustError(f"cannot write key file {p}: {exc}") from None
+            self._keys[name] = k
+        return p
+
+
+# --------------------------------------------------------------------------- signed commands
+
+#: How far a signed command's ``stamp_s`` may lie from the receiver's wall clock (s), either way.
+#: Senders and receivers keep their clocks in step (NTP or PTP, as a ROS 2 cell needs anyway) to
+#: well within it; a goal is re-signed each time it is sent again, so a short window costs a legit
+#: sender nothing, and a captured command is useless once older. Within the window each nonce is
+#: admitted once.
+REPLAY_WINDOW_S = 30.0
+
+#: At most this many nonces are remembered; beyond them a receiver refuses (fail closed). Only
+#: authentic messages are remembered, so only a key holder could fill it.
+MAX_NONCES = 100_000
+
+
+def robot_key_name(robot: str) -> str:
+    """Name of ``robot``'s command key: its goals and cancels (coordinator -> runtime) and its
+    results (runtime -> coordinator)."""
+    return f"robot.{robot}"
+
+
+def reset_key_name(robot: str) -> str:
+    """Name of ``robot``'s e-stop reset key: the operator's command signs with it, the runtime
+    verifies. Kept apart from the command key so that a coordinator can hold the one without the
+    other (no plan and no model may reset an e-stop)."""
+    return f"estop-reset.{robot}"
+
+
+def default_state_dir() -> Path:
+    """The robots' state folder: ``$ATELIER_STATE_DIR``, else ``var/robots`` (relative to the
+    working directory, as ``atelier robot --state-dir`` defaults)."""
+    return Path(os.environ.get("ATELIER_STATE_DIR") or "var/robots")
+
+
+def robot_keys(state_dir: Path | str | None = None) -> KeyStore:
+    """The key store of the robots' keys: ``<state_dir>/trust`` (default
+    :func:`default_state_dir`). Nothing is read until a key is asked for."""
+    return KeyStore(Path(state_dir if state_dir is not None else default_state_dir()) / "trust")
+
+
+def seal(key: bytes, kind: str, body: Mapping[str, Any], *, now_s: float | None = None) -> dict[str, Any]:
+    """``body`` as a signed message of ``kind``: with ``kind``, ``stamp_s`` (the wall clock,
+    s since the epoch, or ``now_s``), a random 128-bit ``nonce``, and ``mac``, the HMAC-SHA256
+    under ``key`` of the canonical JSON of all the rest. ``body`` must be JSON data; it may not
+    use those four names."""
+    msg = {**body, "kind": kind, "stamp_s": time.time() if now_s is None else float(now_s)}
+    msg["nonce"] = secrets.token_hex(16)
+    msg["mac"] = mac(key, canonical(msg))
+    return msg
+
+
+def authentic(key: bytes, message: Mapping[str, Any]) -> bool:
+    """Whether ``message`` carries the right ``mac`` under ``key`` (constant-time; never raises
+    on a malformed message)."""
+    try:
+        body = canonical({k: v for k, v in message.items() if k != "mac"})
+    except (TypeError, ValueError, AttributeError):
+        return False
+    return mac_ok(key, body, message.get("mac"))
+
+
+class ReplayGuard:
+    """Admits the signed messages of one key, each at most once and only while fresh.
+
+    :meth:`admit` takes a message when its MAC is right under ``key``, it is of the expected
+    kind, its ``stamp_s`` lies within ``window_s`` of ``clock()`` (the wall clock) either way and
+    not before ``not_before_s`` (default: when the guard was made, so a message captured before
+    a receiver restarted is refused after it, although the nonces seen before are forgotten), and
+    its nonce was never admitted. Nonces are remembered while their message would be fresh.
+    Thread-safe; the MAC is checked first, so an unauthenticated message changes nothing.
+    """
+
+    def __init__(
+        self,
+        key: bytes,
+        *,
+        window_s: float = REPLAY_WINDOW_S,
+        clock: Callable[[], float] = time.time,
+        not_before_s: float | None = None,
+    ) -> None:
+        self._key = key
+        self.window_s = window_s
+        self.clock = clock
+        self.not_before_s = clock() if not_before_s is None else not_before_s
+        self._seen: OrderedDict[str, float] = OrderedDict()  # nonce -> stamp_s, oldest first
+        self._lock = threading.Lock()
+
+    def admit(self, message: object, kind: str) -> dict[str, Any]:
+        """``message`` (a decoded JSON object) if admitted as a ``kind``; raises
+        :class:`MessageRefused` saying why otherwise."""
+        if not isinstance(message, dict):
+            raise MessageRefused("not a signed message (not a JSON object)")
+        if "mac" not in message:
+            raise MessageRefused("not signed (no MAC)")
+        if not authentic(self._key, message):
+            raise MessageRefused("not authenticated (wrong MAC: unsigned, altered, or another key)")
+        if message.get("kind") != kind:
+            raise MessageRefused(f"a {str(message.get('kind'))[:40]!r} message where a {kind!r} was expected")
+        stamp, nonce = message.get("stamp_s"), message.get("nonce")
+        if isinstance(stamp, bool) or not isinstance(stamp, int | float) or stamp != stamp:
+            raise MessageRefused("no valid time stamp")
+        if not isinstance(nonce, str) or not 16 <= len(nonce) <= 128:
+            raise MessageRefused("no valid nonce")
+        now = self.clock()
+        if abs(now - stamp) > self.window_s:
+            ago = now - stamp
+            raise MessageRefused(f"stale: signed {ago:.1f} s ago (window +-{self.window_s:g} s; clocks in step?)")
+        if stamp < self.not_before_s:
+            raise MessageRefused(f"signed {self.not_before_s - stamp:.1f} s before this receiver started")
+        with self._lock:
+            while self._seen and next(iter(self._seen.values())) < now - self.window_s:
+                self._seen.popitem(last=False)
+            if nonce in self._seen:
+                raise MessageRefused("replayed (its nonce was admitted before)")
+            if len(self._seen) >= MAX_NONCES:
+                raise MessageRefused("too many messages in the window (refused until older ones expire)")
+            self._seen[nonce] = float(stamp)
+        return message
