@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Mapping
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
@@ -24,7 +24,9 @@ from llm_coordinator.store import Store, StoreError
 from plant.text import safe_text
 
 if TYPE_CHECKING:
+    from llm_coordinator.approval import ApprovalGate
     from llm_coordinator.coordinator import Submission
+    from llm_coordinator.executor import ExecutionReport
 
 out = Console()
 err = Console(stderr=True)
@@ -67,6 +69,30 @@ def _report(sub: Submission, note: str = "") -> NoReturn:
     raise typer.Exit(0 if sub.status == "awaiting_approval" else 1)
 
 
+@contextmanager
+def _store_refusal() -> Iterator[None]:
+    """What the store refuses (an unknown plan, a status that does not allow the change) is
+    printed, and the command exits with code 2."""
+    try:
+        yield
+    except StoreError as exc:
+        err.print(_safe(exc), highlight=False)
+        raise typer.Exit(2) from None
+
+
+def _print_run(report: ExecutionReport) -> int:
+    """The steps of a run and how it ended; returns the exit code (0 when the plan is done)."""
+    for rec in report.records:
+        took = f"{rec.end_s - rec.start_s:6.1f} s"
+        line = f"  {_safe(rec.step, 40):20s} {_safe(rec.agent, 40):12s} {rec.status:7s} {took}  {_safe(rec.detail)}"
+        out.print(line, highlight=False)
+    why = f" ({_safe(report.reason)})" if report.reason else ""
+    out.print(f"plan {report.plan_id}: {report.status} in {report.makespan_s:.1f} s{why}", highlight=False)
+    if report.recovery_plan_id is not None:
+        out.print(f"recovery plan {report.recovery_plan_id} drafted (see `atelier show {report.recovery_plan_id}`)")
+    return 0 if report.status == "done" else 1
+
+
 def _plant(path: Path | None) -> object:
     from plant import PlantError, load_plant
 
@@ -75,6 +101,12 @@ def _plant(path: Path | None) -> object:
     except PlantError as exc:
         err.print(f"[bold red]error:[/] {escape(safe_text(exc, 20000, newlines=True))}", highlight=False)
         raise typer.Exit(2) from None
+
+
+def _gate(db: str, plant_file: Path | None) -> ApprovalGate:
+    from llm_coordinator.approval import ApprovalGate
+
+    return ApprovalGate(Store(db), _plant(plant_file))  # type: ignore[arg-type]
 
 
 def register(app: typer.Typer) -> None:
@@ -112,11 +144,8 @@ def register(app: typer.Typer) -> None:
 
         plant = _plant(plant_file)
         co = build_coordinator(plant, _config(config, db, None), evidence_dir=evidence)  # type: ignore[arg-type]
-        try:
+        with _store_refusal():
             feedback = co.replan_feedback(plan_id)
-        except StoreError as exc:
-            err.print(_safe(exc), highlight=False)
-            raise typer.Exit(2) from None
         for f in feedback:
             out.print(f"  feedback: {_safe(f)}", highlight=False)
         _report(asyncio.run(co.replan(plan_id, actor="cli")), f" (again for plan {plan_id})")
@@ -214,15 +243,7 @@ def register(app: typer.Typer) -> None:
                 out.print("executing on " + ("the live plant" if live else "an in-process twin"))
                 ex = build_executor(co, machines, robots, cfg)
                 report = await ex.run(sub.plan_id, actor="cli")
-            for rec in report.records:
-                took = f"{rec.end_s - rec.start_s:6.1f} s"
-                out.print(f"  {_safe(rec.step, 40):18s} {rec.status:7s} {took}  {_safe(rec.detail)}", highlight=False)
-            out.print(
-                f"plan {sub.plan_id}: {report.status} in {report.makespan_s:.1f} s"
-                + (f" ({_safe(report.reason)})" if report.reason else ""),
-                highlight=False,
-            )
-            return 0 if report.status == "done" else 1
+            return _print_run(report)
 
         raise typer.Exit(asyncio.run(go()))
 
@@ -240,11 +261,8 @@ def register(app: typer.Typer) -> None:
     def show_cmd(plan_id: int, db: DbOpt = "sqlite:///atelier.db") -> None:
         """Show a plan: status, steps, guardrail failures, rehearsal, Gantt and evidence files."""
         store = Store(db)
-        try:
+        with _store_refusal():
             row = store.get(plan_id)
-        except StoreError as exc:
-            err.print(_safe(exc), highlight=False)
-            raise typer.Exit(2) from None
         out.print(f"plan {row.id} [bold]{row.status}[/] ({row.mode}): {_safe(row.work_order)}", highlight=False)
         for r in row.reasons:
             out.print(f"  reason: {_safe(r)}", highlight=False)
@@ -279,13 +297,8 @@ def register(app: typer.Typer) -> None:
         plant_file: PlantOpt = None,
     ) -> None:
         """A supervisor approves the plan's current version (bound to its hash)."""
-        from llm_coordinator.approval import ApprovalGate
-
-        try:
-            h = ApprovalGate(Store(db), _plant(plant_file)).approve(plan_id, supervisor, reason)  # type: ignore[arg-type]
-        except StoreError as exc:
-            err.print(_safe(exc), highlight=False)
-            raise typer.Exit(2) from None
+        with _store_refusal():
+            h = _gate(db, plant_file).approve(plan_id, supervisor, reason)
         out.print(f"plan {plan_id} approved (hash {h[:16]})")
 
     @app.command("confirm")
@@ -298,14 +311,9 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """A robot operator confirms one hazardous step (their password from $ATELIER_PASSWORD or a
         prompt, checked against the site's users)."""
-        from llm_coordinator.approval import ApprovalGate
-
         operator = checked_person(db, operator, "confirm_step")
-        try:
-            ApprovalGate(Store(db), _plant(plant_file)).confirm(plan_id, step, operator)  # type: ignore[arg-type]
-        except StoreError as exc:
-            err.print(_safe(exc), highlight=False)
-            raise typer.Exit(2) from None
+        with _store_refusal():
+            _gate(db, plant_file).confirm(plan_id, step, operator)
         out.print(f"step {_safe(step, 80)} of plan {plan_id} confirmed by {_safe(operator, 80)}", highlight=False)
 
     @app.command("reject")
@@ -317,13 +325,8 @@ def register(app: typer.Typer) -> None:
         plant_file: PlantOpt = None,
     ) -> None:
         """A supervisor rejects the plan, with a reason."""
-        from llm_coordinator.approval import ApprovalGate
-
-        try:
-            ApprovalGate(Store(db), _plant(plant_file)).reject(plan_id, supervisor, reason)  # type: ignore[arg-type]
-        except StoreError as exc:
-            err.print(_safe(exc), highlight=False)
-            raise typer.Exit(2) from None
+        with _store_refusal():
+            _gate(db, plant_file).reject(plan_id, supervisor, reason)
         out.print(f"plan {plan_id} rejected")
 
     @app.command("run")
@@ -381,20 +384,7 @@ def register(app: typer.Typer) -> None:
             except (ConnectError, TimeoutError) as exc:
                 err.print(f"plan {plan_id} not run: {_safe(str(exc))}", highlight=False)
                 return 3
-            for rec in report.records:
-                out.print(
-                    f"  {_safe(rec.step, 40):20s} {_safe(rec.agent, 40):12s} {rec.status:7s} {_safe(rec.detail)}",
-                    highlight=False,
-                )
-            out.print(
-                f"plan {plan_id}: {report.status}" + (f" ({_safe(report.reason)})" if report.reason else ""),
-                highlight=False,
-            )
-            if report.recovery_plan_id is not None:
-                out.print(
-                    f"recovery plan {report.recovery_plan_id} drafted (see `atelier show {report.recovery_plan_id}`)"
-                )
-            return 0 if report.status == "done" else 1
+            return _print_run(report)
 
         raise typer.Exit(asyncio.run(go()))
 
@@ -412,11 +402,8 @@ def register(app: typer.Typer) -> None:
         """Check the audit log: its chain, every row's tag under the audit key, and the head
         anchored outside the database; print the head; exit 1 if a row was edited, deleted,
         re-chained or written without the key, or the tail was cut."""
-        try:
+        with _store_refusal():
             report = Store(db, trust_dir=trust_dir).verify_audit()
-        except StoreError as exc:
-            err.print(_safe(exc), highlight=False)
-            raise typer.Exit(2) from None
         h = report.head
         head = f"head: row {h.seq}, hash {h.hash[:16]}, anchored in {h.where}" if h else "head: none anchored"
         out.print(safe_text(head), highlight=False, markup=False)
