@@ -101,6 +101,20 @@ async def paired(
     return statistics.median(ta), statistics.median(tb)
 
 
+async def figures(
+    agent: OpcuaAgent | ModbusAgent, bare: BareOpcua | BareModbus, n: int
+) -> dict[str, tuple[float, float]]:
+    """The figures of every protocol, agent against bare: one read, one command, 100 reads."""
+    bench_names = [f"bench_{i:03d}" for i in range(N_TAGS)]
+    a, b = await paired(n, lambda: agent.read("state"), bare.read_state)
+    res = {"read one tag (ms)": (a * 1e3, b * 1e3)}
+    a, b = await paired(n // 3, lambda: agent.command(Command.NONE), bare.command)
+    res["one command (ms)"] = (a * 1e3, b * 1e3)
+    a, b = await paired(n // 3, lambda: agent.read_many(bench_names), bare.read_100)
+    res["read 100 tags (tags/s)"] = (N_TAGS / a, N_TAGS / b)
+    return res
+
+
 # --------------------------------------------------------------------------- OPC-UA
 
 
@@ -151,15 +165,8 @@ async def bench_opcua(m: OpcuaMachine, n: int) -> dict[str, tuple[float, float]]
     bare = BareOpcua(m)
     await agent.connect()
     await bare.connect()
-    bench_names = [f"bench_{i:03d}" for i in range(N_TAGS)]
-    res: dict[str, tuple[float, float]] = {}
     try:
-        a, b = await paired(n, lambda: agent.read("state"), bare.read_state)
-        res["read one tag (ms)"] = (a * 1e3, b * 1e3)
-        a, b = await paired(n // 3, lambda: agent.command(Command.NONE), bare.command)
-        res["one command (ms)"] = (a * 1e3, b * 1e3)
-        a, b = await paired(n // 3, lambda: agent.read_many(bench_names), bare.read_100)
-        res["read 100 tags (tags/s)"] = (N_TAGS / a, N_TAGS / b)
+        res = await figures(agent, bare, n)
         res["notification (ms)"] = await notification_latency(m, agent, n // 3)
     finally:
         await agent.disconnect()
@@ -263,19 +270,11 @@ async def bench_modbus(m: ModbusMachine, n: int) -> dict[str, tuple[float, float
     bare = BareModbus(m)
     await agent.connect()
     await bare.connect()
-    bench_names = [f"bench_{i:03d}" for i in range(N_TAGS)]
-    res: dict[str, tuple[float, float]] = {}
     try:
-        a, b = await paired(n, lambda: agent.read("state"), bare.read_state)
-        res["read one tag (ms)"] = (a * 1e3, b * 1e3)
-        a, b = await paired(n // 3, lambda: agent.command(Command.NONE), bare.command)
-        res["one command (ms)"] = (a * 1e3, b * 1e3)
-        a, b = await paired(n // 3, lambda: agent.read_many(bench_names), bare.read_100)
-        res["read 100 tags (tags/s)"] = (N_TAGS / a, N_TAGS / b)
+        return await figures(agent, bare, n)
     finally:
         await agent.disconnect()
         bare.client.close()
-    return res
 
 
 def main() -> None:
