@@ -491,27 +491,16 @@ def _check_order(
         if machine is not None and s.skill in RUNNING_SKILLS | DOOR_SKILLS:
             if s.skill == "run_cycle" and machine.has_door:
                 closed = door_closed_at(s.agent, s.id)
-                if closed is not True:
-                    state = "open" if closed is False else "in an unknown position"
-                    yield Finding(
-                        "door_closed_before_start",
-                        s.id,
-                        False,
-                        f"the door of {s.agent} is {state} when the cycle starts; add close_door before it",
-                    )
-                else:
-                    yield Finding("door_closed_before_start", s.id, True, f"the door of {s.agent} is closed")
-            robots = robots_inside_at(s.agent, s.id)
-            if robots:
-                verb = "runs" if s.skill in RUNNING_SKILLS else "moves its door"
+                state = "closed" if closed else "open" if closed is False else "in an unknown position"
+                fix = "" if closed else " when the cycle starts; add close_door before it"
                 yield Finding(
-                    "no_robot_in_running_machine",
-                    s.id,
-                    False,
-                    f"{s.agent} {verb} while a robot may be inside it: {', '.join(robots)}",
+                    "door_closed_before_start", s.id, closed is True, f"the door of {s.agent} is {state}{fix}"
                 )
-            else:
-                yield Finding("no_robot_in_running_machine", s.id, True, f"no robot is inside {s.agent}")
+            robots = robots_inside_at(s.agent, s.id)
+            verb = "runs" if s.skill in RUNNING_SKILLS else "moves its door"
+            inside_now = f"{s.agent} {verb} while a robot may be inside it: {', '.join(robots)}"
+            why = inside_now if robots else f"no robot is inside {s.agent}"
+            yield Finding("no_robot_in_running_machine", s.id, not robots, why)
         if s.agent in plant.robots:
             loc = step_location(plant, s.skill, s.args)
             mname = inside.get(loc or "")
