@@ -157,6 +157,16 @@ def _state_class(state: str) -> str:
     return "st-" + "".join(c if c.isalnum() else "-" for c in state.lower())
 
 
+def _problem(exc: FormError | ActionRefused) -> tuple[int, list[str]]:
+    """The HTTP status and the sentences a page shows for input to correct or a refused action."""
+    return (422, exc.messages) if isinstance(exc, FormError) else (exc.status, [exc.message])
+
+
+def _done(path: str, notice: str) -> RedirectResponse:
+    """After a form's action: see ``path`` with a one-line notice of what was done."""
+    return RedirectResponse(f"{path}{'&' if '?' in path else '?'}notice={quote(notice)}", 303)
+
+
 # --------------------------------------------------------------------------- who is asking
 
 
@@ -316,24 +326,21 @@ def create_app(
         for err in exc.errors():
             where = ".".join(str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path"))
             messages.append(f"{where or 'request'}: {err.get('msg', 'invalid')}")
-        if wants_json(request):
-            return JSONResponse({"detail": messages}, status_code=422)
-        user = await user_of(request)
-        return render(request, "error.html", user, status_code=422, heading="Please check the input", errors=messages)
+        return await problem(request, 422, "Please check the input", messages, messages)
 
     @app.exception_handler(FormError)
     async def _on_form_error(request: Request, exc: FormError) -> Response:
-        if wants_json(request):
-            return JSONResponse({"detail": exc.messages}, status_code=422)
-        user = await user_of(request)
-        return render(request, "error.html", user, 422, heading="Please check the input", errors=exc.messages)
+        return await problem(request, 422, "Please check the input", exc.messages, exc.messages)
 
     @app.exception_handler(ActionRefused)
     async def _on_refused(request: Request, exc: ActionRefused) -> Response:
+        return await problem(request, exc.status, "Not done", [exc.message], exc.message)
+
+    async def problem(request: Request, status: int, heading: str, messages: list[str], detail: object) -> Response:
+        """``detail`` as JSON for the API, else an error page with ``heading`` and ``messages``."""
         if wants_json(request):
-            return JSONResponse({"detail": exc.message}, status_code=exc.status)
-        user = await user_of(request)
-        return render(request, "error.html", user, status_code=exc.status, heading="Not done", errors=[exc.message])
+            return JSONResponse({"detail": detail}, status_code=status)
+        return render(request, "error.html", await user_of(request), status, heading=heading, errors=messages)
 
     @app.exception_handler(Exception)
     async def _on_crash(request: Request, exc: Exception) -> Response:
@@ -687,11 +694,8 @@ def create_app(
                 reason = text_field(form, "reason", "Reason for rejecting", required=True, min_chars=3)
                 await backend.reject(plan_id, user.name, reason)
         except (FormError, ActionRefused) as exc:
-            messages = exc.messages if isinstance(exc, FormError) else [exc.message]
-            status = 422 if isinstance(exc, FormError) else exc.status
-            return await plan_response(request, user, await plan_or_404(plan_id), status, messages)
-        verb = "approved" if approve else "rejected"
-        return RedirectResponse(f"/plans/{quote(plan_id)}?notice={quote(f'Plan {verb} by {user.name}.')}", 303)
+            return await plan_response(request, user, await plan_or_404(plan_id), *_problem(exc))
+        return _done(f"/plans/{quote(plan_id)}", f"Plan {'approved' if approve else 'rejected'} by {user.name}.")
 
     @app.post("/plans/{plan_id}/approve", include_in_schema=False)
     async def approve_post(request: Request, plan_id: str, user: PageApprove) -> Response:
@@ -706,7 +710,7 @@ def create_app(
         try:
             job = await backend.replan(plan_id, user.name)
         except ActionRefused as exc:
-            return await plan_response(request, user, await plan_or_404(plan_id), exc.status, [exc.message])
+            return await plan_response(request, user, await plan_or_404(plan_id), *_problem(exc))
         return RedirectResponse(f"/work-orders/{quote(job.id)}", 303)
 
     async def operator_page_response(
@@ -737,12 +741,9 @@ def create_app(
             else:
                 note = text_field(form, "reason", "Reason for refusing", required=True, min_chars=3)
                 await backend.refuse_step(plan_id, step_id, user.name, note)
-        except FormError as exc:
-            return await operator_page_response(request, user, 422, exc.messages)
-        except ActionRefused as exc:
-            return await operator_page_response(request, user, exc.status, [exc.message])
-        verb = "confirmed" if confirm else "refused"
-        return RedirectResponse(f"/operator?notice={quote(f'Step {step_id} {verb} by {user.name}.')}", 303)
+        except (FormError, ActionRefused) as exc:
+            return await operator_page_response(request, user, *_problem(exc))
+        return _done("/operator", f"Step {step_id} {'confirmed' if confirm else 'refused'} by {user.name}.")
 
     @app.post("/operator/confirm", include_in_schema=False)
     async def confirm_post(request: Request, user: PageConfirm) -> Response:
@@ -760,13 +761,9 @@ def create_app(
             robot = robot_field(form.get("robot") or "all", allow_all=True)
             reason = text_field(form, "reason", "Reason", required=False)
             await backend.trip_estop(robot, user.name, reason or "e-stop pressed in the console")
-        except FormError as exc:
-            return await operator_page_response(request, user, 422, exc.messages)
-        except ActionRefused as exc:
-            return await operator_page_response(request, user, exc.status, [exc.message])
-        what = "all robots" if robot is None else robot
-        sep = "&" if "?" in back else "?"
-        return RedirectResponse(f"{back}{sep}notice={quote(f'E-stop tripped for {what} by {user.name}.')}", 303)
+        except (FormError, ActionRefused) as exc:
+            return await operator_page_response(request, user, *_problem(exc))
+        return _done(back, f"E-stop tripped for {'all robots' if robot is None else robot} by {user.name}.")
 
     @app.post("/estop/reset", include_in_schema=False)
     async def reset_post(request: Request, user: PageReset) -> Response:
@@ -778,11 +775,9 @@ def create_app(
                 raise FormError(["Area clear: tick the box to confirm nobody is in the robot's area."])
             note = text_field(form, "note", "Note", required=False)
             await backend.reset_estop(robot, user.name, note or "area checked clear")
-        except FormError as exc:
-            return await operator_page_response(request, user, 422, exc.messages)
-        except ActionRefused as exc:
-            return await operator_page_response(request, user, exc.status, [exc.message])
-        return RedirectResponse(f"/operator?notice={quote(f'E-stop of {robot} reset by {user.name}.')}", 303)
+        except (FormError, ActionRefused) as exc:
+            return await operator_page_response(request, user, *_problem(exc))
+        return _done("/operator", f"E-stop of {robot} reset by {user.name}.")
 
     async def work_orders_response(
         request: Request,
@@ -815,11 +810,9 @@ def create_app(
         params = {k[len(prefix) :]: v for k, v in raw.items() if recipe and k.startswith(prefix)}
         try:
             req = check_work_order(plant, form.get("text"), recipe or None, params)
-        except FormError as exc:
-            return await work_orders_response(request, user, 422, exc.messages, {k: v[:4000] for k, v in raw.items()})
-        except ActionRefused as exc:
-            return await work_orders_response(request, user, exc.status, [exc.message], raw)
-        job = await backend.submit_work_order(req, user.name)
+            job = await backend.submit_work_order(req, user.name)
+        except (FormError, ActionRefused) as exc:
+            return await work_orders_response(request, user, *_problem(exc), {k: v[:4000] for k, v in raw.items()})
         return RedirectResponse(f"/work-orders/{quote(job.id)}", 303)
 
     @app.get("/work-orders/{job_id}", include_in_schema=False)
