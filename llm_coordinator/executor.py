@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -364,15 +365,27 @@ class PlanRunner:
                 raise StepFailed(f"no agent {step.agent!r} is connected")
             # A hand-over goes to the giver's agent, which also has the receiver take the part
             # (the plan's step occupies both robots, so nothing else runs on either meanwhile).
+            # The goal id is new in every run and unpredictable (a random part): no result latched
+            # before, or forged by someone who guessed it, can answer it. The plan hash and the
+            # step are signed with the goal over ROS 2.
             goal = SkillGoal(
-                goal_id=f"plan{progress.plan_id}:{step.id}", robot=step.agent, skill=step.skill, args=dict(step.args)
+                goal_id=f"plan{progress.plan_id}:{step.id}:{secrets.token_hex(8)}",
+                robot=step.agent,
+                skill=step.skill,
+                args=dict(step.args),
+                plan_hash=str(getattr(progress, "content_hash", "")),  # the stored plan's (none in rehearsal)
+                step_id=step.id,
             )
             result = await self.robots[step.agent].run_skill(goal, timeout_s=timeout_s)
         except (MachineError, TimeoutError, OSError) as exc:
             raise StepFailed(f"{step.agent} {step.skill}: {type(exc).__name__}: {exc}") from None
+        if result.goal_id != goal.goal_id:  # only the result of the goal sent in this run counts
+            raise StepFailed(f"{step.agent} {step.skill}: a result for goal {result.goal_id}, not {goal.goal_id}")
         if result.outcome != Outcome.SUCCEEDED:
-            raise StepFailed(f"{step.agent} {step.skill}: {result.outcome.value}: {result.reason}")
-        return f"{result.outcome.value} in {result.duration_s:.1f} s"
+            raise StepFailed(
+                f"{step.agent} {step.skill}: {result.outcome.value}: {result.reason} (goal {goal.goal_id})"
+            )
+        return f"{result.outcome.value} in {result.duration_s:.1f} s (goal {goal.goal_id})"
 
     async def _snapshot(self, plan: Plan, done: set[str]) -> PlantSnapshot:
         snap = await read_snapshot(self.machines)

@@ -49,7 +49,8 @@ def take_goal(hand_over: SkillGoal) -> SkillGoal:
     takes the plant's first part type)."""
     a = hand_over.args
     args = {"from_robot": hand_over.robot, "location": a.get("location", ""), "part_type": str(a.get("part_type", ""))}
-    return SkillGoal(f"{hand_over.goal_id}/take", str(a.get("to_robot", "")), "take", args)
+    to_robot = str(a.get("to_robot", ""))
+    return SkillGoal(f"{hand_over.goal_id}/take", to_robot, "take", args, hand_over.plan_hash, hand_over.step_id)
 
 
 async def _run(channel: GoalChannel, goal: SkillGoal, timeout_s: float) -> SkillResult:

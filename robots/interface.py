@@ -61,12 +61,20 @@ class Outcome(enum.StrEnum):
 
 @dataclass(frozen=True)
 class SkillGoal:
-    """A skill to perform, with its arguments (names from ``plant.skills``)."""
+    """A skill to perform, with its arguments (names from ``plant.skills``).
+
+    ``goal_id`` names the goal once: a runtime refuses an id it has seen. The executor makes it
+    unpredictable (plan, step and a random part). ``plan_hash`` and ``step_id`` say which approved
+    plan and step it carries out ("" when none, e.g. a test's goal); over ROS 2 they are signed
+    with the rest of the goal.
+    """
 
     goal_id: str
     robot: str
     skill: str
     args: Mapping[str, str | float | int | list[float]] = field(default_factory=dict)
+    plan_hash: str = ""
+    step_id: str = ""
 
 
 @dataclass(frozen=True)
