@@ -12,12 +12,19 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from plant.catalog import ROBOT_MODELS, TOOL_MODELS
 from plant.skills import SKILLS
+
+if TYPE_CHECKING:
+    import numpy as np
+    from numpy.typing import NDArray
+
+#: A plan-view coordinate: one number, or one per point.
+_XY = TypeVar("_XY", float, "NDArray[np.float64]")
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,47}$")
 
@@ -405,10 +412,16 @@ class BoxShape(Model):
     size_m: PositiveVec3
     yaw_rad: Finite = 0.0
 
-    def contains_xy(self, x: float, y: float) -> bool:
+    def local_xy(self, x: _XY, y: _XY) -> tuple[_XY, _XY]:
+        """A plan-view point (or arrays of points) in the box's own frame: its offsets (m) from the
+        centre along the box's x and y sides. Every use of a box's yaw goes through here (the
+        loader, the guardrails, the robots' supervisors)."""
         c, s = math.cos(-self.yaw_rad), math.sin(-self.yaw_rad)
         dx, dy = x - self.center_m[0], y - self.center_m[1]
-        lx, ly = c * dx - s * dy, s * dx + c * dy
+        return c * dx - s * dy, s * dx + c * dy
+
+    def contains_xy(self, x: float, y: float) -> bool:
+        lx, ly = self.local_xy(x, y)
         return abs(lx) <= self.size_m[0] / 2 + 1e-9 and abs(ly) <= self.size_m[1] / 2 + 1e-9
 
 

@@ -37,6 +37,7 @@ from __future__ import annotations
 import math
 from collections.abc import Collection
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Literal
 
 import numpy as np
@@ -115,9 +116,7 @@ def distance_to_zone_xy(zone: Zone, x: float, y: float) -> float:
     shape = zone.shape
     if isinstance(shape, CylinderShape):
         return max(0.0, math.hypot(x - shape.center_m[0], y - shape.center_m[1]) - shape.radius_m)
-    c, s = math.cos(-shape.yaw_rad), math.sin(-shape.yaw_rad)
-    dx, dy = x - shape.center_m[0], y - shape.center_m[1]
-    lx, ly = c * dx - s * dy, s * dx + c * dy
+    lx, ly = shape.local_xy(x, y)
     ox = max(0.0, abs(lx) - shape.size_m[0] / 2)
     oy = max(0.0, abs(ly) - shape.size_m[1] / 2)
     return math.hypot(ox, oy)
@@ -135,21 +134,22 @@ class BoxVolume:
     half_m: tuple[float, float, float]
     yaw_rad: float = 0.0
 
+    @cached_property
+    def _plan(self) -> BoxShape:
+        # The box in plan view, whose frame the distances are taken in (built once, unchecked).
+        size = (2 * self.half_m[0], 2 * self.half_m[1], 2 * self.half_m[2])
+        return BoxShape.model_construct(type="box", center_m=self.center_m, size_m=size, yaw_rad=self.yaw_rad)
+
     def distance_m(self, p: FloatArray | tuple[float, float, float]) -> float:
         """Distance from the point ``p`` to the box (0 or negative inside: minus the depth)."""
-        c, s = math.cos(-self.yaw_rad), math.sin(-self.yaw_rad)
-        dx, dy, dz = p[0] - self.center_m[0], p[1] - self.center_m[1], p[2] - self.center_m[2]
-        local = (abs(c * dx - s * dy) - self.half_m[0], abs(s * dx + c * dy) - self.half_m[1], abs(dz) - self.half_m[2])
-        outside = math.sqrt(sum(max(d, 0.0) ** 2 for d in local))
-        return outside if outside > 0 else max(local)
+        return float(self.distances_m(np.asarray([p], dtype=np.float64))[0])
 
     def distances_m(self, points: FloatArray) -> FloatArray:
         """:meth:`distance_m` of every row of ``points`` (n, 3), at once."""
-        c, s = math.cos(-self.yaw_rad), math.sin(-self.yaw_rad)
-        d = points - np.asarray(self.center_m)
-        local = np.stack(
-            [np.abs(c * d[:, 0] - s * d[:, 1]), np.abs(s * d[:, 0] + c * d[:, 1]), np.abs(d[:, 2])], axis=1
-        ) - np.asarray(self.half_m)
+        lx, ly = self._plan.local_xy(points[:, 0], points[:, 1])
+        local = np.stack([np.abs(lx), np.abs(ly), np.abs(points[:, 2] - self.center_m[2])], axis=1) - np.asarray(
+            self.half_m
+        )
         outside = np.sqrt(np.sum(np.maximum(local, 0.0) ** 2, axis=1))
         return np.where(outside > 0, outside, np.max(local, axis=1))
 
@@ -166,11 +166,7 @@ class CylinderVolume:
 
     def distance_m(self, p: FloatArray | tuple[float, float, float]) -> float:
         """Distance from the point ``p`` to the cylinder (0 or negative inside: minus the depth)."""
-        radial = math.hypot(p[0] - self.center_xy_m[0], p[1] - self.center_xy_m[1]) - self.radius_m
-        zc = 0.5 * (self.z_low_m + self.z_high_m)
-        axial = abs(p[2] - zc) - 0.5 * (self.z_high_m - self.z_low_m)
-        outside = math.hypot(max(radial, 0.0), max(axial, 0.0))
-        return outside if outside > 0 else max(radial, axial)
+        return float(self.distances_m(np.asarray([p], dtype=np.float64))[0])
 
     def distances_m(self, points: FloatArray) -> FloatArray:
         """:meth:`distance_m` of every row of ``points`` (n, 3), at once."""
