@@ -22,11 +22,10 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from llm_coordinator.plan import ArgValue
 from llm_coordinator.status import STAGES
 from plant.config import PlantDescription
 from robots.interface import SafetyState
-
-ArgValue = int | float | str | list[float]
 
 
 class View(BaseModel):
@@ -50,6 +49,11 @@ class MachineView(View):
     fault_text: str = ""
     door_closed: bool | None = None
     connected: bool = True
+    alarms: list[str] = Field(
+        default_factory=list,
+        description="readings the tag map declares impossible (tag, raw value, range); only STOP and ABORT "
+        "are sent to a machine in alarm",
+    )
 
 
 class RobotView(View):
@@ -82,10 +86,16 @@ class PartView(View):
     xyz_m: tuple[float, float, float]
 
 
+#: Where the console's plant is: ``twin``, its own in-process twin (nothing real moves), or
+#: ``live``, a served plant (``atelier twin serve`` or a real one) over OPC-UA, Modbus and ROS 2.
+PlantMode = Literal["twin", "live"]
+
+
 class PlantView(View):
     """The plant at one instant as the console shows it; ``seq`` grows by one per published view."""
 
     seq: int = 0
+    mode: PlantMode = Field(default="twin", description="twin: the console's own twin; live: a served plant")
     time_s: float = Field(description="plant (twin) clock, s")
     wall_s: float = Field(description="server wall clock when taken (time.time), s")
     machines: list[MachineView]
@@ -307,9 +317,14 @@ class PlantFeed:
     :meth:`publish` never blocks and may be called from any thread (the twin's own, an agent's
     loop). Subscribers are async iterators that yield the newest snapshot each time it changes;
     a slow subscriber skips snapshots rather than queueing them.
+
+    ``mode`` says where the plant is (every page shows it, and every view carries it);
+    ``source`` says it in words (the plant's endpoints, or that it is the console's own twin).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, mode: PlantMode = "twin", source: str = "") -> None:
+        self.mode: PlantMode = mode
+        self.source = source
         self._lock = threading.Lock()
         self._latest: PlantView | None = None
         self._seq = 0
@@ -324,7 +339,7 @@ class PlantFeed:
         """Make ``snapshot`` the newest (its ``seq`` is set here) and wake every subscriber."""
         with self._lock:
             self._seq += 1
-            snap = snapshot.model_copy(update={"seq": self._seq})
+            snap = snapshot.model_copy(update={"seq": self._seq, "mode": self.mode})
             self._latest = snap
             waiters = list(self._waiters)
         for loop, ev in waiters:
