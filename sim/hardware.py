@@ -101,6 +101,14 @@ class TwinHardware:
     def set_gripper(self, closed_fraction: float) -> None:
         self.twin.set_gripper(self.robot, closed_fraction)
 
+    def gripper_closure(self) -> float:
+        """The gripper's measured closure (0 open .. 1 closed)."""
+        return self.twin.gripper_closure(self.robot)
+
+    def gripper_holds(self) -> bool:
+        """Whether the gripper holds an object (the twin's object detection)."""
+        return self.twin.gripper_force_n(self.robot) > 0.0
+
 
 class LiveTwinHardware:
     """A robot of a live twin. ``read``/``wait`` return the state of the last twin tick;
@@ -151,6 +159,14 @@ class LiveTwinHardware:
 
     def set_gripper(self, closed_fraction: float) -> None:
         self.live.submit(lambda tw: tw.set_gripper(self.robot, closed_fraction))
+
+    def gripper_closure(self) -> float:
+        """The gripper's measured closure (0 open .. 1 closed), now."""
+        return self.live.read(lambda tw: tw.gripper_closure(self.robot))
+
+    def gripper_holds(self) -> bool:
+        """Whether the gripper holds an object (the twin's object detection), now."""
+        return self.live.read(lambda tw: tw.gripper_force_n(self.robot)) > 0.0
 
 
 # --------------------------------------------------------------------------- perception

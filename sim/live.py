@@ -10,6 +10,10 @@ loops. They never touch the :class:`~sim.twin.Twin` directly; they go through th
 - :meth:`LiveTwin.add_listener` registers a function called on the twin thread after every
   ``every_ticks`` ticks (publishing joint states, pushing changed tag values). A listener
   must not block; it hands data to its own thread or loop (``call_soon_threadsafe``).
+
+Starting moves nothing: :meth:`LiveTwin.start` first holds every arm where it is
+(:meth:`~sim.twin.Twin.hold_robots`), and a restart (start after stop) cancels the jobs
+queued while the twin was stopped, so a command sent to a stopped twin is never replayed.
 """
 
 from __future__ import annotations
@@ -61,12 +65,22 @@ class LiveTwin:
         self._listeners: list[_Listener] = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._started = False
 
     # ------------------------------------------------------------------ life cycle
 
     def start(self) -> LiveTwin:
+        """Start stepping: every arm held where it is first; on a restart, what was submitted
+        while the twin was stopped is cancelled (its future raises ``CancelledError``)."""
         if self._thread is not None:
             raise RuntimeError("the live twin is already running")
+        with self.lock:
+            if self._started:
+                dropped = self._drop_jobs()
+                if dropped:
+                    log.warning("live twin restarted: %d job(s) queued while it was stopped were cancelled", dropped)
+            self._started = True
+            self.twin.hold_robots()
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name="atelier-twin", daemon=True)
         self._thread.start()
@@ -111,6 +125,16 @@ class LiveTwin:
             self._listeners = [item for item in self._listeners if item.fn is not fn]
 
     # ------------------------------------------------------------------ the loop
+
+    def _drop_jobs(self) -> int:
+        n = 0
+        while True:
+            try:
+                _, fut = self._jobs.get_nowait()
+            except queue.Empty:
+                return n
+            fut.cancel()
+            n += 1
 
     def _run_jobs(self) -> None:
         while True:

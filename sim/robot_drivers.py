@@ -10,6 +10,12 @@ the twin thread, right after the tick (about 0.2 ms a tick for the demo cell): r
 publishers are thread-safe, and waking the executor for every tick instead is what held the
 joint-state rate under 200 Hz (see :mod:`robots.ros2._host`).
 
+Drivers that start move nothing: before they listen, every arm's servo target is set to where
+the arm is (:meth:`~sim.twin.Twin.hold_robots`), and the driver nodes follow only fresh
+commands (:mod:`robots.ros2.driver`). Each joint state carries the gripper's measured closure and
+grip force (the twin's object detection: the part it holds), so a runtime that starts knows
+what the gripper holds.
+
     python -m sim.robot_drivers [PLANT.yaml] [--seconds N]   # a live twin with its robot drivers
 """
 
@@ -40,6 +46,12 @@ class RobotDrivers:
         self.host = host
         self._owns_host = owns_host
         tw = live.twin
+        # Hold every arm where it is before any command can arrive: drivers that start on a
+        # running twin (a driver restart) must not carry on with the previous driver's command.
+        if live.running:
+            live.submit(lambda t: t.hold_robots()).result(10.0)
+        else:
+            live.read(lambda t: t.hold_robots())
         self.drivers: dict[str, RobotDriverNode] = {}
         for robot, spec in tw.plant.robots.items():
             self.drivers[robot] = RobotDriverNode(
@@ -80,7 +92,10 @@ class RobotDrivers:
             self._publish_cell(tw)
         t = tw.time_s
         for robot in self._robots:
-            self.drivers[robot].publish(JointState(t, tw.joint_positions(robot), tw.joint_velocities(robot)))
+            self.drivers[robot].publish(
+                JointState(t, tw.joint_positions(robot), tw.joint_velocities(robot)),
+                (tw.gripper_closure(robot), tw.gripper_force_n(robot)),
+            )
 
     def _publish_cell(self, tw: Twin) -> None:
         stamp = stamp_msg(time.time())

@@ -81,6 +81,8 @@ class RobotHandles:
     grip_site: int
     body_ids: frozenset[int]
     grasp_eqs: tuple[tuple[int, int], ...] = ()  # (weld equality id, part body id) per part
+    #: qpos address of the joint each tool actuator drives (-1: not a joint), for the measured closure.
+    tool_joint_qpos: IntArray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
 
 class TwinMachine:
@@ -310,6 +312,15 @@ class Twin:
                 for p in self.plant.parts
                 if mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_EQUALITY, f"{name}/grasp/{p}") >= 0
             ),
+            tool_joint_qpos=np.array(
+                [
+                    int(m.jnt_qposadr[m.actuator_trnid[a][0]])
+                    if m.actuator_trntype[a] == mujoco.mjtTrn.mjTRN_JOINT
+                    else -1
+                    for a in tool_acts
+                ],
+                dtype=np.int64,
+            ),
         )
 
     def reset(self) -> None:
@@ -463,6 +474,13 @@ class Twin:
     def joint_targets(self, robot: str) -> FloatArray:
         return np.array(self.data.ctrl[self._robots[robot].actuators], dtype=np.float64)
 
+    def hold_robots(self) -> None:
+        """Every robot's joint servo target becomes its measured position: a twin (or a driver)
+        that starts holds each arm where it is, and nothing moves until a fresh command. The
+        grippers keep their targets (opening one would drop what it holds)."""
+        for h in self._robots.values():
+            self.data.ctrl[h.actuators] = self.data.qpos[h.qpos]
+
     #: A closing gripper takes hold of the nearest part whose centre lies this close (m) to the grip point.
     grasp_radius_m = 0.04
 
@@ -502,6 +520,31 @@ class Twin:
         mujoco.mju_negQuat(q1inv, self.data.xquat[b1])
         mujoco.mju_mulQuat(rel[6:10], q1inv, self.data.xquat[body])
         self.data.eq_active[eq] = 1
+
+    #: The grip force (N) a gripper reports for an object it holds, at least: a detected object is never 0 N.
+    min_grip_force_n = 1.0
+
+    def gripper_closure(self, robot: str) -> float:
+        """The gripper's measured closure, 0 open .. 1 closed: where its fingers are (from their
+        joints), not where they were told to go. 0.0 for a gripper without finger joints."""
+        h = self._robots[robot]
+        span = h.tool_closed - h.tool_open
+        fractions = [
+            (float(self.data.qpos[adr]) - float(h.tool_open[i])) / float(span[i])
+            for i, adr in enumerate(h.tool_joint_qpos)
+            if adr >= 0 and span[i] != 0
+        ]
+        return min(1.0, max(0.0, sum(fractions) / len(fractions))) if fractions else 0.0
+
+    def gripper_force_n(self, robot: str) -> float:
+        """The grip force (N) on an object the gripper holds, as a gripper's object detection
+        reports it: 0.0 when it holds nothing, else the fingers' actuator force (at least
+        :attr:`min_grip_force_n`)."""
+        if self.held_part(robot) is None:
+            return 0.0
+        h = self._robots[robot]
+        force = float(np.sum(np.abs(self.data.actuator_force[h.tool_actuators])))
+        return max(self.min_grip_force_n, force)
 
     def held_part(self, robot: str) -> str | None:
         """The part the robot's gripper holds (by name), or None."""

@@ -11,6 +11,27 @@ The watchdog runs on the same servo cycle: when commands stop arriving after the
 (the runtime died, the network went), the robot holds its last command, a position servo at
 rest, and an event goes out on ``driver/events`` (latched), as a real driver's external-control
 timeout does.
+
+A driver that starts moves nothing. Its owner holds the arm where it is (the servo target is
+the measured position), and the driver follows only fresh commands:
+
+- the command topics are volatile (:data:`COMMAND_QOS`): a command a latched (transient-local)
+  publisher kept from before the driver started is never delivered to it;
+- a joint command stamped before the driver started (or not stamped at all) is ignored: it was
+  meant for the arm as it was then;
+- while the driver holds on its own (since it started, or since its watchdog tripped), it
+  takes up a command source only when the source's first command lies within
+  ``resume_tolerance_rad`` of the measured position: a runtime that kept streaming its old
+  hold through a driver restart would otherwise drag the arm from where it is back to where it
+  was. A command source that (re)starts begins from the measured position, as ours does.
+
+Every refusal is counted (``commands_ignored``) and reported once per episode on
+``driver/events`` (kind ``stale_command`` or ``command_jump``).
+
+The joint states carry the gripper too, as one more joint named :data:`GRIPPER_JOINT`:
+position = its measured closure (0 open .. 1 closed, where the fingers are), effort = the grip
+force (N) on an object it detects between its fingers, 0 when it detects none. A runtime that
+starts reads what the gripper holds from there, not from memory.
 """
 
 from __future__ import annotations
@@ -31,6 +52,12 @@ from trajectory_msgs.msg import JointTrajectory
 from robots.interface import FloatArray, JointState
 from robots.ros2._host import LATCHED_QOS, STREAM_QOS, RosHost
 
+#: The command topics' QoS: reliable, keep the last few, and volatile on purpose: a volatile
+#: subscription is never handed what a transient-local publisher kept from before it joined.
+COMMAND_QOS = STREAM_QOS
+#: Name of the gripper's entry in ``joint_states`` (see the module docstring).
+GRIPPER_JOINT = "gripper"
+
 
 def stamp_msg(t_s: float) -> Time:
     """A builtin_interfaces/Time from seconds (wall clock, epoch)."""
@@ -49,6 +76,9 @@ class RobotDriverNode:
     fast-lane thread and must not block. ``watchdog_timeout_s``: commands silent this long after
     they started count as a lost command source (the robot holds its last command; an event
     goes out on ``driver/events``). The watchdog is checked in :meth:`publish`, on the servo cycle.
+    ``resume_tolerance_rad``: how far (per joint) the first command a holding driver takes up may
+    lie from the measured position (see the module docstring). ``started_s`` (wall clock,
+    ``time.time()``) is when the driver started: commands stamped earlier are ignored.
     """
 
     def __init__(
@@ -59,9 +89,12 @@ class RobotDriverNode:
         on_command: Callable[[FloatArray], None],
         on_gripper: Callable[[float], None],
         watchdog_timeout_s: float = 0.1,
+        resume_tolerance_rad: float = 0.05,
     ) -> None:
+        self.started_s = time.time()
         self.robot = robot
         self.joint_names = list(joint_names)
+        self.resume_tolerance_rad = resume_tolerance_rad
         self.node: Node = host.node("driver", namespace=f"/{robot}")
         self._pub = self.node.create_publisher(JointStateMsg, "joint_states", STREAM_QOS)
         self._events = self.node.create_publisher(DiagnosticArray, "driver/events", LATCHED_QOS)
@@ -69,27 +102,47 @@ class RobotDriverNode:
         self._on_gripper_cb = on_gripper
         self._msg = JointStateMsg()
         self._msg.name = self.joint_names
+        self._names_with_gripper = [*self.joint_names, GRIPPER_JOINT]
         self._index = {n: i for i, n in enumerate(self.joint_names)}
         self.watchdog_timeout_s = watchdog_timeout_s
         self._last_cmd_s: float | None = None
         self.watchdog_tripped = False
         self.commands_received = 0
+        #: Joint commands not followed (stale, or jumping away from where the arm is).
+        self.commands_ignored = 0
         self.published = 0
         #: Receive time (time.monotonic) of the last joint command (for latency benches).
         self.last_command_s = 0.0
-        host.subscribe_fast(JointTrajectory, f"/{robot}/joint_command", self._on_command, STREAM_QOS)
-        host.subscribe_fast(Float64, f"/{robot}/gripper_command", self._on_gripper, STREAM_QOS)
+        self._measured: FloatArray | None = None  # the arm's last published position
+        self._following = False  # a command source was taken up (since start or the last watchdog trip)
+        self._reported: set[str] = set()  # refusal kinds already reported in this episode
+        host.subscribe_fast(JointTrajectory, f"/{robot}/joint_command", self._on_command, COMMAND_QOS)
+        host.subscribe_fast(Float64, f"/{robot}/gripper_command", self._on_gripper, COMMAND_QOS)
 
-    def publish(self, state: JointState) -> None:
+    def publish(self, state: JointState, gripper: tuple[float, float] | None = None) -> None:
         """Publish a new joint state now, on the calling thread, and check the watchdog.
 
-        Call it once per servo cycle from one thread. Does not block on ROS (the middleware
-        queues the message); a node being destroyed is ignored.
+        ``gripper`` is the gripper's measured (closure 0..1, grip force in N on a detected
+        object, 0 for none), published as the :data:`GRIPPER_JOINT` entry; None for a robot
+        whose gripper reports nothing. Call it once per servo cycle from one thread. Does not
+        block on ROS (the middleware queues the message); a node being destroyed is ignored.
         """
         msg = self._msg
         msg.header.stamp = stamp_msg(time.time())
-        msg.position = np.asarray(state.position, dtype=float).tolist()
-        msg.velocity = np.asarray(state.velocity, dtype=float).tolist()
+        position = np.asarray(state.position, dtype=float)
+        self._measured = position
+        if gripper is None:
+            msg.name = self.joint_names
+            msg.position = position.tolist()
+            msg.velocity = np.asarray(state.velocity, dtype=float).tolist()
+            msg.effort = []
+        else:
+            closure, force = gripper
+            nan = float("nan")  # the arm's joint torques: not measured here
+            msg.name = self._names_with_gripper
+            msg.position = [*position.tolist(), float(closure)]
+            msg.velocity = [*np.asarray(state.velocity, dtype=float).tolist(), 0.0]
+            msg.effort = [*([nan] * len(self.joint_names)), float(force)]
         with contextlib.suppress(InvalidHandle):  # the node is being destroyed
             self._pub.publish(msg)
             self.published += 1
@@ -109,9 +162,36 @@ class RobotDriverNode:
                 q[i] = value
         if np.any(np.isnan(q)):
             return  # a command must name every joint
+        stamp = stamp_s(msg.header.stamp)
+        if stamp < self.started_s:
+            ago = self.started_s - stamp
+            what = "not stamped" if stamp == 0.0 else f"stamped {ago:.3f} s before the driver started"
+            self._ignore("stale_command", f"ignored a joint command {what}; holding")
+            return
+        if not self._following:
+            measured = self._measured
+            if measured is None:
+                self._ignore("stale_command", "ignored a joint command before the first joint state; holding")
+                return
+            jump = float(np.max(np.abs(q - measured)))
+            if jump > self.resume_tolerance_rad:
+                self._ignore(
+                    "command_jump",
+                    f"ignored a joint command {jump:.3f} rad from where the arm is (more than "
+                    f"{self.resume_tolerance_rad:g}); holding until a command source starts from the measured position",
+                )
+                return
+            self._following = True
+            self._reported.clear()
         self._last_cmd_s = self.last_command_s = time.monotonic()
         self.commands_received += 1
         self._on_command_cb(q)
+
+    def _ignore(self, kind: str, message: str) -> None:
+        self.commands_ignored += 1
+        if kind not in self._reported:
+            self._reported.add(kind)
+            self._event(DiagnosticStatus.WARN, kind, message)
 
     def _on_gripper(self, msg: Float64) -> None:
         self._on_gripper_cb(float(msg.data))
@@ -127,6 +207,7 @@ class RobotDriverNode:
                 self._event(DiagnosticStatus.OK, "resume", "joint commands resumed")
         elif silent > self.watchdog_timeout_s:
             self.watchdog_tripped = True
+            self._following = False  # a source that comes back starts from where the arm is
             self._event(DiagnosticStatus.ERROR, "watchdog", f"watchdog: no joint command for {silent:.3f} s; holding")
 
     def _event(self, level: bytes, kind: str, message: str) -> None:
