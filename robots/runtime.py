@@ -14,6 +14,15 @@ Two ways to drive it:
 
 Goals, feedback and results cross threads through the callbacks given at construction, which
 run on the control thread and must not block (hand data to your own loop or executor).
+
+The runtime trusts the hardware, not its memory, where the two may differ: in its first
+control period, and in the first one after the hardware was lost (no joint state for
+``state_timeout_periods``: the driver or the twin restarted, the network went), it
+synchronises: its hold becomes the measured position, and nothing is written until the
+supervisor can take it (a runtime that kept holding its old pose through a driver restart
+would drag the arm back there). What the gripper holds is read from the hardware where it can
+tell (:class:`GripperSensing`), the part's type from the locator, then and whenever a goal
+arrives. Goals are refused while the hardware is lost.
 """
 
 from __future__ import annotations
@@ -25,6 +34,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
@@ -65,6 +75,29 @@ class RuntimeConfig:
     feedback_every: int = 10
     # The live loop counts a missing joint state after this many periods as a driver fault.
     state_timeout_periods: int = 25
+    # Synchronising with the hardware (at start, after it was lost) takes the measured position
+    # as the hold once the arm moves slower than this: a driver that came back holds its last
+    # command, and an arm still settling onto it is pulled back only by what it moves meanwhile.
+    resync_max_speed_rad_s: float = 0.5
+    # A held part is identified as the part of a known type nearest the grip point within this.
+    held_part_radius_m: float = 0.1
+
+
+#: What ``holding`` is when the gripper holds something the locator cannot name: no skill plans
+#: with it (place and hand-over refuse an unknown part type, pick refuses an occupied gripper).
+UNIDENTIFIED_PART = "unidentified part"
+
+
+@runtime_checkable
+class GripperSensing(Protocol):
+    """What a :class:`~robots.interface.HardwareInterface` offers when it measures its gripper
+    (the ROS 2 driver's joint states, the twin). Both answer None when it cannot tell (yet)."""
+
+    def gripper_closure(self) -> float | None:
+        """Measured closure, 0 open .. 1 closed (where the fingers are, not the command)."""
+
+    def gripper_holds(self) -> bool | None:
+        """Whether the gripper detects an object between its fingers."""
 
 
 @dataclass
@@ -167,6 +200,11 @@ class RobotRuntime:
         self._stop = threading.Event()
         self._now = 0.0
         self._results: dict[str, SkillResult] = {}
+        # Synchronised with the hardware (hold = measured, holding read from the gripper)? Not
+        # yet at start; no longer once the joint states stop (see the module docstring).
+        self._synced = False
+        self._hw_lost = False
+        self._gripper_silent = False  # the hardware cannot tell what the gripper holds (logged once)
 
     # ------------------------------------------------------------------ goals
 
@@ -207,9 +245,12 @@ class RobotRuntime:
             elif self._active is not None or self._planning is not None:
                 busy = self._active.goal.goal_id if self._active else self._planning[0].goal_id  # type: ignore[index]
                 reason = f"{self.robot} is busy with goal {busy}"
+            elif self._hw_lost:
+                reason = f"{self.robot}: no joint state from the driver (re-synchronising with the hardware)"
         if reason:
             self._finish(SkillResult(goal.goal_id, outcome, reason, 0.0))
             return False, reason
+        self._sense_holding()  # what the gripper holds now, not what the runtime remembers
         ctx = SkillContext(self._start_position(), self.holding, self.tool_position)
         if self._plan_inline or self._pool is None:
             try:
@@ -277,6 +318,12 @@ class RobotRuntime:
         now = self._time()
         sup = self.supervisor
         sup.observe(state, self.people())
+        if not self._synced and not self._sync(state):
+            # Not yet: the supervisor brakes what it last commanded, on paper; nothing is
+            # written, so the driver holds the arm where it is.
+            applied = self.last_applied = sup.filter(None, now)
+            self.ticks += 1
+            return applied
         self._take_planned(now)
         with self._lock:
             active = self._active
@@ -297,6 +344,77 @@ class RobotRuntime:
             self._after(active, applied, now)
         self.ticks += 1
         return applied
+
+    @property
+    def synced(self) -> bool:
+        """True while the runtime works from the hardware as it is: after its first control
+        period, until the joint states stop (then again after the first period once they are back)."""
+        return self._synced
+
+    def _sync(self, state: JointState) -> bool:
+        """Take the hardware as it is (see the module docstring). True once done."""
+        sup = self.supervisor
+        q = sup.position_rad
+        meas = np.asarray(state.position, dtype=float)
+        off = float(np.max(np.abs(q - meas))) if q is not None else 0.0
+        if off > 1e-9:
+            if not sup.resync(tolerance_rad=0.0, max_speed_rad_s=self.config.resync_max_speed_rad_s):
+                return False
+            log.warning("%s: the arm is %.3f rad from where the runtime held it: held where it is", self.robot, off)
+        self._sense_holding()
+        with self._lock:
+            self._synced = True
+            self._hw_lost = False
+        log.info("%s: synchronised with the hardware (holding %s)", self.robot, self.holding or "nothing")
+        return True
+
+    def _sense_holding(self) -> None:
+        """``holding`` from the gripper's own reading, where the hardware has one."""
+        hw = self.hw
+        if not isinstance(hw, GripperSensing):
+            return
+        try:
+            holds = hw.gripper_holds()
+        except TimeoutError:
+            holds = None
+        if holds is None:
+            if not self._gripper_silent:
+                self._gripper_silent = True
+                log.warning("%s: the gripper reports nothing; holding %s (from memory)", self.robot, self.holding)
+            return
+        self.holding = self._identify_held() if holds else None
+
+    def _identify_held(self) -> str:
+        """The type of the part at the grip point (the one held), else :data:`UNIDENTIFIED_PART`."""
+        locator, tool = self.planner.locator, self.tool_position
+        if locator is None or tool is None:
+            return self.holding or UNIDENTIFIED_PART
+        at = np.asarray(tool(), dtype=float)
+        best, best_d = UNIDENTIFIED_PART, self.config.held_part_radius_m
+        for part_type in self.planner.plant.part_types:
+            found = locator.locate(part_type, at, best_d)
+            if found is not None:
+                d = float(np.linalg.norm(np.asarray(found, dtype=float) - at))
+                if d <= best_d:
+                    best, best_d = part_type, d
+        return best
+
+    def _hardware_lost(self, reason: str) -> None:
+        """The joint states stopped: the next one starts a synchronisation; a goal still being
+        planned fails (its plan starts where the arm may no longer be), new goals are refused.
+        Before the first joint state there is nothing to lose (the first one synchronises)."""
+        if self.last_state is None:
+            return
+        with self._lock:
+            first = not self._hw_lost
+            self._synced = False
+            self._hw_lost = True
+            planning, self._planning = self._planning, None
+        if planning is not None:
+            planning[1].cancel()
+            self._finish(SkillResult(planning[0].goal_id, Outcome.FAILED, reason, 0.0))
+        if first:
+            log.warning("%s: %s; re-synchronising when it comes back", self.robot, reason)
 
     def _take_planned(self, now: float) -> None:
         with self._lock:
@@ -571,6 +689,7 @@ class RobotRuntime:
                     faulted = True
                     log.error("%s: no joint state for %.3f s", self.robot, timeout)
                     self._fail_active("no joint state from the driver")
+                    self._hardware_lost("no joint state from the driver")
                 continue
             faulted = False
             t = time.perf_counter()
