@@ -209,6 +209,43 @@ class TwinState:
     rng: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class MachineReading:
+    """A machine as its agent read it (``plant.interface.MachineStatus``, as plain data):
+    PackML state (its :class:`~plant.packml.State` value), door (None: no door, or not read),
+    counters and fault."""
+
+    state: int
+    door_closed: bool | None = None
+    cycle_count: int = 0
+    part_count: int = 0
+    fault_code: int = 0
+    fault_text: str = ""
+
+
+@dataclass(frozen=True)
+class PlantReadings:
+    """What the agents of a live plant read, for a twin to start from (:meth:`Twin.apply_readings`):
+    each machine's reading, each robot's joint positions (rad, the model's joint order) and
+    gripper closure (0 open .. 1 closed), and the parts whose place is known: ``parts`` by name
+    (m, cell frame; seen by the cell's vision) and ``absent`` (known to be out of the cell).
+    Parts in neither stay where the plant file puts them. Plain data, so it can be pickled to a
+    rehearsal's worker process. Anything not read (a machine, a robot) starts as a fresh twin has it."""
+
+    plant_name: str
+    machines: dict[str, MachineReading] = field(default_factory=dict)
+    robots: dict[str, tuple[float, ...]] = field(default_factory=dict)
+    grippers: dict[str, float] = field(default_factory=dict)
+    parts: dict[str, tuple[float, float, float]] = field(default_factory=dict)
+    absent: frozenset[str] = frozenset()
+
+
+#: Where parts known to be out of the cell wait in a twin started from readings: on the floor,
+#: in a row outside the cell's corner (x, y in m; one ``_ABSENT_STEP_M`` apart along x).
+_ABSENT_AT_M = (-1.0, -1.0)
+_ABSENT_STEP_M = 0.25
+
+
 class _Walker:
     """A person following a polyline at constant speed, looping (back along it for two points).
 
@@ -391,6 +428,69 @@ class Twin:
             tm.show_restored()
         self._update_people()
         mujoco.mj_forward(self.model, self.data)
+
+    def apply_readings(self, readings: PlantReadings) -> None:
+        """Start from what the agents of a live plant read (see :class:`PlantReadings`), at time
+        zero: robots at their joint positions, held there, grippers as read (a closed gripper
+        takes hold of a part at its grip point); parts where they were seen, those known absent
+        outside the cell, the rest where the plant file puts them; each machine in the PackML
+        state read, with its counters, fault and door (an open door fully open). A machine in an
+        acting state or in Execute starts that state afresh (a reading has no timers). People
+        start their walks. Raises ``ValueError`` for readings of another plant or names it lacks.
+        """
+        unknown = (
+            [f"machine {n}" for n in readings.machines if n not in self.machines]
+            + [f"robot {n}" for n in {*readings.robots, *readings.grippers} if n not in self._robots]
+            + [f"part {n}" for n in {*readings.parts, *readings.absent} if n not in self._part_bodies]
+        )
+        if readings.plant_name != self.plant.name or unknown:
+            what = ", ".join(unknown) or f"plant {readings.plant_name!r}"
+            raise ValueError(f"the readings are not of plant {self.plant.name!r}: {what}")
+        self.reset()
+        d, m = self.data, self.model
+        for robot, q in readings.robots.items():
+            h = self._robots[robot]
+            if len(q) != len(h.qpos):
+                raise ValueError(f"{robot}: {len(q)} joint positions read, the model has {len(h.qpos)} joints")
+            d.qpos[h.qpos] = q
+            d.ctrl[h.actuators] = q
+        absent = [n for n in self._part_bodies if n in readings.absent]
+        for name, b in self._part_bodies.items():
+            if name in readings.parts:
+                xyz = readings.parts[name]
+            elif name in absent:
+                half = self.plant.part_types[self.plant.parts[name].type].size_m[2] / 2
+                xyz = (_ABSENT_AT_M[0] - _ABSENT_STEP_M * absent.index(name), _ABSENT_AT_M[1], half)
+            else:
+                continue
+            adr = int(m.jnt_qposadr[m.body_jntadr[b]])
+            d.qpos[adr : adr + 3] = xyz
+            d.qpos[adr + 3 : adr + 7] = (1.0, 0.0, 0.0, 0.0)
+        for name, r in readings.machines.items():
+            tm = self.machines[name]
+            spec = self.plant.machines[name]
+            door = r.door_closed if spec.has_door and r.door_closed is not None else True
+            tm.state_model = MachineStateModel(
+                cycle_time_s=spec.cycle_time_s,
+                has_door=spec.has_door,
+                cycle_ends_externally=spec.kind == "conveyor",
+                state=State(r.state),
+                cycle_count=r.cycle_count,
+                part_count=r.part_count,
+                fault_code=r.fault_code,
+                fault_text=r.fault_text,
+                door_closed=door,
+                door_target_closed=door,
+            )
+            if tm._door_qpos >= 0:
+                d.qpos[tm._door_qpos] = (0.0 if door else 1.0) * tm._door_travel
+            tm.belt_speed_m_s = tm.belt_setpoint_m_s if tm._belt >= 0 and tm.state == State.EXECUTE else 0.0
+            tm.show_restored()
+        d.qvel[:] = 0.0
+        mujoco.mj_forward(m, d)
+        for robot, closure in readings.grippers.items():
+            self.set_gripper(robot, closure)
+        mujoco.mj_forward(m, d)
 
     # ------------------------------------------------------------------ time
 
