@@ -336,6 +336,12 @@ class Robot(Model):
     max_tcp_speed_m_s: Annotated[float, Field(gt=0, le=5.0)] = 1.0
     payload_kg: PositiveFloat | None = None
     skills: list[str] | None = Field(default=None, description="robot skills allowed; all if left out")
+    sensor_fault_reset: Literal["operator", "auto"] = Field(
+        default="operator",
+        description="after bad joint-state data (not finite, out of range, implausible or stale) stopped the "
+        "robot: 'operator' holds the stop until an operator resets it (the e-stop reset), 'auto' lets it "
+        "clear once good data has come for a while",
+    )
     description: str = ""
 
     @field_validator("model")

@@ -41,7 +41,12 @@ class HardwareInterface(Protocol):
     control_period_s: float
 
     def read(self) -> JointState:
-        """The latest joint state (raises ``TimeoutError`` if none arrived for too long)."""
+        """The latest joint state (raises ``TimeoutError`` if none arrived for too long).
+
+        Passed on as the driver sent it: the safety supervisor checks every reading (finite,
+        of the right length, within the limits, plausible, fresh) and stops the robot on a
+        bad one, so a backend never drops or repairs one silently.
+        """
 
     def write(self, position: FloatArray) -> None:
         """Command joint positions (rad). Only the safety supervisor calls this."""
@@ -105,7 +110,8 @@ class StopCategory(enum.IntEnum):
 
 
 #: A robot's safety state as people see it: normal, slowed for a person near, protectively
-#: stopped (resumes by itself), or e-stopped (latched until an operator resets it).
+#: stopped (resumes by itself, except after a sensor or internal fault, which the plant may latch
+#: until an operator resets it), or e-stopped (latched until an operator resets it).
 SafetyState = Literal["ok", "reduced_speed", "protective_stop", "estop"]
 
 
@@ -115,7 +121,9 @@ class SafetyEvent:
 
     stamp_s: float
     robot: str
-    kind: str  # "clamp", "refuse", "slow", "protective_stop", "watchdog", "estop", "reset", ...
+    # "clamp", "refuse", "slow", "protective_stop", "watchdog", "estop", "reset", "resume",
+    # "sensor_fault" (bad or missing joint states), "internal_fault" (an error in a control period)
+    kind: str
     reason: str
     stop_category: StopCategory | None = None
 

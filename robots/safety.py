@@ -10,6 +10,12 @@ it let through (lerobot's ``send_action`` habit, so a test can assert on it). It
 - speed and separation monitoring (SSM) against tracked people with the ISO/TS 15066
   protective separation distance: slow down in the warning band, protective stop inside;
 - a command watchdog for streamed command sources;
+- the joint-state check (:meth:`SafetySupervisor.observe`): a reading that is not finite, of the
+  wrong length, outside the joint limits, faster than the joints can move, or older than the
+  last one, and a reading that stopped coming (the runtime's state timeout,
+  :meth:`SafetySupervisor.sensor_fault`), stop the robot (category 2 at rest, 1 moving) until an
+  operator resets it (or, where the plant says ``sensor_fault_reset: auto``, until good data
+  has come for a while); the supervisor never computes with a reading it refused;
 - the e-stop latch, persisted in a file, that only an operator's reset clears.
 
 The zones, the geofence, the SSM parameters and the separation formula are those of
@@ -29,8 +35,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import os
+import re
 import tempfile
 import threading
 import time
@@ -52,6 +60,8 @@ from plant.safety_model import geofence_m, keep_out_volumes
 from plant.safety_model import protective_separation_distance_m as protective_separation_distance_m
 from robots.interface import FloatArray, JointState, SafetyEvent, StopCategory
 from robots.trajectory import brake_step
+
+log = logging.getLogger(__name__)
 
 # --------------------------------------------------------------------------- configuration
 
@@ -90,6 +100,20 @@ class SafetyConfig:
     watchdog_category: StopCategory = StopCategory.CAT2
     # Joint position limits are enforced this far (rad) inside the plant's values.
     position_margin_rad: float = 0.01
+    # Joint-state check. A reading this far (rad) outside the plant's limits is refused: the
+    # commands stay 0.01 rad inside them, a servo overshoots by less, a hard stop is farther.
+    sensor_position_tolerance_rad: float = 0.05
+    # A reading whose velocity, or whose jump since the last good reading over the time between
+    # their stamps (at least a control period: stamps jitter), is faster than this multiple of
+    # the joint's speed limit, plus the tolerances below, is refused (the twin's servos measure
+    # up to 1.001 times the limit).
+    sensor_speed_factor: float = 1.5
+    sensor_speed_tolerance_rad_s: float = 0.2  # velocity noise at low speed
+    sensor_jump_tolerance_rad: float = 0.01  # encoder noise
+    # True: a sensor fault holds until the operator's reset; False: it clears after good
+    # readings for ``sensor_resume_s`` (s).
+    sensor_fault_latched: bool = True
+    sensor_resume_s: float = 1.0
 
 
 def safety_config_from_plant(
@@ -104,7 +128,8 @@ def safety_config_from_plant(
     as drawn, every ``walkway`` as a column up to 2.5 m. A hazard zone whose plant entry permits
     a robot in on an operator's confirmation is kept out as well: no confirmation reaches the
     robot's runtime yet, so the supervisor cannot tell a confirmed step from another (the
-    guardrails reject such a step and say so). Raises ``KeyError`` for an unknown robot.
+    guardrails reject such a step and say so). Sensor faults latch unless the robot's
+    ``sensor_fault_reset`` is ``auto``. Raises ``KeyError`` for an unknown robot.
     """
     from plant.catalog import ROBOT_MODELS
 
@@ -126,6 +151,7 @@ def safety_config_from_plant(
         geofence_high_m=high,
         keep_out=keep_out_volumes(plant),
         ssm=ssm or SsmConfig(),
+        sensor_fault_latched=r.sensor_fault_reset == "operator",
     )
 
 
@@ -364,7 +390,14 @@ class PointModel(Protocol):
 
 
 Mode = Literal["run", "slow", "stopping", "stopped"]
-StopCause = Literal["estop", "protective_stop", "watchdog", "refuse", "external"]
+StopCause = Literal["estop", "protective_stop", "watchdog", "refuse", "external", "sensor_fault", "internal_fault"]
+
+#: Below this measured speed (rad/s) of every joint, a robot at rest (for the stop category).
+_STANDSTILL_RAD_S = 0.01
+#: Distinct sensor faults reported while one holds (a stall, then garbage: the operator hears of
+#: both), at most this many; "distinct" is the reason without its numbers.
+_FAULTS_REPORTED = 10
+_NUMBER = re.compile(r"[-+]?\d[\d.]*(?:e[-+]?\d+)?")
 
 
 @dataclass(frozen=True)
@@ -429,6 +462,20 @@ class SafetySupervisor:
         amax_dt = self._amax * self._dt
         self._amax_dt_list: list[float] = amax_dt.tolist()
         self._dv_tol_list: list[float] = (amax_dt * (1 + 1e-6) + 1e-9).tolist()
+        # The joint-state check (:meth:`_check_reading`), joint by joint in Python floats too.
+        tol = config.sensor_position_tolerance_rad
+        self._sense_lo: list[float] = (lim.lower_rad - tol).tolist()
+        self._sense_hi: list[float] = (lim.upper_rad + tol).tolist()
+        sense_speed = np.asarray(lim.max_speed_rad_s, dtype=float) * config.sensor_speed_factor
+        self._sense_speed: list[float] = sense_speed.tolist()
+        self._sense_vmax: list[float] = (sense_speed + config.sensor_speed_tolerance_rad_s).tolist()
+        self._sense_n = lim.dof
+        self._sense_dt = 1.25 * self._dt
+        self._sense_jump: list[float] = (sense_speed * self._sense_dt + config.sensor_jump_tolerance_rad).tolist()
+        self._good: list[float] | None = None  # positions (rad) of the last good reading
+        self._good_stamp = -math.inf  # and its stamp (s)
+        self._good_since: float | None = None  # good readings since (s), while a sensor fault holds
+        self._faults_seen: set[str] = set()  # the sensor faults reported while one holds
         radius = np.asarray(points.radius_m, dtype=float)
         self._n = n = len(radius)
         self._radius2 = np.concatenate([radius, radius])
@@ -543,15 +590,159 @@ class SafetySupervisor:
 
     # ------------------------------------------------------------------ inputs
 
-    def observe(self, state: JointState, people: Sequence[TrackedPerson] = ()) -> None:
-        """Take the measured joint state and the people currently tracked in the cell."""
-        self._measured = state
+    @property
+    def has_position(self) -> bool:
+        """True once a good joint state was observed (:meth:`filter` needs one)."""
+        return self._q is not None
+
+    def observe(self, state: JointState, people: Sequence[TrackedPerson] = (), now_s: float | None = None) -> None:
+        """Take the measured joint state and the people currently tracked in the cell.
+
+        The reading is checked first: one that is not numbers, of the wrong length, not finite,
+        outside the joint limits by more than ``sensor_position_tolerance_rad``, faster than
+        the joints can move (its velocity, or its jump since the last good reading over the time
+        between their stamps, beyond ``sensor_speed_factor`` times the speed limit plus the
+        tolerances), or stamped before the last good reading (by more than a control period), is
+        refused: a sensor fault stops the robot (:meth:`sensor_fault`), and the supervisor goes
+        on with the last good reading. ``now_s``: the time (s) of the events and of the recovery
+        from a sensor fault that is not latched (default: the reading's stamp). Never raises for
+        bad data.
+        """
         self._people = people
+        why = self._check_reading(state)
+        now = state.stamp_s if now_s is None else now_s
+        if why is not None:
+            if not (isinstance(now, float | int) and math.isfinite(now)):
+                now = self._good_stamp  # (no time to go by: the last good reading's)
+            self.sensor_fault(why, now)
+            return
+        self._measured = state
+        if "sensor_fault" in self._causes and not self.config.sensor_fault_latched:
+            if self._good_since is None:
+                self._good_since = now
+            elif now - self._good_since >= self.config.sensor_resume_s:
+                self._clear(now, "sensor_fault", f"good joint states again for {now - self._good_since:.2f} s")
         if self._q is None:
             self._q = np.clip(
                 np.asarray(state.position, dtype=float), self.config.limits.lower_rad, self.config.limits.upper_rad
             )
             self._v = np.zeros_like(self._q)
+
+    def _check_reading(self, state: JointState) -> str | None:
+        """Why the joint state ``state`` is refused (see :meth:`observe`), or None; a good reading
+        becomes the last good one. Joint by joint in Python floats, as :meth:`_limit`: for a few
+        joints that costs less than numpy's calls, and NaN fails every comparison."""
+        try:
+            try:
+                pl, vl = state.position.tolist(), state.velocity.tolist()
+            except AttributeError:  # (not arrays: taken as numpy takes them)
+                pl = np.asarray(state.position, dtype=float).tolist()
+                vl = np.asarray(state.velocity, dtype=float).tolist()
+            n = self._sense_n
+            if len(pl) != n or len(vl) != n:
+                return f"joint state has {len(pl)} positions and {len(vl)} velocities for {n} joints"
+            # (inf for the first reading; a wall clock may step back a little: a period is jitter)
+            stamp = state.stamp_s
+            dt_s = stamp - self._good_stamp
+            if not (dt_s >= -self._dt and stamp < math.inf):
+                if not math.isfinite(stamp):
+                    return f"joint state stamp {stamp!r} is not a time"
+                return (
+                    f"joint state stamped {stamp:.6f} s, before the last good one ({self._good_stamp:.6f} s) "
+                    "by more than a control period"
+                )
+            jump = self._sense_jump  # (stamps jitter: never less than 1.25 periods' worth)
+            if dt_s > self._sense_dt:
+                tol = self.config.sensor_jump_tolerance_rad
+                jump = [s * dt_s + tol for s in self._sense_speed]
+            prev = pl if self._good is None else self._good
+            lo, hi, vmax = self._sense_lo, self._sense_hi, self._sense_vmax
+            for x, w, q0, a, b, s, m in zip(pl, vl, prev, lo, hi, vmax, jump, strict=True):
+                if not (a <= x <= b and abs(w) <= s and abs(x - q0) <= m):
+                    return self._reading_fault(pl, vl, prev, jump, dt_s)
+        except (TypeError, ValueError) as exc:  # (values or a stamp that are not numbers)
+            return f"joint state is not numbers ({exc})"
+        self._good, self._good_stamp = pl, stamp
+        return None
+
+    def _reading_fault(
+        self, pl: list[float], vl: list[float], prev: list[float], jump: list[float], dt_s: float
+    ) -> str:
+        """What is wrong with the first joint of a refused reading (positions ``pl``, velocities
+        ``vl``; ``prev`` the last good positions, ``jump`` the jumps allowed since, ``dt_s``
+        later) that is wrong, naming the value and the limit."""
+        cfg = self.config
+        for j, (x, w) in enumerate(zip(pl, vl, strict=True)):
+            name = cfg.joint_names[j] if j < len(cfg.joint_names) else f"joint {j}"
+            lo, hi = float(cfg.limits.lower_rad[j]), float(cfg.limits.upper_rad[j])
+            vmax, accept = float(cfg.limits.max_speed_rad_s[j]), self._sense_vmax[j]
+            tol = cfg.sensor_position_tolerance_rad
+            d = x - prev[j]
+            if not math.isfinite(x):
+                return f"{name} position {x} is not finite (limits {lo:.3f}..{hi:.3f} rad)"
+            if not lo - tol <= x <= hi + tol:
+                return f"{name} position {x:.4g} rad is outside its limits {lo:.3f}..{hi:.3f} rad (by over {tol:g} rad)"
+            if not abs(w) <= accept:
+                return (
+                    f"{name} velocity {w:.4g} rad/s is beyond its limit {vmax:.3f} rad/s (up to {accept:.3f} accepted)"
+                )
+            if not abs(d) <= jump[j]:
+                return (
+                    f"{name} jumped {d:+.4g} rad in {dt_s:.4f} s since the last good reading: faster than its limit "
+                    f"{vmax:.3f} rad/s allows (up to {jump[j]:.4f} rad accepted)"
+                )
+        return "joint state refused"  # (not reached: some joint failed the check)
+
+    def sensor_fault(self, reason: str, now_s: float) -> None:
+        """Stop for bad or missing joint-state data (the control thread: :meth:`observe` for a
+        reading it refused, the runtime for a state timeout or a read that failed).
+
+        IEC 60204-1 category 2 if the robot is at rest, 1 if it moves; a ``sensor_fault`` event
+        (and log line) for it, with its stop category, and one without for each distinct fault
+        that comes while it holds (up to ten; the same fault every period is one). It holds until
+        the operator's reset (:meth:`reset_estop`), or, with ``sensor_fault_latched`` False,
+        until good readings came for ``sensor_resume_s``.
+        """
+        self._good_since = None
+        key = _NUMBER.sub("#", reason)
+        with self._lock:
+            held = self._causes.get("sensor_fault")
+        if held is not None:
+            if key not in self._faults_seen and len(self._faults_seen) < _FAULTS_REPORTED:
+                self._faults_seen.add(key)
+                # (no stop category: the stop is the one already reported, not a new one)
+                self._emit(now_s, "sensor_fault", f"sensor fault: {reason}; the stop holds")
+                log.error("%s: sensor fault: %s; the stop holds", self.config.robot, reason)
+            return
+        self._faults_seen = {key}
+        cfg = self.config
+        hold = (
+            "latched until an operator resets it"
+            if cfg.sensor_fault_latched
+            else f"clears after {cfg.sensor_resume_s:g} s of good readings"
+        )
+        self._fault(now_s, "sensor_fault", f"sensor fault: {reason}; {hold}")
+
+    def internal_fault(self, reason: str, now_s: float) -> None:
+        """Stop for an error in the control period (the runtime calls it for an exception from a
+        skill, the supervisor or the hardware): category 2 at rest, 1 moving; one
+        ``internal_fault`` event; held until the operator's reset (:meth:`reset_estop`)."""
+        if "internal_fault" not in self._causes:
+            self._fault(now_s, "internal_fault", f"internal fault: {reason}; latched until an operator resets it")
+
+    def _fault(self, now_s: float, cause: StopCause, reason: str) -> None:
+        """A protective stop for a fault: category 1 if the robot moves (the commanded motion or
+        the last good reading), else 2. The stop is reported as an event of kind ``cause``."""
+        meas = self._measured
+        moving = _any(self._v) or (
+            meas is not None and float(np.max(np.abs(np.asarray(meas.velocity, dtype=float)))) > _STANDSTILL_RAD_S
+        )
+        category = StopCategory.CAT1 if moving else StopCategory.CAT2
+        with self._lock:
+            new = cause not in self._causes
+        self._stop(now_s, cause, category, reason, cause)
+        if new:
+            log.error("%s: %s (stop category %d)", self.config.robot, reason, int(category))
 
     def trip_estop(self, reason: str, source: str, now_s: float | None = None) -> None:
         """Latch the e-stop (any thread). Only the operator's latch reset clears it.
@@ -614,10 +805,15 @@ class SafetySupervisor:
             self._emit(now_s, "reset", "the operator reset the e-stop in the latch file")
 
     def reset_estop(self, operator: str, now_s: float) -> None:
-        """The operator's reset: clear the latch file and the e-stop. Called only by the operator service."""
+        """The operator's reset: clear the latch file, the e-stop and the latched sensor and
+        internal faults (a fault whose cause remains trips again at once; the next reading is
+        checked without the one before it). Called only by the operator service."""
         if self.latch is not None:
             self.latch.reset(operator)
         self._clear(now_s, "estop", f"e-stop reset by operator {operator}")
+        self._good, self._good_stamp, self._good_since = None, -math.inf, None
+        self._clear(now_s, "sensor_fault", f"sensor fault reset by operator {operator}")
+        self._clear(now_s, "internal_fault", f"internal fault reset by operator {operator}")
         self._emit(now_s, "reset", f"operator {operator} reset the e-stop")
 
     # ------------------------------------------------------------------ the filter
@@ -832,7 +1028,7 @@ class SafetySupervisor:
             )
         q_a, v_a = self._q, self._v
         clamped = refused = False
-        q_new, v_new = q_a, np.zeros_like(q_a)
+        q_new = v_new = q_a  # (set below on every path: limited, or stopping)
         category = self._category()
         if category is None:
             target = q_a if command is None else np.asarray(command, dtype=float)
@@ -864,6 +1060,11 @@ class SafetySupervisor:
                 q_new = np.asarray(self._measured.position, dtype=float).copy()
                 v_new = np.zeros_like(q_new)
                 self._power_on = False
+            elif not _any(v_a):
+                # At rest: brake_step's result without its calls (q + 0.5 v t_stop, t_stop = 0).
+                q_new, v_new = q_a + v_a * 0.0, np.zeros_like(v_a)
+                if category == StopCategory.CAT1:
+                    self._power_on = False
             else:
                 q_new, v_new = brake_step(q_a, v_a, self._amax, dt)
                 at_rest = not _any(v_new)
@@ -921,8 +1122,10 @@ class SafetySupervisor:
             vs = [v * k for v in vs]
             clamped = clamped or scale >= 1.0
         va = v_a.tolist()
-        if any(abs(v - a) > tol for v, a, tol in zip(vs, va, self._dv_tol_list, strict=True)):
-            vs = [a + min(max(v - a, -lim), lim) for v, a, lim in zip(vs, va, amax_dt, strict=True)]
-            clamped = clamped or scale >= 1.0
+        for v, a, tol in zip(vs, va, self._dv_tol_list, strict=True):  # (a loop costs less than any())
+            if abs(v - a) > tol:
+                vs = [a + min(max(v - a, -lim), lim) for v, a, lim in zip(vs, va, amax_dt, strict=True)]
+                clamped = clamped or scale >= 1.0
+                break
         q = _clip(np.array([a + v * dt for a, v in zip(qa, vs, strict=True)]), self._lo, self._hi)
         return q, (q - q_a) / dt, clamped
