@@ -81,19 +81,51 @@ def serve(
         Path | None, typer.Option("--config", help="coordinator configuration (JSON or YAML; backend, mode, budgets)")
     ] = None,
     session_hours: Annotated[float, typer.Option(min=0.05, max=24.0, help="a login lasts this long")] = 8.0,
-    twin_speed: Annotated[float, typer.Option(min=0.1, max=10.0, help="twin time per wall-clock time")] = 1.0,
+    live: Annotated[
+        bool | None,
+        typer.Option(
+            "--live/--twin",
+            help="--live: the plant at the endpoints of the plant file (atelier twin serve, or a real plant: "
+            "machines over OPC-UA/Modbus, each robot through its runtime over ROS 2); --twin: the console's "
+            "own in-process twin, where nothing real moves. One of the two is required.",
+        ),
+    ] = None,
+    twin_speed: Annotated[float, typer.Option(min=0.1, max=10.0, help="--twin: twin time per wall-clock time")] = 1.0,
+    robots: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--robot",
+            "-r",
+            help="--live: a robot whose runtime must answer (repeatable; default every robot of the plant)",
+        ),
+    ] = None,
+    domain_id: Annotated[
+        int | None, typer.Option("--domain-id", help="--live: ROS 2 domain id (default: ROS_DOMAIN_ID or 0)")
+    ] = None,
+    poll_s: Annotated[
+        float, typer.Option("--poll", min=0.02, max=5.0, help="--live: read each machine's status this often (s)")
+    ] = 0.1,
 ) -> None:
-    """Serve the console on http://HOST:PORT over the coordinator and a live twin of the plant,
-    with the same database, model, guardrails, rehearsal and executor as `atelier order`
-    (blocks until Ctrl-C)."""
+    """Serve the console on http://HOST:PORT over the coordinator and a plant, with the same
+    database, model, guardrails, rehearsal and executor as `atelier order`: --live drives the
+    plant of the plant file with the agents of `atelier order --live`; --twin drives the console's
+    own twin (blocks until Ctrl-C)."""
     if ctx.invoked_subcommand is not None:
         return
+    if live is None:
+        err.print(
+            "say which plant the console drives: [bold]--live[/] (the plant at the plant file's endpoints: "
+            "`atelier twin serve` or a real one) or [bold]--twin[/] (its own twin; nothing real moves)"
+        )
+        raise typer.Exit(2)
     import uvicorn
     import yaml
     from pydantic import ValidationError
 
     from llm_coordinator.cli_plan import _config
-    from llm_coordinator.console.wiring import build_site
+    from llm_coordinator.console.wiring import ConsoleSite, LiveConsoleSite, build_live_site, build_site
+    from plant.interface import ConnectError
+    from plant.trust import TrustError
 
     try:
         plant = load_plant(plant_file)
@@ -105,12 +137,44 @@ def serve(
         shown = escape(safe_text(f"configuration {config_file}: {exc}", 20000, newlines=True))
         err.print(f"[bold red]error:[/] {shown}", highlight=False)
         raise typer.Exit(2) from None
-    site = build_site(plant, db, state_dir, config=config, twin_speed=twin_speed, session_ttl_s=session_hours * 3600.0)
+    ttl_s = session_hours * 3600.0
+    site: ConsoleSite | LiveConsoleSite
+    if live:
+        # The robot agents sign goals with the keys of $ATELIER_STATE_DIR/trust (as `atelier order
+        # --live`): this process's state folder is --state-dir.
+        os.environ["ATELIER_STATE_DIR"] = str(state_dir)
+        try:
+            site = build_live_site(
+                plant,
+                db,
+                state_dir,
+                config=config,
+                robots=robots,
+                domain_id=domain_id,
+                poll_s=poll_s,
+                session_ttl_s=ttl_s,
+            )
+        except ValueError as exc:
+            err.print(f"[bold red]error:[/] {escape(safe_text(exc, 2000))}", highlight=False)
+            raise typer.Exit(2) from None
+    else:
+        site = build_site(plant, db, state_dir, config=config, twin_speed=twin_speed, session_ttl_s=ttl_s)
     if not site.app.state.users.users():
         err.print("[yellow]no users yet:[/] add one with [bold]atelier console add-user NAME --role ROLE[/]")
-    site.start()
+    try:
+        site.start()
+    except (ConnectError, TimeoutError, TrustError) as exc:
+        err.print(f"[bold red]cannot reach the plant:[/] {escape(safe_text(exc, 2000))}", highlight=False)
+        err.print(
+            "(is `atelier twin serve` running, and `atelier robot runtime NAME` for each robot? --robot limits them)"
+        )
+        site.stop()
+        raise typer.Exit(2) from None
     name = escape(safe_text(plant.name, 80))
-    out.print(f"console of [bold]{name}[/] on http://{escape(safe_text(host, 100))}:{port}/ (API: /api/docs)")
+    mode = "the live plant" if live else "its own twin"
+    out.print(
+        f"console of [bold]{name}[/] over {mode} on http://{escape(safe_text(host, 100))}:{port}/ (API: /api/docs)"
+    )
     try:
         uvicorn.run(site.app, host=host, port=port, log_level="warning")
     finally:

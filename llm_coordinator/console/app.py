@@ -282,6 +282,9 @@ def create_app(
         Action=Action,
         REPLANNABLE=REPLANNABLE,
         title=title,
+        # Where the plant is (the console's own twin, or a live plant): every page says it.
+        plant_mode=backend.feed.mode,
+        plant_source=backend.feed.source,
     )
     env.filters["script_json"] = _script_json
     env.filters["secs"] = lambda v: "–" if v is None else f"{float(v):.1f} s"

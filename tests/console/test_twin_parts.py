@@ -1,0 +1,54 @@
+"""The console over its own twin says so on every page, rehearses from the twin as it is now,
+and refuses a recipe whose picks find no part there with a reason that says where the parts
+went (the twin "drifted": earlier runs used the blanks), instead of a rehearsal that fails on
+a conveyor that never delivers."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import mujoco
+
+from plant.config import PlantDescription
+from sim.twin import Twin
+
+from ._live import serve_console
+from .conftest import PASSWORD
+
+
+def test_a_recipe_without_blanks_is_refused_before_its_rehearsal(demo_plant: PlantDescription, tmp_path: Path) -> None:
+    with serve_console(demo_plant, tmp_path) as live, httpx.Client(base_url=live.url, timeout=10) as client:
+        r = client.post("/api/session", json={"name": "sam", "password": PASSWORD})
+        assert r.status_code == 200
+        client.headers["Authorization"] = f"Bearer {r.json()['token']}"
+        page = client.get("/plant").text
+        assert 'id="plant-mode" data-mode="twin"' in page and "nothing real moves" in page
+        assert client.get("/api/plant").json()["mode"] == "twin"
+        # Both blanks of the plant file went to the output bin in earlier runs.
+        used = {"part_1": (3.96, 1.59, 0.80), "part_2": (3.91, 1.64, 0.79)}
+        live.site.live.submit(lambda t: _put(t, used)).result(10)
+        job = client.post("/api/work-orders", json={"recipe": "machine_part"}).json()
+        end = time.monotonic() + 30
+        state: dict[str, Any] = job
+        while state["state"] not in ("awaiting_approval", "failed") and time.monotonic() < end:
+            time.sleep(0.05)
+            state = client.get(f"/api/work-orders/{job['id']}").json()
+        assert state["state"] == "failed", state
+        plan = client.get(f"/api/plans/{state['plan_id']}").json()
+        assert plan["state"] == "rehearsal_failed"
+        why = plan["decision"]
+        assert "not rehearsed: step pick_blank (ur5e_1 picks a blank_al at conveyor_pick) would find none" in why
+        assert "part_1 at output_bin; part_2 at output_bin" in why
+        assert "restart `atelier console --twin`" in why
+
+
+def _put(twin: Twin, where: dict[str, tuple[float, float, float]]) -> None:
+    """Parts moved by hand (free joints set), between two ticks of the twin."""
+    m, d = twin.model, twin.data
+    for name, xyz in where.items():
+        adr = int(m.jnt_qposadr[m.body_jntadr[m.body(name).id]])
+        d.qpos[adr : adr + 3] = xyz
+    mujoco.mj_forward(m, d)
