@@ -10,7 +10,10 @@ every figure alike:
 
 - skill-goal round trip (agent -> runtime -> result, a ``home`` goal at home) next to the bare
   rclpy ping-pong round trip (sensor_msgs/JointState, plain executors on both sides): the ratio
-  is the figure to watch;
+  is the figure to watch; goals and results are signed (HMAC-SHA256, ``plant.trust``), and
+  beside the round trip is what the MACs cost in it: signing and checking a goal and its result
+  (canonical JSON, HMAC, replay check), timed on this process's core, less the same messages
+  sent unsigned (the budget: under 5% of the round trip);
 - joint-state latency, driver publish -> subscriber in another process (the runtime's fast lane
   and a plain executor subscriber), next to half the bare round trip;
 - the runtime control loop's period (p50/p99/max) and its jitter against the 4 ms period,
@@ -77,8 +80,10 @@ def _ms(xs: Sequence[float]) -> str:
 
 
 def _runtime_role(core: int | None, state_dir: str) -> None:
-    """The runtime of ROBOT, instrumented; answers commands on stdin with one JSON line each."""
+    """The runtime of ROBOT, instrumented; answers commands on stdin with one JSON line each.
+    Its keys are the bench's (``<state_dir>/trust``)."""
     from plant import load_plant
+    from plant.trust import robot_keys
     from robots.ros2._host import RosHost
     from robots.ros2.driver import stamp_s
     from robots.ros2.hardware import RosHardware
@@ -96,6 +101,7 @@ def _runtime_role(core: int | None, state_dir: str) -> None:
         arm_kinematics(model, plant, ROBOT),
         link_points(model, plant, ROBOT),
         Path(state_dir) / f"{ROBOT}.estop.json",
+        robot_keys(state_dir),
     )
     sup, hw = rt.supervisor, rt.hw
     assert isinstance(hw, RosHardware)
@@ -226,6 +232,42 @@ class _Child:
                 self.proc.wait(5)
 
 
+# --------------------------------------------------------------------------- the MACs
+
+
+def _mac_cost(n: int) -> dict[str, list[float]]:
+    """Per goal round trip, timed ``n`` times (s, after a warm-up): ``signed``, the path of the
+    signed messages (the agent seals a goal, the runtime parses and admits it, the runtime seals
+    the result, the agent parses and checks it), and ``unsigned``, the same messages without
+    their MACs (dumps and loads only). Their difference is what the MACs cost."""
+    from plant.trust import ReplayGuard, authentic, seal
+    from robots.interface import Outcome, SkillGoal, SkillResult
+    from robots.ros2.runtime_node import GOAL, RESULT, goal_body, result_body
+
+    key = bytes(range(32))
+    guard = ReplayGuard(key, not_before_s=0.0)
+    goal = SkillGoal("plan27:home_1:0123456789abcdef", ROBOT, "move_joints", {"joints_rad": FAR}, "ab" * 32, "home_1")
+    result = SkillResult(goal.goal_id, Outcome.SUCCEEDED, "", 1.234)
+    out: dict[str, list[float]] = {"signed": [], "unsigned": []}
+    for i in range(n + 200):
+        t0 = time.perf_counter()
+        g = json.dumps(seal(key, GOAL, goal_body(goal)))
+        d = guard.admit(json.loads(g), GOAL)
+        r = json.dumps(seal(key, RESULT, result_body(ROBOT, result, d["nonce"])))
+        ok = authentic(key, json.loads(r))
+        t1 = time.perf_counter()
+        g = json.dumps(goal_body(goal))
+        json.loads(g)
+        r = json.dumps(result_body(ROBOT, result, ""))
+        json.loads(r)
+        t2 = time.perf_counter()
+        assert ok
+        if i >= 200:
+            out["signed"].append(t1 - t0)
+            out["unsigned"].append(t2 - t1)
+    return out
+
+
 # --------------------------------------------------------------------------- the bench
 
 
@@ -238,6 +280,8 @@ async def _bench(args: argparse.Namespace) -> None:
     from robots.ros2._host import STREAM_QOS, RosHost
     from robots.ros2.agent import RosRobotAgent
     from robots.ros2.driver import RobotDriverNode, stamp_s
+    from robots.ros2.runtime_node import EstopResetClient
+    from robots.testing import make_robot_keys
     from sim.live import LiveTwin
     from sim.robot_drivers import start_robot_drivers
     from sim.twin import Twin
@@ -274,6 +318,7 @@ async def _bench(args: argparse.Namespace) -> None:
 
     setattr(twin, "people_positions", tracked)  # noqa: B010
     state_dir = tempfile.mkdtemp(prefix="bench-robots-")
+    keys = make_robot_keys(state_dir, [ROBOT])  # the bench's own, in its temporary state folder
     live = LiveTwin(twin).start()
     host = RosHost()
     drivers = start_robot_drivers(live, host)
@@ -282,12 +327,12 @@ async def _bench(args: argparse.Namespace) -> None:
     try:
         node = host.node("bench")
         estop: Any = node.create_client(Trigger, f"/{ROBOT}/estop")
-        reset: Any = node.create_client(Trigger, f"/{ROBOT}/operator/estop_reset")
-        agent = RosRobotAgent(host, ROBOT)
+        reset = EstopResetClient(host, ROBOT, keys)  # the operator's signed reset
+        agent = RosRobotAgent(host, ROBOT, keys)
         if not await agent.wait_ready(30):
             raise RuntimeError("the runtime does not answer")
         for _ in range(600):
-            if estop.service_is_ready() and reset.service_is_ready():
+            if estop.service_is_ready():
                 break
             await asyncio.sleep(0.05)
         res = await agent.run_skill(SkillGoal("bench-home", ROBOT, "home"), 60)
@@ -374,7 +419,9 @@ async def _bench(args: argparse.Namespace) -> None:
                     await call(estop)
                     await task
                     await asyncio.sleep(0.3)
-                    await call(reset)
+                    reset_ok = await asyncio.to_thread(reset.reset, "bench operator", 10.0)
+                    if reset_ok is None or not reset_ok[0]:
+                        print(f"# trial {kind} {k}: the e-stop reset was not taken: {reset_ok}")
                 else:
                     intrusion["armed"], intrusion["published"] = time.monotonic(), None
                     await asyncio.sleep(0.3)
@@ -384,6 +431,7 @@ async def _bench(args: argparse.Namespace) -> None:
                 await asyncio.sleep(0.2)
         moving = runtime.ask("periods")
         stops = runtime.ask("stops")
+        macs = _mac_cost(args.macs)
     finally:
         runtime.close()
         echo.close()
@@ -415,8 +463,13 @@ async def _bench(args: argparse.Namespace) -> None:
 
     bare_rtt = statistics.median(rtts)
     print(f"bare rclpy ping-pong RTT (JointState)   {_ms(rtts)}")
-    print(f"skill goal round trip (home at home)    {_ms(goal_rtts)}")
-    print(f"  ratio goal / bare (p50)                {statistics.median(goal_rtts) / bare_rtt:7.1f}x")
+    goal_rtt = statistics.median(goal_rtts)
+    print(f"skill goal round trip (home at home)    {_ms(goal_rtts)}  (goals and results signed)")
+    print(f"  ratio goal / bare (p50)                {goal_rtt / bare_rtt:7.1f}x")
+    mac_s = _q(macs["signed"], 50) - _q(macs["unsigned"], 50)
+    print(f"  signed goal + result path              {_ms(macs['signed'])}")
+    print(f"  the same messages unsigned             {_ms(macs['unsigned'])}")
+    print(f"  MAC cost per round trip (p50)          {mac_s * 1e3:7.3f} ms = {mac_s / goal_rtt:.2%} of the round trip")
     fast = idle["lat"]
     print(f"joint state latency, runtime fast lane  {_ms(fast)}")
     print(f"joint state latency, plain subscriber   {_ms(plain_lat)}")
@@ -450,6 +503,7 @@ def main() -> None:
     ap.add_argument("--goals", type=int, default=30, help="skill-goal round trips")
     ap.add_argument("--pings", type=int, default=500, help="bare ping-pong round trips")
     ap.add_argument("--trials", type=int, default=8, help="e-stop and intrusion trials, each")
+    ap.add_argument("--macs", type=int, default=5000, help="timed sign-and-check rounds of a goal and its result")
     ap.add_argument("--no-pin", action="store_true", help="do not pin processes to cores")
     ap.add_argument("--role", choices=["bench", "runtime", "echo"], default="bench", help=argparse.SUPPRESS)
     ap.add_argument("--core", type=int, default=None, help=argparse.SUPPRESS)

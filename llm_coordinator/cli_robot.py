@@ -3,22 +3,28 @@
 Wiring (like ``cli.py``): it builds the robot's kinematics from the plant's MuJoCo model (``sim``)
 and starts the runtime of ``robots.ros2``.
 
+    atelier robot keys ur5e_1                    # make the robot's keys (--rotate: new ones)
     atelier robot runtime ur5e_1                 # the runtime of one robot, until killed
     atelier robot estop ur5e_1                   # trip the e-stop (anyone may)
     atelier robot estop-reset ur5e_1 --operator alice   # the operator's reset, the only one
 
 The runtime keeps the e-stop latch in ``--state-dir`` (``<robot>.estop.json``) so a tripped
-e-stop survives a restart of the runtime and of the coordinator. ``estop-reset`` calls the
-runtime's ``/<robot>/operator/estop_reset`` service; when no runtime answers, it clears the
-latch file itself (the runtime reads it when it starts).
+e-stop survives a restart of the runtime and of the coordinator. Over ROS 2 every goal, cancel,
+result and e-stop reset is signed (HMAC-SHA256) with the robot's keys, kept in
+``<state dir>/trust`` (``robot.<robot>.key``: goals, cancels and results, held by the coordinator
+and the runtime; ``estop-reset.<robot>.key``: resets, held by the operators' command and the
+runtime). ``keys`` makes them; the runtime does not start without them. ``estop-reset`` checks the
+operator's password, signs a reset request in their name and waits for the runtime's signed
+answer; only when no runtime listens does it clear the latch file itself (the runtime reads it
+when it starts).
 
     python -m llm_coordinator.cli_robot runtime ur5e_1   # the same without the atelier command
 """
 
 from __future__ import annotations
 
-import os
 import signal
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -31,28 +37,100 @@ from rich.markup import escape
 from plant import PlantError, load_plant
 from plant.config import PlantDescription
 from plant.text import safe_text
+from plant.trust import KeyStore, TrustError, default_state_dir, reset_key_name, robot_key_name, robot_keys
 
 robot_app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 out = Console()
 err = Console(stderr=True)
 
 PlantOpt = Annotated[Path | None, typer.Option("--plant", "-p", help="plant YAML (default: the demo cell)")]
-StateOpt = Annotated[Path, typer.Option(help="folder of the e-stop latch files")]
+StateOpt = Annotated[Path, typer.Option(help="folder of the e-stop latch files and of the robots' keys (trust/)")]
 DomainOpt = Annotated[int | None, typer.Option(help="ROS 2 domain id (default: ROS_DOMAIN_ID or 0)")]
-DEFAULT_STATE = Path(os.environ.get("ATELIER_STATE_DIR", "var/robots"))
+DEFAULT_STATE = default_state_dir()  # $ATELIER_STATE_DIR, else var/robots
 
 
-def _plant(path: Path | None, robot: str) -> PlantDescription:
+def _plant(path: Path | None, robot: str | None) -> PlantDescription:
     try:
         plant = load_plant(path) if path else load_plant()
     except PlantError as exc:
         err.print(f"[red]{escape(safe_text(exc, 20000, newlines=True))}[/]", highlight=False)
         raise typer.Exit(2) from None
+    if robot is not None:
+        _plant_has(plant, robot)
+    return plant
+
+
+def _plant_has(plant: PlantDescription, robot: str) -> None:
     if robot not in plant.robots:
         known = safe_text(f"no robot {robot!r} in plant {plant.name}; robots: {', '.join(plant.robots)}")
         err.print(f"[red]{escape(known)}[/]", highlight=False)
         raise typer.Exit(2)
-    return plant
+
+
+def _keys(state_dir: Path) -> KeyStore:
+    return robot_keys(state_dir)
+
+
+def _in_repository(folder: Path) -> Path | None:
+    """The git working tree ``folder`` lies in, unless git ignores ``folder`` there (None)."""
+    folder = folder.resolve()
+    root = next((p for p in (folder, *folder.parents) if (p / ".git").exists()), None)
+    if root is None:
+        return None
+    try:
+        ignored = subprocess.run(
+            ["git", "-C", str(root), "check-ignore", "-q", "--no-index", str(folder / "x.key")],
+            capture_output=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return root
+    return None if ignored.returncode == 0 else root
+
+
+@robot_app.command("keys")
+def keys_cmd(
+    robots: Annotated[list[str] | None, typer.Argument(help="robot names (default: every robot of the plant)")] = None,
+    plant_file: PlantOpt = None,
+    state_dir: StateOpt = DEFAULT_STATE,
+    rotate: Annotated[bool, typer.Option(help="replace existing keys with new ones")] = False,
+) -> None:
+    """Make each robot's keys (a command key and an e-stop reset key, 32 random bytes each, files
+    of mode 0600 in <state dir>/trust) if missing, or new ones with --rotate; print where they
+    are, never a key. Copy them to the robot's controller (its runtime's --state-dir) and to the
+    coordinator's and operators' state folders; restart the runtimes after a rotation."""
+    plant = _plant(plant_file, None)
+    names = list(robots or plant.robots)
+    for robot in names:
+        _plant_has(plant, robot)
+    keys = _keys(state_dir)
+    assert keys.directory is not None
+    repo = _in_repository(keys.directory)
+    if repo is not None:
+        err.print(
+            safe_text(
+                f"{keys.directory} lies in the git working tree {repo} and git does not ignore it: keys "
+                "live outside the repository. Use --state-dir or ATELIER_STATE_DIR (e.g. ~/.local/state/atelier)."
+            ),
+            markup=False,
+            highlight=False,
+        )
+        raise typer.Exit(2)
+    for robot in names:
+        for name, use in ((robot_key_name(robot), "goals, cancels, results"), (reset_key_name(robot), "e-stop resets")):
+            try:
+                if rotate and keys.exists(name):
+                    path, what = keys.rotate(name), "rotated"
+                else:
+                    what = "kept" if keys.exists(name) else "made"
+                    keys.key(name)
+                    path = keys.path(name)
+            except TrustError as exc:
+                err.print(safe_text(str(exc)), markup=False, highlight=False)
+                raise typer.Exit(1) from None
+            out.print(safe_text(f"{robot}: {what} {path} ({use})"), markup=False, highlight=False)
+    if rotate:
+        out.print("restart the robots' runtimes (and copy the new keys to their controllers) to use the new keys")
 
 
 @robot_app.command("runtime")
@@ -70,6 +148,17 @@ def runtime_cmd(
     from sim.hardware import arm_kinematics, compile_model, link_points
 
     plant = _plant(plant_file, robot)
+    keys = _keys(state_dir)
+    try:  # before anything starts: a runtime on ROS 2 never runs unauthenticated
+        keys.key(robot_key_name(robot), create=False)
+        keys.key(reset_key_name(robot), create=False)
+    except TrustError as exc:
+        err.print(
+            safe_text(f"{exc}; make the keys with: atelier robot keys {robot} --state-dir {state_dir}"),
+            markup=False,
+            highlight=False,
+        )
+        raise typer.Exit(2) from None
     model = compile_model(plant)
     host = RosHost(domain_id)
     stop = threading.Event()
@@ -82,8 +171,16 @@ def runtime_cmd(
         arm_kinematics(model, plant, robot),
         link_points(model, plant, robot),
         latch_file(state_dir, robot),
+        keys,
     )
-    out.print(f"ready: runtime of {robot} (e-stop {'LATCHED' if runtime.supervisor.estopped else 'clear'})")
+    # Ready once it works from the driver's joint states (a goal before is refused), or after
+    # a while without them (the driver may start later).
+    end = time.monotonic() + 10.0
+    while not runtime.synced and time.monotonic() < end and not stop.is_set():
+        stop.wait(0.02)
+    estop = "LATCHED" if runtime.supervisor.estopped else "clear"
+    hw = "" if runtime.synced else "; no joint state from the driver yet"
+    out.print(safe_text(f"ready: runtime of {robot} (e-stop {estop}{hw}; keys in {keys.directory})"), markup=False)
     end = time.monotonic() + seconds if seconds > 0 else float("inf")
     while not stop.is_set() and time.monotonic() < end:
         stop.wait(0.2)
@@ -162,14 +259,44 @@ def estop_reset_cmd(
 
     _plant(plant_file, robot)
     operator = checked_person(db, operator, "reset_estop")
-    msg = _trigger(robot, "operator/estop_reset", domain_id, 3.0)
-    if msg is None:
+    try:
+        answer = _signed_reset(robot, operator, _keys(state_dir), domain_id, 3.0)
+    except TrustError as exc:
+        err.print(
+            safe_text(f"{exc}; the operators' state folder needs the robot's reset key (atelier robot keys)"),
+            markup=False,
+            highlight=False,
+        )
+        raise typer.Exit(2) from None
+    if answer is None:
         EstopLatch(latch_file(state_dir, robot)).reset(operator)
-        msg = "no runtime answered; latch file cleared"
+        answer = True, "no runtime answered; latch file cleared"
+    reset, msg = answer
     store = Store(db)
-    store.audit(operator, "estop_reset", None, {"robot": robot, "source": "cli", "reply": safe_text(msg, 500)})
+    store.audit(
+        operator,
+        "estop_reset" if reset else "estop_reset_refused",
+        None,
+        {"robot": robot, "source": "cli", "reply": safe_text(msg, 500)},
+    )
     store.engine.dispose()
+    # The message comes from the runtime (signed, but text all the same): shown escaped.
+    if not reset:
+        err.print(safe_text(f"{robot}: not reset: {msg} (by {operator})"), highlight=False, markup=False)
+        raise typer.Exit(1)
     out.print(safe_text(f"{robot}: {msg} (by {operator})"), highlight=False, markup=False)
+
+
+def _signed_reset(
+    robot: str, operator: str, keys: KeyStore, domain_id: int | None, timeout_s: float
+) -> tuple[bool, str] | None:
+    """The operator's signed reset request and the runtime's signed answer (None: no runtime)."""
+    from robots.ros2._host import RosHost
+    from robots.ros2.runtime_node import EstopResetClient
+
+    keys.key(reset_key_name(robot), create=False)  # a missing key is the caller's message, before ROS 2 starts
+    with RosHost(domain_id) as host:
+        return EstopResetClient(host, robot, keys).reset(operator, timeout_s)
 
 
 if __name__ == "__main__":

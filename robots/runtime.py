@@ -200,6 +200,7 @@ class RobotRuntime:
         self._stop = threading.Event()
         self._now = 0.0
         self._results: dict[str, SkillResult] = {}
+        self._refusals = (-math.inf, 0, 0)  # (window start, refusals in it, not recorded since)
         # Synchronised with the hardware (hold = measured, holding read from the gripper)? Not
         # yet at start; no longer once the joint states stop (see the module docstring).
         self._synced = False
@@ -265,6 +266,31 @@ class RobotRuntime:
             with self._lock:
                 self._planning = (goal, fut)
         return True, ""
+
+    #: Refusals recorded one by one per second at most (:meth:`refuse`); beyond, they are counted.
+    REFUSALS_PER_S = 5
+
+    def refuse(self, what: str, reason: str) -> bool:
+        """Record a command refused before admission (over the network: an unauthenticated, stale
+        or replayed goal, cancel or e-stop reset): a ``refuse`` event in the supervisor's event
+        log (through its ``on_event``) and a warning in the log. Never blocks. At most
+        :attr:`REFUSALS_PER_S` a second are recorded, so that a flood cannot push real safety
+        events out of the log; the next recorded one says how many were not. True if recorded."""
+        now = self._time()
+        with self._lock:
+            start, n, skipped = self._refusals
+            if now - start >= 1.0:
+                start, n = now, 0
+            if n >= self.REFUSALS_PER_S:
+                self._refusals = (start, n, skipped + 1)
+                return False
+            self._refusals = (start, n + 1, 0)
+        text = f"{what} refused: {reason}"
+        if skipped:
+            text += f" ({skipped} more refused before this, not recorded one by one)"
+        log.warning("%s: %s", self.robot, text)
+        self.supervisor._emit(now, "refuse", text)  # the supervisor's one event path: its log, on_event
+        return True
 
     def cancel(self, goal_id: str | None = None) -> bool:
         """Ask the running goal (or ``goal_id``) to stop: it brakes, then ends "cancelled"."""

@@ -9,6 +9,8 @@
 - :class:`FakeGoalChannel`: a :class:`~robots.agent.GoalChannel` without a robot, on the wall clock.
 - :func:`check_robot_agent`: what the robot agent must do over every goal channel (the fake, an
   in-process runtime, ROS 2); ``tests/contracts/test_robot_agent_contract.py`` runs it over each.
+- :func:`make_robot_keys`: the robots' keys in a temporary state folder, for tests and benches
+  over ROS 2 (which always authenticates).
 """
 
 from __future__ import annotations
@@ -18,11 +20,13 @@ import math
 import statistics
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
+from plant.trust import KeyStore, reset_key_name, robot_key_name, robot_keys
 from robots.agent import ChannelAgent, GoalChannel
 from robots.interface import (
     FloatArray,
@@ -34,6 +38,17 @@ from robots.interface import (
     SkillGoal,
     SkillResult,
 )
+
+
+def make_robot_keys(state_dir: Path | str, robots: Iterable[str]) -> KeyStore:
+    """The key store of ``<state_dir>/trust`` with each robot's command and reset keys, made where
+    missing (as ``atelier robot keys`` makes them). Give it a temporary folder: tests never use
+    the site's keys, and a runtime started with ``--state-dir`` the same folder shares them."""
+    keys = robot_keys(state_dir)
+    for robot in robots:
+        keys.key(robot_key_name(robot))
+        keys.key(reset_key_name(robot))
+    return keys
 
 
 class FakeHardware:

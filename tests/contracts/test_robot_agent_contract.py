@@ -13,6 +13,7 @@ import warnings
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -29,7 +30,7 @@ from plant.config import PlantDescription
 from robots.agent import ChannelAgent, GoalChannel, runtime_agents
 from robots.interface import Outcome, SkillGoal, SkillResult
 from robots.runtime import RobotRuntime, RuntimeConfig
-from robots.testing import FakeGoalChannel, check_robot_agent
+from robots.testing import FakeGoalChannel, check_robot_agent, make_robot_keys
 
 GIVER, RECEIVER = "ur5e_1", "panda_1"
 LOCATION, PART = "handover_point", "blank_al"
@@ -48,6 +49,14 @@ def _record(runtimes: Mapping[str, RobotRuntime]) -> dict[str, list[SkillGoal]]:
 
         setattr(rt, "submit", submit)  # noqa: B010
     return seen
+
+
+def _believes_it_holds(runtime: RobotRuntime) -> None:
+    """The runtime believes it holds a part: its hand-over is planned, and no part changes hands
+    (every hand-over of the contract is cancelled or fails). Its gripper reports nothing, so the
+    runtime keeps its belief instead of reading the (empty) gripper at each goal."""
+    runtime.holding = PART
+    setattr(runtime.hw, "gripper_holds", lambda: None)  # noqa: B010
 
 
 def _fake(plant: PlantDescription, duration_s: float = math.inf) -> dict[str, FakeGoalChannel]:
@@ -79,7 +88,7 @@ async def _twin(plant: PlantDescription) -> AsyncIterator[tuple[ChannelAgent, Re
     runtimes = {r: build_runtime(twin, r, peers=peers, checkpoint=None) for r in (GIVER, RECEIVER)}
     peers.runtimes.update(runtimes)
     seen = _record(runtimes)
-    runtimes[GIVER].holding = PART  # it believes so: its hand-over is planned, no part changes hands
+    _believes_it_holds(runtimes[GIVER])
     clock = _LockstepClock()
 
     async def step() -> None:
@@ -104,9 +113,10 @@ async def _twin(plant: PlantDescription) -> AsyncIterator[tuple[ChannelAgent, Re
 
 
 @asynccontextmanager
-async def _ros2(plant: PlantDescription) -> AsyncIterator[tuple[ChannelAgent, Received]]:
+async def _ros2(plant: PlantDescription, state_dir: Path) -> AsyncIterator[tuple[ChannelAgent, Received]]:
     """The giver's agent over ROS 2, to runtime nodes (``robots.ros2.runtime_node``) whose
-    runtimes drive a live twin in this process (no drivers: the goal path is what is checked)."""
+    runtimes drive a live twin in this process (no drivers: the goal path is what is checked).
+    Goals and results are signed with keys made in the test's own state folder."""
     from robots.ros2._host import RosHost
     from robots.ros2.agent import RosRobotAgent
     from robots.ros2.runtime_node import RuntimeNode
@@ -114,13 +124,14 @@ async def _ros2(plant: PlantDescription) -> AsyncIterator[tuple[ChannelAgent, Re
     from sim.live import LiveTwin
     from sim.twin import Twin
 
+    keys = make_robot_keys(state_dir, (GIVER, RECEIVER))
     live = LiveTwin(Twin(plant)).start()
     host = RosHost()
     peers = LocalPeers()
     runtimes: dict[str, RobotRuntime] = {}
     try:
         for r in (GIVER, RECEIVER):
-            node = RuntimeNode(host, r)
+            node = RuntimeNode(host, r, keys)
             runtimes[r] = node.runtime = build_runtime(
                 live.twin,
                 r,
@@ -134,10 +145,10 @@ async def _ros2(plant: PlantDescription) -> AsyncIterator[tuple[ChannelAgent, Re
             )
         peers.runtimes.update(runtimes)
         seen = _record(runtimes)
-        runtimes[GIVER].holding = PART
+        _believes_it_holds(runtimes[GIVER])
         for rt in runtimes.values():
             rt.start()
-        agent = RosRobotAgent(host, GIVER)
+        agent = RosRobotAgent(host, GIVER, keys)
         assert await agent.wait_ready(20)
         yield agent, seen.__getitem__
     finally:
@@ -148,7 +159,9 @@ async def _ros2(plant: PlantDescription) -> AsyncIterator[tuple[ChannelAgent, Re
 
 
 @pytest.mark.parametrize("backend", ["fake", "twin", "ros2"])
-async def test_every_channel_passes_the_robot_agent_contract(backend: str, demo_plant: PlantDescription) -> None:
+async def test_every_channel_passes_the_robot_agent_contract(
+    backend: str, demo_plant: PlantDescription, tmp_path: Path
+) -> None:
     if backend == "fake":
         channels = _fake(demo_plant)
         agent = ChannelAgent(channels[GIVER], channels.get)
@@ -156,7 +169,8 @@ async def test_every_channel_passes_the_robot_agent_contract(backend: str, demo_
             agent, RECEIVER, lambda r: channels[r].goals, location=LOCATION, part_type=PART, timeout_s=5
         )
         return
-    async with (_twin if backend == "twin" else _ros2)(demo_plant) as (agent, received):
+    context = _twin(demo_plant) if backend == "twin" else _ros2(demo_plant, tmp_path)
+    async with context as (agent, received):
         await check_robot_agent(agent, RECEIVER, received, location=LOCATION, part_type=PART, timeout_s=20)
 
 

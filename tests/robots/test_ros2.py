@@ -1,5 +1,10 @@
 """Robots over ROS 2 across processes: the live twin's drivers here, the runtime in a process of
-its own (``atelier robot runtime``), goals from the agent here or from a coordinator process."""
+its own (``atelier robot runtime``), goals from the agent here or from a coordinator process.
+
+Goals, cancels, results and e-stop resets are signed; the keys of a test are made in its
+temporary state folder (:func:`robots.testing.make_robot_keys`), which the runtime process gets as
+``--state-dir`` and other processes as ``ATELIER_STATE_DIR``. ``tests/robots/test_ros2_attacks.py``
+has the attacks of issue 12, each from a foreign process."""
 
 from __future__ import annotations
 
@@ -21,6 +26,7 @@ from plant.config import PlantDescription
 from robots.interface import Outcome, SkillGoal
 from robots.ros2._host import LATCHED_QOS, RosHost
 from robots.ros2.agent import RosRobotAgent
+from robots.testing import make_robot_keys
 from sim.live import LiveTwin
 from sim.robot_drivers import RobotDrivers, start_robot_drivers
 from sim.twin import Twin
@@ -41,8 +47,10 @@ def cell(demo_plant: PlantDescription) -> Iterator[tuple[LiveTwin, RobotDrivers,
 
 
 def _start_runtime(robot: str, state_dir: Path) -> subprocess.Popen[str]:
-    """``atelier robot runtime`` in a process of its own; its output goes to a log file in
-    ``state_dir`` (a pipe nobody reads would block the runtime once full)."""
+    """``atelier robot runtime`` in a process of its own, with the robot's keys in ``state_dir``
+    (made if missing); its output goes to a log file in ``state_dir`` (a pipe nobody reads would
+    block the runtime once full)."""
+    make_robot_keys(state_dir, [robot])
     log_path = state_dir / f"{robot}.runtime.{time.monotonic_ns()}.log"
     log = log_path.open("w", encoding="utf-8")
     proc = subprocess.Popen(
@@ -110,7 +118,7 @@ async def test_skill_goal_moves_the_twin_and_cancel_stops_it(
     demo_plant: PlantDescription,
 ) -> None:
     live, _, host = cell
-    agent = RosRobotAgent(host, "ur5e_1")
+    agent = RosRobotAgent(host, "ur5e_1", make_robot_keys(runtime[1], ["ur5e_1"]))
     assert await agent.wait_ready(20)
     res = await agent.run_skill(SkillGoal("ros-home", "ur5e_1", "home"), 30)
     assert res.outcome == Outcome.SUCCEEDED, res
@@ -132,8 +140,8 @@ async def test_skill_goal_moves_the_twin_and_cancel_stops_it(
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    res = agent._robot.results.get("ros-far")
-    assert res is not None and res.outcome == Outcome.CANCELLED
+    cancelled = agent._robot.results.get("ros-far")
+    assert cancelled is not None and cancelled.outcome == Outcome.CANCELLED
     await asyncio.sleep(1.0)
     q1 = live.read(lambda tw: tw.joint_positions("ur5e_1"))
     await asyncio.sleep(0.5)
@@ -201,7 +209,7 @@ async def test_killing_the_command_source_trips_the_watchdog(
 ) -> None:
     live, drivers, host = cell
     events = _Events(host, "/ur5e_1/safety/events")
-    agent = RosRobotAgent(host, "ur5e_1")
+    agent = RosRobotAgent(host, "ur5e_1", make_robot_keys(runtime[1], ["ur5e_1"]))
     assert await agent.wait_ready(20)
     res = await agent.run_skill(SkillGoal("wd-home", "ur5e_1", "home"), 30)
     assert res.outcome == Outcome.SUCCEEDED
@@ -256,8 +264,9 @@ async def test_killing_the_command_source_trips_the_watchdog(
     assert live.read(lambda tw: float(np.max(np.abs(tw.joint_velocities("ur5e_1"))))) < 0.05
 
 
-def _coordinator(goal_id: str) -> str:
-    """A coordinator process: one goal through the agent, prints the outcome and reason."""
+def _coordinator(goal_id: str, state_dir: Path, timeout_s: float = 30) -> str:
+    """A coordinator process: one goal through the agent (its keys from ``ATELIER_STATE_DIR``),
+    prints the outcome and reason."""
     script = (
         "import asyncio\n"
         "from robots.interface import SkillGoal\n"
@@ -266,11 +275,12 @@ def _coordinator(goal_id: str) -> str:
         "async def main():\n"
         "    with RosHost() as h:\n"
         "        a = RosRobotAgent(h, 'ur5e_1'); assert await a.wait_ready(20)\n"
-        f"        r = await a.run_skill(SkillGoal('{goal_id}', 'ur5e_1', 'home'), 30)\n"
+        f"        r = await a.run_skill(SkillGoal('{goal_id}', 'ur5e_1', 'home'), {timeout_s})\n"
         "        print(r.outcome.value, '|', r.reason, flush=True)\n"
         "asyncio.run(main())\n"
     )
-    out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    env = dict(os.environ, ATELIER_STATE_DIR=str(state_dir))
+    out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60, env=env)
     assert out.returncode == 0, out.stderr
     return out.stdout.strip()
 
@@ -281,6 +291,7 @@ def test_estop_survives_restarts_until_operator_reset(
 ) -> None:
     from llm_coordinator.console.auth import UserStore
     from llm_coordinator.store import Store
+    from robots.safety import latch_file
 
     proc, state_dir = runtime
     db = f"sqlite:///{state_dir / 'site.db'}"
@@ -298,13 +309,13 @@ def test_estop_survives_restarts_until_operator_reset(
     )
     assert out.returncode == 0 and "latched" in out.stdout, out
     # The coordinator asks, is refused; it restarts (a new process) and is refused again.
-    assert _coordinator("es-1").startswith("stopped_by_safety")
-    assert _coordinator("es-2").startswith("stopped_by_safety")
+    assert _coordinator("es-1", state_dir).startswith("stopped_by_safety")
+    assert _coordinator("es-2", state_dir).startswith("stopped_by_safety")
     # The runtime restarts too: the latch file holds.
     _kill(proc)
     proc2 = _start_runtime("ur5e_1", state_dir)
     try:
-        assert _coordinator("es-3").startswith("stopped_by_safety")
+        assert _coordinator("es-3", state_dir).startswith("stopped_by_safety")
 
         def reset(name: str, password: str) -> subprocess.CompletedProcess[str]:
             return subprocess.run(
@@ -320,10 +331,12 @@ def test_estop_survives_restarts_until_operator_reset(
         assert reset("alice", "guess").returncode == 2
         refused = reset("sam", "sam's long password")
         assert refused.returncode == 2 and "not theirs" in refused.stderr, refused
-        assert _coordinator("es-3b").startswith("stopped_by_safety")
+        assert _coordinator("es-3b", state_dir).startswith("stopped_by_safety")
         out = reset("alice", "alice's long password")
         assert out.returncode == 0 and "reset" in out.stdout, out
-        assert _coordinator("es-4").startswith("succeeded")
+        latch = json.loads(latch_file(state_dir, "ur5e_1").read_text(encoding="utf-8"))
+        assert not latch["tripped"] and "alice" in latch["source"] and "signed" in latch["source"], latch
+        assert _coordinator("es-4", state_dir).startswith("succeeded")
         actions = [(r.actor, r.action) for r in Store(db).audit_rows()]
         assert ("cli", "estop_trip") in actions and ("alice", "estop_reset") in actions, actions
     finally:
