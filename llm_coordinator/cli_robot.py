@@ -128,7 +128,7 @@ def keys_cmd(
             except TrustError as exc:
                 err.print(safe_text(str(exc)), markup=False, highlight=False)
                 raise typer.Exit(1) from None
-            out.print(safe_text(f"{robot}: {what} {path} ({use})"), markup=False, highlight=False)
+            out.print(safe_text(f"{robot}: {what} {path} ({use})"), markup=False, highlight=False, soft_wrap=True)
     if rotate:
         out.print("restart the robots' runtimes (and copy the new keys to their controllers) to use the new keys")
 
@@ -180,7 +180,8 @@ def runtime_cmd(
         stop.wait(0.02)
     estop = "LATCHED" if runtime.supervisor.estopped else "clear"
     hw = "" if runtime.synced else "; no joint state from the driver yet"
-    out.print(safe_text(f"ready: runtime of {robot} (e-stop {estop}{hw}; keys in {keys.directory})"), markup=False)
+    ready = f"ready: runtime of {robot} (e-stop {estop}{hw}; keys in {keys.directory})"
+    out.print(safe_text(ready), markup=False, highlight=False, soft_wrap=True)
     end = time.monotonic() + seconds if seconds > 0 else float("inf")
     while not stop.is_set() and time.monotonic() < end:
         stop.wait(0.2)
