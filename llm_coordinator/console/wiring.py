@@ -210,7 +210,38 @@ class RehearsalFromNow(ProcessRehearser):
         if missing:
             reason = "not rehearsed: " + "; ".join(missing) + self.hint
             return RehearsalReport(False, 0.0, reason, [], TwinObservations(), [], 0.0)
-        return await super().rehearse(plan, out_dir)
+        report = await super().rehearse(plan, out_dir)
+        if not report.ok:
+            report.reason += occupied_hint(self.plant, plan, report, parts)
+        return report
+
+
+def occupied_hint(
+    plant: PlantDescription, plan: Plan, report: RehearsalReport, parts: Mapping[str, tuple[float, float, float]]
+) -> str:
+    """What to add to the reason of a rehearsal that failed placing a part where parts already
+    lay when it started (after runs, the demo cell's output bin holds the sorted parts right where
+    the place skill lowers the next one, and its arm stops on them): which parts, or ""."""
+    failed = next((s for s in report.steps if s.get("status") == "failed"), None)
+    step = next((s for s in plan.steps if failed is not None and s.id == failed.get("step")), None)
+    if step is None or step.skill not in ("place", "hand_over"):
+        return ""
+    location = str(step.args.get("location", ""))
+    pose = plant.locations().get(location)
+    if pose is None:
+        return ""
+    there = sorted(n for n, p in parts.items() if float(np.linalg.norm(np.subtract(p, pose.xyz_m))) <= _OCCUPIED_M)
+    if not there:
+        return ""
+    return (
+        f" ({location} already held {', '.join(there)} when the rehearsal started: the {step.skill} lowers the "
+        "part onto what lies there; empty it and order again)"
+    )
+
+
+#: How near a location (m) a part lies for :func:`occupied_hint` to name it (the bins of the
+#: demo cell are 0.3 m by 0.4 m).
+_OCCUPIED_M = 0.2
 
 
 def _rehearse_from_now(

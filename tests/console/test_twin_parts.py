@@ -1,7 +1,8 @@
 """The console over its own twin says so on every page, rehearses from the twin as it is now,
 and refuses a recipe whose picks find no part there with a reason that says where the parts
 went (the twin "drifted": earlier runs used the blanks), instead of a rehearsal that fails on
-a conveyor that never delivers."""
+a conveyor that never delivers; a rehearsal that fails placing a part onto parts already there
+says so."""
 
 from __future__ import annotations
 
@@ -12,6 +13,10 @@ from typing import Any
 import httpx
 import mujoco
 
+from llm_coordinator.console.wiring import occupied_hint
+from llm_coordinator.plan import RecipeIntent
+from llm_coordinator.planner import expand_recipe, finish_plan
+from llm_coordinator.rehearsal import RehearsalReport, TwinObservations
 from plant.config import PlantDescription
 from sim.twin import Twin
 
@@ -52,3 +57,18 @@ def _put(twin: Twin, where: dict[str, tuple[float, float, float]]) -> None:
         adr = int(m.jnt_qposadr[m.body_jntadr[m.body(name).id]])
         d.qpos[adr : adr + 3] = xyz
     mujoco.mj_forward(m, d)
+
+
+def test_a_rehearsal_that_fails_placing_onto_parts_says_so(demo_plant: PlantDescription) -> None:
+    """After one run of ``machine_part`` the sorted part lies in the output bin where the next
+    sort lowers its part, and the Panda's descent stops on it: the reason names the part."""
+    protos, notes = expand_recipe(demo_plant, RecipeIntent(goal="recipe", recipe="machine_part"))
+    plan = finish_plan(demo_plant, protos, work_order="test", mode="intent", recipe="machine_part", notes=notes)
+    failed = {"step": "sort", "agent": "panda_1", "skill": "place", "status": "failed"}
+    report = RehearsalReport(False, 0.0, "step sort failed: descend", [failed], TwinObservations(), [], 0.0)
+    after_one_run = {"part_1": (1.72, 0.9, 0.82), "part_2": (3.95, 1.6, 0.79)}
+    hint = occupied_hint(demo_plant, plan, report, after_one_run)
+    assert hint.startswith(" (output_bin already held part_2 when the rehearsal started")
+    assert occupied_hint(demo_plant, plan, report, {"part_1": (1.72, 0.9, 0.82)}) == ""
+    other = RehearsalReport(False, 0.0, "x", [{**failed, "step": "feed"}], TwinObservations(), [], 0.0)
+    assert occupied_hint(demo_plant, plan, other, after_one_run) == ""
