@@ -9,15 +9,39 @@ work-order progress; the JSON API under ``/api`` is described by the OpenAPI doc
 
 Every request that changes something checks the person's role (:data:`~.auth.PERMISSIONS`),
 and every action and every refusal is written to the audit log with the person's name. Failed
-logins are limited per user name (:class:`~.auth.LoginLimit`): the form says so, the API
-answers 429, and every failure and lock-out is audited. Form input is checked by
-:mod:`.forms`; a mistake comes back as a message on the page, never as a stack trace.
+logins are limited per address and per (user name, address) (:class:`~.auth.LoginLimit`), so
+nobody without the password can lock a person out: the form says so, the API answers 429, and
+the audit log gets an address's first failure and lock-out, then one summary per window. Form
+input is checked by :mod:`.forms`; a mistake comes back as a message on the page, never as a
+stack trace.
+
+Cross-site requests: every request that changes something and is authenticated by the session
+cookie must carry the session's CSRF token (:func:`~.auth.csrf_token`; the pages put it in a
+hidden ``csrf_token`` field, a script sends it as ``X-CSRF-Token``), else it is refused with 403,
+whatever its ``Origin`` says (a missing or ``null`` Origin is no excuse, a matching one is not
+enough). A request with a Bearer token needs none: a browser never adds that header across
+sites. Logins (no session yet) are refused when their Origin is another site's.
+
+The e-stop is never refused to anyone logged in. A trip latches whatever else is wrong with the
+request: the reason is cleaned up and shortened, unknown fields are ignored, the robot's name is
+matched without regard to case, a garbled body trips every robot; only a name that is no robot
+of the plant is answered with 404 listing the robots. A trip without a valid CSRF token (from a
+stale page, or from another site) still latches, because a forged trip is at worst a stop, and
+is audited as ``estop_trip_unverified`` beside the ``estop_trip``. Resetting stays with the
+robot operators, with "area clear", and needs the token like any other change.
+
+Every response carries a Content-Security-Policy without inline scripts (the pages' scripts are
+in ``/static``), ``frame-ancestors 'none'``, ``X-Frame-Options``, ``X-Content-Type-Options`` and
+``Referrer-Policy``; over HTTPS, HSTS and Secure cookies. A numeric id too large for the database
+is a 404.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -35,8 +59,21 @@ from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from llm_coordinator.status import PLAN_STATUSES, REPLANNABLE, TERMINAL
+from plant.text import safe_text
 
-from .auth import Action, AuthError, LoginFailed, LoginLimit, LoginLocked, Role, User, UserStore
+from .auth import (
+    Action,
+    AuthError,
+    LoginFailed,
+    LoginLimit,
+    LoginLocked,
+    Role,
+    User,
+    UserStore,
+    client_key,
+    csrf_matches,
+    csrf_token,
+)
 from .drawing import gantt_svg, schedule, top_view_svg
 from .forms import MAX_REASON_CHARS, FormError, check_work_order, clean_text
 from .services import (
@@ -57,6 +94,29 @@ log = logging.getLogger(__name__)
 
 HERE = Path(__file__).resolve().parent
 COOKIE = "atelier_session"
+#: Where a request that changes something carries the session's CSRF token.
+CSRF_HEADER = "X-CSRF-Token"
+CSRF_FIELD = "csrf_token"
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+#: POST here makes a session (no token exists yet): only a foreign Origin is refused.
+_LOGIN_PATHS = frozenset({"/login", "/api/session"})
+#: Stopping is never refused to anyone logged in, token or not (see the module's docstring).
+_TRIP_PATHS = frozenset({"/estop/trip", "/api/estop/trip"})
+#: The largest id the database can hold; a larger number in a path is a 404, not a 500.
+_MAX_ID = 2**63 - 1
+#: Scripts only from the console itself (no inline script anywhere); the plan legend's colour
+#: swatches are the only inline style attributes.
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; style-src-attr 'unsafe-inline'; "
+    "img-src 'self' data:; connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; "
+    "form-action 'self'; frame-ancestors 'none'"
+)
+#: FastAPI's Swagger page loads its script and style from a CDN and starts with an inline script.
+_DOCS_CSP = (
+    "default-src 'self'; script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
+    "style-src 'self' https://cdn.jsdelivr.net; img-src 'self' data: https://fastapi.tiangolo.com; "
+    "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
 
 #: What each action is called in a sentence ("a operator may not ...").
 ACTION_WORDS: dict[Action, str] = {
@@ -92,6 +152,11 @@ class SessionView(_Body):
     role: Role
     expires_in_s: float
     token: str | None = Field(default=None, description="bearer token (also set as an HttpOnly cookie)")
+    csrf_token: str | None = Field(
+        default=None,
+        description="when authenticating by the cookie, send this as the X-CSRF-Token header with every "
+        "request that changes something (not needed with the Bearer token)",
+    )
 
 
 class ReasonBody(_Body):
@@ -100,11 +165,17 @@ class ReasonBody(_Body):
     reason: str = Field(default="", max_length=MAX_REASON_CHARS)
 
 
-class TripBody(_Body):
-    """Trip the e-stop of one robot, or of all robots when ``robot`` is None."""
+class TripBody(BaseModel):
+    """Trip the e-stop of one robot, or of all robots when ``robot`` is None or "all".
+
+    Documentation only: a trip is never refused for its body. Unknown fields are ignored, a
+    long or garbled reason is cleaned up and shortened, the robot's name is matched without
+    regard to case, and a body that is no JSON object trips every robot."""
+
+    model_config = ConfigDict(extra="ignore")
 
     robot: str | None = None
-    reason: str = Field(default="", max_length=MAX_REASON_CHARS)
+    reason: str = Field(default="", description=f"kept up to {MAX_REASON_CHARS} characters")
 
 
 class ResetBody(_Body):
@@ -160,6 +231,20 @@ def _state_class(state: str) -> str:
 def _problem(exc: FormError | ActionRefused) -> tuple[int, list[str]]:
     """The HTTP status and the sentences a page shows for input to correct or a refused action."""
     return (422, exc.messages) if isinstance(exc, FormError) else (exc.status, [exc.message])
+
+
+def _out_of_range(text: str) -> bool:
+    """True for a number no row of the database can have as its id (it would overflow)."""
+    try:
+        return abs(int(text)) > _MAX_ID
+    except ValueError:
+        return False
+
+
+def _same_origin(request: Request, origin: str) -> bool:
+    """True when ``origin`` (an Origin header) names this server as the request reached it
+    (its host and port: behind a proxy that ends TLS the scheme seen here may differ)."""
+    return urlsplit(origin).netloc == request.headers.get("host", "")
 
 
 def _done(path: str, notice: str) -> RedirectResponse:
@@ -248,11 +333,12 @@ def create_app(
 ) -> FastAPI:
     """The console app over ``backend`` and ``users``.
 
-    ``secure_cookies`` marks the session cookie Secure (set it when served over HTTPS).
+    ``secure_cookies`` marks the session cookie Secure (it is anyway on a request that came over
+    HTTPS).
     ``stream_interval_s`` is the shortest time between two live-feed messages to one browser.
-    ``login_limit``, when given, replaces the failed-login limit of ``users`` (by default 5
-    failures of a user name within 15 minutes lock that name out for 15 minutes); it holds for
-    the login form and ``POST /api/session`` together, and every failure and lock-out is audited.
+    ``login_limit``, when given, replaces the failed-login limit of ``users`` (see
+    :class:`~.auth.LoginLimit`: per address and per (name, address), growing delays); it holds
+    for the login form and ``POST /api/session`` together.
     """
     app = FastAPI(
         title=title,
@@ -282,6 +368,7 @@ def create_app(
         Action=Action,
         REPLANNABLE=REPLANNABLE,
         title=title,
+        csrf_token="",
         # Where the plant is (the console's own twin, or a live plant): every page says it.
         plant_mode=backend.feed.mode,
         plant_source=backend.feed.source,
@@ -298,6 +385,8 @@ def create_app(
             # After a POST the page shown is not at its URL; the e-stop form then returns to /operator.
             request_path=request.url.path if request.method == "GET" else "/operator",
             notice=notice[:300],
+            # The forms' hidden csrf_token (pages are shown to the session of the cookie).
+            csrf_token=csrf_token(session) if (session := request.cookies.get(COOKIE, "")) else "",
             **{"errors": [], **ctx},
         )
         return HTMLResponse(html, status_code=status_code)
@@ -358,22 +447,84 @@ def create_app(
             status_code=500,
         )
 
+    async def csrf_problem(request: Request) -> str | None:
+        """Why a request that changes something does not show it was sent by the console's own
+        page or an API client of the session (None when it does)."""
+        if request.headers.get("authorization", "")[:7].lower() == "bearer ":
+            return None  # the session is the Bearer token's, a header no cross-site page can add
+        session = request.cookies.get(COOKIE, "")
+        if not session:
+            return None  # no session to ride on: the route asks for a login
+        origin = request.headers.get("origin")
+        if origin and origin != "null" and not _same_origin(request, origin):
+            return f"it was sent from another site ({safe_text(origin, 100)})"
+        sent = request.headers.get(CSRF_HEADER, "")
+        content_type = request.headers.get("content-type", "")
+        if not sent and content_type.startswith(("application/x-www-form-urlencoded", "multipart/form-data")):
+            try:
+                await request.body()  # cached: the route reads the same form again
+                value = (await request.form()).get(CSRF_FIELD)
+            except Exception:  # a garbled form carries no token
+                value = None
+            sent = value if isinstance(value, str) else ""
+        if not sent:
+            return "it carries no security token (it was not sent from a page of this console)"
+        if not csrf_matches(session, sent):
+            return "its security token is not this session's (a page from before the last login?)"
+        return None
+
+    csrf_audited: dict[str, float] = {}
+
+    async def refuse_cross_site(request: Request, why: str) -> Response:
+        user = await user_of(request)
+        who = user.name if user is not None else "?"
+        log.warning("refused %s %s of %s: %s", request.method, request.url.path, who, why)
+        # One audit row per person and minute: a hostile page cannot flood the log through a browser.
+        if time.monotonic() - csrf_audited.get(who, -1e9) > 60.0:
+            csrf_audited[who] = time.monotonic()
+            origin = safe_text(request.headers.get("origin", "(none)"), 100)
+            await backend.audit(
+                who, "csrf_refused", request.url.path[:200], f"{request.method}: {why}; Origin {origin}"
+            )
+        message = (
+            f"Refused: {why}. Nothing was done. If you sent it from the console, reload the page and try again. "
+            f"(API clients: send the session's csrf_token as the {CSRF_HEADER} header, or use the Bearer token.)"
+        )
+        return await problem(request, 403, "Refused", [message], message)
+
     @app.middleware("http")
-    async def _same_origin(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        # Cookies are SameSite=Strict; this refuses a cross-site form post in old browsers too.
-        if request.method not in ("GET", "HEAD", "OPTIONS"):
-            origin = request.headers.get("origin")
-            if origin and origin != "null" and urlsplit(origin).netloc != request.headers.get("host", ""):
-                return JSONResponse({"detail": "cross-site request refused"}, status_code=403)
-        response = await call_next(request)
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        response.headers.setdefault("X-Frame-Options", "DENY")
-        response.headers.setdefault("Referrer-Policy", "same-origin")
+    async def _guard(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        path = request.url.path
+        response: Response | None = None
+        if request.method not in _SAFE_METHODS:
+            if request.method == "POST" and path in _LOGIN_PATHS:
+                origin = request.headers.get("origin")
+                if origin is not None and not _same_origin(request, origin):
+                    response = await refuse_cross_site(request, f"a login from another site ({safe_text(origin, 100)})")
+            elif path in _TRIP_PATHS:
+                request.state.csrf_problem = await csrf_problem(request)  # noted; never a reason to refuse
+            elif (why := await csrf_problem(request)) is not None:
+                response = await refuse_cross_site(request, why)
+        if response is None and any(_out_of_range(part) for part in path.split("/")):
+            message = "There is no such item: the number in the address is out of range."
+            response = await problem(request, 404, "Not found", [message], message)
+        if response is None:
+            response = await call_next(request)
+        headers = response.headers
+        headers.setdefault("Content-Security-Policy", _DOCS_CSP if path == "/api/docs" else CSP)
+        headers.setdefault("X-Content-Type-Options", "nosniff")
+        headers.setdefault("X-Frame-Options", "DENY")
+        headers.setdefault("Referrer-Policy", "same-origin")
+        if request.url.scheme == "https":
+            headers.setdefault("Strict-Transport-Security", "max-age=15552000")
+        if headers.get("content-type", "").startswith("text/html"):
+            headers.setdefault("Cache-Control", "no-store")
         return response
 
-    def set_cookie(response: Response, token: str) -> None:
+    def set_cookie(request: Request, response: Response, token: str) -> None:
+        secure = secure_cookies or request.url.scheme == "https"
         response.set_cookie(
-            COOKIE, token, max_age=int(users.ttl_s), httponly=True, samesite="strict", secure=secure_cookies, path="/"
+            COOKIE, token, max_age=int(users.ttl_s), httponly=True, samesite="strict", secure=secure, path="/"
         )
 
     def text_field(form: FormData, key: str, label: str, *, required: bool, min_chars: int = 0) -> str:
@@ -390,39 +541,95 @@ def create_app(
             raise FormError([f"Robot: {name!r} is not a robot of this plant; one of: {known}."])
         return name
 
-    async def log_in(name: str, password: str, via: str) -> tuple[User, str]:
-        """Log in through ``users`` (which limits failures per name); audit every failure and
-        lock-out. Raise :class:`AuthError` (:class:`LoginLocked` when refused for too many)."""
-        actor = name[:32] or "?"
+    def trip_target(raw: object) -> str | None:
+        """The robot a trip names: None (every robot) for nothing, "all" or blank; else the
+        plant's robot of that name, matched without regard to case, surrounding space or
+        invisible characters. Raise :class:`ActionRefused` (404, naming the robots) for a name
+        that is no robot of the plant: which robot was meant cannot be guessed."""
+        if raw is None:
+            return None
+        text = raw if isinstance(raw, str) else str(raw)
+        key = "".join(c for c in text if c.isprintable()).strip().casefold()
+        if key in ("", "all"):
+            return None
+        for name in plant.robots:
+            if name.casefold() == key:
+                return name
+        known = ", ".join(sorted(plant.robots))
+        raise ActionRefused(
+            f"There is no robot {safe_text(text, 80)!r}; the robots of this plant are: {known}. Nothing was "
+            "tripped: name one of them, or send no robot (or 'all') to trip every robot.",
+            404,
+        )
+
+    async def trip(request: Request, user: User, raw_robot: object, raw_reason: object) -> str | None:
+        """Latch the e-stop of the robot ``raw_robot`` names (every robot for none): nothing about
+        the request but an unknown robot stops it. The reason is cleaned up and shortened, never
+        checked; a trip without the session's CSRF token is audited as unverified after it
+        latched. Returns the robot tripped (None: all)."""
         try:
-            user, token = await run_in_threadpool(users.login, name, password)
+            robot = trip_target(raw_robot)
+        except ActionRefused as exc:
+            detail = f"{request.method} {request.url.path}: {exc.message}"
+            await backend.audit(user.name, "refused", Action.TRIP_ESTOP.value, detail)
+            raise
+        text = raw_reason.strip() if isinstance(raw_reason, str) else "" if raw_reason is None else str(raw_reason)
+        reason = safe_text(text, MAX_REASON_CHARS) if text else "e-stop pressed in the console"
+        await backend.trip_estop(robot, user.name, reason)
+        why = getattr(request.state, "csrf_problem", None)
+        if why:
+            origin = safe_text(request.headers.get("origin", "(none)"), 100)
+            await backend.audit(
+                user.name,
+                "estop_trip_unverified",
+                f"robot {robot or 'all'}",
+                f"{request.method} {request.url.path}: latched although {why}; Origin {origin}. "
+                "Stopping is never refused; check with the person before the reset.",
+            )
+        return robot
+
+    async def write_login_reports() -> None:
+        """Write the summaries of failed-login windows that have closed."""
+        for report in users.throttle.due_reports():
+            await backend.audit(report.actor, "login_failures", "console", safe_text(report.detail, 2000))
+
+    async def log_in(request: Request, name: str, password: str, via: str) -> tuple[User, str]:
+        """Log in through ``users`` (which limits failures per address and per name from an
+        address). Audit an address's first failure and first lock-out of a window; the rest go
+        into one summary row when the window closes. Raise :class:`AuthError`
+        (:class:`LoginLocked` when held back)."""
+        address = client_key(request.client.host if request.client is not None else None)
+        actor = safe_text(name, 40) or "?"
+        await write_login_reports()
+        limit = users.throttle.limit
+        rest = f"further failures from {address} within {limit.window_s:.0f} s go into one login_failures record"
+        try:
+            user, token = await run_in_threadpool(users.login, name, password, address)
         except LoginLocked as exc:
-            limit = users.throttle.limit
-            if exc.started:
-                await backend.audit(actor, "login_failed", "console", f"{via}: {exc} (failure {exc.failures})")
+            if exc.audit:
+                await backend.audit(actor, "login_failed", "console", f"{via} from {address}: {exc}; {rest}")
+            if exc.audit_lockout:
+                held = "this address" if exc.scope == "address" else "this user name from this address"
                 await backend.audit(
                     actor,
                     "login_locked_out",
                     "console",
-                    f"{via}: {exc.failures} failed logins within {limit.window_s:.0f} s; "
-                    f"this user name is refused for {exc.retry_after_s:.0f} s",
-                )
-            else:
-                await backend.audit(
-                    actor, "login_failed", "console", f"{via}: refused, locked out for {exc.retry_after_s:.0f} s more"
+                    f"{via} from {address}: {exc.failures} failed logins of this name within {limit.window_s:.0f} s; "
+                    f"{held} is held back for {exc.retry_after_s:.0f} s, longer at each further failure; {rest}",
                 )
             raise
         except LoginFailed as exc:
-            limit = users.throttle.limit
-            await backend.audit(
-                actor,
-                "login_failed",
-                "console",
-                f"{via}: {exc} (failure {exc.failures} of {limit.max_failures} within {limit.window_s:.0f} s)",
-            )
+            if exc.audit:
+                await backend.audit(
+                    actor,
+                    "login_failed",
+                    "console",
+                    f"{via} from {address}: {exc} (failure {exc.failures} of {limit.max_failures} for this name "
+                    f"from this address); {rest}",
+                )
             raise
         except AuthError as exc:
-            await backend.audit(actor, "login_failed", "console", f"{via}: {exc}")
+            await backend.audit(actor, "login_failed", "console", f"{via} from {address}: {exc}")
             raise
         detail = f"role {user.role.value}" + (", API" if via == "API" else "")
         await backend.audit(user.name, "login", "console", detail)
@@ -436,20 +643,24 @@ def create_app(
         tags=["session"],
         responses={401: {"model": Problem}, 429: {"model": Problem, "description": "too many failed logins"}},
     )
-    async def api_login(body: LoginBody, response: Response) -> SessionView:
-        """Log in; the token comes back in the body and as an HttpOnly cookie.
+    async def api_login(request: Request, body: LoginBody, response: Response) -> SessionView:
+        """Log in; the token comes back in the body and as an HttpOnly cookie, with the
+        session's CSRF token (send it as ``X-CSRF-Token`` when authenticating by the cookie).
 
-        After too many failed logins for a user name, that name is refused for a while with
-        429 and a ``Retry-After`` header (whether or not such a user exists)."""
+        After too many failed logins from an address (or of a user name from it), that address
+        (or name from it) is refused for a while with 429 and a ``Retry-After`` header, whether
+        or not such a user exists; other addresses are not affected."""
         try:
-            user, token = await log_in(body.name, body.password, "API")
+            user, token = await log_in(request, body.name, body.password, "API")
         except LoginLocked as exc:
             retry = {"Retry-After": str(math.ceil(exc.retry_after_s))}
             raise HTTPException(429, str(exc), headers=retry) from None
         except AuthError as exc:
             raise HTTPException(401, str(exc)) from None
-        set_cookie(response, token)
-        return SessionView(name=user.name, role=user.role, expires_in_s=users.ttl_s, token=token)
+        set_cookie(request, response, token)
+        return SessionView(
+            name=user.name, role=user.role, expires_in_s=users.ttl_s, token=token, csrf_token=csrf_token(token)
+        )
 
     @app.delete("/api/session", status_code=204, tags=["session"])
     async def api_logout(request: Request, user: ApiView) -> Response:
@@ -461,9 +672,10 @@ def create_app(
         return response
 
     @app.get("/api/me", response_model=SessionView, tags=["session"])
-    async def api_me(user: ApiView) -> SessionView:
-        """Who is logged in."""
-        return SessionView(name=user.name, role=user.role, expires_in_s=users.ttl_s)
+    async def api_me(request: Request, user: ApiView) -> SessionView:
+        """Who is logged in, and the session's CSRF token."""
+        token = token_of(request)
+        return SessionView(name=user.name, role=user.role, expires_in_s=users.ttl_s, csrf_token=csrf_token(token))
 
     @app.get("/api/plant", response_model=PlantView, tags=["plant"], responses={503: {"model": Problem}})
     async def api_plant(user: ApiView) -> PlantView:
@@ -557,12 +769,28 @@ def create_app(
         await backend.refuse_step(plan_id, step_id, user.name, reason)
         return Response(status_code=204)
 
-    @app.post("/api/estop/trip", status_code=204, tags=["operator"])
-    async def api_trip(body: TripBody, user: ApiTrip) -> Response:
-        """Latch the e-stop of one robot or of all (anyone logged in)."""
-        robot = None if body.robot in (None, "all") else robot_field(body.robot, allow_all=False)
-        reason = clean_text(body.reason, "Reason", required=False, max_chars=MAX_REASON_CHARS)
-        await backend.trip_estop(robot, user.name, reason or "e-stop pressed in the console")
+    @app.post(
+        "/api/estop/trip",
+        status_code=204,
+        tags=["operator"],
+        responses={404: {"model": Problem, "description": "no robot of that name (nothing tripped)"}},
+        openapi_extra={
+            "requestBody": {
+                "required": False,
+                "content": {"application/json": {"schema": TripBody.model_json_schema()}},
+            }
+        },
+    )
+    async def api_trip(request: Request, user: ApiTrip) -> Response:
+        """Latch the e-stop of one robot or of all (anyone logged in). Never refused for the body
+        (see :class:`TripBody`) nor for a missing CSRF token; only an unknown robot is a 404."""
+        try:
+            body = json.loads(await request.body() or b"{}")
+        except (ValueError, UnicodeDecodeError):
+            body = {}  # garbled: trip every robot
+        if not isinstance(body, dict):
+            body = {}
+        await trip(request, user, body.get("robot"), body.get("reason"))
         return Response(status_code=204)
 
     @app.post("/api/estop/reset", status_code=204, tags=["operator"])
@@ -598,6 +826,7 @@ def create_app(
     @app.get("/api/audit", response_model=list[AuditView], tags=["audit"])
     async def api_audit(user: ApiView, limit: int = 50) -> list[AuditView]:
         """The newest records of the audit log."""
+        await write_login_reports()
         return await backend.audit_tail(max(1, min(limit, 500)))
 
     # ================================================================== pages
@@ -618,13 +847,13 @@ def create_app(
             problem = ["Please give your user name and password."]
             return render(request, "login.html", None, 400, next=nxt, username="", errors=problem)
         try:
-            _, token = await log_in(name.strip()[:64], password[:1024], "form")
+            _, token = await log_in(request, name.strip()[:64], password[:1024], "form")
         except AuthError as exc:
             status = 429 if isinstance(exc, LoginLocked) else 401
             problem = [str(exc)[:1].upper() + str(exc)[1:] + "."]
             return render(request, "login.html", None, status, next=nxt, username=name.strip()[:64], errors=problem)
         response = RedirectResponse(nxt, status_code=303)
-        set_cookie(response, token)
+        set_cookie(request, response, token)
         return response
 
     @app.post("/logout", include_in_schema=False)
@@ -738,6 +967,8 @@ def create_app(
         try:
             plan_id = clean_text(form.get("plan_id"), "Plan", required=True, max_chars=100)
             step_id = clean_text(form.get("step_id"), "Step", required=True, max_chars=100)
+            if _out_of_range(plan_id):
+                raise ActionRefused(f"There is no plan {plan_id!r}.", 404)
             if confirm:
                 note = text_field(form, "reason", "Note", required=False)
                 await backend.confirm_step(plan_id, step_id, user.name, note)
@@ -758,13 +989,14 @@ def create_app(
 
     @app.post("/estop/trip", include_in_schema=False)
     async def trip_post(request: Request, user: PageTrip) -> Response:
-        form = await request.form()
+        try:
+            form = await request.form()
+        except Exception:  # a garbled form still stops every robot
+            form = FormData()
         back = _safe_next(str(form.get("next") or ""), "/operator")
         try:
-            robot = robot_field(form.get("robot") or "all", allow_all=True)
-            reason = text_field(form, "reason", "Reason", required=False)
-            await backend.trip_estop(robot, user.name, reason or "e-stop pressed in the console")
-        except (FormError, ActionRefused) as exc:
+            robot = await trip(request, user, form.get("robot"), form.get("reason"))
+        except ActionRefused as exc:
             return await operator_page_response(request, user, *_problem(exc))
         return _done(back, f"E-stop tripped for {'all robots' if robot is None else robot} by {user.name}.")
 
@@ -827,6 +1059,7 @@ def create_app(
 
     @app.get("/audit", include_in_schema=False)
     async def audit_page(request: Request, user: PageView) -> Response:
+        await write_login_reports()
         return render(request, "audit.html", user, records=await backend.audit_tail(200))
 
     return app

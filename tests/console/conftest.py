@@ -110,10 +110,12 @@ class Console:
         return audit_records(self.backend)
 
     def login(self, name: str) -> str:
-        """Log ``name`` in on the API; returns the bearer token (the client keeps the cookie too)."""
+        """Log ``name`` in on the API; returns the bearer token (the client keeps the cookie too,
+        and sends the session's CSRF token as a page's script would)."""
         r = self.client.post("/api/session", json={"name": name, "password": PASSWORD})
         assert r.status_code == 200, r.text
         token: str = r.json()["token"]
+        self.client.headers["X-CSRF-Token"] = r.json()["csrf_token"]
         return token
 
     def as_(self, name: str | None) -> dict[str, str]:

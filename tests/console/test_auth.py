@@ -94,10 +94,21 @@ def test_permission_table_says_who_does_what() -> None:
 # --------------------------------------------------------------------------- failed-login limit
 
 
-def test_default_login_limit_is_five_in_fifteen_minutes_then_fifteen_locked(tmp_path: Path) -> None:
-    assert store(tmp_path).throttle.limit == LoginLimit(max_failures=5, window_s=900.0, lockout_s=900.0)
+def test_default_login_limit_is_five_per_name_and_twenty_per_address_then_growing_delays(tmp_path: Path) -> None:
+    limit = store(tmp_path).throttle.limit
+    assert limit == LoginLimit(
+        max_failures=5,
+        window_s=900.0,
+        lockout_s=60.0,
+        max_lockout_s=900.0,
+        max_address_failures=20,
+        max_address_names=10,
+    )
+    assert [limit.delay_s(n, 5) for n in (4, 5, 6, 7, 8, 9, 30)] == [0, 60, 120, 240, 480, 900, 900]
     with pytest.raises(ValueError):
         LoginLimit(max_failures=0)
+    with pytest.raises(ValueError):
+        LoginLimit(lockout_s=60.0, max_lockout_s=30.0)
 
 
 def test_store_locks_a_name_after_n_failures_until_the_lockout_ends(tmp_path: Path) -> None:
@@ -182,16 +193,26 @@ def test_api_login_is_refused_with_429_after_n_failures(limited: Limited) -> Non
     assert [limited.api("olga", "wrong password").status_code for _ in range(2)] == [401, 401]
     third = limited.api("olga", "wrong password")
     assert third.status_code == 429 and "too many failed logins" in third.json()["detail"]
-    refused = limited.api("olga", PASSWORD)  # the right password, during the lock-out
+    refused = limited.api("olga", PASSWORD)  # the right password, during the lock-out, from the same address
     assert refused.status_code == 429
-    assert refused.json()["detail"] == "too many failed logins for this user name; try again in 5 minutes"
+    assert refused.json()["detail"] == (
+        "too many failed logins for this user name from your address; try again in 5 minutes"
+    )
     assert 299 <= int(refused.headers["retry-after"]) <= 300
     assert "token" not in refused.json() and "atelier_session" not in refused.cookies
     assert limited.api("sam", PASSWORD).status_code == 200  # other names are not affected
-    # every failure (the refused attempt too) and the lock-out are in the audit log
-    assert limited.audit("olga") == ["login_failed"] * 3 + ["login_locked_out", "login_failed"]
+    # the first failure and the lock-out are in the audit log; the rest in one summary per window
+    assert limited.audit("olga") == ["login_failed", "login_locked_out"]
     locked_out = next(a for a in audit_records(limited.backend) if a.action == "login_locked_out")
     assert locked_out.actor == "olga" and "3 failed logins" in locked_out.detail
+    limited.now[0] += 61.0  # the window closes; the next look at the audit log writes its summary
+    limited.client.get(
+        "/api/audit", headers={"Authorization": f"Bearer {limited.api('sam', PASSWORD).json()['token']}"}
+    )
+    summary = [a for a in audit_records(limited.backend) if a.action == "login_failures"]
+    assert len(summary) == 1 and summary[0].actor == "olga"
+    assert "3 failed logins for 1 user name (olga 3)" in summary[0].detail
+    assert "1 attempt refused while held back" in summary[0].detail
 
 
 def test_unknown_names_get_the_same_answers_as_real_ones(limited: Limited) -> None:
@@ -200,7 +221,12 @@ def test_unknown_names_get_the_same_answers_as_real_ones(limited: Limited) -> No
         return [(r.status_code, r.json()) for r in rs]
 
     assert answers("olga") == answers("nobody")
-    assert limited.audit("nobody").count("login_locked_out") == 1
+    # one address: its first failure and first lock-out on their own, the rest summed up
+    assert limited.audit("olga") == ["login_failed", "login_locked_out"] and limited.audit("nobody") == []
+    assert limited.client.app.state.users.throttle.due_reports(everything=True)[0].names == (
+        ("nobody", 3),
+        ("olga", 3),
+    )
 
 
 def test_form_login_shows_the_lockout_message(limited: Limited) -> None:
@@ -212,9 +238,9 @@ def test_form_login_shows_the_lockout_message(limited: Limited) -> None:
     refused = limited.form("olga", PASSWORD)
     assert refused.status_code == 429 and "set-cookie" not in refused.headers
     assert 'id="errors"' in refused.text
-    assert "Too many failed logins for this user name; try again in 5 minutes." in refused.text
+    assert "Too many failed logins for this user name from your address; try again in 5 minutes." in refused.text
     assert 'value="olga"' in refused.text and 'id="login-form"' in refused.text  # the form, to try later
-    assert limited.audit("olga") == ["login_failed"] * 3 + ["login_locked_out", "login_failed"]
+    assert limited.audit("olga") == ["login_failed", "login_locked_out"]
 
 
 def test_the_limit_holds_across_form_and_api(limited: Limited) -> None:

@@ -56,7 +56,7 @@ def test_other_form_mistakes(console: Console) -> None:
     _page_says(console.client.post("/plans/nope/approve", data={"reason": ""}), 404, "There is no plan")
     _page_says(console.client.post("/plans/p1/reject", data={}), 404, "There is no plan")
     _page_says(console.client.get("/plans/does-not-exist"), 404, "There is no plan")
-    _page_says(console.client.post("/estop/trip", data={"robot": "r2d2"}), 422, "is not a robot of this plant")
+    _page_says(console.client.post("/estop/trip", data={"robot": "r2d2"}), 404, "There is no robot", "ur5e_1")
     console.as_(None)
     console.login("olga")
     _page_says(console.client.post("/estop/reset", data={"robot": "ur5e_1"}), 422, "tick the box")

@@ -210,9 +210,16 @@ def test_openapi_document_describes_the_api(console: Console) -> None:
     assert "PlanDetail" in doc["components"]["schemas"]
 
 
-def test_cross_site_posts_are_refused(console: Console) -> None:
+def test_cross_site_posts_are_refused_but_a_trip_still_stops(console: Console) -> None:
     console.as_(None)
     console.login("olga")
-    r = console.client.post("/estop/trip", data={"robot": "all"}, headers={"Origin": "http://evil.example"})
-    assert r.status_code == 403
-    assert not any(console.backend.estops.state(r)[0] for r in console.backend.plant.robots)
+    console.backend.estops.latched["ur5e_1"] = "drill"
+    evil = {"Origin": "http://evil.example"}
+    r = console.client.post("/estop/reset", data={"robot": "ur5e_1", "area_clear": "yes"}, headers=evil)
+    assert r.status_code == 403 and "another site" in r.text
+    assert console.backend.estops.state("ur5e_1")[0]
+    # Stopping is never refused to a logged-in person: a forged trip is at worst a stop (audited).
+    r = console.client.post("/estop/trip", data={"robot": "all"}, headers=evil, follow_redirects=False)
+    assert r.status_code == 303
+    assert all(console.backend.estops.state(r)[0] for r in console.backend.plant.robots)
+    assert any(a.action == "estop_trip_unverified" and a.actor == "olga" for a in console.records)

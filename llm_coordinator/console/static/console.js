@@ -1,5 +1,7 @@
 // Atelier console: the live plant view and operator e-stop table (server-sent events) and
-// work-order progress.
+// work-order progress. No inline script anywhere (the Content-Security-Policy forbids it): a
+// page's data comes in <script type="application/json" id="page-data" data-page="...">, and
+// the session's CSRF token in <meta name="csrf-token">.
 "use strict";
 (function () {
   const RUN = new Set(["STARTING", "EXECUTE", "UNHOLDING", "UNSUSPENDING", "COMPLETING"]);
@@ -168,6 +170,41 @@
     sel.addEventListener("change", show); show();
   }
 
-  document.addEventListener("DOMContentLoaded", () => { localTimes(); recipeParams(); });
-  window.atelier = { livePlant, liveEstops, followJob };
+  // The session's CSRF token, for fetch() (header X-CSRF-Token) and forms (field csrf_token).
+  function csrf() {
+    const m = document.querySelector('meta[name="csrf-token"]');
+    return m ? m.content : "";
+  }
+
+  // A form a page adds without the token field gets it when submitted (the server refuses
+  // changes without it; the templates' own forms carry it already).
+  document.addEventListener("submit", (ev) => {
+    const form = ev.target;
+    if (!(form instanceof HTMLFormElement) || form.method.toLowerCase() !== "post") return;
+    if (form.querySelector('input[name="csrf_token"]') || !csrf()) return;
+    const input = document.createElement("input");
+    input.type = "hidden"; input.name = "csrf_token"; input.value = csrf();
+    form.appendChild(input);
+  }, true);
+
+  const PAGES = {
+    plant: (data) => livePlant(data),
+    operator: (data) => liveEstops(data),
+    job: (data) => followJob(data.id, data.states),
+  };
+
+  function startPage() {
+    const el = document.getElementById("page-data");
+    if (!el || !PAGES[el.dataset.page]) return;
+    PAGES[el.dataset.page](JSON.parse(el.textContent));
+  }
+
+  function backLinks() {
+    document.querySelectorAll("a[data-back]").forEach((a) => a.addEventListener("click", (ev) => {
+      if (window.history.length > 1) { ev.preventDefault(); window.history.back(); }
+    }));
+  }
+
+  document.addEventListener("DOMContentLoaded", () => { localTimes(); recipeParams(); backLinks(); startPage(); });
+  window.atelier = { livePlant, liveEstops, followJob, csrf };
 })();
