@@ -6,7 +6,9 @@ Wiring only. The lead adds it to the ``atelier`` command with
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import ssl
 from pathlib import Path
 from typing import Annotated
 
@@ -63,10 +65,37 @@ def checked_person(db: str, name: str, action: str) -> str:
     return user.name
 
 
+def tls_options(cert: Path | None, key: Path | None) -> dict[str, str]:
+    """uvicorn's ``ssl_certfile``/``ssl_keyfile`` for ``--tls-cert``/``--tls-key`` (empty for
+    plain HTTP). Raises ``ValueError`` with a sentence to show when only one of the two is
+    given, a file cannot be read, or the key does not belong to the certificate (both PEM)."""
+    if cert is None and key is None:
+        return {}
+    if cert is None or key is None:
+        raise ValueError("--tls-cert and --tls-key go together: the server's certificate and its private key (PEM)")
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ValueError(f"cannot serve TLS with certificate {cert} and key {key}: {exc}") from None
+    return {"ssl_certfile": str(cert), "ssl_keyfile": str(key)}
+
+
+def is_loopback(host: str) -> bool:
+    """True when ``host`` is reachable from this machine only (127.0.0.0/8, ::1, localhost)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 @console_app.callback()
 def serve(
     ctx: typer.Context,
-    host: Annotated[str, typer.Option(help="address to listen on (loopback by default)")] = "127.0.0.1",
+    host: Annotated[
+        str, typer.Option(help="address to listen on (loopback by default; another needs --tls-cert/--tls-key)")
+    ] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535)] = 8765,
     db: DbOpt = DEFAULT_DB,
     state_dir: Annotated[
@@ -105,13 +134,30 @@ def serve(
     poll_s: Annotated[
         float, typer.Option("--poll", min=0.02, max=5.0, help="--live: read each machine's status this often (s)")
     ] = 0.1,
+    tls_cert: Annotated[
+        Path | None, typer.Option("--tls-cert", help="serve HTTPS with this certificate (PEM; with --tls-key)")
+    ] = None,
+    tls_key: Annotated[Path | None, typer.Option("--tls-key", help="the certificate's private key (PEM)")] = None,
 ) -> None:
     """Serve the console on http://HOST:PORT over the coordinator and a plant, with the same
     database, model, guardrails, rehearsal and executor as `atelier order`: --live drives the
     plant of the plant file with the agents of `atelier order --live`; --twin drives the console's
-    own twin (blocks until Ctrl-C)."""
+    own twin (blocks until Ctrl-C). With --tls-cert and --tls-key it serves https:// and the
+    session cookie is Secure; without them, listening on an address other than loopback is only
+    warned about (passwords and session cookies would cross the network in clear)."""
     if ctx.invoked_subcommand is not None:
         return
+    try:
+        tls = tls_options(tls_cert, tls_key)
+    except ValueError as exc:
+        err.print(f"[bold red]error:[/] {escape(safe_text(exc, 2000))}", highlight=False)
+        raise typer.Exit(2) from None
+    if not tls and not is_loopback(host):
+        err.print(
+            f"[yellow]warning:[/] serving plain HTTP on {escape(safe_text(host, 100))}: passwords and session "
+            "cookies cross the network in clear; give --tls-cert and --tls-key (or put a TLS proxy in front)",
+            highlight=False,
+        )
     if live is None:
         err.print(
             "say which plant the console drives: [bold]--live[/] (the plant at the plant file's endpoints: "
@@ -153,12 +199,21 @@ def serve(
                 domain_id=domain_id,
                 poll_s=poll_s,
                 session_ttl_s=ttl_s,
+                secure_cookies=bool(tls),
             )
         except ValueError as exc:
             err.print(f"[bold red]error:[/] {escape(safe_text(exc, 2000))}", highlight=False)
             raise typer.Exit(2) from None
     else:
-        site = build_site(plant, db, state_dir, config=config, twin_speed=twin_speed, session_ttl_s=ttl_s)
+        site = build_site(
+            plant,
+            db,
+            state_dir,
+            config=config,
+            twin_speed=twin_speed,
+            session_ttl_s=ttl_s,
+            secure_cookies=bool(tls),
+        )
     if not site.app.state.users.users():
         err.print("[yellow]no users yet:[/] add one with [bold]atelier console add-user NAME --role ROLE[/]")
     try:
@@ -172,11 +227,12 @@ def serve(
         raise typer.Exit(2) from None
     name = escape(safe_text(plant.name, 80))
     mode = "the live plant" if live else "its own twin"
+    scheme = "https" if tls else "http"
     out.print(
-        f"console of [bold]{name}[/] over {mode} on http://{escape(safe_text(host, 100))}:{port}/ (API: /api/docs)"
+        f"console of [bold]{name}[/] over {mode} on {scheme}://{escape(safe_text(host, 100))}:{port}/ (API: /api/docs)"
     )
     try:
-        uvicorn.run(site.app, host=host, port=port, log_level="warning")
+        uvicorn.run(site.app, host=host, port=port, log_level="warning", **tls)  # type: ignore[arg-type]
     finally:
         site.stop()
 
