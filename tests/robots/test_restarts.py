@@ -31,7 +31,7 @@ from robots.ros2._host import LATCHED_QOS, RosHost
 from robots.ros2.driver import stamp_msg
 from robots.ros2.hardware import RosHardware
 from robots.ros2.runtime_node import RosPartLocator
-from robots.runtime import UNIDENTIFIED_PART, RobotRuntime
+from robots.runtime import UNIDENTIFIED_PART, RobotRuntime, RuntimeConfig
 from robots.safety import SafetySupervisor, safety_config_from_plant
 from robots.skills import SkillPlanner
 from sim.hardware import arm_kinematics, build_runtime, compile_model, link_points
@@ -174,12 +174,17 @@ def _fresh_state(hw: RosHardware, since_s: float) -> bool:
         return False
 
 
+def _position(hw: RosHardware) -> FloatArray:
+    """The arm's last measured position (a driver stalled by a busy machine is waited for)."""
+    return hw.wait(5.0).position.copy()
+
+
 def _watch(hw: RosHardware, seconds: float) -> float:
     """The farthest (rad) the arm moved from where it was, over ``seconds``."""
-    start = hw.read().position.copy()
+    start = _position(hw)
     worst, end = 0.0, time.monotonic() + seconds
     while time.monotonic() < end:
-        worst = max(worst, float(np.max(np.abs(hw.read().position - start))))
+        worst = max(worst, float(np.max(np.abs(_position(hw) - start))))
         time.sleep(0.01)
     return worst
 
@@ -187,14 +192,16 @@ def _watch(hw: RosHardware, seconds: float) -> float:
 class _Events:
     def __init__(self, host: RosHost, topic: str) -> None:
         self.kinds: list[str] = []
+        self.messages: list[str] = []
         self.node = host.node(f"events_{time.monotonic_ns() % 10**8}")
         self.node.create_subscription(DiagnosticArray, topic, self._on, LATCHED_QOS)
 
     def _on(self, msg: DiagnosticArray) -> None:
         self.kinds += [kv.value for st in msg.status for kv in st.values if kv.key == "kind"]
+        self.messages += [st.message for st in msg.status]
 
 
-def _runtime(host: RosHost, plant: PlantDescription) -> RobotRuntime:
+def _runtime(host: RosHost, plant: PlantDescription, start: bool = True) -> RobotRuntime:
     """The UR5e's runtime over ROS 2 as ``serve_runtime`` builds it, without the goal topics
     (goals are submitted here) and without an e-stop latch file."""
     model = compile_model(plant)
@@ -212,9 +219,17 @@ def _runtime(host: RosHost, plant: PlantDescription) -> RobotRuntime:
         return fk.fk(st.position)[0] if st is not None else np.zeros(3)
 
     runtime = RobotRuntime(
-        hw, sup, SkillPlanner(plant, ROBOT, kin, locator), clock=time.monotonic, plan_inline=False, tool_position=tool
+        hw,
+        sup,
+        SkillPlanner(plant, ROBOT, kin, locator),
+        clock=time.monotonic,
+        # A driver silent for 1 s is lost (not 0.1 s: on this shared machine a busy twin process
+        # stalls that long now and then; a restart is seconds of silence either way).
+        config=RuntimeConfig(state_timeout_periods=250),
+        plan_inline=False,
+        tool_position=tool,
     )
-    return runtime.start()
+    return runtime.start() if start else runtime
 
 
 def _ready(rt: RobotRuntime, hw: RosHardware, plant: PlantDescription) -> None:
@@ -229,11 +244,32 @@ def _ready(rt: RobotRuntime, hw: RosHardware, plant: PlantDescription) -> None:
     rt.supervisor.reset_estop("test operator", time.monotonic())
 
 
+def _pick(rt: RobotRuntime, hw: RosHardware) -> None:
+    """Pick the blank at the end of the belt; a pick stopped after its grasp (see :func:`_run`)
+    has done its work, which the runtime says when the goal is sent again."""
+    for _ in range(3):
+        res = _run(rt, "pick", part_type="blank_al", location="conveyor_pick")
+        if res.outcome == Outcome.SUCCEEDED or "already holds a blank_al" in res.reason:
+            break
+    assert rt.holding == "blank_al" and hw.gripper_holds() is True, res.reason
+
+
 def _run(rt: RobotRuntime, skill: str, timeout_s: float = 30.0, **args: object) -> SkillResult:
-    goal = SkillGoal(f"{skill}-{time.monotonic_ns()}", ROBOT, skill, args)  # type: ignore[arg-type]
-    rt.submit(goal)
-    _wait(lambda: rt.result_of(goal.goal_id) is not None, timeout_s, f"{skill} to finish")
-    res = rt.result_of(goal.goal_id)
+    """Run a goal to its end. On this shared machine the driver's process may stall long enough
+    for the runtime to stop the goal for bad joint-state data (as it must); the operator resets
+    and the goal is sent again, twice at most."""
+    res: SkillResult | None = None
+    for _ in range(3):
+        goal = SkillGoal(f"{skill}-{time.monotonic_ns()}", ROBOT, skill, args)  # type: ignore[arg-type]
+        rt.submit(goal)
+        gid = goal.goal_id
+        _wait(lambda gid=gid: rt.result_of(gid) is not None, timeout_s, f"{skill} to finish")  # type: ignore[misc]
+        res = rt.result_of(gid)
+        assert res is not None
+        if res.outcome != Outcome.STOPPED_BY_SAFETY or "sensor fault" not in res.reason:
+            return res
+        _wait(lambda: rt.synced, 5, "the runtime to synchronise again")
+        rt.supervisor.reset_estop("test operator", time.monotonic())
     assert res is not None
     return res
 
@@ -263,7 +299,7 @@ def test_driver_follows_only_fresh_commands(host: RosHost, plant_file: Path, tmp
     twin = _TwinProcess(plant_file, tmp_path)
     try:
         _wait(lambda: _fresh_state(hw, 0.0), 20, "the driver's joint states")
-        home = hw.read().position.copy()
+        home = _position(hw).copy()
         assert _watch(hw, 1.0) < 1e-3  # the latched command was not followed
         # The gripper's entry in the joint states: open, holding nothing.
         assert hw.gripper_closure() == pytest.approx(0.0, abs=0.02) and hw.gripper_holds() is False
@@ -278,7 +314,7 @@ def test_driver_follows_only_fresh_commands(host: RosHost, plant_file: Path, tmp
             q[0] = home[0] + 0.002 * i
             command(list(q), time.time())
             time.sleep(0.004)
-        _wait(lambda: hw.read().position[0] - home[0] > 0.25, 5, "the arm to follow")
+        _wait(lambda: _position(hw)[0] - home[0] > 0.25, 5, "the arm to follow")
     finally:
         twin.kill()
 
@@ -288,17 +324,16 @@ def test_restarting_the_twin_under_a_running_runtime_moves_nothing(
     host: RosHost, plant_file: Path, tmp_path: Path, demo_plant: PlantDescription
 ) -> None:
     plant = _with_part_at_pick(demo_plant)
+    events = _Events(host, f"/{ROBOT}/driver/events")
     twin = _TwinProcess(plant_file, tmp_path)
     rt = _runtime(host, plant)
-    hw = rt.hw
-    assert isinstance(hw, RosHardware)
+    # The test's own view of the joint states: reading the runtime's would take them from its loop.
+    hw = RosHardware(host, ROBOT, JOINTS)
     try:
         _ready(rt, hw, plant)
-        res = _run(rt, "pick", part_type="blank_al", location="conveyor_pick")
-        assert res.outcome == Outcome.SUCCEEDED, res.reason
-        assert rt.holding == "blank_al" and hw.gripper_holds() is True
+        _pick(rt, hw)
         res = _run(rt, "move_joints", joints_rad=AWAY)
-        assert res.outcome == Outcome.SUCCEEDED, res.reason
+        assert res.outcome == Outcome.SUCCEEDED, (res.reason, events.messages)
 
         # The twin is killed and started again: its arm at home, the part back on the belt.
         twin.kill()
@@ -306,28 +341,28 @@ def test_restarting_the_twin_under_a_running_runtime_moves_nothing(
         twin = _TwinProcess(plant_file, tmp_path)
         _wait(lambda: _fresh_state(hw, restarted), 20, "the restarted driver's joint states")
         home = np.array(plant.robots[ROBOT].home())
-        assert np.max(np.abs(hw.read().position - home)) < 1e-3
+        assert np.max(np.abs(_position(hw) - home)) < 1e-3
         # The runtime kept running through it; the arm stays where it is, without a new command.
         assert _watch(hw, 2.0) < 0.005
-        assert np.max(np.abs(hw.read().position - home)) < 0.005
+        assert np.max(np.abs(_position(hw) - home)) < 0.005
         assert rt.holding is None and hw.gripper_holds() is False  # read again from the gripper
 
         # A fresh command moves it (after the operator's reset, where the outage latched a stop).
         _ready(rt, hw, plant)
         res = _run(rt, "place", location="output_bin")
         assert res.outcome == Outcome.FAILED and "holds no part" in res.reason
-        res = _run(rt, "pick", part_type="blank_al", location="conveyor_pick")
-        assert res.outcome == Outcome.SUCCEEDED, res.reason
+        _pick(rt, hw)
 
         # The runtime restarts with the part in its gripper: the new one reads it from the driver.
         rt.stop()
-        rt = _runtime(host, plant)
-        assert rt.holding is None
-        here = hw.read().position.copy()
+        rt = _runtime(host, plant, start=False)
+        assert rt.holding is None  # a new runtime remembers nothing
+        rt.start()
+        here = _position(hw).copy()
         _ready(rt, hw, plant)
         # Held, from the first period on (named once the cell's vision has reported the part).
         assert rt.holding in ("blank_al", UNIDENTIFIED_PART)
-        assert _watch(hw, 1.0) < 0.005 and np.max(np.abs(hw.read().position - here)) < 0.005
+        assert _watch(hw, 1.0) < 0.005 and np.max(np.abs(_position(hw) - here)) < 0.005
         res = _run(rt, "pick", part_type="blank_al", location="conveyor_pick")
         assert res.outcome == Outcome.FAILED and "already holds a blank_al" in res.reason
         assert rt.holding == "blank_al"
