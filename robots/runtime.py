@@ -23,6 +23,11 @@ supervisor can take it (a runtime that kept holding its old pose through a drive
 would drag the arm back there). What the gripper holds is read from the hardware where it can
 tell (:class:`GripperSensing`), the part's type from the locator, then and whenever a goal
 arrives. Goals are refused while the hardware is lost.
+
+Nothing escapes a control period: bad or missing joint states stop the robot through the
+supervisor (a sensor fault), and an exception from reading, a skill, the supervisor or writing
+becomes a protective stop with a safety event, logged once per distinct fault; the loop goes on
+commanding the stop and holding until an operator resets it.
 """
 
 from __future__ import annotations
@@ -58,6 +63,8 @@ from robots.skills import (
 from robots.trajectory import JointMove, brake_step
 
 log = logging.getLogger(__name__)
+
+_READING = "reading the joint state"
 
 
 @dataclass(frozen=True)
@@ -199,6 +206,9 @@ class RobotRuntime:
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._now = 0.0
+        self._last_stamp = -math.inf  # stamp (s) of the newest joint state
+        self._stale = 0  # periods since a joint state newer than that
+        self._fault_log: dict[tuple[str, str, str, int], int] = {}  # logged faults: times seen
         self._results: dict[str, SkillResult] = {}
         self._refusals = (-math.inf, 0, 0)  # (window start, refusals in it, not recorded since)
         # Synchronised with the hardware (hold = measured, holding read from the gripper)? Not
@@ -336,40 +346,148 @@ class RobotRuntime:
     # ------------------------------------------------------------------ the control period
 
     def step(self, state: JointState | None = None) -> Applied:
-        """One control period (see the module docstring). Does not block beyond the hardware's
-        ``read`` and ``write``."""
-        state = state if state is not None else self.hw.read()
-        self.last_state = state
-        self._now = state.stamp_s
-        now = self._time()
+        """One control period on ``state`` (None: read it from the hardware); see the module
+        docstring. Does not block beyond the hardware's ``read`` and ``write``.
+
+        Never raises. A joint state the supervisor refuses, one whose stamp has not advanced for
+        ``state_timeout_periods`` periods in a row, and a read that raises (``TimeoutError``
+        included) stop the robot as a sensor fault; an exception from a skill, the supervisor
+        or writing as an internal fault (:meth:`SafetySupervisor.internal_fault`). Either way
+        the running goal ends stopped by safety, and the period commands the stop when it can.
+        Before the first good joint state nothing is written: the position returned is NaN.
+        """
+        return self._period(state, read=state is None)
+
+    def _period(self, state: JointState | None, read: bool, silent_s: float = 0.0) -> Applied:
+        """A control period on ``state``, read from the hardware if ``read``. None without
+        ``read``: no joint state came for ``silent_s`` (s), past the state timeout (live loop)."""
         sup = self.supervisor
-        sup.observe(state, self.people())
-        if not self._synced and not self._sync(state):
-            # Not yet: the supervisor brakes what it last commanded, on paper; nothing is
-            # written, so the driver holds the arm where it is.
-            applied = self.last_applied = sup.filter(None, now)
+        now = self._time()
+        stage = _READING
+        applied: Applied | None = None
+        try:
+            if read:
+                state = self.hw.read()
+            if state is not None:
+                stamp = state.stamp_s
+                if stamp > self._last_stamp:  # (not a NaN, not a reading seen before)
+                    self._last_stamp, self._stale, self._now = stamp, 0, stamp
+                else:
+                    self._stale += 1
+                self.last_state = state
+                now = self._time()
+                stage = "tracking people"
+                people = self.people()
+                stage = "the safety supervisor"
+                sup.observe(state, people, now)
+                if not self._synced and sup.has_position and not self._sync(state):
+                    # Not yet: the supervisor brakes what it last commanded, on paper; nothing
+                    # is written, so the driver holds the arm where it is.
+                    applied = self.last_applied = sup.filter(None, now)
+                    self.ticks += 1
+                    return applied
+                if self._stale >= self.config.state_timeout_periods:
+                    sup.sensor_fault(
+                        f"no new joint state for {self._stale} control periods ({self._stale * self.dt:.3f} s)", now
+                    )
+            elif sup.has_position:  # (before the first joint state there is nothing to stop)
+                sup.sensor_fault(f"no joint state from the driver for {silent_s:.3f} s", now)
+            stage = "the skill"
+            self._take_planned(now)
+            with self._lock:
+                active = self._active
+                stream = self._stream
+                if active is not None and active.goal.goal_id in self._cancel_ids:
+                    active.cancel = True
+            command: FloatArray | None = None
+            if active is not None:
+                command = self._skill_command(active, now)
+            elif stream is not None:
+                command = stream[0]
+            stage = "the safety supervisor"
+            if not sup.has_position:
+                return self._unwritten()
+            applied = sup.filter(command, now)
+            stage = "writing the command"
+            self.hw.write(applied.position_rad)
+            stage = "the skill"
+            if active is not None and not sup.stopped:
+                self._skill_gripper(active, now)
+            self.last_applied = applied
+            if active is not None:
+                self._after(active, applied, now)
             self.ticks += 1
             return applied
-        self._take_planned(now)
-        with self._lock:
-            active = self._active
-            stream = self._stream
-            if active is not None and active.goal.goal_id in self._cancel_ids:
-                active.cancel = True
-        command: FloatArray | None = None
-        if active is not None:
-            command = self._skill_command(active, now)
-        elif stream is not None:
-            command = stream[0]
-        applied = sup.filter(command, now)
-        self.hw.write(applied.position_rad)
-        if active is not None and not sup.stopped:
-            self._skill_gripper(active, now)
-        self.last_applied = applied
-        if active is not None:
-            self._after(active, applied, now)
-        self.ticks += 1
-        return applied
+        except Exception as exc:  # nothing escapes a control period
+            return self._period_failed(stage, exc, now, applied)
+
+    def _period_failed(self, stage: str, exc: Exception, now: float, applied: Applied | None) -> Applied:
+        """The period raised ``exc`` in ``stage``: stop (a sensor fault when reading, else an
+        internal fault), have the running goal end stopped by safety, and command the stop (the
+        supervisor brakes on its own commanded motion: no measurement needed) unless the period
+        has had the supervisor's command already (``applied``: one step per period). Never raises."""
+        sup = self.supervisor
+        reason = f"{stage} failed: {type(exc).__name__}: {exc}"
+        reason = reason if len(reason) <= 300 else reason[:297] + "..."
+        try:
+            if not {"sensor_fault", "internal_fault"} & set(sup.stop_causes()):
+                self._fault_log.clear()  # a new fault episode: log its faults again
+            self._log_fault(stage, exc)
+            if stage == _READING:
+                sup.sensor_fault(reason, now)
+            else:
+                sup.internal_fault(reason, now)
+            with self._lock:
+                active = self._active
+            if active is not None and active.failing is None and not active.cancel:
+                active.failing = (Outcome.STOPPED_BY_SAFETY, reason)
+            if applied is None:
+                if not sup.has_position:
+                    return self._unwritten()
+                applied = sup.filter(None, now)
+                self.hw.write(applied.position_rad)
+                self.last_applied = applied
+                self.ticks += 1
+            if active is not None and applied.mode == "stopped":
+                outcome, why = (Outcome.CANCELLED, "cancelled") if active.failing is None else active.failing
+                self._end(active, outcome, why, now)
+            return applied
+        except Exception as again:  # the stop itself failed: the driver holds the last command
+            self._log_fault(f"stopping after {stage} failed", again)
+            return self._unwritten()
+
+    def _log_fault(self, stage: str, exc: Exception) -> None:
+        """Log an exception of a control period once per distinct fault (its stage, type and the
+        line that raised it) in a fault episode: a fault of every period is one line, not 250 a
+        second. Failed reads are logged without their traceback."""
+        tb = exc.__traceback__
+        while tb is not None and tb.tb_next is not None:
+            tb = tb.tb_next
+        key = (stage, type(exc).__name__, tb.tb_frame.f_code.co_filename if tb else "", tb.tb_lineno if tb else 0)
+        seen = self._fault_log.get(key)
+        if seen is not None:
+            self._fault_log[key] = seen + 1
+            return
+        if len(self._fault_log) >= 20:
+            return
+        self._fault_log[key] = 1
+        more = " (further faults of this episode not logged)" if len(self._fault_log) == 20 else ""
+        log.error(
+            "%s: %s failed: %s: %s; the robot stops, logged once%s",
+            self.robot,
+            stage,
+            type(exc).__name__,
+            exc,
+            more,
+            exc_info=None if stage == _READING else exc,
+        )
+
+    def _unwritten(self) -> Applied:
+        """What a period that wrote nothing returns: the last position written (NaN before the
+        first), at rest, power off."""
+        last = self.last_applied
+        q = last.position_rad.copy() if last is not None else np.full(len(self.hw.joint_names), np.nan)
+        return Applied(q, np.zeros(len(q)), "stopped", 0.0, False)
 
     @property
     def synced(self) -> bool:
@@ -706,36 +824,32 @@ class RobotRuntime:
     def _run(self) -> None:
         wait = getattr(self.hw, "wait", None)
         timeout = self.config.state_timeout_periods * self.dt
-        faulted = False
+        last = time.monotonic()  # when the last joint state came
         while not self._stop.is_set():
             try:
-                state = wait(timeout) if wait is not None else self._sleep_read()
+                # Until the state timeout, wait for the driver's next state; past it, run a period
+                # of our own every control period: the supervisor stops and holds without one.
+                silent = time.monotonic() - last
+                state = wait(max(timeout - silent, self.dt)) if wait is not None else self._sleep_read()
             except TimeoutError:
-                if not faulted:
-                    faulted = True
-                    log.error("%s: no joint state for %.3f s", self.robot, timeout)
-                    self._fail_active("no joint state from the driver")
-                    self._hardware_lost("no joint state from the driver")
+                silent = time.monotonic() - last
+                if silent >= timeout:
+                    self._hardware_lost(f"no joint state from the driver for {silent:.3f} s")
+                    self._period(None, read=False, silent_s=silent)
                 continue
-            faulted = False
+            except Exception as exc:  # a broken driver: a sensor fault, and a period's pause
+                self._period_failed(_READING, exc, self._time(), None)
+                self._stop.wait(self.dt)
+                continue
+            last = time.monotonic()
             t = time.perf_counter()
             if len(self.period_log) < 200_000:
                 self.period_log.append(t)
-            try:
-                self.step(state)
-            except Exception:
-                log.exception("%s: control period failed", self.robot)
-                self._fail_active("internal error in the control period")
+            self.step(state)
 
     def _sleep_read(self) -> JointState:
         time.sleep(self.dt)
         return self.hw.read()
-
-    def _fail_active(self, reason: str) -> None:
-        with self._lock:
-            active = self._active
-        if active is not None:
-            self._end(active, Outcome.FAILED, reason, self._time())
 
     def wait_idle(self, timeout_s: float) -> bool:
         """Block until no goal is running (live mode). True if idle in time."""
