@@ -320,14 +320,15 @@ async def test_a_forged_or_old_result_finishes_no_step(
     result = f"/{ROBOT}/skill/result"
     forged = [{"goal_id": g, "outcome": "succeeded"} for g in ("plan0:home_1", "forge-1")]
     signed = seal(b"mallory's own key, 32 bytes long", "result", {"robot": ROBOT, "goal_id": "forge-1"})
+    ignored = agent.channel.ignored
     await foreign.publish(result, *forged, {**signed, "outcome": "succeeded", "goal_nonce": ""}, latched=True)
+    assert await _until(lambda: agent.channel.ignored >= ignored + 3)  # there before the goals go out
     plan = Plan(work_order="home", mode="direct", steps=[Step(id="home_1", agent=ROBOT, skill="home")])
     report = await PlanRunner(demo_plant, {}, {ROBOT: agent}).execute(plan, MemoryProgress(0))
     assert report.status == "paused" and report.failed_step == "home_1", report
     assert "stopped_by_safety" in report.reason, report.reason
     res = await agent.run_skill(SkillGoal("forge-1", ROBOT, "home"), 30)
     assert res.outcome == Outcome.STOPPED_BY_SAFETY, res
-    assert agent.channel.ignored >= 3  # the forged ones (and the old one), not taken
     # A new coordinator sending the old goal id again: the runtime does not run it twice, and
     # the old latched result (another run's) is not taken for it.
     out = _coordinator(old, state_dir, timeout_s=4)
