@@ -23,6 +23,7 @@ reason a person understands. The rules:
 ``resource``        steps that share an agent, a hand-over partner, a location or a machine's
                     inside are ordered (never run in parallel)
 ``machine_ready``   a machine in fault, aborted or unreachable is reset before it is used
+``machine_alarm``   no step uses a machine in alarm (a reading outside its declared range)
 ``door_closed_before_start``   a machine with a door has it closed when a cycle starts
 ``no_robot_in_running_machine`` no robot is inside a machine when it runs or moves its door
 ``door_open_for_reach``        a robot reaches into a machine with a door only when it is open
@@ -449,6 +450,12 @@ def _check_order(
             if first.skill != "reset":
                 why = f"{m} is {ms.state}" + (f" with fault {ms.fault_code}" if ms.fault_code else "")
                 yield Finding("machine_ready", first.id, False, f"{why}; the plan must reset it before using it")
+        # A machine in alarm (a reading outside its declared range) takes no command but stop
+        # or abort, so no step may use it until a person has corrected the value.
+        for s in used if ms.alarms else []:
+            yield Finding(
+                "machine_alarm", s.id, False, f"{m} is in alarm: {'; '.join(ms.alarms)}; correct it before use"
+            )
 
     def last_before(target: str, pred: Iterable[Step]) -> Step | None:
         cands = [s for s in pred if s.id in anc[target]]

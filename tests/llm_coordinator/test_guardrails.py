@@ -245,3 +245,16 @@ async def test_what_the_guardrails_accept_people_walking_anywhere_do_not_stop(
     rejected, stops = await rehearse(0.2)
     assert len(rejected) == 1 and "[zones] step sort: output_bin" in rejected[0]
     assert stops and "panda_1: protective_stop" in stops[0]
+
+
+def test_no_step_uses_a_machine_in_alarm(demo_plant: PlantDescription) -> None:
+    from llm_coordinator.snapshot import MachineSnapshot, PlantSnapshot
+
+    m = next(iter(demo_plant.machines))
+    plan = Plan(work_order="reset it", mode="direct", steps=[Step(id="r", agent=m, skill="reset")])
+    reason = "speed reads 65.5 m/s (raw 65535), outside its declared range 0..0.5 m/s"
+    snap = PlantSnapshot(machines={m: MachineSnapshot(state="IDLE", alarms=(reason,))})
+    verdict = check(plan, demo_plant, snap)
+    bad = [f for f in verdict.findings if f.rule == "machine_alarm" and not f.ok]
+    assert bad and reason in bad[0].reason and not verdict.ok
+    assert not [f for f in check(plan, demo_plant, PlantSnapshot()).findings if f.rule == "machine_alarm"]
