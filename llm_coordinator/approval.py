@@ -3,9 +3,11 @@ operator confirmed every hazardous step.
 
 After pydantic-ai's ``approval_required`` toolset: a small wrapper that says no by default.
 An approval is bound to the plan's content hash, so any change to the plan voids it; an
-approval not used within its time to live expires; the hazardous steps are recomputed from the
-static rules here (a plan cannot lose a hazard flag on its way to the executor). The model has
-no way to call any of this: only people (through the CLI or the console) approve and confirm.
+approval not used within its time to live expires, and so does an operator's confirmation
+(checked when the plan starts and again by the executor right before the step starts); the
+hazardous steps are recomputed from the static rules here (a plan cannot lose a hazard flag on
+its way to the executor). The model has no way to call any of this: only people (through the
+CLI or the console) approve and confirm.
 """
 
 from __future__ import annotations
@@ -40,17 +42,28 @@ class Authorization:
 class ApprovalGate:
     """Approve, reject, confirm, and :meth:`authorize` (the executor's only way in)."""
 
-    def __init__(self, store: Store, plant: PlantDescription, ttl_s: float = 3600.0) -> None:
+    def __init__(
+        self, store: Store, plant: PlantDescription, ttl_s: float = 3600.0, confirmation_ttl_s: float = 300.0
+    ) -> None:
         self.store, self.plant, self.ttl_s = store, plant, ttl_s
+        #: An operator's confirmation holds this long (s): it speaks of the cell as the operator saw it.
+        self.confirmation_ttl_s = confirmation_ttl_s
 
-    def approve(self, plan_id: int, supervisor: str, reason: str = "") -> str:
+    def approve(self, plan_id: int, supervisor: str, reason: str = "", content_hash: str | None = None) -> str:
         """A supervisor approves the plan's current version; returns the hash approved.
 
         Only a rehearsed plan awaiting approval can be approved (:class:`StoreError` otherwise).
+        ``content_hash``, when given, is the version the supervisor looked at: if the plan changed
+        since, the approval is refused (:class:`StoreError`).
         """
         row = self.store.get(plan_id)
         if row.status != "awaiting_approval" or row.content_hash is None:
             raise StoreError(f"plan {plan_id} is {row.status}; only a plan awaiting approval can be approved")
+        if content_hash is not None and content_hash != row.content_hash:
+            raise StoreError(
+                f"plan {plan_id} changed since you looked at it (you saw version {content_hash[:12] or '?'}, "
+                f"it is now {row.content_hash[:12]}); read it again before you decide"
+            )
         if not supervisor.strip():
             raise StoreError("an approval needs the supervisor's name")
         self.store.add_decision(
@@ -99,10 +112,36 @@ class ApprovalGate:
                 reasons.append("the plan changed after it was approved (its hash differs); the approval is void")
             if decision.used_at is None and self.store.clock() > decision.expires_at:
                 reasons.append("the approval expired before it was used")
-        confirmed = self.store.confirmations(plan_id, h)
+        confirmed = self.store.confirmation_times(plan_id, h)
+        done = self.store.progress(plan_id, h)
         for step, why in self.required_confirmations(plan).items():
-            if step not in confirmed:
-                reasons.append(f"hazardous step {step} needs an operator's confirmation ({why})")
+            if done.get(step) == "done":
+                continue  # a resumed run does not repeat it
+            problem = self._confirmation_problem(plan_id, step, why, confirmed)
+            if problem:
+                reasons.append(problem)
         if reasons or decision is None:
             raise NotApproved(plan_id, reasons)
         return Authorization(plan_id, decision.id, h, decision.who)
+
+    def _confirmation_problem(self, plan_id: int, step: str, why: str, confirmed: dict[str, tuple[str, float]]) -> str:
+        if step not in confirmed:
+            return f"hazardous step {step} needs an operator's confirmation ({why})"
+        who, at = confirmed[step]
+        age = self.store.clock() - at
+        if age > self.confirmation_ttl_s:
+            return (
+                f"the confirmation of hazardous step {step} by {who} expired ({age:.0f} s old, it holds "
+                f"{self.confirmation_ttl_s:.0f} s); an operator must confirm it again"
+            )
+        return ""
+
+    def check_step(self, plan_id: int, plan: Plan, step_id: str) -> str:
+        """Right before a step starts: "" if it may start, else why not (a hazardous step whose
+        confirmation is missing or expired). Does not block beyond one database read."""
+        why = self.required_confirmations(plan).get(step_id)
+        if why is None:
+            return ""
+        return self._confirmation_problem(
+            plan_id, step_id, why, self.store.confirmation_times(plan_id, plan.content_hash())
+        )

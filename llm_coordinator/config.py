@@ -94,6 +94,10 @@ class CoordinatorConfig(_Config):
     approval_ttl_s: Annotated[float, Field(gt=0)] = Field(
         default=3600.0, description="an approval not used within this time expires"
     )
+    confirmation_ttl_s: Annotated[float, Field(gt=0)] = Field(
+        default=300.0,
+        description="an operator's confirmation of a hazardous step holds this long (checked again as it starts)",
+    )
     database_url: str = Field(default="sqlite:///atelier.db", description="SQLAlchemy URL of the plan store")
     step_timeout_margin: Annotated[float, Field(ge=1.0, le=100.0)] = Field(
         default=4.0, description="a step fails when it takes this many times its expected duration (at least 30 s)"

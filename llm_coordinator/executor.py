@@ -250,6 +250,22 @@ class StoreProgress:
         self.store.add_feedback(self.plan_id, "failure", why)
 
 
+@dataclass
+class _GatedProgress(StoreProgress):
+    """A live run's progress that asks the gate again right before each step starts: an
+    operator's confirmation that expired while earlier steps ran does not let its step start."""
+
+    gate: ApprovalGate | None = None
+    plan: Plan | None = None
+
+    def mark(self, step_id: str, status: str, detail: str = "") -> None:
+        if status == "running" and self.gate is not None and self.plan is not None:
+            problem = self.gate.check_step(self.plan_id, self.plan, step_id)
+            if problem:
+                raise StepFailed(f"not started: {problem}")
+        super().mark(step_id, status, detail)
+
+
 class PlanRunner:
     """Runs a plan on agents over a :class:`Progress`, authorizing nothing (see the module
     docstring). ``on_failure`` (none in rehearsal) gets a recovery draft when a step fails;
@@ -425,4 +441,5 @@ class Executor:
             self.store.set_status(plan_id, "running", actor=actor)
         else:
             self.store.audit(actor, "resumed", plan_id, {"content_hash": auth.content_hash})
-        return await self.runner.execute(plan, StoreProgress(self.store, plan_id, auth.content_hash, actor))
+        progress = _GatedProgress(self.store, plan_id, auth.content_hash, actor, gate=self.gate, plan=plan)
+        return await self.runner.execute(plan, progress)

@@ -21,6 +21,8 @@ PlanStatus = Literal[
     "paused",
     "done",
     "refused",
+    "refused_by_operator",
+    "interrupted",
     "rejected_by_rules",
     "rehearsal_failed",
     "rejected",
@@ -30,13 +32,17 @@ PLAN_STATUSES: tuple[PlanStatus, ...] = get_args(PlanStatus)
 
 #: Which status may follow which. Anything else is a bug and the store raises.
 TRANSITIONS: Mapping[str, frozenset[PlanStatus]] = {
-    "drafted": frozenset({"rejected_by_rules", "rehearsed", "rehearsal_failed", "refused", "failed"}),
-    "rehearsed": frozenset({"awaiting_approval"}),
-    "awaiting_approval": frozenset({"approved", "rejected"}),
-    "approved": frozenset({"running", "rejected", "awaiting_approval"}),
-    "running": frozenset({"paused", "done", "failed", "running"}),
-    "paused": frozenset({"running", "failed", "rejected"}),
+    # interrupted: the process drafting it died (the console marks it when it starts again).
+    "drafted": frozenset({"rejected_by_rules", "rehearsed", "rehearsal_failed", "refused", "failed", "interrupted"}),
+    "rehearsed": frozenset({"awaiting_approval", "interrupted"}),
+    # refused_by_operator: a robot operator refused one of its hazardous steps.
+    "awaiting_approval": frozenset({"approved", "rejected", "refused_by_operator"}),
+    "approved": frozenset({"running", "rejected", "awaiting_approval", "refused_by_operator"}),
+    "running": frozenset({"paused", "done", "failed", "running", "refused_by_operator"}),
+    "paused": frozenset({"running", "failed", "rejected", "refused_by_operator"}),
     "refused": frozenset(),
+    "refused_by_operator": frozenset(),
+    "interrupted": frozenset(),
     "rejected_by_rules": frozenset(),
     "rehearsal_failed": frozenset(),
     "rejected": frozenset(),
@@ -46,10 +52,19 @@ TRANSITIONS: Mapping[str, frozenset[PlanStatus]] = {
 
 #: Nothing follows these.
 TERMINAL: frozenset[PlanStatus] = frozenset(s for s in PLAN_STATUSES if not TRANSITIONS[s])
-#: Turned down (by a supervisor, the rules, the rehearsal, the plant or an operator's pause): the
-#: work order may be drafted again with the reasons as feedback.
+#: Turned down (by a supervisor, the rules, the rehearsal, the plant, an operator's refusal or
+#: pause) or cut short by a restart: the work order may be drafted again with the reasons as feedback.
 REPLANNABLE: frozenset[PlanStatus] = frozenset(
-    {"rejected", "rejected_by_rules", "rehearsal_failed", "refused", "failed", "paused"}
+    {
+        "rejected",
+        "rejected_by_rules",
+        "rehearsal_failed",
+        "refused",
+        "failed",
+        "paused",
+        "refused_by_operator",
+        "interrupted",
+    }
 )
 #: A supervisor approved it and it may (still) run.
 RUNNABLE: frozenset[PlanStatus] = frozenset({"approved", "running", "paused"})

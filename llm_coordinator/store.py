@@ -170,6 +170,19 @@ class FeedbackRow(_Base):
     created_at: Mapped[float] = mapped_column(Float)
 
 
+class JobRow(_Base):
+    """A work order the console is drafting (or drafted): its stages and messages as the console
+    shows them (``body``, the console's JSON), kept so that a restart loses none."""
+
+    __tablename__ = "jobs"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    state: Mapped[str] = mapped_column(String(24))
+    plan_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    body: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[float] = mapped_column(Float)
+
+
 class AuditRow(_Base):
     """One decision, chained to the one before by ``prev_hash``."""
 
@@ -770,7 +783,7 @@ class Store:
                 self._audit(s, "executor", "approval_used", row.plan_id, {"approval": approval_id})
 
     def confirm(self, plan_id: int, content_hash: str, step_id: str, operator: str) -> None:
-        """Record an operator's confirmation of a hazardous step (idempotent)."""
+        """Record an operator's confirmation of a hazardous step (again: renewed, audited)."""
         with self.session() as s:
             exists = s.execute(
                 select(ConfirmationRow).where(
@@ -790,6 +803,20 @@ class Store:
                     )
                 )
                 self._audit(s, operator, "operator_confirmed", plan_id, {"content_hash": content_hash, "step": step_id})
+            else:
+                # Confirming again renews it (a confirmation expires: ApprovalGate.confirmation_ttl_s).
+                exists.operator, exists.created_at = operator, self.clock()
+                self._audit(s, operator, "operator_confirmed", plan_id, {"content_hash": content_hash, "step": step_id})
+
+    def confirmation_times(self, plan_id: int, content_hash: str) -> dict[str, tuple[str, float]]:
+        """Step id -> (operator, when confirmed), for one exact plan version."""
+        with self.session() as s:
+            rows = s.execute(
+                select(ConfirmationRow).where(
+                    ConfirmationRow.plan_id == plan_id, ConfirmationRow.content_hash == content_hash
+                )
+            ).scalars()
+            return {r.step_id: (r.operator, r.created_at) for r in rows}
 
     def confirmations(self, plan_id: int, content_hash: str) -> dict[str, str]:
         """Step id -> operator, for one exact plan version."""
@@ -843,6 +870,38 @@ class Store:
             else:
                 row.finished_at = now
             self._audit(s, "executor", f"step:{status}", plan_id, {"step": step_id, "detail": detail[:300]})
+
+    # ------------------------------------------------------------------ work-order jobs
+
+    def add_job(self, body: dict[str, Any], state: str) -> int:
+        """A new job; returns its id (never reused, across restarts too)."""
+        now = self.clock()
+        with self.session() as s:
+            row = JobRow(state=state, body=body, created_at=now, updated_at=now)
+            s.add(row)
+            s.flush()
+            return row.id
+
+    def update_job(self, job_id: int, body: dict[str, Any], state: str, plan_id: int | None) -> None:
+        """Record where a job stands (committed before this returns)."""
+        with self.session() as s:
+            row = s.get(JobRow, job_id)
+            if row is None:
+                raise StoreError(f"there is no job {job_id}")
+            row.body, row.state, row.plan_id, row.updated_at = body, state, plan_id, self.clock()
+
+    def job(self, job_id: int) -> JobRow | None:
+        """One job, or None."""
+        with self.session() as s:
+            return s.get(JobRow, job_id)
+
+    def jobs(self, limit: int = 200, states: Sequence[str] | None = None) -> list[JobRow]:
+        """The newest jobs first (only those in ``states`` when given)."""
+        with self.session() as s:
+            q = select(JobRow).order_by(JobRow.id.desc()).limit(limit)
+            if states is not None:
+                q = q.where(JobRow.state.in_(list(states)))
+            return list(s.execute(q).scalars())
 
     def add_feedback(self, plan_id: int | None, kind: str, text_: str) -> None:
         """Keep a reason or an outcome for the next plans."""

@@ -50,7 +50,7 @@ def build_coordinator(
     store = Store(config.database_url)
     backend = make_backend(config.model.backend)
     planner = Planner(plant, backend, config)
-    gate = ApprovalGate(store, plant, ttl_s=config.approval_ttl_s)
+    gate = ApprovalGate(store, plant, ttl_s=config.approval_ttl_s, confirmation_ttl_s=config.confirmation_ttl_s)
     rehearser: Rehearser | None = None
     if rehearse and isolated:
         rehearser = ProcessRehearser(plant, twin_factory, config.step_timeout_margin, render=render)

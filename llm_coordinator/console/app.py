@@ -178,6 +178,13 @@ class TripBody(BaseModel):
     reason: str = Field(default="", description=f"kept up to {MAX_REASON_CHARS} characters")
 
 
+class ApproveBody(ReasonBody):
+    """An approval: ``plan_hash`` is the plan version the supervisor read (``PlanDetail.plan_hash``);
+    if the plan changed since, the approval is refused (409)."""
+
+    plan_hash: str | None = Field(default=None, max_length=64)
+
+
 class ResetBody(_Body):
     """Reset one robot's e-stop: the operator states the robot's area is clear."""
 
@@ -725,10 +732,10 @@ def create_app(
         return plan
 
     @app.post("/api/plans/{plan_id}/approve", status_code=204, tags=["plans"], responses={409: {"model": Problem}})
-    async def api_approve(plan_id: str, body: ReasonBody, user: ApiApprove) -> Response:
-        """Approve a plan awaiting approval (supervisors)."""
+    async def api_approve(plan_id: str, body: ApproveBody, user: ApiApprove) -> Response:
+        """Approve a plan awaiting approval (supervisors), bound to ``plan_hash`` when given."""
         reason = clean_text(body.reason, "Reason", required=False, max_chars=MAX_REASON_CHARS)
-        await backend.approve(plan_id, user.name, reason or "approved")
+        await backend.approve(plan_id, user.name, reason or "approved", body.plan_hash)
         return Response(status_code=204)
 
     @app.post("/api/plans/{plan_id}/reject", status_code=204, tags=["plans"], responses={409: {"model": Problem}})
@@ -921,7 +928,10 @@ def create_app(
         try:
             if approve:
                 reason = text_field(form, "reason", "Reason", required=False)
-                await backend.approve(plan_id, user.name, reason or "approved")
+                # The version the page showed (the form always sends it): a plan that changed
+                # since is not approved unseen.
+                seen = clean_text(form.get("plan_hash"), "Plan version", required=False, max_chars=64)
+                await backend.approve(plan_id, user.name, reason or "approved", seen or None)
             else:
                 reason = text_field(form, "reason", "Reason for rejecting", required=True, min_chars=3)
                 await backend.reject(plan_id, user.name, reason)

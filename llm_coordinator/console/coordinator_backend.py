@@ -3,13 +3,16 @@ executor, and the robots' e-stop latches. One store, one audit log: the console 
 own records (logins, refusals, e-stops) into the coordinator's hash-chained log.
 
 Store calls block on the database, so each runs in a worker thread.
+
+Work-order jobs live in the store's ``jobs`` table, so they survive a restart; when the backend
+starts, the jobs a dead process left in flight are marked failed, and their plans, still drafted,
+``interrupted`` (both can be drafted again).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -20,7 +23,7 @@ from llm_coordinator.approval import ApprovalGate, NotApproved
 from llm_coordinator.coordinator import Coordinator
 from llm_coordinator.executor import Executor
 from llm_coordinator.snapshot import PlantSnapshot
-from llm_coordinator.status import CONFIRMABLE, WorkOrderStage
+from llm_coordinator.status import CONFIRMABLE, STAGES, WorkOrderStage
 from llm_coordinator.store import AuditRow, PlanRow, Store, StoreError
 from plant.config import PlantDescription
 
@@ -95,10 +98,28 @@ class CoordinatorBackend:
         #: Reads the plant's state (machine states, doors, faults) for the planner's context and
         #: the interlock guardrails; without it they judge against the static description only.
         self.state = state
+        #: This process's jobs as last written to the store (the store is the record).
         self._jobs: dict[str, JobView] = {}
-        self._ids = itertools.count(1)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._runs: dict[int, asyncio.Task[Any]] = {}
+        self._recover()
+
+    def _recover(self) -> None:
+        """Jobs left in flight by a process that died (no clean shutdown): failed, with the reason;
+        their plans, if still drafted or rehearsed, ``interrupted``. Blocks on the store once, at
+        start-up. (Several console processes over one database would fail each other's jobs: one
+        console per database.)"""
+        for row in self.store.jobs(10_000, states=STAGES):
+            job = JobView.model_validate(row.body)
+            why = f"interrupted: the console stopped while this work order was {job.state}; draft it again"
+            job = job.model_copy(update={"state": "failed", "error": why, "messages": [*job.messages, why]})
+            self.store.update_job(row.id, job.model_dump(mode="json"), "failed", row.plan_id)
+            if row.plan_id is None:
+                continue
+            with contextlib.suppress(StoreError):
+                if self.store.get(row.plan_id).status in ("drafted", "rehearsed"):
+                    self.store.set_status(row.plan_id, "interrupted", actor="console", reasons=[why])
+            log.warning("work order job %s (plan %s) was interrupted by a restart", row.id, row.plan_id)
 
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
         task: asyncio.Task[Any] = asyncio.create_task(coro)
@@ -263,10 +284,11 @@ class CoordinatorBackend:
         except StoreError as exc:
             raise ActionRefused(str(exc).capitalize() + ".") from None
 
-    async def approve(self, plan_id: str, actor: str, reason: str) -> None:
-        """Through the gate (bound to the current hash); then run it when authorized."""
+    async def approve(self, plan_id: str, actor: str, reason: str, plan_hash: str | None = None) -> None:
+        """Through the gate (bound to the current hash, and refused when ``plan_hash``, the
+        version the supervisor looked at, is no longer it); then run it when authorized."""
         pid = self._pid(plan_id)
-        await self._call(self.gate.approve, pid, actor, reason)
+        await self._call(self.gate.approve, pid, actor, reason, plan_hash)
         await self._maybe_run(pid, actor)
 
     async def reject(self, plan_id: str, actor: str, reason: str) -> None:
@@ -296,15 +318,11 @@ class CoordinatorBackend:
         pid = self._pid(plan_id)
         feedback = await self._call(self.coordinator.replan_feedback, pid)
         row = await self._call(self.store.get, pid)
-        job = JobView(
-            id=str(next(self._ids)),
-            state="drafting",
-            submitted_by=actor,
-            submitted_s=now_s(),
-            request=WorkOrderRequest(text=row.work_order[:4000]),
-            messages=[f"drafting the work order of plan {pid} again; the planner is told: " + "; ".join(feedback)],
+        job = await self._new_job(
+            WorkOrderRequest(text=row.work_order[:4000]),
+            actor,
+            [f"drafting the work order of plan {pid} again; the planner is told: " + "; ".join(feedback)],
         )
-        self._jobs[job.id] = job
         self._spawn(self._draft(job.id, actor, replan_of=pid))
         return job
 
@@ -353,8 +371,12 @@ class CoordinatorBackend:
         await self._maybe_run(pid, actor)
 
     async def refuse_step(self, plan_id: str, step_id: str, actor: str, reason: str) -> None:
-        """Recorded in the audit log; a running plan pauses (the gate keeps it from the step)."""
+        """Recorded in the audit log; a running plan stops, and the plan becomes
+        ``refused_by_operator`` with the reason, for the supervisor to see and draft again."""
         pid = self._pid(plan_id)
+        row = await self._call(self.store.get, pid)
+        if row.status not in CONFIRMABLE:
+            raise ActionRefused(f"Plan {plan_id} is {row.status.replace('_', ' ')}; nothing to refuse.")
 
         def hazardous() -> bool:
             plan = self.store.plan(pid)
@@ -369,8 +391,8 @@ class CoordinatorBackend:
             run.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await run
-            with contextlib.suppress(StoreError):
-                await asyncio.to_thread(self.store.set_status, pid, "paused", actor=actor, reasons=[reason])
+        why = f"operator {actor} refused step {step_id}: {reason}"
+        await self._call(lambda: self.store.set_status(pid, "refused_by_operator", actor=actor, reasons=[why]))
 
     async def trip_estop(self, robot: str | None, actor: str, reason: str) -> None:
         """Latch through the robots' latch; audited."""
@@ -396,17 +418,35 @@ class CoordinatorBackend:
     async def submit_work_order(self, request: WorkOrderRequest, actor: str) -> JobView:
         """Plan in the background through the coordinator: a recipe expands without the model
         (:meth:`Coordinator.submit_recipe`), words go to the planner (:meth:`Coordinator.submit`)."""
-        job = JobView(
-            id=str(next(self._ids)), state="drafting", submitted_by=actor, submitted_s=now_s(), request=request
-        )
-        self._jobs[job.id] = job
+        job = await self._new_job(request, actor, [])
         self._spawn(self._draft(job.id, actor))
         return job
 
+    async def _new_job(self, request: WorkOrderRequest, actor: str, messages: list[str]) -> JobView:
+        job = JobView(
+            id="0", state="drafting", submitted_by=actor, submitted_s=now_s(), request=request, messages=messages
+        )
+        job_id = await self._call(self.store.add_job, job.model_dump(mode="json"), job.state)
+        job = job.model_copy(update={"id": str(job_id)})
+        await self._call(self._save, job)
+        self._jobs[job.id] = job
+        return job
+
+    def _save(self, job: JobView) -> None:
+        plan_id = int(job.plan_id) if job.plan_id is not None and job.plan_id.isdigit() else None
+        self.store.update_job(int(job.id), job.model_dump(mode="json"), job.state, plan_id)
+
     def _update(self, job_id: str, **kw: Any) -> None:
+        """Kept in the store before it is shown (a stage is a short write; the coordinator
+        calls this between its steps)."""
         job = self._jobs[job_id]
         messages = [*job.messages, kw.pop("message")] if "message" in kw else job.messages
-        self._jobs[job_id] = job.model_copy(update={**kw, "messages": messages})
+        job = job.model_copy(update={**kw, "messages": messages})
+        try:
+            self._save(job)
+        except StoreError:
+            log.exception("could not record job %s", job_id)
+        self._jobs[job_id] = job
 
     async def _draft(self, job_id: str, actor: str, replan_of: int | None = None) -> None:
         req = self._jobs[job_id].request
@@ -439,12 +479,16 @@ class CoordinatorBackend:
         )
 
     async def job(self, job_id: str) -> JobView | None:
-        """Progress of one work order."""
-        return self._jobs.get(job_id)
+        """Progress of one work order (from the store: jobs of earlier runs of the console too)."""
+        if not job_id.isdigit() or len(job_id) > 18:
+            return None
+        row = await asyncio.to_thread(self.store.job, int(job_id))
+        return JobView.model_validate(row.body) if row is not None else None
 
     async def jobs(self) -> list[JobView]:
         """Newest first."""
-        return list(reversed(self._jobs.values()))
+        rows = await asyncio.to_thread(self.store.jobs, 200)
+        return [JobView.model_validate(r.body) for r in rows]
 
     async def aclose(self) -> None:
         """Cancel background work."""

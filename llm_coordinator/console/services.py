@@ -250,8 +250,9 @@ class ConsoleBackend(Protocol):
     async def evidence_file(self, plan_id: str, name: str) -> Path | None:
         """The file of one rehearsal evidence item (a frame or a video), or None."""
 
-    async def approve(self, plan_id: str, actor: str, reason: str) -> None:
-        """Approve a plan awaiting approval (bound to its current hash)."""
+    async def approve(self, plan_id: str, actor: str, reason: str, plan_hash: str | None = None) -> None:
+        """Approve a plan awaiting approval (bound to its current hash); refused
+        (:class:`ActionRefused`) when ``plan_hash``, the version the supervisor saw, is not it."""
 
     async def reject(self, plan_id: str, actor: str, reason: str) -> None:
         """Reject a plan awaiting approval; ``reason`` goes back to the planner as feedback."""
@@ -269,7 +270,8 @@ class ConsoleBackend(Protocol):
 
     async def refuse_step(self, plan_id: str, step_id: str, actor: str, reason: str) -> None:
         """An operator refuses a hazardous step, with a reason that becomes feedback for the next
-        draft: a running plan pauses; a plan waiting for its confirmations does not start."""
+        draft: a running plan stops and the plan becomes ``refused_by_operator`` (the supervisor
+        sees the reason and may draft it again)."""
 
     async def trip_estop(self, robot: str | None, actor: str, reason: str) -> None:
         """Latch the e-stop of one robot, or of every robot when ``robot`` is None."""
