@@ -61,6 +61,8 @@ class LiveTwin:
         self.speed = speed
         self.lock = threading.RLock()
         self.stats = LiveStats()
+        #: When the current tick is due on the wall clock (epoch s), set on the twin thread.
+        self.tick_wall_s = time.time()
         self._jobs: queue.SimpleQueue[tuple[Callable[[Twin], Any], Future[Any]]] = queue.SimpleQueue()
         self._listeners: list[_Listener] = []
         self._stop = threading.Event()
@@ -152,11 +154,15 @@ class LiveTwin:
     def _run(self) -> None:
         dt = self.twin.config.ctrl_dt_s
         wall0 = time.perf_counter()
+        epoch0 = time.time()
         sim0 = self.twin.time_s
         while not self._stop.is_set():
             with self.lock:
                 self._run_jobs()
                 self.twin.step(1)
+                # When this tick is due on the wall clock (epoch s): the sample time of what the
+                # listeners publish, even when ticks run late and in a burst to catch up.
+                self.tick_wall_s = epoch0 + (self.twin.time_s - sim0) / self.speed
                 tick = self.twin.ticks
                 for item in self._listeners:
                     if tick % item.every_ticks == 0:
@@ -179,5 +185,5 @@ class LiveTwin:
                 self.stats.worst_lag_s = max(self.stats.worst_lag_s, lag)
                 if lag > 1.0:
                     # Far behind (a debugger, a stalled machine): resynchronise, do not sprint.
-                    wall0, sim0 = now, self.twin.time_s
+                    wall0, sim0, epoch0 = now, self.twin.time_s, time.time()
         self._run_jobs()

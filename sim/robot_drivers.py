@@ -91,14 +91,16 @@ class RobotDrivers:
         with contextlib.suppress(InvalidHandle):  # closing
             self._publish_cell(tw)
         t = tw.time_s
+        sampled = self.live.tick_wall_s  # the tick's own time, also when ticks come late
         for robot in self._robots:
             self.drivers[robot].publish(
                 JointState(t, tw.joint_positions(robot), tw.joint_velocities(robot)),
                 (tw.gripper_closure(robot), tw.gripper_force_n(robot)),
+                stamp_s=sampled,
             )
 
     def _publish_cell(self, tw: Twin) -> None:
-        stamp = stamp_msg(time.time())
+        stamp = stamp_msg(self.live.tick_wall_s)
         people = tw.people_positions()
         arr = PoseArray()
         arr.header.stamp = stamp

@@ -119,16 +119,20 @@ class RobotDriverNode:
         host.subscribe_fast(JointTrajectory, f"/{robot}/joint_command", self._on_command, COMMAND_QOS)
         host.subscribe_fast(Float64, f"/{robot}/gripper_command", self._on_gripper, COMMAND_QOS)
 
-    def publish(self, state: JointState, gripper: tuple[float, float] | None = None) -> None:
+    def publish(
+        self, state: JointState, gripper: tuple[float, float] | None = None, stamp_s: float | None = None
+    ) -> None:
         """Publish a new joint state now, on the calling thread, and check the watchdog.
 
         ``gripper`` is the gripper's measured (closure 0..1, grip force in N on a detected
         object, 0 for none), published as the :data:`GRIPPER_JOINT` entry; None for a robot
-        whose gripper reports nothing. Call it once per servo cycle from one thread. Does not
+        whose gripper reports nothing. ``stamp_s`` is when the state was sampled (epoch s;
+        default now): a runtime judges how fast the joints moved by the stamps, so a burst of
+        late samples must carry their own times. Call it once per servo cycle from one thread. Does not
         block on ROS (the middleware queues the message); a node being destroyed is ignored.
         """
         msg = self._msg
-        msg.header.stamp = stamp_msg(time.time())
+        msg.header.stamp = stamp_msg(time.time() if stamp_s is None else stamp_s)
         position = np.asarray(state.position, dtype=float)
         self._measured = position
         if gripper is None:
