@@ -116,9 +116,9 @@ def _runtime_role(core: int | None, state_dir: str) -> None:
         trips.append(time.monotonic())
         trip_estop(reason, source, now_s)
 
-    def observe(state: Any, people: Any = ()) -> None:
+    def observe(state: Any, people: Any = (), now_s: float | None = None) -> None:
         t = time.perf_counter()
-        sup_observe(state, people)
+        sup_observe(state, people, now_s)
         observed["s"] = time.perf_counter() - t
 
     def filt(command: Any, now_s: float) -> Any:
