@@ -222,7 +222,12 @@ def test_the_page_says_the_console_drives_the_live_plant(site: Site) -> None:
 
         _until("the UR5e's safety state as its runtime logged it", as_the_runtime_has_it, 3.0)
         assert ur["joints_rad"] == pytest.approx(site.plant.robots["ur5e_1"].home(), abs=1e-3)
-        assert {p["name"] for p in view["parts"]} == set(site.plant.parts)  # seen by the twin's "vision"
+
+        # Seen by the twin's "vision" (published every few ticks, once the watcher is discovered).
+        def parts() -> set[str]:
+            return {p["name"] for p in client.get("/api/plant").json()["parts"]}
+
+        _until("the parts", lambda: parts() == set(site.plant.parts), 5.0)
 
 
 async def test_a_bare_client_resets_the_cnc_and_opens_its_door_and_the_console_shows_it(site: Site) -> None:
