@@ -38,6 +38,7 @@ is a 404.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import math
@@ -83,6 +84,7 @@ from .services import (
     ConfirmationView,
     ConsoleBackend,
     JobView,
+    LiveView,
     PlanDetail,
     PlanSummary,
     PlantView,
@@ -98,6 +100,10 @@ COOKIE = "atelier_session"
 CSRF_HEADER = "X-CSRF-Token"
 CSRF_FIELD = "csrf_token"
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+#: How often the live stream of plans and alarms looks at the store and the plant feed (s).
+LIVE_POLL_S = 0.5
+#: A comment line this often keeps proxies from closing a quiet live stream (s).
+LIVE_KEEPALIVE_S = 15.0
 #: POST here makes a session (no token exists yet): only a foreign Origin is refused.
 _LOGIN_PATHS = frozenset({"/login", "/api/session"})
 #: Stopping is never refused to anyone logged in, token or not (see the module's docstring).
@@ -713,6 +719,44 @@ def create_app(
                     if await run_in_threadpool(users.session_user, token) is None:
                         yield "event: logout\ndata: {}\n\n"
                         return
+
+        return StreamingResponse(
+            events(), media_type="text/event-stream", headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+        )
+
+    @app.get("/api/live", response_model=LiveView, tags=["plans"])
+    async def api_live(user: ApiView, plan: str | None = None) -> LiveView:
+        """Plans running or paused, the steps of ``plan`` (an id) when given, and the alarms."""
+        return await backend.live(plan)
+
+    @app.get(
+        "/api/live/stream",
+        tags=["plans"],
+        response_class=StreamingResponse,
+        responses={200: {"content": {"text/event-stream": {}}, "description": "`event: live` with a LiveView"}},
+    )
+    async def api_live_stream(request: Request, user: ApiView, plan: str | None = None) -> StreamingResponse:
+        """Server-sent events: a ``live`` event with a :class:`LiveView` (``plan``'s steps when
+        given) at once and at every change; a ``logout`` event when the session ends."""
+        token = token_of(request)
+
+        async def events() -> AsyncIterator[str]:
+            yield "retry: 2000\n\n"
+            last, sent, checked, seq = "", now_s(), now_s(), 0
+            while not await request.is_disconnected():
+                body = (await backend.live(plan)).model_dump_json()
+                if body != last:
+                    last, sent, seq = body, now_s(), seq + 1
+                    yield f"id: {seq}\nevent: live\ndata: {body}\n\n"
+                elif now_s() - sent > LIVE_KEEPALIVE_S:
+                    sent = now_s()
+                    yield ": keep-alive\n\n"
+                if now_s() - checked > 10.0:
+                    checked = now_s()
+                    if await run_in_threadpool(users.session_user, token) is None:
+                        yield "event: logout\ndata: {}\n\n"
+                        return
+                await asyncio.sleep(LIVE_POLL_S)
 
         return StreamingResponse(
             events(), media_type="text/event-stream", headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"}

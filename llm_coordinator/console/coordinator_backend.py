@@ -29,11 +29,15 @@ from plant.config import PlantDescription
 
 from .services import (
     ActionRefused,
+    Alarm,
     AuditView,
     ConfirmationView,
     EstopPort,
     GuardrailView,
     JobView,
+    LivePlan,
+    LiveStep,
+    LiveView,
     PlanDetail,
     PlanSummary,
     PlantFeed,
@@ -489,6 +493,73 @@ class CoordinatorBackend:
         """Newest first."""
         rows = await asyncio.to_thread(self.store.jobs, 200)
         return [JobView.model_validate(r.body) for r in rows]
+
+    # ------------------------------------------------------------------ live
+
+    def _live_plan(self, row: PlanRow, with_steps: bool) -> LivePlan:
+        plan = self.store.plan(row.id)
+        steps: list[LiveStep] = []
+        if plan is not None:
+            h = plan.content_hash()
+            progress = self.store.progress(row.id, h)
+            hazards = self.gate.required_confirmations(plan)
+            confirmed = self.store.confirmations(row.id, h) if hazards else {}
+            for s in plan.steps:
+                conf: Literal["not_needed", "awaiting", "confirmed", "refused"] = "not_needed"
+                if s.id in hazards:
+                    conf = "confirmed" if s.id in confirmed else "awaiting"
+                status = _STEP_STATUS.get(progress.get(s.id, ""), "pending")
+                steps.append(LiveStep(id=s.id, agent=s.agent, skill=s.skill, status=status, confirmation=conf))
+        return LivePlan(
+            id=str(row.id),
+            title=row.work_order[:100],
+            state=row.status,
+            reasons=list(row.reasons),
+            current=[s for s in steps if s.status == "running"],
+            done=sum(s.status == "done" for s in steps),
+            total=len(steps),
+            steps=steps if with_steps else [],
+        )
+
+    def _alarms(self, rows: list[PlanRow]) -> list[Alarm]:
+        out: list[Alarm] = []
+        snap = self.feed.latest
+        for m in snap.machines if snap is not None else []:
+            if not m.connected:
+                out.append(Alarm(kind="machine", subject=m.name, text=f"{m.name} is not connected"))
+            for a in m.alarms:
+                out.append(Alarm(kind="machine", subject=m.name, text=f"{m.name}: {a}"))
+            if m.fault_code:
+                fault = f"{m.name}: fault {m.fault_code}" + (f" ({m.fault_text})" if m.fault_text else "")
+                out.append(Alarm(kind="machine", subject=m.name, text=fault))
+        for r in snap.robots if snap is not None else []:
+            if r.estop:
+                why = f": {r.estop_reason}" if r.estop_reason else ""
+                out.append(Alarm(kind="estop", subject=r.name, text=f"e-stop of {r.name} latched{why}"))
+            elif r.safety != "ok":
+                out.append(Alarm(kind="safety", subject=r.name, text=f"{r.name}: {r.safety.replace('_', ' ')}"))
+        for row in rows:
+            if row.status == "paused":  # waits for someone: resume, or draft it again
+                why = "; ".join(row.reasons)
+                text = f"plan {row.id} is {row.status.replace('_', ' ')}" + (f": {why}" if why else "")
+                out.append(Alarm(kind="plan", subject=f"plan {row.id}", text=text[:300]))
+        return out
+
+    async def live(self, plan_id: str | None = None) -> LiveView:
+        """Plans running or paused, ``plan_id``'s steps, and the alarms; a few store reads (off
+        the event loop)."""
+
+        def work() -> LiveView:
+            rows = self.store.plans(200)
+            active_rows = [r for r in rows if r.status in ("running", "paused")]
+            active = [self._live_plan(r, False) for r in active_rows]
+            one = None
+            if plan_id is not None and plan_id.isdigit() and len(plan_id) < 18:
+                with contextlib.suppress(StoreError):
+                    one = self._live_plan(self.store.get(int(plan_id)), True)
+            return LiveView(plans=active, plan=one, alarms=self._alarms(active_rows))
+
+        return await asyncio.to_thread(work)
 
     async def aclose(self) -> None:
         """Cancel background work."""

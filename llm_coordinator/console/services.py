@@ -219,6 +219,47 @@ class JobView(View):
     error: str | None = None
 
 
+class LiveStep(View):
+    """One step of a plan as it runs."""
+
+    id: str
+    agent: str
+    skill: str
+    status: Literal["pending", "running", "done", "failed", "skipped"] = "pending"
+    confirmation: Literal["not_needed", "awaiting", "confirmed", "refused"] = "not_needed"
+
+
+class LivePlan(View):
+    """Where a plan stands now: its state, the steps running, how far it got."""
+
+    id: str
+    title: str
+    state: str
+    reasons: list[str] = Field(default_factory=list, description="why it stopped or was turned down")
+    current: list[LiveStep] = Field(default_factory=list, description="the steps running now")
+    done: int = 0
+    total: int = 0
+    steps: list[LiveStep] = Field(default_factory=list, description="every step (only for the plan asked about)")
+
+
+class Alarm(View):
+    """Something wrong a person should see at once."""
+
+    kind: Literal["machine", "estop", "safety", "plan"]
+    subject: str
+    text: str
+
+
+class LiveView(View):
+    """What the plan, plant and operator pages follow live: plans running or paused, one plan's
+    steps when asked, and the alarms (machines in alarm or fault, e-stops, safety stops, plans
+    paused or refused)."""
+
+    plans: list[LivePlan] = Field(default_factory=list)
+    plan: LivePlan | None = None
+    alarms: list[Alarm] = Field(default_factory=list)
+
+
 # --------------------------------------------------------------------------- the port
 
 
@@ -287,6 +328,9 @@ class ConsoleBackend(Protocol):
 
     async def jobs(self) -> list[JobView]:
         """Recent work orders, newest first."""
+
+    async def live(self, plan_id: str | None = None) -> LiveView:
+        """Plans running or paused, ``plan_id``'s steps (if given and known), and the alarms."""
 
     async def audit(self, actor: str, action: str, subject: str = "", detail: str = "") -> None:
         """Append a record to the audit log (logins, logouts, refused requests)."""
