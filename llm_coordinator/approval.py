@@ -15,10 +15,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from llm_coordinator.guardrails import hazard_reasons
-from llm_coordinator.plan import Plan
+from llm_coordinator.plan import Plan, Step
 from llm_coordinator.status import RUNNABLE
 from llm_coordinator.store import Store, StoreError
 from plant.config import PlantDescription
+
+#: What the guardrails say of a step flagged hazardous without a rule's reason.
+_FLAGGED = "marked hazardous by its recipe or plan"
 
 
 class NotApproved(Exception):
@@ -94,8 +97,45 @@ class ApprovalGate:
         hz = hazard_reasons(plan, self.plant)
         for s in plan.steps:
             if s.hazardous and s.id not in hz:
-                hz[s.id] = "marked hazardous"
+                hz[s.id] = _FLAGGED
+            if s.id in hz:
+                hz[s.id] = self._in_plant_words(plan, s, hz[s.id])
         return hz
+
+    def _in_plant_words(self, plan: Plan, step: Step, reason: str) -> str:
+        """The reason as the plant file says it: the recipe that marks the step hazardous (and
+        what the recipe and the step's place are for), each hazard zone's description."""
+        for name, zone in self.plant.zones.items():
+            if zone.kind == "hazard" and zone.description and f"hazard zone {name} ({zone.hazard_class})" in reason:
+                reason = reason.replace(
+                    f"hazard zone {name} ({zone.hazard_class})",
+                    f"hazard zone {name} ({zone.hazard_class}: {zone.description})",
+                )
+        if _FLAGGED not in reason:
+            return reason
+        what = f"{step.agent} {step.skill.replace('_', ' ')}"
+        if "to_robot" in step.args:
+            what += f" to {step.args['to_robot']}"
+        location = str(step.args.get("location", ""))
+        if location:
+            where = next(
+                (
+                    loc.description
+                    for st in self.plant.stations.values()
+                    for n, loc in st.locations.items()
+                    if n == location
+                ),
+                "",
+            )
+            what += f" at {location}" + (f" ({where})" if where else "")
+        recipe = self.plant.recipes.get(plan.recipe or "")
+        source = step.note.split(", ")
+        if recipe is not None and len(source) >= 2 and source[0] == f"recipe {plan.recipe}":
+            rs_id = source[1].removeprefix("step ")
+            if any(rs.id == rs_id and rs.hazardous for rs in recipe.steps):
+                words = f"the plant's recipe {plan.recipe} ({recipe.description}) marks step {rs_id} hazardous: {what}"
+                return reason.replace(_FLAGGED, words)
+        return reason.replace(_FLAGGED, f"the plan marks it hazardous: {what}")
 
     def authorize(self, plan_id: int, plan: Plan) -> Authorization:
         """Allow ``plan`` to run, or raise :class:`NotApproved` naming every missing piece."""

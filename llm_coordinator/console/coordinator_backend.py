@@ -22,6 +22,7 @@ from typing import Any, Literal
 from llm_coordinator.approval import ApprovalGate, NotApproved
 from llm_coordinator.coordinator import Coordinator
 from llm_coordinator.executor import Executor
+from llm_coordinator.plan import earliest_starts
 from llm_coordinator.snapshot import PlantSnapshot
 from llm_coordinator.status import CONFIRMABLE, STAGES, WorkOrderStage
 from llm_coordinator.store import AuditRow, PlanRow, Store, StoreError
@@ -66,6 +67,8 @@ def audit_view(row: AuditRow) -> AuditView:
     if detail is None:
         rest = {k: v for k, v in payload.items() if k != "subject"}
         detail = json.dumps(rest, separators=(", ", ": "), default=str)[:300] if rest else ""
+    elif payload.get("step"):  # a step's record (executor progress, confirmations, refusals) names it
+        detail = f"step {payload['step']}: {detail}" if detail else f"step {payload['step']}"
     return AuditView(
         seq=row.seq,
         time_s=row.at,
@@ -197,11 +200,23 @@ class CoordinatorBackend:
             progress = self.store.progress(plan_id, h)
             confirmed = self.store.confirmations(plan_id, h)
             hazards = self.gate.required_confirmations(plan)
-            timing = {}
+            timing: dict[str, tuple[float, float]] = {}
             if rehearsal is not None:
                 for s in rehearsal.report.get("steps", []):
                     if isinstance(s, dict) and "id" in s and "start_s" in s and "end_s" in s:
                         timing[str(s["id"])] = (float(s["start_s"]), float(s["end_s"]) - float(s["start_s"]))
+            if not all(s.id in timing for s in plan.steps):
+                # One timing for the chart and the makespan: the rehearsal's records when they
+                # cover every step, else the plan's own (plan.earliest_starts, as the scheduler).
+                starts = earliest_starts(
+                    [s.id for s in plan.steps],
+                    {s.id: s.after for s in plan.steps},
+                    {s.id: s.expected_duration_s for s in plan.steps},
+                    {s.id: s.agent for s in plan.steps},
+                )
+                timing = {s.id: (starts[s.id], s.expected_duration_s) for s in plan.steps if s.id in starts}
+            if timing:
+                summary = summary.model_copy(update={"makespan_s": max(a + d for a, d in timing.values())})
             for s in plan.steps:
                 status = progress.get(s.id, "pending")
                 start, dur = timing.get(s.id, (None, s.expected_duration_s))
@@ -236,7 +251,7 @@ class CoordinatorBackend:
             rep = rehearsal.report
             reh = RehearsalView(
                 ok=rehearsal.ok,
-                makespan_s=rehearsal.makespan_s,
+                makespan_s=summary.makespan_s if summary.makespan_s is not None else rehearsal.makespan_s,
                 collisions=[str(c) for c in rep.get("collisions", [])],
                 safety_stops=[str(c) for c in rep.get("safety_stops", [])],
                 evidence=[Path(p).name for p in rehearsal.evidence],

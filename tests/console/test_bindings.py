@@ -199,3 +199,41 @@ async def test_a_refused_step_cannot_be_confirmed_afterwards(tmp_path: Path, dem
     finally:
         await backend.aclose()
         backend.store.engine.dispose()
+
+
+# --------------------------------------------------------------------------- what people read
+
+
+def test_the_words_people_read_come_from_the_plant_and_the_records(console: Console) -> None:
+    """The hazard reason is the plant file's (the recipe that marks the step, what its place is
+    for); the audit view names the step of a step's record; the makespan is where the chart ends."""
+    h = console.as_("sam")
+    job = console.client.post("/api/work-orders", json={"recipe": "machine_part"}, headers=h).json()
+    plan_id = str(console.wait_job(job["id"], h)["plan_id"])
+    waiting = [c for c in console.client.get("/api/confirmations", headers=h).json() if c["plan_id"] == plan_id]
+    reason = next(c["reason"] for c in waiting if c["step_id"] == "hand_over")
+    assert "marked hazardous by its recipe or plan" not in reason
+    assert reason.startswith("the plant's recipe machine_part (feed a blank, machine it in the CNC"), reason
+    assert "ur5e_1 hand over to panda_1 at handover_point (where the UR5e hands parts to the Panda)" in reason
+
+    plan = console.client.get(f"/api/plans/{plan_id}", headers=h).json()
+    ends = [s["start_s"] + s["duration_s"] for s in plan["steps"]]
+    assert all(s["start_s"] is not None for s in plan["steps"])
+    assert plan["makespan_s"] == pytest.approx(max(ends))
+    assert plan["rehearsal"]["makespan_s"] == pytest.approx(max(ends))
+    page = console.client.get(f"/plans/{plan_id}", headers=h).text
+    assert f"over {max(ends):.0f} s" in page  # the chart's extent
+
+    olga = console.as_("olga")
+    r = console.client.post(
+        f"/api/plans/{plan_id}/steps/hand_over/refuse", json={"reason": "guard missing"}, headers=olga
+    )
+    assert r.status_code == 204
+    audit = console.client.get(f"/api/plans/{plan_id}", headers=h).json()["audit"]
+    assert any(a["action"] == "refuse_step" and a["detail"] == "step hand_over: guard missing" for a in audit)
+    store = console.backend.store
+    content_hash = store.get(int(plan_id)).content_hash
+    assert content_hash is not None
+    store.set_progress(int(plan_id), content_hash, "feed", "running")
+    tail = console.client.get("/api/audit?limit=1", headers=h).json()
+    assert tail[0]["action"] == "step:running" and tail[0]["detail"] == "step feed"
