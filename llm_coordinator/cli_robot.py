@@ -28,7 +28,7 @@ import subprocess
 import threading
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -65,6 +65,12 @@ def _plant_has(plant: PlantDescription, robot: str) -> None:
         known = safe_text(f"no robot {robot!r} in plant {plant.name}; robots: {', '.join(plant.robots)}")
         err.print(f"[red]{escape(known)}[/]", highlight=False)
         raise typer.Exit(2)
+
+
+def _fail(message: str, code: int = 2) -> NoReturn:
+    """Say why on stderr (as safe text: it may quote a file, a runtime or an exception) and exit."""
+    err.print(safe_text(message), markup=False, highlight=False)
+    raise typer.Exit(code)
 
 
 def _keys(state_dir: Path) -> KeyStore:
@@ -107,15 +113,10 @@ def keys_cmd(
     assert keys.directory is not None
     repo = _in_repository(keys.directory)
     if repo is not None:
-        err.print(
-            safe_text(
-                f"{keys.directory} lies in the git working tree {repo} and git does not ignore it: keys "
-                "live outside the repository. Use --state-dir or ATELIER_STATE_DIR (e.g. ~/.local/state/atelier)."
-            ),
-            markup=False,
-            highlight=False,
+        _fail(
+            f"{keys.directory} lies in the git working tree {repo} and git does not ignore it: keys "
+            "live outside the repository. Use --state-dir or ATELIER_STATE_DIR (e.g. ~/.local/state/atelier)."
         )
-        raise typer.Exit(2)
     for robot in names:
         for name, use in ((robot_key_name(robot), "goals, cancels, results"), (reset_key_name(robot), "e-stop resets")):
             try:
@@ -126,8 +127,7 @@ def keys_cmd(
                     keys.key(name)
                     path = keys.path(name)
             except TrustError as exc:
-                err.print(safe_text(str(exc)), markup=False, highlight=False)
-                raise typer.Exit(1) from None
+                _fail(str(exc), 1)
             out.print(safe_text(f"{robot}: {what} {path} ({use})"), markup=False, highlight=False, soft_wrap=True)
     if rotate:
         out.print("restart the robots' runtimes (and copy the new keys to their controllers) to use the new keys")
@@ -153,12 +153,7 @@ def runtime_cmd(
         keys.key(robot_key_name(robot), create=False)
         keys.key(reset_key_name(robot), create=False)
     except TrustError as exc:
-        err.print(
-            safe_text(f"{exc}; make the keys with: atelier robot keys {robot} --state-dir {state_dir}"),
-            markup=False,
-            highlight=False,
-        )
-        raise typer.Exit(2) from None
+        _fail(f"{exc}; make the keys with: atelier robot keys {robot} --state-dir {state_dir}")
     model = compile_model(plant)
     host = RosHost(domain_id)
     stop = threading.Event()
@@ -263,12 +258,7 @@ def estop_reset_cmd(
     try:
         answer = _signed_reset(robot, operator, _keys(state_dir), domain_id, 3.0)
     except TrustError as exc:
-        err.print(
-            safe_text(f"{exc}; the operators' state folder needs the robot's reset key (atelier robot keys)"),
-            markup=False,
-            highlight=False,
-        )
-        raise typer.Exit(2) from None
+        _fail(f"{exc}; the operators' state folder needs the robot's reset key (atelier robot keys)")
     if answer is None:
         EstopLatch(latch_file(state_dir, robot)).reset(operator)
         answer = True, "no runtime answered; latch file cleared"
@@ -283,8 +273,7 @@ def estop_reset_cmd(
     store.engine.dispose()
     # The message comes from the runtime (signed, but text all the same): shown escaped.
     if not reset:
-        err.print(safe_text(f"{robot}: not reset: {msg} (by {operator})"), highlight=False, markup=False)
-        raise typer.Exit(1)
+        _fail(f"{robot}: not reset: {msg} (by {operator})", 1)
     out.print(safe_text(f"{robot}: {msg} (by {operator})"), highlight=False, markup=False)
 
 
