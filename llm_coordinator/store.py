@@ -785,6 +785,7 @@ class Store:
     def confirm(self, plan_id: int, content_hash: str, step_id: str, operator: str) -> None:
         """Record an operator's confirmation of a hazardous step (again: renewed, audited)."""
         with self.session() as s:
+            self._serialise_appends(s)  # two operators at once: one inserts, the other renews
             exists = s.execute(
                 select(ConfirmationRow).where(
                     ConfirmationRow.plan_id == plan_id,
