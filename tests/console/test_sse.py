@@ -16,7 +16,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
 from llm_coordinator.approval import ApprovalGate
 from llm_coordinator.config import CoordinatorConfig
@@ -32,7 +31,7 @@ from llm_coordinator.testing import fake_agents, fake_twin_factory
 from llm_coordinator.wiring import build_executor
 from plant.config import PlantDescription
 
-from ._live import free_port
+from ._live import uvicorn_thread
 from .conftest import FAKE_SPEED, PASSWORD, Console, MemoryEstops, build_backend, make_users, recipe_model
 
 #: The run goes this many times faster than the plant: slow enough to see steps running.
@@ -55,22 +54,10 @@ def _backend(plant: PlantDescription, tmp: Path) -> CoordinatorBackend:
 @contextmanager
 def _served(backend: CoordinatorBackend, tmp: Path) -> Iterator[str]:
     users = make_users(tmp / "atelier.db")
-    port = free_port()
-    config = uvicorn.Config(
-        create_app(backend, users), host="127.0.0.1", port=port, log_level="warning", timeout_graceful_shutdown=2
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name="console-server", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "the console server did not start"
-        time.sleep(0.02)
     try:
-        yield f"http://127.0.0.1:{port}"
+        with uvicorn_thread(create_app(backend, users), lifespan="auto", timeout_graceful_shutdown=2) as port:
+            yield f"http://127.0.0.1:{port}"
     finally:
-        server.should_exit = True
-        thread.join(10)
         backend.store.engine.dispose()
         users.engine.dispose()
 
@@ -228,3 +215,62 @@ def test_the_pages_carry_the_live_script_and_its_places(console: Console) -> Non
     assert "innerHTML" not in script.text  # text only: nothing from the server is parsed as HTML
     live = console.client.get(f"/api/live?plan={plan_id}", headers=h).json()
     assert live["plan"]["state"] == "awaiting_approval" and live["plans"] == []
+
+
+@pytest.mark.slow
+def test_the_plan_page_follows_the_run_in_a_browser(tmp_path: Path, demo_plant: PlantDescription) -> None:
+    """live.js under the console's own Content-Security-Policy (no bypass): the plan page's step
+    badges and state follow the run, and an alarm appears in the banner."""
+    from playwright.sync_api import sync_playwright
+
+    chromium = "/usr/bin/chromium"  # Debian's, as test_e2e.py and test_security_browser.py use it
+    if not Path(chromium).exists():
+        pytest.fail("Debian's chromium is needed for the console's browser tests: apt-get install chromium")
+    args = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"]
+    backend = _backend(demo_plant, tmp_path)
+    with _served(backend, tmp_path) as base, httpx.Client(base_url=base, timeout=30) as client:
+        erin, sam, olga = _login(client, "erin"), _login(client, "sam"), _login(client, "olga")
+        job = client.post("/api/work-orders", json={"recipe": "machine_part"}, headers=erin).json()
+        deadline = time.monotonic() + 30
+        while job["state"] not in ("awaiting_approval", "failed"):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+            job = client.get(f"/api/work-orders/{job['id']}", headers=erin).json()
+        plan_id = job["plan_id"]
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=chromium, args=args)
+            try:
+                page = browser.new_context(base_url=base).new_page()
+                problems: list[str] = []
+                page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+                page.on("pageerror", lambda e: problems.append(str(e)))
+                page.goto("/login")
+                page.fill("#name", "erin")
+                page.fill("#password", PASSWORD)
+                page.click("#login")
+                page.wait_for_url("**/plant")
+                page.wait_for_selector("#current-steps li:text('No plan is running.')")
+                page.goto(f"/plans/{plan_id}")
+                assert page.inner_text("#plan-progress").startswith("0 of ")
+
+                assert client.post(f"/api/plans/{plan_id}/approve", json={}, headers=sam).status_code == 204
+                url = f"/api/plans/{plan_id}/steps/hand_over/confirm"
+                assert client.post(url, json={}, headers=olga).status_code == 204
+                page.wait_for_selector("#plan-state:text('running')", timeout=30_000)
+                page.wait_for_selector("#plan-state:text('done')", timeout=60_000)
+                page.wait_for_selector("tr[data-step='sort'] [data-f=status] .badge.st-done", timeout=10_000)
+                assert "running now" not in page.inner_text("#plan-progress")
+                assert page.is_hidden("#live-banner")
+
+                backend.feed.publish(
+                    PlantView(
+                        time_s=2.0,
+                        wall_s=time.time(),
+                        machines=[MachineView(name="cnc_1", kind="cnc", state="IDLE", alarms=["spindle_rpm=99999"])],
+                        robots=[],
+                    )
+                )
+                page.wait_for_selector("#live-banner li:text('cnc_1: spindle_rpm=99999')", timeout=10_000)
+                assert not [m for m in problems if "Content Security Policy" in m or "live.js" in m], problems
+            finally:
+                browser.close()
