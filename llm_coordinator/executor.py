@@ -241,6 +241,13 @@ class StoreProgress:
         self.store.set_progress(self.plan_id, self.content_hash, step_id, status, detail)
 
     def finish(self, report: ExecutionReport) -> None:
+        current = self.store.get(self.plan_id).status
+        if current != "running":
+            # Paused by someone else (an e-stop, an operator) while the last steps ran: the plan
+            # keeps the status they gave it, and the record says how the run itself ended.
+            how = {"run": report.status, "failed_step": report.failed_step, "reason": report.reason[:300]}
+            self.store.audit(self.actor, f"run_ended_while_{current}", self.plan_id, how)
+            return
         if report.status == "done":
             self.store.set_status(self.plan_id, "done", actor=self.actor)
             self.store.add_feedback(self.plan_id, "outcome", f"done in {report.makespan_s:.1f} s")
