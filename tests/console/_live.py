@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 
@@ -33,6 +34,26 @@ def free_port() -> int:
 
 
 @contextmanager
+def uvicorn_thread(app: Any, *, join_s: float = 10.0, **config: Any) -> Iterator[int]:
+    """Serve ``app`` with uvicorn on a free loopback port, in a thread of its own, until the block
+    ends; yields the port. ``config`` goes to :class:`uvicorn.Config` (``lifespan`` off unless given)."""
+    port = free_port()
+    options: dict[str, Any] = {"log_level": "warning", "lifespan": "off", **config}
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, **options))
+    thread = threading.Thread(target=server.run, name="console-server", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert time.monotonic() < deadline, "the console server did not start"
+        time.sleep(0.02)
+    try:
+        yield port
+    finally:
+        server.should_exit = True
+        thread.join(join_s)
+
+
+@contextmanager
 def serve_console(plant: PlantDescription, tmp: Path, *, render_rehearsals: bool = False) -> Iterator[LiveConsole]:
     """Serve the console as ``atelier console`` does (the embedded model, the coordinator, a live
     twin driven by the robots' runtimes); users erin/sam/olga exist with :data:`PASSWORD`."""
@@ -48,18 +69,8 @@ def serve_console(plant: PlantDescription, tmp: Path, *, render_rehearsals: bool
     for name, role in PEOPLE.items():
         users.add_user(name, role, PASSWORD)
     site.start()
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(site.app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, name="console-server", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if time.monotonic() > deadline:
-            raise RuntimeError("the console server did not start")
-        time.sleep(0.02)
     try:
-        yield LiveConsole(site, f"http://127.0.0.1:{port}")
+        with uvicorn_thread(site.app) as port:
+            yield LiveConsole(site, f"http://127.0.0.1:{port}")
     finally:
-        server.should_exit = True
-        thread.join(10)
         site.stop()

@@ -15,7 +15,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
 from llm_coordinator.console.app import create_app
 from llm_coordinator.console.coordinator_backend import CoordinatorBackend
@@ -25,7 +24,7 @@ from plant.config import PlantDescription
 from plant.packml import Command, State
 from sim.twin import Twin
 
-from ._live import free_port, serve_console
+from ._live import serve_console, uvicorn_thread
 from .conftest import PASSWORD, Console, build_backend, make_users
 
 #: The issue's bound: state on the page within 500 ms of the change.
@@ -152,20 +151,10 @@ def test_operator_page_renders_the_newest_snapshot(console: Console, demo_plant:
 def serve_backend(plant: PlantDescription, tmp: Path) -> Iterator[tuple[CoordinatorBackend, str]]:
     """The console over the coordinator (fakes at the edges), served by uvicorn on a loopback port."""
     backend = build_backend(plant, tmp)
-    app = create_app(backend, make_users(tmp / "atelier.db"))
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, name="console-server", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "the console server did not start"
-        time.sleep(0.02)
     try:
-        yield backend, f"http://127.0.0.1:{port}"
+        with uvicorn_thread(create_app(backend, make_users(tmp / "atelier.db"))) as port:
+            yield backend, f"http://127.0.0.1:{port}"
     finally:
-        server.should_exit = True
-        thread.join(10)
         backend.store.engine.dispose()
 
 

@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -21,7 +20,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 import yaml
 from asyncua import ua
 from asyncua.client.client import Client
@@ -35,7 +33,7 @@ from plant.packml import Command
 from plant.testing import on_free_ports
 from robots.testing import make_robot_keys
 
-from ._live import free_port
+from ._live import uvicorn_thread
 from .conftest import FAST_HASHER, PASSWORD, PEOPLE
 
 with warnings.catch_warnings():  # rclpy's type support imports the deprecated sre_parse once
@@ -126,21 +124,10 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
             for name, role in PEOPLE.items():
                 users.add_user(name, role, PASSWORD)
             console.start()
-            port = free_port()
-            server = uvicorn.Server(
-                uvicorn.Config(console.app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
-            )
-            thread = threading.Thread(target=server.run, name="console-server", daemon=True)
-            thread.start()
             try:
-                end = time.monotonic() + 10
-                while not server.started:
-                    assert time.monotonic() < end, "the console server did not start"
-                    time.sleep(0.02)
-                yield Site(plant, console, f"http://127.0.0.1:{port}", tmp)
+                with uvicorn_thread(console.app) as port:
+                    yield Site(plant, console, f"http://127.0.0.1:{port}", tmp)
             finally:
-                server.should_exit = True
-                thread.join(10)
                 console.stop()
     finally:
         for p in reversed(procs):

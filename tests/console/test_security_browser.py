@@ -19,13 +19,12 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
 from llm_coordinator.console.app import create_app
 from llm_coordinator.console.coordinator_backend import CoordinatorBackend
 from plant.config import PlantDescription
 
-from ._live import free_port
+from ._live import uvicorn_thread
 from .conftest import PASSWORD, build_backend, make_users
 from .test_e2e import CHROMIUM_ARGS, _ensure_chromium
 
@@ -41,21 +40,10 @@ def site(tmp_path: Path, demo_plant: PlantDescription) -> Iterator[Site]:
     """The console's app (the product's coordinator, fake agents) served by uvicorn on 127.0.0.1."""
     backend = build_backend(demo_plant, tmp_path)
     users = make_users(tmp_path / "atelier.db")
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(backend, users), host="127.0.0.1", port=port, log_level="warning", lifespan="off")
-    )
-    thread = threading.Thread(target=server.run, name="console-server", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
     try:
-        yield Site(f"http://127.0.0.1:{port}", backend)
+        with uvicorn_thread(create_app(backend, users)) as port:
+            yield Site(f"http://127.0.0.1:{port}", backend)
     finally:
-        server.should_exit = True
-        thread.join(10)
         backend.store.engine.dispose()
         users.engine.dispose()
 

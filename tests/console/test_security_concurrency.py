@@ -15,7 +15,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 
 from llm_coordinator.console.app import create_app
 from llm_coordinator.console.auth import LoginLimit, Role
@@ -23,7 +22,7 @@ from llm_coordinator.console.coordinator_backend import CoordinatorBackend
 from llm_coordinator.status import TERMINAL
 from plant.config import PlantDescription
 
-from ._live import free_port
+from ._live import uvicorn_thread
 from .conftest import PASSWORD, build_backend, make_users
 
 WRITERS = 50
@@ -45,20 +44,10 @@ def served(tmp_path: Path, demo_plant: PlantDescription) -> Iterator[Served]:
         users.add_user(f"eng{i}", Role.ENGINEER, PASSWORD)
     # Everybody comes from 127.0.0.1 here: a limit that a dozen wrong passwords cannot reach.
     limit = LoginLimit(max_failures=50, max_address_failures=1000, max_address_names=1000)
-    app = create_app(backend, users, login_limit=limit)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, name="console-server", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "the console server did not start"
-        time.sleep(0.02)
     try:
-        yield Served(f"http://127.0.0.1:{port}", backend)
+        with uvicorn_thread(create_app(backend, users, login_limit=limit), join_s=15) as port:
+            yield Served(f"http://127.0.0.1:{port}", backend)
     finally:
-        server.should_exit = True
-        thread.join(15)
         backend.store.engine.dispose()
         users.engine.dispose()
 

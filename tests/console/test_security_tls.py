@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import inspect
 import ssl
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,7 +23,7 @@ from llm_coordinator.console.app import create_app
 from plant.config import PlantDescription
 from plant.opcua.certs import make_test_site
 
-from ._live import free_port
+from ._live import uvicorn_thread
 from .conftest import PASSWORD, build_backend, make_users
 
 
@@ -128,23 +126,10 @@ def https_console(pki: dict[str, Path], tmp_path: Path, demo_plant: PlantDescrip
     for plain HTTP: the Secure flag comes from the request's scheme)."""
     backend = build_backend(demo_plant, tmp_path)
     users = make_users(tmp_path / "atelier.db")
-    app = create_app(backend, users)
-    port = free_port()
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_level="warning", lifespan="off", **tls_options(pki["cert"], pki["key"])
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name="tls-console", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "the TLS console did not start"
-        time.sleep(0.02)
     try:
-        yield f"127.0.0.1:{port}"
+        with uvicorn_thread(create_app(backend, users), **tls_options(pki["cert"], pki["key"])) as port:
+            yield f"127.0.0.1:{port}"
     finally:
-        server.should_exit = True
-        thread.join(10)
         backend.store.engine.dispose()
         users.engine.dispose()
 
