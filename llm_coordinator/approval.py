@@ -176,6 +176,16 @@ class ApprovalGate:
             )
         return ""
 
+    def fresh_confirmations(self, plan_id: int, content_hash: str) -> dict[str, str]:
+        """Step id -> operator, for the confirmations of this plan version that have not expired
+        (an expired one must be given again, so it is shown as awaiting)."""
+        now = self.store.clock()
+        return {
+            step: who
+            for step, (who, at) in self.store.confirmation_times(plan_id, content_hash).items()
+            if now - at <= self.confirmation_ttl_s
+        }
+
     def check_step(self, plan_id: int, plan: Plan, step_id: str) -> str:
         """Right before a step starts: "" if it may start, else why not (a hazardous step whose
         confirmation is missing or expired). Does not block beyond one database read."""

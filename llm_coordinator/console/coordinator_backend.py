@@ -198,7 +198,7 @@ class CoordinatorBackend:
         if plan is not None:
             h = plan.content_hash()
             progress = self.store.progress(plan_id, h)
-            confirmed = self.store.confirmations(plan_id, h)
+            confirmed = self._confirmed(plan_id, h, progress)
             hazards = self.gate.required_confirmations(plan)
             timing: dict[str, tuple[float, float]] = {}
             if rehearsal is not None:
@@ -319,7 +319,13 @@ class CoordinatorBackend:
         await self._call(self.gate.reject, pid, actor, reason)
 
     async def _maybe_run(self, pid: int, actor: str) -> None:
-        if self.executor is None or (pid in self._runs and not self._runs[pid].done()):
+        if self.executor is None:
+            return
+        previous = self._runs.get(pid)
+        if previous is not None and not previous.done():
+            # Still running, or winding down (a paused run drafting its recovery): look again
+            # when it has ended, so a confirmation given meanwhile is not lost.
+            self._spawn(self._after(previous, pid, actor))
             return
         plan = await asyncio.to_thread(self.store.plan, pid)
         if plan is None:
@@ -330,6 +336,11 @@ class CoordinatorBackend:
             return  # waits for the missing confirmations
         executor = self.executor
         self._runs[pid] = self._spawn(executor.run(pid, actor=actor))
+
+    async def _after(self, previous: asyncio.Task[Any], pid: int, actor: str) -> None:
+        await asyncio.wait({previous})
+        if self._runs.get(pid) is previous:
+            await self._maybe_run(pid, actor)
 
     async def replan(self, plan_id: str, actor: str) -> JobView:
         """A new job that drafts the plan's work order again, the reasons it was turned down
@@ -358,9 +369,11 @@ class CoordinatorBackend:
                 plan = self.store.plan(row.id)
                 if plan is None:
                     continue
-                done = self.store.confirmations(row.id, plan.content_hash())
+                h = plan.content_hash()
+                done = self.gate.fresh_confirmations(row.id, h)
+                finished = self.store.progress(row.id, h)
                 for step_id, why in self.gate.required_confirmations(plan).items():
-                    if step_id in done:
+                    if step_id in done or finished.get(step_id) == "done":
                         continue
                     s = plan.step(step_id)
                     out.append(
@@ -511,6 +524,12 @@ class CoordinatorBackend:
 
     # ------------------------------------------------------------------ live
 
+    def _confirmed(self, plan_id: int, content_hash: str, progress: dict[str, str]) -> dict[str, str]:
+        """Step -> operator: confirmations still fresh, and those of steps that are done."""
+        fresh = self.gate.fresh_confirmations(plan_id, content_hash)
+        every = self.store.confirmations(plan_id, content_hash)
+        return {k: v for k, v in every.items() if k in fresh or progress.get(k) == "done"}
+
     def _live_plan(self, row: PlanRow, with_steps: bool) -> LivePlan:
         plan = self.store.plan(row.id)
         steps: list[LiveStep] = []
@@ -518,7 +537,7 @@ class CoordinatorBackend:
             h = plan.content_hash()
             progress = self.store.progress(row.id, h)
             hazards = self.gate.required_confirmations(plan)
-            confirmed = self.store.confirmations(row.id, h) if hazards else {}
+            confirmed = self._confirmed(row.id, h, progress) if hazards else {}
             for s in plan.steps:
                 conf: Literal["not_needed", "awaiting", "confirmed", "refused"] = "not_needed"
                 if s.id in hazards:

@@ -154,6 +154,26 @@ async def test_the_executor_checks_the_confirmation_when_the_step_starts(
         progress = store.progress(pid, plan.content_hash())
         assert progress["unload_cnc"] == "done" and progress.get("hand_over") == "failed"
         assert "present" not in progress  # nothing after it started
+
+        # The operator sees the step waiting again, confirms it, and the run resumes from it.
+        waiting = [c.step_id for c in await backend.pending_confirmations() if c.plan_id == str(pid)]
+        assert waiting == ["hand_over"]
+        detail = await backend.get_plan(str(pid))
+        assert detail is not None
+        assert next(s for s in detail.steps if s.id == "hand_over").confirmation == "awaiting"
+        await backend.confirm_step(str(pid), "hand_over", "olga", "checked again")
+        await _until(
+            lambda: (
+                store.get(pid).status in ("done", "failed")
+                or (
+                    store.get(pid).status == "paused"
+                    and store.progress(pid, plan.content_hash()).get("present") == "done"
+                )
+            )
+        )
+        assert store.get(pid).status == "done", store.get(pid).reasons
+        assert store.progress(pid, plan.content_hash())["hand_over"] == "done"
+        assert not [c for c in await backend.pending_confirmations() if c.plan_id == str(pid)]
     finally:
         await backend.aclose()
         store.engine.dispose()
