@@ -47,6 +47,7 @@ PlantOpt = Annotated[Path | None, typer.Option("--plant", "-p", help="plant YAML
 StateOpt = Annotated[Path, typer.Option(help="folder of the e-stop latch files and of the robots' keys (trust/)")]
 DomainOpt = Annotated[int | None, typer.Option(help="ROS 2 domain id (default: ROS_DOMAIN_ID or 0)")]
 DEFAULT_STATE = default_state_dir()  # $ATELIER_STATE_DIR, else var/robots
+CONTROL_PERIOD_S = 0.004  # the runtime's control period: 250 Hz, the rate of the drivers' joint states
 
 
 def _plant(path: Path | None, robot: str | None) -> PlantDescription:
@@ -140,10 +141,19 @@ def runtime_cmd(
     state_dir: StateOpt = DEFAULT_STATE,
     domain_id: DomainOpt = None,
     seconds: Annotated[float, typer.Option(help="stop after this long (0: until killed)")] = 0.0,
+    state_timeout_s: Annotated[
+        float | None,
+        typer.Option(
+            min=0.01,
+            help="without a joint state for this long the driver counts as lost: a sensor fault stops the "
+            "robot (default: the runtime's, 25 control periods)",
+        ),
+    ] = None,
 ) -> None:
     """Run the on-robot runtime: skill goals over ROS 2, the safety supervisor at control rate."""
     from robots.ros2._host import RosHost
     from robots.ros2.runtime_node import serve_runtime
+    from robots.runtime import RuntimeConfig
     from robots.safety import latch_file
     from sim.hardware import arm_kinematics, compile_model, link_points
 
@@ -159,6 +169,9 @@ def runtime_cmd(
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
+    config = None
+    if state_timeout_s is not None:
+        config = RuntimeConfig(state_timeout_periods=max(1, round(state_timeout_s / CONTROL_PERIOD_S)))
     _, runtime = serve_runtime(
         host,
         plant,
@@ -167,6 +180,8 @@ def runtime_cmd(
         link_points(model, plant, robot),
         latch_file(state_dir, robot),
         keys,
+        control_period_s=CONTROL_PERIOD_S,
+        config=config,
     )
     # Ready once it works from the driver's joint states (a goal before is refused), or after
     # a while without them (the driver may start later).
@@ -256,7 +271,7 @@ def estop_reset_cmd(
     _plant(plant_file, robot)
     operator = checked_person(db, operator, "reset_estop")
     try:
-        answer = _signed_reset(robot, operator, _keys(state_dir), domain_id, 3.0)
+        answer = _signed_reset(robot, operator, _keys(state_dir), domain_id, 10.0)  # discovery may be slow
     except TrustError as exc:
         _fail(f"{exc}; the operators' state folder needs the robot's reset key (atelier robot keys)")
     if answer is None:

@@ -54,7 +54,11 @@ def _start_runtime(robot: str, state_dir: Path) -> subprocess.Popen[str]:
     log_path = state_dir / f"{robot}.runtime.{time.monotonic_ns()}.log"
     log = log_path.open("w", encoding="utf-8")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "llm_coordinator.cli_robot", "runtime", robot, "--state-dir", str(state_dir)],
+        [
+            *(sys.executable, "-m", "llm_coordinator.cli_robot", "runtime", robot, "--state-dir", str(state_dir)),
+            # This machine is shared: a joint state may come late by more than the default 0.1 s.
+            *("--state-timeout-s", "1.0"),
+        ],
         cwd=ROOT,
         stdout=log,
         stderr=subprocess.STDOUT,

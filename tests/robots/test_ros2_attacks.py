@@ -70,8 +70,10 @@ with RosHost() as h:
             key = (c['topic'], c.get('latched', False))
             if key not in pubs:
                 pubs[key] = n.create_publisher(String, c['topic'], LATCHED_QOS if key[1] else STREAM_QOS)
+            # Volatile: wait for the robot's reader (beside this node's own capture, if any).
+            readers = 2 if c['topic'] in captured else 1
             end = time.monotonic() + 10
-            while not key[1] and pubs[key].get_subscription_count() == 0 and time.monotonic() < end:
+            while not key[1] and pubs[key].get_subscription_count() < readers and time.monotonic() < end:
                 time.sleep(0.01)
             for data in c['data']:
                 pubs[key].publish(String(data=data))
@@ -225,16 +227,24 @@ async def test_a_foreign_goal_or_cancel_is_refused_and_recorded(
     assert "evil-turn refused: not signed" in _runtime_log(state_dir)  # the robot's log, too
 
     # A foreign cancel of a running goal (its id seen on the wire): refused; the goal goes on.
-    far = SkillGoal("fg-far", ROBOT, "move_joints", {"joints_rad": [-1.0, -2.0, 1.2, -1.5, -1.5, 1.0]})
-    task = asyncio.ensure_future(agent.run_skill(far, 30))
-    assert await _until(lambda: float(np.max(np.abs(_q(live) - q0))) > 0.05, 20)
+    target = [-1.0, -2.0, 1.2, -1.5, -1.5, 1.0]
+    for attempt in range(3):
+        far = SkillGoal(f"fg-far-{attempt}", ROBOT, "move_joints", {"joints_rad": target})
+        task = asyncio.ensure_future(agent.run_skill(far, 30))
+        await _until(lambda t=task: t.done() or float(np.max(np.abs(_q(live) - q0))) > 0.05, 20)
+        if not task.done():
+            break
+        # Refused before it moved (on a loaded machine the twin's joint states may pause for longer
+        # than the runtime takes: it refuses goals until they are back): again.
+    else:
+        raise AssertionError(f"the arm never got moving: {task.result()}")
     answer = await foreign.do(do="cancel", service=f"/{ROBOT}/skill/cancel", goal_id=far.goal_id)
     assert answer["answered"] and answer["return_code"] != 0  # rejected
     await foreign.publish(goal, {"kind": "cancel", "robot": ROBOT, "goal_id": far.goal_id})
     res = await task
     assert res.outcome == Outcome.SUCCEEDED, res
     assert np.max(np.abs(_q(live) - np.array(far.args["joints_rad"]))) < 0.03
-    assert _refusals(events, "skill/cancel", "unsigned") and _refusals(events, "cancel fg-far", "not signed")
+    assert _refusals(events, "skill/cancel", "unsigned") and _refusals(events, f"cancel {far.goal_id}", "not signed")
 
 
 @pytest.mark.slow
