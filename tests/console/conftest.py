@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from argon2 import PasswordHasher
 from fastapi import FastAPI
@@ -131,6 +132,31 @@ class Console:
                 return job
             time.sleep(0.02)
         raise AssertionError(f"job {job_id} did not reach approval: {job}")
+
+
+def bearer(client: httpx.Client, name: str) -> dict[str, str]:
+    """Log ``name`` in over the API (with :data:`PASSWORD`); the header of their requests."""
+    r = client.post("/api/session", json={"name": name, "password": PASSWORD})
+    assert r.status_code == 200, r.text
+    return {"Authorization": f"Bearer {r.json()['token']}"}
+
+
+def order_recipe(client: httpx.Client, headers: dict[str, str], recipe: str = "machine_part") -> str:
+    """Submit ``recipe`` as a work order; the work order's id."""
+    return str(client.post("/api/work-orders", json={"recipe": recipe}, headers=headers).json()["id"])
+
+
+def await_plan(client: httpx.Client, headers: dict[str, str], job_id: str, timeout_s: float = 60.0) -> int:
+    """Wait until work order ``job_id`` has a plan awaiting approval; the plan's id."""
+    deadline = time.monotonic() + timeout_s
+    while (job := client.get(f"/api/work-orders/{job_id}", headers=headers).json())["state"] not in (
+        "awaiting_approval",
+        "failed",
+    ):
+        assert time.monotonic() < deadline, job
+        time.sleep(0.05)
+    assert job["state"] == "awaiting_approval", job
+    return int(job["plan_id"])
 
 
 def make_users(db: Path, hasher: PasswordHasher = FAST_HASHER, **kw: Any) -> UserStore:

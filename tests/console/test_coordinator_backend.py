@@ -20,7 +20,7 @@ from llm_coordinator.store import Store
 from llm_coordinator.testing import goal_script
 from plant.config import PlantDescription
 
-from .conftest import PASSWORD, build_backend, make_users, serve
+from .conftest import bearer, build_backend, make_users, serve
 
 
 @pytest.fixture
@@ -36,12 +36,6 @@ def _site(
         yield client, backend.store
 
 
-def _login(client: TestClient, name: str) -> dict[str, str]:
-    r = client.post("/api/session", json={"name": name, "password": PASSWORD})
-    assert r.status_code == 200, r.text
-    return {"Authorization": f"Bearer {r.json()['token']}"}
-
-
 def _wait(client: TestClient, url: str, h: dict[str, str], key: str, values: set[str], timeout_s: float = 20.0) -> Any:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -54,7 +48,7 @@ def _wait(client: TestClient, url: str, h: dict[str, str], key: str, values: set
 
 def test_work_order_to_done_through_the_coordinator(site: tuple[TestClient, Store]) -> None:
     client, store = site
-    erin, sam, olga = _login(client, "erin"), _login(client, "sam"), _login(client, "olga")
+    erin, sam, olga = bearer(client, "erin"), bearer(client, "sam"), bearer(client, "olga")
     job = client.post(
         "/api/work-orders", json={"recipe": "machine_part", "params": {"program": 7}}, headers=erin
     ).json()
@@ -108,7 +102,7 @@ def test_work_orders_are_planned_against_the_plants_state(tmp_path: Path, demo_p
         return PlantSnapshot(machines={"cnc_1": MachineSnapshot(state="ABORTED", fault_code=7, fault_text="spindle")})
 
     for client, store in _site(tmp_path, demo_plant, state):
-        erin = _login(client, "erin")
+        erin = bearer(client, "erin")
         job = client.post("/api/work-orders", json={"recipe": "machine_part"}, headers=erin).json()
         job = _wait(client, f"/api/work-orders/{job['id']}", erin, "state", {"awaiting_approval", "failed"})
         assert job["state"] == "awaiting_approval", job
@@ -123,7 +117,7 @@ def test_work_orders_are_planned_against_the_plants_state(tmp_path: Path, demo_p
 def test_a_rejected_plan_is_drafted_again_with_the_reason(tmp_path: Path, demo_plant: PlantDescription) -> None:
     model = ScriptedModel(goal_script({"goal": '{"goal": "machine_part"}'}))  # type: ignore[arg-type]
     for client, store in _site(tmp_path, demo_plant, model=model):
-        erin, sam = _login(client, "erin"), _login(client, "sam")
+        erin, sam = bearer(client, "erin"), bearer(client, "sam")
         job = client.post("/api/work-orders", json={"text": "Machine one blank"}, headers=erin).json()
         job = _wait(client, f"/api/work-orders/{job['id']}", erin, "state", {"awaiting_approval", "failed"})
         first = job["plan_id"]

@@ -25,7 +25,7 @@ from llm_coordinator.console.coordinator_backend import CoordinatorBackend
 from plant.config import PlantDescription
 
 from ._live import uvicorn_thread
-from .conftest import PASSWORD, build_backend, make_users
+from .conftest import PASSWORD, await_plan, bearer, build_backend, make_users, order_recipe
 from .test_e2e import CHROMIUM_ARGS, _ensure_chromium
 
 
@@ -120,20 +120,8 @@ def _login(browser: Any, site: Site, name: str) -> tuple[Any, Any, list[str]]:
 
 def _plan_awaiting(site: Site) -> int:
     with httpx.Client(base_url=site.url, timeout=30) as c:
-        h = {
-            "Authorization": "Bearer "
-            + c.post("/api/session", json={"name": "erin", "password": PASSWORD}).json()["token"]
-        }
-        job = c.post("/api/work-orders", json={"recipe": "machine_part"}, headers=h).json()["id"]
-        deadline = time.monotonic() + 60
-        while True:
-            j = c.get(f"/api/work-orders/{job}", headers=h).json()
-            if j["state"] in ("awaiting_approval", "failed"):
-                break
-            assert time.monotonic() < deadline, j
-            time.sleep(0.05)
-        assert j["state"] == "awaiting_approval", j
-        return int(j["plan_id"])
+        h = bearer(c, "erin")
+        return await_plan(c, h, order_recipe(c, h))
 
 
 def _wait(check: Any, timeout_s: float = 10.0) -> None:

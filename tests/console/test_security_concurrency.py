@@ -23,7 +23,7 @@ from llm_coordinator.status import TERMINAL
 from plant.config import PlantDescription
 
 from ._live import uvicorn_thread
-from .conftest import PASSWORD, build_backend, make_users
+from .conftest import PASSWORD, await_plan, bearer, build_backend, make_users, order_recipe
 
 WRITERS = 50
 PLANS = 5
@@ -52,28 +52,11 @@ def served(tmp_path: Path, demo_plant: PlantDescription) -> Iterator[Served]:
         users.engine.dispose()
 
 
-def _api(client: httpx.Client, name: str) -> dict[str, str]:
-    r = client.post("/api/session", json={"name": name, "password": PASSWORD})
-    assert r.status_code == 200, r.text
-    return {"Authorization": f"Bearer {r.json()['token']}"}
-
-
 def _plans_awaiting(url: str, n: int) -> list[int]:
     with httpx.Client(base_url=url, timeout=30) as c:
-        h = _api(c, "sam")
-        jobs = [c.post("/api/work-orders", json={"recipe": "machine_part"}, headers=h).json()["id"] for _ in range(n)]
-        plans = []
-        for job in jobs:
-            deadline = time.monotonic() + 120
-            while True:
-                j = c.get(f"/api/work-orders/{job}", headers=h).json()
-                if j["state"] in ("awaiting_approval", "failed"):
-                    break
-                assert time.monotonic() < deadline, j
-                time.sleep(0.05)
-            assert j["state"] == "awaiting_approval", j
-            plans.append(int(j["plan_id"]))
-        return plans
+        h = bearer(c, "sam")
+        jobs = [order_recipe(c, h) for _ in range(n)]  # all drafted at once
+        return [await_plan(c, h, job, timeout_s=120) for job in jobs]
 
 
 def test_fifty_concurrent_writers_get_no_500_and_the_audit_chain_holds(served: Served) -> None:
@@ -90,7 +73,7 @@ def test_fifty_concurrent_writers_get_no_500_and_the_audit_chain_holds(served: S
                 failures.append(f"{what}: {r.status_code} {r.text[:200]}")
 
     def supervisor(i: int, c: httpx.Client, rnd: random.Random) -> None:
-        h = _api(c, f"sup{i % 12}")
+        h = bearer(c, f"sup{i % 12}")
         for plan in rnd.sample(plans, len(plans)):
             if rnd.random() < 0.8:
                 note("approve", c.post(f"/api/plans/{plan}/approve", json={"reason": f"ok {i}"}, headers=h))
@@ -130,7 +113,7 @@ def test_fifty_concurrent_writers_get_no_500_and_the_audit_chain_holds(served: S
     def engineer(i: int, c: httpx.Client, rnd: random.Random) -> None:
         for _ in range(3):  # a few wrong passwords first
             note("bad login", c.post("/api/session", json={"name": f"eng{i % 12}", "password": "not it"}))
-        h = _api(c, f"eng{i % 12}")
+        h = bearer(c, f"eng{i % 12}")
         note("work order", c.post("/api/work-orders", json={"recipe": "inspect_part"}, headers=h))
         note("audit", c.get("/api/audit", headers=h))
         note("trip", c.post("/api/estop/trip", json={"robot": "UR5E_1", "reason": "x" * 2000, "extra": 1}, headers=h))
@@ -187,7 +170,7 @@ def test_fifty_concurrent_writers_get_no_500_and_the_audit_chain_holds(served: S
 def test_operators_confirming_the_same_step_at_once_get_no_500(served: Served) -> None:
     plans = _plans_awaiting(served.url, 2)
     with httpx.Client(base_url=served.url, timeout=30) as c:
-        h = _api(c, "sam")
+        h = bearer(c, "sam")
         for plan in plans:
             assert c.post(f"/api/plans/{plan}/approve", json={}, headers=h).status_code == 204
     codes: Counter[int] = Counter()
@@ -197,7 +180,7 @@ def test_operators_confirming_the_same_step_at_once_get_no_500(served: Served) -
 
         def confirm(i: int, plan: int = plan, start: threading.Barrier = start) -> None:
             with httpx.Client(base_url=served.url, timeout=30) as c:
-                h = _api(c, f"op{i % 12}")
+                h = bearer(c, f"op{i % 12}")
                 start.wait()
                 r = c.post(f"/api/plans/{plan}/steps/hand_over/confirm", json={"reason": "clear"}, headers=h)
                 with lock:

@@ -32,7 +32,18 @@ from llm_coordinator.wiring import build_executor
 from plant.config import PlantDescription
 
 from ._live import uvicorn_thread
-from .conftest import FAKE_SPEED, PASSWORD, Console, MemoryEstops, build_backend, make_users, recipe_model
+from .conftest import (
+    FAKE_SPEED,
+    PASSWORD,
+    Console,
+    MemoryEstops,
+    await_plan,
+    bearer,
+    build_backend,
+    make_users,
+    order_recipe,
+    recipe_model,
+)
 
 #: The run goes this many times faster than the plant: slow enough to see steps running.
 RUN_SPEED = 40.0
@@ -60,12 +71,6 @@ def _served(backend: CoordinatorBackend, tmp: Path) -> Iterator[str]:
     finally:
         backend.store.engine.dispose()
         users.engine.dispose()
-
-
-def _login(client: httpx.Client, name: str) -> dict[str, str]:
-    r = client.post("/api/session", json={"name": name, "password": PASSWORD})
-    assert r.status_code == 200, r.text
-    return {"Authorization": f"Bearer {r.json()['token']}"}
 
 
 class Reader:
@@ -112,14 +117,8 @@ def test_the_stream_follows_a_plan_and_raises_alarms(
     monkeypatch.setattr(app_module, "LIVE_POLL_S", 0.02)
     backend = _backend(demo_plant, tmp_path)
     with _served(backend, tmp_path) as base, httpx.Client(base_url=base, timeout=30) as client:
-        erin, sam, olga = _login(client, "erin"), _login(client, "sam"), _login(client, "olga")
-        job = client.post("/api/work-orders", json={"recipe": "machine_part"}, headers=erin).json()
-        deadline = time.monotonic() + 30
-        while job["state"] not in ("awaiting_approval", "failed"):
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
-            job = client.get(f"/api/work-orders/{job['id']}", headers=erin).json()
-        plan_id = job["plan_id"]
+        erin, sam, olga = bearer(client, "erin"), bearer(client, "sam"), bearer(client, "olga")
+        plan_id = str(await_plan(client, erin, order_recipe(client, erin), timeout_s=30))
         assert httpx.get(f"{base}/api/live/stream", timeout=10).status_code == 401  # not logged in
 
         plan_stream = Reader(base, f"/api/live/stream?plan={plan_id}", erin)
@@ -229,14 +228,8 @@ def test_the_plan_page_follows_the_run_in_a_browser(tmp_path: Path, demo_plant: 
     args = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"]
     backend = _backend(demo_plant, tmp_path)
     with _served(backend, tmp_path) as base, httpx.Client(base_url=base, timeout=30) as client:
-        erin, sam, olga = _login(client, "erin"), _login(client, "sam"), _login(client, "olga")
-        job = client.post("/api/work-orders", json={"recipe": "machine_part"}, headers=erin).json()
-        deadline = time.monotonic() + 30
-        while job["state"] not in ("awaiting_approval", "failed"):
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
-            job = client.get(f"/api/work-orders/{job['id']}", headers=erin).json()
-        plan_id = job["plan_id"]
+        erin, sam, olga = bearer(client, "erin"), bearer(client, "sam"), bearer(client, "olga")
+        plan_id = str(await_plan(client, erin, order_recipe(client, erin), timeout_s=30))
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=chromium, args=args)
             try:
