@@ -591,9 +591,8 @@ def test_supervisor_matches_the_reference_bit_for_bit(
             meas = new
         for sup in (ref, fast):
             sup.clear_external(t)
-    # The comparison is on good joint states (physically possible ones): the joint-state check
-    # of ``observe`` (which the reference inherits) refused none of them.
-    assert "sensor_fault" not in [e.kind for e in fast.events]
+    # The joint-state check of ``observe`` is inherited by the reference: where it refuses a
+    # reading (a sensor fault), both stop alike, and the comparison above covers that too.
 
 
 @settings(max_examples=300, deadline=None)
