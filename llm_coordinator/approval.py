@@ -90,6 +90,8 @@ class ApprovalGate:
             raise StoreError(f"plan {plan_id} has no plan to confirm")
         if step_id not in self.required_confirmations(plan):
             raise StoreError(f"step {step_id} of plan {plan_id} is not hazardous; nothing to confirm")
+        if step_id in self.fresh_confirmations(plan_id, plan.content_hash()):
+            return  # confirmed and still fresh: nothing to record (an expired one is renewed)
         self.store.confirm(plan_id, plan.content_hash(), step_id, operator)
 
     def required_confirmations(self, plan: Plan) -> dict[str, str]:
