@@ -19,8 +19,9 @@ the measured position), and the driver follows only fresh commands:
   publisher kept from before the driver started is never delivered to it;
 - a joint command stamped before the driver started (or not stamped at all) is ignored: it was
   meant for the arm as it was then;
-- while the driver holds on its own (since it started, or since its watchdog tripped), it
-  takes up a command source only when the source's first command lies within
+- while the driver holds on its own (since it started, or since its watchdog tripped more than
+  ``rejoin_window_s`` ago), it takes up a command source only when the source's first command
+  lies within
   ``resume_tolerance_rad`` of the measured position: a runtime that kept streaming its old
   hold through a driver restart would otherwise drag the arm from where it is back to where it
   was. A command source that (re)starts begins from the measured position, as ours does.
@@ -76,6 +77,10 @@ class RobotDriverNode:
     fast-lane thread and must not block. ``watchdog_timeout_s``: commands silent this long after
     they started count as a lost command source (the robot holds its last command; an event
     goes out on ``driver/events``). The watchdog is checked in :meth:`publish`, on the servo cycle.
+    ``rejoin_window_s``: a command source silent for less than this (a runtime late by a few
+    periods on a loaded host; the watchdog held the arm meanwhile) is followed again at once; one
+    silent for longer, like one the driver never followed since it started, must start from the
+    measured position.
     ``resume_tolerance_rad``: how far (per joint) the first command a holding driver takes up may
     lie from the measured position (see the module docstring). ``started_s`` (wall clock,
     ``time.time()``) is when the driver started: commands stamped earlier are ignored.
@@ -90,11 +95,13 @@ class RobotDriverNode:
         on_gripper: Callable[[float], None],
         watchdog_timeout_s: float = 0.1,
         resume_tolerance_rad: float = 0.05,
+        rejoin_window_s: float = 0.5,
     ) -> None:
         self.started_s = time.time()
         self.robot = robot
         self.joint_names = list(joint_names)
         self.resume_tolerance_rad = resume_tolerance_rad
+        self.rejoin_window_s = rejoin_window_s
         self.node: Node = host.node("driver", namespace=f"/{robot}")
         self._pub = self.node.create_publisher(JointStateMsg, "joint_states", STREAM_QOS)
         self._events = self.node.create_publisher(DiagnosticArray, "driver/events", LATCHED_QOS)
@@ -172,7 +179,8 @@ class RobotDriverNode:
             what = "not stamped" if stamp == 0.0 else f"stamped {ago:.3f} s before the driver started"
             self._ignore("stale_command", f"ignored a joint command {what}; holding")
             return
-        if not self._following:
+        silent_s = None if self._last_cmd_s is None else time.monotonic() - self._last_cmd_s
+        if not self._following or (silent_s is not None and silent_s > self.rejoin_window_s):
             measured = self._measured
             if measured is None:
                 self._ignore("stale_command", "ignored a joint command before the first joint state; holding")
@@ -211,7 +219,6 @@ class RobotDriverNode:
                 self._event(DiagnosticStatus.OK, "resume", "joint commands resumed")
         elif silent > self.watchdog_timeout_s:
             self.watchdog_tripped = True
-            self._following = False  # a source that comes back starts from where the arm is
             self._event(DiagnosticStatus.ERROR, "watchdog", f"watchdog: no joint command for {silent:.3f} s; holding")
 
     def _event(self, level: bytes, kind: str, message: str) -> None:
