@@ -53,6 +53,7 @@ from llm_coordinator.wiring import (
     live_agents,
     twin_factory,
 )
+from plant.aio import close_loop
 from plant.config import PlantDescription
 from plant.interface import (
     ConnectError,
@@ -411,13 +412,8 @@ class _PlantLoop:
         asyncio.set_event_loop(self.loop)
         try:
             self.loop.run_forever()
-            pending = asyncio.all_tasks(self.loop)
-            for task in pending:
-                task.cancel()
-            self.loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-            self.loop.run_until_complete(self.loop.shutdown_asyncgens())
         finally:
-            self.loop.close()
+            close_loop(self.loop)
 
     def start(self) -> None:
         self._thread.start()

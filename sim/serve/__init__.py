@@ -17,6 +17,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from plant.aio import close_loop
 from plant.config import ModbusMachine, OpcuaMachine, PlantDescription
 from sim.live import LiveTwin
 from sim.serve.modbus_server import ModbusTwinServer
@@ -154,15 +155,9 @@ class ServingThread:
         asyncio.set_event_loop(self.loop)
         try:
             self.loop.run_until_complete(self._serve())
-            # What the servers leave behind (sessions of clients that vanished): end it cleanly,
-            # as asyncio.run does.
-            pending = asyncio.all_tasks(self.loop)
-            for task in pending:
-                task.cancel()
-            self.loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-            self.loop.run_until_complete(self.loop.shutdown_asyncgens())
         finally:
-            self.loop.close()
+            # What the servers leave behind (sessions of clients that vanished) ends cleanly.
+            close_loop(self.loop)
 
     async def _serve(self) -> None:
         self._stop = asyncio.Event()
