@@ -130,6 +130,8 @@ def test_cli_serves_a_plant_file_for_a_bounded_time(tmp_path: Path) -> None:
                 break
             except Exception:
                 await asyncio.sleep(0.1)
+            # The command ended before it served (the reason is in its output).
+            assert thread.is_alive(), result["r"].output + repr(result["r"].exception)
         async with agent:
             await agent.command(Command.RESET)
             await agent.wait_for_state({State.IDLE}, 5)
