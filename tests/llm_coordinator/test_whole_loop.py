@@ -71,6 +71,9 @@ def _start_runtime(robot: str, state_dir: Path, domain: int) -> subprocess.Popen
                 sys.executable,
                 *("-m", "llm_coordinator.cli_robot", "runtime", robot),
                 *("--state-dir", str(state_dir), "--domain-id", str(domain)),
+                # A shared 2-core test machine delays joint states now and then; the default
+                # 0.1 s would latch a sensor fault that this test is not about.
+                *("--state-timeout-s", "1.0"),
             ],
             cwd=ROOT,
             stdout=log,
@@ -88,7 +91,9 @@ def _start_runtime(robot: str, state_dir: Path, domain: int) -> subprocess.Popen
 
 
 @pytest.fixture
-def live_cell(demo_plant: PlantDescription, tmp_path: Path) -> Iterator[tuple[PlantDescription, Any, Any]]:
+def live_cell(
+    demo_plant: PlantDescription, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[PlantDescription, Any, Any]]:
     """The twin served live: machines on OPC-UA and Modbus TCP (free loopback ports), each robot
     as a ROS 2 driver node, and the UR5e's runtime in a process of its own (a ROS 2 domain of
     this test's own, so that other tests' robots do not answer)."""
@@ -108,6 +113,12 @@ def live_cell(demo_plant: PlantDescription, tmp_path: Path) -> Iterator[tuple[Pl
     host = RosHost(domain)
     live = LiveTwin(Twin(plant)).start()
     drivers = start_robot_drivers(live, host)
+    # The robot's keys (as `atelier robot keys` makes them) in this test's state folder, which
+    # the runtime and the coordinator's agents (through $ATELIER_STATE_DIR) both read.
+    from robots.testing import make_robot_keys
+
+    make_robot_keys(tmp_path, ["ur5e_1"])
+    monkeypatch.setenv("ATELIER_STATE_DIR", str(tmp_path))
     runtime = _start_runtime("ur5e_1", tmp_path, domain)
     try:
         yield plant, live, host
