@@ -21,7 +21,13 @@ from rich.table import Table
 from llm_coordinator.cli_console import checked_person
 from llm_coordinator.config import CoordinatorConfig, ModelConfig
 from llm_coordinator.store import Store, StoreError
+from plant.interface import ConnectError
 from plant.text import safe_text
+from plant.trust import TrustError
+
+#: Why a plan cannot start on the live plant: a machine unreachable, a robot's runtime not
+#: listening, a robot's key missing. Each is said in one line, nothing moves.
+_UNREACHABLE = (ConnectError, TimeoutError, TrustError)
 
 if TYPE_CHECKING:
     from llm_coordinator.approval import ApprovalGate
@@ -239,10 +245,14 @@ def register(app: typer.Typer) -> None:
                     yield twin.machines, twin.robots
 
         async def go() -> int:
-            async with agents() as (machines, robots):
-                out.print("executing on " + ("the live plant" if live else "an in-process twin"))
-                ex = build_executor(co, machines, robots, cfg)
-                report = await ex.run(sub.plan_id, actor="cli")
+            try:
+                async with agents() as (machines, robots):
+                    out.print("executing on " + ("the live plant" if live else "an in-process twin"))
+                    ex = build_executor(co, machines, robots, cfg)
+                    report = await ex.run(sub.plan_id, actor="cli")
+            except _UNREACHABLE as exc:
+                err.print(f"plan {sub.plan_id} approved, not run: {_safe(str(exc))}", highlight=False)
+                return 3
             return _print_run(report)
 
         raise typer.Exit(asyncio.run(go()))
@@ -370,8 +380,6 @@ def register(app: typer.Typer) -> None:
             return live_agents(plant, robots=used)  # type: ignore[arg-type]
 
         async def go() -> int:
-            from plant.interface import ConnectError
-
             try:
                 async with agents() as (machines, robots):
                     ex = build_executor(co, machines, robots, cfg)
@@ -381,7 +389,7 @@ def register(app: typer.Typer) -> None:
                         for r in exc.reasons:
                             err.print(f"  - {_safe(r)}", highlight=False)
                         return 2
-            except (ConnectError, TimeoutError) as exc:
+            except _UNREACHABLE as exc:
                 err.print(f"plan {plan_id} not run: {_safe(str(exc))}", highlight=False)
                 return 3
             return _print_run(report)

@@ -16,12 +16,16 @@ echo "== 1. the twin of the demo cell, 10 s, rendered to $OUT/demo_cell.mp4"
 "$BIN/atelier" sim --seconds 10 --render "$OUT/demo_cell.mp4" --width 640 --height 360
 
 echo "== 2. the twin served live: machines over OPC-UA / Modbus TCP, robots as ROS 2 drivers"
+# The robots' keys and e-stop latches, and the audit log's key and anchored head, live in the
+# state folder (outside the repository's tracked files); this run starts from a fresh one.
+export ATELIER_STATE_DIR="$OUT/robot_state"
+rm -rf "$ATELIER_STATE_DIR" "$OUT/atelier.db"
+"$BIN/atelier" robot keys ur5e_1 --state-dir "$ATELIER_STATE_DIR"
 "$BIN/atelier" twin serve > "$OUT/twin_serve.log" 2>&1 & pids+=($!)
-"$BIN/atelier" robot runtime ur5e_1 --state-dir "$OUT/robot_state" > "$OUT/runtime_ur5e_1.log" 2>&1 & pids+=($!)
+"$BIN/atelier" robot runtime ur5e_1 --state-dir "$ATELIER_STATE_DIR" > "$OUT/runtime_ur5e_1.log" 2>&1 & pids+=($!)
 for _ in $(seq 1 120); do grep -q "commands executed\|serving" "$OUT/twin_serve.log" 2>/dev/null && break; \
   grep -q "│ cnc_1" "$OUT/twin_serve.log" 2>/dev/null && break; sleep 1; done
 
-rm -f "$OUT/atelier.db"
 for order in "Reset the conveyor" "Home ur5e_1"; do
   echo "== 3. work order: $order"
   "$BIN/atelier" order "$order" --yes --live --db "sqlite:///$OUT/atelier.db" --evidence "$OUT/evidence"
