@@ -160,13 +160,6 @@ def test_fifty_concurrent_writers_get_no_500_and_the_audit_chain_holds(served: S
     assert report.ok, report
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Store.confirm reads whether the confirmation exists before it takes the write lock "
-    "(_serialise_appends): two operators confirming the same step at once both insert, and the "
-    "second fails with UNIQUE constraint failed: confirmations... (a 500). Fix in llm_coordinator/"
-    "store.py: take the lock first; then drop this marker.",
-)
 def test_operators_confirming_the_same_step_at_once_get_no_500(served: Served) -> None:
     plans = _plans_awaiting(served.url, 2)
     with httpx.Client(base_url=served.url, timeout=30) as c:
