@@ -71,9 +71,11 @@ def _start_runtime(robot: str, state_dir: Path, domain: int) -> subprocess.Popen
                 sys.executable,
                 *("-m", "llm_coordinator.cli_robot", "runtime", robot),
                 *("--state-dir", str(state_dir), "--domain-id", str(domain)),
-                # A shared 2-core test machine delays joint states now and then; the default
-                # 0.1 s would latch a sensor fault that this test is not about.
-                *("--state-timeout-s", "1.0"),
+                # The twin and its drivers share this test's process with the embedded model
+                # (its load holds the interpreter for a second or more) and the rehearsal, so
+                # joint states pause now and then; the runtime's default 0.1 s would latch a
+                # sensor fault that this test is not about. A real driver has its own process.
+                *("--state-timeout-s", "5.0"),
             ],
             cwd=ROOT,
             stdout=log,
