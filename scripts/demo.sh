@@ -22,7 +22,11 @@ export ATELIER_STATE_DIR="$OUT/robot_state"
 rm -rf "$ATELIER_STATE_DIR" "$OUT/atelier.db"
 "$BIN/atelier" robot keys ur5e_1 --state-dir "$ATELIER_STATE_DIR"
 "$BIN/atelier" twin serve > "$OUT/twin_serve.log" 2>&1 & pids+=($!)
-"$BIN/atelier" robot runtime ur5e_1 --state-dir "$ATELIER_STATE_DIR" > "$OUT/runtime_ur5e_1.log" 2>&1 & pids+=($!)
+# On a robot's own controller the runtime keeps its 0.1 s joint-state timeout; here the twin, the
+# runtime, the embedded model and the rehearsals share one small machine, where a joint state can
+# come late by more than that (a sensor fault that the operator would have to reset).
+"$BIN/atelier" robot runtime ur5e_1 --state-dir "$ATELIER_STATE_DIR" --state-timeout-s 1.0 \
+  > "$OUT/runtime_ur5e_1.log" 2>&1 & pids+=($!)
 for _ in $(seq 1 120); do grep -q "commands executed\|serving" "$OUT/twin_serve.log" 2>/dev/null && break; \
   grep -q "│ cnc_1" "$OUT/twin_serve.log" 2>/dev/null && break; sleep 1; done
 
