@@ -3,10 +3,10 @@
 Wiring (like ``cli.py``): it builds the robot's kinematics from the plant's MuJoCo model (``sim``)
 and starts the runtime of ``robots.ros2``.
 
-    atelier robot keys ur5e_1                    # make the robot's keys (--rotate: new ones)
-    atelier robot runtime ur5e_1                 # the runtime of one robot, until killed
-    atelier robot estop ur5e_1                   # trip the e-stop (anyone may)
-    atelier robot estop-reset ur5e_1 --operator alice   # the operator's reset, the only one
+    atelier robot keys ROBOT                    # make the robot's keys (--rotate: new ones)
+    atelier robot runtime ROBOT                 # the runtime of one robot, until killed
+    atelier robot estop ROBOT                   # trip the e-stop (anyone may)
+    atelier robot estop-reset ROBOT --operator NAME   # the operator's reset, the only one
 
 The runtime keeps the e-stop latch in ``--state-dir`` (``<robot>.estop.json``) so a tripped
 e-stop survives a restart of the runtime and of the coordinator. Over ROS 2 every goal, cancel,
@@ -18,7 +18,7 @@ operator's password, signs a reset request in their name and waits for the runti
 answer; only when no runtime listens does it clear the latch file itself (the runtime reads it
 when it starts).
 
-    python -m llm_coordinator.cli_robot runtime ur5e_1   # the same without the atelier command
+    python -m llm_coordinator.cli_robot runtime ROBOT   # the same without the atelier command
 """
 
 from __future__ import annotations

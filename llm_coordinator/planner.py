@@ -180,7 +180,7 @@ def _candidates(plant: PlantDescription, arg_type: str, agent: str | None) -> li
 
 def _mentioned(order: str, candidates: Sequence[str]) -> list[str]:
     """Candidates the order names: in full, with spaces for underscores, or by a word of four
-    letters or more that belongs to that candidate alone ("quarantine" -> quarantine_bin)."""
+    letters or more that belongs to that candidate alone ("reject" -> a bin named reject_bin)."""
     t = _norm(order).replace("handover", "hand over")
     words = {c: [w for w in c.replace("handover", "hand_over").split("_") if len(w) >= 4] for c in candidates}
     full = [c for c in candidates if re.search(rf"\b{re.escape(c.replace('_', ' '))}\b", t.replace("_", " "))]

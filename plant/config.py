@@ -157,7 +157,7 @@ class TagBase(Model):
 
 
 class OpcuaTag(TagBase):
-    """A tag addressed by its OPC-UA node id, for example ``ns=2;s=cnc_1.State``."""
+    """A tag addressed by its OPC-UA node id, for example ``ns=2;s=<machine>.State``."""
 
     node_id: Annotated[str, Field(min_length=3, max_length=512)]
 

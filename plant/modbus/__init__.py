@@ -5,7 +5,7 @@ the addresses of its tag map, with the data type, scale, byte and word order eac
 (:mod:`plant.codec`). Tags that sit next to each other are read in one request (up to 125
 registers or 2000 bits). Modbus has no subscriptions, so waits poll once per PLC scan.
 
-    agent = ModbusAgent("conveyor_1", plant.machines["conveyor_1"])
+    agent = ModbusAgent(name, plant.machines[name])
     async with agent:
         await agent.write("speed_setpoint", 0.2)   # m/s, checked against min/max first
         await agent.command(Command.START)

@@ -5,7 +5,7 @@ writes many tags in one request, follows ``State`` and ``CommandAck`` by a subsc
 speaks Basic256Sha256 (Sign or SignAndEncrypt) with a username and password when the tag map's
 ``security`` asks for it. The password comes from the environment variable the map names.
 
-    agent = OpcuaAgent("cnc_1", plant.machines["cnc_1"])
+    agent = OpcuaAgent(name, plant.machines[name])
     async with agent:
         await agent.command(Command.RESET)
         await agent.wait_for_state({State.IDLE}, timeout_s=5)

@@ -89,15 +89,15 @@ authenticate each other and encrypt the traffic, and the driver's joint topics, 
 MAC, are closed to foreign nodes too::
 
     ros2 security create_keystore ~/atelier_keystore
-    ros2 security create_enclave ~/atelier_keystore /atelier/ur5e_1/runtime
+    ros2 security create_enclave ~/atelier_keystore /atelier/ROBOT/runtime
     ros2 security create_enclave ~/atelier_keystore /atelier/coordinator
     ros2 security create_enclave ~/atelier_keystore /atelier/operator
     # per enclave, a policy granting only its topics and services (ros2 security
     # create_permission with a policy XML: e.g. only the coordinator may publish
-    # /ur5e_1/skill/goal, only the runtime /ur5e_1/skill/result)
+    # /ROBOT/skill/goal, only the runtime /ROBOT/skill/result)
     export ROS_SECURITY_KEYSTORE=~/atelier_keystore
     export ROS_SECURITY_ENABLE=true ROS_SECURITY_STRATEGY=Enforce
-    ROS_SECURITY_ENCLAVE_OVERRIDE=/atelier/ur5e_1/runtime atelier robot runtime ur5e_1
+    ROS_SECURITY_ENCLAVE_OVERRIDE=/atelier/ROBOT/runtime atelier robot runtime ROBOT
 
 Keep the signed commands on top of it: SROS2 says which participant may publish on a topic,
 not which approved plan and step a goal carries out or whether it was sent before; and the keys

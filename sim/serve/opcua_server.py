@@ -1,7 +1,7 @@
 """The twin's machines served over OPC-UA (asyncua), as a PLC's server would serve them.
 
 One :class:`OpcuaTwinServer` per endpoint. Its address space is what a plant engineer expects
-to browse: under ``Objects``, one object per machine (``cnc_1``) holding a variable per tag of
+to browse: under ``Objects``, one object per machine (named as in the plant file) holding a variable per tag of
 the machine's tag map, with the node ids, data types and access the map declares, and one
 method per PackML command (``Reset``, ``Start``, ``Stop``...) that returns the machine's reason
 when it refuses.
