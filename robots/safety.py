@@ -109,6 +109,9 @@ class SafetyConfig:
     # up to 1.001 times the limit).
     sensor_speed_factor: float = 1.5
     sensor_speed_tolerance_rad_s: float = 0.2  # velocity noise at low speed
+    #: A reported joint velocity is judged more loosely than the positions' own progress (it is
+    #: a derivative: servo and contact transients spike it); a gross one (NaN, 1e9) still stops.
+    sensor_velocity_factor: float = 3.0
     sensor_jump_tolerance_rad: float = 0.01  # encoder noise
     # True: a sensor fault holds until the operator's reset; False: it clears after good
     # readings for ``sensor_resume_s`` (s).
@@ -468,7 +471,8 @@ class SafetySupervisor:
         self._sense_hi: list[float] = (lim.upper_rad + tol).tolist()
         sense_speed = np.asarray(lim.max_speed_rad_s, dtype=float) * config.sensor_speed_factor
         self._sense_speed: list[float] = sense_speed.tolist()
-        self._sense_vmax: list[float] = (sense_speed + config.sensor_speed_tolerance_rad_s).tolist()
+        reported = np.asarray(lim.max_speed_rad_s, dtype=float) * config.sensor_velocity_factor
+        self._sense_vmax: list[float] = (reported + config.sensor_speed_tolerance_rad_s).tolist()
         self._sense_n = lim.dof
         self._sense_dt = 1.25 * self._dt
         self._sense_jump: list[float] = (sense_speed * self._sense_dt + config.sensor_jump_tolerance_rad).tolist()
