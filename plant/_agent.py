@@ -8,6 +8,11 @@ lives here once, so both protocols behave the same:
 - a command is ``command`` + a fresh ``command_seq`` written in one request, then the agent
   waits until ``command_ack`` equals that sequence number, and reads back the command, the
   sequence number, the verdict (``command_status``/``command_message``) and the status;
+  a machine without ``command_seq``/``command_ack`` gets the code in ``command`` alone, and
+  the agent takes it as accepted when the state leaves the state it was in, or the machine
+  sets ``command`` back to 0 (and refused when a ``command_status`` tag then says so);
+- tags other than ``state`` and ``command`` are optional: a status without them reads neutral
+  values (counters and fault code 0, fault text "", door None);
 - every status carries the alarms of its readings (:func:`plant.codec.tag_alarms`: a value
   outside the tag's declared range, not finite, or wrapped), and a machine in alarm is not
   commanded: before any command but :data:`~plant.interface.SAFE_COMMANDS` the agent reads the
@@ -43,6 +48,8 @@ from plant.interface import (
     MachineStatus,
     TagError,
     TagValue,
+    command_code,
+    command_name,
 )
 from plant.packml import Command, State
 
@@ -327,12 +334,12 @@ class NetworkAgent(ABC):
         extra = {k: x for k, x in v.items() if k not in STATUS_TAGS and k not in COMMAND_TAGS}
         return MachineStatus(
             state=state,
-            cycle_count=int(v["cycle_count"]),
-            part_count=int(v["part_count"]),
-            fault_code=int(v["fault_code"]),
-            fault_text=str(v["fault_text"]),
+            cycle_count=int(v.get("cycle_count", 0)),
+            part_count=int(v.get("part_count", 0)),
+            fault_code=int(v.get("fault_code", 0)),
+            fault_text=str(v.get("fault_text", "")),
             door_closed=bool(door) if door is not None else None,
-            command_ack=int(v["command_ack"]),
+            command_ack=int(v.get("command_ack", 0)),
             extra=extra,
             alarms=tag_alarms(self.tags, v),
         )
@@ -348,7 +355,14 @@ class NetworkAgent(ABC):
         v = await self._call(lambda: self._read(names), time.monotonic() + self.request_timeout_s * 2)
         return self._status_of(v)
 
+    @property
+    def handshake(self) -> bool:
+        """True when the machine maps ``command_seq`` and ``command_ack`` (the sequence handshake)."""
+        return "command_seq" in self.tags and "command_ack" in self.tags
+
     async def _init_seq(self) -> None:
+        if not self.handshake:
+            return
         v = await self._call(
             lambda: self._read(["command_seq", "command_ack"]), time.monotonic() + self.request_timeout_s
         )
@@ -359,17 +373,14 @@ class NetworkAgent(ABC):
         self._seq = self._seq + 1 if self._seq < hi else 1
         return self._seq
 
-    async def command(self, command: Command, timeout_s: float = 5.0) -> MachineStatus:
+    async def command(self, command: Command | int, timeout_s: float = 5.0) -> MachineStatus:
         """Send a PackML command (see :class:`~plant.interface.MachineAgent`). Blocks until the
         machine acknowledged it or ``timeout_s`` passed (``TimeoutError``). Raises
         CommandRejected with the machine's reason, TagError if the command code does not fit
         the command tag (nothing sent), ConnectError if unreachable. A machine in alarm gets
         only :data:`~plant.interface.SAFE_COMMANDS`; any other command raises
         :class:`~plant.interface.MachineInAlarm` (a CommandRejected) before anything is sent."""
-        try:
-            cmd = Command(command)
-        except ValueError:
-            raise TagError(self.name, "command", f"{command!r} is not a PackML command code") from None
+        cmd = command_code(self.name, command)
         raw_cmd = check_write(self.name, "command", self.tags["command"], int(cmd))
         deadline = time.monotonic() + timeout_s
         async with self._command_lock:
@@ -378,8 +389,12 @@ class NetworkAgent(ABC):
                 now = await self._call(lambda: self._read(names), deadline)
                 alarms = tag_alarms(self.tags, now)
                 if alarms:
-                    log.warning("%s: %s refused, the machine is in alarm: %s", self.name, cmd.name, alarms[0].reason)
+                    log.warning(
+                        "%s: %s refused, the machine is in alarm: %s", self.name, command_name(cmd), alarms[0].reason
+                    )
                     raise MachineInAlarm(self.name, cmd, alarms)
+            if not self.handshake:
+                return await self._command_plain(cmd, raw_cmd, deadline, timeout_s)
             seq = self._next_seq()
             raw_seq = check_write(self.name, "command_seq", self.tags["command_seq"], seq)
             await self._call(lambda: self._write({"command": raw_cmd, "command_seq": raw_seq}), deadline)
@@ -391,19 +406,44 @@ class NetworkAgent(ABC):
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise TimeoutError(
-                        f"{self.name}: {cmd.name} (seq {seq}) not acknowledged within {timeout_s:g} s "
+                        f"{self.name}: {command_name(cmd)} (seq {seq}) not acknowledged within {timeout_s:g} s "
                         f"(command_ack is {v['command_ack']})"
                     )
                 await self._wait_change(("command_ack",), remaining)
             if int(v["command_seq"]) != seq or int(v["command"]) != int(cmd):
                 raise MachineError(
                     self.name,
-                    f"read-back after {cmd.name}: command={v['command']!r} command_seq={v['command_seq']!r}, "
+                    f"read-back after {command_name(cmd)}: command={v['command']!r} command_seq={v['command_seq']!r}, "
                     f"expected {int(cmd)} and {seq} (another client writes commands?)",
                 )
-            if int(v["command_status"]) == CommandStatus.REFUSED:
-                raise CommandRejected(self.name, cmd, str(v["command_message"]) or "refused without a reason")
+            if int(v.get("command_status", CommandStatus.ACCEPTED)) == CommandStatus.REFUSED:
+                raise CommandRejected(self.name, cmd, str(v.get("command_message", "")) or "refused without a reason")
             return self._status_of({k: x for k, x in v.items() if k not in COMMAND_TAGS or k == "command_ack"})
+
+    async def _command_plain(
+        self, cmd: Command | int, raw_cmd: RawValue, deadline: float, timeout_s: float
+    ) -> MachineStatus:
+        """A command without the sequence handshake: write the code, then watch the state leave
+        the state it was in, or the machine set ``command`` back to 0 (it took the code)."""
+        names = [t for t in dict.fromkeys((*STATUS_TAGS, *COMMAND_TAGS)) if t in self._readable_names]
+        before = await self._call(lambda: self._read(names), deadline)
+        await self._call(lambda: self._write({"command": raw_cmd}), deadline)
+        while True:
+            v = await self._call(lambda: self._read(names), deadline)
+            if v["state"] != before["state"] or ("command" in v and int(v["command"]) == 0):
+                break
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                seen = State(int(v["state"])).name if int(v["state"]) in State._value2member_map_ else v["state"]
+                raise TimeoutError(
+                    f"{self.name}: {command_name(cmd)} not taken within {timeout_s:g} s (the state stayed {seen}"
+                    + (f", the command tag still holds {v['command']}" if "command" in v else "")
+                    + ")"
+                )
+            await self._wait_change(("state",), min(remaining, 0.05))
+        if int(v.get("command_status", CommandStatus.ACCEPTED)) == CommandStatus.REFUSED:
+            raise CommandRejected(self.name, cmd, str(v.get("command_message", "")) or "refused without a reason")
+        return self._status_of({k: x for k, x in v.items() if k not in COMMAND_TAGS or k == "command_ack"})
 
     async def wait_for_state(self, states: set[State], timeout_s: float) -> MachineStatus:
         """Wait until the state is one of ``states`` (by subscription where the protocol has

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from plant.catalog import ROBOT_MODELS, TOOL_MODELS
-from plant.skills import SKILLS
+from plant.skills import SKILLS, SkillSpec
 
 if TYPE_CHECKING:
     import numpy as np
@@ -89,7 +89,11 @@ class Bin(Model):
 class Station(Model):
     """A place in the cell where work happens, with its named locations and bins."""
 
-    kind: Literal["infeed", "outfeed", "machining", "inspection", "assembly", "buffer", "quarantine"]
+    kind: Name = Field(
+        description="what the station is for: an open name (infeed, outfeed, machining, inspection, assembly, "
+        "buffer, quarantine, or one of the site's own)"
+    )
+    kind_description: str = Field(default="", description="what a kind the code does not know means, for people")
     locations: dict[Name, Location] = Field(default_factory=dict)
     bins: dict[Name, Bin] = Field(default_factory=dict)
 
@@ -136,6 +140,10 @@ class TagBase(Model):
         description="highest engineering value of the declared range: a write above it is refused, "
         "a reading above it puts the machine in alarm",
     )
+    values: dict[Name, int] | None = Field(
+        default=None,
+        description="named values of an integer or bool tag (for example none: 0, pass: 1, fail: 2)",
+    )
     description: str = ""
 
     @field_validator("scale")
@@ -149,6 +157,17 @@ class TagBase(Model):
     def _range_order(self) -> TagBase:
         if self.min is not None and self.max is not None and self.min > self.max:
             raise ValueError(f"min ({self.min}) is greater than max ({self.max})")
+        if self.values:
+            if self.data_type in ("string", "float32", "float64"):
+                raise ValueError(f"values name integers; a {self.data_type} tag cannot have them")
+            from plant.codec import INT_RANGES
+
+            lo, hi = INT_RANGES.get(self.data_type, (0, 1))
+            for vname, v in self.values.items():
+                if not lo <= v <= hi:
+                    raise ValueError(f"value {vname!r} = {v} does not fit a {self.data_type} ({lo}..{hi})")
+                if (self.min is not None and v < self.min) or (self.max is not None and v > self.max):
+                    raise ValueError(f"value {vname!r} = {v} lies outside the tag's range {self.min}..{self.max}")
         return self
 
     @property
@@ -200,25 +219,123 @@ class ModbusTag(TagBase):
         return 1 if self.table in ("coil", "discrete_input") else REGISTER_COUNT[self.data_type]
 
 
-MachineKind = Literal["cnc", "press", "conveyor", "inspection", "washer", "oven", "other"]
+#: A machine kind: an open name. The code attaches behaviour to the kinds it knows (a
+#: ``conveyor`` has a belt and ``feed``, an ``inspection`` machine ``inspect``, a ``cnc`` a
+#: spindle in the twin); any other kind is a machine with its standard and declared commands.
+MachineKind = Name
+KNOWN_MACHINE_KINDS = ("cnc", "press", "conveyor", "inspection", "washer", "oven", "other")
 
-#: Tags every machine must map, so that one agent interface serves every machine.
-REQUIRED_TAGS = (
-    "state",
-    "command",
+#: Tags every machine must map: its PackML state and the tag commands are written to.
+REQUIRED_TAGS = ("state", "command")
+#: Tags a machine may map, with the meaning the agents give them. ``command_seq`` and
+#: ``command_ack`` go together (the sequence handshake: a retried command runs at most once);
+#: ``command_status`` and ``command_message`` say what became of the command whose sequence
+#: number ``command_ack`` holds (:class:`plant.interface.CommandStatus`, and the machine's reason
+#: when it refused it), so that a refusal reaches the coordinator with the machine's own words.
+#: ``door_closed`` is required when the machine ``has_door``. Without a tag, the status reads a
+#: neutral value (0, "", None).
+OPTIONAL_TAGS = (
     "command_seq",
     "command_ack",
+    "command_status",
+    "command_message",
     "cycle_count",
     "part_count",
     "fault_code",
     "fault_text",
     "door_closed",
-    "command_status",
-    "command_message",
 )
-"""``command_status`` and ``command_message`` say what became of the command whose sequence number
-``command_ack`` holds (:class:`plant.interface.CommandStatus`, and the machine's reason when it
-refused it), so that a refusal reaches the coordinator with the machine's own words."""
+
+#: PackML state names (lower case) a declared command may start from or wait for.
+_STATE_NAMES = (
+    "stopped",
+    "starting",
+    "idle",
+    "suspended",
+    "execute",
+    "stopping",
+    "aborting",
+    "aborted",
+    "holding",
+    "held",
+    "unholding",
+    "suspending",
+    "unsuspending",
+    "resetting",
+    "completing",
+    "complete",
+    "clearing",
+)
+
+
+class CommandArg(Model):
+    """An argument of a declared command: a number (``float``, ``int``: optional ``unit``, a pint
+    unit string, and ``min``/``max`` in that unit) or a name (``str`` with ``choices``)."""
+
+    type: Literal["float", "int", "str"]
+    unit: str = ""
+    min: Finite | None = None
+    max: Finite | None = None
+    choices: Annotated[list[Name], Field(min_length=1)] | None = None
+    default: int | float | str | None = Field(default=None, description="taken when left out (then optional)")
+    description: str = ""
+
+    @model_validator(mode="after")
+    def _fits_type(self) -> CommandArg:
+        if self.type == "str":
+            if self.choices is None:
+                raise ValueError("a str argument needs choices (the names it may take)")
+            if self.unit or self.min is not None or self.max is not None:
+                raise ValueError("a str argument has choices, not unit, min or max")
+        elif self.choices is not None:
+            raise ValueError(f"only a str argument has choices, not a {self.type}")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min ({self.min}) is greater than max ({self.max})")
+        return self
+
+
+class CommandDecl(Model):
+    """A command a machine declares in the plant file; see :mod:`plant.commands` for the format."""
+
+    description: str = ""
+    args: dict[Name, CommandArg] = Field(default_factory=dict)
+    writes: dict[Name, bool | int | float | str] = Field(
+        default_factory=dict,
+        description="tag <- value written before the command: '{arg}' (converted from the argument's unit to the "
+        "tag's) or a constant",
+    )
+    code: Annotated[int, Field(ge=1)] = Field(default=2, description="written to the command tag (2 = PackML Start)")
+    from_states: Annotated[list[str], Field(min_length=1)] = Field(
+        default_factory=lambda: ["idle"], description="PackML states (lower case) the command may start from"
+    )
+    completes: str = Field(
+        default="cycle",
+        description="cycle, immediate, state:<packml state>, door_open or door_closed",
+    )
+    duration_s: PositiveFloat | None = Field(default=None, description="expected duration; the cycle time if left out")
+    increments: list[Name] = Field(
+        default_factory=list, description="counter tags the twin's PLC adds 1 to when the command completes"
+    )
+
+    @field_validator("from_states")
+    @classmethod
+    def _states(cls, v: list[str]) -> list[str]:
+        for s in v:
+            if s not in _STATE_NAMES:
+                raise ValueError(f"{s!r} is not a PackML state; states: {', '.join(_STATE_NAMES)}")
+        return v
+
+    @field_validator("completes")
+    @classmethod
+    def _completes(cls, v: str) -> str:
+        if v in ("cycle", "immediate", "door_open", "door_closed"):
+            return v
+        if v.startswith("state:") and v[len("state:") :] in _STATE_NAMES:
+            return v
+        raise ValueError(
+            f"{v!r} is not a completion; use cycle, immediate, door_open, door_closed or state:<name> "
+            f"(a PackML state: {', '.join(_STATE_NAMES)})"
+        )
 
 
 class Belt(Model):
@@ -233,7 +350,8 @@ class Belt(Model):
 class MachineBase(Model):
     """What every machine has, whatever protocol it speaks."""
 
-    kind: MachineKind
+    kind: MachineKind = Field(description="an open name; the code knows " + ", ".join(KNOWN_MACHINE_KINDS))
+    kind_description: str = Field(default="", description="what a kind the code does not know means, for people")
     station: Name | None = None
     pose: Pose
     size_m: PositiveVec3 = Field(description="outer box of the machine (x, y, z)")
@@ -241,6 +359,9 @@ class MachineBase(Model):
     state_model: Literal["packml"] = "packml"
     has_door: bool = False
     belt: Belt | None = None
+    commands: dict[Name, CommandDecl] = Field(
+        default_factory=dict, description="commands this machine declares beyond the standard ones (plant.commands)"
+    )
     description: str = ""
 
     @model_validator(mode="after")
@@ -443,7 +564,10 @@ class CylinderShape(Model):
 
 Shape = Annotated[BoxShape | CylinderShape, Field(discriminator="type")]
 
-HazardClass = Literal["flammable_liquid", "toxic", "corrosive", "hot_surface", "pinch_point", "laser", "high_voltage"]
+#: A hazard class: an open name (flammable_liquid, toxic, corrosive, hot_surface, pinch_point,
+#: laser, high_voltage, or one of the site's own).
+HazardClass = Name
+KNOWN_HAZARD_CLASSES = ("flammable_liquid", "toxic", "corrosive", "hot_surface", "pinch_point", "laser", "high_voltage")
 
 
 ZonePermit = Literal["never", "operator_confirmation"]
@@ -536,7 +660,9 @@ class RecipeStep(Model):
     @field_validator("skill")
     @classmethod
     def _known_skill(cls, v: str) -> str:
-        if v not in SKILLS:
+        # Machines declare commands of their own: a skill is any name here, and the loader checks
+        # that the step's agent can perform it (plant.loader.check_references).
+        if v not in SKILLS and not NAME_RE.match(v):
             raise ValueError(f"unknown skill {v!r}; known: {', '.join(sorted(SKILLS))}")
         return v
 
@@ -602,11 +728,33 @@ class PlantDescription(Model):
         return out
 
     def agent_skills(self, agent: str) -> list[str]:
+        """The skills ``agent`` performs: a robot's allowed skills; a machine's standard PackML
+        commands, the built-in ones that apply to it and the ones it declares
+        (:func:`plant.commands.machine_commands`). Raises ``KeyError`` for an unknown agent."""
         if agent in self.robots:
             return self.robots[agent].allowed_skills()
         if agent in self.machines:
-            kind = self.machines[agent].kind
-            return sorted(k for k, d in SKILLS.items() if d.agent_kind == "machine" and d.applies_to(kind))
+            from plant.commands import machine_commands
+
+            return sorted(machine_commands(self.machines[agent]))
+        raise KeyError(agent)
+
+    def skill_spec(self, agent: str, skill: str) -> SkillSpec:
+        """What ``skill`` means on ``agent``: its arguments (with units, ranges, choices), its
+        nominal duration and description. Robots: :data:`plant.skills.SKILLS`; machines: built
+        from the command (:meth:`plant.commands.CommandSpec.skill_spec`). Raises ``KeyError``
+        for an unknown agent, or a skill the agent does not perform."""
+        if agent in self.robots:
+            if skill not in self.robots[agent].allowed_skills():
+                raise KeyError(f"{agent} cannot perform {skill!r}")
+            return SKILLS[skill]
+        if agent in self.machines:
+            from plant.commands import machine_commands
+
+            commands = machine_commands(self.machines[agent])
+            if skill not in commands:
+                raise KeyError(f"{agent} has no command {skill!r}; it has {', '.join(sorted(commands))}")
+            return commands[skill].skill_spec()
         raise KeyError(agent)
 
 

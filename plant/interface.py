@@ -44,9 +44,26 @@ class ConnectError(MachineError):
 class CommandRejected(MachineError):
     """The machine refused a command (illegal in its state, interlock); ``reason`` says why."""
 
-    def __init__(self, machine: str, command: Command, reason: str) -> None:
+    def __init__(self, machine: str, command: Command | int, reason: str) -> None:
         self.command, self.reason = command, reason
-        super().__init__(machine, f"{command.name} refused: {reason}")
+        name = command.name if isinstance(command, Command) else f"command {command}"
+        super().__init__(machine, f"{name} refused: {reason}")
+
+
+def command_code(machine: str, command: Command | int) -> Command | int:
+    """``command`` as a PackML :class:`~plant.packml.Command` when it is one, else the plain int
+    code of a declared command; TagError for anything that is not a code."""
+    if isinstance(command, bool) or not isinstance(command, int):
+        raise TagError(machine, "command", f"{command!r} is not a command code")
+    try:
+        return Command(command)
+    except ValueError:
+        return int(command)
+
+
+def command_name(command: Command | int) -> str:
+    """``START``, or ``command 21`` for a declared command's code."""
+    return command.name if isinstance(command, Command) else f"command {command}"
 
 
 #: Commands a machine in alarm still takes: the ones that bring it to rest.
@@ -72,7 +89,7 @@ class MachineInAlarm(CommandRejected):
     readings put it in alarm (``alarms``, each naming tag, raw value and declared range). Only
     :data:`SAFE_COMMANDS` pass; correcting the value (a write within range) clears the alarm."""
 
-    def __init__(self, machine: str, command: Command, alarms: tuple[TagAlarm, ...]) -> None:
+    def __init__(self, machine: str, command: Command | int, alarms: tuple[TagAlarm, ...]) -> None:
         self.alarms = alarms
         safe = " and ".join(c.name for c in sorted(SAFE_COMMANDS))
         super().__init__(
@@ -91,7 +108,9 @@ class CommandStatus(IntEnum):
 
 @dataclass(frozen=True)
 class MachineStatus:
-    """A consistent snapshot of a machine's standard tags."""
+    """A consistent snapshot of a machine's standard tags. A tag the machine does not map reads
+    a neutral value: counters, ``fault_code`` and ``command_ack`` 0, ``fault_text`` "",
+    ``door_closed`` None."""
 
     state: State
     cycle_count: int
@@ -144,10 +163,13 @@ class MachineAgent(Protocol):
     async def status(self) -> MachineStatus:
         """State, counters, fault and door in one read, with the alarms of the readings."""
 
-    async def command(self, command: Command, timeout_s: float = 5.0) -> MachineStatus:
-        """Send a PackML command with a fresh sequence number, wait until the machine
-        acknowledges that number (a retried command is never executed twice), read back the
-        result, and raise :class:`CommandRejected` if the machine refused it. A machine in
+    async def command(self, command: Command | int, timeout_s: float = 5.0) -> MachineStatus:
+        """Send a PackML command (or the int code of a command the machine declares) with a
+        fresh sequence number, wait until the machine acknowledges that number (a retried
+        command is never executed twice), read back the result, and raise
+        :class:`CommandRejected` if the machine refused it. A machine without the sequence
+        tags gets the code alone; it counts as taken when the state changes or the machine
+        sets ``command`` back to 0. A machine in
         alarm is not commanded at all (:class:`MachineInAlarm`), except :data:`SAFE_COMMANDS`."""
 
     async def wait_for_state(self, states: set[State], timeout_s: float) -> MachineStatus:

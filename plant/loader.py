@@ -18,6 +18,7 @@ import yaml
 from pydantic import ValidationError
 
 from plant.catalog import ROBOT_MODELS
+from plant.commands import arg_problem, check_commands
 from plant.config import REQUIRED_TAGS, PlantDescription
 from plant.skills import SKILLS
 
@@ -211,11 +212,16 @@ def check_references(plant: PlantDescription) -> list[tuple[PathT, str]]:
     for name, m in plant.machines.items():
         if m.station is not None and m.station not in plant.stations:
             bad.append((("machines", name, "station"), f"no station named {m.station!r}"))
-        missing = [t for t in REQUIRED_TAGS if t not in m.tags]
-        if m.has_door is False:
-            missing = [t for t in missing if t != "door_closed"]
+        missing = [t for t in (*REQUIRED_TAGS, *(("door_closed",) if m.has_door else ())) if t not in m.tags]
         if missing:
-            bad.append((("machines", name, "tags"), f"missing required tags: {', '.join(missing)}"))
+            why = " (door_closed: the machine has_door)" if "door_closed" in missing else ""
+            bad.append((("machines", name, "tags"), f"missing required tags: {', '.join(missing)}{why}"))
+        for a, b in (("command_seq", "command_ack"), ("command_ack", "command_seq")):
+            if a in m.tags and b not in m.tags:
+                bad.append(
+                    (("machines", name, "tags", a), f"{a} goes with {b} (the sequence handshake); map both or neither")
+                )
+        bad.extend(check_commands(name, m))
         for tname in ("command", "command_seq"):
             if tname in m.tags and not m.tags[tname].writable:
                 bad.append((("machines", name, "tags", tname, "access"), f"the {tname} tag must be writable"))
@@ -300,15 +306,29 @@ def _check_recipe(
             if dep not in step_ids:
                 bad.append(((*here, "after"), f"{dep!r} is not an earlier step of this recipe"))
         step_ids.add(step.id)
-        skill = SKILLS[step.skill]
+        if step.skill not in SKILLS and not any(step.skill in plant.agent_skills(a) for a in plant.machines):
+            bad.append(((*here, "skill"), f"unknown skill {step.skill!r}; known: {', '.join(sorted(SKILLS))}"))
+            continue
+        skill = SKILLS.get(step.skill)
         param = _param_ref(step.agent)
         if param is not None:
             if param not in recipe.params:
                 bad.append(((*here, "agent"), f"refers to {{{param}}}, which is not a parameter of this recipe"))
+            if skill is None:
+                # An agent chosen by the work order: the skill must be one some machine declares.
+                skill = next(
+                    (plant.skill_spec(a, step.skill) for a in plant.machines if step.skill in plant.agent_skills(a)),
+                    None,
+                )
         elif step.agent not in agents:
             bad.append(((*here, "agent"), f"no robot or machine named {step.agent!r}"))
         elif step.skill not in plant.agent_skills(step.agent):
             bad.append(((*here, "skill"), f"{step.agent!r} cannot perform skill {step.skill!r}"))
+            skill = None
+        else:
+            skill = plant.skill_spec(step.agent, step.skill)
+        if skill is None:
+            continue
         for arg in step.args:
             if arg not in skill.args:
                 bad.append(((*here, "args", arg), f"skill {step.skill!r} takes no argument {arg!r}"))
@@ -325,6 +345,8 @@ def _check_recipe(
                     bad.append(((*here, "args", arg), f"refers to {{{ref}}}, which is not a parameter of this recipe"))
                 continue
             reason = _check_arg_value(plant, spec.type, value, locations)
+            if reason is None and spec.type in ("float", "int", "str"):
+                reason = arg_problem(spec, value)
             if reason:
                 bad.append(((*here, "args", arg), reason))
     return bad

@@ -101,6 +101,20 @@ RUNNING = {State.STARTING, State.EXECUTE, State.UNHOLDING, State.UNSUSPENDING, S
 DOOR_TIME_S = 1.0
 
 
+@dataclass(frozen=True)
+class CustomCommand:
+    """A command a machine declares (``commands:`` in the plant file), as the state model runs it:
+    accepted in ``from_states``, it goes Starting -> Execute for ``duration_s`` (the machine's
+    cycle time when None) -> Completing -> Complete, and on Complete adds 1 to each counter
+    named in ``increments`` (besides ``cycle_count`` and ``part_count``)."""
+
+    code: int
+    name: str
+    from_states: frozenset[State] = frozenset({State.IDLE})
+    duration_s: float | None = None
+    increments: tuple[str, ...] = ()
+
+
 @dataclass
 class MachineStateModel:
     """State, counters, fault and door of one machine.
@@ -124,9 +138,21 @@ class MachineStateModel:
     execute_time_s: float = 0.0
     door_motion_s: float = 0.0
     history: list[tuple[State, State]] = field(default_factory=list)
+    #: Declared commands by code (:class:`CustomCommand`); a code here overrides the standard one.
+    custom: dict[int, CustomCommand] = field(default_factory=dict)
+    #: The declared command whose cycle runs (None: a standard Start).
+    active: CustomCommand | None = None
+    #: Counters the declared commands' ``increments`` name, by tag name.
+    counters: dict[str, int] = field(default_factory=dict)
 
     def command(self, cmd: Command | int) -> None:
         """Apply a command now, or raise :class:`CommandRefused` (the state is then unchanged)."""
+        custom = None
+        if self.custom and isinstance(cmd, int) and not isinstance(cmd, bool):
+            custom = self.custom.get(int(cmd))
+        if custom is not None:
+            self._custom(custom)
+            return
         try:
             cmd = Command(cmd)
         except ValueError:
@@ -154,7 +180,19 @@ class MachineStateModel:
             raise CommandRefused(cmd, self.state, "the door is open (interlock: close it before Start)")
         if cmd == Command.RESET:
             self.fault_code, self.fault_text = 0, ""
+        if cmd == Command.START:
+            self.active = None
         self._go(target)
+
+    def _custom(self, c: CustomCommand) -> None:
+        refused = Command.START if c.code == Command.START else Command.NONE
+        if self.state not in c.from_states:
+            allowed = ", ".join(sorted(s.name for s in c.from_states))
+            raise CommandRefused(refused, self.state, f"{c.name} is only accepted in {allowed}")
+        if self.has_door and not self.door_closed:
+            raise CommandRefused(refused, self.state, f"the door is open (interlock: close it before {c.name})")
+        self.active = c
+        self._go(State.STARTING)
 
     def _door(self, cmd: Command) -> None:
         if not self.has_door:
@@ -188,9 +226,12 @@ class MachineStateModel:
                 self.door_closed = self.door_target_closed
         if self.state == State.EXECUTE:
             self.execute_time_s += dt_s
-            if self.execute_time_s >= self.cycle_time_s:
+            limit = self.cycle_time_s
+            if self.active is not None and self.active.duration_s is not None:
+                limit = self.active.duration_s
+            if self.execute_time_s >= limit:
                 if self.cycle_ends_externally:
-                    self.fault(102, f"cycle did not finish within {self.cycle_time_s:g} s")
+                    self.fault(102, f"cycle did not finish within {limit:g} s")
                 else:
                     self._go(State.COMPLETING)
             return
@@ -205,6 +246,8 @@ class MachineStateModel:
         if target == State.COMPLETE:
             self.cycle_count += 1
             self.part_count += 1
+            for tag in self.active.increments if self.active is not None else ():
+                self.counters[tag] = self.counters.get(tag, 0) + 1
         self.state = target
         self.time_in_state_s = 0.0
 

@@ -10,16 +10,21 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-ArgType = Literal["location", "part", "part_type", "robot", "machine", "bin", "float", "int", "joints"]
+ArgType = Literal["location", "part", "part_type", "robot", "machine", "bin", "float", "int", "str", "joints"]
 
 
 @dataclass(frozen=True)
 class ArgSpec:
+    """An argument: its type, whether it is required, its range (``min``/``max`` in ``unit``, a
+    pint unit string; "" for none) and, for a ``str``, the names it may take (``choices``)."""
+
     type: ArgType
     required: bool = True
     min: float | None = None
     max: float | None = None
     description: str = ""
+    unit: str = ""
+    choices: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -110,4 +115,14 @@ SKILLS: dict[str, SkillSpec] = {
         nominal_duration_s=10.0,
         machine_kinds=("conveyor",),
     ),
+    # The standard PackML commands every machine takes (plant.commands carries them out). A
+    # machine's own commands are declared in the plant file: PlantDescription.skill_spec.
+    "start": SkillSpec("machine", "PackML Start: begin executing (from idle)", nominal_duration_s=1.0),
+    "stop": SkillSpec("machine", "PackML Stop: bring the machine to a controlled stop", nominal_duration_s=1.0),
+    "hold": SkillSpec("machine", "PackML Hold: pause execution (from execute)", nominal_duration_s=1.0),
+    "unhold": SkillSpec("machine", "PackML Unhold: resume execution after a hold", nominal_duration_s=1.0),
+    "suspend": SkillSpec("machine", "PackML Suspend: wait for an external condition", nominal_duration_s=1.0),
+    "unsuspend": SkillSpec("machine", "PackML Unsuspend: resume after a suspend", nominal_duration_s=1.0),
+    "abort": SkillSpec("machine", "PackML Abort: stop at once (from any state)", nominal_duration_s=1.0),
+    "clear": SkillSpec("machine", "PackML Clear: leave aborted for stopped", nominal_duration_s=1.0),
 }

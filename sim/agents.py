@@ -32,9 +32,10 @@ from plant.interface import (
     TagAlarm,
     TagError,
     TagValue,
+    command_code,
 )
 from plant.packml import Command, CommandRefused, State
-from sim.tags import PLC_OWNED, TWIN_SETTERS, TWIN_VALUES, fit
+from sim.tags import PLC_OWNED, TWIN_SETTERS, fit, twin_getters
 from sim.twin import Twin, TwinMachine
 
 #: Simulated seconds stepped between two looks at the state (one control tick is 4 ms).
@@ -62,8 +63,9 @@ class TwinMachineAgent:
         self.name = name
         self.drive = drive
         self.tags: dict[str, TagBase] = dict(twin.plant.machines[name].tags)
+        self._getters = twin_getters(twin.plant.machines[name])
         self._memory: dict[str, TagValue] = {
-            t: from_raw(tag, default_raw(tag)) for t, tag in self.tags.items() if t not in TWIN_VALUES
+            t: from_raw(tag, default_raw(tag)) for t, tag in self.tags.items() if t not in self._getters
         }
         self._alarm_names = [t for t, tag in self.tags.items() if can_alarm(tag)]
         self._seq = 0
@@ -102,7 +104,7 @@ class TwinMachineAgent:
         tag = self._tag(name)
         if tag.access == "write":
             raise TagError(self.name, name, "is write-only")
-        get = TWIN_VALUES.get(name)
+        get = self._getters.get(name)
         return fit(tag, get(self._tm)) if get is not None else self._memory[name]
 
     async def read(self, tag: str) -> TagValue:
@@ -142,14 +144,16 @@ class TwinMachineAgent:
             for t, tag in self.tags.items()
             if t not in _STANDARD and t not in _COMMAND and tag.access != "write"
         }
+        # A tag the machine does not map reads a neutral value, as over the network.
+        has = self.tags.__contains__
         return MachineStatus(
             state=sm.state,
-            cycle_count=sm.cycle_count,
-            part_count=sm.part_count,
-            fault_code=sm.fault_code,
-            fault_text=sm.fault_text,
-            door_closed=sm.door_closed if "door_closed" in self.tags else None,
-            command_ack=self._seq,
+            cycle_count=sm.cycle_count if has("cycle_count") else 0,
+            part_count=sm.part_count if has("part_count") else 0,
+            fault_code=sm.fault_code if has("fault_code") else 0,
+            fault_text=sm.fault_text if has("fault_text") else "",
+            door_closed=sm.door_closed if has("door_closed") else None,
+            command_ack=self._seq if has("command_ack") else 0,
             extra=extra,
             alarms=self._alarms(),
         )
@@ -159,22 +163,20 @@ class TwinMachineAgent:
         with self._lock:
             return self._status()
 
-    async def command(self, command: Command, timeout_s: float = 5.0) -> MachineStatus:
+    async def command(self, command: Command | int, timeout_s: float = 5.0) -> MachineStatus:
         """Apply a PackML command now; CommandRejected with the machine's reason if refused.
         A machine in alarm takes only SAFE_COMMANDS (MachineInAlarm, nothing applied), as
         over the network (:mod:`plant._agent`)."""
         self._check()
-        try:
-            cmd = Command(command)
-        except ValueError:
-            raise TagError(self.name, "command", f"{command!r} is not a PackML command code") from None
+        cmd = command_code(self.name, command)
         check_write(self.name, "command", self.tags["command"], int(cmd))
         if cmd not in SAFE_COMMANDS:
             with self._lock:
                 alarms = self._alarms()
             if alarms:
                 raise MachineInAlarm(self.name, cmd, alarms)
-        hi = INT_RANGES.get(self.tags["command_seq"].data_type, (0, 2**31 - 1))[1]
+        seq_tag = self.tags.get("command_seq")
+        hi = INT_RANGES.get(seq_tag.data_type, (0, 2**31 - 1))[1] if seq_tag is not None else 2**31 - 1
         self._seq = self._seq + 1 if self._seq < hi else 1
         self._memory.update({"command": int(cmd), "command_seq": self._seq})
         with self._lock:

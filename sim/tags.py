@@ -10,7 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from plant.codec import CodecError, default_raw, from_raw, to_raw
-from plant.config import TagBase
+from plant.commands import custom_commands
+from plant.config import ModbusMachine, OpcuaMachine, TagBase
 from plant.interface import TagValue
 from sim.twin import TwinMachine
 
@@ -29,6 +30,17 @@ TWIN_VALUES: dict[str, Callable[[TwinMachine], TagValue]] = {
     "spindle_speed": lambda tm: tm.spindle_speed_rpm,
     "result": lambda tm: tm.inspection_result,
 }
+
+
+def twin_getters(machine: OpcuaMachine | ModbusMachine) -> dict[str, Callable[[TwinMachine], TagValue]]:
+    """The tags of ``machine``'s map the twin drives: the standard ones (:data:`TWIN_VALUES`)
+    and the counters its declared commands increment (``increments``)."""
+    out = {t: TWIN_VALUES[t] for t in machine.tags if t in TWIN_VALUES}
+    for spec in custom_commands(machine).values():
+        for t in spec.increments:
+            if t in machine.tags and t not in out:
+                out[t] = lambda tm, t=t: tm.state_model.counters.get(t, 0)
+    return out
 
 
 def set_belt_setpoint(tm: TwinMachine, value: TagValue) -> None:

@@ -21,6 +21,7 @@ import mujoco
 import numpy as np
 
 from plant.catalog import ROBOT_MODELS
+from plant.commands import custom_commands
 from plant.config import PlantDescription
 from plant.packml import RUNNING, Command, MachineStateModel, State
 from sim._types import FloatArray, IntArray
@@ -93,7 +94,10 @@ class TwinMachine:
         self.name = name
         self.kind = m.kind
         self.state_model = MachineStateModel(
-            cycle_time_s=m.cycle_time_s, has_door=m.has_door, cycle_ends_externally=m.kind == "conveyor"
+            cycle_time_s=m.cycle_time_s,
+            has_door=m.has_door,
+            cycle_ends_externally=m.kind == "conveyor",
+            custom=custom_commands(m),
         )
         model = twin.model
         self._twin = twin
@@ -481,6 +485,7 @@ class Twin:
                 fault_text=r.fault_text,
                 door_closed=door,
                 door_target_closed=door,
+                custom=custom_commands(spec),
             )
             if tm._door_qpos >= 0:
                 d.qpos[tm._door_qpos] = (0.0 if door else 1.0) * tm._door_travel

@@ -9,6 +9,9 @@ One :class:`MachinePlc` per machine holds the value of every tag of the machine'
   ``command_status`` (accepted or refused), ``command_message`` (the machine's reason) and,
   last, ``command_ack`` = ``command_seq``. The same sequence number written again (a client
   that retries after a lost reply) changes nothing: a command is never executed twice.
+- a machine whose map has no ``command_seq`` runs the code a client writes to ``command`` at
+  once, sets ``command_status``/``command_message`` when the map has them, and sets
+  ``command`` back to 0 (the code was taken), as many PLCs do.
 
 The PLC outlives the protocol servers in front of it: a server that is stopped and started
 again (a comms module that restarts) finds the same acknowledged sequence number, as on a real
@@ -32,7 +35,7 @@ from plant.config import ModbusMachine, OpcuaMachine, TagBase
 from plant.interface import CommandStatus, TagError, TagValue
 from plant.packml import Command, CommandRefused
 from sim.live import LiveTwin
-from sim.tags import PLC_OWNED, TWIN_SETTERS, TWIN_VALUES, fit
+from sim.tags import PLC_OWNED, TWIN_SETTERS, fit, twin_getters
 from sim.twin import Twin
 
 log = logging.getLogger(__name__)
@@ -108,7 +111,8 @@ class MachinePlc:
         #: Fault injection for tests: awaited once, after the next command ran and before the
         #: write that carried it is answered (a test makes the server die here: a lost reply).
         self.after_next_command: Callable[[], Awaitable[None]] | None = None
-        self._twin_tags = [(t, TWIN_VALUES[t], tag) for t, tag in self.tags.items() if t in TWIN_VALUES]
+        getters = twin_getters(machine)
+        self._twin_tags = [(t, getters[t], tag) for t, tag in self.tags.items() if t in getters]
         self._observers: list[Observer] = []
         self._last_sample_id = 0
         self._lock = asyncio.Lock()
@@ -169,6 +173,8 @@ class MachinePlc:
                 seq = written["command_seq"]
                 if seq != self.values.get("command_ack"):
                     await self._execute(self.values.get("command", 0), seq)
+            elif "command" in written and "command_seq" not in self.tags and written["command"] != 0:
+                await self._execute(written["command"], None)
 
     async def execute_now(self, command: Command) -> tuple[CommandStatus, str]:
         """Apply a command outside the sequence handshake (an OPC-UA method call)."""
@@ -199,15 +205,19 @@ class MachinePlc:
         self.commands_executed += 1
         return result
 
-    async def _execute(self, code: TagValue, seq: TagValue) -> None:
+    async def _execute(self, code: TagValue, seq: TagValue | None) -> None:
         status, message, sample = await self._run_command(code)
         if sample[0] > self._last_sample_id:
             self._last_sample_id = sample[0]
         changes = self._merge(sample[1])
         # The acknowledgement goes last, after the state and the verdict it stands for.
-        changes.update(self._merge({"command_status": int(status), "command_message": message}))
-        changes["command_ack"] = seq
-        self.values["command_ack"] = seq
+        verdict = {"command_status": int(status), "command_message": message}
+        changes.update(self._merge({t: v for t, v in verdict.items() if t in self.tags}))
+        if seq is None:
+            changes.update(self._merge({"command": 0}))  # taken: a command without the handshake
+        else:
+            changes["command_ack"] = seq
+            self.values["command_ack"] = seq
         if status is CommandStatus.REFUSED:
             log.info("%s: command %r (seq %s) refused: %s", self.name, code, seq, message)
         await self._publish(changes)
