@@ -82,10 +82,12 @@ class CoordinatorConfig(_Config):
     """How the coordinator plans, checks and approves."""
 
     model: ModelConfig = Field(default_factory=ModelConfig)
-    mode: Literal["intent", "direct"] = Field(
+    mode: Literal["intent", "reading", "direct"] = Field(
         default="intent",
-        description="intent: the model states the goal, a deterministic planner writes the steps (small models); "
-        "direct: the model writes the steps (capable models)",
+        description="intent: the model answers small questions about the goal, a deterministic planner writes "
+        "the steps (small models); reading: the model writes the whole reading of the order in the plan language "
+        "(several goals, conditions, repetitions; capable or plant-tuned models); direct: the model writes the "
+        "steps (capable models)",
     )
     max_attempts: Annotated[int, Field(ge=1, le=10)] = Field(
         default=3, description="model calls per work order, counting retries after a guardrail rejection"

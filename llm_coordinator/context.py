@@ -19,7 +19,6 @@ from dataclasses import dataclass
 
 from llm_coordinator.snapshot import PlantSnapshot
 from plant.config import PlantDescription
-from plant.skills import SKILLS
 
 FENCE_OPEN = "<<<DATA"
 FENCE_CLOSE = "DATA>>>"
@@ -111,8 +110,65 @@ def _locations(plant: PlantDescription) -> str:
 
 
 def _skills(plant: PlantDescription) -> str:
-    used = {s for a in plant.agents() for s in plant.agent_skills(a)}
-    return "Skills:\n" + "\n".join(f"- {s}: {SKILLS[s].description}" for s in sorted(used))
+    from llm_coordinator.guardrails import skill_spec
+
+    lines: dict[str, str] = {}
+    for a in plant.agents():
+        for s in plant.agent_skills(a):
+            spec = skill_spec(plant, a, s)
+            args = ", ".join(
+                f"{n} ({x.type}{' in ' + x.unit if getattr(x, 'unit', '') else ''})" for n, x in spec.args.items()
+            )
+            lines.setdefault(s, f"- {s}: {spec.description}" + (f"; args: {args}" if args else ""))
+    return "Skills:\n" + "\n".join(lines[s] for s in sorted(lines))
+
+
+def _conditions(plant: PlantDescription) -> str:
+    lines = []
+    for name, m in plant.machines.items():
+        for tag, t in m.tags.items():
+            values = getattr(t, "values", None)
+            if values:
+                lines.append(f"- {name}.{tag}: " + ", ".join(values))
+    return ("Tags with named values (for conditions):\n" + "\n".join(lines)) if lines else ""
+
+
+INSTRUCTIONS_READING = (
+    "You read a work order for a factory cell and write down what it asks, as one JSON object in the plan "
+    'language. "outcome" is "plan", "clarify" (ask a question back when the order can be read several ways) '
+    'or "cannot" (give the reason when the cell lacks what the order needs). A plan has "goals", run in '
+    'order: {"kind": "recipe", "recipe", "count", "params"}, {"kind": "task", "skill", "agent", "args", '
+    '"count"} (agent "every": each agent with the skill), {"kind": "if", "test": {"machine", "tag", "op", '
+    '"value"}, "then": [goals], "otherwise": [goals]}, {"kind": "repeat", "until": test, "max_times", "body": '
+    '[goals]}. Write quantities as the order gives them, with their unit ("500 ml"). Put in "declined" '
+    "anything the order names that the plan leaves out, with why. "
+)
+
+
+def build_reading_context(
+    plant: PlantDescription,
+    work_order: str,
+    *,
+    snapshot: PlantSnapshot | None = None,
+    feedback: Sequence[str] = (),
+    count_tokens: Callable[[str], int] = estimate_tokens,
+) -> Context:
+    """The context of the reading mode: the plan language, the plant's agents, skills with their
+    arguments and units, recipes, locations, the tags conditions may test, and earlier rejections."""
+    snapshot = snapshot or PlantSnapshot()
+    parts = [
+        INSTRUCTIONS_READING + FENCE_RULE,
+        _agents(plant),
+        _skills(plant),
+        _recipes(plant),
+        _locations(plant),
+        _conditions(plant),
+        _listing("Your previous answer was rejected because", list(feedback)),
+        _listing("Active alarms", list(snapshot.alarms)),
+    ]
+    user = f"Work order {FENCE_OPEN}\n{fence(work_order, 1000)}\n{FENCE_CLOSE}"
+    system = "\n\n".join(p for p in parts if p)
+    return Context(system=system, user=user, tokens=count_tokens(system) + count_tokens(user))
 
 
 def _state(snapshot: PlantSnapshot) -> str:

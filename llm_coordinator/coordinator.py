@@ -26,6 +26,7 @@ from llm_coordinator.gantt import planned_bars, write_gantt
 from llm_coordinator.guardrails import check
 from llm_coordinator.plan import MAX_COUNT, Plan, RecipeIntent
 from llm_coordinator.planner import Planner, PlanningOutcome, Refusal, Unplannable, plan_recipe
+from llm_coordinator.reading import Reading, RecipeGoal
 from llm_coordinator.rehearsal import RehearsalReport, Rehearser
 from llm_coordinator.snapshot import PlantSnapshot
 from llm_coordinator.status import REPLANNABLE, PlanStatus, WorkOrderStage
@@ -139,7 +140,7 @@ class Coordinator:
                 if not 1 <= count <= MAX_COUNT:
                     raise Unplannable([], f"{count} runs is not what one work order may ask for (1 to {MAX_COUNT})")
                 intent = RecipeIntent(goal="recipe", recipe=recipe, count=count, params=given)
-                out.intent = intent
+                out.reading = Reading(goals=[RecipeGoal(kind="recipe", recipe=recipe, count=count, params=dict(given))])
                 plan = await asyncio.to_thread(plan_recipe, self.plant, intent, work_order=text, snapshot=snapshot)
             except Unplannable as exc:
                 out.refusal = Refusal(exc.missing, str(exc))
@@ -178,9 +179,10 @@ class Coordinator:
             **about,
         }
         await asyncio.to_thread(self.store.audit, "planner", "planned", plan_id, record)
-        if outcome.status == "refused":
-            await asyncio.to_thread(self.store.set_status, plan_id, "refused", actor="planner", reasons=outcome.reasons)
-            return Submission(plan_id, "refused", outcome.reasons, outcome)
+        if outcome.status in ("refused", "clarify"):
+            end: PlanStatus = "refused" if outcome.status == "refused" else "clarify"
+            await asyncio.to_thread(self.store.set_status, plan_id, end, actor="planner", reasons=outcome.reasons)
+            return Submission(plan_id, end, outcome.reasons, outcome)
         if outcome.plan is None:
             status: PlanStatus = "rejected_by_rules" if outcome.status == "rejected" else "failed"
             await asyncio.to_thread(self.store.set_status, plan_id, status, actor="planner", reasons=outcome.reasons)

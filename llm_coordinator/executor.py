@@ -32,8 +32,8 @@ from typing import Protocol, TypedDict, Unpack
 
 from llm_coordinator._geometry import step_location
 from llm_coordinator.approval import ApprovalGate
-from llm_coordinator.plan import Plan, Step
-from llm_coordinator.planner import recovery_plan
+from llm_coordinator.plan import Decision, Plan, Step
+from llm_coordinator.recovery import recovery_plan
 from llm_coordinator.snapshot import PlantSnapshot, RobotSnapshot, read_snapshot
 from llm_coordinator.store import Store
 from plant.config import PlantDescription
@@ -43,6 +43,8 @@ from robots.interface import Outcome, RobotAgent, SkillGoal
 
 #: How often a door position is polled (s): doors take about a second to move.
 DOOR_POLL_S = 0.05
+#: Progress key of a decision's outcome (step ids never contain a colon).
+DECISION_KEY = "decision:"
 #: Shortest time budget of any step (s): covers network round trips and acting states.
 MIN_STEP_TIMEOUT_S = 30.0
 
@@ -76,6 +78,9 @@ class ExecutionReport:
     reason: str = ""
     recovery_plan_id: int | None = None
     makespan_s: float = 0.0
+    #: Steps not run because a decision came out otherwise, and each decision's outcome.
+    not_taken: list[str] = field(default_factory=list)
+    decisions: dict[str, bool] = field(default_factory=dict)
 
 
 RecoveryHook = Callable[[int, Plan, PlantSnapshot], Awaitable[int | None]]
@@ -87,6 +92,7 @@ class RunOptions(TypedDict, total=False):
     timeout_margin: float
     on_failure: RecoveryHook | None
     clock: Callable[[], float]
+    forced: Mapping[str, bool]
 
 
 async def wait_until(
@@ -190,7 +196,8 @@ class Progress(Protocol):
     plan_id: int
 
     def load(self) -> dict[str, str]:
-        """Step id -> ``running``, ``done`` or ``failed``, as last recorded."""
+        """Step id -> ``running``, ``done``, ``failed`` or ``skipped``, as last recorded; and
+        ``decision:<id>`` -> ``true`` or ``false`` for each decision taken."""
 
     def detail(self, step_id: str) -> str:
         """The detail recorded with a step's latest status ("" if none)."""
@@ -287,8 +294,11 @@ class PlanRunner:
         timeout_margin: float = 4.0,
         on_failure: RecoveryHook | None = None,
         clock: Callable[[], float] = time.monotonic,
+        forced: Mapping[str, bool] | None = None,
     ) -> None:
         self.plant = plant
+        #: Decisions taken as given instead of read (a rehearsal of the branch a twin would not take).
+        self.forced: dict[str, bool] = dict(forced or {})
         self.machines, self.robots = dict(machines), dict(robots)
         self.timeout_margin, self.on_failure, self.clock = timeout_margin, on_failure, clock
 
@@ -310,11 +320,16 @@ class PlanRunner:
         """Run ``plan`` from where ``progress`` stands; return a report (``done`` or ``paused``).
 
         Blocks until no step runs. Cancelling it cancels the running steps; ``progress`` then
-        says which finished.
+        says which finished. A step whose decisions (``Step.when``) came out otherwise is
+        skipped; skipped steps count as ended for the steps that wait for them.
         """
         report = ExecutionReport(progress.plan_id, "running")
         recorded = progress.load()
         done: set[str] = {sid for sid, st in recorded.items() if st == "done"}
+        not_taken: set[str] = {sid for sid, st in recorded.items() if st == "skipped"}
+        decided: dict[str, bool] = {
+            sid.removeprefix(DECISION_KEY): st == "true" for sid, st in recorded.items() if sid.startswith(DECISION_KEY)
+        }
         for sid, st in recorded.items():
             if st == "running" and await self._settled_in_flight(progress, plan.step(sid)):
                 progress.mark(sid, "done", "finished while the coordinator was down")
@@ -324,15 +339,38 @@ class PlanRunner:
         failed: tuple[str, str] | None = None
         running: dict[str, asyncio.Task[str]] = {}
         started: dict[str, float] = {}
-        pending = [s for s in plan.steps if s.id not in done]
+        pending = [s for s in plan.steps if s.id not in done and s.id not in not_taken]
         try:
             while pending or running:
-                if failed is None:
+                progressed = failed is None
+                while progressed and failed is None:
+                    progressed = False
                     for s in list(pending):
-                        if all(d in done for d in s.after) and not self._blocked(s, running, plan):
-                            pending.remove(s)
-                            running[s.id] = asyncio.create_task(self._start(progress, s))
-                            started[s.id] = self.clock() - t0
+                        ended = done | not_taken
+                        if not all(d in ended for d in s.after):
+                            continue
+                        if s.when:
+                            try:
+                                why_not = await self._why_not(plan, s, decided, ended, progress)
+                            except StepFailed as exc:
+                                failed = (s.id, str(exc))
+                                break
+                            if why_not is None:
+                                continue  # a decision it needs cannot be taken yet
+                            if why_not:
+                                pending.remove(s)
+                                not_taken.add(s.id)
+                                now = self.clock() - t0
+                                report.records.append(StepRecord(s.id, s.agent, s.skill, "skipped", now, now, why_not))
+                                progress.mark(s.id, "skipped", why_not)
+                                progressed = True
+                                continue
+                        if self._blocked(s, running, plan):
+                            continue
+                        pending.remove(s)
+                        running[s.id] = asyncio.create_task(self._start(progress, s))
+                        started[s.id] = self.clock() - t0
+                        progressed = True
                 if not running:
                     if failed is None and pending:
                         failed = (pending[0].id, "its dependencies can never finish")
@@ -359,14 +397,56 @@ class PlanRunner:
             raise
         report.makespan_s = self.clock() - t0
         report.status = "done"
+        report.not_taken = [s.id for s in plan.steps if s.id in not_taken]
+        report.decisions = dict(decided)
         if failed is not None:
             report.status, report.failed_step, report.reason = "paused", failed[0], failed[1]
         progress.finish(report)
         if failed is not None and self.on_failure is not None:
             snapshot = await self._snapshot(plan, done)
-            draft = recovery_plan(self.plant, plan, done, failed[0], failed[1], snapshot)
+            draft = recovery_plan(self.plant, plan, done | not_taken, failed[0], failed[1], snapshot)
             report.recovery_plan_id = await self.on_failure(progress.plan_id, draft, snapshot)
         return report
+
+    async def _why_not(
+        self, plan: Plan, step: Step, decided: dict[str, bool], ended: set[str], progress: Progress
+    ) -> str | None:
+        """Why ``step`` does not run ("" if it runs), or None while a decision it needs waits for
+        steps that have not ended. Takes (and records) each decision once."""
+        for did, want in step.when.items():
+            if did not in decided:
+                d = plan.decision(did)
+                if not all(a in ended for a in d.after) or not all(r in decided for r in d.requires):
+                    return None
+                decided[did], detail = await self._decide(d, decided)
+                progress.mark(DECISION_KEY + did, "true" if decided[did] else "false", detail)
+            if decided[did] != want:
+                d = plan.decision(did)
+                return f"not taken: {d.condition.describe()} is {str(decided[did]).lower()}"
+        return ""
+
+    async def _decide(self, d: Decision, decided: Mapping[str, bool]) -> tuple[bool, str]:
+        if d.id in self.forced:
+            return self.forced[d.id], f"forced {self.forced[d.id]} for this rehearsal"
+        unmet = [r for r, want in d.requires.items() if decided.get(r) != want]
+        if unmet:
+            return False, f"not needed: decision {unmet[0]} came out {str(decided.get(unmet[0])).lower()}"
+        c = d.condition
+        agent = self.machines.get(c.machine)
+        if agent is None:
+            raise StepFailed(f"decision {d.id}: no machine {c.machine!r} is connected to read {c.tag}")
+        try:
+            value = await agent.read(c.tag)
+        except (MachineError, TimeoutError, OSError) as exc:
+            raise StepFailed(f"decision {d.id}: reading {c.machine}.{c.tag} failed: {exc}") from None
+        outcome = c.holds(value)
+        return outcome, json.dumps(
+            {
+                "read": value if isinstance(value, int | float | bool) else str(value)[:80],
+                "condition": c.describe(),
+                "outcome": outcome,
+            }
+        )
 
     def _blocked(self, step: Step, running: Mapping[str, asyncio.Task[str]], plan: Plan) -> bool:
         """An agent does one thing at a time, whatever the plan's arrows say."""

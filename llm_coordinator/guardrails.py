@@ -27,6 +27,9 @@ reason a person understands. The rules:
 ``door_closed_before_start``   a machine with a door has it closed when a cycle starts
 ``no_robot_in_running_machine`` no robot is inside a machine when it runs or moves its door
 ``door_open_for_reach``        a robot reaches into a machine with a door only when it is open
+``decisions``       each condition reads a readable tag of a machine of the plant, with a value
+                    the tag can hold; each step that needs a decision comes after the steps the
+                    decision waits for; decisions named exist and need only earlier decisions
 ``hazard``          steps near a hazard zone, joint-space moves and recipe steps marked
                     hazardous carry the hazard flag (so the approval needs an operator)
 """
@@ -52,7 +55,7 @@ from plant.safety_model import (
     walkway_clearance,
     walkway_speed_m_s,
 )
-from plant.skills import SKILLS
+from plant.skills import SKILLS, SkillSpec
 
 #: Machine skills during which the machine moves (spindle, ram, belt): nobody reaches in.
 RUNNING_SKILLS = frozenset({"run_cycle", "feed"})
@@ -194,9 +197,92 @@ def step_resources(
             res.add(f"location:{loc}")
             if loc in inside:
                 res.add(f"inside:{inside[loc]}")
-    elif skill in RUNNING_SKILLS | DOOR_SKILLS:
+    elif is_running(plant, agent, skill) or skill in DOOR_SKILLS:
         res.add(f"inside:{agent}")
     return res
+
+
+def interlock_preconditions(
+    plant: PlantDescription,
+    agent: str,
+    skill: str,
+    args: Mapping[str, object],
+    door: Mapping[str, bool | None],
+    robot_in: Mapping[str, str | None],
+) -> list[tuple[str, str, str]]:
+    """The steps (agent, skill, why) a person puts in front of this step so that the interlock
+    rules checked below hold: robots out of a machine before it runs or moves its door, the door
+    closed before a cycle, and open before a robot reaches in. ``door`` is each machine's door
+    (closed True, open False, unknown None) and ``robot_in`` the machine each robot is inside,
+    as the plan leaves them just before the step. The one statement of these rules that the
+    expansion of orders uses; :func:`check` holds every plan to them."""
+    out: list[tuple[str, str, str]] = []
+    machine = plant.machines.get(agent)
+    if machine is not None and (is_running(plant, agent, skill) or skill in DOOR_SKILLS):
+        for r, where in robot_in.items():
+            if where == agent:
+                out.append((r, "home", f"{r} must leave {agent} before it {skill.replace('_', ' ')}s"))
+        if is_running(plant, agent, skill) and machine.has_door and door.get(agent) is not True:
+            out.append((agent, "close_door", "the door must be closed before a cycle starts"))
+    if agent in plant.robots:
+        loc = step_location(plant, skill, args)
+        target = machine_locations(plant).get(loc or "")
+        if target is not None and plant.machines[target].has_door and door.get(target) is not False:
+            out.append((target, "open_door", f"{agent} reaches into {target}"))
+    return out
+
+
+def is_running(plant: PlantDescription, agent: str, skill: str) -> bool:
+    """Whether the machine moves (spindle, ram, belt, pump) while the step runs: a cycle, a feed,
+    or a command of the machine's own that completes with a cycle."""
+    if skill in RUNNING_SKILLS:
+        return True
+    machine = plant.machines.get(agent)
+    if machine is None or skill in SKILLS:
+        return False
+    commands = getattr(machine, "commands", None) or {}
+    cmd = commands.get(skill)
+    return cmd is not None and getattr(cmd, "completes", "cycle") == "cycle"
+
+
+def _check_decisions(plan: Plan, plant: PlantDescription, anc: dict[str, set[str]]) -> Iterable[Finding]:
+    ids = {s.id for s in plan.steps}
+    seen: list[str] = []
+    for d in plan.decisions:
+        bad: list[str] = []
+        if d.id in seen:
+            bad.append("decision id used twice")
+        bad += [f"requires {r}, which is not an earlier decision" for r in d.requires if r not in seen]
+        bad += [f"waits for step {a}, which is not in the plan" for a in d.after if a not in ids]
+        c = d.condition
+        machine = plant.machines.get(c.machine)
+        tag = machine.tags.get(c.tag) if machine is not None else None
+        if machine is None:
+            bad.append(f"reads {c.machine!r}, which is no machine of the plant")
+        elif tag is None:
+            bad.append(f"reads {c.machine}.{c.tag}, which the machine does not have")
+        elif tag.access == "write":
+            bad.append(f"{c.machine}.{c.tag} cannot be read")
+        elif isinstance(c.value, int | float) and not isinstance(c.value, bool):
+            lo, hi = tag.min, tag.max
+            if c.op in ("==", "!=") and ((lo is not None and c.value < lo) or (hi is not None and c.value > hi)):
+                bad.append(f"{c.machine}.{c.tag} never holds {c.value:g} (its range is {lo}..{hi})")
+        seen.append(d.id)
+        yield Finding(
+            "decisions", None, not bad, f"decision {d.id} ({c.describe()}): " + ("; ".join(bad) or "well formed")
+        )
+    known = {d.id: d for d in plan.decisions}
+    for s in plan.steps:
+        for did in s.when:
+            needed = known.get(did)
+            if needed is None:
+                yield Finding("decisions", s.id, False, f"needs decision {did!r}, which the plan does not have")
+                continue
+            early = [a for a in needed.after if a in ids and a not in anc.get(s.id, set())]
+            if early:
+                yield Finding(
+                    "decisions", s.id, False, f"may start before step {early[0]} ends, which decision {did} waits for"
+                )
 
 
 def _resources(plan: Plan, plant: PlantDescription, inside: Mapping[str, str]) -> dict[str, set[str]]:
@@ -206,15 +292,23 @@ def _resources(plan: Plan, plant: PlantDescription, inside: Mapping[str, str]) -
 # --------------------------------------------------------------------------- the checks
 
 
+def skill_spec(plant: PlantDescription, agent: str, skill: str) -> SkillSpec:
+    """What ``agent`` does when it performs ``skill``: a robot skill of :mod:`plant.skills`, or a
+    machine's command as its plant file declares it. ``KeyError`` when it has no such skill."""
+    spec_of = getattr(plant, "skill_spec", None)
+    if spec_of is not None:
+        return spec_of(agent, skill)  # type: ignore[no-any-return]
+    if skill not in SKILLS or skill not in plant.agent_skills(agent):
+        raise KeyError(f"{agent}.{skill}")
+    return SKILLS[skill]
+
+
 def _check_step_static(s: Step, plant: PlantDescription) -> Iterable[Finding]:
     agents = plant.agents()
     if s.agent not in agents:
         yield Finding("agent_exists", s.id, False, f"there is no agent named {s.agent!r} in plant {plant.name}")
         return
     yield Finding("agent_exists", s.id, True, f"{s.agent} is a {agents[s.agent]}")
-    if s.skill not in SKILLS:
-        yield Finding("skill_allowed", s.id, False, f"{s.skill!r} is not a skill (known: {', '.join(sorted(SKILLS))})")
-        return
     allowed = plant.agent_skills(s.agent)
     if s.skill not in allowed:
         yield Finding(
@@ -226,7 +320,7 @@ def _check_step_static(s: Step, plant: PlantDescription) -> Iterable[Finding]:
 
 
 def _check_args(s: Step, plant: PlantDescription) -> Iterable[Finding]:
-    spec = SKILLS[s.skill]
+    spec = skill_spec(plant, s.agent, s.skill)
     bad: list[str] = []
     for name in s.args:
         if name not in spec.args:
@@ -273,6 +367,10 @@ def _check_args(s: Step, plant: PlantDescription) -> Iterable[Finding]:
                         if a.min is not None and a.max is not None
                         else f"{name}={v} is out of range"
                     )
+            case "str":
+                choices = getattr(a, "choices", None)
+                if not isinstance(v, str) or (choices and v not in choices):
+                    bad.append(f"{name}={v!r} is not one of {', '.join(choices or [])}")
             case "joints":
                 robot = plant.robots.get(s.agent)
                 if robot is None or not isinstance(v, list):
@@ -402,6 +500,7 @@ def check(plan: Plan, plant: PlantDescription, snapshot: PlantSnapshot | None = 
     findings.append(Finding("acyclic", None, True, "the dependencies have no cycle"))
     if static_ok and not dupes:
         findings.extend(_check_order(plan, plant, snapshot, anc))
+    findings.extend(_check_decisions(plan, plant, anc))
     hz = hazard_reasons(plan, plant)
     for s in plan.steps:
         if s.id in hz and not s.hazardous:
@@ -495,8 +594,8 @@ def _check_order(
 
     for s in plan.steps:
         machine = plant.machines.get(s.agent)
-        if machine is not None and s.skill in RUNNING_SKILLS | DOOR_SKILLS:
-            if s.skill == "run_cycle" and machine.has_door:
+        if machine is not None and (is_running(plant, s.agent, s.skill) or s.skill in DOOR_SKILLS):
+            if is_running(plant, s.agent, s.skill) and machine.has_door:
                 closed = door_closed_at(s.agent, s.id)
                 state = "closed" if closed else "open" if closed is False else "in an unknown position"
                 fix = "" if closed else " when the cycle starts; add close_door before it"
@@ -504,7 +603,7 @@ def _check_order(
                     "door_closed_before_start", s.id, closed is True, f"the door of {s.agent} is {state}{fix}"
                 )
             robots = robots_inside_at(s.agent, s.id)
-            verb = "runs" if s.skill in RUNNING_SKILLS else "moves its door"
+            verb = "runs" if is_running(plant, s.agent, s.skill) else "moves its door"
             inside_now = f"{s.agent} {verb} while a robot may be inside it: {', '.join(robots)}"
             why = inside_now if robots else f"no robot is inside {s.agent}"
             yield Finding("no_robot_in_running_machine", s.id, not robots, why)
@@ -514,7 +613,9 @@ def _check_order(
             if mname is None:
                 continue
             running = [
-                o for o in plan.steps if o.agent == mname and o.skill in RUNNING_SKILLS and not ordered(o.id, s.id)
+                o
+                for o in plan.steps
+                if o.agent == mname and is_running(plant, o.agent, o.skill) and not ordered(o.id, s.id)
             ]
             if running:
                 yield Finding(

@@ -37,8 +37,60 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+CompareOp = Literal["==", "!=", "<", "<=", ">", ">="]
+_NEGATED: dict[str, str] = {"==": "!=", "!=": "==", "<": ">=", "<=": ">", ">": "<=", ">=": "<"}
+
+
+class Condition(_Model):
+    """A test of one machine tag, read when the plan runs: ``tag op value``.
+
+    ``value`` is a number (the tag's engineering value) or, for a tag that declares named values
+    in the plant file, the number one of them stands for; ``label`` keeps the name a person wrote
+    ("fail")."""
+
+    machine: str
+    tag: str
+    op: CompareOp = "=="
+    value: float | int | bool | str
+    label: str = ""
+
+    def holds(self, reading: object) -> bool:
+        """Whether a value read from the tag satisfies the condition (a mismatched type never does)."""
+        try:
+            if isinstance(self.value, str) or isinstance(reading, str):
+                left, right = str(reading), str(self.value)
+                return {"==": left == right, "!=": left != right}.get(self.op, False)
+            a, b = float(reading), float(self.value)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            return False
+        return {"==": a == b, "!=": a != b, "<": a < b, "<=": a <= b, ">": a > b, ">=": a >= b}[self.op]
+
+    def negated(self) -> Condition:
+        """The opposite test (``until x >= 4`` runs while ``x < 4``)."""
+        return self.model_copy(update={"op": _NEGATED[self.op]})
+
+    def describe(self) -> str:
+        shown = self.label or (f"{self.value:g}" if isinstance(self.value, float) else str(self.value))
+        return f"{self.machine}.{self.tag} {self.op} {shown}"
+
+
+class Decision(_Model):
+    """A choice the plan makes when it runs: ``condition`` is read once every step of ``after``
+    has ended, and the outcome is kept (a resumed run reuses it). A decision ``requires``
+    earlier decisions to have come out a given way; when one did not, it is false unread (the
+    iterations of a bounded repetition end at the first that is not needed)."""
+
+    id: StepId
+    condition: Condition
+    after: list[str] = Field(default_factory=list)
+    requires: dict[str, bool] = Field(default_factory=dict)
+    note: str = Field(default="", max_length=200)
+
+
 class Step(_Model):
-    """One step of a plan: ``agent`` performs ``skill`` with ``args`` once every step in ``after`` is done."""
+    """One step of a plan: ``agent`` performs ``skill`` with ``args`` once every step in ``after`` is
+    done (or skipped). A step with ``when`` runs only if each named decision of the plan came out
+    as given, and is skipped otherwise."""
 
     id: StepId
     agent: str
@@ -48,6 +100,7 @@ class Step(_Model):
     expected_duration_s: Annotated[float, Field(gt=0, le=86400)] = 5.0
     hazardous: bool = Field(default=False, description="needs a robot operator's confirmation before it runs")
     note: str = Field(default="", max_length=200, description="where the step came from (recipe step, repetition)")
+    when: dict[str, bool] = Field(default_factory=dict, description="decision id -> the outcome this step needs")
 
 
 class Plan(_Model):
@@ -58,11 +111,36 @@ class Plan(_Model):
     steps: Annotated[list[Step], Field(min_length=1, max_length=MAX_STEPS)]
     recipe: str | None = None
     notes: list[str] = Field(default_factory=list)
+    decisions: list[Decision] = Field(default_factory=list)
+    goals: list[str] = Field(default_factory=list, description="what the plan does, one line per goal of the order")
+
+    def canonical(self) -> dict[str, Any]:
+        """The plan as JSON data. Fields added after plans were first stored (``decisions``,
+        ``goals``, a step's ``when``) are left out while empty, so a stored plan keeps its hash."""
+        data = self.model_dump(mode="json")
+        for key in ("decisions", "goals"):
+            if not data[key]:
+                del data[key]
+        for step in data["steps"]:
+            if not step["when"]:
+                del step["when"]
+        return data
 
     def content_hash(self) -> str:
         """SHA-256 of the canonical JSON of the whole plan: any change gives another hash."""
-        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        canonical = json.dumps(self.canonical(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
+
+    def decision(self, decision_id: str) -> Decision:
+        """The decision with this id; ``KeyError`` if there is none."""
+        for d in self.decisions:
+            if d.id == decision_id:
+                return d
+        raise KeyError(decision_id)
+
+    def conditional_steps(self) -> list[str]:
+        """Ids of the steps that run only on some outcomes of the plan's decisions."""
+        return [s.id for s in self.steps if s.when]
 
     def step(self, step_id: str) -> Step:
         """The step with this id; ``KeyError`` if there is none."""

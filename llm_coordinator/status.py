@@ -21,6 +21,7 @@ PlanStatus = Literal[
     "paused",
     "done",
     "refused",
+    "clarify",
     "refused_by_operator",
     "interrupted",
     "rejected_by_rules",
@@ -33,7 +34,11 @@ PLAN_STATUSES: tuple[PlanStatus, ...] = get_args(PlanStatus)
 #: Which status may follow which. Anything else is a bug and the store raises.
 TRANSITIONS: Mapping[str, frozenset[PlanStatus]] = {
     # interrupted: the process drafting it died (the console marks it when it starts again).
-    "drafted": frozenset({"rejected_by_rules", "rehearsed", "rehearsal_failed", "refused", "failed", "interrupted"}),
+    # clarify: the order can be read several ways, or the plan would leave part of it out; a
+    # question went back to the person, who answers with a new work order.
+    "drafted": frozenset(
+        {"rejected_by_rules", "rehearsed", "rehearsal_failed", "refused", "clarify", "failed", "interrupted"}
+    ),
     "rehearsed": frozenset({"awaiting_approval", "interrupted"}),
     # refused_by_operator: a robot operator refused one of its hazardous steps.
     "awaiting_approval": frozenset({"approved", "rejected", "refused_by_operator"}),
@@ -41,6 +46,7 @@ TRANSITIONS: Mapping[str, frozenset[PlanStatus]] = {
     "running": frozenset({"paused", "done", "failed", "running", "refused_by_operator"}),
     "paused": frozenset({"running", "failed", "rejected", "refused_by_operator"}),
     "refused": frozenset(),
+    "clarify": frozenset(),
     "refused_by_operator": frozenset(),
     "interrupted": frozenset(),
     "rejected_by_rules": frozenset(),
@@ -60,6 +66,7 @@ REPLANNABLE: frozenset[PlanStatus] = frozenset(
         "rejected_by_rules",
         "rehearsal_failed",
         "refused",
+        "clarify",
         "failed",
         "paused",
         "refused_by_operator",

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from llm_coordinator.guardrails import Finding, check, mark_hazards
 from llm_coordinator.plan import Plan, RecipeIntent, Step
-from llm_coordinator.planner import expand_recipe, finish_plan
+from llm_coordinator.expansion import expand_recipe, finish_plan
 from llm_coordinator.snapshot import MachineSnapshot, PlantSnapshot
 from plant.config import PlantDescription
 from plant.safety_model import TOOL_RADIUS_M, SsmConfig, robot_separation, walkway_clearance
@@ -52,7 +52,7 @@ def test_names_that_do_not_exist_are_rejected(demo_plant: PlantDescription) -> N
     verdict = check(plan, demo_plant)
     by_step = {(f.rule, f.step): f.reason for f in verdict.failures}
     assert "no agent named 'kuka_1'" in by_step[("agent_exists", "a")]
-    assert "'weld' is not a skill" in by_step[("skill_allowed", "b")]
+    assert "ur5e_1 may not perform weld" in by_step[("skill_allowed", "b")]
     assert "ur5e_1 may not perform present" in by_step[("skill_allowed", "c")]
     assert "not a location" in by_step[("args_valid", "d")]
     assert "do not exist: zz" in by_step[("plan_shape", "d")]

@@ -1,0 +1,404 @@
+"""Reading the work order itself, without the model: what it names of the plant, its
+quantities, what it names that the plant does not have, the safety measures it touches, and
+whether a plan covers it.
+
+Everything here is derived from the plant file (its names, kinds, robot models and makers,
+the named values of its tags) and from people's static rules (``safety_measures.yaml``), never
+from the words of any test order. Misspellings are matched with rapidfuzz; numbers and units are
+read by :mod:`llm_coordinator.quantities`.
+
+- :func:`read_order`: the :class:`OrderFacts` of an order.
+- :func:`static_refusals`: what ends an order before any model reads it (a name the plant does
+  not have; a safety measure touched).
+- :func:`coverage`: the coverage rule. Every agent, place, part type, quantity and condition the
+  order names must appear in the plan or be declined in the plan's notes with a reason.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from llm_coordinator.plan import Plan
+from llm_coordinator.reading import IfGoal, Reading, RecipeGoal, RepeatGoal, TaskGoal
+from plant.catalog import ROBOT_MODELS
+from plant.config import PlantDescription
+
+MentionKind = Literal["agent", "place", "part_type", "value", "recipe"]
+
+#: Shortest word that is matched with a typo allowed (shorter words must match exactly).
+_FUZZY_MIN = 5
+#: Similarity (0..100, rapidfuzz ratio) from which a written word means a plant's word.
+_FUZZY_SCORE = 85
+
+
+@dataclass(frozen=True)
+class Mention:
+    """A name of the plant the order uses: ``kind``, the plant's ``name``, the ``text`` as written."""
+
+    kind: MentionKind
+    name: str
+    text: str
+
+
+@dataclass
+class OrderFacts:
+    """What an order names, read from its own words against one plant."""
+
+    mentions: list[Mention] = field(default_factory=list)
+    quantities: list[Any] = field(default_factory=list)  # llm_coordinator.quantities.Quantity
+    unknown: list[str] = field(default_factory=list)
+    safety: list[str] = field(default_factory=list)
+
+    def named(self, kind: MentionKind) -> list[str]:
+        return list(dict.fromkeys(m.name for m in self.mentions if m.kind == kind))
+
+
+def _fold(text: str) -> str:
+    """Lower case, accents and hyphens and underscores away, single spaces."""
+    t = unicodedata.normalize("NFKD", text.lower())
+    t = "".join(c for c in t if not unicodedata.combining(c))
+    t = re.sub(r"[-_/]", " ", t)
+    t = re.sub(r"[^\w\s'.,]", " ", t)
+    return " " + re.sub(r"\s+", " ", t).strip() + " "
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"[a-z][a-z0-9']*", _fold(text))
+
+
+def _phrase_in(phrase: str, folded: str) -> bool:
+    p = _fold(phrase).strip()
+    return bool(p) and re.search(rf"(?<![a-z0-9]){re.escape(p)}(?:s|es)?(?![a-z0-9])", folded) is not None
+
+
+# --------------------------------------------------------------------------- the plant's words
+
+
+def _vocabulary(plant: PlantDescription) -> tuple[tuple[str, MentionKind, str], ...]:
+    """(phrase, kind, plant name) for every way an order may name a thing of the plant: its name
+    (underscores as spaces), a robot's model and maker when only one robot is of that model, a
+    machine's kind when only one machine is of that kind, and a word of a name that belongs to
+    that name alone ("quarantine" for a bin named quarantine_bin)."""
+    out: list[tuple[str, MentionKind, str]] = []
+    things: list[tuple[MentionKind, str]] = [("agent", a) for a in plant.agents()]
+    things += [("place", p) for p in plant.locations()]
+    things += [("part_type", t) for t in plant.part_types]
+    things += [("recipe", r) for r in plant.recipes]
+    for kind, name in things:
+        out.append((name.replace("_", " "), kind, name))
+    models: dict[str, list[str]] = {}
+    for name, r in plant.robots.items():
+        models.setdefault(r.model, []).append(name)
+    for model, names in models.items():
+        if len(names) == 1:
+            out.append((model, "agent", names[0]))
+            for word in ROBOT_MODELS[model].maker.split():
+                if len(word) >= 4:
+                    out.append((word, "agent", names[0]))
+    kinds: dict[str, list[str]] = {}
+    for name, m in plant.machines.items():
+        kinds.setdefault(str(m.kind), []).append(name)
+    for machine_kind, names in kinds.items():
+        if len(names) == 1 and machine_kind != "other":
+            out.append((machine_kind.replace("_", " "), "agent", names[0]))
+    # Words of a name that no other name has (4 letters or more).
+    word_owner: dict[str, set[tuple[MentionKind, str]]] = {}
+    for kind, name in things:
+        for w in name.split("_"):
+            if len(w) >= 4 and not w.isdigit():
+                word_owner.setdefault(w, set()).add((kind, name))
+    taken = {p for p, _, _ in out}
+    for w, owners in word_owner.items():
+        if len(owners) == 1 and w not in taken:
+            kind, name = next(iter(owners))
+            out.append((w, kind, name))
+    for mname, m in plant.machines.items():
+        for tname, tag in m.tags.items():
+            for value in getattr(tag, "values", None) or {}:
+                out.append((value.replace("_", " "), "value", f"{mname}.{tname}={value}"))
+    return tuple(out)
+
+
+def _plant_identifiers(plant: PlantDescription) -> set[str]:
+    names: set[str] = set(plant.agents()) | set(plant.locations()) | set(plant.part_types) | set(plant.parts)
+    names |= set(plant.recipes) | set(plant.zones) | set(plant.stations) | set(plant.people)
+    for a in plant.agents():
+        names |= set(plant.agent_skills(a))
+    for m in plant.machines.values():
+        names |= set(m.tags) | {m.kind}
+    names |= {p for r in plant.recipes.values() for p in r.params}
+    names |= {r.model for r in plant.robots.values()} | {r.tool.model for r in plant.robots.values()}
+    return names
+
+
+# --------------------------------------------------------------------------- safety measures
+
+
+@cache
+def _safety_terms() -> tuple[tuple[str, str], ...]:
+    data = yaml.safe_load((Path(__file__).with_name("safety_measures.yaml")).read_text(encoding="utf-8"))
+    return tuple((term, measure) for measure, langs in data.items() for terms in langs.values() for term in terms)
+
+
+def safety_findings(order: str, plant: PlantDescription) -> list[str]:
+    """The safety measures an order names (the static rule of ``safety_measures.yaml``, and the
+    plant's own zones by name): each as "<measure> (<words as written>)"."""
+    folded = _fold(order)
+    found: dict[str, str] = {}
+    for term, measure in _safety_terms():
+        if measure not in found and _phrase_in(term, folded):
+            found[measure] = term
+    for name, zone in plant.zones.items():
+        if _phrase_in(name.replace("_", " "), folded):
+            found.setdefault(f"{zone.kind.replace('_', ' ')} zone {name}", name)
+    return [f"{m} ({t!r})" for m, t in found.items()]
+
+
+# --------------------------------------------------------------------------- reading an order
+
+
+def read_order(order: str, plant: PlantDescription) -> OrderFacts:
+    """The facts of an order (see :class:`OrderFacts`)."""
+    from rapidfuzz import fuzz
+
+    from llm_coordinator.quantities import find_quantities
+
+    facts = OrderFacts()
+    folded = _fold(order)
+    words = _words(order)
+    for phrase, kind, name in _vocabulary(plant):
+        hit = phrase if _phrase_in(phrase, folded) else None
+        if hit is None and " " not in phrase and len(phrase) >= _FUZZY_MIN:
+            hit = next((w for w in words if len(w) >= _FUZZY_MIN and fuzz.ratio(w, phrase) >= _FUZZY_SCORE), None)
+        if hit is not None:
+            facts.mentions.append(Mention(kind, name, hit))
+    # A more specific mention wins: "cnc 1 fixture" names the fixture, not the machine cnc_1.
+    places = [m for m in facts.mentions if m.kind == "place"]
+    facts.mentions = [
+        m
+        for m in facts.mentions
+        if not (m.kind == "agent" and any(_fold(m.text).strip() in _fold(p.text) and p.text != m.text for p in places))
+    ]
+    known = _plant_identifiers(plant)
+    for ident in re.findall(r"\b[a-z][a-z0-9]*(?:_[a-z0-9]+)+\b|\b[a-z]+\d+[a-z]?\b", order.lower()):
+        if ident not in known and not any(m.text == ident for m in facts.mentions):
+            facts.unknown.append(ident)
+    try:
+        facts.quantities = [q for q in find_quantities(order) if not _inside_name(order, q.start, q.end)]
+    except ValueError:
+        facts.quantities = []
+    facts.safety = safety_findings(order, plant)
+    return facts
+
+
+def _inside_name(order: str, start: int, end: int) -> bool:
+    """A number that is part of a name ("robot 3" is not; "cnc_1" never reaches here)."""
+    return start > 0 and order[start - 1] in "_#"
+
+
+def static_refusals(facts: OrderFacts, plant: PlantDescription) -> list[str]:
+    """Reasons to refuse an order before any model reads it: a name the plant does not have, or a
+    safety measure the order touches."""
+    out = [f"nothing in plant {plant.name} is named {u!r}" for u in dict.fromkeys(facts.unknown)]
+    out += [
+        f"the order touches a safety measure: {s}; safety measures are changed by people in the plant file "
+        "and on the robots, never by a work order"
+        for s in facts.safety
+    ]
+    return out
+
+
+# --------------------------------------------------------------------------- the coverage rule
+
+
+def _numbers_of(reading: Reading) -> list[float]:
+    from llm_coordinator.quantities import QuantityError, parse_quantity
+
+    raw: list[Any] = []
+
+    def simple(g: RecipeGoal | TaskGoal) -> None:
+        raw.append(g.count)
+        raw.extend(g.params.values() if isinstance(g, RecipeGoal) else g.args.values())
+
+    for g in reading.goals:
+        if isinstance(g, RecipeGoal | TaskGoal):
+            simple(g)
+        elif isinstance(g, IfGoal):
+            raw.append(g.test.value)
+            for x in [*g.then, *g.otherwise]:
+                simple(x)
+        elif isinstance(g, RepeatGoal):
+            raw.extend([g.until.value, g.max_times])
+            for x in g.body:
+                simple(x)
+    out: list[float] = []
+    for v in raw:
+        if isinstance(v, bool):
+            continue
+        if isinstance(v, int | float):
+            out.append(float(v))
+        elif isinstance(v, str):
+            try:
+                out.append(parse_quantity(v).value)
+            except (QuantityError, ValueError):
+                continue
+    return out
+
+
+def _plan_values(plan: Plan) -> tuple[set[str], list[float]]:
+    names: set[str] = set()
+    numbers: list[float] = []
+    for s in plan.steps:
+        names.add(s.agent)
+        for v in s.args.values():
+            if isinstance(v, str):
+                names.add(v)
+            elif isinstance(v, int | float) and not isinstance(v, bool):
+                numbers.append(float(v))
+    for d in plan.decisions:
+        names.add(d.condition.machine)
+        names.add(f"{d.condition.machine}.{d.condition.tag}")
+        if isinstance(d.condition.value, int | float) and not isinstance(d.condition.value, bool):
+            numbers.append(float(d.condition.value))
+    return names, numbers
+
+
+def _declined(what: str, reading: Reading | None) -> bool:
+    if reading is None:
+        return False
+    w = _fold(what).strip()
+    return any(w in _fold(d.what) or _fold(d.what).strip() in f" {w} " for d in reading.declined)
+
+
+def coverage(facts: OrderFacts, plan: Plan, reading: Reading | None, plant: PlantDescription) -> list[str]:
+    """What the order names that the plan neither does nor declines, each as a sentence (empty:
+    the plan covers the order)."""
+    names, numbers = _plan_values(plan)
+    if reading is not None:
+        numbers += _numbers_of(reading)
+    recipe_parts = {v for s in plan.steps for v in s.args.values() if isinstance(v, str)}
+    holds_a_part = any(s.skill in ("place", "hand_over", "present") for s in plan.steps)
+    out: list[str] = []
+    for m in facts.mentions:
+        if _declined(m.text, reading):
+            continue
+        if m.kind == "agent" and m.name not in names:
+            out.append(f"the order names {m.text!r} ({m.name}) but no step of the plan uses it")
+        elif m.kind == "place" and m.name not in names:
+            out.append(f"the order names {m.text!r} ({m.name}) but no step of the plan goes there")
+        elif m.kind == "part_type" and m.name not in recipe_parts and not holds_a_part:
+            out.append(f"the order names {m.text!r} ({m.name}) but the plan handles no part of that type")
+        elif m.kind == "value":
+            tag = m.name.split("=", 1)[0]
+            if tag not in names:
+                out.append(f"the order names the result {m.text!r} of {tag} but the plan decides nothing on it")
+        elif m.kind == "recipe" and plan.recipe != m.name and not any(m.name in g for g in plan.goals):
+            out.append(f"the order names recipe {m.name} but the plan does not run it")
+    for q in facts.quantities:
+        if _declined(q.text, reading):
+            continue
+        if not any(abs(q.value - n) <= 1e-9 * max(1.0, abs(n)) for n in numbers) and not _converted(q, plan):
+            out.append(f"the order gives {q.text!r} but no count, argument or condition of the plan holds it")
+    return out
+
+
+def _converted(q: Any, plan: Plan) -> bool:
+    """Whether a quantity with a unit appears in the plan's notes as a conversion."""
+    return bool(q.unit) and any(q.text in n or f"{q.value:g} {q.unit}" in n for n in plan.notes)
+
+
+# --------------------------------------------------------------------------- support
+
+
+def unsupported_words(order: str, plan: Plan, plant: PlantDescription, facts: OrderFacts) -> tuple[list[str], int]:
+    """Words of the order (4 letters or more, not numbers or units) that match nothing the plan
+    does: the names and descriptions of its agents, skills, recipes, places and parts, the
+    plant's own descriptions of them. Returns (those words, how many words were weighed)."""
+
+    vocab: set[str] = set()
+
+    def add(text: str) -> None:
+        vocab.update(w for w in _words(text) if len(w) >= 3)
+
+    for s in plan.steps:
+        add(s.agent)
+        add(s.skill)
+        add(" ".join(s.args))
+        try:
+            from llm_coordinator.guardrails import skill_spec
+
+            add(skill_spec(plant, s.agent, s.skill).description)
+        except KeyError:
+            pass
+        for v in s.args.values():
+            if isinstance(v, str):
+                add(v)
+        if s.agent in plant.machines:
+            m = plant.machines[s.agent]
+            add(m.kind)
+            add(m.description)
+        if s.agent in plant.robots:
+            r = plant.robots[s.agent]
+            add(r.model)
+            add(ROBOT_MODELS[r.model].maker)
+            add(r.description)
+    for recipe in [plan.recipe, *(g.split()[1] for g in plan.goals if g.startswith("recipe "))]:
+        if recipe and recipe in plant.recipes:
+            add(recipe)
+            add(plant.recipes[recipe].description)
+    for d in plan.decisions:
+        add(f"{d.condition.machine} {d.condition.tag} {d.condition.label}")
+    for mention in facts.mentions:
+        add(mention.text)
+    spans = [(q.start, q.end) for q in facts.quantities]
+    weighed: list[str] = []
+    for match in re.finditer(r"[^\W\d_][^\W_]*", order):
+        if any(a <= match.start() < b for a, b in spans):
+            continue
+        w = _fold(match.group()).strip()
+        if len(w) < 4 or w in weighed:
+            continue
+        weighed.append(w)
+    missing = [w for w in weighed if not any(_same_word(w, v) for v in vocab)]
+    return missing, len(weighed)
+
+
+def _same_word(a: str, b: str) -> bool:
+    """The same word, inflected or misspelt: equal; one a prefix of the other (4 letters or more:
+    part/parts, sort/sorted); a shared stem of 5 letters or more covering most of the shorter
+    (machine/machining); or, for words of 6 letters or more, one typo away."""
+    from rapidfuzz import fuzz
+
+    if a == b:
+        return True
+    short, long_ = sorted((a, b), key=len)
+    if len(short) >= 4 and long_.startswith(short):
+        return True
+    stem = len(_common_prefix(a, b))
+    if stem >= 5 and stem >= 0.75 * len(short):
+        return True
+    return len(short) >= 6 and fuzz.ratio(a, b) >= 88
+
+
+def _common_prefix(a: str, b: str) -> str:
+    n = 0
+    while n < min(len(a), len(b)) and a[n] == b[n]:
+        n += 1
+    return a[:n]
+
+
+def words_in(order: str) -> Sequence[str]:
+    """The order's words, folded (for tests and the bench)."""
+    return _words(order)
+
+
+def _unique(items: Iterable[str]) -> list[str]:
+    return list(dict.fromkeys(items))
