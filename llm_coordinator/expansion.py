@@ -533,6 +533,7 @@ class _Builder:
             self.decisions.append(
                 Decision(
                     id=did,
+                    kind="repetition",
                     condition=cond.negated(),
                     after=list(prev),
                     requires=requires,
@@ -606,8 +607,29 @@ def expand_reading(
         recipe=recipes[0] if len(recipes) == 1 and len(reading.goals) == 1 else None,
         notes=b.notes,
         decisions=b.decisions,
-        goals=reading.summary(),
+        goals=_with_counts(reading).summary(),
     )
+
+
+def _with_counts(reading: Reading) -> Reading:
+    """The reading with its counts as numbers ("two" -> 2), for the plan's goal lines."""
+
+    def simple(g: RecipeGoal | TaskGoal) -> RecipeGoal | TaskGoal:
+        return g.model_copy(update={"count": read_count(g.count, "count")})
+
+    goals: list[RecipeGoal | TaskGoal | IfGoal | RepeatGoal] = []
+    for g in reading.goals:
+        if isinstance(g, IfGoal):
+            goals.append(
+                g.model_copy(
+                    update={"then": [simple(x) for x in g.then], "otherwise": [simple(x) for x in g.otherwise]}
+                )
+            )
+        elif isinstance(g, RepeatGoal):
+            goals.append(g.model_copy(update={"body": [simple(x) for x in g.body]}))
+        else:
+            goals.append(simple(g))
+    return reading.model_copy(update={"goals": goals})
 
 
 # --------------------------------------------------------------------------- resets and scheduling

@@ -82,6 +82,7 @@ class Decision(_Model):
 
     id: StepId
     condition: Condition
+    kind: Literal["condition", "repetition"] = "condition"
     after: list[str] = Field(default_factory=list)
     requires: dict[str, bool] = Field(default_factory=dict)
     note: str = Field(default="", max_length=200)

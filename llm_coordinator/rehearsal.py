@@ -86,11 +86,16 @@ class RehearsalReport:
     observations: TwinObservations
     evidence: list[str]
     wall_s: float
+    #: How the conditions came out in the twin, and which outcomes were forced in this run.
+    decisions: dict[str, bool] = field(default_factory=dict)
+    variant: str = "as the twin decided"
 
     def summary(self) -> dict[str, Any]:
         """A JSON-able summary for the store."""
         return {
             "ok": self.ok,
+            "decisions": self.decisions,
+            "variant": self.variant,
             "makespan_s": self.makespan_s,
             "reason": self.reason,
             "steps": self.steps,
@@ -101,6 +106,10 @@ class RehearsalReport:
         }
 
 
+#: Most extra rehearsals of a plan's other branches (one per condition).
+MAX_BRANCH_REHEARSALS = 3
+
+
 class Rehearser:
     """Runs plans in twins made by ``factory`` (see the module docstring)."""
 
@@ -108,13 +117,51 @@ class Rehearser:
         self.plant, self.factory, self.timeout_margin = plant, factory, timeout_margin
 
     async def rehearse(self, plan: Plan, out_dir: Path | str) -> RehearsalReport:
-        """Run ``plan`` once in a fresh twin and write the Gantt chart and evidence to ``out_dir``."""
-        out = Path(out_dir)
+        """Run ``plan`` in a fresh twin and write the Gantt chart and evidence to ``out_dir``.
+
+        A plan with conditions runs once as the twin decides them, then once more for each
+        condition with the other outcome forced (the branch the twin did not take), each in a
+        fresh twin: every branch a supervisor approves has been rehearsed. The report is ``ok``
+        only if every run is."""
+        first = await self._rehearse_once(plan, Path(out_dir), {})
+        decided = first.decisions
+        variants = [{d.id: not decided[d.id]} for d in plan.decisions if d.kind == "condition" and d.id in decided][
+            :MAX_BRANCH_REHEARSALS
+        ]
+        runs = [first]
+        for k, forced in enumerate(variants, start=1):
+            runs.append(await self._rehearse_once(plan, Path(out_dir) / f"branch_{k}", forced))
+        if len(runs) == 1:
+            return first
+        bad = [r for r in runs if not r.ok]
+        return RehearsalReport(
+            ok=not bad,
+            makespan_s=max(r.makespan_s for r in runs),
+            reason="; ".join(f"{r.variant}: {r.reason}" for r in bad),
+            steps=[{**step, "variant": r.variant} for r in runs for step in r.steps],
+            observations=TwinObservations(
+                [c for r in runs for c in r.observations.collisions],
+                [c for r in runs for c in r.observations.safety_stops],
+                sum(r.observations.sim_time_s for r in runs),
+                [e for r in runs for e in r.observations.evidence],
+            ),
+            evidence=[e for r in runs for e in r.evidence],
+            wall_s=sum(r.wall_s for r in runs),
+            decisions=first.decisions,
+            variant="every branch: " + ", ".join(r.variant for r in runs),
+        )
+
+    async def _rehearse_once(self, plan: Plan, out: Path, forced: Mapping[str, bool]) -> RehearsalReport:
         t0 = time.monotonic()
         async with self.factory(self.plant) as session:
             # Progress in memory and no recovery hook: a rehearsal authorizes and records nothing.
             runner = PlanRunner(
-                self.plant, session.machines, session.robots, timeout_margin=self.timeout_margin, clock=session.time_s
+                self.plant,
+                session.machines,
+                session.robots,
+                timeout_margin=self.timeout_margin,
+                clock=session.time_s,
+                forced=forced,
             )
             report = await runner.execute(plan, MemoryProgress())
             await session.finish(out)
@@ -130,6 +177,7 @@ class Rehearser:
             reason = "; ".join(problems[:5])
         else:
             reason = ""
+        variant = ", ".join(f"{d} forced {str(v).lower()}" for d, v in forced.items()) or "as the twin decided"
         return RehearsalReport(
             ok=report.status == "done" and not problems,
             makespan_s=report.makespan_s,
@@ -138,6 +186,8 @@ class Rehearser:
             observations=obs,
             evidence=[str(gantt), *obs.evidence],
             wall_s=time.monotonic() - t0,
+            decisions=dict(report.decisions),
+            variant=variant,
         )
 
 
