@@ -25,6 +25,7 @@ from llm_coordinator.approval import ApprovalGate
 from llm_coordinator.gantt import planned_bars, write_gantt
 from llm_coordinator.guardrails import check
 from llm_coordinator.plan import MAX_COUNT, Plan, RecipeIntent
+from llm_coordinator.expansion import Unclear, expand_reading
 from llm_coordinator.planner import Planner, PlanningOutcome, Refusal, Unplannable, plan_recipe
 from llm_coordinator.reading import Reading, RecipeGoal
 from llm_coordinator.rehearsal import RehearsalReport, Rehearser
@@ -152,6 +153,39 @@ class Coordinator:
             return out
 
         about = {"recipe": recipe, "params": given, "count": count}
+        return await self._submit(text, "intent", draft, about, snapshot=snapshot, actor=actor, on_stage=on_stage)
+
+    async def submit_reading(
+        self,
+        reading: Reading,
+        *,
+        work_order: str = "",
+        snapshot: PlantSnapshot | None = None,
+        actor: str = "coordinator",
+        on_stage: StageHook | None = None,
+    ) -> Submission:
+        """A work order written by a person directly in the plan language (several goals,
+        conditions, bounded repetitions; see :mod:`llm_coordinator.reading`): expanded without the
+        model (in a worker thread), then checked, stored, rehearsed (every branch) and put up for
+        approval exactly as :meth:`submit` does. What does not fit the plant ends as a ``refused``
+        or ``clarify`` plan with the reason; nothing raises."""
+        text = work_order or "; ".join(reading.summary()) or "(empty reading)"
+
+        async def draft() -> PlanningOutcome:
+            out = PlanningOutcome(status="refused", work_order=text, mode="intent", reading=reading)
+            t0 = time.monotonic()
+            try:
+                plan = await asyncio.to_thread(expand_reading, self.plant, reading, work_order=text, snapshot=snapshot)
+            except Unplannable as exc:
+                out.refuse(str(exc), exc.missing)
+            except Unclear as exc:
+                out.clarify(exc.question)
+            else:
+                out.status, out.plan = "planned", plan
+            out.planner_s = time.monotonic() - t0
+            return out
+
+        about = {"reading": reading.model_dump(mode="json")}
         return await self._submit(text, "intent", draft, about, snapshot=snapshot, actor=actor, on_stage=on_stage)
 
     async def _submit(
