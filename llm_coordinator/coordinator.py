@@ -22,10 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from llm_coordinator.approval import ApprovalGate
+from llm_coordinator.expansion import Unclear, expand_reading
 from llm_coordinator.gantt import planned_bars, write_gantt
 from llm_coordinator.guardrails import check
 from llm_coordinator.plan import MAX_COUNT, Plan, RecipeIntent
-from llm_coordinator.expansion import Unclear, expand_reading
 from llm_coordinator.planner import Planner, PlanningOutcome, Refusal, Unplannable, plan_recipe
 from llm_coordinator.reading import Reading, RecipeGoal
 from llm_coordinator.rehearsal import RehearsalReport, Rehearser

@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from llm_coordinator.expansion import expand_recipe, finish_plan
 from llm_coordinator.guardrails import Finding, check, mark_hazards
 from llm_coordinator.plan import Plan, RecipeIntent, Step
-from llm_coordinator.expansion import expand_recipe, finish_plan
 from llm_coordinator.snapshot import MachineSnapshot, PlantSnapshot
 from plant.config import PlantDescription
 from plant.safety_model import TOOL_RADIUS_M, SsmConfig, robot_separation, walkway_clearance

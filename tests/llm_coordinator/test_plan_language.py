@@ -97,11 +97,15 @@ def test_quantities_are_read_with_units_and_checked_against_ranges(demo_plant: P
         expand_reading(demo_plant, reading({"goals": [task("run_cycle", "cnc_1", program="5 blorps")]}), work_order="x")
     with pytest.raises(Unplannable, match="count"):
         expand_reading(
-            demo_plant, reading({"goals": [{"kind": "recipe", "recipe": "machine_part", "count": "lots"}]}), work_order="x"
+            demo_plant,
+            reading({"goals": [{"kind": "recipe", "recipe": "machine_part", "count": "lots"}]}),
+            work_order="x",
         )
     with pytest.raises(Unplannable, match="more than one work order"):
         expand_reading(
-            demo_plant, reading({"goals": [{"kind": "recipe", "recipe": "machine_part", "count": "100"}]}), work_order="x"
+            demo_plant,
+            reading({"goals": [{"kind": "recipe", "recipe": "machine_part", "count": "100"}]}),
+            work_order="x",
         )
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from llm_coordinator.expansion import expand_recipe, finish_plan, makespan_s
 from llm_coordinator.guardrails import check
 from llm_coordinator.plan import Plan, RecipeIntent, Step
-from llm_coordinator.expansion import expand_recipe, finish_plan, makespan_s
 from plant import load_plant
 from plant.skills import SKILLS
 from tests.conftest import DEMO

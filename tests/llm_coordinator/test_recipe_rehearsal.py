@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from llm_coordinator import wiring
+from llm_coordinator.expansion import expand_recipe, finish_plan
 from llm_coordinator.guardrails import check
 from llm_coordinator.plan import RecipeIntent
-from llm_coordinator.expansion import expand_recipe, finish_plan
 from llm_coordinator.rehearsal import Rehearser
 from plant.config import PlantDescription
 
