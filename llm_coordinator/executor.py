@@ -36,9 +36,9 @@ from llm_coordinator.plan import Decision, Plan, Step
 from llm_coordinator.recovery import recovery_plan
 from llm_coordinator.snapshot import PlantSnapshot, RobotSnapshot, read_snapshot
 from llm_coordinator.store import Store
-from plant.config import PlantDescription
-from plant.interface import MachineAgent, MachineError, MachineStatus
-from plant.packml import Command, State
+from plant.commands import CommandFailed, machine_commands, perform
+from plant.config import Machine, PlantDescription
+from plant.interface import MachineAgent, MachineError
 from robots.interface import Outcome, RobotAgent, SkillGoal
 
 #: How often a door position is polled (s): doors take about a second to move.
@@ -95,94 +95,13 @@ class RunOptions(TypedDict, total=False):
     forced: Mapping[str, bool]
 
 
-async def wait_until(
-    agent: MachineAgent, holds: Callable[[MachineStatus], bool], timeout_s: float, period_s: float = DOOR_POLL_S
-) -> MachineStatus:
-    """Poll ``agent``'s status every ``period_s`` until ``holds`` is true of it; after
-    ``timeout_s`` seconds, :class:`TimeoutError` whose ``args[0]`` is the last status."""
-    deadline = time.monotonic() + timeout_s
-    while not holds(st := await agent.status()):
-        if time.monotonic() > deadline:
-            raise TimeoutError(st)
-        await asyncio.sleep(period_s)
-    return st
-
-
-async def _wait_door(agent: MachineAgent, closed: bool, timeout_s: float) -> None:
+async def run_machine_skill(agent: MachineAgent, machine: Machine, step: Step, timeout_s: float) -> str:
+    """Carry out a machine step (a standard PackML command, a built-in one or one the plant file
+    declares; :func:`plant.commands.perform`); return a detail, raise :class:`StepFailed`."""
     try:
-        await wait_until(agent, lambda st: st.door_closed is closed, timeout_s)
-    except TimeoutError:
-        move = "close" if closed else "open"
-        raise StepFailed(f"the door of {agent.name} did not {move} within {timeout_s:g} s") from None
-
-
-async def _to_idle(agent: MachineAgent, timeout_s: float) -> None:
-    st = await agent.status()
-    if st.state == State.IDLE:
-        return
-    if st.state in (State.ABORTED,):
-        await agent.command(Command.CLEAR)
-        st = await agent.wait_for_state({State.STOPPED}, timeout_s)
-    elif st.state not in (State.STOPPED, State.COMPLETE):
-        await agent.command(Command.STOP)
-        st = await agent.wait_for_state({State.STOPPED}, timeout_s)
-    await agent.command(Command.RESET)
-    await agent.wait_for_state({State.IDLE}, timeout_s)
-
-
-async def _cycle(agent: MachineAgent, step: Step, timeout_s: float) -> str:
-    st = await agent.status()
-    if st.fault_code:
-        raise StepFailed(f"{agent.name} has fault {st.fault_code}; reset it first")
-    if st.state in (State.COMPLETE, State.STOPPED):
-        await agent.command(Command.RESET)
-        await agent.wait_for_state({State.IDLE}, timeout_s)
-    program = step.args.get("program")
-    if isinstance(program, int):
-        await agent.write("program", program)
-    if st.door_closed is False:
-        # The machine refuses Start too; failing here names the rule instead of a PLC code.
-        raise StepFailed(f"interlock: the door of {agent.name} is open; a cycle starts only with the door closed")
-    before = st.cycle_count
-    await agent.command(Command.START)
-    try:
-        end = await agent.wait_for_state({State.COMPLETE, State.ABORTED, State.STOPPED, State.IDLE}, timeout_s)
-    except TimeoutError as exc:
-        raise StepFailed(f"{agent.name} did not complete its cycle within {timeout_s:g} s ({exc})") from None
-    if end.state != State.COMPLETE and end.cycle_count <= before:
-        raise StepFailed(f"{agent.name} ended in {State(end.state).name}: fault {end.fault_code} {end.fault_text!r}")
-    detail = f"cycle {end.cycle_count} complete"
-    if step.skill == "inspect":
-        try:
-            result = await agent.read("result")
-            detail += f"; inspection result {result} (1 pass, 2 fail)"
-        except MachineError:
-            pass
-    return detail
-
-
-async def run_machine_skill(agent: MachineAgent, step: Step, timeout_s: float) -> str:
-    """Carry out a machine skill through PackML commands; return a detail, raise :class:`StepFailed`."""
-    try:
-        match step.skill:
-            case "open_door":
-                await agent.command(Command.OPEN_DOOR)
-                await _wait_door(agent, False, timeout_s)
-                return "door open"
-            case "close_door":
-                await agent.command(Command.CLOSE_DOOR)
-                await _wait_door(agent, True, timeout_s)
-                return "door closed"
-            case "reset":
-                await _to_idle(agent, timeout_s)
-                return "idle"
-            case "run_cycle" | "feed" | "inspect":
-                return await _cycle(agent, step, timeout_s)
-    except MachineError as exc:
+        return await perform(agent, machine, step.skill, step.args, timeout_s)
+    except CommandFailed as exc:
         raise StepFailed(str(exc)) from None
-    except TimeoutError as exc:
-        raise StepFailed(f"{agent.name}: {exc or 'timed out'}") from None
-    raise StepFailed(f"{step.skill} is not a machine skill")
 
 
 class Progress(Protocol):
@@ -303,7 +222,11 @@ class PlanRunner:
         self.timeout_margin, self.on_failure, self.clock = timeout_margin, on_failure, clock
 
     def _counts_cycles(self, step: Step) -> bool:
-        return step.agent in self.machines and step.skill in ("run_cycle", "feed", "inspect")
+        machine = self.plant.machines.get(step.agent)
+        if step.agent not in self.machines or machine is None or "cycle_count" not in machine.tags:
+            return False
+        spec = machine_commands(machine).get(step.skill)
+        return spec is not None and spec.completes == "cycle"
 
     async def _settled_in_flight(self, progress: Progress, step: Step) -> bool:
         """Whether a step caught in flight by a crash had in fact finished (machine cycles only)."""
@@ -463,7 +386,11 @@ class PlanRunner:
             else:
                 progress.mark(step.id, "running")
             if step.agent in self.machines:
-                return await run_machine_skill(self.machines[step.agent], step, timeout_s)
+                if step.agent not in self.plant.machines:
+                    raise StepFailed(f"{step.agent} is no machine of plant {self.plant.name}")
+                return await run_machine_skill(
+                    self.machines[step.agent], self.plant.machines[step.agent], step, timeout_s
+                )
             if step.agent not in self.robots:
                 raise StepFailed(f"no agent {step.agent!r} is connected")
             # A hand-over goes to the giver's agent, which also has the receiver take the part

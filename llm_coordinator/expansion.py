@@ -65,12 +65,9 @@ class Unclear(Exception):
 def nominal_duration_s(plant: PlantDescription, agent: str, skill: str) -> float:
     """Expected duration of a step: the plant's figure for a machine command, else the skill's."""
     try:
-        spec = skill_spec(plant, agent, skill)
+        return skill_spec(plant, agent, skill).nominal_duration_s
     except KeyError:
         return 5.0
-    if skill == "run_cycle" and agent in plant.machines and getattr(plant, "skill_spec", None) is None:
-        return plant.machines[agent].cycle_time_s + 1.0  # Starting and Completing take ~0.3 s each
-    return spec.nominal_duration_s
 
 
 def _quantities() -> Any:

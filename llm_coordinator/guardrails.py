@@ -44,6 +44,7 @@ import numpy as np
 from llm_coordinator._geometry import machine_locations, reach_distance_m, step_location
 from llm_coordinator.plan import Plan, Step
 from llm_coordinator.snapshot import PlantSnapshot
+from plant.commands import machine_commands
 from plant.config import PlantDescription
 from plant.safety_model import (
     HAZARD_REACH_MARGIN_M,
@@ -55,7 +56,7 @@ from plant.safety_model import (
     walkway_clearance,
     walkway_speed_m_s,
 )
-from plant.skills import SKILLS, SkillSpec
+from plant.skills import SkillSpec
 
 #: Machine skills during which the machine moves (spindle, ram, belt): nobody reaches in.
 RUNNING_SKILLS = frozenset({"run_cycle", "feed"})
@@ -233,16 +234,13 @@ def interlock_preconditions(
 
 
 def is_running(plant: PlantDescription, agent: str, skill: str) -> bool:
-    """Whether the machine moves (spindle, ram, belt, pump) while the step runs: a cycle, a feed,
-    or a command of the machine's own that completes with a cycle."""
-    if skill in RUNNING_SKILLS:
-        return True
+    """Whether the machine moves (spindle, ram, belt, pump) while the step runs: a command that
+    the plant's command table marks as interlocked (a cycle, start, a feed, a declared cycle)."""
     machine = plant.machines.get(agent)
-    if machine is None or skill in SKILLS:
+    if machine is None:
         return False
-    commands = getattr(machine, "commands", None) or {}
-    cmd = commands.get(skill)
-    return cmd is not None and getattr(cmd, "completes", "cycle") == "cycle"
+    spec = machine_commands(machine).get(skill)
+    return spec is not None and spec.interlock
 
 
 def _check_decisions(plan: Plan, plant: PlantDescription, anc: dict[str, set[str]]) -> Iterable[Finding]:
@@ -295,12 +293,7 @@ def _resources(plan: Plan, plant: PlantDescription, inside: Mapping[str, str]) -
 def skill_spec(plant: PlantDescription, agent: str, skill: str) -> SkillSpec:
     """What ``agent`` does when it performs ``skill``: a robot skill of :mod:`plant.skills`, or a
     machine's command as its plant file declares it. ``KeyError`` when it has no such skill."""
-    spec_of = getattr(plant, "skill_spec", None)
-    if spec_of is not None:
-        return spec_of(agent, skill)  # type: ignore[no-any-return]
-    if skill not in SKILLS or skill not in plant.agent_skills(agent):
-        raise KeyError(f"{agent}.{skill}")
-    return SKILLS[skill]
+    return plant.skill_spec(agent, skill)
 
 
 def _check_step_static(s: Step, plant: PlantDescription) -> Iterable[Finding]:

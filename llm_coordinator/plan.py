@@ -267,6 +267,8 @@ def _number_schema(kind: str, lo: float | None, hi: float | None) -> dict[str, A
 
 
 def _arg_schema(plant: PlantDescription, spec: ArgSpec, agent: str | None) -> dict[str, Any]:
+    if spec.type == "str":
+        return _enum(list(spec.choices)) if spec.choices else {"type": "string", "maxLength": 80}
     names = plant.names_of(spec.type)
     if names is not None:
         return _enum([n for n in names if not (spec.type == "robot" and n == agent)])
@@ -279,7 +281,7 @@ def _arg_schema(plant: PlantDescription, spec: ArgSpec, agent: str | None) -> di
 
 
 def _args_schema(plant: PlantDescription, skill: str, agent: str | None) -> dict[str, Any]:
-    spec = SKILLS[skill]
+    spec = plant.skill_spec(agent, skill) if agent is not None else SKILLS[skill]
     props = {name: _arg_schema(plant, a, agent) for name, a in spec.args.items()}
     return {
         "type": "object",
@@ -353,17 +355,15 @@ def intent_variants(plant: PlantDescription) -> list[dict[str, Any]]:
             {"type": "object", "properties": props, "required": ["goal", "count"], "additionalProperties": False}
         )
     task_variants = []
-    for skill in SKILLS:
+    for skill in sorted({s for a in plant.agents() for s in plant.agent_skills(a)}):
         agents = [a for a in plant.agents() if skill in plant.agent_skills(a)]
-        if not agents:
-            continue
         task_variants.append(
             {
                 "type": "object",
                 "properties": {
                     "skill": {"const": skill},
                     "agent": _enum(agents),
-                    "args": _args_schema(plant, skill, agents[0] if len(agents) == 1 else None),
+                    "args": _args_schema(plant, skill, agents[0]),
                 },
                 "required": ["skill", "agent", "args"],
                 "additionalProperties": False,

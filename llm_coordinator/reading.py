@@ -187,12 +187,7 @@ def _skills(plant: PlantDescription, agent: str) -> list[str]:
 
 
 def _args_of(plant: PlantDescription, agent: str, skill: str) -> list[str]:
-    spec_of = getattr(plant, "skill_spec", None)
-    if spec_of is not None:
-        return list(spec_of(agent, skill).args)
-    from plant.skills import SKILLS
-
-    return list(SKILLS[skill].args) if skill in SKILLS else []
+    return list(plant.skill_spec(agent, skill).args)
 
 
 def _count_schema() -> dict[str, Any]:

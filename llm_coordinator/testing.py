@@ -16,8 +16,8 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from llm_coordinator.executor import wait_until
 from llm_coordinator.rehearsal import TwinFactory
+from plant.commands import wait_until
 from plant.config import PlantDescription
 from plant.interface import CommandRejected, MachineStatus, TagError, TagValue
 from plant.packml import Command, CommandRefused, MachineStateModel, State
@@ -38,7 +38,7 @@ class FakeMachine:
             state=State.IDLE,
         )
         self.tags: dict[str, TagValue] = {"program": 0, "result": 1}
-        self.commands: list[Command] = []
+        self.commands: list[Command | int] = []
         self.fault_on_start = 0
         self._seq = 0
         self._last = time.monotonic()
@@ -87,7 +87,7 @@ class FakeMachine:
             command_ack=self._seq,
         )
 
-    async def command(self, command: Command, timeout_s: float = 5.0) -> MachineStatus:
+    async def command(self, command: Command | int, timeout_s: float = 5.0) -> MachineStatus:
         """Apply a command to the PackML model (refusals raise :class:`CommandRejected`)."""
         self._advance()
         self._seq += 1

@@ -265,7 +265,7 @@ def custom_commands(machine: MachineConfig) -> dict[int, CustomCommand]:
 
 
 @functools.cache
-def _ureg() -> pint.UnitRegistry:
+def _ureg() -> pint.UnitRegistry:  # type: ignore[type-arg]
     import pint
 
     return pint.UnitRegistry()
@@ -366,11 +366,12 @@ def check_commands(name: str, machine: MachineConfig) -> list[tuple[PathT, str]]
                 except TagError as exc:
                     bad.append((wpath, f"the constant {value!r} cannot be written: {exc.reason}"))
                 continue
-            arg = decl.args.get(ref)
-            if arg is None:
+            found = decl.args.get(ref)
+            if found is None:
                 known = ", ".join(decl.args) or "none"
                 bad.append((wpath, f"{value} names no argument of this command (arguments: {known})"))
                 continue
+            arg = found
             if arg.type == "str":
                 if tag.data_type == "string":
                     continue
@@ -559,7 +560,7 @@ async def _run(
             else f"interlock: the door of {name} is open; a cycle starts only with the door closed"
         )
     before = st.cycle_count
-    await agent.command(spec.code)  # type: ignore[arg-type]  # declared codes are plain ints
+    await agent.command(spec.code)  # declared codes are plain ints
     if spec.completes == "door_open":
         await _wait_door(agent, False, timeout_s)
         return "door open"

@@ -7,6 +7,7 @@ here is plain PLC memory: it holds what was last written (``program``, for examp
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 from plant.codec import CodecError, default_raw, from_raw, to_raw
@@ -39,8 +40,13 @@ def twin_getters(machine: OpcuaMachine | ModbusMachine) -> dict[str, Callable[[T
     for spec in custom_commands(machine).values():
         for t in spec.increments:
             if t in machine.tags and t not in out:
-                out[t] = lambda tm, t=t: tm.state_model.counters.get(t, 0)
+                out[t] = functools.partial(_counter, name=t)
     return out
+
+
+def _counter(tm: TwinMachine, name: str) -> int:
+    """A counter the twin's PLC keeps for a declared command (``increments``)."""
+    return int(tm.state_model.counters.get(name, 0))
 
 
 def set_belt_setpoint(tm: TwinMachine, value: TagValue) -> None:

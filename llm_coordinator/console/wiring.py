@@ -464,7 +464,7 @@ class _MachineOnLoop:
     async def status(self) -> MachineStatus:
         return await self._loop.run(self._live().status())
 
-    async def command(self, command: Command, timeout_s: float = 5.0) -> MachineStatus:
+    async def command(self, command: Command | int, timeout_s: float = 5.0) -> MachineStatus:
         return await self._loop.run(self._live().command(command, timeout_s))
 
     async def wait_for_state(self, states: set[State], timeout_s: float) -> MachineStatus:

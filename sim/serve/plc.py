@@ -211,7 +211,7 @@ class MachinePlc:
             self._last_sample_id = sample[0]
         changes = self._merge(sample[1])
         # The acknowledgement goes last, after the state and the verdict it stands for.
-        verdict = {"command_status": int(status), "command_message": message}
+        verdict: dict[str, TagValue] = {"command_status": int(status), "command_message": message}
         changes.update(self._merge({t: v for t, v in verdict.items() if t in self.tags}))
         if seq is None:
             changes.update(self._merge({"command": 0}))  # taken: a command without the handshake

@@ -14,8 +14,8 @@ import httpx
 import mujoco
 
 from llm_coordinator.console.wiring import occupied_hint
-from llm_coordinator.plan import RecipeIntent
 from llm_coordinator.expansion import expand_recipe, finish_plan
+from llm_coordinator.plan import RecipeIntent
 from llm_coordinator.rehearsal import RehearsalReport, TwinObservations
 from plant.config import PlantDescription
 from sim.twin import Twin

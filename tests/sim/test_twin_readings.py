@@ -9,8 +9,8 @@ import pickle
 import numpy as np
 import pytest
 
-from llm_coordinator.plan import RecipeIntent
 from llm_coordinator.expansion import expand_recipe, finish_plan
+from llm_coordinator.plan import RecipeIntent
 from plant.config import PlantDescription
 from plant.packml import Command, State
 from sim.session import missing_parts
