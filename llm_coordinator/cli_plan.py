@@ -2,17 +2,27 @@
 
 ``plan``, ``plans``, ``show``, ``approve``, ``confirm``, ``reject``, ``run`` and
 ``audit verify``. This module is wiring: it builds backends through :mod:`llm_coordinator.wiring`.
+
+``plan``, ``show``, ``order`` and ``replan`` take ``--json``: one JSON document of the plan on
+stdout (:mod:`llm_coordinator.plan_json`, documented in ``docs/plan-json.md``), every other line on
+stderr. ``plan --reading FILE`` submits a work order a person wrote in the plan language
+(:mod:`llm_coordinator.reading`), without a model.
 """
 
 from __future__ import annotations
 
 import asyncio
+import io
 import json
-from collections.abc import AsyncIterator, Iterator, Mapping
+import os
+import sys
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
+import click
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -31,8 +41,9 @@ _UNREACHABLE = (ConnectError, TimeoutError, TrustError)
 
 if TYPE_CHECKING:
     from llm_coordinator.approval import ApprovalGate
-    from llm_coordinator.coordinator import Submission
+    from llm_coordinator.coordinator import Coordinator, Submission
     from llm_coordinator.executor import ExecutionReport
+    from llm_coordinator.reading import Reading
 
 out = Console()
 err = Console(stderr=True)
@@ -44,9 +55,19 @@ ConfigOpt = Annotated[
 ]
 
 EvidenceOpt = Annotated[Path, typer.Option(help="directory for Gantt charts and frames")]
+JsonOpt = Annotated[
+    bool,
+    typer.Option(
+        "--json",
+        help="print the plan as one JSON document on stdout (see docs/plan-json.md); other text goes to stderr",
+    ),
+]
+
+#: The model of a work order written in the plan language: there is none, and a call would fail.
+_NO_MODEL = {"backend": "scripted", "replies": [{"error": "no model reads an order written in the plan language"}]}
 
 
-def _config(path: Path | None, db: str, mode: str | None) -> CoordinatorConfig:
+def _config(path: Path | None, db: str, mode: str | None, *, no_model: bool = False) -> CoordinatorConfig:
     data: dict[str, object] = {}
     if path is not None:
         import yaml
@@ -56,7 +77,67 @@ def _config(path: Path | None, db: str, mode: str | None) -> CoordinatorConfig:
     if mode is not None:
         data["mode"] = mode
     data.setdefault("model", ModelConfig().model_dump())
+    if no_model:
+        # Nothing is asked of a model; none is loaded (and none need be installed).
+        model = data["model"] if isinstance(data["model"], dict) else {}
+        data["model"] = {**model, "backend": _NO_MODEL}
     return CoordinatorConfig.model_validate(data)
+
+
+def _model_name(co: Coordinator) -> str | None:
+    """The backend (and model) that reads work orders for ``co``, as it names itself."""
+    name = getattr(co.planner.backend, "name", None)
+    return str(name) if name else None
+
+
+@dataclass
+class _JsonOut:
+    """What a ``--json`` command prints when it ends: the document ``make`` builds (None: nothing,
+    the command failed before there was a plan to show)."""
+
+    enabled: bool
+    make: Callable[[], dict[str, Any]] | None = None
+
+
+@contextmanager
+def _json_output(enabled: bool) -> Iterator[_JsonOut]:
+    """With ``enabled``, everything the command writes to stdout while it runs (rich tables,
+    prompts, and what C libraries print) goes to stderr, and when it ends (normally or with an
+    exit code) the one JSON document it asked for is written to stdout. Without, nothing changes."""
+    from llm_coordinator.plan_json import dumps
+
+    doc = _JsonOut(enabled)
+    if not enabled:
+        yield doc
+        return
+    real = sys.stdout
+    real.flush()
+    fd: int | None
+    to: int | None
+    try:
+        fd, to = real.fileno(), sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+        fd = to = None  # not a file (a test runner's buffer): replacing sys.stdout is enough
+    saved = os.dup(fd) if fd is not None else None
+    if fd is not None and to is not None:
+        os.dup2(to, fd)
+    sys.stdout = sys.stderr
+    ended = False
+    try:
+        yield doc
+        ended = True
+    except (typer.Exit, click.exceptions.Exit, SystemExit):
+        ended = True
+        raise
+    finally:
+        sys.stdout.flush()
+        sys.stdout = real
+        if saved is not None and fd is not None:
+            os.dup2(saved, fd)
+            os.close(saved)
+        if ended and doc.make is not None:
+            real.write(dumps(doc.make()) + "\n")
+            real.flush()
 
 
 def _safe(value: object, limit: int = 500) -> str:
@@ -65,14 +146,188 @@ def _safe(value: object, limit: int = 500) -> str:
     return escape(safe_text(value, limit))
 
 
-def _report(sub: Submission, note: str = "") -> NoReturn:
-    """Where a submitted work order ended up; exit 0 when it awaits approval."""
+def _report(
+    sub: Submission,
+    note: str = "",
+    *,
+    doc: _JsonOut | None = None,
+    store: Store | None = None,
+    model: str | None = None,
+) -> NoReturn:
+    """Where a submitted work order ended up; exit 0 when it awaits approval. With ``doc``
+    enabled, as the plan's JSON document (from ``store``, with ``model`` named) instead."""
+    code = 0 if sub.status == "awaiting_approval" else 1
+    if doc is not None and doc.enabled and store is not None:
+        from llm_coordinator.plan_json import plan_document
+
+        doc.make = lambda: plan_document(store, sub.plan_id, submission=sub, model=model)
+        raise typer.Exit(code)
     out.print(f"plan [bold]{sub.plan_id}[/]{note}: {sub.status}")
     for r in sub.reasons:
         out.print(f"  - {_safe(r)}", highlight=False)
     for e in sub.evidence or []:
         out.print(f"  evidence: {_safe(e)}", highlight=False)
-    raise typer.Exit(0 if sub.status == "awaiting_approval" else 1)
+    raise typer.Exit(code)
+
+
+# --------------------------------------------------------------------------- a reading from a file
+
+#: Where a value sits in a reading file: its path (keys and list indices) -> (line, column), 1-based.
+_Where = dict[tuple[str | int, ...], tuple[int, int]]
+#: A reading file larger than this is not one a person wrote.
+_MAX_READING_BYTES = 1_000_000
+
+
+class ReadingFileError(ValueError):
+    """A reading file that is not a reading: each problem as ``FILE:LINE:COL: field: reason``."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+def _positions(node: Any, path: tuple[str | int, ...], where: _Where, name: str) -> None:
+    """Record where every value of a composed YAML (or JSON) document starts; a key given twice
+    is an error (the second would silently win)."""
+    import yaml
+
+    where[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
+    if isinstance(node, yaml.MappingNode):
+        seen: set[str] = set()
+        for key_node, value_node in node.value:
+            key = str(key_node.value)
+            line, col = key_node.start_mark.line + 1, key_node.start_mark.column + 1
+            if key in seen:
+                raise ReadingFileError([f"{name}:{line}:{col}: {_path_text((*path, key))}: the key is given twice"])
+            seen.add(key)
+            where[(*path, "<key>", key)] = (line, col)
+            _positions(value_node, (*path, key), where, name)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _positions(item, (*path, i), where, name)
+
+
+def _path_text(path: tuple[str | int, ...]) -> str:
+    text = ""
+    for p in path:
+        text += f"[{p}]" if isinstance(p, int) else (f".{p}" if text else str(p))
+    return text or "(top level)"
+
+
+def _field_path(loc: tuple[str | int, ...], data: Any) -> tuple[str | int, ...]:
+    """A pydantic error location as a path in the file: the labels pydantic adds for the
+    members of a union (a goal's kind, a value's type) are dropped."""
+    path: list[str | int] = []
+    cursor = data
+    for i, part in enumerate(loc):
+        last = i == len(loc) - 1
+        if isinstance(cursor, dict):
+            if part in cursor:
+                path.append(part)
+                cursor = cursor[part]
+            elif last:
+                path.append(part)  # a missing field
+                cursor = None
+            # else: the label of a union member (``task``, ``int``): not in the file
+        elif isinstance(cursor, list) and isinstance(part, int) and 0 <= part < len(cursor):
+            path.append(part)
+            cursor = cursor[part]
+        elif not isinstance(cursor, dict | list):
+            break  # below a plain value there are only union labels
+    return tuple(path)
+
+
+def _reason(err: Mapping[str, Any]) -> str:
+    kind, msg = err["type"], str(err["msg"])
+    if kind == "extra_forbidden":
+        return "unknown field (not part of the plan language; check its spelling)"
+    if kind == "missing":
+        return "required field is missing"
+    if kind == "union_tag_invalid":
+        ctx = err.get("ctx") or {}
+        return f"kind {safe_text(ctx.get('tag'), 40)!r} is not one of {ctx.get('expected_tags')}"
+    if kind == "union_tag_not_found":
+        return 'the goal needs a "kind" (recipe, task, if or repeat)'
+    if kind.startswith("literal_") or kind.endswith("_type") or kind.endswith("_parsing"):
+        return f"{msg} (got {safe_text(json.dumps(err.get('input'), default=str), 60)})"
+    return msg
+
+
+def load_reading(text: str, name: str) -> Reading:
+    """A :class:`~llm_coordinator.reading.Reading` from the text of a JSON or YAML file named
+    ``name``. :class:`ReadingFileError` names the place (line, column, field) and the reason of
+    every problem found."""
+    import yaml
+    from pydantic import ValidationError
+
+    from llm_coordinator.reading import Reading
+
+    data: Any
+    node: Any = None
+    if text.lstrip().startswith(("{", "[")):
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ReadingFileError([f"{name}:{exc.lineno}:{exc.colno}: not valid JSON: {exc.msg}"]) from None
+        try:
+            node = yaml.compose(text, Loader=yaml.SafeLoader)  # for the places of the problems
+        except yaml.YAMLError:
+            node = None
+    else:
+        try:
+            node = yaml.compose(text, Loader=yaml.SafeLoader)
+            data = yaml.safe_load(text)
+        except yaml.MarkedYAMLError as exc:
+            mark = exc.problem_mark or exc.context_mark
+            line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+            raise ReadingFileError([f"{name}:{line}:{col}: not valid YAML: {exc.problem or exc}"]) from None
+        except yaml.YAMLError as exc:
+            raise ReadingFileError([f"{name}:1:1: not valid YAML: {exc}"]) from None
+    where: _Where = {}
+    if node is not None:
+        _positions(node, (), where, name)
+    if not isinstance(data, dict):
+        what = "empty" if data is None else f"a {type(data).__name__}"
+        raise ReadingFileError(
+            [f"{name}:1:1: (top level): a reading is a mapping (outcome, goals, ...), this file is {what}"]
+        )
+    try:
+        return Reading.model_validate(data)
+    except ValidationError as exc:
+        reasons: dict[tuple[str | int, ...], list[str]] = {}
+        for e in exc.errors():
+            reasons.setdefault(_field_path(tuple(e["loc"]), data), []).append(_reason(e))
+        problems = []
+        for path, why in list(reasons.items())[:8]:
+            at = where.get((*path[:-1], "<key>", path[-1])) if path else None
+            if at is None:
+                at = next((where[path[:n]] for n in range(len(path), -1, -1) if path[:n] in where), (1, 1))
+            unique = list(dict.fromkeys(why))
+            problems.append(f"{name}:{at[0]}:{at[1]}: {_path_text(path)}: {' or '.join(unique)}")
+        raise ReadingFileError(problems) from None
+
+
+def _read_reading(source: str) -> Reading:
+    """The reading in file ``source`` (``-``: stdin); a problem is printed and exits with code 2."""
+    name = "<stdin>" if source == "-" else source
+    try:
+        if source == "-":
+            text = sys.stdin.read(_MAX_READING_BYTES + 1)
+        else:
+            with open(source, encoding="utf-8") as f:
+                text = f.read(_MAX_READING_BYTES + 1)
+    except (OSError, UnicodeDecodeError) as exc:
+        err.print(f"[bold red]error:[/] cannot read the reading {_safe(name)}: {_safe(exc)}", highlight=False)
+        raise typer.Exit(2) from None
+    try:
+        if len(text) > _MAX_READING_BYTES:
+            raise ReadingFileError([f"{name}:1:1: (top level): larger than {_MAX_READING_BYTES} characters"])
+        return load_reading(text, name)
+    except ReadingFileError as exc:
+        err.print("[bold red]error:[/] not a reading in the plan language:", highlight=False)
+        for p in exc.problems:
+            err.print(f"  {_safe(p, 1000)}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
 
 
 @contextmanager
@@ -122,19 +377,52 @@ def register(app: typer.Typer) -> None:
 
     @app.command("plan")
     def plan_cmd(
-        order: Annotated[str, typer.Argument(help="the work order, in plain words")],
+        order: Annotated[
+            str | None, typer.Argument(help="the work order, in plain words (with --reading: its words, optional)")
+        ] = None,
+        reading_file: Annotated[
+            str | None,
+            typer.Option(
+                "--reading",
+                metavar="FILE",
+                help="the work order written in the plan language (JSON or YAML of a reading; - for stdin): "
+                "no model reads it",
+            ),
+        ] = None,
+        order_words: Annotated[
+            str | None, typer.Option("--order", metavar="TEXT", help="the work order's words (kept with the plan)")
+        ] = None,
         mode: Annotated[str | None, typer.Option(help="intent (small models) or direct")] = None,
         db: DbOpt = "sqlite:///atelier.db",
         plant_file: PlantOpt = None,
         config: ConfigOpt = None,
         evidence: EvidenceOpt = Path("atelier_evidence"),
+        frames: Annotated[
+            bool, typer.Option("--frames/--no-frames", help="take frames of the rehearsal as evidence")
+        ] = True,
+        as_json: JsonOpt = False,
     ) -> None:
-        """Plan a work order: model, guardrails, rehearsal in the twin; ends awaiting approval."""
+        """Plan a work order: model, guardrails, rehearsal in the twin; ends awaiting approval.
+        With --reading, the order is written in the plan language and no model reads it."""
         from llm_coordinator.wiring import build_coordinator
 
-        plant = _plant(plant_file)
-        co = build_coordinator(plant, _config(config, db, mode), evidence_dir=evidence)  # type: ignore[arg-type]
-        _report(asyncio.run(co.submit(order, actor="cli")))
+        if order is not None and order_words is not None:
+            err.print("give the work order's words once: as the argument or with --order", highlight=False)
+            raise typer.Exit(2)
+        words = order_words if order_words is not None else order
+        if reading_file is None and not words:
+            err.print("no work order: give its words, or --reading FILE", highlight=False)
+            raise typer.Exit(2)
+        # A malformed reading is refused before anything is stored.
+        reading = _read_reading(reading_file) if reading_file is not None else None
+        with _json_output(as_json) as doc:
+            plant = _plant(plant_file)
+            cfg = _config(config, db, mode, no_model=reading is not None)
+            co = build_coordinator(plant, cfg, evidence_dir=evidence, render=frames)  # type: ignore[arg-type]
+            if reading is not None:
+                sub = asyncio.run(co.submit_reading(reading, work_order=words or "", actor="cli"))
+                _report(sub, doc=doc, store=co.store)
+            _report(asyncio.run(co.submit(words or "", actor="cli")), doc=doc, store=co.store, model=_model_name(co))
 
     @app.command("replan")
     def replan_cmd(
@@ -143,18 +431,21 @@ def register(app: typer.Typer) -> None:
         plant_file: PlantOpt = None,
         config: ConfigOpt = None,
         evidence: EvidenceOpt = Path("atelier_evidence"),
+        as_json: JsonOpt = False,
     ) -> None:
         """Draft a turned-down plan's work order again as a new plan, telling the model why the
         last one was turned down (the supervisor's reason, the rules', the rehearsal's)."""
         from llm_coordinator.wiring import build_coordinator
 
-        plant = _plant(plant_file)
-        co = build_coordinator(plant, _config(config, db, None), evidence_dir=evidence)  # type: ignore[arg-type]
-        with _store_refusal():
-            feedback = co.replan_feedback(plan_id)
-        for f in feedback:
-            out.print(f"  feedback: {_safe(f)}", highlight=False)
-        _report(asyncio.run(co.replan(plan_id, actor="cli")), f" (again for plan {plan_id})")
+        with _json_output(as_json) as doc:
+            plant = _plant(plant_file)
+            co = build_coordinator(plant, _config(config, db, None), evidence_dir=evidence)  # type: ignore[arg-type]
+            with _store_refusal():
+                feedback = co.replan_feedback(plan_id)
+            for f in feedback:
+                out.print(f"  feedback: {_safe(f)}", highlight=False)
+            sub = asyncio.run(co.replan(plan_id, actor="cli"))
+            _report(sub, f" (again for plan {plan_id})", doc=doc, store=co.store, model=_model_name(co))
 
     @app.command("order")
     def order_cmd(
@@ -181,81 +472,88 @@ def register(app: typer.Typer) -> None:
                 "`atelier twin serve` and the robot runtimes must be running) instead of an in-process twin",
             ),
         ] = False,
+        as_json: JsonOpt = False,
     ) -> None:
         """The whole loop: plan, guardrails, rehearsal, an approval prompt (or --yes), execution
         (on the live plant with --live, else on an in-process twin), summary."""
         from llm_coordinator.wiring import build_coordinator, build_executor, twin_factory
 
-        plant = _plant(plant_file)
-        cfg = _config(config, db, mode)
-        co = build_coordinator(plant, cfg, evidence_dir=evidence)  # type: ignore[arg-type]
-        sub = asyncio.run(co.submit(order, actor="cli"))
-        out.print(f"plan [bold]{sub.plan_id}[/]: {sub.status}")
-        for r in sub.reasons:
-            out.print(f"  - {_safe(r)}", highlight=False)
-        if sub.status != "awaiting_approval":
-            raise typer.Exit(1)
-        plan = co.store.plan(sub.plan_id)
-        if plan is None:  # pragma: no cover - a plan awaiting approval always has a version
-            raise typer.Exit(2)
-        for s in plan.steps:
-            flag = "  [hazardous]" if s.hazardous else ""
-            line = f"  {s.id:18s} {s.agent:11s} {s.skill:11s} {json.dumps(s.args)}"
-            out.print(safe_text(line, 300) + flag, highlight=False, markup=False)
-        if sub.rehearsal is not None:
-            out.print(f"rehearsed in the twin: makespan {sub.rehearsal.makespan_s:.1f} s")
-        for e in sub.evidence or []:
-            out.print(f"  evidence: {_safe(e)}", highlight=False)
-        if not yes and not typer.confirm(f"approve plan {sub.plan_id}?", default=False):
-            co.gate.reject(sub.plan_id, "cli", "not approved at the prompt")
-            raise typer.Exit(1)
-        co.gate.approve(sub.plan_id, "cli (--yes)" if yes else "cli")
-        hazardous = co.gate.required_confirmations(plan)
-        if hazardous:
-            # A hazardous step is confirmed by a robot operator, never by a flag.
-            operator = confirm_as
-            if operator is None and not yes:
-                operator = typer.prompt("robot operator who confirms the hazardous steps (empty: none)", default="")
-            if not operator:
-                out.print(
-                    f"plan {sub.plan_id} approved; its hazardous steps wait for an operator: "
-                    + ", ".join(safe_text(s, 80) for s in hazardous)
-                    + f" (`atelier confirm {sub.plan_id} STEP --as NAME`, or the console)",
-                    highlight=False,
-                    markup=False,
-                )
-                raise typer.Exit(4)
-            operator = checked_person(cfg.database_url, operator, "confirm_step")
-            for step, why in hazardous.items():
-                prompt = f"{operator}: confirm hazardous step {safe_text(step, 80)} ({safe_text(why, 200)})?"
-                if confirm_as is None and not typer.confirm(prompt, default=False):
+        with _json_output(as_json) as doc:
+            plant = _plant(plant_file)
+            cfg = _config(config, db, mode)
+            co = build_coordinator(plant, cfg, evidence_dir=evidence)  # type: ignore[arg-type]
+            sub = asyncio.run(co.submit(order, actor="cli"))
+            if doc.enabled:
+                from llm_coordinator.plan_json import plan_document
+
+                # Whatever becomes of the plan below, the document says where it ended.
+                doc.make = lambda: plan_document(co.store, sub.plan_id, submission=sub, model=_model_name(co))
+            out.print(f"plan [bold]{sub.plan_id}[/]: {sub.status}")
+            for r in sub.reasons:
+                out.print(f"  - {_safe(r)}", highlight=False)
+            if sub.status != "awaiting_approval":
+                raise typer.Exit(1)
+            plan = co.store.plan(sub.plan_id)
+            if plan is None:  # pragma: no cover - a plan awaiting approval always has a version
+                raise typer.Exit(2)
+            for s in plan.steps:
+                flag = "  [hazardous]" if s.hazardous else ""
+                line = f"  {s.id:18s} {s.agent:11s} {s.skill:11s} {json.dumps(s.args)}"
+                out.print(safe_text(line, 300) + flag, highlight=False, markup=False)
+            if sub.rehearsal is not None:
+                out.print(f"rehearsed in the twin: makespan {sub.rehearsal.makespan_s:.1f} s")
+            for e in sub.evidence or []:
+                out.print(f"  evidence: {_safe(e)}", highlight=False)
+            if not yes and not typer.confirm(f"approve plan {sub.plan_id}?", default=False):
+                co.gate.reject(sub.plan_id, "cli", "not approved at the prompt")
+                raise typer.Exit(1)
+            co.gate.approve(sub.plan_id, "cli (--yes)" if yes else "cli")
+            hazardous = co.gate.required_confirmations(plan)
+            if hazardous:
+                # A hazardous step is confirmed by a robot operator, never by a flag.
+                operator = confirm_as
+                if operator is None and not yes:
+                    operator = typer.prompt("robot operator who confirms the hazardous steps (empty: none)", default="")
+                if not operator:
+                    out.print(
+                        f"plan {sub.plan_id} approved; its hazardous steps wait for an operator: "
+                        + ", ".join(safe_text(s, 80) for s in hazardous)
+                        + f" (`atelier confirm {sub.plan_id} STEP --as NAME`, or the console)",
+                        highlight=False,
+                        markup=False,
+                    )
                     raise typer.Exit(4)
-                co.gate.confirm(sub.plan_id, step, operator)
+                operator = checked_person(cfg.database_url, operator, "confirm_step")
+                for step, why in hazardous.items():
+                    prompt = f"{operator}: confirm hazardous step {safe_text(step, 80)} ({safe_text(why, 200)})?"
+                    if confirm_as is None and not typer.confirm(prompt, default=False):
+                        raise typer.Exit(4)
+                    co.gate.confirm(sub.plan_id, step, operator)
 
-        @asynccontextmanager
-        async def agents() -> AsyncIterator[tuple[Mapping[str, Any], Mapping[str, Any]]]:
-            if live:
-                from llm_coordinator.wiring import live_agents
+            @asynccontextmanager
+            async def agents() -> AsyncIterator[tuple[Mapping[str, Any], Mapping[str, Any]]]:
+                if live:
+                    from llm_coordinator.wiring import live_agents
 
-                used = {s.agent for s in plan.steps if s.agent in plant.robots}  # type: ignore[attr-defined]
-                async with live_agents(plant, robots=sorted(used)) as (machines, robots):  # type: ignore[arg-type]
-                    yield machines, robots
-            else:
-                async with twin_factory(render=False)(plant) as twin:  # type: ignore[arg-type]
-                    yield twin.machines, twin.robots
+                    used = {s.agent for s in plan.steps if s.agent in plant.robots}  # type: ignore[attr-defined]
+                    async with live_agents(plant, robots=sorted(used)) as (machines, robots):  # type: ignore[arg-type]
+                        yield machines, robots
+                else:
+                    async with twin_factory(render=False)(plant) as twin:  # type: ignore[arg-type]
+                        yield twin.machines, twin.robots
 
-        async def go() -> int:
-            try:
-                async with agents() as (machines, robots):
-                    out.print("executing on " + ("the live plant" if live else "an in-process twin"))
-                    ex = build_executor(co, machines, robots, cfg)
-                    report = await ex.run(sub.plan_id, actor="cli")
-            except _UNREACHABLE as exc:
-                err.print(f"plan {sub.plan_id} approved, not run: {_safe(str(exc))}", highlight=False)
-                return 3
-            return _print_run(report)
+            async def go() -> int:
+                try:
+                    async with agents() as (machines, robots):
+                        out.print("executing on " + ("the live plant" if live else "an in-process twin"))
+                        ex = build_executor(co, machines, robots, cfg)
+                        report = await ex.run(sub.plan_id, actor="cli")
+                except _UNREACHABLE as exc:
+                    err.print(f"plan {sub.plan_id} approved, not run: {_safe(str(exc))}", highlight=False)
+                    return 3
+                return _print_run(report)
 
-        raise typer.Exit(asyncio.run(go()))
+            raise typer.Exit(asyncio.run(go()))
 
     @app.command("plans")
     def plans_cmd(db: DbOpt = "sqlite:///atelier.db") -> None:
@@ -268,11 +566,18 @@ def register(app: typer.Typer) -> None:
         out.print(t)
 
     @app.command("show")
-    def show_cmd(plan_id: int, db: DbOpt = "sqlite:///atelier.db") -> None:
+    def show_cmd(plan_id: int, db: DbOpt = "sqlite:///atelier.db", as_json: JsonOpt = False) -> None:
         """Show a plan: status, steps, guardrail failures, rehearsal, Gantt and evidence files."""
         store = Store(db)
         with _store_refusal():
             row = store.get(plan_id)
+        if as_json:
+            from llm_coordinator.plan_json import dumps, plan_document
+
+            with _store_refusal():
+                document = plan_document(store, plan_id)
+            sys.stdout.write(dumps(document) + "\n")
+            return
         out.print(f"plan {row.id} [bold]{row.status}[/] ({row.mode}): {_safe(row.work_order)}", highlight=False)
         for r in row.reasons:
             out.print(f"  reason: {_safe(r)}", highlight=False)
