@@ -360,20 +360,18 @@ async def bare_vs_backend(
         ctx = build_goal_context(plant, text)
         prompts.append([ChatMessage("system", ctx.system), ChatMessage("user", ctx.user)])
     warm, measured = prompts[-1], prompts[:-1] or prompts
-    via = []
-    for k, messages in enumerate([warm, *measured]):
-        c = await backend.complete(messages, schema, schema_name="goal", max_tokens=40, timeout_s=300)
-        if k:
-            via.append(c.elapsed_s)
     llm = Llama(model_path=str(model or default_model_path()), n_ctx=4096, n_threads=2, seed=seed, verbose=False)
+    via, bare = [], []
     try:
         grammar = LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
-        bare = []
+        # Alternated, order by order, so that the load of a shared machine falls on both alike.
         for k, messages in enumerate([warm, *measured]):
+            c = await backend.complete(messages, schema, schema_name="goal", max_tokens=40, timeout_s=300)
             chat: Any = [{"role": m.role, "content": m.content} for m in messages]
             t = time.perf_counter()
             llm.create_chat_completion(messages=chat, grammar=grammar, temperature=0.0, seed=seed, max_tokens=40)
             if k:
+                via.append(c.elapsed_s)
                 bare.append(time.perf_counter() - t)
     finally:
         llm.close()
@@ -409,7 +407,8 @@ def summarise(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 
 HEADER = (
-    f"{'plant':15s} {'mode':7s} {'split':5s} {'n':>3s} {'right':>5s} {'part':>5s} {'wrong':>5s} {'wr@appr':>7s} "
+    f"{'plant':15s} {'mode':7s} {'split':5s} {'n':>3s} {'right':>5s} {'part':>5s} {'wrong':>5s} "
+    f"{'@appr':>5s} {'wr@appr':>7s} "
     f"{'model p50':>9s} {'p95':>6s} {'plan p50':>8s} {'reh p50':>7s}"
 )
 
@@ -417,6 +416,7 @@ HEADER = (
 def summary_line(plant_name: str, mode: str, split: str, s: Mapping[str, Any]) -> str:
     return (
         f"{plant_name:15s} {mode:7s} {split:5s} {s['n']:3d} {s['right']:5d} {s['partial']:5d} {s['wrong']:5d} "
+        f"{s['reached_approval']:5d} "
         f"{s['wrong_at_approval']:7d} {_fmt(s['model_p50_s']):>9s} {_fmt(s['model_p95_s']):>6s} "
         f"{_fmt(s['plan_p50_s']):>8s} {_fmt(s['rehearsal_p50_s']):>7s}"
     )
@@ -509,7 +509,7 @@ def main() -> int:
             first = next(iter(loaded.values()))
             if first[1]:
                 with contextlib.suppress(ImportError):
-                    texts = [o["order"] for o in first[1][:4]]
+                    texts = [o["order"] for o in first[1][:7]]
                     bare = await bare_vs_backend(first[0], texts, backend, model, args.seed)
             await backend.aclose()
             return rows, bare
@@ -523,7 +523,14 @@ def main() -> int:
                 print(f"\n--- {p}, {mode} mode")
                 print_table(group)
         print(f"\n=== summary: model {model_name}" + (f"  {unrehearsed}" if args.no_rehearsal else ""))
-        print("(wr@appr: wrong plans that reached approval; latency in s; model p50/p95 over orders that called it)")
+        print(
+            print(
+                "(@appr: plans that reached approval, planned and rehearsed ok"
+                + (" -- here UNREHEARSED: planned" if args.no_rehearsal else "")
+                + "; wr@appr: wrong ones among them; "
+                "latency in s; model p50/p95 over orders that called it)"
+            )
+        )
         print(HEADER)
         splits = SPLITS if args.split == "all" else (args.split,)
         for mode in modes:
