@@ -524,12 +524,10 @@ def main() -> int:
                 print_table(group)
         print(f"\n=== summary: model {model_name}" + (f"  {unrehearsed}" if args.no_rehearsal else ""))
         print(
-            print(
-                "(@appr: plans that reached approval, planned and rehearsed ok"
-                + (" -- here UNREHEARSED: planned" if args.no_rehearsal else "")
-                + "; wr@appr: wrong ones among them; "
-                "latency in s; model p50/p95 over orders that called it)"
-            )
+            "(@appr: plans that reached approval, planned and rehearsed ok"
+            + (" -- here UNREHEARSED: planned" if args.no_rehearsal else "")
+            + "; wr@appr: wrong ones among them; "
+            "latency in s; model p50/p95 over orders that called it)"
         )
         print(HEADER)
         splits = SPLITS if args.split == "all" else (args.split,)
