@@ -359,6 +359,7 @@ class _Builder:
             agents = []
         ids: list[str] = []
         chosen_agents: list[str | None] = list(agents) or [None]
+        robots_before: list[str] = []
         for agent in chosen_agents:
             args = self._args(g, agent, have)
             chosen = agent
@@ -381,7 +382,9 @@ class _Builder:
                             [f"{chosen} reaching {loc}"],
                             f"{chosen} cannot reach {loc}: it is {d:.2f} m from its base, its reach is {reach:.2f} m",
                         )
-            prev = list(deps)
+            # Robots given one task each ("home every robot") move one after another: the plan has no
+            # check of two arms' paths against each other, so none may sweep while another does.
+            prev = list(deps) + (robots_before[-1:] if chosen in plant.robots else [])
             for k in range(count):
                 sid = self._id(f"{prefix}{g.skill}_{chosen}" + (f"_{k + 1}" if count > 1 else ""))
                 p = Proto(
@@ -400,6 +403,8 @@ class _Builder:
                 self._track(p)
                 ids.extend([*pre, sid])
                 prev = [sid]
+            if chosen in plant.robots:
+                robots_before.append(prev[0])
         return ids
 
     def _args(self, g: TaskGoal, agent: str | None, have: list[str]) -> dict[str, ArgValue]:

@@ -186,3 +186,29 @@ async def test_conditions_and_repetitions_run_in_the_twin(demo_plant: PlantDescr
     assert len(variants) == 2 and any("forced false" in v for v in variants)
     forced = [s for s in rehearsal.steps if "forced" in s["variant"]]
     assert [s["status"] for s in forced if s["skill"] in ("open_door", "reset")] == ["skipped", "done"]
+
+
+@pytest.mark.slow
+async def test_the_demo_compound_order_rehearses_both_branches(demo_plant: PlantDescription, tmp_path: Path) -> None:
+    """The shipped example (machine, inspect, sort by the result, home every robot): the twin's
+    inspection passes, so the part goes to the output bin; forced to fail, to the quarantine
+    bin. Both runs in the real twin, with the robots' supervisors, touching nothing."""
+    import yaml
+
+    data = yaml.safe_load((Path(__file__).parents[2] / "plants/examples/machine_inspect_sort.yaml").read_text())
+    plan = expand_reading(demo_plant, Reading.model_validate(data), work_order="machine, inspect, sort, home")
+    assert check(plan, demo_plant).ok, check(plan, demo_plant).reasons()
+    (d,) = plan.decisions
+    assert d.condition.label == "fail" and d.condition.value == 2
+    report = await Rehearser(demo_plant, wiring.twin_factory(render=False)).rehearse(plan, tmp_path)
+    assert report.ok, report.reason
+    placed = {
+        (s["variant"], s["step"]): s["status"]
+        for s in report.steps
+        if s["skill"] == "place" and s["step"].startswith("g2_")
+    }
+    natural = {step: status for (variant, step), status in placed.items() if "forced" not in variant}
+    forced = {step: status for (variant, step), status in placed.items() if "forced" in variant}
+    assert sorted(natural.values()) == ["done", "skipped"] and sorted(forced.values()) == ["done", "skipped"]
+    assert natural != forced  # the other bin each time
+    assert report.observations.collisions == [] and report.observations.safety_stops == []
