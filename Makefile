@@ -70,7 +70,7 @@ bench:
 	$(BIN)/python bench/bench_robots.py
 	$(BIN)/python bench/bench_safety.py
 	$(BIN)/python bench/bench_policy.py
-	$(BIN)/python bench/bench_planner.py --modes intent --rehearsal fake
+	$(BIN)/python bench/bench_planner.py --split test --modes intent
 
 clean:
 	rm -rf $(VENV) $(OUT) .mypy_cache .pytest_cache .ruff_cache
