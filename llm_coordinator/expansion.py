@@ -126,6 +126,10 @@ def read_number(value: object, spec: ArgSpec | Any, name: str, notes: list[str])
             quantity = q.parse_quantity(repr(value) if isinstance(value, float) else str(value))
         else:
             quantity = q.parse_quantity(str(value))
+        if quantity.unit and not unit:
+            raise q.QuantityError(
+                f"{name}: {quantity.text!r} has a unit, but {name} is a plain number (no unit declared)"
+            )
         number = q.check_range(quantity, unit=unit, min=lo, max=hi, name=name)
         if quantity.unit and unit:
             notes.append(f"{name}: {q.describe_conversion(quantity, unit)}")

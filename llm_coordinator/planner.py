@@ -31,7 +31,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -127,18 +127,33 @@ def _near(order: str, name: str, start: int) -> bool:
     return bool(words) and all(w in before for w in words)
 
 
-def numbers_for(order: str, facts: OrderFacts, names: Sequence[str]) -> tuple[list[Any], dict[str, Value]]:
+def numbers_for(
+    order: str, facts: OrderFacts, names: Sequence[str], units: Mapping[str, str] | None = None
+) -> tuple[list[Any], dict[str, Value]]:
     """The order's quantities, split: those right after the name of one of ``names`` (a recipe
-    parameter, a skill argument) go to it, as written; the rest are counts."""
+    parameter, a skill argument), or whose unit fits the declared unit of exactly one of them
+    (``units``: name -> unit), go to it, as written; the rest are counts or unclear."""
     given: dict[str, Value] = {}
     rest: list[Any] = []
     for q in facts.quantities:
-        owner = next((n for n in names if _near(order, n, q.start)), None)
-        if owner is not None and owner not in given:
+        owner = next((n for n in names if _near(order, n, q.start) and n not in given), None)
+        if owner is None and q.unit and units:
+            fits = [n for n, u in units.items() if u and n not in given and _same_kind(q, u)]
+            owner = fits[0] if len(fits) == 1 else None
+        if owner is not None:
             given[owner] = q.text
         else:
             rest.append(q)
     return rest, given
+
+
+def _same_kind(q: Any, unit: str) -> bool:
+    """Whether a quantity converts to ``unit`` (litres to millilitres, not litres to kelvin)."""
+    try:
+        q.to(unit)
+    except ValueError:
+        return False
+    return True
 
 
 class Planner:
@@ -322,7 +337,7 @@ class Planner:
             task = await self._ask_task(out, order, facts)
             return None if task is None else Reading(goals=[task])
         recipe = self.plant.recipes[goal]
-        rest, params = numbers_for(order, facts, list(recipe.params))
+        rest, params = numbers_for(order, facts, list(recipe.params), {n: p.unit for n, p in recipe.params.items()})
         counts = [q for q in rest if not q.unit]
         if len(counts) > 1:
             raise Unclear(f"how many times should recipe {goal} run: {' or '.join(q.text for q in counts)}?")
@@ -388,7 +403,8 @@ class Planner:
         else:
             agent = None  # the expansion picks the nearest agent that can
         spec = skill_spec(plant, agent or capable[0], skill)
-        rest, args = numbers_for(order, facts, [n for n, a in spec.args.items() if a.type in ("int", "float")])
+        numeric = {n: a.unit for n, a in spec.args.items() if a.type in ("int", "float")}
+        rest, args = numbers_for(order, facts, list(numeric), numeric)
         counts = [q for q in rest if not q.unit]
         for name, a in spec.args.items():
             if a.type in ("int", "float", "joints", "str") or name in args:

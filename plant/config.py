@@ -639,8 +639,24 @@ class RecipeParam(Model):
     default: int | float | str | None = None
     min: Finite | None = None
     max: Finite | None = None
+    unit: str = Field(
+        default="",
+        description="unit of a number (a pint unit: l, ml, degC, mm/s); min, max and default are in it, and an "
+        "order's quantity in another unit of the same kind is converted",
+    )
     choices: list[str] | None = None
     description: str = ""
+
+    @field_validator("unit")
+    @classmethod
+    def _known_unit(cls, v: str) -> str:
+        if v:
+            from plant.commands import unit_problem
+
+            problem = unit_problem(v)
+            if problem:
+                raise ValueError(problem)
+        return v
 
 
 class RecipeStep(Model):
