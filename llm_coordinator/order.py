@@ -109,17 +109,20 @@ def _vocabulary(plant: PlantDescription) -> tuple[tuple[str, MentionKind, str], 
     for machine_kind, names in kinds.items():
         if len(names) == 1 and machine_kind != "other":
             out.append((machine_kind.replace("_", " "), "agent", names[0]))
-    # Words of a name that no other name has (4 letters or more).
-    word_owner: dict[str, set[tuple[MentionKind, str]]] = {}
+    # Words of a name that no other name of its kind has (4 letters or more): "quarantine" for
+    # a bin named quarantine_bin; "infeed" for the one agent named infeed_..., even if places
+    # are named infeed_... too.
+    word_owner: dict[tuple[str, MentionKind], set[str]] = {}
     for kind, name in things:
+        if kind == "recipe":
+            continue  # a recipe is named in full or not at all ("weigh" is not weigh_container)
         for w in name.split("_"):
             if len(w) >= 4 and not w.isdigit():
-                word_owner.setdefault(w, set()).add((kind, name))
+                word_owner.setdefault((w, kind), set()).add(name)
     taken = {p for p, _, _ in out}
-    for w, owners in word_owner.items():
+    for (w, kind), owners in word_owner.items():
         if len(owners) == 1 and w not in taken:
-            kind, name = next(iter(owners))
-            out.append((w, kind, name))
+            out.append((w, kind, next(iter(owners))))
     for mname, m in plant.machines.items():
         for tname, tag in m.tags.items():
             for value in getattr(tag, "values", None) or {}:
