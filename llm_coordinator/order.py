@@ -16,6 +16,7 @@ read by :mod:`llm_coordinator.quantities`.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import unicodedata
 from collections.abc import Iterable, Sequence
@@ -71,7 +72,7 @@ def _fold(text: str) -> str:
 
 
 def _words(text: str) -> list[str]:
-    return re.findall(r"[a-z][a-z0-9']*", _fold(text))
+    return [w.removesuffix("'s").strip("'") for w in re.findall(r"[a-z][a-z0-9']*", _fold(text))]
 
 
 def _phrase_in(phrase: str, folded: str) -> bool:
@@ -321,57 +322,158 @@ def _converted(q: Any, plan: Plan) -> bool:
 # --------------------------------------------------------------------------- support
 
 
-def unsupported_words(order: str, plan: Plan, plant: PlantDescription, facts: OrderFacts) -> tuple[list[str], int]:
-    """Words of the order (4 letters or more, not numbers or units) that match nothing the plan
-    does: the names and descriptions of its agents, skills, recipes, places and parts, the
-    plant's own descriptions of them. Returns (those words, how many words were weighed)."""
-
-    vocab: set[str] = set()
-
-    def add(text: str) -> None:
-        vocab.update(w for w in _words(text) if len(w) >= 3)
-
-    for s in plan.steps:
-        add(s.agent)
-        add(s.skill)
-        add(" ".join(s.args))
-        try:
-            from llm_coordinator.guardrails import skill_spec
-
-            add(skill_spec(plant, s.agent, s.skill).description)
-        except KeyError:
-            pass
-        for v in s.args.values():
-            if isinstance(v, str):
-                add(v)
-        if s.agent in plant.machines:
-            m = plant.machines[s.agent]
-            add(m.kind)
-            add(m.description)
-        if s.agent in plant.robots:
-            r = plant.robots[s.agent]
-            add(r.model)
-            add(ROBOT_MODELS[r.model].maker)
-            add(r.description)
-    for recipe in [plan.recipe, *(g.split()[1] for g in plan.goals if g.startswith("recipe "))]:
-        if recipe and recipe in plant.recipes:
-            add(recipe)
-            add(plant.recipes[recipe].description)
-    for d in plan.decisions:
-        add(f"{d.condition.machine} {d.condition.tag} {d.condition.label}")
-    for mention in facts.mentions:
-        add(mention.text)
+def _order_words(order: str, facts: OrderFacts) -> list[str]:
+    """The order's words of 4 letters or more, folded, numbers and units left out."""
     spans = [(q.start, q.end) for q in facts.quantities]
-    weighed: list[str] = []
+    out: list[str] = []
     for match in re.finditer(r"[^\W\d_][^\W_]*", order):
         if any(a <= match.start() < b for a, b in spans):
             continue
         w = _fold(match.group()).strip()
-        if len(w) < 4 or w in weighed:
+        if len(w) >= 4 and w not in out:
+            out.append(w)
+    return out
+
+
+def _text_words(*texts: str) -> set[str]:
+    return {w for t in texts for w in _words(t) if len(w) >= 3}
+
+
+def plan_vocabulary(plan: Plan, plant: PlantDescription, described: bool = True) -> set[str]:
+    """The words of what a plan does: its agents (names, kinds, models, makers, descriptions), its
+    skills and their descriptions, its arguments, its recipes and their descriptions, its
+    conditions."""
+    from llm_coordinator.guardrails import skill_spec
+
+    vocab: set[str] = set()
+    for s in plan.steps:
+        vocab |= _text_words(s.agent, s.skill, " ".join(s.args))
+        with contextlib.suppress(KeyError):
+            vocab |= _text_words(skill_spec(plant, s.agent, s.skill).description) if described else set()
+        vocab |= _text_words(*(v for v in s.args.values() if isinstance(v, str)))
+        vocab |= _agent_words(plant, s.agent, described=False)
+    for recipe in _plan_recipes(plan, plant):
+        vocab |= _text_words(recipe, plant.recipes[recipe].description)
+    for d in plan.decisions:
+        vocab |= _text_words(d.condition.machine, d.condition.tag, d.condition.label)
+    return vocab
+
+
+def _plan_recipes(plan: Plan, plant: PlantDescription) -> list[str]:
+    names = [plan.recipe, *(g.split()[1] for g in plan.goals if g.startswith("recipe "))]
+    return [r for r in dict.fromkeys(names) if r and r in plant.recipes]
+
+
+def _agent_words(plant: PlantDescription, agent: str, described: bool = True) -> set[str]:
+    """An agent's name, kind, model and maker, and (``described``) its description."""
+    if agent in plant.machines:
+        m = plant.machines[agent]
+        return _text_words(agent, m.kind, m.description if described else "")
+    if agent in plant.robots:
+        r = plant.robots[agent]
+        return _text_words(agent, r.model, ROBOT_MODELS[r.model].maker, r.description if described else "")
+    return set()
+
+
+def _documents(plant: PlantDescription, described: bool = True) -> dict[str, set[str]]:
+    """What the plant can be asked for, one document each (a recipe, a skill or command, an agent,
+    a place, a part type), as its words: the plant's own names and (``described``) the
+    descriptions of its skills, agents and part types. Recipes always bring their description."""
+    from llm_coordinator.guardrails import skill_spec
+
+    docs: dict[str, set[str]] = {}
+    for name, r in plant.recipes.items():
+        docs[f"recipe:{name}"] = _text_words(name, r.description)
+    for agent in plant.agents():
+        docs[f"agent:{agent}"] = _agent_words(plant, agent, described)
+        for skill in plant.agent_skills(agent):
+            text = skill_spec(plant, agent, skill).description if described else ""
+            docs.setdefault(f"skill:{skill}", set()).update(_text_words(skill, text))
+    for name in plant.locations():
+        docs[f"place:{name}"] = _text_words(name)
+    for name, t in plant.part_types.items():
+        docs[f"part_type:{name}"] = _text_words(name, t.description if described else "")
+    return docs
+
+
+def _matches(word: str, vocab: Iterable[str]) -> bool:
+    return any(_same_word(word, v) for v in vocab)
+
+
+def unsupported_words(order: str, plan: Plan, plant: PlantDescription, facts: OrderFacts) -> tuple[list[str], int]:
+    """Words of the order (4 letters or more, not numbers or units) that match nothing the plan
+    does (:func:`plan_vocabulary`, and what the order names). Returns (those words, how many
+    words were weighed)."""
+    vocab = plan_vocabulary(plan, plant) | {w for m in facts.mentions for w in _text_words(m.text)}
+    weighed = _order_words(order, facts)
+    return [w for w in weighed if not _matches(w, vocab)], len(weighed)
+
+
+def recipe_vocabulary(plant: PlantDescription, recipe: str) -> set[str]:
+    """The words of what a recipe does, as ``plan_vocabulary(described=False)`` reads a plan of it:
+    its name and description, its steps' agents, skills and named arguments."""
+    r = plant.recipes[recipe]
+    vocab = _text_words(recipe, r.description)
+    for st in r.steps:
+        vocab |= _text_words(st.skill, " ".join(st.args), *(v for v in st.args.values() if isinstance(v, str)))
+        if st.agent in plant.agents():
+            vocab |= _agent_words(plant, st.agent, described=False)
+    return vocab
+
+
+def vocabulary_gaps(order: str, plan: Plan, plant: PlantDescription, facts: OrderFacts) -> list[str]:
+    """Words of the order that the plan leaves out while a recipe of the plant would not: a word
+    that matches nothing of the plan (:func:`plan_vocabulary` and what the order names) but
+    matches a recipe that also covers every word of the order the plan covers. The order asks for
+    it ("sort"), the plan does not do it, and the plant has a way that does."""
+    named = {w for m in facts.mentions for w in _text_words(m.text)}
+    vocab = plan_vocabulary(plan, plant, described=False) | named
+    words = _order_words(order, facts)
+    covered = [w for w in words if _matches(w, vocab)]
+    missing = [w for w in words if w not in covered]
+    if not missing:
+        return []
+    gaps: list[str] = []
+    for recipe in plant.recipes:
+        if recipe in _plan_recipes(plan, plant):
             continue
-        weighed.append(w)
-    missing = [w for w in weighed if not any(_same_word(w, v) for v in vocab)]
-    return missing, len(weighed)
+        other = recipe_vocabulary(plant, recipe) | named
+        if all(_matches(w, other) for w in covered):
+            gaps += [w for w in missing if _matches(w, other) and w not in gaps]
+    return gaps
+
+
+def unevidenced_goals(order: str, plan: Plan, plant: PlantDescription, facts: OrderFacts) -> list[str]:
+    """The plan's recipes that nothing in the order asks for: none of the recipe's own words (its
+    name and description, leaving out the names of agents, places and part types, which the
+    coverage rule weighs) is in the order."""
+    names = _text_words(*plant.agents(), *plant.locations(), *plant.part_types)
+    for agent in plant.agents():
+        names |= _agent_words(plant, agent)
+    words = _order_words(order, facts)
+    out: list[str] = []
+    for recipe in _plan_recipes(plan, plant):
+        own = _text_words(recipe, plant.recipes[recipe].description) - names
+        own = {w for w in own if len(w) >= 4}
+        if own and not any(_matches(w, own) for w in words):
+            out.append(recipe)
+    return out
+
+
+def rank_goals(order: str, plant: PlantDescription, facts: OrderFacts) -> list[str]:
+    """The plant's recipes and skills, best match for the order's words first (how many of the
+    order's words each one's own words match; ties in the plant's order). For trying another
+    goal when the model's does not cover the order."""
+    docs = _documents(plant)
+    words = _order_words(order, facts)
+    scores: list[tuple[int, int, str]] = []
+    for i, (doc, vocab) in enumerate(docs.items()):
+        if not doc.startswith(("recipe:", "skill:")):
+            continue
+        score = sum(_matches(w, vocab) for w in words)
+        if score:
+            scores.append((-score, i, doc))
+    return [doc for _, _, doc in sorted(scores)]
 
 
 def _same_word(a: str, b: str) -> bool:

@@ -51,7 +51,16 @@ from llm_coordinator.context import (
 from llm_coordinator.expansion import Unclear, Unplannable, expand_reading, plan_from_draft, plan_recipe
 from llm_coordinator.guardrails import Verdict, check, skill_spec
 from llm_coordinator.interface import BackendError, BackendTimeout, ChatMessage, LLMBackend
-from llm_coordinator.order import OrderFacts, coverage, read_order, static_refusals, unsupported_words
+from llm_coordinator.order import (
+    OrderFacts,
+    coverage,
+    rank_goals,
+    read_order,
+    static_refusals,
+    unevidenced_goals,
+    unsupported_words,
+    vocabulary_gaps,
+)
 from llm_coordinator.plan import DraftPlan, Plan, plan_schema
 from llm_coordinator.reading import Reading, RecipeGoal, TaskGoal, Value, parse_reading, reading_schema
 from llm_coordinator.snapshot import PlantSnapshot
@@ -65,6 +74,9 @@ Mode = Literal["intent", "reading", "direct"]
 #: Least share of the order's words that must match what the plan does (its agents, skills,
 #: recipes, places and the plant's descriptions of them); below it, the plan asks to clarify.
 MIN_SUPPORT = 0.5
+#: Most other recipes or skills tried, read from the order alone, when the model's reading leaves
+#: part of the order out.
+MAX_ALTERNATIVES = 3
 
 
 @dataclass(frozen=True)
@@ -254,6 +266,10 @@ class Planner:
                 out.reasons, out.status = reasons, "rejected"
                 continue
             gaps = self._gaps(work_order, facts, plan, reading)
+            if gaps and mode == "intent" and reading is not None:
+                better = await self._alternative(out, work_order, facts, snapshot, reading, gaps)
+                if better is not None:
+                    plan, gaps = better, []
             if gaps:
                 question = "The plan would leave out part of the order: " + "; ".join(gaps) + ". What should it do?"
                 out.clarify(question)
@@ -271,9 +287,70 @@ class Planner:
         out.planner_s = time.monotonic() - t0 - out.model_s
         return out
 
+    async def _alternative(
+        self,
+        out: PlanningOutcome,
+        order: str,
+        facts: OrderFacts,
+        snapshot: PlantSnapshot,
+        reading: Reading,
+        gaps: list[str],
+    ) -> Plan | None:
+        """When the model's one-goal reading leaves part of the order out: the plant's other
+        recipes and skills, best match for the order's words first (at most
+        :data:`MAX_ALTERNATIVES`), each read from the order alone and held to every rule the
+        model's was (expansion, guardrails, coverage). The first that passes, or None."""
+        tried = {
+            f"{g.kind}:{g.recipe if isinstance(g, RecipeGoal) else g.skill}"
+            for g in reading.goals
+            if isinstance(g, RecipeGoal | TaskGoal)
+        }
+        tried = {t.replace("task:", "skill:") for t in tried}
+        for doc in [d for d in rank_goals(order, self.plant, facts) if d not in tried][:MAX_ALTERNATIVES]:
+            kind, _, name = doc.partition(":")
+            try:
+                if kind == "recipe":
+                    candidate = self._recipe_reading(order, facts, name)
+                else:
+                    task = await self._task_for(out, order, facts, name, ask=False)
+                    if task is None:
+                        continue
+                    candidate = Reading(goals=[task])
+                plan = expand_reading(self.plant, candidate, work_order=order, snapshot=snapshot, mode="intent")
+            except (Unplannable, Unclear):
+                continue
+            if not check(plan, self.plant, snapshot).ok or self._gaps(order, facts, plan, candidate):
+                continue
+            chosen = "; ".join(reading.summary())
+            out.reading = candidate
+            note = f"the model read {chosen!r}, which left out {'; '.join(gaps)[:150]}; {doc} covers the order"
+            return plan.model_copy(update={"notes": [*plan.notes, note]})
+        return None
+
+    def _recipe_reading(self, order: str, facts: OrderFacts, goal: str) -> Reading:
+        """A one-recipe reading: counts and parameters from the order's own numbers and units."""
+        recipe = self.plant.recipes[goal]
+        rest, params = numbers_for(order, facts, list(recipe.params), {n: p.unit for n, p in recipe.params.items()})
+        counts = [q for q in rest if not q.unit]
+        if len(counts) > 1:
+            raise Unclear(f"how many times should recipe {goal} run: {' or '.join(q.text for q in counts)}?")
+        if any(q.unit for q in rest):
+            odd = next(q for q in rest if q.unit)
+            raise Unclear(f"what is {odd.text!r} for in recipe {goal} (its parameters: {', '.join(recipe.params)})?")
+        count: int | str = counts[0].text if counts else 1
+        return Reading(goals=[RecipeGoal(kind="recipe", recipe=goal, count=count, params=params)])
+
     def _gaps(self, order: str, facts: OrderFacts, plan: Plan, reading: Reading | None) -> list[str]:
         """The coverage rule, and the support of the order's words (see the module docstring)."""
         gaps = coverage(facts, plan, reading, self.plant)
+        gaps += [
+            f"the order asks for {w!r}, which the plan does not do and a recipe of the plant does"
+            for w in vocabulary_gaps(order, plan, self.plant, facts)
+        ]
+        gaps += [
+            f"nothing in the order asks for recipe {r} ({self.plant.recipes[r].description[:80]})"
+            for r in unevidenced_goals(order, plan, self.plant, facts)
+        ]
         unsupported, weighed = unsupported_words(order, plan, self.plant, facts)
         declined = reading is not None and bool(reading.declined)
         if weighed and not declined and (weighed - len(unsupported)) / weighed < MIN_SUPPORT:
@@ -389,12 +466,23 @@ class Planner:
         skill = await self._choose(out, "skill", "Which skill does the work order ask for?", order, descriptions)
         if skill is None:
             return None
+        return await self._task_for(out, order, facts, skill, ask=True)
+
+    async def _task_for(
+        self, out: PlanningOutcome, order: str, facts: OrderFacts, skill: str, *, ask: bool
+    ) -> TaskGoal | None:
+        """The task of ``skill`` the order asks for: its agent and arguments from the order's own
+        words, or (``ask``) from the model where the order names several; None when it cannot be
+        said without the model."""
+        plant = self.plant
         capable = [a for a in plant.agents() if skill in plant.agent_skills(a)]
         named = [a for a in facts.named("agent") if a in capable]
         agent: str | None
         if len(named) == 1 or len(capable) == 1:
             agent = (named or capable)[0]
         elif named:
+            if not ask:
+                return None
             agent = await self._choose(
                 out, "agent", f"Which agent should {skill}?", order, {a: plant.agents()[a] for a in named}
             )
@@ -415,6 +503,8 @@ class Planner:
             if len(hits) == 1 or len(candidates) == 1:
                 args[name] = (hits or candidates)[0]
             elif hits:
+                if not ask:
+                    return None
                 value = await self._choose(
                     out,
                     name,
