@@ -149,6 +149,8 @@ _STANDARD: dict[str, tuple[Command, frozenset[State] | None, frozenset[State], b
     "reset": (Command.RESET, None, frozenset({State.IDLE}), False),
 }
 STANDARD_COMMANDS = tuple(_STANDARD)
+#: Commands that are done, with nothing sent, when the machine is already where they lead.
+_IDEMPOTENT = frozenset({"stop", "hold", "suspend", "abort"})
 BUILTIN_COMMANDS = ("open_door", "close_door", "run_cycle", "inspect", "feed")
 _RESERVED = frozenset(STANDARD_COMMANDS) | frozenset(BUILTIN_COMMANDS)
 _CYCLE_END = frozenset({State.COMPLETE, State.ABORTED, State.STOPPED, State.IDLE})
@@ -545,6 +547,10 @@ async def _run(
     if spec.reset_first and st.state in (State.COMPLETE, State.STOPPED):
         await agent.command(Command.RESET)
         st = await agent.wait_for_state({State.IDLE}, timeout_s)
+    if spec.name in _IDEMPOTENT and st.state in spec.done_states:
+        # Stopping a stopped machine (holding a held one, aborting an aborted one) asks for what
+        # already is: done, without sending anything.
+        return f"already {State(st.state).name.lower()}"
     if spec.from_states is not None and st.state not in spec.from_states:
         raise CommandFailed(
             f"{name}: {spec.name} cannot start from {State(st.state).name.lower()} "
