@@ -413,16 +413,7 @@ class Planner:
         if goal == "tasks":
             task = await self._ask_task(out, order, facts)
             return None if task is None else Reading(goals=[task])
-        recipe = self.plant.recipes[goal]
-        rest, params = numbers_for(order, facts, list(recipe.params), {n: p.unit for n, p in recipe.params.items()})
-        counts = [q for q in rest if not q.unit]
-        if len(counts) > 1:
-            raise Unclear(f"how many times should recipe {goal} run: {' or '.join(q.text for q in counts)}?")
-        if any(q.unit for q in rest):
-            odd = next(q for q in rest if q.unit)
-            raise Unclear(f"what is {odd.text!r} for in recipe {goal} (its parameters: {', '.join(recipe.params)})?")
-        count: int | str = counts[0].text if counts else 1
-        return Reading(goals=[RecipeGoal(kind="recipe", recipe=goal, count=count, params=params)])
+        return self._recipe_reading(order, facts, goal)
 
     async def _choose(
         self, out: PlanningOutcome, stage: str, question: str, order: str, options: dict[str, str]
