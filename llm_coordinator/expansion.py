@@ -376,6 +376,9 @@ class _Builder:
                         f"no agent of plant {plant.name} can {g.skill.replace('_', ' ')}"
                         + (f" at {where} (out of reach)" if where else ""),
                     )
+                if len(capable) > 1 and step_location(plant, g.skill, args) is None:
+                    # Nothing but the order could tell these apart (no place decides by reach).
+                    raise Unclear(f"which of {', '.join(capable)} should {g.skill.replace('_', ' ')}?")
                 chosen = capable[0]
             elif chosen in plant.robots:
                 loc = step_location(plant, g.skill, args)

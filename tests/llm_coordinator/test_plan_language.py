@@ -212,3 +212,13 @@ async def test_the_demo_compound_order_rehearses_both_branches(demo_plant: Plant
     assert sorted(natural.values()) == ["done", "skipped"] and sorted(forced.values()) == ["done", "skipped"]
     assert natural != forced  # the other bin each time
     assert report.observations.collisions == [] and report.observations.safety_stops == []
+
+
+def test_a_task_any_of_several_agents_could_do_asks_which(demo_plant: PlantDescription) -> None:
+    with pytest.raises(Unclear, match="which of ur5e_1, panda_1 should home"):
+        expand_reading(demo_plant, reading({"goals": [task("home")]}), work_order="home the robot")
+    # A place decides by reach: only the UR5e reaches the conveyor's pick point.
+    plan = expand_reading(
+        demo_plant, reading({"goals": [task("move_to", location="conveyor_pick")]}), work_order="go to the belt"
+    )
+    assert [s.agent for s in plan.steps] == ["ur5e_1"]
