@@ -217,9 +217,17 @@ class CoordinatorBackend:
                 timing = {s.id: (starts[s.id], s.expected_duration_s) for s in plan.steps if s.id in starts}
             if timing:
                 summary = summary.model_copy(update={"makespan_s": max(a + d for a, d in timing.values())})
+            decisions = {d.id: d for d in plan.decisions}
             for s in plan.steps:
                 status = progress.get(s.id, "pending")
                 start, dur = timing.get(s.id, (None, s.expected_duration_s))
+                condition = " and ".join(
+                    ("only if " if want else "unless ") + decisions[did].condition.describe()
+                    if decisions[did].kind == "condition"
+                    else ("only while " if want else "unless ") + decisions[did].condition.describe()
+                    for did, want in s.when.items()
+                    if did in decisions
+                )
                 steps.append(
                     StepView(
                         id=s.id,
@@ -236,6 +244,7 @@ class CoordinatorBackend:
                         if s.id in hazards
                         else "not_needed",
                         confirmed_by=confirmed.get(s.id),
+                        condition=condition,
                     )
                 )
         guardrails = []

@@ -122,6 +122,9 @@ class StepView(View):
     status: Literal["pending", "running", "done", "failed", "skipped"] = "pending"
     confirmation: Literal["not_needed", "awaiting", "confirmed", "refused"] = "not_needed"
     confirmed_by: str | None = None
+    condition: str = Field(
+        default="", description="when the step runs, decided as the plan runs ('only if insp_1.result == fail')"
+    )
 
 
 class GuardrailView(View):
