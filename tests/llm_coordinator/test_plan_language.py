@@ -215,7 +215,7 @@ async def test_the_demo_compound_order_rehearses_both_branches(demo_plant: Plant
 
 
 def test_a_task_any_of_several_agents_could_do_asks_which(demo_plant: PlantDescription) -> None:
-    with pytest.raises(Unclear, match="which of (ur5e_1, panda_1|panda_1, ur5e_1) should home"):
+    with pytest.raises(Unclear, match=r"which of (ur5e_1, panda_1|panda_1, ur5e_1) should home"):
         expand_reading(demo_plant, reading({"goals": [task("home")]}), work_order="home the robot")
     # A place decides by reach: only the UR5e reaches the conveyor's pick point.
     plan = expand_reading(
