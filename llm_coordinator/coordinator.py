@@ -106,7 +106,7 @@ class Coordinator:
             work_order,
             self.planner.config.mode,
             draft,
-            {"feedback_seen": feedback},
+            {"feedback_seen": feedback, "model": getattr(self.planner.backend, "name", None)},
             snapshot=snapshot,
             actor=actor,
             on_stage=on_stage,
@@ -152,7 +152,7 @@ class Coordinator:
             out.planner_s = time.monotonic() - t0
             return out
 
-        about = {"recipe": recipe, "params": given, "count": count}
+        about = {"recipe": recipe, "params": given, "count": count, "model": "none: a recipe a person chose"}
         return await self._submit(text, "intent", draft, about, snapshot=snapshot, actor=actor, on_stage=on_stage)
 
     async def submit_reading(
@@ -185,7 +185,7 @@ class Coordinator:
             out.planner_s = time.monotonic() - t0
             return out
 
-        about = {"reading": reading.model_dump(mode="json")}
+        about = {"reading": reading.model_dump(mode="json"), "model": "none: a reading a person wrote"}
         return await self._submit(text, "intent", draft, about, snapshot=snapshot, actor=actor, on_stage=on_stage)
 
     async def _submit(

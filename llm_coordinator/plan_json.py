@@ -166,6 +166,10 @@ def plan_document(
             question = submission.outcome.question
     if status == "clarify" and not question:
         question = "; ".join(reasons)
+    if model is None:
+        # Who read the order, as the coordinator audited it when it drafted the plan.
+        drafted = [r for r in store.audit_rows(plan_id) if r.action == "planned"]
+        model = str(drafted[-1].payload.get("model")) if drafted and drafted[-1].payload.get("model") else None
     plan: Plan | None = store.plan(plan_id)
     plan_hash = row.content_hash if plan is not None else None
     progress = store.progress(plan_id, plan_hash) if plan_hash is not None else {}

@@ -102,7 +102,7 @@ def test_a_conditional_reading_is_planned_rehearsed_and_shown(site: dict[str, An
     assert r.returncode == 0, r.stderr
     doc = one_document(r.stdout)
     assert doc["status"] == "awaiting_approval" and doc["reason"] == "" and doc["question"] == ""
-    assert doc["work_order"] == words and doc["model"] is None
+    assert doc["work_order"] == words and doc["model"] == "none: a reading a person wrote"
     assert re.fullmatch(r"[0-9a-f]{64}", doc["plan_hash"])
     (decision,) = doc["decisions"]
     assert decision["kind"] == "condition" and decision["outcome"] is None
