@@ -212,12 +212,15 @@ def cause(row: Mapping[str, Any]) -> str:
 
 
 async def fresh_snapshot(plant: PlantDescription) -> PlantSnapshot:
-    """The machines of a fresh twin of ``plant``, read through its machine agents (robots are
-    not in the snapshot, as the console reads a plant)."""
+    """The machines of a fresh twin of ``plant``, read through its machine agents, and where its
+    parts are (robots are not in the snapshot, as the console reads a plant)."""
+    from dataclasses import replace
+
     from llm_coordinator.wiring import twin_factory
 
     async with twin_factory(render=False)(plant) as session:
-        return await read_snapshot(session.machines)
+        snap = await read_snapshot(session.machines)
+        return replace(snap, parts=session.twin.part_positions())
 
 
 def _pct(values: Sequence[float], q: float) -> float:
@@ -466,7 +469,7 @@ def main() -> int:
         print("rehearsal: the in-process MuJoCo twin (robot runtimes, safety supervisors), a fresh twin per plan")
     print(
         "state: each order is planned against the snapshot of a fresh twin of its plant "
-        "(machines read through the twin's agents; robots not in the snapshot)"
+        "(machines read through the twin's agents, and where its parts are; robots not in the snapshot)"
     )
     loaded: dict[str, tuple[PlantDescription, list[dict[str, Any]], PlantSnapshot]] = {}
     for p in plants:

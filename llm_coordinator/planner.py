@@ -65,6 +65,7 @@ from llm_coordinator.plan import DraftPlan, Plan, plan_schema
 from llm_coordinator.reading import Reading, RecipeGoal, TaskGoal, Value, parse_reading, reading_schema
 from llm_coordinator.snapshot import PlantSnapshot
 from plant.config import PlantDescription
+from robots.parts import missing_parts
 
 __all__ = ["Planner", "PlanningOutcome", "Refusal", "Unclear", "Unplannable", "plan_recipe"]
 
@@ -278,6 +279,13 @@ class Planner:
                     break  # the same small questions give the same answer: ask the person
                 reasons[:] = [*gaps[:6], "cover everything the order names, or decline it with a reason"]
                 continue
+            absent = self._absent_parts(plan, snapshot)
+            if absent:
+                out.refuse(
+                    "the order's part is not where it says: " + "; ".join(absent), ["a part where the order says"]
+                )
+                out.plan = None
+                break
             out.status, out.plan, out.reasons, out.question = "planned", plan, [], ""
             break
         else:
@@ -339,6 +347,14 @@ class Planner:
             raise Unclear(f"what is {odd.text!r} for in recipe {goal} (its parameters: {', '.join(recipe.params)})?")
         count: int | str = counts[0].text if counts else 1
         return Reading(goals=[RecipeGoal(kind="recipe", recipe=goal, count=count, params=params)])
+
+    def _absent_parts(self, plan: Plan, snapshot: PlantSnapshot) -> list[str]:
+        """The picks of the plan's unconditional steps that no part could serve where the plant
+        state says the parts are (none when the state does not say)."""
+        if snapshot.parts is None:
+            return []
+        steps = [(s.id, s.agent, s.skill, dict(s.args)) for s in plan.steps if not s.when]
+        return missing_parts(self.plant, snapshot.parts, steps)
 
     def _gaps(self, order: str, facts: OrderFacts, plan: Plan, reading: Reading | None) -> list[str]:
         """The coverage rule, and the support of the order's words (see the module docstring)."""

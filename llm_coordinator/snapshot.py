@@ -55,6 +55,9 @@ class PlantSnapshot:
     robots: Mapping[str, RobotSnapshot] = field(default_factory=dict)
     queues: Mapping[str, int] = field(default_factory=dict)
     alarms: Sequence[str] = ()
+    #: Where each part is (name -> position, m), when the plant can say (a twin can; most real
+    #: cells cannot: None). An order whose picks would find no part is refused with where they are.
+    parts: Mapping[str, tuple[float, float, float]] | None = None
 
 
 async def read_snapshot(

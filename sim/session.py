@@ -10,7 +10,7 @@
   :class:`sim.agents.TwinMachineAgent` under the twin's lock, robots are the on-robot runtime
   on their own threads with their safety supervisors and e-stop latch files, as
   ``atelier robot runtime`` runs them.
-- :func:`missing_parts`: the picks of a plan that no part can serve where the parts are now
+- (the picks a plan would find no part for: :func:`robots.parts.missing_parts`)
   (a rehearsal from a live state refuses such a plan with that reason instead of failing a step).
 
 The coordinator reaches these through its wiring only (``llm_coordinator.wiring``); its core
@@ -24,19 +24,16 @@ import contextlib
 import os
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
-
 from plant.config import PlantDescription
 from plant.interface import MachineAgent
 from robots.agent import runtime_agents
 from robots.interface import RobotAgent, SafetyEvent, SafetyState
-from robots.skills import SkillPlanner
 from sim.live import LiveTwin
 from sim.twin import PlantReadings, Twin, TwinState
 
@@ -204,90 +201,6 @@ def rehearsal_worker_init() -> None:
     for it."""
     with contextlib.suppress(OSError):
         os.nice(10)
-
-
-#: A step of a plan as :func:`missing_parts` reads it: (step id, agent, skill, arguments).
-PlanStep = tuple[str, str, str, Mapping[str, object]]
-
-
-def _where(plant: PlantDescription, xyz: tuple[float, float, float]) -> str:
-    """A part's place in words: the nearest named location or bin within 0.3 m, else coordinates."""
-    best, best_d = "", 0.3
-    for name, pose in plant.locations().items():
-        d = _dist(pose.xyz_m, xyz)
-        if d <= best_d:
-            best, best_d = name, d
-    return f"at {best}" if best else f"at ({xyz[0]:.2f}, {xyz[1]:.2f}, {xyz[2]:.2f}) m"
-
-
-def _dist(a: Sequence[float], b: Sequence[float]) -> float:
-    return float(np.linalg.norm(np.subtract(a, b)))
-
-
-def _on_belt(plant: PlantDescription, conveyor: str, xyz: tuple[float, float, float]) -> bool:
-    m = plant.machines[conveyor]
-    belt = m.belt
-    if belt is None:
-        return False
-    cx, cy, _ = m.pose.xyz_m
-    x, y, z = xyz
-    return (
-        abs(x - cx) <= belt.length_m / 2
-        and abs(y - cy) <= belt.width_m / 2
-        and belt.height_m - 0.01 <= z <= belt.height_m + 0.2
-    )
-
-
-def missing_parts(
-    plant: PlantDescription,
-    parts: Mapping[str, tuple[float, float, float]],
-    steps: Sequence[PlanStep],
-    radius_m: float = SkillPlanner.search_radius_m,
-) -> list[str]:
-    """Why the picks of ``steps`` (in order) would find no part, with the parts where they are
-    now (``parts``: name to position, m; a part left out is not in the cell); empty when every
-    pick can be served. A pick at a location is served by a part of its type within
-    ``radius_m`` of it (the pick skill's search radius), by a part an earlier step placed or
-    handed over there, or, once a conveyor of the location's station was fed by an earlier
-    step, by a part of the type on that conveyor's belt. Each part serves one pick."""
-    left = dict(parts)
-    placed: dict[str, int] = {}
-    fed: list[str] = []
-    station_of = {loc: s for s, st in plant.stations.items() for loc in (*st.locations, *st.bins)}
-    locations = plant.locations()
-    problems: list[str] = []
-    for step_id, agent, skill, args in steps:
-        location = str(args.get("location", ""))
-        if skill in ("place", "hand_over") and location:
-            placed[location] = placed.get(location, 0) + 1
-        elif skill == "feed" and agent in plant.machines and agent not in fed:
-            fed.append(agent)
-        if skill != "pick" or not location:
-            continue
-        part_type = str(args.get("part_type", ""))
-        if placed.get(location, 0) > 0:
-            placed[location] -= 1
-            continue
-        of_type = {n: p for n, p in left.items() if not part_type or plant.parts[n].type == part_type}
-        centre = locations[location].xyz_m if location in locations else None
-        near = [n for n, p in of_type.items() if centre is not None and _dist(p, centre) <= radius_m]
-        station = station_of.get(location)
-        belts = [c for c in fed if station is not None and plant.machines[c].station == station]
-        on_belt = [n for n, p in of_type.items() for c in belts if _on_belt(plant, c, p)]
-        found = near or on_belt
-        if found:
-            del left[found[0]]
-            continue
-        what = part_type or "part"
-        where = f"within {radius_m:g} m of {location}" + "".join(f" or on the belt of {c}" for c in belts)
-        kind = [n for n, p in plant.parts.items() if not part_type or p.type == part_type]
-        now = [f"{n} {_where(plant, parts[n])}" if n in parts else f"{n} not in the cell" for n in kind]
-        seen = "; ".join(now) if now else "none in the plant file"
-        problems.append(
-            f"step {step_id} ({agent} picks a {what} at {location}) would find none: no {what} lies {where} "
-            f"for it (the plant's {what} parts now: {seen}; each serves one pick). Put a {what} there and order again"
-        )
-    return problems
 
 
 #: The runtimes beside an in-process live twin share one interpreter with it, the web server

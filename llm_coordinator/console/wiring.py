@@ -15,7 +15,7 @@
   Rehearsals start from the twin's captured state.
 
 In both, a plan whose picks find no part where the parts are now is refused before its
-rehearsal, with the reason (:func:`sim.session.missing_parts`), and every page says which
+rehearsal, with the reason (:func:`robots.parts.missing_parts`), and every page says which
 plant the console drives (:attr:`~.services.PlantFeed.mode`).
 
 This is the one console module that imports ``sim`` (like the CLI).
@@ -67,8 +67,9 @@ from plant.interface import (
 from plant.packml import Command, State
 from plant.text import safe_text
 from robots.interface import RobotAgent, SafetyState, SkillFeedback, SkillGoal, SkillResult
+from robots.parts import missing_parts
 from sim.live import LiveTwin
-from sim.session import missing_parts, rehearsal_worker_init
+from sim.session import rehearsal_worker_init
 from sim.twin import MachineReading, PlantReadings, Twin
 
 from .app import create_app
@@ -189,7 +190,7 @@ class RehearsalFromNow(ProcessRehearser):
     """Rehearses in a worker process from the plant as it is now (``start``: the live twin's
     captured state, or what a live plant's agents read), and refuses at once a plan whose picks
     would find no part where the parts are now (``parts``), saying which pick, what it needs and
-    where the parts are (:func:`sim.session.missing_parts`): after runs have used the parts, a
+    where the parts are (:func:`robots.parts.missing_parts`): after runs have used the parts, a
     rehearsal would otherwise fail on a conveyor that never delivers or a pick that finds
     nothing, with a reason that does not say so. ``hint`` ends that refusal (how to get parts)."""
 

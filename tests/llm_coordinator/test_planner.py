@@ -197,3 +197,21 @@ async def test_a_model_reading_that_leaves_the_order_out_is_replaced_or_question
     backend = ScriptedBackend(goal_script({"goal": '{"goal": "machine_and_inspect"}'}))  # type: ignore[arg-type]
     out = await Planner(demo_plant, backend, config()).plan("Weld two plates together")
     assert out.status == "clarify" and out.plan is None and "'weld'" in out.question
+
+
+async def test_an_order_whose_part_is_not_where_it_says_is_refused(demo_plant: PlantDescription) -> None:
+    from llm_coordinator.snapshot import PlantSnapshot
+
+    # The twin's parts at start: two blanks on the belt, nothing at the hand-over point.
+    parts = {"part_1": (0.45, 0.9, 0.87), "part_2": (1.25, 0.9, 0.87)}
+    backend = ScriptedBackend(goal_script({"goal": '{"goal": "quarantine_part"}'}))  # type: ignore[arg-type]
+    out = await Planner(demo_plant, backend, config()).plan(
+        "Move the suspect part from the hand-over point to quarantine", snapshot=PlantSnapshot(parts=parts)
+    )
+    assert out.status == "refused" and "not where it says" in out.reasons[0] and "handover_point" in out.reasons[0]
+    # A part there: planned.
+    parts["part_2"] = (3.3, 1.6, 1.05)
+    out = await Planner(demo_plant, backend, config()).plan(
+        "Move the suspect part from the hand-over point to quarantine", snapshot=PlantSnapshot(parts=parts)
+    )
+    assert out.status == "planned", out.reasons

@@ -13,7 +13,7 @@ from llm_coordinator.expansion import expand_recipe, finish_plan
 from llm_coordinator.plan import RecipeIntent
 from plant.config import PlantDescription
 from plant.packml import Command, State
-from sim.session import missing_parts
+from robots.parts import missing_parts
 from sim.twin import MachineReading, PlantReadings, Twin
 
 
