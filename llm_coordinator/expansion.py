@@ -693,7 +693,7 @@ def finish_plan(
         res = step_resources(plant, p.agent, p.skill, p.args, inside) if p.agent in plant.agents() else set()
         loc = step_location(plant, p.skill, p.args) if p.agent in plant.robots else None
         dur = p.duration_s or nominal_duration_s(plant, p.agent, p.skill)
-        ps.append(ProtoStep(p.id, p.agent, dur, list(p.after), res, p.rep, inside.get(loc or "")))
+        ps.append(ProtoStep(p.id, p.agent, dur, list(p.after), res, p.rep, inside.get(loc or ""), dict(p.when)))
     sched = schedule(ps) if parallel else sequential(ps)
     by_id = {p.id: p for p in protos}
     order = {q.id: i for i, q in enumerate(ps)}

@@ -518,12 +518,16 @@ def _check_order(
     def ordered(a: str, b: str) -> bool:
         return a in anc[b] or b in anc[a]
 
+    def apart(a: Step, b: Step) -> bool:
+        """Steps of opposite branches of one decision: they never both run."""
+        return any(d in b.when and b.when[d] != v for d, v in a.when.items())
+
     # Resource conflicts between steps that may run in parallel.
     conflicts = 0
     for i, a in enumerate(plan.steps):
         for b in plan.steps[i + 1 :]:
             shared = res[a.id] & res[b.id]
-            if shared and not ordered(a.id, b.id):
+            if shared and not ordered(a.id, b.id) and not apart(a, b):
                 conflicts += 1
                 what = ", ".join(sorted(r.split(":", 1)[1] for r in shared))
                 yield Finding(

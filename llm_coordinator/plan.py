@@ -161,6 +161,7 @@ class Plan(_Model):
             {s.id: s.after for s in self.steps},
             {s.id: s.expected_duration_s for s in self.steps},
             {s.id: s.agent for s in self.steps},
+            {s.id: s.when for s in self.steps},
         )
 
 
@@ -169,20 +170,32 @@ def earliest_starts(
     after: Mapping[str, Sequence[str]],
     duration_s: Mapping[str, float],
     agent: Mapping[str, str] | None = None,
+    when: Mapping[str, Mapping[str, bool]] | None = None,
 ) -> dict[str, float]:
     """Earliest start (s) of each step of a step graph: once every step it waits for (``after``)
     has ended and, when ``agent`` is given, once the earlier-listed steps of its agent have ended
-    (an agent does one thing at a time, as the executor runs it). The one timing of the step
-    graph: the scheduler, the Gantt charts and the console read it. A step whose dependencies
-    can never end (a cycle, an unknown id) gets no start."""
+    (an agent does one thing at a time, as the executor runs it), but for steps of the opposite
+    branch of a decision (``when``: they never both run). The one timing of the step graph: the
+    scheduler, the Gantt charts and the console read it. A step whose dependencies can never end
+    (a cycle, an unknown id) gets no start."""
     end: dict[str, float] = {}
     start: dict[str, float] = {}
     agent_steps: dict[str, list[str]] = {}
     for i in ids:
         if agent is not None:
             agent_steps.setdefault(agent[i], []).append(i)
+    branch = when or {}
+
+    def apart(a: str, b: str) -> bool:
+        wa, wb = branch.get(a, {}), branch.get(b, {})
+        return any(d in wb and wb[d] != v for d, v in wa.items())
+
     waits = {
-        i: [*after.get(i, ()), *(agent_steps[agent[i]][: agent_steps[agent[i]].index(i)] if agent else ())] for i in ids
+        i: [
+            *after.get(i, ()),
+            *([o for o in agent_steps[agent[i]][: agent_steps[agent[i]].index(i)] if not apart(o, i)] if agent else ()),
+        ]
+        for i in ids
     }
     pending = list(ids)
     while pending:

@@ -18,6 +18,7 @@ import itertools
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from llm_coordinator.plan import earliest_starts
 
@@ -39,6 +40,14 @@ class ProtoStep:
     rep: int = 0
     #: A machine the agent (a robot) stays inside after this step, until its next step starts.
     stays_inside: str | None = None
+    #: The outcomes of the plan's decisions this step needs (``Step.when``): two steps that need
+    #: opposite outcomes of one decision never both run, so they may share a resource.
+    when: dict[str, bool] = field(default_factory=dict)
+
+
+def exclusive(a: ProtoStep, b: ProtoStep) -> bool:
+    """Whether two steps can never both run (they need opposite outcomes of one decision)."""
+    return any(d in b.when and b.when[d] != v for d, v in a.when.items())
 
 
 @dataclass(frozen=True)
@@ -73,6 +82,8 @@ def _pairs_to_order(steps: Sequence[ProtoStep]) -> list[tuple[int, int]]:
     for i, a in enumerate(steps):
         for j in range(i + 1, len(steps)):
             b = steps[j]
+            if exclusive(a, b):
+                continue
             if a.agent == b.agent or (a.rep != b.rep and a.resources & b.resources):
                 pairs.append((i, j))
     return pairs
@@ -95,6 +106,8 @@ def sequential(steps: Sequence[ProtoStep]) -> Schedule:
     for i, a in enumerate(steps):
         for j in range(i + 1, len(steps)):
             b = steps[j]
+            if exclusive(a, b):
+                continue
             inside = a.stays_inside is not None and f"inside:{a.stays_inside}" in b.resources and b.agent != a.agent
             if inside and i in nxt and nxt[i] < j:
                 # The robot stays inside after ``a``: ``b`` waits until its next step took it out.
@@ -162,21 +175,31 @@ def schedule(steps: Sequence[ProtoStep], time_limit_s: float = 2.0) -> Schedule:
     for i, j in _pairs_to_order(steps):
         m.add(start[j] >= end[i])
     nxt = _next_of_agent(steps)
-    by_resource: dict[str, list[cp_model.IntervalVar]] = {}
+    by_resource: dict[str, list[tuple[int, Any, Any, cp_model.IntervalVar]]] = {}
     for i, s in enumerate(steps):
         for r in s.resources:
             if s.stays_inside is not None and r == f"inside:{s.stays_inside}":
                 continue
-            by_resource.setdefault(r, []).append(iv[i])
+            by_resource.setdefault(r, []).append((i, start[i], end[i], iv[i]))
         if s.stays_inside is not None:
             # Occupancy of the machine's inside: from this step's start to the robot's next step.
             occ_end = start[nxt[i]] if i in nxt else end[i]
             size = m.new_int_var(0, horizon, f"occ_size{i}")
             occ = m.new_interval_var(start[i], size, occ_end, f"occ{i}")
-            by_resource.setdefault(f"inside:{s.stays_inside}", []).append(occ)
-    for intervals in by_resource.values():
-        if len(intervals) > 1:
-            m.add_no_overlap(intervals)
+            by_resource.setdefault(f"inside:{s.stays_inside}", []).append((i, start[i], occ_end, occ))
+    for group in by_resource.values():
+        if len(group) < 2:
+            continue
+        if not any(exclusive(steps[a[0]], steps[b[0]]) for a, b in itertools.combinations(group, 2)):
+            m.add_no_overlap([u[3] for u in group])
+            continue
+        # Steps of opposite branches may overlap (only one of them runs); any other pair may not.
+        for (i, si, ei, _), (j, sj, ej, _) in itertools.combinations(group, 2):
+            if exclusive(steps[i], steps[j]):
+                continue
+            first = m.new_bool_var(f"order_{i}_{j}")
+            m.add(sj >= ei).only_enforce_if(first)
+            m.add(si >= ej).only_enforce_if(~first)
     makespan = m.new_int_var(0, horizon, "makespan")
     m.add_max_equality(makespan, end)
     m.minimize(makespan * (len(steps) + 1) * horizon + sum(start))
@@ -200,13 +223,19 @@ def schedule(steps: Sequence[ProtoStep], time_limit_s: float = 2.0) -> Schedule:
             users.setdefault(r, []).append(i)
     for r, idx in users.items():
         idx.sort(key=lambda k: (st[k], k))
-        for a, b in itertools.pairwise(idx):
-            sa = steps[a]
-            if sa.stays_inside is not None and r == f"inside:{sa.stays_inside}" and a in nxt and nxt[a] != b:
-                # The robot leaves the machine with its next step: wait for that one instead.
-                after[steps[b].id].append(steps[nxt[a]].id)
-            else:
-                after[steps[b].id].append(sa.id)
+        for k, b in enumerate(idx):
+            # Each user waits for the users of the resource before it, but for a step of the
+            # opposite branch: the one before it in the solved order, or every one before it
+            # that is not exclusive with it when branches share the resource (arrows implied
+            # by others are dropped below).
+            earlier = [a for a in idx[:k] if not exclusive(steps[a], steps[b])]
+            for a in earlier[-1:] if all(not exclusive(steps[x], steps[b]) for x in idx[:k]) else earlier:
+                sa = steps[a]
+                if sa.stays_inside is not None and r == f"inside:{sa.stays_inside}" and a in nxt and nxt[a] != b:
+                    # The robot leaves the machine with its next step: wait for that one instead.
+                    after[steps[b].id].append(steps[nxt[a]].id)
+                else:
+                    after[steps[b].id].append(sa.id)
     after = {k: [d for d in v if d != k] for k, v in after.items()}
     ordered_steps = _topological(steps, after, [st[index[s.id]] for s in steps])
     if ordered_steps is None:  # pragma: no cover - defensive: the solver's order always has a topology

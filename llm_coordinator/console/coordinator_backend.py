@@ -22,7 +22,6 @@ from typing import Any, Literal
 from llm_coordinator.approval import ApprovalGate, NotApproved
 from llm_coordinator.coordinator import Coordinator
 from llm_coordinator.executor import Executor
-from llm_coordinator.plan import earliest_starts
 from llm_coordinator.snapshot import PlantSnapshot
 from llm_coordinator.status import CONFIRMABLE, STAGES, WorkOrderStage
 from llm_coordinator.store import AuditRow, PlanRow, Store, StoreError
@@ -208,12 +207,7 @@ class CoordinatorBackend:
             if not all(s.id in timing for s in plan.steps):
                 # One timing for the chart and the makespan: the rehearsal's records when they
                 # cover every step, else the plan's own (plan.earliest_starts, as the scheduler).
-                starts = earliest_starts(
-                    [s.id for s in plan.steps],
-                    {s.id: s.after for s in plan.steps},
-                    {s.id: s.expected_duration_s for s in plan.steps},
-                    {s.id: s.agent for s in plan.steps},
-                )
+                starts = plan.planned_starts()
                 timing = {s.id: (starts[s.id], s.expected_duration_s) for s in plan.steps if s.id in starts}
             if timing:
                 summary = summary.model_copy(update={"makespan_s": max(a + d for a, d in timing.values())})

@@ -176,7 +176,10 @@ async def test_conditions_and_repetitions_run_in_the_twin(demo_plant: PlantDescr
     assert report.status == "done", report.reason
     cycles = [x for x in report.records if x.skill == "run_cycle"]
     assert [x.status for x in cycles] == ["done", "done", "skipped"]
-    assert [x.status for x in report.records if x.skill in ("open_door", "reset")] == ["done", "skipped"]
+    assert {x.skill: x.status for x in report.records if x.skill in ("open_door", "reset")} == {
+        "open_door": "done",
+        "reset": "skipped",
+    }
     assert sum(report.decisions.values()) == 3  # two repetitions and the condition held
     # A resumed run takes no decision again: they are in the progress.
     assert {k for k in progress.load() if k.startswith("decision:")} == {f"decision:{d}" for d in report.decisions}
@@ -222,3 +225,21 @@ def test_a_task_any_of_several_agents_could_do_asks_which(demo_plant: PlantDescr
         demo_plant, reading({"goals": [task("move_to", location="conveyor_pick")]}), work_order="go to the belt"
     )
     assert [s.agent for s in plan.steps] == ["ur5e_1"]
+
+
+def test_opposite_branches_share_their_time(demo_plant: PlantDescription) -> None:
+    """Only one branch of a condition runs: its steps may use the same robot at the same time,
+    the plan's timing counts one branch, and the steps after wait for both."""
+    import yaml
+
+    data = yaml.safe_load((Path(__file__).parents[2] / "plants/examples/machine_inspect_sort.yaml").read_text())
+    plan = expand_reading(demo_plant, Reading.model_validate(data), work_order="machine, inspect, sort, home")
+    assert check(plan, demo_plant).ok, check(plan, demo_plant).reasons()
+    then = plan.step("g2_then_place_panda_1")
+    other = plan.step("g2_else_place_panda_1")
+    assert then.id not in other.after and other.id not in then.after
+    starts = plan.planned_starts()
+    assert starts[then.id] == starts[other.id]
+    homes = [s for s in plan.steps if s.id.startswith("g3_home")]
+    branch_end = starts[then.id] + then.expected_duration_s
+    assert all(starts[h.id] >= branch_end for h in homes)
