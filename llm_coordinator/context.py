@@ -91,7 +91,7 @@ def _recipes(plant: PlantDescription) -> str:
 def _examples(plant: PlantDescription) -> str:
     """Worked examples made from this plant's own recipes and agents (none written per demo)."""
     lines = []
-    for i, (name, rc) in enumerate(plant.recipes.items()):
+    for i, (name, rc) in enumerate((n, r) for n, r in plant.recipes.items() if not r.building_block):
         count = 2 if i == 0 else 1
         order = rc.description + (" for 2 parts" if count > 1 else "")
         lines.append(f'Order: "{order}" -> {{"goal": "{name}", "count": {count}}}')
@@ -261,7 +261,7 @@ GOAL_INSTRUCTIONS = "Choose the option that matches the work order. Answer with 
 
 def goal_options(plant: PlantDescription) -> dict[str, str]:
     """What a work order can be, for the first, smallest question to the model."""
-    opts = {name: rc.description for name, rc in plant.recipes.items()}
+    opts = {name: rc.description for name, rc in plant.recipes.items() if not rc.building_block}
     skills = sorted({s for a in plant.agents() for s in plant.agent_skills(a)})
     opts["tasks"] = "single skills of one agent, such as: " + ", ".join(skills)
     opts["cannot"] = "the cell has no machine, robot or skill for it"

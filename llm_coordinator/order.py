@@ -347,10 +347,12 @@ def plan_vocabulary(plan: Plan, plant: PlantDescription, described: bool = True)
 
     vocab: set[str] = set()
     for s in plan.steps:
-        vocab |= _text_words(s.agent, s.skill, " ".join(s.args))
+        # The names of numeric arguments ("program 7"); a named one's value speaks for it.
+        vocab |= _text_words(s.agent, s.skill, " ".join(n for n, v in s.args.items() if not isinstance(v, str)))
         with contextlib.suppress(KeyError):
             vocab |= _text_words(skill_spec(plant, s.agent, s.skill).description) if described else set()
         vocab |= _text_words(*(v for v in s.args.values() if isinstance(v, str)))
+        vocab |= _text_words(*(plant.part_types[v].description for v in s.args.values() if v in plant.part_types))
         vocab |= _agent_words(plant, s.agent, described=False)
     for recipe in _plan_recipes(plan, plant):
         vocab |= _text_words(recipe, plant.recipes[recipe].description)
@@ -383,7 +385,8 @@ def _documents(plant: PlantDescription, described: bool = True) -> dict[str, set
 
     docs: dict[str, set[str]] = {}
     for name, r in plant.recipes.items():
-        docs[f"recipe:{name}"] = _text_words(name, r.description)
+        if not r.building_block:
+            docs[f"recipe:{name}"] = _text_words(name, r.description)
     for agent in plant.agents():
         docs[f"agent:{agent}"] = _agent_words(plant, agent, described)
         for skill in plant.agent_skills(agent):
@@ -415,7 +418,8 @@ def recipe_vocabulary(plant: PlantDescription, recipe: str) -> set[str]:
     r = plant.recipes[recipe]
     vocab = _text_words(recipe, r.description)
     for st in r.steps:
-        vocab |= _text_words(st.skill, " ".join(st.args), *(v for v in st.args.values() if isinstance(v, str)))
+        numeric = " ".join(n for n, v in st.args.items() if not isinstance(v, str) or v.startswith("{"))
+        vocab |= _text_words(st.skill, numeric, *(v for v in st.args.values() if isinstance(v, str)))
         if st.agent in plant.agents():
             vocab |= _agent_words(plant, st.agent, described=False)
     return vocab
@@ -434,8 +438,8 @@ def vocabulary_gaps(order: str, plan: Plan, plant: PlantDescription, facts: Orde
     if not missing:
         return []
     gaps: list[str] = []
-    for recipe in plant.recipes:
-        if recipe in _plan_recipes(plan, plant):
+    for recipe, r in plant.recipes.items():
+        if recipe in _plan_recipes(plan, plant) or r.building_block:
             continue
         other = recipe_vocabulary(plant, recipe) | named
         if all(_matches(w, other) for w in covered):

@@ -689,6 +689,12 @@ class Recipe(Model):
     description: str
     params: dict[Name, RecipeParam] = Field(default_factory=dict)
     steps: Annotated[list[RecipeStep], Field(min_length=1)]
+    building_block: bool = Field(
+        default=False,
+        description="a part of larger orders written in the plan language (it leaves work for the order to "
+        "finish, such as a part held at a camera to be sorted): a model reading an order is not offered it as "
+        "a whole order's goal",
+    )
 
 
 # --------------------------------------------------------------------------- the plant

@@ -185,16 +185,16 @@ async def test_a_model_reading_that_leaves_the_order_out_is_replaced_or_question
 ) -> None:
     # The small model picks a recipe the order does not ask for: the plant's other recipes and
     # skills are tried, read from the order alone, and the first that passes every rule is the plan.
-    backend = ScriptedBackend(goal_script({"goal": '{"goal": "machine_and_inspect"}'}))  # type: ignore[arg-type]
+    backend = ScriptedBackend(goal_script({"goal": '{"goal": "inspect_part"}'}))  # type: ignore[arg-type]
     out = await Planner(demo_plant, backend, config()).plan("Send the panda home")
     assert out.status == "planned" and out.plan is not None, out.reasons
     assert [(s.agent, s.skill) for s in out.plan.steps] == [("panda_1", "home")]
-    assert any("the model read" in n and "machine_and_inspect" in n for n in out.plan.notes)
-    backend = ScriptedBackend(goal_script({"goal": '{"goal": "machine_and_inspect"}'}))  # type: ignore[arg-type]
+    assert any("the model read" in n and "inspect_part" in n for n in out.plan.notes)
+    backend = ScriptedBackend(goal_script({"goal": '{"goal": "inspect_part"}'}))  # type: ignore[arg-type]
     out = await Planner(demo_plant, backend, config()).plan("Machine one blank and sort it")
     assert out.plan is not None and out.plan.recipe == "machine_part", out.reasons
     # Nothing of the plant fits: a question back, naming the words nothing does.
-    backend = ScriptedBackend(goal_script({"goal": '{"goal": "machine_and_inspect"}'}))  # type: ignore[arg-type]
+    backend = ScriptedBackend(goal_script({"goal": '{"goal": "inspect_part"}'}))  # type: ignore[arg-type]
     out = await Planner(demo_plant, backend, config()).plan("Weld two plates together")
     assert out.status == "clarify" and out.plan is None and "'weld'" in out.question
 
