@@ -43,7 +43,7 @@ ORDER="Machine one blank and inspect it; if it fails put it in the quarantine bi
 # The embedded model, untuned (issue 15 tunes it), reads one goal per order: the coverage rule sees
 # that its plan would leave part of this order out and asks back instead of planning.
 "$BIN/atelier" plan "$ORDER" --db "$DB" --evidence "$OUT/evidence" --no-frames --json > "$OUT/order_by_model.json" || true
-"$BIN/python" -c 'import json,sys; d=json.load(open(sys.argv[1])); print(f"   the model: {d[\"status\"]}: {(d[\"question\"] or d[\"reason\"])[:200]}")' "$OUT/order_by_model.json"
+"$BIN/python" -c 'import json,sys; d=json.load(open(sys.argv[1])); print("   the model:", d["status"] + ":", (d["question"] or d["reason"])[:200])' "$OUT/order_by_model.json"
 # The plant engineer writes it in the plan language (plants/examples/machine_inspect_sort.yaml):
 # checked, rehearsed in the twin on both branches, approved, the hand-over confirmed by a robot
 # operator (their password checked against the site's users), then run live.
