@@ -12,9 +12,10 @@ from dataclasses import dataclass
 
 from plant import load_plant
 from plant.config import PlantDescription
+from plant.interface import TagValue
 from plant.testing import on_free_ports
 from sim.live import LiveTwin
-from sim.serve import ServerSecurity, ServingThread
+from sim.serve import PlantServers, ServerSecurity, ServingThread
 from sim.twin import Twin
 
 #: The twin runs this many times faster than the wall clock in tests (PackML acting states
@@ -36,6 +37,22 @@ class Serving:
     def stop(self) -> None:
         self.thread.stop()
         self.live.stop()
+
+    def plc_value(self, machine: str, tag: str) -> TagValue:
+        """What the twin's PLC of ``machine`` holds in ``tag`` (read on the servers' thread)."""
+
+        async def get(srv: PlantServers) -> TagValue:
+            return srv.plc(machine).values[tag]
+
+        return self.thread.call(get)
+
+    def commands_executed(self, machine: str) -> int:
+        """How many commands the twin's PLC of ``machine`` has carried out."""
+
+        async def get(srv: PlantServers) -> int:
+            return srv.plc(machine).commands_executed
+
+        return self.thread.call(get)
 
 
 _RUNNING: dict[str, Serving] = {}

@@ -17,7 +17,6 @@ from plant.modbus import ModbusAgent
 from plant.opcua import OpcuaAgent
 from plant.packml import State
 from plant.testing import on_free_ports
-from sim.serve import PlantServers
 from tests._live import Serving, serving
 
 CELL = Path(__file__).parent / "data" / "declared_cell.yaml"
@@ -41,17 +40,11 @@ async def agent_for(live: Serving, name: str) -> AsyncIterator[MachineAgent]:
 
 
 def plc_value(live: Serving, machine: str, tag: str) -> TagValue:
-    async def get(srv: PlantServers) -> TagValue:
-        return srv.plc(machine).values[tag]
-
-    return live.thread.call(get)
+    return live.plc_value(machine, tag)
 
 
 def commands_executed(live: Serving, machine: str) -> int:
-    async def get(srv: PlantServers) -> int:
-        return srv.plc(machine).commands_executed
-
-    return live.thread.call(get)
+    return live.commands_executed(machine)
 
 
 @pytest.mark.parametrize("name", ["press_ua", "press_mb"])

@@ -21,7 +21,7 @@ from pymodbus.client import AsyncModbusTcpClient
 from plant.config import ModbusMachine, ModbusTag, OpcuaMachine, OpcuaTag
 from plant.interface import TagValue
 from plant.testing import free_port
-from sim.serve import ModbusTwinServer, OpcuaTwinServer, PlantServers
+from sim.serve import ModbusTwinServer, OpcuaTwinServer
 from sim.serve.plc import MachinePlc, WriteRefused, check_client_write
 from tests._live import Serving, serving
 
@@ -34,17 +34,11 @@ def live() -> Iterator[Serving]:
 
 
 def plc_value(live: Serving, machine: str, tag: str) -> TagValue:
-    async def get(srv: PlantServers) -> TagValue:
-        return srv.plc(machine).values[tag]
-
-    return live.thread.call(get)
+    return live.plc_value(machine, tag)
 
 
 def commands_executed(live: Serving, machine: str) -> int:
-    async def get(srv: PlantServers) -> int:
-        return srv.plc(machine).commands_executed
-
-    return live.thread.call(get)
+    return live.commands_executed(machine)
 
 
 # --------------------------------------------------------------------------- the shared rule
