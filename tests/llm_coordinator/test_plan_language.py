@@ -243,3 +243,30 @@ def test_opposite_branches_share_their_time(demo_plant: PlantDescription) -> Non
     homes = [s for s in plan.steps if s.id.startswith("g3_home")]
     branch_end = starts[then.id] + then.expected_duration_s
     assert all(starts[h.id] >= branch_end for h in homes)
+
+
+def test_conditions_that_can_never_hold_are_refused(demo_plant: PlantDescription) -> None:
+    def cond(value: object, op: str = "==") -> Reading:
+        test = {"machine": "insp_1", "tag": "result", "op": op, "value": value}
+        return reading({"goals": [{"kind": "if", "test": test, "then": [task("home", "panda_1")]}]})
+
+    with pytest.raises(Unplannable, match="named values: none, pass, fail"):
+        expand_reading(demo_plant, cond("maybe"), work_order="x")
+    with pytest.raises(Unplannable, match="never holds 7"):
+        expand_reading(demo_plant, cond(7), work_order="x")
+    with pytest.raises(ValueError, match="max_times"):
+        parse_reading(
+            json.dumps(
+                {
+                    "goals": [
+                        {
+                            "kind": "repeat",
+                            "until": {"machine": "cnc_1", "tag": "cycle_count", "op": ">=", "value": 1},
+                            "max_times": 0,
+                            "body": [task("home", "ur5e_1")],
+                        }
+                    ]
+                }
+            )
+        )
+    assert check(expand_reading(demo_plant, cond("fail"), work_order="x"), demo_plant).ok
