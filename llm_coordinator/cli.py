@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -11,6 +12,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
+
+# MuJoCo picks its OpenGL platform when it is first imported, by whichever module that is:
+# offscreen EGL unless the person chose another, before any command imports it.
+os.environ.setdefault("MUJOCO_GL", "egl")
 
 from plant import PlantError, load_plant
 from plant.config import PlantDescription

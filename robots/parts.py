@@ -11,9 +11,11 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from plant.config import PlantDescription
-from robots.skills import SkillPlanner
 
-__all__ = ["PlanStep", "missing_parts"]
+__all__ = ["SEARCH_RADIUS_M", "PlanStep", "missing_parts"]
+
+#: How far from a named location the pick skill looks for a part (m); the skill reads it here.
+SEARCH_RADIUS_M = 0.15
 
 
 #: A step of a plan as :func:`missing_parts` reads it: (step id, agent, skill, arguments).
@@ -52,7 +54,7 @@ def missing_parts(
     plant: PlantDescription,
     parts: Mapping[str, tuple[float, float, float]],
     steps: Sequence[PlanStep],
-    radius_m: float = SkillPlanner.search_radius_m,
+    radius_m: float = SEARCH_RADIUS_M,
 ) -> list[str]:
     """Why the picks of ``steps`` (in order) would find no part, with the parts where they are
     now (``parts``: name to position, m; a part left out is not in the cell); empty when every

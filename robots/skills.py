@@ -27,6 +27,7 @@ from plant.catalog import ROBOT_MODELS
 from plant.config import PlantDescription
 from robots.interface import FloatArray, SkillGoal
 from robots.kinematics import ArmKinematics
+from robots.parts import SEARCH_RADIUS_M
 
 #: The tool's z axis points along the approach: straight down for a top grasp.
 DOWN = np.array([0.0, 0.0, -1.0])
@@ -164,7 +165,7 @@ class SkillPlanner:
 
     approach_height_m = 0.12  # above a grasp or release point, to come straight down from
     grasp_speed_scale = 0.3  # the last centimetres to a part, and leaving with it
-    search_radius_m = 0.15  # how far from the named location a part may lie
+    search_radius_m = SEARCH_RADIUS_M  # how far from the named location a part may lie
     moving_search_radius_m = 0.45  # ... or a moving part, still on its way to it
     still_speed_m_s = 1e-3  # a part slower than this is picked as a still one
     track_hover_m = 0.08  # the pre-grasp point above a moving part (what the shipped policies are trained for)
