@@ -101,9 +101,11 @@ def _vocabulary(plant: PlantDescription) -> tuple[tuple[str, MentionKind, str], 
     for model, names in models.items():
         if len(names) == 1:
             out.append((model, "agent", names[0]))
-            for word in ROBOT_MODELS[model].maker.split():
-                if len(word) >= 4:
-                    out.append((word, "agent", names[0]))
+            maker = ROBOT_MODELS[model].maker
+            out.append((maker, "agent", names[0]))
+            # The maker's brand, its first word ("Franka"); not a common word that follows it
+            # ("Universal Robots": "robots" names no robot in particular).
+            out.append((maker.split()[0], "agent", names[0]))
     kinds: dict[str, list[str]] = {}
     for name, m in plant.machines.items():
         kinds.setdefault(str(m.kind), []).append(name)
@@ -445,6 +447,27 @@ def vocabulary_gaps(order: str, plan: Plan, plant: PlantDescription, facts: Orde
         if all(_matches(w, other) for w in covered):
             gaps += [w for w in missing if _matches(w, other) and w not in gaps]
     return gaps
+
+
+def overreach(order: str, plan: Plan, plant: PlantDescription, facts: OrderFacts) -> list[str]:
+    """Recipes of the plant that do what the order names with fewer steps than the plan's recipe:
+    each covers every word of the order that the plan covers. The plan does more than asked
+    (machining a new blank when the order asks to inspect a part that is waiting)."""
+    mine = _plan_recipes(plan, plant)
+    if len(mine) != 1 or len(plan.goals) > 1:
+        return []
+    named = {w for m in facts.mentions for w in _text_words(m.text)}
+    vocab = plan_vocabulary(plan, plant, described=False) | named
+    covered = [w for w in _order_words(order, facts) if _matches(w, vocab)]
+    size = len(plant.recipes[mine[0]].steps)
+    out: list[str] = []
+    for recipe, r in plant.recipes.items():
+        if recipe == mine[0] or r.building_block or len(r.steps) >= size:
+            continue
+        other = recipe_vocabulary(plant, recipe) | named
+        if covered and all(_matches(w, other) for w in covered):
+            out.append(recipe)
+    return out
 
 
 def unevidenced_goals(order: str, plan: Plan, plant: PlantDescription, facts: OrderFacts) -> list[str]:

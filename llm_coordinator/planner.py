@@ -54,6 +54,7 @@ from llm_coordinator.interface import BackendError, BackendTimeout, ChatMessage,
 from llm_coordinator.order import (
     OrderFacts,
     coverage,
+    overreach,
     rank_goals,
     read_order,
     static_refusals,
@@ -250,11 +251,18 @@ class Planner:
                 out.refuse(str(exc), exc.missing)
                 break
             except Unclear as exc:
-                out.clarify(exc.question)
-                if mode == "reading":
-                    reasons[:] = [f"the reading was unclear: {exc.question}"]
-                    continue
-                break
+                better = None
+                if mode == "intent":
+                    # The model's one-goal reading is unclear: a goal of the plant read from the
+                    # order alone may not be (held to every rule in _alternative).
+                    better = await self._alternative(out, work_order, facts, snapshot, Reading(), [exc.question])
+                if better is None:
+                    out.clarify(exc.question)
+                    if mode == "reading":
+                        reasons[:] = [f"the reading was unclear: {exc.question}"]
+                        continue
+                    break
+                plan, reading = better, out.reading
             if plan is None:
                 continue
             g0 = time.monotonic()
@@ -366,6 +374,10 @@ class Planner:
         gaps += [
             f"nothing in the order asks for recipe {r} ({self.plant.recipes[r].description[:80]})"
             for r in unevidenced_goals(order, plan, self.plant, facts)
+        ]
+        gaps += [
+            f"the plan does more than the order asks: recipe {r} does what it names with fewer steps"
+            for r in overreach(order, plan, self.plant, facts)
         ]
         unsupported, weighed = unsupported_words(order, plan, self.plant, facts)
         declined = reading is not None and bool(reading.declined)

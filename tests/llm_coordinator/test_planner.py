@@ -215,3 +215,16 @@ async def test_an_order_whose_part_is_not_where_it_says_is_refused(demo_plant: P
         "Move the suspect part from the hand-over point to quarantine", snapshot=PlantSnapshot(parts=parts)
     )
     assert out.status == "planned", out.reasons
+
+
+async def test_a_plan_that_does_more_than_asked_is_replaced(demo_plant: PlantDescription) -> None:
+    # Machining a new blank is not what an order to inspect the waiting part asks: the smaller
+    # recipe that does what the order names is planned instead.
+    backend = ScriptedBackend(goal_script({"goal": '{"goal": "machine_part"}'}))  # type: ignore[arg-type]
+    out = await Planner(demo_plant, backend, config()).plan("Inspect the part waiting at the hand-over point")
+    assert out.status == "planned" and out.plan is not None and out.plan.recipe == "inspect_part", out.reasons
+    # "Robots" in an order names no robot (a maker's common word); the maker's brand does.
+    from llm_coordinator.order import read_order
+
+    assert read_order("Home both robots", demo_plant).named("agent") == []
+    assert read_order("Send the Franka home", demo_plant).named("agent") == ["panda_1"]
