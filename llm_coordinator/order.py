@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import re
 import unicodedata
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -87,7 +87,7 @@ def _vocabulary(plant: PlantDescription) -> tuple[tuple[str, MentionKind, str], 
     """(phrase, kind, plant name) for every way an order may name a thing of the plant: its name
     (underscores as spaces), a robot's model and maker when only one robot is of that model, a
     machine's kind when only one machine is of that kind, and a word of a name that belongs to
-    that name alone ("quarantine" for a bin named quarantine_bin)."""
+    that name alone ("reject" for a bin named reject_bin)."""
     out: list[tuple[str, MentionKind, str]] = []
     things: list[tuple[MentionKind, str]] = [("agent", a) for a in plant.agents()]
     things += [("place", p) for p in plant.locations()]
@@ -113,12 +113,12 @@ def _vocabulary(plant: PlantDescription) -> tuple[tuple[str, MentionKind, str], 
         if len(names) == 1 and machine_kind != "other":
             out.append((machine_kind.replace("_", " "), "agent", names[0]))
     # Words of a name that no other name of its kind has (4 letters or more): "quarantine" for
-    # a bin named quarantine_bin; "infeed" for the one agent named infeed_..., even if places
+    # a bin named reject_bin; "infeed" for the one agent named infeed_..., even if places
     # are named infeed_... too.
     word_owner: dict[tuple[str, MentionKind], set[str]] = {}
     for kind, name in things:
         if kind == "recipe":
-            continue  # a recipe is named in full or not at all ("weigh" is not weigh_container)
+            continue  # a recipe is named in full or not at all ("fill" is not fill_bottle)
         for w in name.split("_"):
             if len(w) >= 4 and not w.isdigit():
                 word_owner.setdefault((w, kind), set()).add(name)
@@ -186,7 +186,7 @@ def read_order(order: str, plant: PlantDescription) -> OrderFacts:
             hit = next((w for w in words if len(w) >= _FUZZY_MIN and fuzz.ratio(w, phrase) >= _FUZZY_SCORE), None)
         if hit is not None:
             facts.mentions.append(Mention(kind, name, hit))
-    # A more specific mention wins: "cnc 1 fixture" names the fixture, not the machine cnc_1.
+    # A more specific mention wins: "press 2 nest" names the nest, not the machine press_2.
     places = [m for m in facts.mentions if m.kind == "place"]
     facts.mentions = [
         m
@@ -206,7 +206,7 @@ def read_order(order: str, plant: PlantDescription) -> OrderFacts:
 
 
 def _inside_name(order: str, start: int, end: int) -> bool:
-    """A number that is part of a name ("robot 3" is not; "cnc_1" never reaches here)."""
+    """A number that is part of a name ("robot 3" is not; "press_2" never reaches here)."""
     return start > 0 and order[start - 1] in "_#"
 
 
@@ -525,12 +525,3 @@ def _common_prefix(a: str, b: str) -> str:
     while n < min(len(a), len(b)) and a[n] == b[n]:
         n += 1
     return a[:n]
-
-
-def words_in(order: str) -> Sequence[str]:
-    """The order's words, folded (for tests and the bench)."""
-    return _words(order)
-
-
-def _unique(items: Iterable[str]) -> list[str]:
-    return list(dict.fromkeys(items))

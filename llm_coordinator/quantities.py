@@ -446,7 +446,7 @@ def find_quantities(text: str, lang: str | None = None) -> list[Quantity]:
     """Every number in ``text`` with the unit that directly follows it, if that word is a unit.
 
     ``lang`` is a text2num language code; by default the language reading the most number words wins.
-    Digits glued to letters or underscores ("cnc_1", "ur5e", "plan27") are names, not numbers; ordinals
+    Digits glued to letters or underscores ("press_2", "arm3", "plan27") are names, not numbers; ordinals
     ("first", "3rd") are not quantities; a lone "one" (or "un", "ein", ...) counts only before a unit
     or a multiplier noun, since it is as often an article or a pronoun.
     """

@@ -13,7 +13,7 @@ A reading ends in one of three ways (``outcome``):
   - ``recipe``: a recipe of the plant, ``count`` times, with parameters (``{"volume": "500 ml"}``);
   - ``task``: one skill of an agent (a robot skill or a machine command), ``count`` times; the
     agent ``"every"`` means every agent that has the skill;
-  - ``if``: a **condition** on a machine tag read when the plan runs (``insp_1.result == fail``),
+  - ``if``: a **condition** on a machine tag read when the plan runs (``CAMERA.result == fail``),
     with the goals to run when it holds (``then``) and otherwise (``otherwise``);
   - ``repeat``: a **bounded repetition**: the ``body`` goals until a condition holds, at most
     ``max_times`` times.
@@ -29,10 +29,10 @@ order only when what is missing is declined here.
 Example (a compound order with a condition)::
 
     {"outcome": "plan", "goals": [
-      {"kind": "recipe", "recipe": "machine_part", "count": 1},
-      {"kind": "if", "test": {"machine": "insp_1", "tag": "result", "op": "==", "value": "fail"},
-       "then": [{"kind": "task", "skill": "place", "agent": "panda_1", "args": {"location": "quarantine_bin"}}],
-       "otherwise": [{"kind": "task", "skill": "place", "agent": "panda_1", "args": {"location": "output_bin"}}]},
+      {"kind": "recipe", "recipe": "RECIPE", "count": 1},
+      {"kind": "if", "test": {"machine": "CAMERA", "tag": "result", "op": "==", "value": "fail"},
+       "then": [{"kind": "task", "skill": "place", "agent": "ROBOT", "args": {"location": "REJECT_BIN"}}],
+       "otherwise": [{"kind": "task", "skill": "place", "agent": "ROBOT", "args": {"location": "GOOD_BIN"}}]},
       {"kind": "task", "skill": "home", "agent": "every"}]}
 """
 
@@ -135,7 +135,7 @@ class Reading(_Model):
 
 
 def describe_goal(g: RecipeGoal | TaskGoal | IfGoal | RepeatGoal) -> str:
-    """A goal in one line: ``machine_part x2 (program=7)``, ``if insp_1.result == fail: ...``."""
+    """A goal in one line: ``RECIPE x2 (program=7)``, ``if CAMERA.result == fail: ...``."""
     match g:
         case RecipeGoal():
             params = ", ".join(f"{k}={v}" for k, v in g.params.items())

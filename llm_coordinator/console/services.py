@@ -123,7 +123,7 @@ class StepView(View):
     confirmation: Literal["not_needed", "awaiting", "confirmed", "refused"] = "not_needed"
     confirmed_by: str | None = None
     condition: str = Field(
-        default="", description="when the step runs, decided as the plan runs ('only if insp_1.result == fail')"
+        default="", description="when the step runs, decided as the plan runs ('only if CAMERA.result == fail')"
     )
 
 
