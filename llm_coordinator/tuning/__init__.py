@@ -1,0 +1,1 @@
+"""Tuning the embedded model: LoRA adapters trained with PEFT, exported for llama.cpp."""
