@@ -73,6 +73,11 @@ def _config(path: Path | None, db: str, mode: str | None, *, no_model: bool = Fa
         import yaml
 
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        model = data.get("model")
+        backend = model.get("backend") if isinstance(model, dict) else None
+        if isinstance(backend, dict) and isinstance(backend.get("adapter"), str):
+            # A tuned model's directory is named relative to the configuration file.
+            backend["adapter"] = str((path.parent / backend["adapter"]).resolve())
     data["database_url"] = db
     if mode is not None:
         data["mode"] = mode

@@ -29,6 +29,11 @@ class LlamaBackendConfig(_Config):
     temperature: Annotated[float, Field(ge=0.0, le=2.0)] = 0.0
     seed: int = 0
     chat_format: str | None = Field(default=None, description="llama.cpp chat format; default: the GGUF's template")
+    adapter: Path | None = Field(
+        default=None,
+        description="a plant-tuned LoRA over the base model: a model directory (the version its CURRENT names), "
+        "a version directory, or a GGUF adapter file (atelier model tune)",
+    )
 
 
 class OpenAIBackendConfig(_Config):
@@ -82,12 +87,16 @@ class CoordinatorConfig(_Config):
     """How the coordinator plans, checks and approves."""
 
     model: ModelConfig = Field(default_factory=ModelConfig)
-    mode: Literal["intent", "reading", "direct"] = Field(
+    mode: Literal["intent", "reading", "tuned", "direct"] = Field(
         default="intent",
         description="intent: the model answers small questions about the goal, a deterministic planner writes "
         "the steps (small models); reading: the model writes the whole reading of the order in the plan language "
-        "(several goals, conditions, repetitions; capable or plant-tuned models); direct: the model writes the "
-        "steps (capable models)",
+        "(several goals, conditions, repetitions; capable models); tuned: the same, by a plant-tuned model that "
+        "knows the plant from its weights (a short prompt with approved readings of similar orders); direct: the "
+        "model writes the steps (capable models)",
+    )
+    retrieval: Annotated[int, Field(ge=0, le=8)] = Field(
+        default=2, description="approved readings of similar orders shown to the model (0: none)"
     )
     max_attempts: Annotated[int, Field(ge=1, le=10)] = Field(
         default=3, description="model calls per work order, counting retries after a guardrail rejection"

@@ -274,16 +274,23 @@ def build_goal_context(
     *,
     snapshot: PlantSnapshot | None = None,
     feedback: Sequence[str] = (),
+    examples: Sequence[tuple[str, str]] = (),
     max_tokens: int = 600,
     count_tokens: Callable[[str], int] = estimate_tokens,
 ) -> Context:
-    """The short context of the goal question: the options, active alarms, earlier rejections."""
+    """The short context of the goal question: the options, approved answers to similar orders
+    (``examples``: order, goal; retrieval), active alarms, earlier rejections."""
     snapshot = snapshot or PlantSnapshot()
     opts = goal_options(plant)
     parts = [
         GOAL_INSTRUCTIONS + " " + FENCE_RULE,
         "Options:\n" + "\n".join(f"- {k}: {v}" for k, v in opts.items()),
     ]
+    if examples:
+        parts.append(
+            "Approved answers to similar orders:\n"
+            + "\n".join(f'- {fence(order, 200)} -> {{"goal": "{goal}"}}' for order, goal in examples)
+        )
     user = f"Work order {FENCE_OPEN}\n{fence(work_order, 1000)}\n{FENCE_CLOSE}"
     used = count_tokens("\n\n".join(parts)) + count_tokens(user)
     dropped = []
@@ -297,3 +304,30 @@ def build_goal_context(
         elif text:
             dropped.append(name)
     return Context(system="\n\n".join(parts), user=user, tokens=used, dropped=tuple(dropped))
+
+
+def build_tuned_context(
+    plant_name: str,
+    work_order: str,
+    *,
+    examples: Sequence[tuple[str, str]] = (),
+    feedback: Sequence[str] = (),
+    count_tokens: Callable[[str], int] = estimate_tokens,
+) -> Context:
+    """The short context of a plant-tuned model (the plant is in its weights): the instruction,
+    approved readings of similar orders (``examples``: order, answer; retrieval), earlier
+    rejections, and the order. Training (:mod:`llm_coordinator.tuning`) uses this very function,
+    so the model sees at plan time what it learnt from."""
+    parts = [
+        f"You read work orders for the factory cell {plant_name} and answer with the reading as JSON. {FENCE_RULE}"
+    ]
+    if examples:
+        parts.append(
+            "Approved readings of similar orders:\n"
+            + "\n".join(f"- {fence(order, 300)} -> {answer}" for order, answer in examples)
+        )
+    if feedback:
+        parts.append(_listing("Your previous answer was rejected because", list(feedback)))
+    user = f"Work order {FENCE_OPEN}\n{fence(work_order, 1000)}\n{FENCE_CLOSE}"
+    system = "\n\n".join(parts)
+    return Context(system=system, user=user, tokens=count_tokens(system) + count_tokens(user))

@@ -212,6 +212,9 @@ class Coordinator:
             "reasons": outcome.reasons,
             **about,
         }
+        if "reading" not in record and outcome.reading is not None:
+            # What the model read, kept with the decision on it: the plant's tuning data.
+            record["reading"] = outcome.reading.model_dump(mode="json")
         await asyncio.to_thread(self.store.audit, "planner", "planned", plan_id, record)
         if outcome.status in ("refused", "clarify"):
             end: PlanStatus = "refused" if outcome.status == "refused" else "clarify"

@@ -83,7 +83,7 @@ def _phrase_in(phrase: str, folded: str) -> bool:
 # --------------------------------------------------------------------------- the plant's words
 
 
-def _vocabulary(plant: PlantDescription) -> tuple[tuple[str, MentionKind, str], ...]:
+def vocabulary(plant: PlantDescription) -> tuple[tuple[str, MentionKind, str], ...]:
     """(phrase, kind, plant name) for every way an order may name a thing of the plant: its name
     (underscores as spaces), a robot's model and maker when only one robot is of that model, a
     machine's kind when only one machine is of that kind, and a word of a name that belongs to
@@ -149,7 +149,7 @@ def _plant_identifiers(plant: PlantDescription) -> set[str]:
 
 
 @cache
-def _safety_terms() -> tuple[tuple[str, str], ...]:
+def safety_terms() -> tuple[tuple[str, str], ...]:
     data = yaml.safe_load((Path(__file__).with_name("safety_measures.yaml")).read_text(encoding="utf-8"))
     return tuple((term, measure) for measure, langs in data.items() for terms in langs.values() for term in terms)
 
@@ -159,7 +159,7 @@ def safety_findings(order: str, plant: PlantDescription) -> list[str]:
     plant's own zones by name): each as "<measure> (<words as written>)"."""
     folded = _fold(order)
     found: dict[str, str] = {}
-    for term, measure in _safety_terms():
+    for term, measure in safety_terms():
         if measure not in found and _phrase_in(term, folded):
             found[measure] = term
     for name, zone in plant.zones.items():
@@ -180,7 +180,7 @@ def read_order(order: str, plant: PlantDescription) -> OrderFacts:
     facts = OrderFacts()
     folded = _fold(order)
     words = _words(order)
-    for phrase, kind, name in _vocabulary(plant):
+    for phrase, kind, name in vocabulary(plant):
         hit = phrase if _phrase_in(phrase, folded) else None
         if hit is None and " " not in phrase and len(phrase) >= _FUZZY_MIN:
             hit = next((w for w in words if len(w) >= _FUZZY_MIN and fuzz.ratio(w, phrase) >= _FUZZY_SCORE), None)

@@ -31,7 +31,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -45,6 +45,7 @@ from llm_coordinator.context import (
     build_context,
     build_goal_context,
     build_reading_context,
+    build_tuned_context,
     fence,
     goal_options,
 )
@@ -71,7 +72,9 @@ from robots.parts import missing_parts
 __all__ = ["Planner", "PlanningOutcome", "Refusal", "Unclear", "Unplannable", "plan_recipe"]
 
 Status = Literal["planned", "refused", "clarify", "rejected", "failed"]
-Mode = Literal["intent", "reading", "direct"]
+Mode = Literal["intent", "reading", "tuned", "direct"]
+#: Approved (order, answer) pairs most like an order: retrieval (``tuning.retrieval``).
+Examples = Callable[[str, int], Sequence[tuple[str, str]]]
 
 #: Least share of the order's words that must match what the plan does (its agents, skills,
 #: recipes, places and the plant's descriptions of them); below it, the plan asks to clarify.
@@ -177,10 +180,18 @@ class Planner:
     returns a :class:`PlanningOutcome` whose status says how planning ended.
     """
 
-    def __init__(self, plant: PlantDescription, backend: LLMBackend, config: CoordinatorConfig | None = None) -> None:
+    def __init__(
+        self,
+        plant: PlantDescription,
+        backend: LLMBackend,
+        config: CoordinatorConfig | None = None,
+        examples: Examples | None = None,
+    ) -> None:
         self.plant = plant
         self.backend = backend
         self.config = config or CoordinatorConfig()
+        #: Where approved readings of similar orders come from (None: no retrieval).
+        self.examples = examples
         self._goal_schema = _goal_schema(plant)
         self._plan_schema = plan_schema(plant)
         self._reading_schema = reading_schema(plant)
@@ -258,7 +269,7 @@ class Planner:
                     better = await self._alternative(out, work_order, facts, snapshot, Reading(), [exc.question])
                 if better is None:
                     out.clarify(exc.question)
-                    if mode == "reading":
+                    if mode in ("reading", "tuned"):
                         reasons[:] = [f"the reading was unclear: {exc.question}"]
                         continue
                     break
@@ -395,7 +406,10 @@ class Planner:
         self, out: PlanningOutcome, order: str, snapshot: PlantSnapshot, reasons: list[str]
     ) -> Reading | None:
         """The whole reading, written by the model in the plan language."""
-        ctx = build_reading_context(self.plant, order, snapshot=snapshot, feedback=reasons)
+        if out.mode == "tuned":
+            ctx = build_tuned_context(self.plant.name, order, examples=self._shots(order), feedback=reasons)
+        else:
+            ctx = build_reading_context(self.plant, order, snapshot=snapshot, feedback=reasons)
         text = await self._ask(out, "reading", ctx.system, ctx.user, self._reading_schema, self.config.model.max_tokens)
         if text is None:
             return None
@@ -413,11 +427,18 @@ class Planner:
             return None
         return reading
 
+    def _shots(self, order: str) -> list[tuple[str, str]]:
+        """Approved readings of the orders most like this one (retrieval; none when off)."""
+        if self.examples is None or self.config.retrieval == 0:
+            return []
+        return [(o, a) for o, a in self.examples(order, self.config.retrieval)][: self.config.retrieval]
+
     async def _intent_reading(
         self, out: PlanningOutcome, order: str, facts: OrderFacts, reasons: list[str]
     ) -> Reading | None:
         """A one-goal reading from small questions (see the module docstring)."""
-        ctx = build_goal_context(self.plant, order, feedback=reasons)
+        shots = [(o, g) for o, a in self._shots(order) if (g := _goal_of(a, self.plant)) is not None]
+        ctx = build_goal_context(self.plant, order, feedback=reasons, examples=shots)
         text = await self._ask(out, "goal", ctx.system, ctx.user, self._goal_schema, 40)
         if text is None:
             return None
@@ -565,3 +586,18 @@ class Planner:
             reasons[:] = [f"the answer was not a valid plan: {problems}"]
             return None
         return plan_from_draft(self.plant, draft, order)
+
+
+def _goal_of(answer: str, plant: PlantDescription) -> str | None:
+    """The goal option an approved reading amounts to (a recipe, or ``tasks``), for the intent
+    question's examples; None when it is more than one goal option can say."""
+    try:
+        reading = parse_reading(answer)
+    except ValueError:
+        return None
+    if reading.outcome != "plan" or len(reading.goals) != 1:
+        return None
+    g = reading.goals[0]
+    if g.kind == "recipe" and g.recipe in plant.recipes:
+        return g.recipe
+    return "tasks" if g.kind == "task" else None

@@ -27,6 +27,7 @@ from llm_coordinator.executor import Executor
 from llm_coordinator.planner import Planner
 from llm_coordinator.rehearsal import ProcessRehearser, Rehearser
 from llm_coordinator.store import Store
+from llm_coordinator.tuning.feedback import StoreExamples
 from plant.config import PlantDescription
 from plant.interface import MachineAgent
 from robots.interface import RobotAgent
@@ -49,7 +50,8 @@ def build_coordinator(
     process that also runs live control loops)."""
     store = Store(config.database_url)
     backend = make_backend(config.model.backend)
-    planner = Planner(plant, backend, config)
+    examples = StoreExamples(store, plant) if config.retrieval else None
+    planner = Planner(plant, backend, config, examples=examples)
     gate = ApprovalGate(store, plant, ttl_s=config.approval_ttl_s, confirmation_ttl_s=config.confirmation_ttl_s)
     rehearser: Rehearser | None = None
     if rehearse and isolated:

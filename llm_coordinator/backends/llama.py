@@ -48,7 +48,7 @@ def default_model_path() -> Path:
 class _LoadedModel:
     """One llama.cpp model in memory, with the lock that serialises its use."""
 
-    def __init__(self, path: Path, config: LlamaBackendConfig) -> None:
+    def __init__(self, path: Path, config: LlamaBackendConfig, adapter: Path | None = None) -> None:
         try:
             from llama_cpp import Llama
         except ImportError as exc:  # pragma: no cover - depends on the installation
@@ -58,6 +58,7 @@ class _LoadedModel:
         try:
             self.llm = Llama(
                 model_path=str(path),
+                lora_path=str(adapter) if adapter is not None else None,
                 n_ctx=config.n_ctx,
                 n_threads=config.n_threads or _DEFAULT_THREADS,
                 seed=config.seed,
@@ -65,13 +66,14 @@ class _LoadedModel:
                 verbose=False,
             )
         except (ValueError, RuntimeError) as exc:
-            raise BackendUnavailable(f"llama.cpp could not load {path}: {exc}") from exc
+            with_adapter = f" with the adapter {adapter}" if adapter is not None else ""
+            raise BackendUnavailable(f"llama.cpp could not load {path}{with_adapter}: {exc}") from exc
         self.path = path
         self.lock = threading.Lock()
         self.grammars: dict[str, Any] = {}
 
 
-_MODELS: dict[tuple[str, int, int, int, str | None], _LoadedModel] = {}
+_MODELS: dict[tuple[str, int, int, int, str | None, str | None], _LoadedModel] = {}
 _MODELS_LOCK = threading.Lock()
 
 
@@ -93,13 +95,14 @@ def _close_models() -> None:
             f.close()
 
 
-def _shared_model(config: LlamaBackendConfig) -> _LoadedModel:
+def _shared_model(config: LlamaBackendConfig, adapter: Path | None) -> _LoadedModel:
     path = (config.model_path or default_model_path()).resolve()
-    key = (str(path), config.n_ctx, config.n_threads or _DEFAULT_THREADS, config.seed, config.chat_format)
+    lora = str(adapter.resolve()) if adapter is not None else None
+    key = (str(path), config.n_ctx, config.n_threads or _DEFAULT_THREADS, config.seed, config.chat_format, lora)
     with _MODELS_LOCK:
         model = _MODELS.get(key)
         if model is None:
-            model = _MODELS[key] = _LoadedModel(path, config)
+            model = _MODELS[key] = _LoadedModel(path, config, adapter)
         return model
 
 
@@ -110,10 +113,22 @@ class LlamaBackend(LLMBackend):
         self.config = config
         self._model: _LoadedModel | None = None
         self.name = f"llama:{(config.model_path or default_model_path()).name}"
+        #: The plant-tuned adapter and its version (None: the base model as shipped).
+        self.adapter: Path | None = None
+        self.version: str | None = None
+        if config.adapter is not None:
+            from llm_coordinator.tuning.models import ModelDirError, resolve
+
+            try:
+                tuned = resolve(config.adapter)
+            except ModelDirError as exc:
+                raise BackendUnavailable(str(exc)) from None
+            self.adapter, self.version = tuned.adapter, tuned.version
+            self.name += f"+{tuned.version}"
 
     def _loaded(self) -> _LoadedModel:
         if self._model is None:
-            self._model = _shared_model(self.config)
+            self._model = _shared_model(self.config, self.adapter)
         return self._model
 
     async def _ready(self) -> None:
