@@ -68,7 +68,7 @@ from llm_coordinator.config import CoordinatorConfig, LlamaBackendConfig, ModelC
 from llm_coordinator.context import build_goal_context, goal_options
 from llm_coordinator.interface import BackendUnavailable, ChatMessage, LLMBackend
 from llm_coordinator.plan import Plan, Step
-from llm_coordinator.planner import Planner, PlanningOutcome
+from llm_coordinator.planner import Examples, Planner, PlanningOutcome
 from llm_coordinator.rehearsal import Rehearser
 from llm_coordinator.snapshot import PlantSnapshot, read_snapshot
 from plant import load_plant
@@ -78,7 +78,12 @@ from plant.text import safe_text
 ROOT = Path(__file__).resolve().parents[1]
 ORDERS_DIR = ROOT / "bench" / "orders"
 PLANTS = ("demo_cell", "packaging_line")
-MODES = ("intent", "reading", "direct")
+MODES = ("intent", "reading", "tuned", "direct")
+#: The comparisons of issue 15: the base model (intent mode) and the plant-tuned one (tuned
+#: mode, ``models/<plant>``), each without and with retrieval of approved readings.
+VARIANTS = ("base", "base+retrieval", "tuned", "tuned+retrieval")
+#: Approved readings shown per order with retrieval.
+RETRIEVAL = 2
 SPLITS = ("dev", "test")
 VERDICTS = ("right", "partial", "wrong")
 
@@ -266,17 +271,25 @@ async def run_plant(
     mode: str,
     args: argparse.Namespace,
     snapshot: PlantSnapshot,
+    *,
+    examples: Examples | None = None,
+    variant: str | None = None,
+    rehearse: bool = True,
 ) -> list[dict[str, Any]]:
-    """Plan, rehearse and judge each order; one row per order."""
+    """Plan, rehearse and judge each order; one row per order. ``examples``: retrieval of
+    approved readings (see :func:`approved_corpus`)."""
     from llm_coordinator.wiring import twin_factory
 
     cfg = CoordinatorConfig(
         mode=mode,  # type: ignore[arg-type]
         max_attempts=args.attempts,
         model=ModelConfig(timeout_s=args.timeout, max_tokens=args.max_tokens),
+        retrieval=RETRIEVAL if examples is not None else 0,
     )
-    planner = Planner(plant, backend, cfg)
-    rehearser = None if args.no_rehearsal else Rehearser(plant, twin_factory(render=False), cfg.step_timeout_margin)
+    planner = Planner(plant, backend, cfg, examples=examples)
+    rehearser = None
+    if rehearse and not args.no_rehearsal:
+        rehearser = Rehearser(plant, twin_factory(render=False), cfg.step_timeout_margin)
     rows = []
     for o in orders:
         t0 = time.monotonic()
@@ -304,6 +317,8 @@ async def run_plant(
             "plant": plant_name,
             "model": model_name,
             "mode": mode,
+            "variant": variant or mode,
+            "reading": out.reading.model_dump(mode="json") if out.reading is not None else None,
             "id": o["id"],
             "split": o["split"],
             "shape": o["shape"],
@@ -333,7 +348,7 @@ async def run_plant(
         if reh_ok is None and out.status == "planned" and rehearser is None:
             reh = "UNREHEARSED"
         print(
-            f"  [{plant_name} {mode} {o['split']}] {o['id']:7s} {j.verdict.upper():7s} {out.status:8s} "
+            f"  [{plant_name} {variant or mode} {o['split']}] {o['id']:7s} {j.verdict.upper():7s} {out.status:8s} "
             f"rehearsal {reh:4s} plan {plan_s:5.1f}s reh {_fmt(reh_s, 1):>5s}s  {short(j.why, 120)}",
             flush=True,
         )
@@ -436,6 +451,79 @@ def print_table(rows: Sequence[dict[str, Any]]) -> None:
         )
 
 
+async def approved_corpus(
+    plant_name: str,
+    plant: PlantDescription,
+    backend: LLMBackend,
+    mode: str,
+    args: argparse.Namespace,
+    snapshot: PlantSnapshot,
+) -> list[tuple[str, str]]:
+    """What a supervisor would have approved before the test split: the dev orders this very
+    variant read right (judged against their expectations, unrehearsed), with its readings. The
+    corpus retrieval draws from; never the test split."""
+    from llm_coordinator.tuning.data import answer_text
+
+    _, orders = load_orders(plant_name)
+    dev = select(orders, "dev")
+    rows = await run_plant(plant_name, dev, plant, backend, "corpus", mode, args, snapshot, rehearse=False)
+    out = []
+    for r in rows:
+        if r["verdict"] == "right" and r["reading"] is not None and r["status"] == "planned":
+            from llm_coordinator.reading import Reading
+
+            out.append((r["order"], answer_text(Reading.model_validate(r["reading"]))))
+    return out
+
+
+def run_variants(args: argparse.Namespace, variants: Sequence[str], loaded: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Each variant on each plant (the comparison table of the plant-tuned model)."""
+    from llm_coordinator.tuning.retrieval import ExampleIndex
+
+    rows: list[dict[str, Any]] = []
+    for variant in variants:
+        tuned = variant.startswith("tuned")
+        mode = "tuned" if tuned else "intent"
+        for p, (plant, chosen, snap) in loaded.items():
+            adapter = ROOT / "models" / p if tuned else None
+            try:
+                backend = make_backend(LlamaBackendConfig(seed=args.seed, temperature=0.0, adapter=adapter))
+            except BackendUnavailable as exc:
+                print(f"{variant} on {p}: the model cannot be loaded: {exc}")
+                continue
+
+            async def one(
+                backend: LLMBackend = backend,
+                plant: Any = plant,
+                chosen: Any = chosen,
+                snap: Any = snap,
+                p: str = p,
+                variant: str = variant,
+                mode: str = mode,
+            ) -> list[dict[str, Any]]:
+                examples = None
+                if variant.endswith("+retrieval"):
+                    corpus = await approved_corpus(p, plant, backend, mode, args, snap)
+                    print(f"  [{p} {variant}] retrieval corpus: {len(corpus)} dev orders read right", flush=True)
+                    index = ExampleIndex(corpus)
+                    examples = index.similar
+                got = await run_plant(
+                    p, chosen, plant, backend, backend.name, mode, args, snap, examples=examples, variant=variant
+                )
+                await backend.aclose()
+                return got
+
+            rows += asyncio.run(one())
+    print("\n=== the plant-tuned model: variants compared (split " + args.split + ")")
+    print(HEADER.replace("mode   ", "variant"))
+    for variant in variants:
+        for p in loaded:
+            group = [r for r in rows if r["variant"] == variant and r["plant"] == p]
+            if group:
+                print(summary_line(p, variant[:7], args.split, summarise(group)) + f"  {variant}")
+    return rows
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--plants", default=",".join(PLANTS), help="order files of bench/orders to run")
@@ -454,6 +542,11 @@ def main() -> int:
     ap.add_argument("--timeout", type=float, default=300.0, help="seconds one model call may take")
     ap.add_argument("--rehearsal-timeout", type=float, default=600.0, help="wall seconds one rehearsal may take")
     ap.add_argument("--limit", type=int, default=0, help="only the first N orders of each plant")
+    ap.add_argument(
+        "--variants",
+        default="",
+        help=f"comma-separated, of {', '.join(VARIANTS)}: the plant-tuned model compared (replaces --modes)",
+    )
     ap.add_argument("--no-rehearsal", action="store_true", help="do not rehearse plans (results are UNREHEARSED)")
     ap.add_argument("--json", type=Path, default=None, help="write every row and the summaries here")
     args = ap.parse_args()
@@ -471,6 +564,9 @@ def main() -> int:
         "state: each order is planned against the snapshot of a fresh twin of its plant "
         "(machines read through the twin's agents, and where its parts are; robots not in the snapshot)"
     )
+    variants = [v for v in args.variants.split(",") if v]
+    if [v for v in variants if v not in VARIANTS]:
+        ap.error(f"unknown variant: {args.variants}")
     loaded: dict[str, tuple[PlantDescription, list[dict[str, Any]], PlantSnapshot]] = {}
     for p in plants:
         plant_path, orders = load_orders(p)
@@ -486,6 +582,18 @@ def main() -> int:
         loaded[p] = (plant, chosen, snap)
     results: list[dict[str, Any]] = []
     summaries: list[dict[str, Any]] = []
+    if variants:
+        results = run_variants(args, variants, loaded)
+        for v in variants:
+            for p in loaded:
+                group = [r for r in results if r["variant"] == v and r["plant"] == p]
+                if group:
+                    summaries.append({"variant": v, "plant": p, "split": args.split, **summarise(group)})
+        if args.json:
+            data = {"split": args.split, "rehearsed": not args.no_rehearsal, "summaries": summaries, "rows": results}
+            args.json.write_text(json.dumps(_no_nan(data), indent=2, default=str), encoding="utf-8")
+        print("\n(test orders are held out: report their score, never tune on their failures)")
+        return 0
     for model in args.model or [None]:
         try:
             backend = make_backend(LlamaBackendConfig(model_path=model, seed=args.seed, temperature=0.0))

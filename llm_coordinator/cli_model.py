@@ -45,6 +45,7 @@ def tune_cmd(
     time_limit_s: Annotated[float, typer.Option(help="training stops here (the adapter is still made)")] = 1800.0,
     threads: Annotated[int, typer.Option(help="CPU threads")] = 2,
     learning_rate: Annotated[float, typer.Option(help="AdamW learning rate of the LoRA")] = 6e-4,
+    checkpoint_every: Annotated[int, typer.Option(help="steps between resumable checkpoints")] = 10,
     held_out: Annotated[
         list[Path] | None,
         typer.Option(
@@ -91,6 +92,7 @@ def tune_cmd(
         alpha=2 * rank,
         seed=seed,
         time_limit_s=time_limit_s,
+        checkpoint_every=checkpoint_every,
         threads=threads,
     )
     command = "atelier model tune " + " ".join(shlex.quote(a) for a in sys.argv[2:])

@@ -168,6 +168,8 @@ def _report(
         doc.make = lambda: plan_document(store, sub.plan_id, submission=sub, model=model)
         raise typer.Exit(code)
     out.print(f"plan [bold]{sub.plan_id}[/]{note}: {sub.status}")
+    if model:
+        out.print(f"  read by {_safe(model, 200)}", highlight=False)
     for r in sub.reasons:
         out.print(f"  - {_safe(r)}", highlight=False)
     for e in sub.evidence or []:

@@ -281,6 +281,7 @@ class CoordinatorBackend:
             rehearsal=reh,
             decision=decided,
             audit=audit,
+            model=str(drafted.get("model") or ""),
         )
 
     async def get_plan(self, plan_id: str) -> PlanDetail | None:

@@ -181,6 +181,7 @@ class PlanDetail(PlanSummary):
     rehearsal: RehearsalView | None = None
     decision: str = Field(default="", description="who decided and why, once decided")
     audit: list[AuditView] = Field(default_factory=list)
+    model: str = Field(default="", description="the model (and tuned version) that read the order, or who wrote it")
 
 
 class ConfirmationView(View):

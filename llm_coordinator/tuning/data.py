@@ -433,6 +433,16 @@ class Generator:
             return self._recipe(self.rng.choice(sorted(self.recipes)))
         return self._task()
 
+    def _own_command(self, machine: str) -> tuple[str, TaskGoal] | None:
+        """One of ``machine``'s commands that takes no argument, as an order says it."""
+        own = [s for s in self.plant.agent_skills(machine) if not self.plant.skill_spec(machine, s).args]
+        if not own:
+            return None
+        skill = self.rng.choice(own)
+        return f"{self.names.say(self.rng, machine)}: {_words(skill)}", TaskGoal(
+            kind="task", skill=skill, agent=machine
+        )
+
     def _robot_after(self, recipe: str) -> str | None:
         """The robot that holds the part at the end of ``recipe`` (its last robot step)."""
         robots = [s.agent for s in self.plant.recipes[recipe].steps if s.agent in self.plant.robots]
@@ -515,12 +525,10 @@ class Generator:
             first_text, first = self._recipe(rname, with_count=False)
             first_text = _words(rname) if plant.recipes[rname].building_block and rng.random() < 0.5 else first_text
         else:
-            own = [s for s in plant.agent_skills(mname) if not plant.skill_spec(mname, s).args]
-            if not own:
+            own = self._own_command(mname)
+            if own is None:
                 return None
-            skill = rng.choice(own)
-            first_text = f"{self.names.say(rng, mname)}: {_words(skill)}"
-            first = TaskGoal(kind="task", skill=skill, agent=mname)
+            first_text, first = own
             robot = None
         placers = [a for a in self.skills.get("place", []) if a in plant.robots]
         bins = sorted(plant.names_of("bin") or [])
@@ -565,7 +573,7 @@ class Generator:
         return text, Reading(goals=goals)
 
     def repeat(self) -> tuple[str, Reading] | None:
-        rng, plant = self.rng, self.plant
+        rng = self.rng
         counters = self._counters()
         if not counters:
             return None
@@ -577,12 +585,10 @@ class Generator:
         if recipes:
             body_text, body = self._recipe(rng.choice(recipes), with_count=False)
         else:
-            own = [s for s in plant.agent_skills(mname) if not plant.skill_spec(mname, s).args]
-            if not own:
+            own = self._own_command(mname)
+            if own is None:
                 return None
-            skill = rng.choice(own)
-            body_text = f"{self.names.say(rng, mname)}: {_words(skill)}"
-            body = TaskGoal(kind="task", skill=skill, agent=mname)
+            body_text, body = own
         limit_said, _ = _count_words(rng, limit)
         text = rng.choice(
             [

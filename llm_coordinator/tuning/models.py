@@ -15,7 +15,6 @@ were. Older versions stay (a supervisor can go back by writing their name into `
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -23,6 +22,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from policies.checkpoint import sha256
 
 ADAPTER = "adapter.gguf"
 CARD = "card.json"
@@ -43,12 +44,7 @@ class TunedModel:
     card: dict[str, Any]
 
 
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+sha256_of = sha256  # one file hash for checkpoints, policies and adapters
 
 
 def resolve(path: Path) -> TunedModel:
