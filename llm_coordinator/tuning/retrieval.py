@@ -19,6 +19,7 @@ class ExampleIndex:
         if self.pairs:
             import bm25s
 
+            logging.getLogger("bm25s").setLevel(logging.WARNING)  # it logs each index at DEBUG
             self._index = bm25s.BM25()
             self._index.index(
                 bm25s.tokenize([o for o, _ in self.pairs], stopwords="en", show_progress=False), show_progress=False

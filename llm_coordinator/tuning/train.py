@@ -44,8 +44,11 @@ class TuneConfig:
     dropout: float = 0.05
     epochs: float = 2.0
     batch_size: int = 8
+    #: Sequences through the model at once; gradients accumulate to ``batch_size``. Memory
+    #: grows with it (the vocabulary's logits and 30 layers of activations per sequence).
+    micro_batch: int = 2
     learning_rate: float = 6e-4
-    max_tokens: int = 640
+    max_tokens: int = 512
     per_shape: int = 45
     dev_fraction: float = 0.12
     seed: int = 0
@@ -63,6 +66,7 @@ class TuneConfig:
         d = asdict(self)
         d.pop("time_limit_s")
         d.pop("checkpoint_every")
+        d.pop("micro_batch")
         return d
 
 
@@ -88,12 +92,14 @@ def load_base(base_gguf: Path, threads: int) -> tuple[Any, Any]:
     return tok, model
 
 
-def encode(tok: Any, plant_name: str, example: Example, shots: Sequence[tuple[str, str]], max_tokens: int) -> Any:
+def encode(
+    tok: Any, plant_name: str, example: Example, shots: Sequence[tuple[str, str]], max_tokens: int
+) -> tuple[list[int], list[int]]:
     """(input ids, labels) of one example: the loss falls on the answer and its end marker."""
     prompt = tok.apply_chat_template(chat(plant_name, example.order, shots), add_generation_prompt=True, tokenize=False)
     end = tok.eos_token or "<|im_end|>"
-    p_ids = tok(prompt, add_special_tokens=False)["input_ids"]
-    a_ids = tok(example.answer + end, add_special_tokens=False)["input_ids"]
+    p_ids: list[int] = list(tok(prompt, add_special_tokens=False)["input_ids"])
+    a_ids: list[int] = list(tok(example.answer + end, add_special_tokens=False)["input_ids"])
     ids = (p_ids + a_ids)[-max_tokens:]
     labels = ([-100] * len(p_ids) + a_ids)[-max_tokens:]
     return ids, labels
@@ -201,22 +207,26 @@ def train(
             result.stopped_at_limit = True
             break
         batch = [encoded[i] for i in order[step * config.batch_size : (step + 1) * config.batch_size]]
-        width = max(len(ids) for ids, _ in batch)
-        input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
-        labels = torch.full((len(batch), width), -100, dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for row, (ids, lab) in enumerate(batch):
-            input_ids[row, : len(ids)] = torch.tensor(ids)
-            labels[row, : len(lab)] = torch.tensor(lab)
-            mask[row, : len(ids)] = 1
-        out = peft_model(input_ids=input_ids, attention_mask=mask, labels=labels)
-        out.loss.backward()
+        parts = [batch[m : m + config.micro_batch] for m in range(0, len(batch), max(1, config.micro_batch))]
+        step_loss = 0.0
+        for chunk in parts:
+            width = max(len(ids) for ids, _ in chunk)
+            input_ids = torch.full((len(chunk), width), pad, dtype=torch.long)
+            labels = torch.full((len(chunk), width), -100, dtype=torch.long)
+            mask = torch.zeros((len(chunk), width), dtype=torch.long)
+            for row, (ids, lab) in enumerate(chunk):
+                input_ids[row, : len(ids)] = torch.tensor(ids)
+                labels[row, : len(lab)] = torch.tensor(lab)
+                mask[row, : len(ids)] = 1
+            out = peft_model(input_ids=input_ids, attention_mask=mask, labels=labels)
+            (out.loss / len(parts)).backward()
+            step_loss += float(out.loss.detach()) / len(parts)
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         sched.step()
         opt.zero_grad(set_to_none=True)
         result.steps = step + 1
-        result.loss = float(out.loss.detach())
+        result.loss = step_loss
         result.losses.append(result.loss)
         if progress is not None:
             progress(step + 1, planned, result.loss)
