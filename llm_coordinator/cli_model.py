@@ -1,7 +1,7 @@
 """``atelier model``: the plant-tuned model.
 
-    atelier model tune --plant plants/demo_cell.yaml --out models/demo_cell [--db sqlite:///atelier.db]
-    atelier model show models/demo_cell
+    atelier model tune --plant PLANT.yaml --out models/PLANT [--db sqlite:///atelier.db] [--held-out FILE]
+    atelier model show models/PLANT
 
 ``tune`` makes a version from the plant description and, with ``--db``, from the decisions its
 supervisors and operators recorded (the audit log must verify). It shows a progress bar, resumes
@@ -46,6 +46,9 @@ def tune_cmd(
     threads: Annotated[int, typer.Option(help="CPU threads")] = 2,
     learning_rate: Annotated[float, typer.Option(help="AdamW learning rate of the LoRA")] = 6e-4,
     checkpoint_every: Annotated[int, typer.Option(help="steps between resumable checkpoints")] = 10,
+    promote: Annotated[
+        bool, typer.Option(help="run the new version even if the current one scored better on its dev examples")
+    ] = False,
     held_out: Annotated[
         list[Path] | None,
         typer.Option(
@@ -121,9 +124,14 @@ def tune_cmd(
                 say=lambda m: bar.console.print(m, highlight=False),
                 command=command,
                 held_out=held,
+                promote=promote,
             )
         except (TuneError, FeedbackError) as exc:
             raise _fail(str(exc)) from None
+        except (ImportError, OSError, RuntimeError, ValueError) as exc:
+            # The training libraries, the adapter's export or llama.cpp failed: nothing was
+            # published, CURRENT is unchanged; a rerun resumes from the last checkpoint.
+            raise _fail(f"tuning into {target} failed, nothing published: {type(exc).__name__}: {exc}") from None
         except KeyboardInterrupt:
             raise _fail(f"interrupted: {target} is unchanged; the next run resumes from its checkpoint", 130) from None
     out.print(f"{result.version}: {result.path}", highlight=False)

@@ -32,14 +32,20 @@ CHARS_PER_TOKEN = 3.2
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
-def fence(text: str, max_chars: int = MAX_DATA_CHARS) -> str:
-    """Outside text made safe to quote: format and control characters escaped, fence markers
-    broken, length capped, returned as a JSON string literal (so it cannot close a block)."""
+def clean(text: str, max_chars: int = MAX_DATA_CHARS) -> str:
+    """Outside text made safe to place in a block: format and control characters escaped,
+    fence markers broken, length capped (not quoted; see :func:`fence`)."""
     cleaned = "".join(f"\\u{ord(c):04x}" if unicodedata.category(c) in ("Cc", "Cf", "Co", "Cs") else c for c in text)
     cleaned = cleaned.replace("<<<", "< < <").replace(">>>", "> > >")
     if len(cleaned) > max_chars:
         cleaned = cleaned[:max_chars] + " [cut]"
-    return json.dumps(cleaned, ensure_ascii=False)
+    return cleaned
+
+
+def fence(text: str, max_chars: int = MAX_DATA_CHARS) -> str:
+    """Outside text made safe to quote (:func:`clean`), returned as a JSON string literal (so
+    it cannot close a block)."""
+    return json.dumps(clean(text, max_chars), ensure_ascii=False)
 
 
 def estimate_tokens(text: str) -> int:
@@ -321,13 +327,13 @@ def build_tuned_context(
     parts = [
         f"You read work orders for the factory cell {plant_name} and answer with the reading as JSON. {FENCE_RULE}"
     ]
-    if examples:
-        parts.append(
-            "Approved readings of similar orders:\n"
-            + "\n".join(f"- {fence(order, 300)} -> {answer}" for order, answer in examples)
-        )
     if feedback:
         parts.append(_listing("Your previous answer was rejected because", list(feedback)))
-    user = f"Work order {FENCE_OPEN}\n{fence(work_order, 1000)}\n{FENCE_CLOSE}"
+    user = ""
+    if examples:
+        # Approved readings are data too (orders from people, readings from the store): fenced.
+        shown = "\n".join(f"- {fence(order, 300)} -> {clean(answer, 600)}" for order, answer in examples)
+        user = f"Approved readings of similar orders {FENCE_OPEN}\n{shown}\n{FENCE_CLOSE}\n\n"
+    user += f"Work order {FENCE_OPEN}\n{fence(work_order, 1000)}\n{FENCE_CLOSE}"
     system = "\n\n".join(parts)
     return Context(system=system, user=user, tokens=count_tokens(system) + count_tokens(user))

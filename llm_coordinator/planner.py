@@ -28,6 +28,7 @@ proposes an unsafe plan, or does not answer at all never yields an accepted plan
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import time
@@ -407,7 +408,8 @@ class Planner:
     ) -> Reading | None:
         """The whole reading, written by the model in the plan language."""
         if out.mode == "tuned":
-            ctx = build_tuned_context(self.plant.name, order, examples=self._shots(order), feedback=reasons)
+            shown = await self._shots(order)
+            ctx = build_tuned_context(self.plant.name, order, examples=shown, feedback=reasons)
         else:
             ctx = build_reading_context(self.plant, order, snapshot=snapshot, feedback=reasons)
         text = await self._ask(out, "reading", ctx.system, ctx.user, self._reading_schema, self.config.model.max_tokens)
@@ -427,17 +429,19 @@ class Planner:
             return None
         return reading
 
-    def _shots(self, order: str) -> list[tuple[str, str]]:
-        """Approved readings of the orders most like this one (retrieval; none when off)."""
+    async def _shots(self, order: str) -> list[tuple[str, str]]:
+        """Approved readings of the orders most like this one (retrieval, off the event loop:
+        it reads the store; none when off)."""
         if self.examples is None or self.config.retrieval == 0:
             return []
-        return [(o, a) for o, a in self.examples(order, self.config.retrieval)][: self.config.retrieval]
+        found = await asyncio.to_thread(self.examples, order, self.config.retrieval)
+        return list(found)[: self.config.retrieval]
 
     async def _intent_reading(
         self, out: PlanningOutcome, order: str, facts: OrderFacts, reasons: list[str]
     ) -> Reading | None:
         """A one-goal reading from small questions (see the module docstring)."""
-        shots = [(o, g) for o, a in self._shots(order) if (g := _goal_of(a, self.plant)) is not None]
+        shots = [(o, g) for o, a in await self._shots(order) if (g := _goal_of(a, self.plant)) is not None]
         ctx = build_goal_context(self.plant, order, feedback=reasons, examples=shots)
         text = await self._ask(out, "goal", ctx.system, ctx.user, self._goal_schema, 40)
         if text is None:

@@ -22,6 +22,7 @@ store's supervisors decided (:mod:`llm_coordinator.tuning.feedback`).
 from __future__ import annotations
 
 import json
+import math
 import random
 import re
 from collections.abc import Iterable, Sequence
@@ -31,7 +32,7 @@ from typing import Any
 from llm_coordinator.expansion import Unclear, Unplannable, expand_reading
 from llm_coordinator.order import read_order, static_refusals, vocabulary
 from llm_coordinator.plan import MAX_COUNT
-from llm_coordinator.reading import EVERY, IfGoal, Reading, RecipeGoal, RepeatGoal, TaskGoal, Test
+from llm_coordinator.reading import EVERY, IfGoal, Reading, RecipeGoal, RepeatGoal, TaskGoal, Test, reading_schema
 from plant.config import PlantDescription
 
 #: Shapes of generated orders, in the order the model card lists them.
@@ -102,8 +103,9 @@ _OTHER_ACTIONS = (
     "sand",
     "bend",
     "laser-cut",
-    "anodise",
-    "shrink-wrap",
+    "emboss",
+    "laminate",
+    "knurl",
     "deburr",
     "rivet",
     "spray-coat",
@@ -164,7 +166,7 @@ def _goal_json(g: RecipeGoal | TaskGoal | IfGoal | RepeatGoal) -> dict[str, Any]
                 "kind": "task",
                 "skill": g.skill,
                 "agent": g.agent,
-                "args": {k: _value(v) for k, v in g.args.items()},
+                "args": {k: _value(g.args[k]) for k in sorted(g.args)},  # the schema lists them sorted
             }
             if g.count != 1:
                 out["count"] = g.count
@@ -240,8 +242,6 @@ def _count_words(rng: random.Random, n: int) -> tuple[str, int | str]:
         return rng.choice(["one", "a", "1"]), 1
     if n == 12 and rng.random() < 0.3:
         return "a dozen", "a dozen"
-    if n == 2 and rng.random() < 0.2:
-        return "a pair of", "a pair"
     if n < len(_NUMBER_WORDS) and rng.random() < 0.5:
         return _NUMBER_WORDS[n], _NUMBER_WORDS[n]
     return str(n), n
@@ -300,6 +300,7 @@ class Generator:
         self.plant = plant
         self.rng = random.Random(seed)
         self.names = _Names(plant)
+        self.schema = reading_schema(plant)
         self.recipes = {n: r for n, r in plant.recipes.items() if not r.building_block}
         self.blocks = dict(plant.recipes)
         self.robots = list(plant.robots)
@@ -681,8 +682,11 @@ class Generator:
                     continue
                 if held.near(text) or not checked(self.plant, text, reading, shape):
                     continue
+                answer = answer_text(reading)
+                if grammar_problem(answer, self.schema) is not None:
+                    continue  # a label the constrained model could not write
                 seen.add(text.lower())
-                out.append(Example(text, answer_text(reading), shape, f"generated:{shape}"))
+                out.append(Example(text, answer, shape, f"generated:{shape}"))
                 kept += 1
         return out
 
@@ -709,6 +713,68 @@ class HeldOut:
             if text == o or fuzz.ratio(text, o) >= self.THRESHOLD or fuzz.token_sort_ratio(text, o) >= self.THRESHOLD:
                 return o
         return None
+
+
+def grammar_problem(text: str, schema: dict[str, Any]) -> str | None:
+    """Why ``text`` (JSON) is not what a model constrained by ``schema`` writes (llama.cpp's
+    grammar from a JSON Schema: an object's required keys first, in the order the schema lists
+    its properties, then optional ones in that order; consts, enums, types, bounds), or None."""
+    try:
+        value = json.loads(text, object_pairs_hook=list)
+    except ValueError as exc:
+        return f"not JSON: {exc}"
+    return _fits(value, schema, schema.get("$defs", {}), "answer")
+
+
+def _fits(value: Any, schema: dict[str, Any], defs: dict[str, Any], at: str) -> str | None:
+    if "$ref" in schema:
+        return _fits(value, defs[schema["$ref"].rsplit("/", 1)[-1]], defs, at)
+    if "anyOf" in schema:
+        problems = [_fits(value, s, defs, at) for s in schema["anyOf"]]
+        return None if any(p is None for p in problems) else min(problems, key=lambda p: len(p or ""))
+    if "const" in schema:
+        return None if value == schema["const"] else f"{at}: {value!r} is not {schema['const']!r}"
+    if "enum" in schema and value not in schema["enum"]:
+        return f"{at}: {value!r} is not one of the schema's names"
+    kind = schema.get("type")
+    if kind == "object" or "properties" in schema:
+        if not isinstance(value, list) or any(not isinstance(p, tuple) for p in value):
+            return f"{at}: not an object"
+        keys = [k for k, _ in value]
+        props = list(schema.get("properties", {}))
+        required = [k for k in props if k in schema.get("required", [])]
+        optional = [k for k in props if k not in required]
+        if keys[: len(required)] != required:
+            return f"{at}: keys {keys} do not start with the required {required}"
+        rest = keys[len(required) :]
+        if any(k not in optional for k in rest) or rest != [k for k in optional if k in rest]:
+            return f"{at}: optional keys {rest} out of the schema's order {optional}"
+        for k, v in value:
+            problem = _fits(v, schema["properties"][k], defs, f"{at}.{k}")
+            if problem:
+                return problem
+        return None
+    if kind == "array":
+        if not isinstance(value, list) or (value and all(isinstance(p, tuple) for p in value)):
+            return f"{at}: not an array"
+        if not schema.get("minItems", 0) <= len(value) <= schema.get("maxItems", 10**6):
+            return f"{at}: {len(value)} items"
+        for i, v in enumerate(value):
+            problem = _fits(v, schema.get("items", {}), defs, f"{at}[{i}]")
+            if problem:
+                return problem
+        return None
+    if kind == "string":
+        ok = isinstance(value, str) and len(value) <= schema.get("maxLength", 10**6)
+        return None if ok else f"{at}: {value!r} is not a string the schema allows"
+    if kind in ("number", "integer"):
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        ok = ok and (kind == "number" or isinstance(value, int))
+        ok = ok and schema.get("minimum", -math.inf) <= value <= schema.get("maximum", math.inf)
+        return None if ok else f"{at}: {value!r} is not a {kind} the schema allows"
+    if kind == "boolean":
+        return None if isinstance(value, bool) else f"{at}: {value!r} is not a boolean"
+    return None
 
 
 def checked(plant: PlantDescription, order: str, reading: Reading, shape: str) -> bool:

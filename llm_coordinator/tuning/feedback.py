@@ -7,7 +7,7 @@ order and the reading that made it, whoever wrote it), then what became of it:
 - **rejected** with a reason: if a later reading of the same order was approved, that one is
   the example (the correction); otherwise the order becomes a ``clarify`` example that repeats
   the supervisor's reason, so the model asks instead of repeating the mistake;
-- **refused by an operator** (a hazardous step refused on the floor): treated as a rejection.
+- a step an operator refused on the floor says nothing about the reading: not an example.
 
 Each example keeps its provenance: ``audit:<seq>`` of the row that decided it. A store that
 cannot be read raises :class:`FeedbackError` naming the database and the reason; rows that do
@@ -22,9 +22,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from llm_coordinator.reading import Reading
-from llm_coordinator.store import Store
-from llm_coordinator.tuning.data import Example, answer_text
+from llm_coordinator.reading import Reading, reading_schema
+from llm_coordinator.store import Store, StoreError
+from llm_coordinator.tuning.data import Example, answer_text, grammar_problem
 from plant.config import PlantDescription
 
 
@@ -76,6 +76,7 @@ def _names_fit(reading: Reading, plant: PlantDescription) -> bool:
 def store_feedback(store: Store, plant: PlantDescription) -> Feedback:
     """The examples the store's decisions make for ``plant`` (see the module docstring)."""
     out = Feedback()
+    schema = reading_schema(plant)
     try:
         rows = store.audit_rows()
     except Exception as exc:  # SQLAlchemy raises many kinds; the store file is the reason
@@ -102,9 +103,6 @@ def store_feedback(store: Store, plant: PlantDescription) -> Feedback:
             planned[row.plan_id] = ("", reading)
         elif row.action in ("approved", "rejected"):
             decided.append((row.seq, row.plan_id, row.action, str(payload.get("reason", ""))))
-        elif row.action == "status:refused_by_operator":
-            reasons = payload.get("reasons") or []
-            decided.append((row.seq, row.plan_id, "rejected", "; ".join(str(r) for r in reasons)))
     for plan_id in planned:
         try:
             orders[plan_id] = store.get(plan_id).work_order
@@ -118,7 +116,13 @@ def store_feedback(store: Store, plant: PlantDescription) -> Feedback:
     for plan_id, (seq, decision, reason) in sorted(final.items(), key=lambda kv: kv[1][0]):
         order, reading = orders[plan_id], planned[plan_id][1]
         if decision == "approved":
-            out.examples.append(Example(order, answer_text(reading), "approved", f"audit:{seq}"))
+            # Only what the grammar lets a model write, and no free text of the store's.
+            answer = answer_text(reading.model_copy(update={"declined": []}))
+            problem = grammar_problem(answer, schema)
+            if problem is not None:
+                out.skipped.append(f"audit:{seq}: a reading the model cannot write ({problem})")
+                continue
+            out.examples.append(Example(order, answer, "approved", f"audit:{seq}"))
         elif _norm(order) not in approved_orders:
             why = reason.strip() or "a supervisor turned the reading down"
             question = f"An earlier reading of this order was rejected ({why[:200]}). What exactly should it do?"
@@ -146,7 +150,7 @@ class StoreExamples:
             if seq != self._seq or self._index is None:
                 self._index = ExampleIndex(store_feedback(self.store, self.plant).approved())
                 self._seq = seq
-        except FeedbackError:
-            return []
+        except (FeedbackError, StoreError):
+            return []  # planning goes on without examples; `atelier audit verify` says why
         result: list[tuple[str, str]] = self._index.similar(order, k)
         return result

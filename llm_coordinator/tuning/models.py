@@ -66,9 +66,11 @@ def resolve(path: Path) -> TunedModel:
     adapter = version_dir / ADAPTER
     if not adapter.is_file():
         raise ModelDirError(f"{version_dir} holds no {ADAPTER}: tune the plant's model (atelier model tune)")
-    card = _card(version_dir / CARD) if (version_dir / CARD).is_file() else {}
+    if not (version_dir / CARD).is_file():
+        raise ModelDirError(f"{version_dir} holds no {CARD}: a version is published with its card")
+    card = _card(version_dir / CARD)
     sha = card.get("adapter_sha256")
-    if sha and sha256_of(adapter) != sha:
+    if not sha or sha256_of(adapter) != sha:
         raise ModelDirError(f"{adapter} does not match the sha256 its card records: a changed or torn file")
     return TunedModel(adapter, version_dir.name, card)
 
@@ -95,15 +97,20 @@ def write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def publish(model_dir: Path, staging: Path, version: str, card: dict[str, Any], card_md: str) -> Path:
+def publish(
+    model_dir: Path, staging: Path, version: str, card: dict[str, Any], card_md: str, *, make_current: bool = True
+) -> Path:
     """Move a finished ``staging`` folder (holding the adapter) into place as ``version`` with
-    its card, then point ``CURRENT`` at it and write the configuration that selects it."""
+    its card, then (``make_current``) point ``CURRENT`` at it and write the configuration that
+    selects it."""
     (staging / CARD).write_text(json.dumps(card, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     (staging / "card.md").write_text(card_md, encoding="utf-8")
     final = model_dir / version
     if final.exists():
         shutil.rmtree(final)
     os.replace(staging, final)
+    if not make_current:
+        return final
     write_atomic(model_dir / CURRENT, version + "\n")
     config = model_dir / CONFIG
     if not config.exists():

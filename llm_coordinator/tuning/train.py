@@ -96,12 +96,19 @@ def encode(
     tok: Any, plant_name: str, example: Example, shots: Sequence[tuple[str, str]], max_tokens: int
 ) -> tuple[list[int], list[int]]:
     """(input ids, labels) of one example: the loss falls on the answer and its end marker."""
-    prompt = tok.apply_chat_template(chat(plant_name, example.order, shots), add_generation_prompt=True, tokenize=False)
     end = tok.eos_token or "<|im_end|>"
-    p_ids: list[int] = list(tok(prompt, add_special_tokens=False)["input_ids"])
     a_ids: list[int] = list(tok(example.answer + end, add_special_tokens=False)["input_ids"])
-    ids = (p_ids + a_ids)[-max_tokens:]
-    labels = ([-100] * len(p_ids) + a_ids)[-max_tokens:]
+    shown = list(shots)
+    while True:
+        # Too long: fewer retrieved examples, never a prompt cut at its start.
+        messages = chat(plant_name, example.order, shown)
+        prompt = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        p_ids: list[int] = list(tok(prompt, add_special_tokens=False)["input_ids"])
+        if len(p_ids) + len(a_ids) <= max_tokens or not shown:
+            break
+        shown.pop()
+    ids = (p_ids + a_ids)[:max_tokens]
+    labels = ([-100] * len(p_ids) + a_ids)[:max_tokens]
     return ids, labels
 
 
@@ -190,13 +197,15 @@ def train(
     start = 0
     if ckpt.is_file():
         try:
-            state = torch.load(ckpt, weights_only=False)
-            if state.get("key") == key:
+            # Tensors and plain values only: a checkpoint someone put there cannot run code.
+            state = torch.load(ckpt, weights_only=True)
+            lora_keys = {k for k in peft_model.state_dict() if "lora_" in k}
+            if state.get("key") == key and set(state["lora"]) == lora_keys:
                 peft_model.load_state_dict(state["lora"], strict=False)
                 opt.load_state_dict(state["opt"])
                 sched.load_state_dict(state["sched"])
                 start = int(state["step"])
-        except (OSError, RuntimeError, KeyError, ValueError, EOFError):
+        except (OSError, RuntimeError, KeyError, ValueError, EOFError, TypeError, AttributeError):
             start = 0  # a torn or foreign checkpoint: start again
     result = TrainResult(steps=start, planned_steps=planned, loss=float("nan"), seconds=0.0, resumed_from=start)
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0

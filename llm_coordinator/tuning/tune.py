@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import platform
+import random
 import shutil
 import statistics
 import time
@@ -63,7 +64,7 @@ def same_reading(a: Reading, b: Reading) -> bool:
 
 
 async def _measure(
-    plant: PlantDescription, adapter: Path, examples: Sequence[Example], threads: int, shots: ExampleIndex | None
+    plant: PlantDescription, adapter: Path, examples: Sequence[Example], threads: int, shots: ExampleIndex | None = None
 ) -> tuple[int, list[float], list[str]]:
     """(exact readings, seconds per reading, misses) through llama.cpp with the adapter."""
     from llm_coordinator.backends.llama import LlamaBackend
@@ -101,6 +102,7 @@ def tune_plant(
     say: Callable[[str], None] = lambda _: None,
     command: str = "",
     held_out: Sequence[str] = (),
+    promote: bool = False,
 ) -> TuneReport:
     """Tune ``plant``'s model into ``model_dir`` (see the module docstring)."""
     from llm_coordinator.backends.llama import default_model_path
@@ -129,8 +131,6 @@ def tune_plant(
         f"{len(decided)} from the store's decisions ({len(skipped)} skipped)"
     )
     index = ExampleIndex([(e.order, e.answer) for e in train_set])
-    import random
-
     rng = random.Random(config.seed)
     shots = [
         index.similar(e.order, 2, exclude=e.order) if rng.random() < config.with_examples else [] for e in train_set
@@ -149,62 +149,87 @@ def tune_plant(
     if staging.exists():
         shutil.rmtree(staging)
     staging.mkdir(parents=True)
-    write_lora_gguf(peft_model, staging / ADAPTER, base_gguf=base)
-    del peft_model, model
-    say("measuring the adapter through llama.cpp on the dev examples")
-    dev_right, dev_times, dev_misses = asyncio.run(_measure(plant, staging / ADAPTER, dev_set, config.threads, index))
-    sample = random.Random(config.seed).sample(train_set, min(len(train_set), max(10, len(dev_set) // 2)))
-    train_right, _, _ = asyncio.run(_measure(plant, staging / ADAPTER, sample, config.threads, index))
-    sha = sha256_of(staging / ADAPTER)
-    version = next_version(model_dir, plant.name, sha)
-    card: dict[str, Any] = {
-        "version": version,
-        "plant": plant.name,
-        "base_model": base.name,
-        "base_sha256": sha256_of(base),
-        "adapter_sha256": sha,
-        "adapter_bytes": (staging / ADAPTER).stat().st_size,
-        "method": "LoRA (peft) on the attention and MLP projections; GGUF adapter for llama.cpp",
-        "config": config.key(),
-        "data": {
-            "generated": counts(generated),
-            "dev": counts(dev_set),
-            "from_store": counts(decided),
-            "store_skipped": skipped[:50],
-            "feedback_weight": FEEDBACK_WEIGHT,
-            "held_out_orders": len(held_out),
-            "provenance": sorted({e.source for e in decided})[:500],
-        },
-        "training": {
-            "steps": result.steps,
-            "planned_steps": result.planned_steps,
-            "resumed_from": result.resumed_from,
-            "stopped_at_time_limit": result.stopped_at_limit,
-            "final_loss": round(result.loss, 4),
-            "loss_first_last10": [
-                round(statistics.fmean(result.losses[:10]), 4) if result.losses else None,
-                round(statistics.fmean(result.losses[-10:]), 4) if result.losses else None,
-            ],
-            "seconds": round(result.seconds, 1),
-        },
-        "figures": {
-            "dev_exact": f"{dev_right}/{len(dev_set)}",
-            "train_sample_exact": f"{train_right}/{len(sample)}",
-            "reading_median_s": round(statistics.median(dev_times), 3) if dev_times else None,
-            "dev_misses": dev_misses,
-        },
-        "wall_time_s": round(time.monotonic() - t_start, 1),
-        "machine": f"{platform.machine()}, {config.threads} threads",
-        "reproduce": command or f"atelier model tune --plant PLANT_FILE --out {model_dir}",
-    }
-    md = _card_md(card)
-    path = publish(model_dir, staging, version, card, md)
-    ckpt = work / "checkpoint.pt"
-    if ckpt.exists():
-        ckpt.unlink()  # finished: a later run starts afresh
-    median = card["figures"]["reading_median_s"]
-    say(f"published {version}: dev {dev_right}/{len(dev_set)} exact, reading median {median} s")
-    return TuneReport(version, path, card)
+    try:
+        write_lora_gguf(peft_model, staging / ADAPTER, base_gguf=base)
+        del peft_model
+        say("measuring the adapter through llama.cpp on the dev examples")
+        # The tuned model alone (no retrieved examples), as the figures of the card say.
+        dev_right, dev_times, dev_misses = asyncio.run(_measure(plant, staging / ADAPTER, dev_set, config.threads))
+        sample = random.Random(config.seed).sample(train_set, min(len(train_set), max(10, len(dev_set) // 2)))
+        train_right, _, _ = asyncio.run(_measure(plant, staging / ADAPTER, sample, config.threads))
+        sha = sha256_of(staging / ADAPTER)
+        version = next_version(model_dir, plant.name, sha)
+        card: dict[str, Any] = {
+            "version": version,
+            "plant": plant.name,
+            "base_model": base.name,
+            "base_sha256": sha256_of(base),
+            "adapter_sha256": sha,
+            "adapter_bytes": (staging / ADAPTER).stat().st_size,
+            "method": "LoRA (peft) on the attention and MLP projections; GGUF adapter for llama.cpp",
+            "config": config.key(),
+            "data": {
+                "generated": counts(generated),
+                "dev": counts(dev_set),
+                "from_store": counts(decided),
+                "store_skipped": skipped[:50],
+                "feedback_weight": FEEDBACK_WEIGHT,
+                "held_out_orders": len(held_out),
+                "provenance": sorted({e.source for e in decided})[:500],
+            },
+            "training": {
+                "steps": result.steps,
+                "planned_steps": result.planned_steps,
+                "resumed_from": result.resumed_from,
+                "stopped_at_time_limit": result.stopped_at_limit,
+                "final_loss": round(result.loss, 4),
+                "loss_first_last10": [
+                    round(statistics.fmean(result.losses[:10]), 4) if result.losses else None,
+                    round(statistics.fmean(result.losses[-10:]), 4) if result.losses else None,
+                ],
+                "seconds": round(result.seconds, 1),
+            },
+            "figures": {
+                "dev_exact": f"{dev_right}/{len(dev_set)}",
+                "train_sample_exact": f"{train_right}/{len(sample)}",
+                "reading_median_s": round(statistics.median(dev_times), 3) if dev_times else None,
+                "dev_misses": dev_misses,
+            },
+            "wall_time_s": round(time.monotonic() - t_start, 1),
+            "machine": f"{platform.machine()}, {config.threads} threads",
+            "reproduce": command or f"atelier model tune --plant PLANT_FILE --out {model_dir}",
+        }
+        md = _card_md(card)
+        previous = _current_dev(model_dir)
+        ours = dev_right / len(dev_set) if dev_set else 0.0
+        promote = promote or previous is None or ours >= previous
+        path = publish(model_dir, staging, version, card, md, make_current=promote)
+        if not promote:
+            say(
+                f"{version} is kept beside the current version, which scored better on its dev examples "
+                f"({previous:.0%} against {ours:.0%}); write its name into CURRENT, or tune with --promote, to run it"
+            )
+        ckpt = work / "checkpoint.pt"
+        if ckpt.exists() and not result.stopped_at_limit:
+            ckpt.unlink()  # finished: a later run starts afresh (one stopped at the limit resumes)
+        median = card["figures"]["reading_median_s"]
+        say(f"published {version}: dev {dev_right}/{len(dev_set)} exact, reading median {median} s")
+        return TuneReport(version, path, card)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)  # a published version was moved out of it
+
+
+def _current_dev(model_dir: Path) -> float | None:
+    """The dev share right of the version the directory runs now (None: none runs)."""
+    from llm_coordinator.tuning.models import ModelDirError, resolve
+
+    try:
+        figure = str(resolve(model_dir).card["figures"]["dev_exact"])
+        right, n = (int(x) for x in figure.split("/"))
+    except (ModelDirError, KeyError, ValueError, TypeError):
+        return None
+    return right / n if n else None
 
 
 def _card_md(card: dict[str, Any]) -> str:
@@ -217,7 +242,7 @@ def _card_md(card: dict[str, Any]) -> str:
         "",
         "| figure | value |",
         "|---|---|",
-        f"| dev readings exact (held out, through llama.cpp + grammar) | {f['dev_exact']} |",
+        f"| dev readings exact (held out; llama.cpp + grammar; no retrieval) | {f['dev_exact']} |",
         f"| training sample exact | {f['train_sample_exact']} |",
         f"| median time of a reading | {f['reading_median_s']} s |",
         f"| steps | {t['steps']} of {t['planned_steps']} ({t['seconds']} s) |",

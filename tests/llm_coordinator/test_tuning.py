@@ -24,11 +24,11 @@ from llm_coordinator.config import CoordinatorConfig, ScriptedBackendConfig, Scr
 from llm_coordinator.coordinator import Coordinator
 from llm_coordinator.expansion import expand_reading
 from llm_coordinator.planner import Planner
-from llm_coordinator.reading import Reading, parse_reading
+from llm_coordinator.reading import Reading, parse_reading, reading_schema
 from llm_coordinator.rehearsal import Rehearser
 from llm_coordinator.store import Store
 from llm_coordinator.testing import fake_twin_factory
-from llm_coordinator.tuning.data import SHAPES, Generator, answer_text, checked
+from llm_coordinator.tuning.data import SHAPES, Generator, answer_text, checked, grammar_problem
 from llm_coordinator.tuning.feedback import StoreExamples, store_feedback
 from llm_coordinator.tuning.models import ModelDirError, publish, resolve
 from llm_coordinator.tuning.retrieval import ExampleIndex
@@ -47,6 +47,7 @@ def generated(request: pytest.FixtureRequest) -> tuple[PlantDescription, list]:
 
 def test_every_shape_is_generated_and_every_plan_label_expands(generated: tuple[PlantDescription, list]) -> None:
     plant, examples = generated
+    schema = reading_schema(plant)
     shapes = {e.shape for e in examples}
     assert shapes == set(SHAPES), shapes
     for e in examples:
@@ -55,8 +56,10 @@ def test_every_shape_is_generated_and_every_plan_label_expands(generated: tuple[
         if reading.outcome == "plan":
             expand_reading(plant, reading, work_order=e.order)  # raises if the label is wrong
         assert reading.outcome == {"cannot": "cannot", "unsafe": "cannot", "clarify": "clarify"}.get(e.shape, "plan")
-        # The answer is written as the grammar writes it: parsing and writing again changes nothing.
+        # The answer is written as the grammar writes it: parsing and writing again changes nothing,
+        # and the keys come in the order llama.cpp's grammar from the plant's schema puts them.
         assert answer_text(reading) == e.answer
+        assert grammar_problem(e.answer, schema) is None, (e.order, e.answer)
 
 
 def test_generation_is_seeded(demo_plant: PlantDescription) -> None:
@@ -64,6 +67,17 @@ def test_generation_is_seeded(demo_plant: PlantDescription) -> None:
     b = Generator(demo_plant, seed=3).generate(5)
     c = Generator(demo_plant, seed=4).generate(5)
     assert a == b and a != c
+
+
+def test_an_answer_out_of_the_grammars_order_is_found(demo_plant: PlantDescription) -> None:
+    schema = reading_schema(demo_plant)
+    good = '{"outcome": "plan", "goals": [{"kind": "task", "skill": "home", "agent": "every", "args": {}}]}'
+    assert grammar_problem(good, schema) is None
+    swapped = '{"outcome": "plan", "goals": [{"kind": "task", "agent": "every", "skill": "home", "args": {}}]}'
+    assert grammar_problem(swapped, schema) is not None
+    unknown = '{"outcome": "plan", "goals": [{"kind": "task", "skill": "home", "agent": "nobody", "args": {}}]}'
+    assert grammar_problem(unknown, schema) is not None
+    assert grammar_problem("not json", schema) is not None
 
 
 def test_a_label_the_product_refuses_is_not_kept(demo_plant: PlantDescription) -> None:
@@ -169,9 +183,11 @@ def test_an_approved_reading_is_shown_to_the_model_for_a_similar_order(
     asyncio.run(co.submit("send every robot home now please"))
     backend = co.planner.backend
     assert isinstance(backend, ScriptedBackend)
-    system = backend.calls[-1].messages[0].content
-    assert "Approved readings of similar orders" in system and '"send every robot home"' in system
-    assert "Approved readings" not in backend.calls[0].messages[0].content  # nothing approved yet then
+    user = backend.calls[-1].messages[1].content
+    # Shown as data, fenced, in the user's message: the order quoted, the reading as approved.
+    assert user.startswith("Approved readings of similar orders <<<DATA\n")
+    assert f'- "send every robot home" -> {HOME_ALL}' in user
+    assert "Approved readings" not in backend.calls[0].messages[1].content  # nothing approved yet then
 
 
 def test_an_empty_store_gives_no_examples_and_retrieval_shows_none(demo_plant: PlantDescription, store: Store) -> None:
