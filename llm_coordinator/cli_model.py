@@ -20,6 +20,10 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from llm_coordinator.tuning.train import TuneConfig
+
+_DEFAULT = TuneConfig()
+
 model_app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 
 out = Console()
@@ -38,13 +42,15 @@ def tune_cmd(
     db: Annotated[
         str | None, typer.Option("--db", help="a plan store whose decisions to learn from (SQLAlchemy URL)")
     ] = None,
-    epochs: Annotated[float, typer.Option(help="passes over the examples")] = 2.0,
-    per_shape: Annotated[int, typer.Option(help="generated examples per order shape")] = 45,
-    rank: Annotated[int, typer.Option(help="LoRA rank")] = 8,
+    epochs: Annotated[float, typer.Option(help="passes over the examples")] = _DEFAULT.epochs,
+    per_shape: Annotated[int, typer.Option(help="generated examples per order shape")] = _DEFAULT.per_shape,
+    rank: Annotated[int, typer.Option(help="LoRA rank")] = _DEFAULT.rank,
     seed: Annotated[int, typer.Option(help="seed of the data, the split and the training")] = 0,
-    time_limit_s: Annotated[float, typer.Option(help="training stops here (the adapter is still made)")] = 1800.0,
+    time_limit_s: Annotated[
+        float, typer.Option(help="training stops here (the adapter is still made)")
+    ] = _DEFAULT.time_limit_s,
     threads: Annotated[int, typer.Option(help="CPU threads")] = 2,
-    learning_rate: Annotated[float, typer.Option(help="AdamW learning rate of the LoRA")] = 6e-4,
+    learning_rate: Annotated[float, typer.Option(help="AdamW learning rate of the LoRA")] = _DEFAULT.learning_rate,
     checkpoint_every: Annotated[int, typer.Option(help="steps between resumable checkpoints")] = 10,
     promote: Annotated[
         bool, typer.Option(help="run the new version even if the current one scored better on its dev examples")

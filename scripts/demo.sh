@@ -36,7 +36,8 @@ for _ in $(seq 1 120); do grep -q "commands executed\|serving" "$OUT/twin_serve.
 # The plant's own model: SmolLM2-135M with the demo cell's shipped LoRA adapter (models/demo_cell,
 # made by `atelier model tune`; its card says how). No tuning happens here.
 TUNED=models/demo_cell/coordinator.yaml
-"$BIN/atelier" model show models/demo_cell | head -1
+"$BIN/atelier" model show models/demo_cell > "$OUT/model.txt"
+echo "   the plant's model: $(sed -n 1p "$OUT/model.txt")"
 for order in "Reset the conveyor" "Home ur5e_1"; do
   echo "== 3. work order: $order"
   "$BIN/atelier" order "$order" --yes --live --config "$TUNED" --db "sqlite:///$OUT/atelier.db" --evidence "$OUT/evidence"

@@ -42,12 +42,12 @@ class TuneConfig:
     rank: int = 8
     alpha: int = 16
     dropout: float = 0.05
-    epochs: float = 2.0
+    epochs: float = 3.0
     batch_size: int = 8
     #: Sequences through the model at once; gradients accumulate to ``batch_size``. Memory
     #: grows with it (the vocabulary's logits and 30 layers of activations per sequence).
-    micro_batch: int = 2
-    learning_rate: float = 6e-4
+    micro_batch: int = 4
+    learning_rate: float = 2e-3
     max_tokens: int = 512
     per_shape: int = 45
     dev_fraction: float = 0.12
@@ -58,7 +58,7 @@ class TuneConfig:
     targets: tuple[str, ...] = TARGETS
     #: Share of training examples shown with retrieved examples in their prompt, so the model
     #: learns to use them.
-    with_examples: float = 0.3
+    with_examples: float = 0.15
     extra: dict[str, Any] = field(default_factory=dict)
 
     def key(self) -> dict[str, Any]:
