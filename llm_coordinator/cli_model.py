@@ -104,7 +104,7 @@ def tune_cmd(
         checkpoint_every=checkpoint_every,
         threads=threads,
     )
-    command = "atelier model tune " + " ".join(shlex.quote(a) for a in sys.argv[2:])
+    command = "atelier model tune " + " ".join(shlex.quote(a) for a in sys.argv[3:])
     with Progress(
         TextColumn("training"),
         BarColumn(),

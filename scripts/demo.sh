@@ -40,7 +40,7 @@ TUNED=models/demo_cell/coordinator.yaml
 echo "   the plant's model: $(sed -n 1p "$OUT/model.txt")"
 for order in "Reset the conveyor" "Home ur5e_1"; do
   echo "== 3. work order: $order"
-  "$BIN/atelier" order "$order" --yes --live --config "$TUNED" --db "sqlite:///$OUT/atelier.db" --evidence "$OUT/evidence"
+  "$BIN/atelier" order "$order" --yes --live --db "sqlite:///$OUT/atelier.db" --evidence "$OUT/evidence"
 done
 DB="sqlite:///$OUT/atelier.db"
 echo "== 4. a compound order with a condition: machine a blank, inspect it, sort it by the result, home every robot"
@@ -48,23 +48,25 @@ ORDER="Machine one blank and inspect it; if it fails put it in the quarantine bi
 export ATELIER_CONSOLE_PASSWORD=demo-operator-password ATELIER_PASSWORD=demo-operator-password
 "$BIN/atelier" console add-user demo_operator --role operator --db "$DB"
 # The tuned model reads the whole order in the plan language; the coverage rule, the guardrails
-# and a rehearsal of both branches check its plan.
+# and a rehearsal of both branches check its plan; a supervisor decides.
 "$BIN/atelier" plan "$ORDER" --config "$TUNED" --db "$DB" --evidence "$OUT/evidence" --no-frames --json \
   > "$OUT/order_by_model.json" || true
-PLAN=$("$BIN/python" -c 'import json,sys; d=json.load(open(sys.argv[1])); ok=d["status"]=="awaiting_approval" \
-  and any(x["kind"]=="condition" for x in d.get("decisions") or []); print(d["plan_id"] if ok else ""); \
+MPLAN=$("$BIN/python" -c 'import json,sys; d=json.load(open(sys.argv[1])); \
+  print(d["plan_id"] if d["status"]=="awaiting_approval" else ""); \
   print("   the model (" + str(d.get("model")) + "):", d["status"], (d.get("question") or d.get("reason") or "")[:200], \
-  "decisions:", [x["condition"] for x in d.get("decisions") or []], file=sys.stderr)' "$OUT/order_by_model.json")
-if [ -z "$PLAN" ]; then
-  # Not read as asked: the plant engineer writes the order in the plan language instead
-  # (plants/examples/machine_inspect_sort.yaml), checked and rehearsed the same way.
-  echo "   the model's reading did not reach approval: the engineer's reading of the same order instead"
-  "$BIN/atelier" plan --reading plants/examples/machine_inspect_sort.yaml --order "$ORDER" --db "$DB" \
-    --evidence "$OUT/evidence" --json > "$OUT/compound_order.json"
-  PLAN=$("$BIN/python" -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d["plan_id"]); \
-    print("   plan", d["plan_id"], d["status"], "decisions:", [x["condition"] for x in d["decisions"]], file=sys.stderr)' \
-    "$OUT/compound_order.json")
+  "goals:", d.get("goals"), file=sys.stderr)' "$OUT/order_by_model.json")
+# The plant engineer's reading of the same order (plants/examples/machine_inspect_sort.yaml) is the
+# one that runs: the supervisor turns the model's plan down with that reason, and the approved
+# correction is what the next `atelier model tune --db` learns from (the flywheel).
+if [ -n "$MPLAN" ]; then
+  "$BIN/atelier" reject "$MPLAN" --reason "the engineer's reading of this order runs instead (machine_and_inspect, then sort)" \
+    --as demo_supervisor --db "$DB"
 fi
+"$BIN/atelier" plan --reading plants/examples/machine_inspect_sort.yaml --order "$ORDER" --db "$DB" \
+  --evidence "$OUT/evidence" --json > "$OUT/compound_order.json"
+PLAN=$("$BIN/python" -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d["plan_id"]); \
+  print("   plan", d["plan_id"], d["status"], "decisions:", [x["condition"] for x in d["decisions"]], file=sys.stderr)' \
+  "$OUT/compound_order.json")
 "$BIN/atelier" approve "$PLAN" --as demo_supervisor --db "$DB"
 for step in $("$BIN/atelier" show "$PLAN" --json --db "$DB" | "$BIN/python" -c \
     'import json,sys; d=json.load(sys.stdin); print(" ".join(s["id"] for s in d["steps"] if s.get("hazardous")))'); do
