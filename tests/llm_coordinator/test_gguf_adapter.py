@@ -217,7 +217,8 @@ def test_lora_b_rows_follow_the_gguf_order_and_carry_peft_scaling(tmp_path: Path
         r=rank, lora_alpha=8, target_modules=["q_proj", "k_proj", "v_proj"], use_rslora=True, init_lora_weights=False
     )
     model = _tiny_peft_model(lora)
-    adapter = write_lora_gguf(model, tmp_path / "adapter.gguf", base_gguf=default_model_path())
+    # float32 here, to compare exactly (the default, float16, rounds; the test above measures it).
+    adapter = write_lora_gguf(model, tmp_path / "adapter.gguf", base_gguf=default_model_path(), half=False)
     written = {t.name: np.array(t.data) for t in gguf.GGUFReader(adapter).tensors}
     assert sorted(written) == sorted(
         f"blk.0.{s}.weight.lora_{ab}" for s in ("attn_q", "attn_k", "attn_v") for ab in "ab"
