@@ -318,7 +318,7 @@ async def test_a_forged_or_old_result_finishes_no_step(
     agent = await _agent(host, keys)
     # A goal run by a coordinator that then stopped: its result stays latched on skill/result.
     old = ""
-    for attempt in range(3):  # (a loaded machine may starve the twin: the runtime refuses then)
+    for attempt in range(6):  # (a loaded machine may starve the twin: the runtime refuses then)
         old = f"old-{attempt}"
         if _coordinator(old, state_dir).startswith("succeeded"):
             break
