@@ -87,7 +87,7 @@ def vocabulary(plant: PlantDescription) -> tuple[tuple[str, MentionKind, str], .
     """(phrase, kind, plant name) for every way an order may name a thing of the plant: its name
     (underscores as spaces), a robot's model and maker when only one robot is of that model, a
     machine's kind when only one machine is of that kind, and a word of a name that belongs to
-    that name alone ("reject" for a bin named reject_bin)."""
+    that name alone ("scrap" for a bin named BIN_scrap)."""
     out: list[tuple[str, MentionKind, str]] = []
     things: list[tuple[MentionKind, str]] = [("agent", a) for a in plant.agents()]
     things += [("place", p) for p in plant.locations()]
@@ -112,8 +112,8 @@ def vocabulary(plant: PlantDescription) -> tuple[tuple[str, MentionKind, str], .
     for machine_kind, names in kinds.items():
         if len(names) == 1 and machine_kind != "other":
             out.append((machine_kind.replace("_", " "), "agent", names[0]))
-    # Words of a name that no other name of its kind has (4 letters or more): "quarantine" for
-    # a bin named reject_bin; "infeed" for the one agent named infeed_..., even if places
+    # Words of a name that no other name of its kind has (4 letters or more): "scrap" for
+    # a bin named BIN_scrap; "WORD" for the one agent named WORD_..., even if places
     # are named infeed_... too.
     word_owner: dict[tuple[str, MentionKind], set[str]] = {}
     for kind, name in things:
