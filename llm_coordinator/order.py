@@ -114,7 +114,7 @@ def vocabulary(plant: PlantDescription) -> tuple[tuple[str, MentionKind, str], .
             out.append((machine_kind.replace("_", " "), "agent", names[0]))
     # Words of a name that no other name of its kind has (4 letters or more): "scrap" for
     # a bin named BIN_scrap; "WORD" for the one agent named WORD_..., even if places
-    # are named infeed_... too.
+    # are named WORD_... too.
     word_owner: dict[tuple[str, MentionKind], set[str]] = {}
     for kind, name in things:
         if kind == "recipe":
