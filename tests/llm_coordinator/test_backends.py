@@ -59,7 +59,13 @@ async def test_embedded_model_answers_within_the_schema(llama: LLMBackend) -> No
 
 
 async def test_embedded_model_stops_at_its_timeout(llama: LLMBackend) -> None:
-    long_schema = {"type": "object", "properties": {"story": {"type": "string"}}, "required": ["story"]}
+    # The grammar makes the story at least 4000 characters long, so no sampling luck can end it
+    # inside the timeout (the small model takes tens of seconds for that many).
+    long_schema = {
+        "type": "object",
+        "properties": {"story": {"type": "string", "minLength": 4000}},
+        "required": ["story"],
+    }
     loop = asyncio.get_running_loop()
     start = loop.time()
     with pytest.raises(BackendTimeout):
