@@ -13,6 +13,7 @@ live control loops.
 from __future__ import annotations
 
 import asyncio
+import math
 import multiprocessing
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -39,6 +40,11 @@ class TwinObservations:
     safety_stops: list[str] = field(default_factory=list)
     sim_time_s: float = 0.0
     evidence: list[str] = field(default_factory=list)
+    #: The closest a person came to a robot (m; inf: nobody was tracked near one), the protective
+    #: separation distance (ISO/TS 15066) at that moment (m), and who, where and when.
+    closest_m: float = math.inf
+    closest_protective_m: float = 0.0
+    closest_at: str = ""
 
 
 class TwinSession(Protocol):
@@ -64,6 +70,13 @@ class TwinSession(Protocol):
     @property
     def robots(self) -> Mapping[str, RobotAgent]:
         """The robot agents of this twin."""
+
+    closest_m: float
+    """The closest a person came to a robot so far (m), by the robots' safety supervisors."""
+    closest_protective_m: float
+    """The protective separation distance at that moment (m)."""
+    closest_at: str
+    """Who and which robot, and when."""
 
     def time_s(self) -> float:
         """The twin's clock (s), for step times in the report and the Gantt chart."""
@@ -103,7 +116,15 @@ class RehearsalReport:
             "safety_stops": self.observations.safety_stops,
             "sim_time_s": self.observations.sim_time_s,
             "wall_s": self.wall_s,
+            "closest_m": _finite(self.observations.closest_m),
+            "closest_protective_m": self.observations.closest_protective_m,
+            "closest_at": self.observations.closest_at,
         }
+
+
+def _finite(x: float) -> float | None:
+    """``x``, or None for an infinity or NaN (JSON has neither)."""
+    return x if math.isfinite(x) else None
 
 
 #: Most extra rehearsals of a plan's other branches (one per condition).
@@ -144,6 +165,7 @@ class Rehearser:
                 [c for r in runs for c in r.observations.safety_stops],
                 sum(r.observations.sim_time_s for r in runs),
                 [e for r in runs for e in r.observations.evidence],
+                *_closest(runs),
             ),
             evidence=[e for r in runs for e in r.evidence],
             wall_s=sum(r.wall_s for r in runs),
@@ -166,7 +188,13 @@ class Rehearser:
             report = await runner.execute(plan, MemoryProgress())
             await session.finish(out)
         obs = TwinObservations(
-            list(session.collisions), list(session.safety_stops), session.time_s(), list(session.evidence)
+            list(session.collisions),
+            list(session.safety_stops),
+            session.time_s(),
+            list(session.evidence),
+            session.closest_m,
+            session.closest_protective_m,
+            session.closest_at,
         )
         bars = [(r.agent, r.step, r.start_s, r.end_s, r.status) for r in report.records]
         gantt = write_gantt(bars, out / "rehearsal_gantt.png", f"rehearsal: {plan.work_order[:80]}")
@@ -191,6 +219,12 @@ class Rehearser:
         )
 
 
+def _closest(runs: Sequence[RehearsalReport]) -> tuple[float, float, str]:
+    best = min(runs, key=lambda r: r.observations.closest_m)
+    o = best.observations
+    return o.closest_m, o.closest_protective_m, o.closest_at
+
+
 MakeTwinFactory = Callable[..., TwinFactory]
 
 
@@ -202,10 +236,159 @@ def _rehearse_in_worker(
     margin: float,
     render: bool,
     start: object,
+    perturb: int | None = None,
 ) -> RehearsalReport:
-    """One rehearsal in a fresh twin of the worker process (see :class:`ProcessRehearser`)."""
-    factory = make_factory(render=render, start=start)
+    """One rehearsal in a fresh twin of the worker process (see :class:`ProcessRehearser`), from
+    a start perturbed by seed ``perturb`` (None: the plant file's or ``start`` as it is)."""
+    factory = (
+        make_factory(render=render, start=start)
+        if perturb is None
+        else make_factory(render=render, start=start, perturb=perturb)
+    )
     return asyncio.run(Rehearser(plant, factory, margin).rehearse(plan, out_dir))
+
+
+@dataclass
+class RiskReport:
+    """Many rehearsals of one plan, each from a start perturbed by its own seed (a person's
+    start time, speed and path, belt speeds, part positions, within tolerances)."""
+
+    runs: list[dict[str, Any]]
+    worst_seed: int | None
+    evidence: list[str]
+    wall_s: float
+    workers: str
+
+    @property
+    def ok_runs(self) -> int:
+        return sum(1 for r in self.runs if r["ok"])
+
+    def summary(self) -> dict[str, Any]:
+        """Success rate, the closest approaches against the protective separation distance,
+        makespan p50 and p95, and the worst run (JSON-able, for the store and the console)."""
+        ok = [r for r in self.runs if r["ok"]]
+        spans = sorted(r["makespan_s"] for r in ok)
+        near = [r for r in self.runs if r["closest_m"] is not None]
+        return {
+            "runs": len(self.runs),
+            "ok": len(ok),
+            "success_rate": len(ok) / len(self.runs) if self.runs else 0.0,
+            "makespan_p50_s": _quantile(spans, 0.5),
+            "makespan_p95_s": _quantile(spans, 0.95),
+            "closest_m": sorted(r["closest_m"] for r in near),
+            "inside_protective": sum(1 for r in near if r["closest_m"] < r["closest_protective_m"]),
+            "min_margin_m": min((r["closest_m"] - r["closest_protective_m"] for r in near), default=None),
+            "failures": [{"seed": r["seed"], "reason": r["reason"]} for r in self.runs if not r["ok"]],
+            "worst_seed": self.worst_seed,
+            "evidence": self.evidence,
+            "wall_s": self.wall_s,
+            "workers": self.workers,
+            "per_run": self.runs,
+        }
+
+
+def _quantile(xs: Sequence[float], q: float) -> float | None:
+    """The ``q`` quantile of sorted ``xs`` (nearest rank), None when empty."""
+    if not xs:
+        return None
+    return float(xs[min(len(xs) - 1, max(0, math.ceil(q * len(xs)) - 1))])
+
+
+def _run_row(seed: int, r: RehearsalReport) -> dict[str, Any]:
+    o = r.observations
+    return {
+        "seed": seed,
+        "ok": r.ok,
+        "reason": r.reason,
+        "makespan_s": r.makespan_s,
+        "closest_m": _finite(o.closest_m),
+        "closest_protective_m": o.closest_protective_m,
+        "closest_at": o.closest_at,
+        "collisions": len(o.collisions),
+        "safety_stops": len(o.safety_stops),
+    }
+
+
+async def rehearse_many(
+    plant: PlantDescription,
+    plan: Plan,
+    make_factory: MakeTwinFactory,
+    out_dir: Path | str,
+    runs: int,
+    *,
+    seed: int = 0,
+    workers: int = 1,
+    ray_address: str | None = None,
+    ray_temp_dir: Path | str | None = None,
+    start: object = None,
+    timeout_margin: float = 4.0,
+    render_worst: bool = True,
+) -> RiskReport:
+    """Rehearse ``plan`` ``runs`` times, run ``k`` from a start perturbed by seed ``seed + k``,
+    without frames; then once more, with frames, the worst run (the first that failed, else the
+    one that came closest to the protective separation distance). The runs go to ``workers``
+    processes of this machine, or to a Ray cluster at ``ray_address`` ("local": one started
+    here with ``workers`` CPUs). The same seeds give the same verdicts whichever runs them."""
+    t0 = time.monotonic()
+    out = Path(out_dir)
+    seeds = [seed + k for k in range(runs)]
+    args = [(make_factory, plant, plan, str(out / f"run_{s}"), timeout_margin, False, start, s) for s in seeds]
+    if ray_address is not None:
+        reports = await asyncio.to_thread(_ray_map, ray_address, workers, ray_temp_dir, args)
+        how = f"Ray at {ray_address}" if ray_address != "local" else f"Ray started here, {workers} CPUs"
+    elif workers > 1:
+        loop = asyncio.get_running_loop()
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            reports = list(await asyncio.gather(*(loop.run_in_executor(pool, _rehearse_in_worker, *a) for a in args)))
+        how = f"{workers} processes"
+    else:
+        reports = [await asyncio.to_thread(_rehearse_in_worker, *a) for a in args]
+        how = "one process"
+    rows = [_run_row(s, r) for s, r in zip(seeds, reports, strict=True)]
+    worst = _worst(rows)
+    evidence: list[str] = []
+    if worst is not None and render_worst:
+        again = await asyncio.to_thread(
+            _rehearse_in_worker, make_factory, plant, plan, str(out / "worst"), timeout_margin, True, start, worst
+        )
+        evidence = list(again.evidence)
+    return RiskReport(rows, worst, evidence, time.monotonic() - t0, how)
+
+
+def _worst(rows: Sequence[dict[str, Any]]) -> int | None:
+    """The seed of the first failed run, else of the run that came closest to the protective
+    separation distance (None: no run, or nobody came near a robot in any)."""
+    failed = [r for r in rows if not r["ok"]]
+    if failed:
+        return int(failed[0]["seed"])
+    near = [r for r in rows if r["closest_m"] is not None]
+    if not near:
+        return None
+    return int(min(near, key=lambda r: r["closest_m"] - r["closest_protective_m"])["seed"])
+
+
+def _ray_map(address: str, workers: int, temp_dir: Path | str | None, args: Sequence[tuple[Any, ...]]) -> list[Any]:
+    """``_rehearse_in_worker`` over ``args`` on Ray (see :func:`rehearse_many`)."""
+    try:
+        import ray
+    except ImportError as exc:
+        raise RuntimeError("Ray is not installed here: pip install 'ray[default]'") from exc
+    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "ignore_reinit_error": True}
+    if address == "local":
+        kwargs["num_cpus"] = max(1, workers)
+        if temp_dir is not None:
+            kwargs["_temp_dir"] = str(Path(temp_dir).resolve())
+    else:
+        kwargs["address"] = address
+    started = not ray.is_initialized()
+    if started:
+        ray.init(**kwargs)
+    try:
+        task = ray.remote(num_cpus=1)(_rehearse_in_worker)
+        return list(ray.get([task.remote(*a) for a in args]))
+    finally:
+        if started:
+            ray.shutdown()
 
 
 class ProcessRehearser(Rehearser):
@@ -254,4 +437,13 @@ class ProcessRehearser(Rehearser):
             self._pool = None
 
 
-__all__ = ["ProcessRehearser", "RehearsalReport", "Rehearser", "TwinFactory", "TwinObservations", "TwinSession"]
+__all__ = [
+    "ProcessRehearser",
+    "RehearsalReport",
+    "Rehearser",
+    "RiskReport",
+    "TwinFactory",
+    "TwinObservations",
+    "TwinSession",
+    "rehearse_many",
+]

@@ -10,6 +10,7 @@ twin's agents over the real protocols.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -166,6 +167,9 @@ class FakeTwinSession:
     collisions: list[str] = field(default_factory=list)
     safety_stops: list[str] = field(default_factory=list)
     evidence: list[str] = field(default_factory=list)
+    closest_m: float = math.inf  # (fakes track nobody)
+    closest_protective_m: float = 0.0
+    closest_at: str = ""
 
     def time_s(self) -> float:
         """Fakes run on the wall clock."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -77,6 +77,10 @@ class Location(Model):
     description: str = ""
 
 
+#: The gap (m) between parts set down side by side in a bin, and between a part and its walls.
+BIN_GAP_M = 0.03
+
+
 class Bin(Model):
     """An open container at a pose; ``role`` tells the planner what it is for."""
 
@@ -84,6 +88,22 @@ class Bin(Model):
     pose: Pose
     size_m: PositiveVec3 = (0.4, 0.3, 0.15)
     capacity: Annotated[int, Field(gt=0)] = 20
+
+    #: Walls and floor of a bin, as the twin builds it (m).
+    WALL_M: ClassVar[float] = 0.01
+
+    def spots_m(self, side_m: float, gap_m: float) -> list[tuple[float, float, float]]:
+        """Where parts of a footprint ``side_m`` across go down side by side, ``gap_m`` apart and
+        from the walls: a grid over the bin's floor (points on the floor, cell frame), row by
+        row; the centre alone when not even one row fits."""
+        pitch = side_m + gap_m
+        axes = []
+        for length in self.size_m[:2]:
+            n = max(1, int((length - 2 * self.WALL_M - gap_m) // pitch))
+            axes.append([(k - (n - 1) / 2) * pitch for k in range(n)])
+        x, y, z = self.pose.xyz_m
+        c, s = math.cos(self.pose.rpy_rad[2]), math.sin(self.pose.rpy_rad[2])
+        return [(x + c * u - s * v, y + s * u + c * v, z + self.WALL_M) for u in axes[0] for v in axes[1]]
 
 
 class Station(Model):
@@ -345,6 +365,11 @@ class Belt(Model):
     width_m: PositiveFloat
     height_m: PositiveFloat = 0.8
     speed_m_s: Annotated[float, Field(gt=0, le=2.0)] = 0.1
+    feeder: Name | None = Field(
+        default=None,
+        description="an input bin that feeds this belt (a magazine): when a feed starts with no part on "
+        "the belt, the bin's next part is put down at the belt's start",
+    )
 
 
 class MachineBase(Model):
@@ -729,6 +754,22 @@ class PlantDescription(Model):
 
     def bins(self) -> dict[str, Bin]:
         return {n: b for s in self.stations.values() for n, b in s.bins.items()}
+
+    def part_starts(self) -> dict[str, tuple[float, float, float]]:
+        """Where each part starts (m, cell frame; the point its bottom rests on): on its location,
+        or, in a bin, side by side on the bin's floor (:meth:`Bin.spots_m`, in the order the
+        plant file lists the bin's parts)."""
+        locations = self.locations()
+        out: dict[str, tuple[float, float, float]] = {}
+        for bname, b in self.bins().items():
+            inside = [n for n, p in self.parts.items() if p.at == bname and p.type in self.part_types]
+            if inside:
+                side = max(max(self.part_types[self.parts[n].type].size_m[:2]) for n in inside)
+                out.update(zip(inside, b.spots_m(side, BIN_GAP_M), strict=False))
+        for name, part in self.parts.items():
+            if name not in out and part.at in locations:
+                out[name] = locations[part.at].xyz_m
+        return out
 
     def names_of(self, kind: str) -> list[str] | None:
         """The names a value of this kind may take in this plant (``location``, ``bin``,

@@ -19,7 +19,7 @@ from pydantic import ValidationError
 
 from plant.catalog import ROBOT_MODELS
 from plant.commands import arg_problem, check_commands
-from plant.config import REQUIRED_TAGS, PlantDescription
+from plant.config import BIN_GAP_M, REQUIRED_TAGS, PlantDescription
 from plant.skills import SKILLS
 
 PathT = tuple[str | int, ...]
@@ -268,6 +268,24 @@ def check_references(plant: PlantDescription) -> list[tuple[PathT, str]]:
             bad.append((("parts", name, "type"), f"no part type named {part.type!r}"))
         if part.at not in locations:
             bad.append((("parts", name, "at"), f"no location or bin named {part.at!r}"))
+    bins = plant.bins()
+    for bname, container in bins.items():
+        inside = [n for n, p in plant.parts.items() if p.at == bname and p.type in plant.part_types]
+        if inside:
+            side = max(max(plant.part_types[plant.parts[n].type].size_m[:2]) for n in inside)
+            room = len(container.spots_m(side, BIN_GAP_M))
+            if len(inside) > room:
+                bad.append(
+                    (
+                        ("parts", inside[room], "at"),
+                        f"bin {bname!r} has room for {room} such parts side by side, and this is part {room + 1}",
+                    )
+                )
+    for name, m in plant.machines.items():
+        feeder = m.belt.feeder if m.belt is not None else None
+        if feeder is not None and (feeder not in bins or bins[feeder].role != "input"):
+            what = f"a {bins[feeder].role} bin" if feeder in bins else "not a bin"
+            bad.append((("machines", name, "belt", "feeder"), f"{feeder!r} is {what}; a feeder is an input bin"))
 
     for rname, recipe in plant.recipes.items():
         bad.extend(_check_recipe(plant, rname, recipe, locations, agents))

@@ -50,6 +50,20 @@ def _on_belt(plant: PlantDescription, conveyor: str, xyz: tuple[float, float, fl
     )
 
 
+def _in_feeder(plant: PlantDescription, conveyor: str, xyz: tuple[float, float, float]) -> bool:
+    """The part lies in the bin that feeds the conveyor's belt (its magazine)."""
+    belt = plant.machines[conveyor].belt
+    b = plant.bins().get(belt.feeder) if belt is not None and belt.feeder is not None else None
+    if b is None:
+        return False
+    bx, by, bz = b.pose.xyz_m
+    c, s = np.cos(b.pose.rpy_rad[2]), np.sin(b.pose.rpy_rad[2])
+    dx, dy = xyz[0] - bx, xyz[1] - by
+    u, v = c * dx + s * dy, -s * dx + c * dy
+    inside = abs(u) <= b.size_m[0] / 2 and abs(v) <= b.size_m[1] / 2
+    return bool(inside and bz - 0.01 <= xyz[2] <= bz + b.size_m[2] + 0.1)
+
+
 def missing_parts(
     plant: PlantDescription,
     parts: Mapping[str, tuple[float, float, float]],
@@ -61,7 +75,8 @@ def missing_parts(
     pick can be served. A pick at a location is served by a part of its type within
     ``radius_m`` of it (the pick skill's search radius), by a part an earlier step placed or
     handed over there, or, once a conveyor of the location's station was fed by an earlier
-    step, by a part of the type on that conveyor's belt. Each part serves one pick."""
+    step, by a part of the type on that conveyor's belt or in the bin that feeds it. Each part
+    serves one pick."""
     left = dict(parts)
     placed: dict[str, int] = {}
     fed: list[str] = []
@@ -85,7 +100,8 @@ def missing_parts(
         near = [n for n, p in of_type.items() if centre is not None and _dist(p, centre) <= radius_m]
         station = station_of.get(location)
         belts = [c for c in fed if station is not None and plant.machines[c].station == station]
-        on_belt = [n for n, p in of_type.items() for c in belts if _on_belt(plant, c, p)]
+        # On a fed belt, or in the magazine that feeds it (the next feed puts it on the belt).
+        on_belt = [n for n, p in of_type.items() for c in belts if _on_belt(plant, c, p) or _in_feeder(plant, c, p)]
         found = near or on_belt
         if found:
             del left[found[0]]

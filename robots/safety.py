@@ -485,6 +485,8 @@ class SafetySupervisor:
         self._radius2 = np.concatenate([radius, radius])
         self._clearance = _Clearance(self._fence_lo, self._fence_hi, config.keep_out, radius, copies=2)
         self._fk_cache: list[tuple[bytes, FloatArray]] = []  # the last few (q bytes, points)
+        # The points of the last pose checked at rest and why they were refused (None: allowed).
+        self._checked: tuple[FloatArray | None, str | None] = (None, None)
         # Scratch of one SSM evaluation: point displacements, and the commanded and measured
         # points on the floor.
         self._diffs = np.empty((4, n, 3))
@@ -856,6 +858,14 @@ class SafetySupervisor:
         (``stop_pts``, None at rest) is not allowed, or None: :meth:`_violation` of the commanded
         pose, then of the stop pose. The fast :class:`_Clearance` test clears what it can; the
         exact check decides the rest (the fence or the volumes not clear by its margins)."""
+        if stop_pts is None and pts is self._checked[0]:
+            return self._checked[1]  # (the pose checked last period: the same points, the same answer)
+        why = self._check_poses(pts, stop_pts)
+        if stop_pts is None:
+            self._checked = (pts, why)
+        return why
+
+    def _check_poses(self, pts: FloatArray, stop_pts: FloatArray | None) -> str | None:
         poses = (pts,) if stop_pts is None else (pts, stop_pts)
         margins = self._clearance.margins(poses)
         if float(margins.flat[int(margins.argmin())]) > 0:  # (NaN is not > 0: exact check)
@@ -1092,10 +1102,15 @@ class SafetySupervisor:
         than numpy's calls, with the same IEEE arithmetic in the same order (``min``/``max`` keep
         the first of equal arguments, as ``np.minimum``/``np.maximum`` do).
         """
+        tgt_a = _clip(target, self._lo, self._hi)
+        if tgt_a.tobytes() == q_a.tobytes() and not _any(v_a):
+            # At rest, held where it is (most periods of a cell): what the loop below gives for
+            # a zero step (no joint moves, none faster than its caps), without the loop.
+            self._last_target = tgt_a
+            return q_a + 0.0, np.zeros_like(q_a), bool(_any(np.abs(tgt_a - target) > 1e-9))
         dt, lo, hi = self._dt, self._lo_list, self._hi_list
         two_amax, amax_dt, vmax = self._two_amax_list, self._amax_dt_list, self._vmax_list
         scale = self._scale
-        tgt_a = _clip(target, self._lo, self._hi)
         tgt, goal, qa = tgt_a.tolist(), target.tolist(), q_a.tolist()
         prev = tgt if self._last_target is None else self._last_target.tolist()
         self._last_target = tgt_a

@@ -24,7 +24,7 @@ from typing import Literal, Protocol, runtime_checkable
 import numpy as np
 
 from plant.catalog import ROBOT_MODELS
-from plant.config import PlantDescription
+from plant.config import BIN_GAP_M, PlantDescription
 from robots.interface import FloatArray, SkillGoal
 from robots.kinematics import ArmKinematics
 from robots.parts import SEARCH_RADIUS_M
@@ -188,6 +188,7 @@ class SkillPlanner:
         self.peers = peers
         self.home = np.asarray(self.spec.home(), dtype=float)
         self.locations = plant.locations()
+        self.bins = plant.bins()
         self.joint_names = ROBOT_MODELS[self.spec.model].joint_names
 
     # ------------------------------------------------------------------ helpers
@@ -378,23 +379,73 @@ class SkillPlanner:
         # locator sees (a grasp, a hand-over above all, is rarely centred on the part) and is not
         # necessarily upright (a hand-over turns it a quarter turn), so count its longest side.
         half = max(self._part_size(ctx.holding)) / 2
-        release = target_m + np.array([0.0, 0.0, self._hang_m(ctx, ctx.holding) + half + 0.02])
+        # The grip point goes where the part's centre should be, shifted by how the part hangs.
+        release = target_m + self._hang(ctx, ctx.holding) + np.array([0.0, 0.0, half + 0.02])
         above = release + np.array([0.0, 0.0, self.approach_height_m])
         q_above = self.solve(above, self._seeds(ctx), f"the point above {what}")
         q_release = self.solve(release, [q_above], what)
         return [Move(q_above, "approach"), Move(q_release, "descend", self.grasp_speed_scale)], q_above
 
-    def _hang_m(self, ctx: SkillContext, part_type: str) -> float:
-        """How far (m) the centre of the held part lies below the grip point (0 when unknown)."""
+    def bin_spots(self, name: str, part_type: str) -> list[FloatArray]:
+        """Where a part of ``part_type`` may go down in bin ``name`` (m, world, on its floor):
+        :meth:`plant.config.Bin.spots_m` for the part's longest side (a part is not necessarily
+        held square), nearest this robot's base first."""
+        spots = [np.asarray(p, dtype=float) for p in self.bins[name].spots_m(self._footprint(part_type), BIN_GAP_M)]
+        base = np.asarray(self.spec.base.xyz_m, dtype=float)
+        return sorted(spots, key=lambda p: float(np.hypot(*(p[:2] - base[:2]))))
+
+    def _footprint(self, part_type: str) -> float:
+        return max(self._part_size(part_type))
+
+    def _bin_release_steps(self, name: str, ctx: SkillContext) -> tuple[list[Step], FloatArray]:
+        """The release steps over the first free spot of bin ``name`` (:meth:`bin_spots`) this
+        robot can reach: a spot is taken when the locator sees a part within half a spot of it."""
+        if ctx.holding is None:
+            raise SkillError(f"{self.robot} holds no part to place")
+        spots = self.bin_spots(name, ctx.holding)
+        side = self._footprint(ctx.holding) + BIN_GAP_M
+        free = [p for p in spots if not self._taken(p, side)]
+        if not free:
+            raise SkillError(f"bin {name} has no free place for a {ctx.holding} ({len(spots)} places, all taken)")
+        last: SkillError | None = None
+        for spot in free:
+            try:
+                return self._release_steps(spot, ctx, f"a free place in bin {name}")
+            except SkillError as exc:
+                last = exc
+        assert last is not None
+        raise SkillError(f"no free place in bin {name} is in reach of {self.robot}: {last}")
+
+    def _taken(self, spot: FloatArray, side_m: float) -> bool:
+        """Whether the locator sees a part of any type lying on the spot (its centre nearer the
+        spot than the next spot is, and low in the bin)."""
+        if self.locator is None:
+            return False
+        for part_type in self.plant.part_types:
+            seen = self.locator.locate(part_type, spot, 1.5 * side_m)
+            if (
+                seen is not None
+                and float(np.hypot(*(seen[:2] - spot[:2]))) < 0.5 * side_m
+                and float(seen[2]) - float(spot[2]) < 0.15
+            ):
+                return True
+        return False
+
+    def _hang(self, ctx: SkillContext, part_type: str) -> FloatArray:
+        """Where the grip point lies from the centre of the held part (m, world; zero when
+        unknown): mostly straight up, and to one side after a grasp off the part's centre."""
         if self.locator is None or ctx.tool_position_m is None:
-            return 0.0
+            return np.zeros(3)
         tool = np.asarray(ctx.tool_position_m(), dtype=float)
         found = self.locator.locate(part_type, tool, 0.06)
-        return 0.0 if found is None else float(tool[2] - found[2])
+        return np.zeros(3) if found is None else tool - found
 
     def _plan_place(self, args: dict[str, object], ctx: SkillContext) -> SkillPlan:
-        target = self._location(args.get("location"))
-        steps, q_above = self._release_steps(target, ctx, f"location {args.get('location')}")
+        name = args.get("location")
+        if isinstance(name, str) and name in self.bins:
+            steps, q_above = self._bin_release_steps(name, ctx)
+        else:
+            steps, q_above = self._release_steps(self._location(name), ctx, f"location {name}")
         held = ctx.holding or ""
         steps += [Grip(0.0, "release", 0.5), Move(q_above, "retreat", self.grasp_speed_scale)]
         steps.append(self._held_check(ctx, held, False))

@@ -181,11 +181,9 @@ def build_spec(plant: PlantDescription, config: TwinConfig) -> mujoco.MjSpec:
         raise ValueError(f"the twin supports at most {MAX_ROBOTS} robots in one cell")
     for i, (rname, robot) in enumerate(plant.robots.items()):
         _add_robot(spec, rname, robot, i, len(plant.robots))
-    locations = plant.locations()
-    for pname, part in plant.parts.items():
-        pt = plant.part_types[part.type]
-        at = locations[part.at]
-        body = wb.add_body(name=pname, pos=[at.xyz_m[0], at.xyz_m[1], at.xyz_m[2] + pt.size_m[2] / 2 + 0.002])
+    for pname, (x, y, z) in plant.part_starts().items():
+        pt = plant.part_types[plant.parts[pname].type]
+        body = wb.add_body(name=pname, pos=[x, y, z + pt.size_m[2] / 2 + 0.002])
         body.add_freejoint(name=pname)
         g = body.add_geom(
             name=pname,

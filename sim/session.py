@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import queue
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
@@ -35,7 +36,7 @@ from plant.interface import MachineAgent
 from robots.agent import runtime_agents
 from robots.interface import RobotAgent, SafetyEvent, SafetyState
 from sim.live import LiveTwin
-from sim.twin import PlantReadings, Twin, TwinState
+from sim.twin import Perturbation, PlantReadings, Twin, TwinState
 
 #: Ticks stepped between two yields to the event loop (0.1 s of twin time at 4 ms a tick).
 _TICKS_PER_YIELD = 25
@@ -81,11 +82,25 @@ class TwinSession:
     frames: list[Any] = field(default_factory=list)
     fps: float = 0.5
 
+    renderer: _FrameRenderer | None = None
+    #: The closest a person came to a robot (the safety supervisors' SSM readings): separation
+    #: (m), the protective separation distance then (m, ISO/TS 15066), and who, where and when.
+    closest_m: float = float("inf")
+    closest_protective_m: float = 0.0
+    closest_at: str = ""
+    #: What a perturbed start drew (see :class:`sim.twin.Perturbation`), by name.
+    drawn: dict[str, float] = field(default_factory=dict)
+
     def time_s(self) -> float:
         """The twin's clock (s)."""
         return float(self.twin.time_s)
 
     async def finish(self, out_dir: Path) -> None:
+        if self.renderer is not None:
+            frames, error = await asyncio.to_thread(self.renderer.close)
+            self.frames.extend(frames)
+            if error:
+                self.evidence.append(f"(no frames: {error})")
         if not self.frames:
             return
         from sim.render import RenderError, write_frames
@@ -97,6 +112,47 @@ class TwinSession:
             self.evidence.append(f"(frames not written: {exc})")
             return
         self.evidence.extend(str(p) for p in written)
+
+
+class _FrameRenderer:
+    """Evidence frames rendered on a thread of their own, from states the stepping loop
+    records (:meth:`Twin.capture`), into a twin of the same plant: rendering (tens of
+    milliseconds a frame) runs beside the rehearsal instead of inside its loop. MuJoCo releases
+    the interpreter while it renders, so on a second core the rehearsal does not wait for it."""
+
+    def __init__(
+        self, plant: PlantDescription, camera: str, size: tuple[int, int], perturb: Perturbation | None = None
+    ) -> None:
+        self.frames: list[Any] = []
+        self.error = ""
+        self._states: queue.SimpleQueue[TwinState | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(
+            target=self._run, args=(plant, camera, size, perturb), name="atelier-frames", daemon=True
+        )
+        self._thread.start()
+
+    def add(self, state: TwinState) -> None:
+        self._states.put(state)
+
+    def _run(self, plant: PlantDescription, camera: str, size: tuple[int, int], perturb: Perturbation | None) -> None:
+        from sim.render import Camera, RenderError
+
+        try:
+            twin = Twin(plant)
+            if perturb is not None:
+                twin.perturb(perturb)  # (people walk as in the rehearsal: a state does not hold their paths)
+            with Camera(twin, camera, *size) as cam:
+                while (state := self._states.get()) is not None:
+                    twin.restore(state)
+                    self.frames.append(cam.frame())
+        except Exception as exc:  # (RenderError above all: no OpenGL here) the rehearsal goes on without frames
+            self.error = str(exc) if isinstance(exc, RenderError) else f"rendering failed: {type(exc).__name__}: {exc}"
+
+    def close(self) -> tuple[list[Any], str]:
+        """Wait for the frames of every recorded state: (frames, why there are none or "")."""
+        self._states.put(None)
+        self._thread.join()
+        return self.frames, self.error
 
 
 #: Penetration (m) of a robot into a machine that counts as a collision (grazing a surface does not).
@@ -123,15 +179,18 @@ def twin_factory(
     fps: float = 0.5,
     size: tuple[int, int] = (480, 270),
     start: TwinState | PlantReadings | None = None,
+    perturb: Perturbation | int | None = None,
 ) -> Callable[[PlantDescription], AbstractAsyncContextManager[TwinSession]]:
     """Rehearsal sessions over a fresh in-process twin (see the module docstring), at time zero
     or continuing from ``start``: a live twin's state (parts, machines, robots where they are;
     :meth:`Twin.restore`) or what the agents of a live plant read (:meth:`Twin.apply_readings`).
     With ``render``, frames are taken ``fps`` times per second of twin time (if offscreen
-    rendering works here; if not, the rehearsal goes on without frames and says so)."""
+    rendering works here; if not, the rehearsal goes on without frames and says so). ``perturb``
+    (a :class:`~sim.twin.Perturbation`, or the seed of one with the default tolerances) changes
+    the start within tolerances, for one of many rehearsals of a plan."""
+    change = Perturbation(perturb) if isinstance(perturb, int) else perturb
     from sim.agents import TwinMachineAgent
     from sim.hardware import LocalPeers, build_runtime
-    from sim.render import Camera, RenderError
 
     @asynccontextmanager
     async def factory(plant: PlantDescription) -> AsyncIterator[TwinSession]:
@@ -143,6 +202,8 @@ def twin_factory(
         clock = _Clock()
         peers = LocalPeers()
         session = TwinSession({}, {}, twin, fps=fps)
+        if change is not None:
+            session.drawn = twin.perturb(change)
 
         def on_event(ev: SafetyEvent) -> None:
             if ev.kind in ("protective_stop", "estop", "watchdog"):
@@ -155,26 +216,30 @@ def twin_factory(
         for agent in session.machines.values():
             await agent.connect()
         robot_bodies = {twin.model.body(b).name: r for r in plant.robots for b in twin.robot_bodies(r)}
-        camera: Camera | None = None
         if render:
-            try:
-                camera = Camera(twin, "overview", *size)
-            except RenderError as exc:
-                session.evidence.append(f"(no frames: {exc})")
+            session.renderer = _FrameRenderer(plant, "overview", size, change)
+        renderer = session.renderer
         stop = asyncio.Event()
+
+        runtime_list = list(runtimes.values())
 
         async def run() -> None:
             next_frame = twin.time_s
             while not stop.is_set():
                 for _ in range(_TICKS_PER_YIELD):
                     twin.step(1)
-                    for rt in runtimes.values():
+                    for rt in runtime_list:
                         rt.step()
+                        reading = rt.supervisor.ssm
+                        if reading.separation_m < session.closest_m:
+                            session.closest_m = reading.separation_m
+                            session.closest_protective_m = reading.protective_distance_m
+                            session.closest_at = f"{reading.person} and {rt.robot} at t={twin.time_s:.1f} s"
                 for hit in _collisions(twin, plant, robot_bodies):
                     if hit.split(" at t=")[0] not in {h.split(" at t=")[0] for h in session.collisions}:
                         session.collisions.append(hit)
-                if camera is not None and twin.time_s >= next_frame:
-                    session.frames.append(camera.frame())
+                if renderer is not None and twin.time_s >= next_frame:
+                    renderer.add(twin.capture())
                     next_frame = twin.time_s + 1.0 / fps
                 clock.time_s = twin.time_s
                 clock.tick.set()
@@ -188,8 +253,8 @@ def twin_factory(
             stop.set()
             with contextlib.suppress(asyncio.CancelledError):
                 await stepper
-            if camera is not None:
-                camera.close()
+            if session.renderer is not None:
+                await asyncio.to_thread(session.renderer.close)  # (done already if finish ran)
 
     return factory
 

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import bisect
 import copy
+import hashlib
 import itertools
 import math
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -118,6 +121,8 @@ class TwinMachine:
             self._belt_y = m.pose.xyz_m[1]
             self._belt_half_w = m.belt.width_m / 2
             self._belt_top = m.belt.height_m
+            self._belt_start_x = m.pose.xyz_m[0] - m.belt.length_m / 2
+            self._feeder = m.belt.feeder
         self.inspection_result = 0  # 0 none, 1 pass, 2 fail
         self._shown: State | None = None
         self.spindle_speed_rpm = 0.0
@@ -132,18 +137,35 @@ class TwinMachine:
 
     def part_at_end(self) -> bool:
         """True when a part rests within 8 cm of the belt's end (conveyors only)."""
-        if self._belt < 0:
-            return False
+        return self._belt >= 0 and self._on_belt(self._belt_end_x - 0.08)
+
+    def _on_belt(self, from_x: float) -> bool:
+        """A part lies on the belt between ``from_x`` and its end."""
         xpos = self._twin.data.xpos
         for b in self._twin._part_ids:
             x, y, z = xpos[b]
             if (
-                self._belt_end_x - 0.08 <= x <= self._belt_end_x + 0.01
+                from_x <= x <= self._belt_end_x + 0.01
                 and abs(y - self._belt_y) <= self._belt_half_w
                 and self._belt_top - 0.01 <= z <= self._belt_top + 0.2
             ):
                 return True
         return False
+
+    def _feed_from_magazine(self) -> None:
+        """A feed starts on an empty belt: the feeder bin's next part (the first the plant file
+        lists that lies in the bin) is put down at the belt's start."""
+        if self._feeder is None or self._on_belt(self._belt_start_x - 0.01):
+            return
+        twin = self._twin
+        part = twin.part_in_bin(self._feeder)
+        if part is None:
+            twin.events.append(TwinEvent(twin.time_s, self.name, f"feeder {self._feeder} is empty"))
+            return
+        size = twin.plant.part_types[twin.plant.parts[part].type].size_m
+        x = self._belt_start_x + max(size[:2]) / 2 + 0.05
+        twin.put_part(part, (x, self._belt_y, self._belt_top + size[2] / 2 + 0.002))
+        twin.events.append(TwinEvent(twin.time_s, self.name, f"fed {part} from {self._feeder}"))
 
     def tick(self, dt_s: float) -> None:
         sm = self.state_model
@@ -176,6 +198,8 @@ class TwinMachine:
         if self._shown is not None:
             self._twin.events.append(TwinEvent(self._twin.time_s, self.name, f"{self._shown.name} -> {state.name}"))
         self._shown = state
+        if self._belt >= 0 and state == State.EXECUTE:
+            self._feed_from_magazine()
         if self.kind == "cnc":
             self.spindle_speed_rpm = 8000.0 if state == State.EXECUTE else 0.0
         if self.kind == "inspection":
@@ -285,6 +309,46 @@ class _Walker:
         return x0 + f * (x1 - x0), y0 + f * (y1 - y0), self.headings[i], self.speed if moving else 0.0
 
 
+@dataclass(frozen=True)
+class Perturbation:
+    """How one rehearsal's start differs from the plant file's, drawn from ``seed``: a person
+    starts later, walks faster or slower and to one side of the drawn path (within the walkway),
+    a belt runs faster or slower, and the parts at rest lie off their places, all within these
+    tolerances. One seed always draws the same start."""
+
+    seed: int
+    person_delay_s: float = 6.0  # a person starts up to this much later
+    person_speed: float = 0.25  # walks up to this fraction faster or slower
+    person_offset_m: float = 0.25  # and up to this far to one side of the path (kept in the walkway)
+    belt_speed: float = 0.1  # a belt runs up to this fraction faster or slower
+    part_xy_m: float = 0.01  # a part at rest lies up to this far off its place in x and in y
+
+
+#: Compiled models kept per process (plant and twin settings -> model), newest last.
+_COMPILED: OrderedDict[str, mujoco.MjModel] = OrderedDict()
+_COMPILED_KEEP = 4
+_COMPILED_LOCK = threading.Lock()
+
+
+def compiled_model(plant: PlantDescription, config: TwinConfig) -> mujoco.MjModel:
+    """A fresh copy of the compiled MuJoCo model of ``plant`` under ``config``. Compiling takes
+    about a second; a process that makes many twins of one plant (a rehearsal worker, the
+    console, a batch of rehearsals) compiles it once and copies it (milliseconds). Each twin
+    gets a copy of its own, because a twin changes its model (belt speeds, lamps, grasps)."""
+    key = hashlib.sha256(f"{plant.model_dump_json()}|{config!r}".encode()).hexdigest()
+    with _COMPILED_LOCK:
+        model = _COMPILED.get(key)
+        if model is not None:
+            _COMPILED.move_to_end(key)
+    if model is None:
+        model = build_spec(plant, config).compile()
+        with _COMPILED_LOCK:
+            _COMPILED[key] = model
+            while len(_COMPILED) > _COMPILED_KEEP:
+                _COMPILED.popitem(last=False)
+    return copy.deepcopy(model)
+
+
 class Twin:
     """A running twin of one plant.
 
@@ -298,8 +362,7 @@ class Twin:
     ) -> None:
         self.plant = plant
         self.config = config or TwinConfig()
-        self.spec = build_spec(plant, self.config)
-        self.model = self.spec.compile()
+        self.model = compiled_model(plant, self.config)
         self.data = mujoco.MjData(self.model)
         if any(m.belt is not None for m in plant.machines.values()):
             # Belts start still, so the compiler saw no surface velocity; switch it on.
@@ -550,6 +613,50 @@ class Twin:
                 if ahead > 0:
                     time.sleep(ahead)
 
+    def perturb(self, p: Perturbation) -> dict[str, float]:
+        """Change the start as ``p`` draws it (call at time zero, before stepping); returns what
+        was drawn, by name, for the record."""
+        rng = np.random.default_rng(p.seed)
+        drawn: dict[str, float] = {}
+        for i, name in enumerate(self._people_names):
+            person = self.plant.people[name]
+            zone = self.plant.zones[person.walkway].shape
+            delay = float(rng.uniform(0.0, p.person_delay_s))
+            speed = float(rng.uniform(1 - p.person_speed, 1 + p.person_speed))
+            dx, dy = (float(v) for v in rng.uniform(-p.person_offset_m, p.person_offset_m, 2))
+            # As far to the side as drawn, or as far as the walkway allows that way.
+            f = next(
+                (
+                    f
+                    for f in (1.0, 0.75, 0.5, 0.25)
+                    if all(zone.contains_xy(x + f * dx, y + f * dy) for x, y in person.path_m)
+                ),
+                0.0,
+            )
+            dx, dy = f * dx, f * dy
+            path = [(x + dx, y + dy) for x, y in person.path_m]
+            walker = _Walker(path, person.speed_m_s * speed, person.start_delay_s + delay, person.loop)
+            self._walkers[i] = (self._walkers[i][0], walker)
+            drawn.update({f"{name} delay s": delay, f"{name} speed x": speed, f"{name} dx m": dx, f"{name} dy m": dy})
+        for name, tm in self.machines.items():
+            if tm._belt >= 0:
+                k = float(rng.uniform(1 - p.belt_speed, 1 + p.belt_speed))
+                tm.belt_setpoint_m_s *= k
+                drawn[f"{name} belt speed x"] = k
+        held = {self.held_part(r) for r in self._robots}
+        for part in self._part_bodies:
+            dx, dy = (float(v) for v in rng.uniform(-p.part_xy_m, p.part_xy_m, 2))
+            if part in held:
+                continue
+            j = self.model.joint(part)
+            qa = int(j.qposadr[0])
+            self.data.qpos[qa] += dx
+            self.data.qpos[qa + 1] += dy
+            drawn[f"{part} dx m"], drawn[f"{part} dy m"] = dx, dy
+        self._update_people()
+        mujoco.mj_forward(self.model, self.data)
+        return drawn
+
     def _update_people(self) -> None:
         t = self.data.time
         pos, quat = self.data.mocap_pos, self.data.mocap_quat
@@ -650,6 +757,32 @@ class Twin:
         h = self._robots[robot]
         force = float(np.sum(np.abs(self.data.actuator_force[h.tool_actuators])))
         return max(self.min_grip_force_n, force)
+
+    def part_in_bin(self, name: str) -> str | None:
+        """The first part (in the plant file's order) lying in bin ``name``, held by no robot."""
+        b = self.plant.bins()[name]
+        bx, by, bz = b.pose.xyz_m
+        c, s = math.cos(b.pose.rpy_rad[2]), math.sin(b.pose.rpy_rad[2])
+        held = {self.held_part(r) for r in self._robots}
+        for part, body in self._part_bodies.items():
+            x, y, z = self.data.xpos[body]
+            u, v = c * (x - bx) + s * (y - by), -s * (x - bx) + c * (y - by)
+            if (
+                part not in held
+                and abs(u) <= b.size_m[0] / 2
+                and abs(v) <= b.size_m[1] / 2
+                and bz <= z <= bz + b.size_m[2] + 0.1
+            ):
+                return part
+        return None
+
+    def put_part(self, part: str, xyz_m: tuple[float, float, float]) -> None:
+        """Put a part down at ``xyz_m`` (its centre), upright and still (a feeder, a person)."""
+        j = self.model.joint(part)
+        qa, da = int(j.qposadr[0]), int(j.dofadr[0])
+        self.data.qpos[qa : qa + 7] = [*xyz_m, 1.0, 0.0, 0.0, 0.0]
+        self.data.qvel[da : da + 6] = 0.0
+        mujoco.mj_kinematics(self.model, self.data)
 
     def held_part(self, robot: str) -> str | None:
         """The part the robot's gripper holds (by name), or None."""
