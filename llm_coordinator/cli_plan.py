@@ -172,6 +172,11 @@ def _report(
         out.print(f"  read by {_safe(model, 200)}", highlight=False)
     for r in sub.reasons:
         out.print(f"  - {_safe(r)}", highlight=False)
+    if sub.rehearsal is not None and sub.rehearsal.risk is not None:
+        from llm_coordinator.rehearsal import risk_lines
+
+        for line in risk_lines(sub.rehearsal.risk):
+            out.print(f"  risk: {_safe(line)}", highlight=False)
     for e in sub.evidence or []:
         out.print(f"  evidence: {_safe(e)}", highlight=False)
     raise typer.Exit(code)
@@ -407,10 +412,32 @@ def register(app: typer.Typer) -> None:
         frames: Annotated[
             bool, typer.Option("--frames/--no-frames", help="take frames of the rehearsal as evidence")
         ] = True,
+        rehearsals: Annotated[
+            int | None,
+            typer.Option(
+                min=1,
+                max=1000,
+                help="rehearse a plan that passes N-1 more times from perturbed starts, for its risk figures",
+            ),
+        ] = None,
+        workers: Annotated[
+            int | None, typer.Option(min=1, max=256, help="processes the perturbed rehearsals run on")
+        ] = None,
+        ray: Annotated[
+            str | None,
+            typer.Option(
+                "--ray",
+                metavar="ADDRESS",
+                help="run the perturbed rehearsals on the Ray cluster at ADDRESS (host:port), or 'local'",
+            ),
+        ] = None,
+        seed: Annotated[int | None, typer.Option(help="seed of the first perturbed start")] = None,
         as_json: JsonOpt = False,
     ) -> None:
         """Plan a work order: model, guardrails, rehearsal in the twin; ends awaiting approval.
-        With --reading, the order is written in the plan language and no model reads it."""
+        With --reading, the order is written in the plan language and no model reads it. With
+        --rehearsals N, a plan that passes is rehearsed again from N-1 perturbed starts (on
+        --workers processes, or on Ray with --ray) and the risk figures are kept with it."""
         from llm_coordinator.wiring import build_coordinator
 
         if order is not None and order_words is not None:
@@ -425,6 +452,8 @@ def register(app: typer.Typer) -> None:
         with _json_output(as_json) as doc:
             plant = _plant(plant_file)
             cfg = _config(config, db, mode, no_model=reading is not None)
+            many = {"rehearsals": rehearsals, "rehearsal_workers": workers, "ray_address": ray, "rehearsal_seed": seed}
+            cfg = cfg.model_copy(update={k: v for k, v in many.items() if v is not None})
             co = build_coordinator(plant, cfg, evidence_dir=evidence, render=frames)  # type: ignore[arg-type]
             if reading is not None:
                 sub = asyncio.run(co.submit_reading(reading, work_order=words or "", actor="cli"))
@@ -607,6 +636,12 @@ def register(app: typer.Typer) -> None:
         rh = store.rehearsal(plan_id)
         if rh is not None:
             out.print(f"rehearsal: {'ok' if rh.ok else 'FAILED'}, makespan {rh.makespan_s:.1f} s")
+            risk = rh.report.get("risk") if isinstance(rh.report, dict) else None
+            if isinstance(risk, dict):
+                from llm_coordinator.rehearsal import risk_lines
+
+                for line in risk_lines(risk):
+                    out.print(f"  risk: {_safe(line)}", highlight=False)
             for e in rh.evidence:
                 out.print(f"  evidence: {_safe(e)}", highlight=False)
 

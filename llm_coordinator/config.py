@@ -113,3 +113,17 @@ class CoordinatorConfig(_Config):
     step_timeout_margin: Annotated[float, Field(ge=1.0, le=100.0)] = Field(
         default=4.0, description="a step fails when it takes this many times its expected duration (at least 30 s)"
     )
+    rehearsals: Annotated[int, Field(ge=1, le=1000)] = Field(
+        default=1,
+        description="rehearsals of a plan that passed its first: more than 1 rehearses it again from starts "
+        "perturbed within tolerances (people, belt speeds, part positions) for the approval card's risk figures",
+    )
+    rehearsal_seed: int = Field(default=0, description="the seed of the first perturbed rehearsal (then +1 each)")
+    rehearsal_workers: Annotated[int, Field(ge=1, le=256)] = Field(
+        default=1, description="processes of this machine the perturbed rehearsals run on"
+    )
+    ray_address: str | None = Field(
+        default=None,
+        description="a Ray cluster to run the perturbed rehearsals on (host:port of `ray start --head`, or 'local' "
+        "to start one here); None: processes of this machine",
+    )

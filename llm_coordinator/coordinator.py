@@ -28,7 +28,7 @@ from llm_coordinator.guardrails import check
 from llm_coordinator.plan import MAX_COUNT, Plan, RecipeIntent
 from llm_coordinator.planner import Planner, PlanningOutcome, Refusal, Unplannable, plan_recipe
 from llm_coordinator.reading import Reading, RecipeGoal
-from llm_coordinator.rehearsal import RehearsalReport, Rehearser
+from llm_coordinator.rehearsal import ManyRehearsals, RehearsalReport, Rehearser
 from llm_coordinator.snapshot import PlantSnapshot
 from llm_coordinator.status import REPLANNABLE, PlanStatus, WorkOrderStage
 from llm_coordinator.store import Store, StoreError
@@ -79,10 +79,13 @@ class Coordinator:
         gate: ApprovalGate,
         rehearser: Rehearser | None,
         evidence_dir: Path | str = "atelier_evidence",
+        many: ManyRehearsals | None = None,
     ) -> None:
         self.plant, self.store, self.planner, self.gate = plant, store, planner, gate
         self.rehearser = rehearser
         self.evidence_dir = Path(evidence_dir)
+        #: Rehearsals from perturbed starts of a plan that passed its first (risk figures).
+        self.many = many
 
     async def submit(
         self,
@@ -289,10 +292,19 @@ class Coordinator:
             on_stage("rehearsing", plan_id)
         report = await self.rehearser.rehearse(plan, out_dir)
         evidence = [str(planned), *report.evidence]
+        if report.ok and self.many is not None and self.many.runs > 1:
+            try:
+                risk = await self.many(plan, out_dir / "risk")
+            except Exception as exc:  # (Ray unreachable, a worker lost): the plan keeps its first rehearsal
+                report.risk = {"error": f"{type(exc).__name__}: {exc}"}
+            else:
+                report.risk = risk.summary()
+                evidence += risk.evidence
+        summary = report.summary()
 
         def record() -> None:
             h = plan.content_hash()
-            self.store.add_rehearsal(plan_id, h, report.ok, report.makespan_s, report.summary(), evidence)
+            self.store.add_rehearsal(plan_id, h, report.ok, report.makespan_s, summary, evidence)
             if not report.ok:
                 self.store.set_status(plan_id, "rehearsal_failed", actor="rehearsal", reasons=[report.reason])
                 return

@@ -102,6 +102,8 @@ class RehearsalReport:
     #: How the conditions came out in the twin, and which outcomes were forced in this run.
     decisions: dict[str, bool] = field(default_factory=dict)
     variant: str = "as the twin decided"
+    #: The risk figures of rehearsals from perturbed starts (:meth:`RiskReport.summary`), if run.
+    risk: dict[str, Any] | None = None
 
     def summary(self) -> dict[str, Any]:
         """A JSON-able summary for the store."""
@@ -119,6 +121,7 @@ class RehearsalReport:
             "closest_m": _finite(self.observations.closest_m),
             "closest_protective_m": self.observations.closest_protective_m,
             "closest_at": self.observations.closest_at,
+            **({"risk": self.risk} if self.risk is not None else {}),
         }
 
 
@@ -287,6 +290,35 @@ class RiskReport:
         }
 
 
+def risk_lines(risk: Mapping[str, Any]) -> list[str]:
+    """The risk figures of :meth:`RiskReport.summary` in words, a line each (CLI and console)."""
+    if "error" in risk:
+        return [f"the perturbed rehearsals did not run: {risk['error']}"]
+    runs, ok = int(risk.get("runs", 0)), int(risk.get("ok", 0))
+    lines = [
+        f"{ok} of {runs} perturbed rehearsals clean ({100 * ok / runs if runs else 0:.0f}%), on {risk.get('workers')}"
+    ]
+    near = risk.get("closest_m") or []
+    if near:
+        inside = int(risk.get("inside_protective", 0))
+        margin = risk.get("min_margin_m")
+        lines.append(
+            f"closest approach of a person to a robot: {min(near):.2f} m (median {near[len(near) // 2]:.2f} m over "
+            f"{len(near)} runs); {inside} run(s) inside the protective separation distance (ISO/TS 15066)"
+            + (f"; least margin {margin:+.2f} m" if margin is not None else "")
+        )
+    else:
+        lines.append("nobody came near a robot in any run")
+    p50, p95 = risk.get("makespan_p50_s"), risk.get("makespan_p95_s")
+    if p50 is not None:
+        lines.append(f"makespan p50 {p50:.1f} s, p95 {p95:.1f} s")
+    for f in (risk.get("failures") or [])[:3]:
+        lines.append(f"failed from seed {f['seed']}: {f['reason']}")
+    if risk.get("worst_seed") is not None:
+        lines.append(f"worst run: seed {risk['worst_seed']}, rehearsed again with frames")
+    return lines
+
+
 def _quantile(xs: Sequence[float], q: float) -> float | None:
     """The ``q`` quantile of sorted ``xs`` (nearest rank), None when empty."""
     if not xs:
@@ -351,8 +383,49 @@ async def rehearse_many(
         again = await asyncio.to_thread(
             _rehearse_in_worker, make_factory, plant, plan, str(out / "worst"), timeout_margin, True, start, worst
         )
-        evidence = list(again.evidence)
+        evidence = await asyncio.to_thread(_name_worst, again.evidence, worst)
     return RiskReport(rows, worst, evidence, time.monotonic() - t0, how)
+
+
+@dataclass
+class ManyRehearsals:
+    """:func:`rehearse_many` with its settings, for the coordinator: ``await many(plan, out)``."""
+
+    plant: PlantDescription
+    make_factory: MakeTwinFactory
+    runs: int
+    seed: int = 0
+    workers: int = 1
+    ray_address: str | None = None
+    ray_temp_dir: Path | str | None = None
+    timeout_margin: float = 4.0
+    start: Callable[[], object] | None = None
+
+    async def __call__(self, plan: Plan, out_dir: Path | str) -> RiskReport:
+        return await rehearse_many(
+            self.plant,
+            plan,
+            self.make_factory,
+            out_dir,
+            self.runs,
+            seed=self.seed,
+            workers=self.workers,
+            ray_address=self.ray_address,
+            ray_temp_dir=self.ray_temp_dir,
+            start=self.start() if self.start is not None else None,
+            timeout_margin=self.timeout_margin,
+        )
+
+
+def _name_worst(evidence: Sequence[str], seed: int) -> list[str]:
+    """The worst run's files, renamed apart from the first rehearsal's (which share their names:
+    the console finds evidence by name)."""
+    out = []
+    for name in evidence:
+        path = Path(name)
+        if path.is_file():
+            out.append(str(path.replace(path.with_name(f"worst_seed{seed}_{path.name}"))))
+    return out
 
 
 def _worst(rows: Sequence[dict[str, Any]]) -> int | None:
@@ -438,6 +511,7 @@ class ProcessRehearser(Rehearser):
 
 
 __all__ = [
+    "ManyRehearsals",
     "ProcessRehearser",
     "RehearsalReport",
     "Rehearser",
@@ -446,4 +520,5 @@ __all__ = [
     "TwinObservations",
     "TwinSession",
     "rehearse_many",
+    "risk_lines",
 ]

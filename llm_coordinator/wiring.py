@@ -25,11 +25,12 @@ from llm_coordinator.config import CoordinatorConfig
 from llm_coordinator.coordinator import Coordinator
 from llm_coordinator.executor import Executor
 from llm_coordinator.planner import Planner
-from llm_coordinator.rehearsal import ProcessRehearser, Rehearser
+from llm_coordinator.rehearsal import ManyRehearsals, ProcessRehearser, Rehearser
 from llm_coordinator.store import Store
 from llm_coordinator.tuning.feedback import StoreExamples
 from plant.config import PlantDescription
 from plant.interface import MachineAgent
+from plant.trust import default_state_dir
 from robots.interface import RobotAgent
 from sim.session import LiveTwinPlant, twin_factory
 
@@ -58,7 +59,19 @@ def build_coordinator(
         rehearser = ProcessRehearser(plant, twin_factory, config.step_timeout_margin, render=render)
     elif rehearse:
         rehearser = Rehearser(plant, twin_factory(render=render), config.step_timeout_margin)
-    return Coordinator(plant, store, planner, gate, rehearser, evidence_dir)
+    many = None
+    if rehearse and config.rehearsals > 1:
+        many = ManyRehearsals(
+            plant,
+            twin_factory,
+            config.rehearsals,
+            seed=config.rehearsal_seed,
+            workers=config.rehearsal_workers,
+            ray_address=config.ray_address,
+            ray_temp_dir=default_state_dir() / "ray",
+            timeout_margin=config.step_timeout_margin,
+        )
+    return Coordinator(plant, store, planner, gate, rehearser, evidence_dir, many)
 
 
 def build_executor(

@@ -22,6 +22,7 @@ from typing import Any, Literal
 from llm_coordinator.approval import ApprovalGate, NotApproved
 from llm_coordinator.coordinator import Coordinator
 from llm_coordinator.executor import Executor
+from llm_coordinator.rehearsal import risk_lines
 from llm_coordinator.snapshot import PlantSnapshot
 from llm_coordinator.status import CONFIRMABLE, STAGES, WorkOrderStage
 from llm_coordinator.store import AuditRow, PlanRow, Store, StoreError
@@ -259,6 +260,12 @@ class CoordinatorBackend:
                 safety_stops=[str(c) for c in rep.get("safety_stops", [])],
                 evidence=[Path(p).name for p in rehearsal.evidence],
             )
+            risk = rep.get("risk")
+            if isinstance(risk, dict):
+                reh.risk = risk_lines(risk)
+                reh.risk_ok = (
+                    "error" not in risk and risk.get("ok") == risk.get("runs") and not risk.get("inside_protective")
+                )
         decision = self.store.latest_decision(plan_id)
         decided = f"{decision.decision} by {decision.who}: {decision.reason}" if decision is not None else ""
         if row.reasons and row.status not in ("approved", "rejected"):

@@ -143,6 +143,10 @@ class RehearsalView(View):
     collisions: list[str] = Field(default_factory=list)
     safety_stops: list[str] = Field(default_factory=list)
     evidence: list[str] = Field(default_factory=list, description="file names of frames or video")
+    risk: list[str] = Field(
+        default_factory=list, description="the risk figures of rehearsals from perturbed starts, a line each"
+    )
+    risk_ok: bool = True
 
 
 class AuditView(View):

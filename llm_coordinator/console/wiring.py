@@ -269,6 +269,8 @@ def _rehearse_from_now(
     coordinator.rehearser = RehearsalFromNow(
         coordinator.plant, cfg.step_timeout_margin, render, start=start, parts=parts, hint=hint
     )
+    if coordinator.many is not None:
+        coordinator.many.start = start  # (perturbed from where the plant is now, too)
 
 
 # --------------------------------------------------------------------------- the console's own twin
