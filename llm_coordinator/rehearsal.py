@@ -13,8 +13,11 @@ live control loops.
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import multiprocessing
+import os
+import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -30,6 +33,8 @@ from llm_coordinator.plan import Plan
 from plant.config import PlantDescription
 from plant.interface import MachineAgent
 from robots.interface import RobotAgent
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -440,6 +445,24 @@ def _worst(rows: Sequence[dict[str, Any]]) -> int | None:
     return int(min(near, key=lambda r: r["closest_m"] - r["closest_protective_m"])["seed"])
 
 
+#: Ray puts Unix sockets under its folder, whose paths may not pass 107 bytes: its own names
+#: take about 70, so a longer folder would fail to start.
+_RAY_DIR_MAX = 36
+
+
+def _ray_dir(wanted: Path) -> str:
+    """``wanted`` (the project's state folder), or a short folder of this user under the
+    system's temporary folder when ``wanted`` is too long a path for Ray's sockets."""
+    path = wanted.resolve()
+    if len(str(path).encode()) <= _RAY_DIR_MAX:
+        path.mkdir(parents=True, exist_ok=True)
+        return str(path)
+    short = Path(tempfile.gettempdir()) / f"atelier-ray-{os.getuid()}"
+    log.info("Ray's files go to %s: %s is too long a path for its sockets", short, path)
+    short.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return str(short)
+
+
 def _ray_map(address: str, workers: int, temp_dir: Path | str | None, args: Sequence[tuple[Any, ...]]) -> list[Any]:
     """``_rehearse_in_worker`` over ``args`` on Ray (see :func:`rehearse_many`)."""
     try:
@@ -450,7 +473,7 @@ def _ray_map(address: str, workers: int, temp_dir: Path | str | None, args: Sequ
     if address == "local":
         kwargs["num_cpus"] = max(1, workers)
         if temp_dir is not None:
-            kwargs["_temp_dir"] = str(Path(temp_dir).resolve())
+            kwargs["_temp_dir"] = _ray_dir(Path(temp_dir))
     else:
         kwargs["address"] = address
     started = not ray.is_initialized()

@@ -48,7 +48,7 @@ import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 from plant.codec import INT_RANGES, check_write
 from plant.config import CommandDecl, TagBase
@@ -430,12 +430,27 @@ async def wait_until(
 ) -> MachineStatus:
     """Poll ``agent``'s status every ``period_s`` until ``holds`` is true of it; after
     ``timeout_s`` seconds, :class:`TimeoutError` whose ``args[0]`` is the last status."""
-    deadline = time.monotonic() + timeout_s
+    # An agent over a simulated machine may keep its own time (:class:`Paced`): a rehearsal's
+    # twin runs faster than the wall clock, and waits then follow the twin, the same on any CPU.
+    paced = agent if isinstance(agent, Paced) else None
+    clock = paced.clock_s if paced is not None else time.monotonic
+    deadline = clock() + timeout_s
     while not holds(st := await agent.status()):
-        if time.monotonic() > deadline:
+        if clock() > deadline:
             raise TimeoutError(st)
-        await asyncio.sleep(period_s)
+        await (paced.pause(period_s) if paced is not None else asyncio.sleep(period_s))
     return st
+
+
+@runtime_checkable
+class Paced(Protocol):
+    """A machine agent that keeps its own time (one over a twin stepped in lockstep)."""
+
+    def clock_s(self) -> float:
+        """The machine's time now (s)."""
+
+    async def pause(self, seconds: float) -> None:
+        """Wait ``seconds`` of the machine's time."""
 
 
 def _values(machine_name: str, spec: CommandSpec, args: Mapping[str, object]) -> dict[str, object]:

@@ -9,9 +9,10 @@ protocol bug, never a logic fork.
 Time: in-process, nothing moves unless someone steps the twin. With ``drive=True`` (the
 default, for a dry run that owns its twin) :meth:`TwinMachineAgent.wait_for_state` steps the
 twin itself, as fast as it can, and ``timeout_s`` counts simulated seconds. With
-``drive=False`` another owner steps the twin (a scenario loop, or the thread of a
-:class:`~sim.live.LiveTwin`) and the agent only watches, with wall-clock timeouts; pass the
-live twin's ``lock`` so every read and command happens between two ticks.
+``drive=False`` another owner steps the twin and the agent only watches: in lockstep (a
+rehearsal's loop), pass ``ticks``, awaited until the owner has stepped, and timeouts count
+simulated seconds; else (the thread of a :class:`~sim.live.LiveTwin`) timeouts count wall-clock
+seconds, and pass the live twin's ``lock`` so every read and command happens between two ticks.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Awaitable, Callable
 from typing import Self
 
 from plant.codec import INT_RANGES, can_alarm, check_write, default_raw, from_raw, tag_alarms
@@ -56,6 +58,7 @@ class TwinMachineAgent:
         *,
         drive: bool = True,
         lock: contextlib.AbstractContextManager[object] | None = None,
+        ticks: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         if name not in twin.plant.machines:
             raise KeyError(f"no machine named {name!r} in plant {twin.plant.name!r}")
@@ -71,6 +74,7 @@ class TwinMachineAgent:
         self._seq = 0
         self._connected = False
         self._lock: contextlib.AbstractContextManager[object] = lock if lock is not None else contextlib.nullcontext()
+        self._ticks = ticks
 
     @property
     def _tm(self) -> TwinMachine:
@@ -188,6 +192,23 @@ class TwinMachineAgent:
             self._memory.update({"command_status": 1, "command_message": ""})
             return self._status()
 
+    def clock_s(self) -> float:
+        """The time waits count (:class:`plant.commands.Paced`): the twin's when it is stepped
+        in lockstep (``drive`` or ``ticks``), else the wall clock's."""
+        return self.twin.time_s if self.drive or self._ticks is not None else time.monotonic()
+
+    async def pause(self, seconds: float) -> None:
+        """Wait ``seconds`` of :meth:`clock_s` (stepping the twin when ``drive``)."""
+        if self.drive:
+            self.twin.step(max(1, round(seconds / self.twin.config.ctrl_dt_s)))
+            await asyncio.sleep(0)
+        elif self._ticks is not None:
+            end = self.twin.time_s + seconds
+            while self.twin.time_s < end:
+                await self._ticks()
+        else:
+            await asyncio.sleep(seconds)
+
     async def wait_for_state(self, states: set[State], timeout_s: float) -> MachineStatus:
         """Wait until the state is one of ``states``: stepping the twin (``drive``; simulated
         seconds) or watching it (wall-clock seconds). ``TimeoutError`` names the last state."""
@@ -198,6 +219,12 @@ class TwinMachineAgent:
             while self._tm.state not in states and self.twin.time_s < end:
                 self.twin.step(ticks)
                 await asyncio.sleep(0)  # let other agents of the dry run take their turn
+        elif self._ticks is not None:
+            # The owner steps the twin in lockstep and says when it has: look after each batch
+            # of ticks, at the twin's time, so a rehearsal runs the same whatever the CPU.
+            end = self.twin.time_s + timeout_s
+            while self._tm.state not in states and self.twin.time_s < end:
+                await self._ticks()
         else:
             # Another owner steps the twin and it has no change callbacks: look once per scan.
             deadline = time.monotonic() + timeout_s

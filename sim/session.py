@@ -211,7 +211,7 @@ def twin_factory(
 
         runtimes = {r: build_runtime(twin, r, peers=peers, on_event=on_event) for r in plant.robots}
         peers.runtimes.update(runtimes)
-        session.machines.update({m: TwinMachineAgent(twin, m, drive=False) for m in plant.machines})
+        session.machines.update({m: TwinMachineAgent(twin, m, drive=False, ticks=clock.wait) for m in plant.machines})
         session.robots.update(runtime_agents(runtimes, clock))
         for agent in session.machines.values():
             await agent.connect()
