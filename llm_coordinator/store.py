@@ -63,6 +63,8 @@ AUDIT_KEY = "audit"
 STATE_DIR_ENV = "ATELIER_STATE_DIR"
 # Any fixed 63-bit number; every writer of one PostgreSQL database takes this advisory lock.
 _PG_AUDIT_LOCK = int.from_bytes(b"atelier!", "big")
+#: The advisory lock under which a process makes the tables and triggers of a new database.
+_PG_SCHEMA_LOCK = _PG_AUDIT_LOCK + 1
 
 _log = logging.getLogger(__name__)
 
@@ -318,7 +320,10 @@ class Store:
         self.engine = create_engine(url, connect_args=connect_args)
         self.clock = clock
         self.where = str(sqlite_file) if sqlite_file is not None else make_url(url).render_as_string(hide_password=True)
-        _Base.metadata.create_all(self.engine)
+        if self.engine.dialect.name == "postgresql":
+            self._postgres_schema()
+        else:
+            _Base.metadata.create_all(self.engine)
         self._add_mac_column()
         if self.engine.dialect.name == "sqlite":
             with self.engine.begin() as conn:
@@ -343,6 +348,26 @@ class Store:
         self._memory_head: dict[str, Any] | None = None
         self._begin_lock = threading.Lock()
         self._head_lock = threading.Lock()
+
+    def _postgres_schema(self) -> None:
+        """Tables, and triggers that refuse to update or delete audit rows, made once under a
+        lock: several processes may open a new database at the same moment."""
+        with self.engine.begin() as conn:
+            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_SCHEMA_LOCK})
+            _Base.metadata.create_all(conn)
+            conn.execute(
+                text(
+                    "CREATE OR REPLACE FUNCTION atelier_audit_append_only() RETURNS trigger LANGUAGE plpgsql AS "
+                    "$$ BEGIN RAISE EXCEPTION 'the audit log is append-only'; END $$"
+                )
+            )
+            for op in ("UPDATE", "DELETE"):
+                conn.execute(
+                    text(
+                        f"CREATE OR REPLACE TRIGGER audit_no_{op.lower()} BEFORE {op} ON audit "
+                        "FOR EACH ROW EXECUTE FUNCTION atelier_audit_append_only()"
+                    )
+                )
 
     def _add_mac_column(self) -> None:
         """Give an audit table made before tags existed its ``mac`` column (old rows keep NULL)."""

@@ -214,8 +214,8 @@ def test_an_in_memory_store_keeps_key_and_head_in_memory() -> None:
     assert store.head_file is None and not store.keys.persistent
 
 
-def test_fifty_threads_append_at_once(tmp_path: Path) -> None:
-    store = _store(tmp_path)
+def test_fifty_threads_append_at_once(db_url: str, tmp_path: Path) -> None:
+    store = Store(db_url, trust_dir=tmp_path / "state" / "trust")
     errors: list[BaseException] = []
     start = threading.Barrier(50)
 
@@ -236,6 +236,7 @@ def test_fifty_threads_append_at_once(tmp_path: Path) -> None:
     report = store.verify_audit()
     assert report.ok, report.problems
     assert report.rows == 150 and report.head is not None and report.head.seq == 150
+    store.engine.dispose()
 
 
 _WRITER = """
@@ -248,8 +249,10 @@ for i in range(int(sys.argv[4])):
 """
 
 
-def test_two_processes_append_to_one_sqlite_file(tmp_path: Path) -> None:
-    db = f"sqlite:///{tmp_path / 'atelier.db'}"
+def test_two_processes_append_to_one_database(db_url: str, tmp_path: Path) -> None:
+    """Two processes write one store at once, a SQLite file or a PostgreSQL database, as
+    several consoles and coordinators of a site do: one intact chain."""
+    db = db_url
     trust = tmp_path / "state" / "trust"
     Store(db, trust_dir=trust).engine.dispose()  # tables made once, as a site does
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
@@ -271,6 +274,7 @@ def test_two_processes_append_to_one_sqlite_file(tmp_path: Path) -> None:
     assert report.ok, report.problems
     assert report.rows == 2 * 61 and report.head is not None and report.head.seq == 122
     assert {r.actor for r in store.audit_rows()} == {"alice", "bob"}
+    store.engine.dispose()
 
 
 def test_audit_verify_command_prints_the_head_and_the_problems(tmp_path: Path) -> None:

@@ -1,8 +1,10 @@
-"""The plan store, the audit chain and the approval gate."""
+"""The plan store, the audit chain and the approval gate, on SQLite and on PostgreSQL (a
+throwaway server, ``tests/_postgres.py``): one code path, the same results."""
 
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -37,6 +39,13 @@ def simple_plan(hazardous: bool = False) -> Plan:
     return Plan(work_order="home the ur5e", mode="intent", steps=steps)
 
 
+@pytest.fixture
+def store(db_url: str, tmp_path: Path) -> Iterator[Store]:
+    s = Store(db_url, trust_dir=tmp_path / "trust")
+    yield s
+    s.engine.dispose()
+
+
 def awaiting(store: Store, plan: Plan) -> int:
     pid = store.create(plan.work_order, "intent")
     store.add_version(pid, plan, [])
@@ -59,9 +68,9 @@ def test_approval_is_bound_to_the_exact_plan(store: Store, demo_plant: PlantDesc
         gate.authorize(pid, changed)
 
 
-def test_an_unused_approval_expires(tmp_path: Path, demo_plant: PlantDescription) -> None:
+def test_an_unused_approval_expires(db_url: str, tmp_path: Path, demo_plant: PlantDescription) -> None:
     clock = Clock()
-    store = Store(f"sqlite:///{tmp_path / 'a.db'}", clock=clock)
+    store = Store(db_url, clock=clock, trust_dir=tmp_path / "trust")
     gate = ApprovalGate(store, demo_plant, ttl_s=60)
     plan = simple_plan()
     pid = awaiting(store, plan)
@@ -69,6 +78,7 @@ def test_an_unused_approval_expires(tmp_path: Path, demo_plant: PlantDescription
     clock.t += 61
     with pytest.raises(NotApproved, match="expired"):
         gate.authorize(pid, plan)
+    store.engine.dispose()
 
 
 def test_hazardous_steps_need_an_operator(store: Store, demo_plant: PlantDescription) -> None:
@@ -125,3 +135,28 @@ def test_status_changes_follow_the_rules(store: Store) -> None:
     pid = store.create("x", "intent")
     with pytest.raises(StoreError, match="cannot become approved"):
         store.set_status(pid, "approved", actor="model")
+
+
+def test_postgres_refuses_to_change_the_log_and_verify_finds_an_edit(
+    postgres_base: str, tmp_path: Path, demo_plant: PlantDescription
+) -> None:
+    """As on SQLite: the database's own triggers refuse an update; someone who drops them and
+    edits a row is found by verify."""
+    import psycopg
+
+    from tests._postgres import fresh_database
+
+    url = fresh_database(postgres_base)
+    store = Store(url, trust_dir=tmp_path / "trust")
+    pid = awaiting(store, simple_plan())
+    ApprovalGate(store, demo_plant).approve(pid, "sam")
+    assert store.verify_audit().ok
+    plain = url.replace("postgresql+psycopg://", "postgresql://", 1)
+    with psycopg.connect(plain) as conn, pytest.raises(psycopg.errors.RaiseException, match="append-only"):
+        conn.execute("UPDATE audit SET actor = 'mallory' WHERE seq = 2")
+    with psycopg.connect(plain) as conn:
+        conn.execute("DROP TRIGGER audit_no_update ON audit")
+        conn.execute("UPDATE audit SET actor = 'mallory' WHERE seq = 2")
+    report = store.verify_audit()
+    assert not report.ok and any("row 2" in p and "edited" in p for p in report.problems)
+    store.engine.dispose()
