@@ -9,10 +9,14 @@ Prints, for one recipe run ``--parts`` times:
   steps per second and real-time factor over the rehearsal's twin time;
 - the rehearsal without frames (skills, robot runtimes and their safety supervisors, the plan
   runner): twin seconds per wall second, and its ratio to the twin alone;
-- the rehearsal with evidence frames: the time to the verdict, and to the frames written.
+- the rehearsal with evidence frames, rendered on a thread beside it (on a second core when
+  there is one): the time to the verdict with the frames written.
 
-The process is pinned to one core and the median of ``--repeats`` is printed, because this
-machine is shared and noisy. ``--profile`` prints the top of a cProfile of one rehearsal.
+The twin alone and the rehearsal without frames are pinned to one core; the median of
+``--repeats`` is printed, because this machine is shared and noisy. ``--profile`` prints the
+top of a cProfile of one rehearsal. ``--many N`` also rehearses the plan N times from perturbed
+starts on 1 and on 2 worker processes (and on a local Ray instance with ``--ray``) and prints
+the scaling, with the check that every way gives the same verdicts.
 """
 
 from __future__ import annotations
@@ -69,9 +73,20 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--profile", action="store_true", help="print a cProfile of one rehearsal without frames")
     ap.add_argument("--no-pin", action="store_true", help="do not pin the process to a core")
+    ap.add_argument("--many", type=int, default=0, metavar="N", help="also N perturbed rehearsals on 1 and 2 workers")
+    ap.add_argument("--ray", action="store_true", help="with --many, also on a local Ray instance of 2 CPUs")
     args = ap.parse_args()
-    if hasattr(os, "sched_setaffinity") and not args.no_pin:
-        os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
+    cores = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set()
+    pin = hasattr(os, "sched_setaffinity") and not args.no_pin
+
+    def one_core() -> None:
+        if pin:
+            os.sched_setaffinity(0, {sorted(cores)[0]})
+
+    def all_cores() -> None:
+        if pin:
+            os.sched_setaffinity(0, cores)
+
     plant = load_plant(args.plant) if args.plant else load_plant()
     plan = _plan(plant, args.recipe, args.parts)
     with tempfile.TemporaryDirectory() as tmp:
@@ -85,6 +100,7 @@ def main() -> None:
         alone, bare, framed, verdict, written = [], [], [], [], []
         sim_s = 0.0
         for k in range(args.repeats):
+            one_core()
             t = time.perf_counter()
             rep = _rehearse(plant, plan, False, out / f"bare_{k}")
             wall = time.perf_counter() - t
@@ -93,6 +109,7 @@ def main() -> None:
             sim_s = rep.observations.sim_time_s
             bare.append(sim_s / wall)
             alone.append(_twin_alone(plant, sim_s))
+            all_cores()
             t = time.perf_counter()
             rep = _rehearse(plant, plan, True, out / f"framed_{k}")
             written.append(time.perf_counter() - t)
@@ -106,9 +123,42 @@ def main() -> None:
     print(f"twin alone                    real-time factor {a:6.1f}")
     print(f"rehearsal, no frames          real-time factor {b:6.1f}   {a / b:5.2f}x the twin alone's time")
     print(
-        f"rehearsal with frames         real-time factor {f:6.1f}   verdict after {statistics.median(verdict):5.1f} s, "
-        f"frames written after {statistics.median(written):5.1f} s"
+        f"rehearsal with frames         real-time factor {f:6.1f}   verdict, frames written, after "
+        f"{statistics.median(verdict):5.1f} s ({statistics.median(written):5.1f} s for the whole call)"
     )
+    if args.many:
+        all_cores()
+        _scaling(plant, plan, args.many, args.ray)
+
+
+def _scaling(plant: PlantDescription, plan: Plan, n: int, ray: bool) -> None:
+    """N perturbed rehearsals on 1 and 2 worker processes (and Ray): wall time and speed-up."""
+    from llm_coordinator.rehearsal import rehearse_many
+
+    ways: list[tuple[str, dict[str, object]]] = [("1 worker", {"workers": 1}), ("2 workers", {"workers": 2})]
+    if ray:
+        ways.append(("Ray, 2 CPUs", {"workers": 2, "ray_address": "local"}))
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, kw in ways:
+            t = time.perf_counter()
+            rep = asyncio.run(
+                rehearse_many(
+                    plant,
+                    plan,
+                    wiring.twin_factory,
+                    Path(tmp) / name.replace(" ", "_"),
+                    n,
+                    render_worst=False,
+                    **kw,  # type: ignore[arg-type]
+                )
+            )
+            results.append((name, time.perf_counter() - t, rep.runs))
+    base = results[0][1]
+    for name, wall, runs in results:
+        same = "same verdicts" if runs == results[0][2] else "DIFFERENT verdicts"
+        ok = sum(1 for r in runs if r["ok"])
+        print(f"{n} perturbed rehearsals on {name:12s} {wall:6.1f} s   {base / wall:4.2f}x   {ok}/{n} clean, {same}")
 
 
 if __name__ == "__main__":
