@@ -13,6 +13,7 @@ live control loops.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import multiprocessing
@@ -375,7 +376,8 @@ async def rehearse_many(
         how = f"Ray at {ray_address}" if ray_address != "local" else f"Ray started here, {workers} CPUs"
     elif workers > 1:
         loop = asyncio.get_running_loop()
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        spawn = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(workers, mp_context=spawn, initializer=_batch_priority) as pool:
             reports = list(await asyncio.gather(*(loop.run_in_executor(pool, _rehearse_in_worker, *a) for a in args)))
         how = f"{workers} processes"
     else:
@@ -420,6 +422,13 @@ class ManyRehearsals:
             start=self.start() if self.start is not None else None,
             timeout_margin=self.timeout_margin,
         )
+
+
+def _batch_priority() -> None:
+    """Perturbed rehearsals are a batch job: their processes yield the CPU (``nice`` 10) to the
+    real-time work of the same host (a live twin, robot runtimes, the console)."""
+    with contextlib.suppress(OSError):
+        os.nice(10)
 
 
 def _name_worst(evidence: Sequence[str], seed: int) -> list[str]:

@@ -62,11 +62,14 @@ if [ -n "$MPLAN" ]; then
   "$BIN/atelier" reject "$MPLAN" --reason "the engineer's reading of this order runs instead (machine_and_inspect, then sort)" \
     --as demo_supervisor --db "$DB"
 fi
+# Rehearsed once as the plant file starts, then from 4 perturbed starts on 2 worker processes
+# (a person's timing and path, belt speed, part positions): the risk figures go on the approval card.
 "$BIN/atelier" plan --reading plants/examples/machine_inspect_sort.yaml --order "$ORDER" --db "$DB" \
-  --evidence "$OUT/evidence" --json > "$OUT/compound_order.json"
+  --evidence "$OUT/evidence" --rehearsals 4 --workers 2 --json > "$OUT/compound_order.json"
 PLAN=$("$BIN/python" -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d["plan_id"]); \
   print("   plan", d["plan_id"], d["status"], "decisions:", [x["condition"] for x in d["decisions"]], file=sys.stderr)' \
   "$OUT/compound_order.json")
+"$BIN/atelier" show "$PLAN" --db "$DB" | grep "risk:" || true
 "$BIN/atelier" approve "$PLAN" --as demo_supervisor --db "$DB"
 for step in $("$BIN/atelier" show "$PLAN" --json --db "$DB" | "$BIN/python" -c \
     'import json,sys; d=json.load(sys.stdin); print(" ".join(s["id"] for s in d["steps"] if s.get("hazardous")))'); do
