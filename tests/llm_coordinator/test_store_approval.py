@@ -4,10 +4,12 @@ throwaway server, ``tests/_postgres.py``): one code path, the same results."""
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from sqlalchemy import make_url
 
 from llm_coordinator.approval import ApprovalGate, NotApproved
 from llm_coordinator.plan import Plan, Step
@@ -107,25 +109,39 @@ def test_rejection_needs_a_reason_and_is_final(store: Store, demo_plant: PlantDe
     assert "rejection: the cell is being cleaned" in store.recent_feedback()
 
 
-def test_audit_verify_detects_an_edited_and_a_deleted_row(tmp_path: Path, demo_plant: PlantDescription) -> None:
-    db = tmp_path / "audit.db"
-    store = Store(f"sqlite:///{db}")
+def _raw(url: str) -> tuple[Callable[[], Any], type[Exception], str]:
+    """What someone with the database does, past the store: (connect, the error a trigger
+    raises, the tail of DROP TRIGGER) for a SQLite file or a PostgreSQL database."""
+    if url.startswith("sqlite"):
+        path = make_url(url).database
+        return (lambda: sqlite3.connect(str(path))), sqlite3.DatabaseError, ""
+    import psycopg
+
+    plain = url.replace("postgresql+psycopg://", "postgresql://", 1)
+    return (lambda: psycopg.connect(plain)), psycopg.errors.RaiseException, " ON audit"
+
+
+def test_audit_verify_detects_an_edited_and_a_deleted_row(
+    db_url: str, tmp_path: Path, demo_plant: PlantDescription
+) -> None:
+    store = Store(db_url, trust_dir=tmp_path / "trust")
     gate = ApprovalGate(store, demo_plant)
     pid = awaiting(store, simple_plan())
     gate.approve(pid, "sam")
     report = store.verify_audit()
     assert report.ok and report.rows >= 6
-    # The store itself refuses to change the log.
-    with sqlite3.connect(db) as conn, pytest.raises(sqlite3.DatabaseError, match="append-only"):
+    connect, refused, on = _raw(db_url)
+    # The database itself refuses to change the log.
+    with connect() as conn, pytest.raises(refused, match="append-only"):
         conn.execute("UPDATE audit SET actor = 'mallory' WHERE seq = 2")
-    # Someone with the file drops the trigger and edits a row: verify finds it.
-    with sqlite3.connect(db) as conn:
-        conn.execute("DROP TRIGGER audit_no_update")
+    # Someone with the database drops the trigger and edits a row: verify finds it.
+    with connect() as conn:
+        conn.execute(f"DROP TRIGGER audit_no_update{on}")
         conn.execute("UPDATE audit SET actor = 'mallory' WHERE seq = 2")
     report = store.verify_audit()
     assert not report.ok and any("row 2" in p and "edited" in p for p in report.problems)
-    with sqlite3.connect(db) as conn:
-        conn.execute("DROP TRIGGER audit_no_delete")
+    with connect() as conn:
+        conn.execute(f"DROP TRIGGER audit_no_delete{on}")
         conn.execute("DELETE FROM audit WHERE seq = 4")
     assert any("row 4: missing" in p for p in store.verify_audit().problems)
     store.engine.dispose()
@@ -135,28 +151,3 @@ def test_status_changes_follow_the_rules(store: Store) -> None:
     pid = store.create("x", "intent")
     with pytest.raises(StoreError, match="cannot become approved"):
         store.set_status(pid, "approved", actor="model")
-
-
-def test_postgres_refuses_to_change_the_log_and_verify_finds_an_edit(
-    postgres_base: str, tmp_path: Path, demo_plant: PlantDescription
-) -> None:
-    """As on SQLite: the database's own triggers refuse an update; someone who drops them and
-    edits a row is found by verify."""
-    import psycopg
-
-    from tests._postgres import fresh_database
-
-    url = fresh_database(postgres_base)
-    store = Store(url, trust_dir=tmp_path / "trust")
-    pid = awaiting(store, simple_plan())
-    ApprovalGate(store, demo_plant).approve(pid, "sam")
-    assert store.verify_audit().ok
-    plain = url.replace("postgresql+psycopg://", "postgresql://", 1)
-    with psycopg.connect(plain) as conn, pytest.raises(psycopg.errors.RaiseException, match="append-only"):
-        conn.execute("UPDATE audit SET actor = 'mallory' WHERE seq = 2")
-    with psycopg.connect(plain) as conn:
-        conn.execute("DROP TRIGGER audit_no_update ON audit")
-        conn.execute("UPDATE audit SET actor = 'mallory' WHERE seq = 2")
-    report = store.verify_audit()
-    assert not report.ok and any("row 2" in p and "edited" in p for p in report.problems)
-    store.engine.dispose()
