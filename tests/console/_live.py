@@ -13,6 +13,7 @@ from typing import Any
 
 import uvicorn
 
+from llm_coordinator.config import CoordinatorConfig
 from llm_coordinator.console.auth import UserStore
 from llm_coordinator.console.wiring import ConsoleSite, build_site
 from plant.config import PlantDescription
@@ -54,7 +55,9 @@ def uvicorn_thread(app: Any, *, join_s: float = 10.0, **config: Any) -> Iterator
 
 
 @contextmanager
-def serve_console(plant: PlantDescription, tmp: Path, *, render_rehearsals: bool = False) -> Iterator[LiveConsole]:
+def serve_console(
+    plant: PlantDescription, tmp: Path, *, render_rehearsals: bool = False, config: CoordinatorConfig | None = None
+) -> Iterator[LiveConsole]:
     """Serve the console as ``atelier console`` does (the embedded model, the coordinator, a live
     twin driven by the robots' runtimes); users erin/sam/olga exist with :data:`PASSWORD`."""
     site = build_site(
@@ -63,6 +66,7 @@ def serve_console(plant: PlantDescription, tmp: Path, *, render_rehearsals: bool
         tmp / "state",
         evidence_dir=tmp / "evidence",
         render_rehearsals=render_rehearsals,
+        config=config,
     )
     users: UserStore = site.app.state.users
     users._hasher = FAST_HASHER  # cheap hashes in tests

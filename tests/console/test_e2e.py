@@ -278,3 +278,32 @@ def _page_latencies(live: LiveConsole, page: object, samples: int = 6) -> list[f
             time.sleep(0.01)
     assert out, "insp_1 was busy; no latency measured"
     return out
+
+
+def test_the_plan_page_shows_the_risk_of_perturbed_rehearsals(
+    browser: object, demo_plant: PlantDescription, tmp_path: Path, shots: Path
+) -> None:
+    """A console configured for 3 perturbed rehearsals on 2 processes: the supervisor reads the
+    success rate, the closest approach against the protective distance and the makespan on the
+    plan page, and the worst run's frames are among the evidence."""
+    from llm_coordinator.config import CoordinatorConfig
+
+    config = CoordinatorConfig(rehearsals=3, rehearsal_workers=2)
+    with serve_console(demo_plant, tmp_path, render_rehearsals=True, config=config) as live:
+        erin = _login(browser, live, "erin")
+        erin.goto("/work-orders")
+        erin.select_option("#wo-recipe", "machine_part")
+        erin.fill("#wo-text", "machine one blank and sort it")
+        erin.click("#wo-submit")
+        erin.wait_for_url("**/work-orders/*")
+        assert _wait_job(erin, 600) == "awaiting approval", erin.inner_text("#job")
+        erin.click("#open-plan")
+        erin.wait_for_url("**/plans/*")
+        sam = _login(browser, live, "sam")
+        sam.goto(erin.url)
+        risk = sam.inner_text("#risk")
+        assert "3 of 3 perturbed rehearsals clean (100%), on 2 processes" in risk, risk
+        assert "closest approach of a person to a robot" in risk and "ISO/TS 15066" in risk
+        assert "makespan p50" in risk and "worst run: seed" in risk
+        assert sam.query_selector("img[alt^='rehearsal frame worst_seed']") is not None
+        sam.locator("#rehearsal").screenshot(path=str(shots / "plan_risk.png"))
