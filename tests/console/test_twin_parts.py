@@ -32,8 +32,11 @@ def test_a_recipe_without_blanks_is_refused_before_its_rehearsal(demo_plant: Pla
         page = client.get("/plant").text
         assert 'id="plant-mode" data-mode="twin"' in page and "nothing real moves" in page
         assert client.get("/api/plant").json()["mode"] == "twin"
-        # Both blanks of the plant file went to the output bin in earlier runs.
-        used = {"part_1": (3.96, 1.59, 0.80), "part_2": (3.91, 1.64, 0.79)}
+        # Every blank of the plant file (on the belt and in the magazine) went to the output bin
+        # in earlier runs.
+        spots = demo_plant.bins()["output_bin"].spots_m(0.06, 0.03)
+        blanks = [n for n, p in demo_plant.parts.items() if p.type == "blank_al"]
+        used = {n: (x, y, z + 0.03) for n, (x, y, z) in zip(blanks, spots, strict=True)}
         live.site.live.submit(lambda t: _put(t, used)).result(10)
         job = client.post("/api/work-orders", json={"recipe": "machine_part"}).json()
         end = time.monotonic() + 30
