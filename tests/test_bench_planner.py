@@ -155,3 +155,31 @@ def test_the_order_files_load_with_an_id_and_a_split(plant: str) -> None:
     assert test and all(o["split"] == "test" for o in test)
     assert len(bp.select(orders, "all")) == len(orders)
     assert len(bp.select(orders, "dev", limit=3)) == 3
+
+
+@pytest.mark.slow
+def test_orders_dealt_to_two_processes_get_the_verdicts_of_a_serial_run(tmp_path: Path) -> None:
+    """The scenario suite with the embedded model and the real twin, serially and dealt to two
+    worker processes: the same rows, order by order."""
+    import json
+    import subprocess
+
+    def run(name: str, *extra: str) -> list[dict[str, Any]]:
+        out = tmp_path / f"{name}.json"
+        cmd = [sys.executable, str(ROOT / "bench" / "bench_planner.py"), "--plants", "demo_cell", "--split", "dev"]
+        r = subprocess.run(
+            [*cmd, "--limit", "4", "--json", str(out), *extra],
+            capture_output=True,
+            text=True,
+            timeout=900,
+            check=False,
+            cwd=tmp_path,
+        )
+        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+        return list(json.loads(out.read_text(encoding="utf-8"))["rows"])
+
+    serial = run("serial")
+    spread = run("spread", "--workers", "2")
+    keys = ("id", "status", "verdict", "rehearsal_ok", "steps", "reading")
+    assert [{k: r[k] for k in keys} for r in spread] == [{k: r[k] for k in keys} for r in serial]
+    assert len(serial) == 4
