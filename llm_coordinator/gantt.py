@@ -56,3 +56,36 @@ def write_gantt(bars: Sequence[Bar], path: Path | str, title: str = "") -> Path:
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def write_separation_plot(rows: Sequence[dict[str, object]], path: Path | str, title: str = "") -> Path:
+    """One bar per perturbed rehearsal (by seed): the closest a person came to a robot, against
+    the protective separation distance of that moment (a tick on each bar; ISO/TS 15066); runs
+    inside it, or failed, in red. Saves a PNG; returns the path."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(8, 3.2), dpi=100)
+    xs = list(range(len(rows)))
+    for x, r in zip(xs, rows, strict=True):
+        near = r.get("closest_m")
+        protective = float(r.get("closest_protective_m") or 0.0)  # type: ignore[arg-type]
+        if not isinstance(near, int | float):
+            ax.text(x, 0.02, "nobody near", rotation=90, ha="center", va="bottom", fontsize=7)
+            continue
+        bad = not r.get("ok") or near < protective
+        ax.bar(x, near, color=_COLOURS["failed"] if bad else _COLOURS["done"], width=0.7)
+        ax.plot([x - 0.35, x + 0.35], [protective, protective], color="black", linewidth=2)
+    ax.set_xticks(xs)
+    ax.set_xticklabels([str(r.get("seed")) for r in rows], fontsize=7)
+    ax.set_xlabel("perturbed start (seed)")
+    ax.set_ylabel("closest approach (m)")
+    ax.set_title(safe_text(title, 100) or "closest approach per run; black: protective separation distance", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path

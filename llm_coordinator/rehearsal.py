@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from llm_coordinator.executor import MemoryProgress, PlanRunner
-from llm_coordinator.gantt import write_gantt
+from llm_coordinator.gantt import write_gantt, write_separation_plot
 from llm_coordinator.plan import Plan
 from plant.config import PlantDescription
 from plant.interface import MachineAgent
@@ -385,12 +385,14 @@ async def rehearse_many(
         how = "one process"
     rows = [_run_row(s, r) for s, r in zip(seeds, reports, strict=True)]
     worst = _worst(rows)
-    evidence: list[str] = []
+    title = f"{runs} perturbed rehearsals: closest approach per run; black: the protective separation distance"
+    plot = await asyncio.to_thread(write_separation_plot, rows, out / "risk_separation.png", title)
+    evidence: list[str] = [str(plot)]
     if worst is not None and render_worst:
         again = await asyncio.to_thread(
             _rehearse_in_worker, make_factory, plant, plan, str(out / "worst"), timeout_margin, True, start, worst
         )
-        evidence = await asyncio.to_thread(_name_worst, again.evidence, worst)
+        evidence += await asyncio.to_thread(_name_worst, again.evidence, worst)
     return RiskReport(rows, worst, evidence, time.monotonic() - t0, how)
 
 

@@ -306,4 +306,5 @@ def test_the_plan_page_shows_the_risk_of_perturbed_rehearsals(
         assert "closest approach of a person to a robot" in risk and "ISO/TS 15066" in risk
         assert "makespan p50" in risk and "worst run: seed" in risk
         assert sam.query_selector("img[alt^='rehearsal frame worst_seed']") is not None
+        assert sam.query_selector("img[alt='rehearsal frame risk_separation.png']") is not None
         sam.locator("#rehearsal").screenshot(path=str(shots / "plan_risk.png"))

@@ -64,6 +64,7 @@ async def test_the_same_seeds_give_the_same_verdicts_serial_and_on_two_processes
     assert s["worst_seed"] in (10, 11, 12)
     assert any(Path(e).name.startswith(f"worst_seed{s['worst_seed']}_") for e in s["evidence"])
     assert all(os.path.isfile(e) for e in s["evidence"])  # noqa: ASYNC240 (a test's check)
+    assert Path(s["evidence"][0]).name == "risk_separation.png"  # the plot of every run's closest approach
     assert any("perturbed rehearsals clean" in line for line in risk_lines(s))
 
 
