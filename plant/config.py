@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -91,6 +92,16 @@ class Bin(Model):
 
     #: Walls and floor of a bin, as the twin builds it (m).
     WALL_M: ClassVar[float] = 0.01
+
+    def holds(self, xyz_m: Sequence[float]) -> bool:
+        """Whether a part's centre at ``xyz_m`` (cell frame) lies in the bin: within its
+        footprint and between its floor and a little above its rim."""
+        x, y, z = (float(v) for v in xyz_m)
+        bx, by, bz = self.pose.xyz_m
+        c, s = math.cos(self.pose.rpy_rad[2]), math.sin(self.pose.rpy_rad[2])
+        u, v = c * (x - bx) + s * (y - by), -s * (x - bx) + c * (y - by)
+        inside = abs(u) <= self.size_m[0] / 2 and abs(v) <= self.size_m[1] / 2
+        return inside and bz - 0.01 <= z <= bz + self.size_m[2] + 0.1
 
     def spots_m(self, side_m: float, gap_m: float) -> list[tuple[float, float, float]]:
         """Where parts of a footprint ``side_m`` across go down side by side, ``gap_m`` apart and

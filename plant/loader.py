@@ -284,7 +284,7 @@ def check_references(plant: PlantDescription) -> list[tuple[PathT, str]]:
     for name, m in plant.machines.items():
         feeder = m.belt.feeder if m.belt is not None else None
         if feeder is not None and (feeder not in bins or bins[feeder].role != "input"):
-            what = f"a {bins[feeder].role} bin" if feeder in bins else "not a bin"
+            what = f"a bin of role {bins[feeder].role}" if feeder in bins else "not a bin"
             bad.append((("machines", name, "belt", "feeder"), f"{feeder!r} is {what}; a feeder is an input bin"))
 
     for rname, recipe in plant.recipes.items():

@@ -54,14 +54,7 @@ def _in_feeder(plant: PlantDescription, conveyor: str, xyz: tuple[float, float, 
     """The part lies in the bin that feeds the conveyor's belt (its magazine)."""
     belt = plant.machines[conveyor].belt
     b = plant.bins().get(belt.feeder) if belt is not None and belt.feeder is not None else None
-    if b is None:
-        return False
-    bx, by, bz = b.pose.xyz_m
-    c, s = np.cos(b.pose.rpy_rad[2]), np.sin(b.pose.rpy_rad[2])
-    dx, dy = xyz[0] - bx, xyz[1] - by
-    u, v = c * dx + s * dy, -s * dx + c * dy
-    inside = abs(u) <= b.size_m[0] / 2 and abs(v) <= b.size_m[1] / 2
-    return bool(inside and bz - 0.01 <= xyz[2] <= bz + b.size_m[2] + 0.1)
+    return b is not None and b.holds(xyz)
 
 
 def missing_parts(

@@ -761,18 +761,9 @@ class Twin:
     def part_in_bin(self, name: str) -> str | None:
         """The first part (in the plant file's order) lying in bin ``name``, held by no robot."""
         b = self.plant.bins()[name]
-        bx, by, bz = b.pose.xyz_m
-        c, s = math.cos(b.pose.rpy_rad[2]), math.sin(b.pose.rpy_rad[2])
         held = {self.held_part(r) for r in self._robots}
         for part, body in self._part_bodies.items():
-            x, y, z = self.data.xpos[body]
-            u, v = c * (x - bx) + s * (y - by), -s * (x - bx) + c * (y - by)
-            if (
-                part not in held
-                and abs(u) <= b.size_m[0] / 2
-                and abs(v) <= b.size_m[1] / 2
-                and bz <= z <= bz + b.size_m[2] + 0.1
-            ):
+            if part not in held and b.holds(self.data.xpos[body]):
                 return part
         return None
 
