@@ -533,6 +533,12 @@ class Store:
         row edited, missing, out of order, written without the key, and a missing tail."""
         problems: list[str] = []
         notes: list[str] = []
+        # The head first, then the rows: a writer anchors its head after its commit, so a head
+        # read before the rows never runs ahead of them, even while people keep working.
+        try:
+            anchored: dict[str, Any] | ValueError | None = self._read_head()
+        except ValueError as exc:
+            anchored = exc
         rows = self.audit_rows()
         key_problem = ""
         try:
@@ -567,17 +573,20 @@ class Store:
             problems.append(f"the rows' tags cannot be checked: {key_problem}")
         if untagged:
             notes.append(f"rows 1 to {untagged} were written before audit tags; the chain alone protects them")
-        head = self._verify_head(rows, key, problems, notes)
+        head = self._verify_head(anchored, rows, key, problems, notes)
         return AuditReport(not problems, len(rows), tuple(problems), head, tuple(notes))
 
     def _verify_head(
-        self, rows: Sequence[AuditRow], key: bytes | None, problems: list[str], notes: list[str]
+        self,
+        data: dict[str, Any] | ValueError | None,
+        rows: Sequence[AuditRow],
+        key: bytes | None,
+        problems: list[str],
+        notes: list[str],
     ) -> AuditHead | None:
         where = str(self.head_file) if self.head_file is not None else "memory"
-        try:
-            data = self._read_head()
-        except ValueError as exc:
-            problems.append(f"{exc}; a deleted tail cannot be ruled out")
+        if isinstance(data, ValueError):
+            problems.append(f"{data}; a deleted tail cannot be ruled out")
             return None
         last = rows[-1].seq if rows else 0
         if data is None:
