@@ -226,12 +226,17 @@ def estop_cmd(
     plant_file: PlantOpt = None,
     state_dir: StateOpt = DEFAULT_STATE,
     domain_id: DomainOpt = None,
+    wait_s: Annotated[
+        float, typer.Option(help="how long to wait for the runtime to answer before tripping its latch file")
+    ] = 3.0,
 ) -> None:
     """Trip the robot's e-stop (through its runtime, else in its latch file)."""
     from robots.safety import EstopLatch, latch_file
 
     _plant(plant_file, robot)
-    msg = _trigger(robot, "estop", domain_id, 3.0)
+    if not wait_s > 0:
+        _fail(f"--wait-s must be a positive number of seconds, not {wait_s}")
+    msg = _trigger(robot, "estop", domain_id, wait_s)
     if msg is None:
         EstopLatch(latch_file(state_dir, robot)).trip("e-stop from the command line", "cli")
         msg = "no runtime answered; latch file tripped"

@@ -303,12 +303,13 @@ def test_estop_survives_restarts_until_operator_reset(
     env = dict(os.environ, ATELIER_STATE_DIR=str(state_dir))
     cli = [sys.executable, "-m", "llm_coordinator.cli_robot"]
     out = subprocess.run(
-        [*cli, "estop", "ur5e_1", "--state-dir", str(state_dir), "--db", db],
+        # A loaded machine may take seconds to discover the runtime's service: wait for it.
+        [*cli, "estop", "ur5e_1", "--state-dir", str(state_dir), "--db", db, "--wait-s", "20"],
         cwd=ROOT,
         capture_output=True,
         text=True,
         env=env,
-        timeout=60,
+        timeout=90,
     )
     assert out.returncode == 0 and "latched" in out.stdout, out
     # The coordinator asks, is refused; it restarts (a new process) and is refused again.
