@@ -33,11 +33,13 @@ def _register_subcommands() -> None:
     from llm_coordinator.cli_policy import policy_app
     from llm_coordinator.cli_robot import robot_app
     from llm_coordinator.cli_twin import twin_app
+    from llm_coordinator.cli_vision import vision_app
 
     app.add_typer(twin_app, name="twin", help="Run the twin live: machines served over OPC-UA and Modbus TCP.")
     app.add_typer(policy_app, name="policy", help="Train, evaluate and export robot control policies.")
     app.add_typer(model_app, name="model", help="Tune the plant's own model, and show which version it runs.")
     app.add_typer(robot_app, name="robot", help="The on-robot runtime, and the operator's e-stop commands.")
+    app.add_typer(vision_app, name="vision", help="Train and evaluate the inspection camera's vision model.")
     cli_plan.register(app)
     cli_console.register(app)
 

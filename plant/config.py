@@ -383,6 +383,20 @@ class Belt(Model):
     )
 
 
+class Vision(Model):
+    """How an inspection machine judges a part: a camera and a vision model (atelier vision)."""
+
+    model: str = Field(
+        description="a vision checkpoint: the name of one shipped in policies/checkpoints, or a folder's path"
+    )
+    camera: Annotated[str, Field(pattern=r"^(twin|ros2:/\S+|files:\S+)$")] = Field(
+        default="twin",
+        description="twin (the twin's camera at the station), ros2:/topic (sensor_msgs/Image) or files:folder "
+        "(the newest image file in it)",
+    )
+    timeout_s: PositiveFloat = Field(default=2.0, description="longest wait for an image before the inspection fails")
+
+
 class MachineBase(Model):
     """What every machine has, whatever protocol it speaks."""
 
@@ -398,10 +412,13 @@ class MachineBase(Model):
     commands: dict[Name, CommandDecl] = Field(
         default_factory=dict, description="commands this machine declares beyond the standard ones (plant.commands)"
     )
+    vision: Vision | None = Field(default=None, description="an inspection machine's camera and vision model")
     description: str = ""
 
     @model_validator(mode="after")
     def _conveyor_has_belt(self) -> MachineBase:
+        if self.vision is not None and self.kind != "inspection":
+            raise ValueError(f"only an inspection machine has vision, not a {self.kind}")
         if self.kind == "conveyor" and self.belt is None:
             raise ValueError("a conveyor needs a belt (length_m, width_m, height_m, speed_m_s)")
         if self.kind != "conveyor" and self.belt is not None:
@@ -652,13 +669,34 @@ class Person(Model):
 # --------------------------------------------------------------------------- parts and recipes
 
 
+#: The defects a part type may declare. The twin draws each on the part's underside (the face an
+#: upward-looking inspection camera sees): a scratch, a crack, a chipped edge, a missing hole (parts
+#: of a type that declares it have a hole; a defective one lacks it), or the wrong colour.
+DEFECT_KINDS = ("scratch", "crack", "chipped_edge", "missing_hole", "wrong_colour")
+DefectKind = Literal["scratch", "crack", "chipped_edge", "missing_hole", "wrong_colour"]
+
+
 class PartType(Model):
-    """A kind of part: a box of ``size_m`` weighing ``mass_kg``."""
+    """A kind of part: a box of ``size_m`` weighing ``mass_kg``, with the defects it may have."""
 
     size_m: PositiveVec3
     mass_kg: PositiveFloat
     color_rgba: tuple[float, float, float, float] = (0.8, 0.5, 0.1, 1.0)
+    defects: list[DefectKind] = Field(
+        default_factory=list, description="defects a part of this type may have: " + ", ".join(DEFECT_KINDS)
+    )
+    defect_rate: Annotated[float, Field(ge=0.0, le=1.0)] = Field(
+        default=0.0, description="share of parts with a defect (each part's is drawn from the twin's seed)"
+    )
     description: str = ""
+
+    @model_validator(mode="after")
+    def _defects(self) -> PartType:
+        if len(set(self.defects)) != len(self.defects):
+            raise ValueError("a defect is listed twice")
+        if self.defect_rate > 0 and not self.defects:
+            raise ValueError("defect_rate needs the defects a part may have")
+        return self
 
 
 class Part(Model):
@@ -666,6 +704,10 @@ class Part(Model):
 
     type: Name
     at: Name = Field(description="a location or bin name")
+    defect: DefectKind | Literal["none"] | None = Field(
+        default=None,
+        description="the part's defect, or none; left out, the twin draws it at its type's defect_rate",
+    )
 
 
 class RecipeParam(Model):
@@ -753,6 +795,14 @@ class PlantDescription(Model):
     recipes: dict[Name, Recipe] = Field(default_factory=dict)
 
     # Lookups used by the twin, the planner and the guardrails.
+    def inspection_view(self, machine: str) -> tuple[str, Pose] | None:
+        """Where a part is shown to ``machine``: its station's first location (name and pose),
+        or None when the machine has no station location."""
+        station = self.machines[machine].station
+        locs = self.stations[station].locations if station in self.stations else {}
+        first = next(iter(locs.items()), None)
+        return None if first is None else (first[0], first[1].pose)
+
     def locations(self) -> dict[str, Pose]:
         """Every named pose of the plant: station locations and bins (by their own names)."""
         out: dict[str, Pose] = {}

@@ -455,11 +455,10 @@ class SkillPlanner:
         machine = args.get("machine")
         if not isinstance(machine, str) or machine not in self.plant.machines:
             raise SkillError(f"unknown machine {machine!r}")
-        station = self.plant.machines[machine].station
-        locs = self.plant.stations[station].locations if station in self.plant.stations else {}
-        if not locs:
+        view = self.plant.inspection_view(machine)
+        if view is None:
             raise SkillError(f"machine {machine} has no station location to present a part at")
-        name = next(iter(locs))
+        name = view[0]
         q = self.solve(self._location(name), self._seeds(ctx), f"location {name}")
         return SkillPlan([Move(q, f"present at {name}"), Dwell(0.5, "hold for inspection")], ctx.holding)
 

@@ -6,10 +6,13 @@ Naming in the compiled model (so other code can find things without guessing):
   and actuators under ``R/tool/``, the grip point site ``R/tool/grip_site``;
 - machine ``M``: body ``M``, door body ``M/door`` on joint ``M/door`` with actuator ``M/door``,
   status lamp geom ``M/lamp``; a conveyor's belt geom ``M/belt`` (moved by its surface velocity);
-- part ``P``: free body ``P``; person ``H``: mocap body ``H``; zone ``Z``: geom ``zone/Z``;
+- part ``P``: free body ``P`` with box geom ``P``, its defects' hidden marks (:mod:`sim.defects`);
+  person ``H``: mocap body ``H``; zone ``Z``: geom ``zone/Z``;
 - grasp of part ``P`` by robot ``R``: weld equality ``R/grasp/P`` between the body of the
   grip site and the part, inactive until the twin attaches the part to a closing gripper;
-- cameras ``overview``, ``top``, ``robots``.
+- cameras ``overview``, ``top``, ``robots``; an inspection machine ``M`` with a station
+  location has camera ``M/camera`` on its table, looking up at a part presented there (its
+  underside), lit by the spot light ``M/light``.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from plant.config import BoxShape, CylinderShape, PlantDescription, Pose
 from sim._types import FloatArray, IntArray
 from sim.assets import ROBOT_ASSETS, TOOL_ASSETS, robot_file, tool_file
 from sim.config import TwinConfig
+from sim.defects import add_defect_geoms
 
 G = mujoco.mjtGeom
 
@@ -173,6 +177,7 @@ def build_spec(plant: PlantDescription, config: TwinConfig) -> mujoco.MjSpec:
             _add_conveyor(wb, mname, machine)
         elif machine.kind == "inspection":
             _add_inspection(wb, mname, machine)
+            _add_inspection_camera(wb, mname, plant)
         else:
             _add_enclosed_machine(wb, mname, machine)
     for bname, b in plant.bins().items():
@@ -194,6 +199,7 @@ def build_spec(plant: PlantDescription, config: TwinConfig) -> mujoco.MjSpec:
             friction=[1.0, 0.01, 0.001],
         )
         g.contype = g.conaffinity = STATIC | DYNAMIC
+        add_defect_geoms(body, pname, pt)
     for rname, robot in plant.robots.items():
         grip_body = f"{rname}/tool/{_grip_body(robot.tool.model)}"
         for pname in plant.parts:
@@ -402,6 +408,38 @@ def _add_inspection(wb: mujoco.MjsBody, name: str, m: object) -> None:
         rgba=[0.5, 0.5, 0.5, 1],
         contype=0,
         conaffinity=0,
+    )
+
+
+def _add_inspection_camera(wb: mujoco.MjsBody, name: str, plant: PlantDescription) -> None:
+    """The machine's camera on its table top under the station's view point, looking up at the
+    underside of a part presented there, framing the largest part type; a spot light beside it."""
+    view = plant.inspection_view(name)
+    if view is None or not plant.part_types:
+        return
+    m = plant.machines[name]
+    vx, vy, vz = view[1].xyz_m
+    top = m.pose.xyz_m[2] + m.size_m[2]
+    lens = top + 0.02
+    widest = max(max(t.size_m[:2]) for t in plant.part_types.values())
+    tallest = max(t.size_m[2] for t in plant.part_types.values())
+    distance = vz - tallest / 2 - lens
+    if distance <= 0.02:
+        return  # the view point sits on the table: no room to look up at a part
+    body = wb.add_body(name=f"{name}/camera_mount", pos=[vx, vy, top])
+    body.add_geom(
+        name=f"{name}/lens", type=G.mjGEOM_CYLINDER, pos=[0, 0, 0.01], size=[0.025, 0.01, 0], rgba=[0.05, 0.05, 0.06, 1]
+    ).contype = 0
+    # A camera looks along its -z: turned half a turn about x, it looks up.
+    fovy = math.degrees(2 * math.atan(0.8 * widest / distance))
+    wb.add_camera(name=f"{name}/camera", pos=[vx, vy, lens], quat=[0, 1, 0, 0], fovy=min(fovy, 90.0))
+    wb.add_light(
+        name=f"{name}/light",
+        pos=[vx + 0.05, vy, lens],
+        dir=[-0.2, 0, 1],
+        castshadow=False,
+        diffuse=[0.7, 0.7, 0.7],
+        cutoff=70,
     )
 
 

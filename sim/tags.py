@@ -30,6 +30,8 @@ TWIN_VALUES: dict[str, Callable[[TwinMachine], TagValue]] = {
     "part_at_end": lambda tm: tm.part_at_end(),
     "spindle_speed": lambda tm: tm.spindle_speed_rpm,
     "result": lambda tm: tm.inspection_result,
+    "defect": lambda tm: tm.defect_code,
+    "confidence": lambda tm: tm.confidence,
 }
 
 

@@ -31,6 +31,7 @@ from sim._types import FloatArray, IntArray
 from sim.assets import TOOL_ASSETS
 from sim.builder import build_spec
 from sim.config import TwinConfig
+from sim.defects import PartMarks, show_defect
 
 #: Lamp colours by state, as on a stack light: green running, amber held/stopped, red fault.
 _LAMP = {
@@ -124,6 +125,8 @@ class TwinMachine:
             self._belt_start_x = m.pose.xyz_m[0] - m.belt.length_m / 2
             self._feeder = m.belt.feeder
         self.inspection_result = 0  # 0 none, 1 pass, 2 fail
+        self.defect_code = 0  # the defect judged (sim.vision.defect_code): 0 none
+        self.confidence = 0.0  # in the verdict, 0..1
         self._shown: State | None = None
         self.spindle_speed_rpm = 0.0
 
@@ -204,9 +207,13 @@ class TwinMachine:
             self.spindle_speed_rpm = 8000.0 if state == State.EXECUTE else 0.0
         if self.kind == "inspection":
             if state == State.STARTING:
-                self.inspection_result = 0
+                self.inspection_result, self.defect_code, self.confidence = 0, 0, 0.0
             elif state == State.COMPLETING:
-                self.inspection_result = 1 if self._twin.rng.random() > self._twin.inspection_fail_rate else 2
+                try:
+                    self.inspection_result, self.defect_code, self.confidence = self._twin.judge(self.name)
+                except Exception as exc:  # VisionError, or a model that cannot run: fault, judge nothing
+                    self._twin.events.append(TwinEvent(self._twin.time_s, self.name, f"inspection failed: {exc}"))
+                    self.state_model.fault(110, f"inspection failed: {exc}"[:250])
         if self._lamp >= 0:
             self._twin.model.geom_rgba[self._lamp] = _lamp(state)
 
@@ -220,6 +227,8 @@ class MachineCapture:
     belt_setpoint_m_s: float
     inspection_result: int
     spindle_speed_rpm: float
+    defect_code: int = 0
+    confidence: float = 0.0
 
 
 @dataclass
@@ -357,9 +366,7 @@ class Twin:
     inside the physics steps of the next tick.
     """
 
-    def __init__(
-        self, plant: PlantDescription, config: TwinConfig | None = None, inspection_fail_rate: float = 0.1
-    ) -> None:
+    def __init__(self, plant: PlantDescription, config: TwinConfig | None = None) -> None:
         self.plant = plant
         self.config = config or TwinConfig()
         self.model = compiled_model(plant, self.config)
@@ -368,7 +375,9 @@ class Twin:
             # Belts start still, so the compiler saw no surface velocity; switch it on.
             self.model.flg_surfacevel = 1
         self.rng = np.random.default_rng(self.config.seed)
-        self.inspection_fail_rate = inspection_fail_rate
+        self.defects = self._draw_defects()
+        self.inspections: list[Any] = []  # sim.vision.Inspection, one per part a vision model judged
+        self._inspectors: dict[str, Any] = {}
         self._substeps = self.config.substeps
         self._robots = {name: self._robot_handles(name) for name in plant.robots}
         self.machines: dict[str, TwinMachine] = {}
@@ -389,6 +398,58 @@ class Twin:
         self.reset()
 
     # ------------------------------------------------------------------ set-up
+
+    def _draw_defects(self) -> dict[str, str | None]:
+        """Each part's defect: the plant file's when it names one, else drawn at its type's
+        defect_rate from the twin's seed (a stream of its own: the twin's other draws stay as
+        they were), and shown on the part's underside (:mod:`sim.defects`)."""
+        rng = np.random.default_rng([self.config.seed, 0xDEFEC7])
+        out: dict[str, str | None] = {}
+        for name, part in self.plant.parts.items():
+            pt = self.plant.part_types[part.type]
+            if part.defect is not None:
+                defect = None if part.defect == "none" else part.defect
+            elif pt.defect_rate > 0 and rng.random() < pt.defect_rate:
+                defect = str(pt.defects[int(rng.integers(len(pt.defects)))])
+            else:
+                defect = None
+            out[name] = defect
+            if pt.defects:
+                show_defect(self.model, PartMarks.find(self.model, name, pt), defect, rng)
+        return out
+
+    def judge(self, machine: str) -> tuple[int, int, float]:
+        """An inspection machine's verdict on the part shown to it now: (result 1 pass / 2 fail,
+        defect code, confidence). With ``vision`` its camera and model judge (raising VisionError
+        when they cannot); without, the verdict is the part's true defect (a perfect inspector)."""
+        m = self.plant.machines[machine]
+        if m.vision is not None:
+            from sim.vision import Inspector, defect_code
+
+            inspector = self._inspectors.get(machine)
+            if inspector is None:
+                inspector = self._inspectors[machine] = Inspector(self, machine)
+            done = inspector.judge()
+            self.inspections.append(done)
+            v = done.verdict
+            self.events.append(
+                TwinEvent(
+                    self.time_s,
+                    machine,
+                    f"judged {done.part}: {'pass' if v.passed else 'fail'}"
+                    + (f" ({v.defect})" if v.defect else "")
+                    + f", confidence {v.confidence:.2f}",
+                )
+            )
+            return (1 if v.passed else 2), defect_code(v.defect), v.confidence
+        from sim.vision import defect_code, part_at
+
+        part = part_at(self, machine)
+        if part is None:
+            self.events.append(TwinEvent(self.time_s, machine, "no part at the camera: fail"))
+            return 2, 0, 1.0
+        defect = self.defects.get(part)
+        return (1, 0, 1.0) if defect is None else (2, defect_code(defect), 1.0)
 
     def _robot_handles(self, name: str) -> RobotHandles:
         m = self.model
@@ -457,6 +518,8 @@ class Twin:
                 tm.belt_setpoint_m_s,
                 tm.inspection_result,
                 tm.spindle_speed_rpm,
+                tm.defect_code,
+                tm.confidence,
             )
             for name, tm in self.machines.items()
         }
@@ -491,6 +554,7 @@ class Twin:
             tm.belt_setpoint_m_s = cap.belt_setpoint_m_s
             tm.belt_speed_m_s = cap.belt_speed_m_s
             tm.inspection_result = cap.inspection_result
+            tm.defect_code, tm.confidence = cap.defect_code, cap.confidence
             tm.spindle_speed_rpm = cap.spindle_speed_rpm
             tm.show_restored()
         self._update_people()

@@ -1,0 +1,534 @@
+"""Vision inspection models: small torch networks that judge a part from one camera image.
+
+Two modes, one checkpoint format, one runtime:
+
+- ``supervised``: a small convolutional classifier over ``good`` and the part type's defect
+  classes, trained on labelled images. Its heat map is the per-cell probability that the cell
+  is not good (the class activation of every defect class against ``good``).
+- ``anomaly``: trained on good parts only (real plants rarely have labelled defects). A small
+  convolutional autoencoder learns features of good images; the checkpoint keeps a memory of
+  good patch features, and a patch's anomaly is its distance to the nearest remembered one
+  (PatchCore's idea, on features learnt from the plant's own images rather than ImageNet's).
+  The image's score is its most anomalous patch; the threshold is set on held-out good images
+  for the false-reject rate asked for. It names no defect class.
+
+Both export to ONNX with the normalisation and the scoring inside, so the runtime only feeds
+uint8 RGB pixels. A checkpoint is a folder::
+
+    vision.json     metadata (:class:`VisionInfo`): mode, part type, classes, image size,
+                    threshold, the command that reproduces it, the SHA-256 of each file below
+    vision.pt       the torch state dict (tensors only)
+    vision.onnx     the ONNX export (what :class:`VisionModel` runs)
+    eval_report.json, eval_report.md   what ``atelier vision eval`` measured (not hashed)
+
+:class:`VisionModel` refuses a checkpoint whose hash, format or part type is wrong, and an image
+that is empty, of the wrong shape or type, or not finite: :class:`VisionError` says why.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final, Literal
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from torch import nn
+
+FORMAT: Final = "atelier-vision/1"
+INFO_FILE = "vision.json"
+WEIGHTS_FILE = "vision.pt"
+ONNX_FILE = "vision.onnx"
+GOOD: Final = "good"
+Mode = Literal["supervised", "anomaly"]
+Image = NDArray[np.uint8]
+Progress = Callable[[int, int, str], None]
+
+
+class VisionError(RuntimeError):
+    """A vision checkpoint or image cannot be used; the message says which and why."""
+
+
+class VisionInfo(BaseModel):
+    """A vision checkpoint's metadata."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    format: Literal["atelier-vision/1"] = FORMAT
+    mode: Mode
+    part_type: str
+    plant: str
+    machine: str
+    classes: list[str] = Field(description="class names, good first (anomaly: good and defect)")
+    image_size: int
+    threshold: float = Field(description="an image whose score is above this fails")
+    seed: int
+    command: str = Field(description="the command that reproduces this checkpoint")
+    files: dict[str, str] = Field(default_factory=dict, description="file name -> SHA-256")
+
+
+# --------------------------------------------------------------------------- networks
+
+
+class _Normalise(nn.Module):
+    """uint8-range RGB ``[B, H, W, 3]`` to a normalised float ``[B, 3, H, W]``."""
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return (pixels.permute(0, 3, 1, 2).float() / 255.0 - 0.5) / 0.25
+
+
+def _block(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, stride=2, padding=1, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(),
+        nn.Conv2d(cout, cout, 3, padding=1, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(),
+    )
+
+
+class Classifier(nn.Module):
+    """Supervised: pixels ``[B, H, W, 3]`` (0..255) to (fail score ``[B]``, class probabilities
+    ``[B, C]``, heat map ``[B, h, w]``). Class 0 is good; the fail score is 1 - p(good).
+
+    The image's features are the mean and the maximum of each feature map over the cells (a
+    defect lights a few cells); the heat map is how strongly each cell's features push the
+    verdict away from good (its share of the max-pooled evidence), scaled to 0..1."""
+
+    def __init__(self, n_classes: int, width: int = 24) -> None:
+        super().__init__()
+        self.norm = _Normalise()
+        self.features = nn.Sequential(
+            _block(3, width), _block(width, 2 * width), _block(2 * width, 2 * width), _block(2 * width, 4 * width)
+        )
+        self.head = nn.Linear(8 * width, n_classes)
+
+    def logits(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        cells = self.features(self.norm(pixels))  # [B, D, h, w]
+        pooled = torch.cat([cells.mean(dim=(2, 3)), cells.amax(dim=(2, 3))], dim=1)
+        return self.head(pooled), cells
+
+    def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        logits, cells = self.logits(pixels)
+        probs = torch.softmax(logits, dim=1)
+        d = cells.shape[1]
+        w = self.head.weight[:, d:]  # the max-pooled half: [C, D]
+        push = (w[1:] - w[:1]).amax(dim=0)  # per feature, its strongest push toward a defect class
+        heat = torch.relu(torch.einsum("bdhw,d->bhw", cells, push))
+        heat = heat / heat.flatten(1).amax(dim=1).clamp(min=1e-6)[:, None, None]
+        return 1.0 - probs[:, 0], probs, heat * (1.0 - probs[:, :1, None])
+
+
+class AutoEncoder(nn.Module):
+    """The anomaly mode's feature learner: encodes good images to patch features and back."""
+
+    def __init__(self, width: int = 24) -> None:
+        super().__init__()
+        self.norm = _Normalise()
+        self.encoder = nn.Sequential(_block(3, width), _block(width, 2 * width), _block(2 * width, 2 * width))
+        self.decoder = nn.Sequential(
+            nn.ConvTranspose2d(2 * width, 2 * width, 4, stride=2, padding=1),
+            nn.ReLU(),
+            nn.ConvTranspose2d(2 * width, width, 4, stride=2, padding=1),
+            nn.ReLU(),
+            nn.ConvTranspose2d(width, 3, 4, stride=2, padding=1),
+        )
+
+
+class PatchMemory(nn.Module):
+    """Anomaly: pixels to (score ``[B]``, unused probabilities ``[B, 2]``, heat map ``[B, h, w]``):
+    each patch's distance to the nearest good patch feature remembered in ``memory``."""
+
+    def __init__(self, encoder: nn.Module, memory: torch.Tensor, scale: float) -> None:
+        super().__init__()
+        self.norm = _Normalise()
+        self.encoder = encoder
+        self.register_buffer("memory", memory)  # [M, D]
+        self.register_buffer("memory_sq", (memory * memory).sum(dim=1))
+        self.scale = scale  # the good images' typical score: scores are in units of it
+
+    def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        feats = self.encoder(self.norm(pixels))  # [B, D, h, w]
+        b, d, h, w = feats.shape
+        flat = feats.permute(0, 2, 3, 1).reshape(b * h * w, d)
+        sq = (flat * flat).sum(dim=1, keepdim=True) - 2 * flat @ self.memory.T + self.memory_sq[None, :]
+        dist = torch.sqrt(torch.clamp(sq.amin(dim=1), min=0.0)).reshape(b, h, w) / self.scale
+        score = dist.reshape(b, h * w).amax(dim=1)
+        probs = torch.stack([1.0 - torch.tanh(score), torch.tanh(score)], dim=1)
+        return score, probs, dist
+
+
+# --------------------------------------------------------------------------- training
+
+
+@dataclass
+class Dataset:
+    """Images ``[N, H, W, 3]`` uint8 and labels ``[N]`` (indices into ``classes``; 0 is good)."""
+
+    images: Image
+    labels: NDArray[np.int64]
+    classes: list[str]
+
+    def __post_init__(self) -> None:
+        if self.images.ndim != 4 or self.images.shape[-1] != 3 or self.images.dtype != np.uint8:
+            raise VisionError(f"images must be uint8 [N, H, W, 3], not {self.images.dtype} {self.images.shape}")
+        if len(self.images) != len(self.labels):
+            raise VisionError(f"{len(self.images)} images but {len(self.labels)} labels")
+
+    def good(self) -> Dataset:
+        keep = self.labels == 0
+        return Dataset(self.images[keep], self.labels[keep], self.classes)
+
+
+def _augment(batch: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Flips and quarter turns (a part may be held any way round), in pixel space."""
+    if torch.rand((), generator=gen) < 0.5:
+        batch = batch.flip(1)
+    k = int(torch.randint(0, 4, (), generator=gen))
+    return torch.rot90(batch, k, dims=(1, 2)) if k else batch
+
+
+def train_supervised(
+    data: Dataset, epochs: int, seed: int, progress: Progress | None = None, batch: int = 64
+) -> Classifier:
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    net = Classifier(len(data.classes))
+    opt = torch.optim.AdamW(net.parameters(), lr=3e-3, weight_decay=1e-4)
+    x = torch.from_numpy(data.images)
+    y = torch.from_numpy(data.labels)
+    steps = epochs * ((len(x) + batch - 1) // batch)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=steps)
+    # Defects are the rarer classes: weigh classes by their inverse frequency.
+    counts = torch.bincount(y, minlength=len(data.classes)).clamp(min=1).float()
+    loss_fn = nn.CrossEntropyLoss(weight=(counts.sum() / counts) / len(counts))
+    net.train()
+    for epoch in range(epochs):
+        order = torch.randperm(len(x), generator=gen)
+        total = 0.0
+        for i in range(0, len(x), batch):
+            idx = order[i : i + batch]
+            logits, _ = net.logits(_augment(x[idx], gen))
+            loss = loss_fn(logits, y[idx])
+            opt.zero_grad()
+            loss.backward()  # type: ignore[no-untyped-call]
+            opt.step()
+            sched.step()
+            total += float(loss.detach()) * len(idx)
+        if progress is not None:
+            progress(epoch + 1, epochs, f"loss {total / len(x):.4f}")
+    return net.eval()
+
+
+def train_anomaly(
+    good: Dataset,
+    epochs: int,
+    seed: int,
+    progress: Progress | None = None,
+    batch: int = 64,
+    memory_size: int = 4096,
+) -> PatchMemory:
+    """The autoencoder on good images, then a memory of their patch features (a random subset;
+    the score scale is the median of the good images' own scores, each left out of the memory)."""
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    ae = AutoEncoder()
+    opt = torch.optim.AdamW(ae.parameters(), lr=2e-3, weight_decay=1e-5)
+    x = torch.from_numpy(good.images)
+    ae.train()
+    for epoch in range(epochs):
+        order = torch.randperm(len(x), generator=gen)
+        total = 0.0
+        for i in range(0, len(x), batch):
+            pix = _augment(x[order[i : i + batch]], gen)
+            norm = ae.norm(pix)
+            loss = nn.functional.mse_loss(ae.decoder(ae.encoder(norm)), norm)
+            opt.zero_grad()
+            loss.backward()  # type: ignore[no-untyped-call]
+            opt.step()
+            total += float(loss.detach()) * len(pix)
+        if progress is not None:
+            progress(epoch + 1, epochs, f"reconstruction {total / len(x):.4f}")
+    ae.eval()
+    half = len(x) // 2
+    with torch.no_grad():
+        feats = torch.cat([ae.encoder(ae.norm(x[i : i + 256])) for i in range(0, half, 256)])
+        flat = feats.permute(0, 2, 3, 1).reshape(-1, feats.shape[1])
+        pick = torch.randperm(len(flat), generator=gen)[:memory_size]
+        net = PatchMemory(ae.encoder, flat[pick].clone(), 1.0).eval()
+        own = torch.cat([net(x[i : i + 256])[0] for i in range(half, len(x), 256)])
+        net.scale = float(own.median().clamp(min=1e-6))
+    return net
+
+
+@torch.no_grad()
+def scores(net: nn.Module, images: Image, batch: int = 256) -> NDArray[np.float64]:
+    out = [net(torch.from_numpy(images[i : i + batch]))[0] for i in range(0, len(images), batch)]
+    return torch.cat(out).double().numpy()
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _to_onnx(net: nn.Module, size: int, path: Path) -> None:
+    example = torch.zeros(2, size, size, 3, dtype=torch.uint8)  # not 1: the exporter would fix the batch at 1
+    logger = logging.getLogger("torch.onnx")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(
+                net.eval(),
+                (example,),
+                None,
+                dynamo=True,
+                input_names=["pixels"],
+                output_names=["score", "probs", "heat"],
+                dynamic_shapes={"pixels": {0: torch.export.Dim("batch", min=1, max=1024)}},
+                verbose=False,
+            )
+    finally:
+        logger.setLevel(level)
+    if program is None:
+        raise VisionError("the ONNX exporter returned no program")
+    program.save(str(path))
+
+
+def save(directory: Path, info: VisionInfo, net: nn.Module) -> VisionInfo:
+    """Write the weights and the ONNX export, then the metadata that hashes them."""
+    directory.mkdir(parents=True, exist_ok=True)
+    weights, onnx_path = directory / WEIGHTS_FILE, directory / ONNX_FILE
+    state = dict(net.state_dict())
+    if isinstance(net, PatchMemory):
+        state["scale"] = torch.tensor(net.scale)
+    torch.save(state, weights)
+    _to_onnx(net, info.image_size, onnx_path)
+    info = info.model_copy(update={"files": {WEIGHTS_FILE: _sha256(weights), ONNX_FILE: _sha256(onnx_path)}})
+    (directory / INFO_FILE).write_text(info.model_dump_json(indent=2) + "\n", encoding="utf-8")
+    return info
+
+
+def read_info(directory: Path) -> VisionInfo:
+    path = Path(directory) / INFO_FILE
+    try:
+        return VisionInfo.model_validate_json(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise VisionError(f"{path}: no vision checkpoint here (atelier vision train writes one)") from None
+    except (OSError, UnicodeDecodeError, ValidationError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise VisionError(f"{path}: not a vision checkpoint's metadata: {first}") from None
+
+
+def _verified(directory: Path, info: VisionInfo, name: str) -> Path:
+    path = Path(directory) / name
+    want = info.files.get(name)
+    if want is None:
+        raise VisionError(f"{directory}: the metadata does not list {name}")
+    if not path.is_file():
+        raise VisionError(f"{path}: missing")
+    if _sha256(path) != want:
+        raise VisionError(f"{path}: its SHA-256 differs from the metadata's (edited, truncated or foreign)")
+    return path
+
+
+def load_network(directory: Path) -> tuple[VisionInfo, nn.Module]:
+    """The eager network of a checkpoint (for evaluation against its export)."""
+    info = read_info(directory)
+    state = torch.load(_verified(directory, info, WEIGHTS_FILE), map_location="cpu", weights_only=True)
+    net: nn.Module
+    if info.mode == "supervised":
+        net = Classifier(len(info.classes))
+    else:
+        memory = state["memory"]
+        net = PatchMemory(AutoEncoder().encoder, torch.zeros_like(memory), float(state.pop("scale")))
+    net.load_state_dict(state)
+    return info, net.eval()
+
+
+# --------------------------------------------------------------------------- runtime
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One image judged: pass or fail, the defect class (None when passed, or ``defect`` when an
+    anomaly model cannot name it), the confidence in the verdict (0.5..1), the score against the
+    threshold, the heat map (``[h, w]``, 0..1 over the image) and how long the model took."""
+
+    passed: bool
+    defect: str | None
+    confidence: float
+    score: float
+    threshold: float
+    heat: NDArray[np.float32]
+    seconds: float
+
+
+def check_image(image: object, size: int) -> Image:
+    """``image`` as a uint8 ``[size, size, 3]`` array, or :class:`VisionError` saying what is wrong."""
+    if not isinstance(image, np.ndarray):
+        raise VisionError(f"the image is a {type(image).__name__}, not an array of pixels")
+    if image.size == 0:
+        raise VisionError("the image is empty")
+    if image.ndim == 2:
+        image = np.repeat(image[:, :, None], 3, axis=2)
+    if image.ndim != 3 or image.shape[2] not in (3, 4):
+        raise VisionError(f"the image has shape {image.shape}; an RGB image is [height, width, 3]")
+    image = image[:, :, :3]
+    if image.dtype != np.uint8:
+        if not np.issubdtype(image.dtype, np.number) or not np.all(np.isfinite(image)):
+            raise VisionError("the image's pixels are not finite numbers")
+        image = np.clip(image, 0, 255).astype(np.uint8)
+    if image.shape[:2] != (size, size):
+        image = resize(image, size)
+    return np.ascontiguousarray(image)
+
+
+def resize(image: Image, size: int) -> Image:
+    """A square crop of the image's centre, resampled to ``size`` (area average, then nearest)."""
+    h, w = image.shape[:2]
+    side = min(h, w)
+    top, left = (h - side) // 2, (w - side) // 2
+    crop = image[top : top + side, left : left + side]
+    t = torch.from_numpy(np.ascontiguousarray(crop)).permute(2, 0, 1)[None].float()
+    out = nn.functional.interpolate(t, size=(size, size), mode="area")
+    return out[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy()
+
+
+class VisionModel:
+    """A vision checkpoint's ONNX export on one CPU thread: :meth:`judge` an image."""
+
+    def __init__(self, directory: Path, part_type: str | None = None, threads: int = 1) -> None:
+        import onnxruntime as ort  # type: ignore[import-untyped]
+
+        self.directory = Path(directory)
+        self.info = read_info(self.directory)
+        if part_type is not None and part_type != self.info.part_type:
+            raise VisionError(
+                f"{self.directory}: this checkpoint judges parts of type {self.info.part_type!r}, "
+                f"not {part_type!r}; train one for it (atelier vision train)"
+            )
+        path = _verified(self.directory, self.info, ONNX_FILE)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.log_severity_level = 3
+        try:
+            self._session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+        except Exception as exc:
+            raise VisionError(f"{path}: ONNX Runtime cannot load it: {exc}") from None
+
+    @property
+    def size(self) -> int:
+        return self.info.image_size
+
+    def run(self, images: Image) -> tuple[NDArray[np.float32], NDArray[np.float32], NDArray[np.float32]]:
+        score, probs, heat = self._session.run(None, {"pixels": images})
+        return score, probs, heat
+
+    def judge(self, image: object) -> Verdict:
+        pixels = check_image(image, self.size)
+        t0 = time.perf_counter()
+        score, probs, heat = self.run(pixels[None])
+        seconds = time.perf_counter() - t0
+        s, thr = float(score[0]), self.info.threshold
+        passed = s <= thr
+        if self.info.mode == "supervised":
+            p = probs[0]
+            defect = None if passed else self.info.classes[1 + int(np.argmax(p[1:]))]
+            confidence = float(1.0 - s) if passed else float(s)
+        else:
+            defect = None if passed else "defect"
+            # How far past (or short of) the threshold, mapped to 0.5..1.
+            confidence = float(0.5 + 0.5 * np.tanh(abs(s - thr) / max(thr, 1e-6) * 3))
+        h = np.asarray(heat[0], dtype=np.float32)
+        if self.info.mode == "anomaly":
+            h = np.clip(h / (2 * thr), 0.0, 1.0)
+        return Verdict(passed, defect, confidence, s, thr, h, seconds)
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+def auroc(negatives: Sequence[float] | NDArray[Any], positives: Sequence[float] | NDArray[Any]) -> float:
+    """Area under the ROC curve: the chance a positive (defective) scores above a negative (ties
+    count half). Mann-Whitney U over the pooled ranks."""
+    neg, pos = np.asarray(negatives, dtype=float), np.asarray(positives, dtype=float)
+    if not len(neg) or not len(pos):
+        raise VisionError("AUROC needs both good and defective images")
+    both = np.concatenate([neg, pos])
+    order = both.argsort(kind="mergesort")
+    ranks = np.empty(len(both))
+    sorted_vals = both[order]
+    i = 0
+    while i < len(both):
+        j = i
+        while j + 1 < len(both) and sorted_vals[j + 1] == sorted_vals[i]:
+            j += 1
+        ranks[order[i : j + 1]] = (i + j) / 2 + 1
+        i = j + 1
+    u = ranks[len(neg) :].sum() - len(pos) * (len(pos) + 1) / 2
+    return float(u / (len(neg) * len(pos)))
+
+
+def threshold_for(good_scores: NDArray[Any], false_reject: float) -> float:
+    """The score above which at most ``false_reject`` of these good images would fail."""
+    return float(np.quantile(np.asarray(good_scores, dtype=float), 1.0 - false_reject, method="higher"))
+
+
+def figures(scores_: NDArray[Any], labels: NDArray[Any], classes: Sequence[str], threshold: float) -> dict[str, Any]:
+    """AUROC, defect recall (overall and per class) and false-reject rate at ``threshold``."""
+    good = scores_[labels == 0]
+    bad = scores_[labels != 0]
+    per = {c: float(np.mean(scores_[labels == i] > threshold)) for i, c in enumerate(classes) if i and np.any(labels == i)}
+    return {
+        "auroc": auroc(good, bad),
+        "recall": float(np.mean(bad > threshold)),
+        "false_reject": float(np.mean(good > threshold)),
+        "recall_per_defect": per,
+        "good": int(len(good)),
+        "defective": int(len(bad)),
+    }
+
+
+class ReferenceDifference:
+    """The classical baseline: the per-pixel median of good images is the reference; an image's
+    score is its largest local (5x5 box-averaged) grey-level difference from it."""
+
+    def __init__(self, good: Image) -> None:
+        self.reference = np.median(good.astype(np.float32).mean(axis=3), axis=0)
+
+    def score(self, images: Image) -> NDArray[np.float64]:
+        grey = torch.from_numpy(images.astype(np.float32).mean(axis=3))
+        diff = (grey - torch.from_numpy(self.reference)).abs()[:, None]
+        local = nn.functional.avg_pool2d(diff, 5, stride=1, padding=2)
+        return local.flatten(1).amax(dim=1).double().numpy()
+
+
+def latency(model: VisionModel, images: Image, repeats: int = 1) -> tuple[float, float]:
+    """p50 and p99 of one image's inference, in seconds (one thread, each image alone)."""
+    times = []
+    for _ in range(repeats):
+        for img in images:
+            t0 = time.perf_counter()
+            model.run(img[None])
+            times.append(time.perf_counter() - t0)
+    return float(np.percentile(times, 50)), float(np.percentile(times, 99))
+
+
+def write_report(directory: Path, report: dict[str, Any]) -> None:
+    (Path(directory) / "eval_report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
