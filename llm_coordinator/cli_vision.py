@@ -38,7 +38,7 @@ def _inspection_machine(plant: Any, machine: str | None) -> str:
     if machine is None:
         if not found:
             _fail(f"{plant.name} has no inspection machine")
-        return found[0]
+        return str(found[0])
     if machine not in found:
         _fail(f"{machine!r} is not an inspection machine of {plant.name}; its are: {', '.join(found) or 'none'}")
     return machine
@@ -50,11 +50,17 @@ def train_cmd(
     out_dir: Annotated[Path, typer.Option("--out", help="the checkpoint folder to write")],
     plant_file: PlantOpt = None,
     machine: Annotated[str | None, typer.Option(help="the inspection machine (default: the first)")] = None,
-    mode: Annotated[str, typer.Option(help="supervised (labelled defects) or anomaly (good parts only)")] = "supervised",
+    mode: Annotated[
+        str, typer.Option(help="supervised (labelled defects) or anomaly (good parts only)")
+    ] = "supervised",
     images: Annotated[int, typer.Option(min=50, help="training renders")] = 2400,
     epochs: Annotated[int, typer.Option(min=1)] = 14,
-    size: Annotated[int, typer.Option(min=32, max=256, help="image side, pixels")] = 96,
+    size: Annotated[int, typer.Option(min=32, max=256, help="image side, pixels")] = 128,
     seed: Annotated[int, typer.Option()] = 0,
+    examples: Annotated[
+        Path | None,
+        typer.Option(help="labelled examples to add (the console keeps overruled verdicts in <state>/vision_examples)"),
+    ] = None,
 ) -> None:
     """Render parts at the inspection camera in the twin (randomised lights, pose, noise and
     defects), train a small model on them and write its checkpoint with an ONNX export."""
@@ -90,6 +96,7 @@ def train_cmd(
                 size=size,
                 seed=seed,
                 command=command,
+                examples=examples,
                 say=lambda m: bar.console.print(safe_text(m), markup=False, highlight=False),
                 progress=progress,
             )
@@ -121,7 +128,9 @@ def eval_cmd(
     checkpoint: Annotated[Path, typer.Argument(help="a vision checkpoint folder")],
     plant_file: PlantOpt = None,
     images: Annotated[int, typer.Option(min=20, help="held-out renders")] = 1000,
-    seed: Annotated[int | None, typer.Option(help="seed of the held-out renders (default: one training never uses)")] = None,
+    seed: Annotated[
+        int | None, typer.Option(help="seed of the held-out renders (default: one training never uses)")
+    ] = None,
 ) -> None:
     """Judge held-out renders (poses, lights and defect placements training never saw) and print
     AUROC, defect recall, false rejects and one-core latency beside a classical baseline."""
@@ -152,7 +161,13 @@ def eval_cmd(
     table.add_row(*_row("model", report["model"], report["targets"]))
     table.add_row(*_row("baseline: reference difference", report["baseline"], None))
     t = report["targets"]
-    table.add_row("target", f">= {t['auroc']}", f">= {100 * t['recall']:.0f}%", f"<= {100 * t['false_reject']:.0f}%", f"p99 <= {t['p99_ms']:g}")
+    table.add_row(
+        "target",
+        f">= {t['auroc']}",
+        f">= {100 * t['recall']:.0f}%",
+        f"<= {100 * t['false_reject']:.0f}%",
+        f"p99 <= {t['p99_ms']:g}",
+    )
     out.print(table)
     per = Table(title="recall per defect")
     per.add_column("defect")

@@ -267,9 +267,7 @@ def check_references(plant: PlantDescription) -> list[tuple[PathT, str]]:
         if part.type not in plant.part_types:
             bad.append((("parts", name, "type"), f"no part type named {part.type!r}"))
         elif part.defect not in (None, "none") and part.defect not in plant.part_types[part.type].defects:
-            bad.append(
-                (("parts", name, "defect"), f"part type {part.type!r} does not list the defect {part.defect!r}")
-            )
+            bad.append((("parts", name, "defect"), f"part type {part.type!r} does not list the defect {part.defect!r}"))
         if part.at not in locations:
             bad.append((("parts", name, "at"), f"no location or bin named {part.at!r}"))
     bins = plant.bins()

@@ -160,7 +160,9 @@ class PatchMemory(nn.Module):
         feats = self.encoder(self.norm(pixels))  # [B, D, h, w]
         b, d, h, w = feats.shape
         flat = feats.permute(0, 2, 3, 1).reshape(b * h * w, d)
-        sq = (flat * flat).sum(dim=1, keepdim=True) - 2 * flat @ self.memory.T + self.memory_sq[None, :]
+        memory: torch.Tensor = self.memory  # type: ignore[assignment]
+        memory_sq: torch.Tensor = self.memory_sq  # type: ignore[assignment]
+        sq = (flat * flat).sum(dim=1, keepdim=True) - 2 * flat @ memory.T + memory_sq[None, :]
         dist = torch.sqrt(torch.clamp(sq.amin(dim=1), min=0.0)).reshape(b, h, w) / self.scale
         score = dist.reshape(b, h * w).amax(dim=1)
         probs = torch.stack([1.0 - torch.tanh(score), torch.tanh(score)], dim=1)
@@ -220,7 +222,7 @@ def train_supervised(
             logits, _ = net.logits(_augment(x[idx], gen))
             loss = loss_fn(logits, y[idx])
             opt.zero_grad()
-            loss.backward()  # type: ignore[no-untyped-call]
+            loss.backward()
             opt.step()
             sched.step()
             total += float(loss.detach()) * len(idx)
@@ -494,14 +496,16 @@ def figures(scores_: NDArray[Any], labels: NDArray[Any], classes: Sequence[str],
     """AUROC, defect recall (overall and per class) and false-reject rate at ``threshold``."""
     good = scores_[labels == 0]
     bad = scores_[labels != 0]
-    per = {c: float(np.mean(scores_[labels == i] > threshold)) for i, c in enumerate(classes) if i and np.any(labels == i)}
+    per = {
+        c: float(np.mean(scores_[labels == i] > threshold)) for i, c in enumerate(classes) if i and np.any(labels == i)
+    }
     return {
         "auroc": auroc(good, bad),
         "recall": float(np.mean(bad > threshold)),
         "false_reject": float(np.mean(good > threshold)),
         "recall_per_defect": per,
-        "good": int(len(good)),
-        "defective": int(len(bad)),
+        "good": len(good),
+        "defective": len(bad),
     }
 
 

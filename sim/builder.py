@@ -421,9 +421,9 @@ def _add_inspection_camera(wb: mujoco.MjsBody, name: str, plant: PlantDescriptio
     vx, vy, vz = view[1].xyz_m
     top = m.pose.xyz_m[2] + m.size_m[2]
     lens = top + 0.02
-    widest = max(max(t.size_m[:2]) for t in plant.part_types.values())
-    tallest = max(t.size_m[2] for t in plant.part_types.values())
-    distance = vz - tallest / 2 - lens
+    # A part may come any face down, its centre up to half its size below the grip point.
+    widest = max(max(t.size_m) for t in plant.part_types.values())
+    distance = vz - widest - lens
     if distance <= 0.02:
         return  # the view point sits on the table: no room to look up at a part
     body = wb.add_body(name=f"{name}/camera_mount", pos=[vx, vy, top])
@@ -431,7 +431,7 @@ def _add_inspection_camera(wb: mujoco.MjsBody, name: str, plant: PlantDescriptio
         name=f"{name}/lens", type=G.mjGEOM_CYLINDER, pos=[0, 0, 0.01], size=[0.025, 0.01, 0], rgba=[0.05, 0.05, 0.06, 1]
     ).contype = 0
     # A camera looks along its -z: turned half a turn about x, it looks up.
-    fovy = math.degrees(2 * math.atan(0.8 * widest / distance))
+    fovy = math.degrees(2 * math.atan(0.75 * widest / distance))
     wb.add_camera(name=f"{name}/camera", pos=[vx, vy, lens], quat=[0, 1, 0, 0], fovy=min(fovy, 90.0))
     wb.add_light(
         name=f"{name}/light",

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import mujoco
 import numpy as np
+from numpy.typing import NDArray
 
 from plant.config import DEFECT_KINDS, PartType
 
@@ -75,7 +76,9 @@ class PartMarks:
         def gid(name: str) -> int:
             return int(mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_GEOM, name))
 
-        marks = {k: tuple(gid(f"{part}/defect/{k}/{i}") for i in range(MARKS[k])) for k in part_type.defects}
+        marks: dict[str, tuple[int, ...]] = {
+            k: tuple(gid(f"{part}/defect/{k}/{i}") for i in range(MARKS[k])) for k in part_type.defects
+        }
         return cls(
             int(model.body(part).id),
             gid(part),
@@ -86,13 +89,50 @@ class PartMarks:
         )
 
 
-def _yaw_quat(angle: float) -> list[float]:
-    return [math.cos(angle / 2), 0.0, 0.0, math.sin(angle / 2)]
+#: A face of a box part: (axis 0/1/2 for x/y/z, sign +1/-1); the underside is (2, -1).
+Face = tuple[int, int]
+UNDERSIDE: Face = (2, -1)
+FACES: tuple[Face, ...] = ((0, 1), (0, -1), (1, 1), (1, -1), (2, 1), (2, -1))
 
 
-def show_defect(model: mujoco.MjModel, marks: PartMarks, defect: str | None, rng: np.random.Generator) -> None:
+def face_down(xmat: NDArray[np.float64]) -> Face:
+    """The face of a body (its orientation matrix ``xmat``, 9 numbers) that points most nearly
+    down: what a camera under it sees."""
+    r = np.asarray(xmat, dtype=float).reshape(3, 3)
+    i = int(np.argmax(np.abs(r[2])))
+    return i, (-1 if r[2, i] > 0 else 1)
+
+
+def _on_face(
+    face: Face, half: tuple[float, float, float], a: float, b: float, angle: float
+) -> tuple[list[float], list[float]]:
+    """Position (body frame) and orientation of a flat mark on ``face``: at (a, b) times the
+    face's half sizes along its two in-plane axes, its long side at ``angle`` in the plane, its
+    thin side along the face's normal (a cylinder's axis, too), standing proud of the face."""
+    axis, sign = face
+    u_ax, v_ax = [k for k in range(3) if k != axis]
+    n = np.zeros(3)
+    n[axis] = sign
+    u, v = np.eye(3)[u_ax], np.eye(3)[v_ax]
+    pos = n * (half[axis] + PROUD_M) + u * a * half[u_ax] + v * b * half[v_ax]
+    x = math.cos(angle) * u + math.sin(angle) * v
+    y = np.cross(n, x)
+    quat = np.zeros(4)
+    mujoco.mju_mat2Quat(quat, np.column_stack([x, y, n]).flatten())
+    return pos.tolist(), quat.tolist()
+
+
+def show_defect(
+    model: mujoco.MjModel,
+    marks: PartMarks,
+    defect: str | None,
+    rng: np.random.Generator,
+    face: Face = UNDERSIDE,
+) -> None:
     """Show ``defect`` (a name of :data:`~plant.config.DEFECT_KINDS`, or None for a good part) on
-    the part, placed by ``rng``; every other mark is hidden and the part's colour restored."""
+    the part's ``face``, placed by ``rng``; every other mark is hidden and the part's colour
+    restored. The hole of a type that has one is drawn on that face too. A camera sees one face:
+    the twin draws a part's marks on the face presented to it (:meth:`sim.twin.Twin.judge`)."""
     if defect is not None and defect not in DEFECT_KINDS:
         raise ValueError(f"unknown defect {defect!r}; known: {', '.join(DEFECT_KINDS)}")
     if defect is not None and defect not in marks.marks:
@@ -100,45 +140,58 @@ def show_defect(model: mujoco.MjModel, marks: PartMarks, defect: str | None, rng
     for ids in marks.marks.values():
         for g in ids:
             model.geom_rgba[g][3] = 0.0
-    model.geom_rgba[marks.geom] = marks.color
+            # Built at the body's orientation, the compiler marked them as sharing it, and the
+            # kinematics would then ignore the orientation set here.
+            model.geom_sameframe[g] = 0
     if marks.hole >= 0:
+        model.geom_sameframe[marks.hole] = 0
+    model.geom_rgba[marks.geom] = marks.color
+    half = tuple(s / 2 for s in marks.size_m)
+    u_ax, v_ax = [k for k in range(3) if k != face[0]]
+    hu, hv = half[u_ax], half[v_ax]
+    short = min(hu, hv)
+    if marks.hole >= 0:
+        pos, quat = _on_face(face, half, 0.0, 0.0, 0.0)  # type: ignore[arg-type]
+        model.geom_pos[marks.hole], model.geom_quat[marks.hole] = pos, quat
+        model.geom_size[marks.hole][0] = 0.2 * short
         model.geom_rgba[marks.hole][3] = 0.0 if defect == "missing_hole" else 1.0
-    hx, hy, hz = (s / 2 for s in marks.size_m)
-    z = -hz - PROUD_M
-    short = min(hx, hy)
+
+    def put(g: int, a: float, b: float, angle: float, size: tuple[float, float], rgba: tuple[float, ...]) -> None:
+        pos, quat = _on_face(face, half, a, b, angle)  # type: ignore[arg-type]
+        model.geom_pos[g], model.geom_quat[g] = pos, quat
+        model.geom_size[g] = (size[0], size[1], PROUD_M)
+        model.geom_rgba[g] = rgba
+
     if defect == "scratch":
         (g,) = marks.marks["scratch"]
-        cx, cy = rng.uniform(-0.4, 0.4) * hx, rng.uniform(-0.4, 0.4) * hy
-        model.geom_pos[g] = (cx, cy, z)
-        model.geom_quat[g] = _yaw_quat(rng.uniform(0, math.pi))
-        model.geom_size[g] = (rng.uniform(0.35, 0.6) * short, rng.uniform(0.015, 0.025) * short, PROUD_M)
-        model.geom_rgba[g] = _SCRATCH_RGBA
+        length = rng.uniform(0.35, 0.6) * short
+        put(
+            g,
+            rng.uniform(-0.4, 0.4),
+            rng.uniform(-0.4, 0.4),
+            rng.uniform(0, math.pi),
+            (length, rng.uniform(0.015, 0.025) * short),
+            _SCRATCH_RGBA,
+        )
     elif defect == "crack":
-        x, y = rng.uniform(-0.5, 0.5) * hx, rng.uniform(-0.5, 0.5) * hy
+        x, y = rng.uniform(-0.5, 0.5) * hu, rng.uniform(-0.5, 0.5) * hv
         heading = rng.uniform(0, 2 * math.pi)
         for g in marks.marks["crack"]:
             length = rng.uniform(0.15, 0.3) * short
             heading += rng.uniform(-1.0, 1.0)
             dx, dy = math.cos(heading) * length, math.sin(heading) * length
             # A crack stays on the face: a segment that would leave it turns back.
-            if not (abs(x + 2 * dx) < 0.9 * hx and abs(y + 2 * dy) < 0.9 * hy):
+            if not (abs(x + 2 * dx) < 0.9 * hu and abs(y + 2 * dy) < 0.9 * hv):
                 heading += math.pi
                 dx, dy = -dx, -dy
-            model.geom_pos[g] = (x + dx, y + dy, z)
-            model.geom_quat[g] = _yaw_quat(heading)
-            model.geom_size[g] = (length, rng.uniform(0.012, 0.02) * short, PROUD_M)
-            model.geom_rgba[g] = _CRACK_RGBA
+            put(g, (x + dx) / hu, (y + dy) / hv, heading, (length, rng.uniform(0.015, 0.025) * short), _CRACK_RGBA)
             x, y = x + 2 * dx, y + 2 * dy
     elif defect == "chipped_edge":
         (g,) = marks.marks["chipped_edge"]
-        side = int(rng.integers(4))
         along = rng.uniform(-0.7, 0.7)
-        cx, cy = [(hx, along * hy), (-hx, along * hy), (along * hx, hy), (along * hx, -hy)][side]
+        a, b = [(1.0, along), (-1.0, along), (along, 1.0), (along, -1.0)][int(rng.integers(4))]
         size = rng.uniform(0.18, 0.3) * short
-        model.geom_pos[g] = (cx, cy, z)
-        model.geom_quat[g] = _yaw_quat(math.pi / 4 + rng.uniform(-0.3, 0.3))
-        model.geom_size[g] = (size, size, PROUD_M)
-        model.geom_rgba[g] = _CHIP_RGBA
+        put(g, a, b, math.pi / 4 + rng.uniform(-0.3, 0.3), (size, size), _CHIP_RGBA)
     elif defect == "wrong_colour":
         base = np.asarray(marks.color[:3])
         mix = rng.uniform(0.45, 0.8)

@@ -114,27 +114,15 @@ class TwinSession:
             return
         self.evidence.extend(str(p) for p in written)
 
-
     def _write_inspections(self, out_dir: Path) -> None:
-        """Each vision verdict's evidence: the camera's image beside its heat map, named
-        ``inspection_<n>_<machine>_<part>_<pass|fail>.png``."""
-        if not self.twin.inspections:
-            return
-        import imageio.v3 as iio
-
-        from sim.vision import evidence_image
+        """Each vision verdict's evidence (:func:`sim.vision.write_inspection`)."""
+        from sim.vision import write_inspection
 
         for i, done in enumerate(self.twin.inspections, 1):
-            v = done.verdict
-            verdict = "pass" if v.passed else f"fail_{v.defect}"
-            path = out_dir / f"inspection_{i}_{done.machine}_{done.part}_{verdict}.png"
             try:
-                out_dir.mkdir(parents=True, exist_ok=True)
-                iio.imwrite(path, evidence_image(done.image, v.heat))
+                self.evidence.append(str(write_inspection(out_dir, i, done, self.twin.plant)))
             except OSError as exc:
                 self.evidence.append(f"(inspection image not written: {exc})")
-                continue
-            self.evidence.append(str(path))
 
 
 class _FrameRenderer:

@@ -31,7 +31,7 @@ from sim._types import FloatArray, IntArray
 from sim.assets import TOOL_ASSETS
 from sim.builder import build_spec
 from sim.config import TwinConfig
-from sim.defects import PartMarks, show_defect
+from sim.defects import PartMarks, face_down, show_defect
 
 #: Lamp colours by state, as on a stack light: green running, amber held/stopped, red fault.
 _LAMP = {
@@ -405,18 +405,35 @@ class Twin:
         they were), and shown on the part's underside (:mod:`sim.defects`)."""
         rng = np.random.default_rng([self.config.seed, 0xDEFEC7])
         out: dict[str, str | None] = {}
+        defect: str | None
         for name, part in self.plant.parts.items():
             pt = self.plant.part_types[part.type]
             if part.defect is not None:
                 defect = None if part.defect == "none" else part.defect
             elif pt.defect_rate > 0 and rng.random() < pt.defect_rate:
-                defect = str(pt.defects[int(rng.integers(len(pt.defects)))])
+                defect = pt.defects[int(rng.integers(len(pt.defects)))]
             else:
                 defect = None
             out[name] = defect
             if pt.defects:
-                show_defect(self.model, PartMarks.find(self.model, name, pt), defect, rng)
+                show_defect(self.model, PartMarks.find(self.model, name, pt), defect, self._placement(name))
         return out
+
+    def _placement(self, part: str) -> np.random.Generator:
+        """The random draws that place ``part``'s defect (the same each time it is drawn)."""
+        return np.random.default_rng([self.config.seed, 0xDEFEC7, list(self.plant.parts).index(part)])
+
+    def show_face_down(self, part: str) -> None:
+        """Draw ``part``'s defect (and hole) on the face that points down now, the face a camera
+        under it sees: a part may reach the camera turned (a hand-over turns it), and the twin
+        takes the plant's handling to present the face to be inspected."""
+        pt = self.plant.part_types[self.plant.parts[part].type]
+        if not pt.defects:
+            return
+        face = face_down(self.data.xmat[self._part_bodies[part]])
+        marks = PartMarks.find(self.model, part, pt)
+        show_defect(self.model, marks, self.defects.get(part), self._placement(part), face)
+        mujoco.mj_kinematics(self.model, self.data)
 
     def judge(self, machine: str) -> tuple[int, int, float]:
         """An inspection machine's verdict on the part shown to it now: (result 1 pass / 2 fail,

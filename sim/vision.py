@@ -13,22 +13,25 @@
 
 from __future__ import annotations
 
+import math
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import mujoco
 import numpy as np
+from numpy.typing import NDArray
 
 import policies
 from plant.config import DEFECT_KINDS, PlantDescription
 from policies.vision import GOOD, Dataset, Image, Verdict, VisionError, VisionModel
 from robots.skills import SkillError, SkillPlanner
+from sim._types import FloatArray
 from sim.config import TwinConfig
-from sim.defects import PartMarks, show_defect
+from sim.defects import FACES, Face, PartMarks, show_defect
 from sim.hardware import arm_kinematics
 from sim.twin import Twin
 
@@ -69,7 +72,9 @@ class FileImageSource:
 
         start = time.time()
         while True:
-            files = [p for p in self.folder.glob("*") if p.suffix.lower() in self.SUFFIXES] if self.folder.is_dir() else []
+            files = (
+                [p for p in self.folder.glob("*") if p.suffix.lower() in self.SUFFIXES] if self.folder.is_dir() else []
+            )
             fresh = [p for p in files if p.stat().st_mtime >= start - timeout_s]
             if fresh:
                 newest = max(fresh, key=lambda p: p.stat().st_mtime)
@@ -106,6 +111,30 @@ def _no_sites() -> mujoco.MjvOption:
 _NO_SITES = _no_sites()
 
 
+def _face_down_quat(face: Face, yaw: float, tilt_x: float, tilt_y: float) -> FloatArray:
+    """A part's orientation with ``face`` pointing down, turned ``yaw`` about the vertical and
+    tilted a little."""
+    axis, sign = face
+    n = np.zeros(3)
+    n[axis] = sign  # the face's normal in the part's frame: it must point down (-z)
+    down = np.array([0.0, 0.0, -1.0])
+    q_face = np.zeros(4)
+    c = float(n @ down)
+    if c > 0.999:
+        q_face[:] = (1, 0, 0, 0)
+    elif c < -0.999:
+        q_face[:] = (0, 1, 0, 0)
+    else:
+        ax = np.cross(n, down)
+        ax /= np.linalg.norm(ax)
+        mujoco.mju_axisAngle2Quat(q_face, ax, math.acos(c))
+    q_turn = np.zeros(4)
+    mujoco.mju_euler2Quat(q_turn, np.array([tilt_x, tilt_y, yaw]), "xyz")
+    out = np.zeros(4)
+    mujoco.mju_mulQuat(out, q_turn, q_face)
+    return out
+
+
 class InspectionScene:
     """A twin posed for one inspection machine and part type (see the module's docstring)."""
 
@@ -130,17 +159,19 @@ class InspectionScene:
         self.marks = PartMarks.find(model, self.part, self.part_type)
         self.view = np.asarray(plant.inspection_view(machine)[1].xyz_m)  # type: ignore[index]
         self.robot, self.q = self._presenter()
-        self._lights = [mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_LIGHT, n) for n in (f"{machine}/light", "sun", "fill")]
+        self._lights = [
+            mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_LIGHT, n) for n in (f"{machine}/light", "sun", "fill")
+        ]
         self._diffuse = {i: model.light_diffuse[i].copy() for i in self._lights if i >= 0}
         self._light_pos = {i: model.light_pos[i].copy() for i in self._lights if i >= 0}
         self._renderer = mujoco.Renderer(model, height=size, width=size)
         self._opt = _no_sites()
 
-    def _presenter(self) -> tuple[str | None, np.ndarray | None]:
+    def _presenter(self) -> tuple[str | None, FloatArray | None]:
         """The robot that presents parts here and its arm's joints when it does (None: no robot
         reaches the view point; the part is then shown on its own)."""
         for name, robot in self.plant.robots.items():
-            if "present" not in robot.skills:
+            if "present" not in (robot.skills or []):
                 continue
             planner = SkillPlanner(self.plant, name, arm_kinematics(self.twin.model, self.plant, name))
             try:
@@ -164,15 +195,17 @@ class InspectionScene:
                 data.qpos[h.tool_joint_qpos[ok]] = 0.0
             mujoco.mj_kinematics(model, data)
             centre = twin.tool_position(self.robot)
-        centre = centre + rng.uniform(-r.offset_m, r.offset_m, 3)
-        yaw = rng.uniform(0, 2 * np.pi)
+        # Any face down (a hand-over may turn a part), any way round, the part's centre anywhere
+        # from the grip point to its own half size below it (where the fingers hold it).
+        face = FACES[int(rng.integers(len(FACES)))]
+        half = max(self.part_type.size_m) / 2
+        centre = centre + np.array([*rng.uniform(-2 * r.offset_m, 2 * r.offset_m, 2), rng.uniform(-half, r.offset_m)])
         tx, ty = rng.uniform(-r.tilt_rad, r.tilt_rad, 2)
-        quat = np.zeros(4)
-        mujoco.mju_euler2Quat(quat, np.array([tx, ty, yaw]), "xyz")
+        quat = _face_down_quat(face, rng.uniform(0, 2 * np.pi), tx, ty)
         adr = int(model.jnt_qposadr[model.body_jntadr[self.marks.body]])
         data.qpos[adr : adr + 3] = centre
         data.qpos[adr + 3 : adr + 7] = quat
-        show_defect(model, self.marks, defect, rng)
+        show_defect(model, self.marks, defect, rng, face)
         for i, d in self._diffuse.items():
             span = r.light if i == self._lights[0] else r.room_light
             model.light_diffuse[i] = d * rng.uniform(*span)
@@ -181,7 +214,8 @@ class InspectionScene:
         self._renderer.update_scene(data, camera=self.camera, scene_option=self._opt)
         img = self._renderer.render().astype(np.float32)
         img = img * rng.uniform(*r.gain) + rng.normal(0.0, rng.uniform(*r.noise), img.shape)
-        return np.clip(img, 0, 255).astype(np.uint8)
+        out: Image = np.clip(img, 0, 255).astype(np.uint8)
+        return out
 
 
 def render_dataset(
@@ -202,16 +236,15 @@ def render_dataset(
     scene = InspectionScene(plant, machine, part_type, size)
     images = np.zeros((n, size, size, 3), dtype=np.uint8)
     labels = np.zeros(n, dtype=np.int64)
-    n_good = n if not defects else int(round(n * good_share))
+    n_good = n if not defects else round(n * good_share)
     for i in range(n):
         labels[i] = 0 if i < n_good else 1 + (i - n_good) % len(defects)
     rng.shuffle(labels)
     try:
         for i in range(n):
             images[i] = scene.render(classes[labels[i]] if labels[i] else None, rng)
-            if progress is not None and (i + 1) % 50 == 0 or i + 1 == n:
-                if progress is not None:
-                    progress(i + 1, n)
+            if progress is not None and ((i + 1) % 50 == 0 or i + 1 == n):
+                progress(i + 1, n)
     finally:
         scene.close()
     return Dataset(images, labels, classes)
@@ -231,7 +264,7 @@ class Inspection:
     image: Image
 
 
-def evidence_image(image: Image, heat: np.ndarray, scale: int = 3) -> Image:
+def evidence_image(image: Image, heat: NDArray[np.floating[Any]], scale: int = 3) -> Image:
     """The camera image beside the same image under its heat map (red where the model saw a
     defect), each ``scale`` times bigger, for people to look at."""
     img = np.repeat(np.repeat(image, scale, axis=0), scale, axis=1).astype(np.float32)
@@ -243,7 +276,39 @@ def evidence_image(image: Image, heat: np.ndarray, scale: int = 3) -> Image:
     red = np.array([255.0, 30.0, 30.0])
     overlay = img * (1 - 0.6 * big) + red * 0.6 * big
     gap = np.full((h, 4, 3), 255.0)
-    return np.concatenate([img, gap, overlay], axis=1).astype(np.uint8)
+    out: Image = np.concatenate([img, gap, overlay], axis=1).astype(np.uint8)
+    return out
+
+
+def write_inspection(out_dir: Path, n: int, done: Inspection, plant: PlantDescription) -> Path:
+    """The evidence of one verdict, for people and for the next training: the camera's image
+    beside its heat map (``inspection_<n>_<machine>_<part>_<pass|fail_defect>.png``, the file
+    returned), the camera's image alone (``..._camera.png``) and what was judged (``.json``)."""
+    import json
+
+    import imageio.v3 as iio
+
+    v = done.verdict
+    verdict = "pass" if v.passed else f"fail_{v.defect}"
+    stem = f"inspection_{n}_{done.machine}_{done.part}_{verdict}"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    iio.imwrite(out_dir / f"{stem}.png", evidence_image(done.image, v.heat))
+    iio.imwrite(out_dir / f"{stem}_camera.png", done.image)
+    part_type = plant.parts[done.part].type if done.part in plant.parts else None
+    sidecar = {
+        "machine": done.machine,
+        "part": done.part,
+        "part_type": part_type,
+        "time_s": round(done.time_s, 3),
+        "passed": v.passed,
+        "defect": v.defect,
+        "confidence": round(v.confidence, 4),
+        "score": round(v.score, 4),
+        "threshold": v.threshold,
+        "labels": [GOOD, *(plant.part_types[part_type].defects if part_type else [])],
+    }
+    (out_dir / f"{stem}.json").write_text(json.dumps(sidecar, indent=2) + "\n", encoding="utf-8")
+    return out_dir / f"{stem}.png"
 
 
 _MODELS: OrderedDict[tuple[str, str], VisionModel] = OrderedDict()
@@ -325,10 +390,13 @@ class Inspector:
         part = part_at(self.twin, self.machine)
         if part is None:
             raise VisionError(f"no part at {self.machine}'s camera")
+        self.twin.show_face_down(part)
         part_type = self.twin.plant.parts[part].type
         model = load_model(self.vision.model, part_type)
         if self._source is None:
-            self._source = self.source_factory() if self.source_factory else _source(self.twin, self.machine, model.size)
+            self._source = (
+                self.source_factory() if self.source_factory else _source(self.twin, self.machine, model.size)
+            )
         image = self._source.grab(self.vision.timeout_s)
         verdict = model.judge(image)
         done = Inspection(self.machine, part, self.twin.time_s, verdict, np.asarray(image))
@@ -360,9 +428,10 @@ def train_checkpoint(
     mode: str = "supervised",
     images: int = 2400,
     epochs: int = 14,
-    size: int = 96,
+    size: int = 128,
     seed: int = 0,
     command: str = "",
+    examples: Path | None = None,
     say: Callable[[str], None] = lambda _m: None,
     progress: Callable[[str, int, int], None] | None = None,
 ) -> Path:
@@ -384,6 +453,9 @@ def train_checkpoint(
     good_share = 0.5 if mode == "supervised" else 1.0
     data = render_dataset(plant, machine, part_type, images, seed, size, good_share, bar("rendering"))
     say(f"rendered {images} images of {part_type} at {machine} ({size}x{size}, seed {seed})")
+    if examples is not None:
+        data, kept = with_examples(data, examples / part_type, size, good_only=mode == "anomaly")
+        say(f"added {kept} labelled example(s) from {examples / part_type} (operators' overrules)")
     train_bar = bar("training")
     net: torch.nn.Module
     if mode == "supervised":
@@ -394,7 +466,7 @@ def train_checkpoint(
         val = render_dataset(plant, machine, part_type, max(200, images // 5), seed + 1, size, 1.0)
         threshold = pv.threshold_for(pv.scores(net, val.images), ANOMALY_FALSE_REJECT)
     info = pv.VisionInfo(
-        mode=mode,  # type: ignore[arg-type]
+        mode=mode,
         part_type=part_type,
         plant=plant.name,
         machine=machine,
@@ -406,6 +478,34 @@ def train_checkpoint(
     )
     pv.save(out, info, net)
     return out
+
+
+def with_examples(data: Dataset, folder: Path, size: int, good_only: bool = False) -> tuple[Dataset, int]:
+    """``data`` with the labelled examples kept in ``folder/<label>/*.png`` (the console keeps
+    an image there when an operator overrules a verdict). A label that is not one of the data's
+    classes, or an unreadable image, is an error naming the file: nothing is trained on half."""
+    import imageio.v3 as iio
+
+    from policies.vision import check_image
+
+    images, labels = [], []
+    for label_dir in sorted(p for p in folder.glob("*") if p.is_dir()) if folder.is_dir() else []:
+        if label_dir.name not in data.classes:
+            raise VisionError(f"{label_dir}: {label_dir.name!r} is not one of {', '.join(data.classes)}")
+        if good_only and label_dir.name != GOOD:
+            continue
+        for f in sorted(label_dir.glob("*.png")):
+            try:
+                images.append(check_image(np.asarray(iio.imread(f)), size))
+            except (OSError, ValueError, VisionError) as exc:
+                raise VisionError(f"{f}: not a usable example image ({exc})") from None
+            labels.append(data.classes.index(label_dir.name))
+    if not images:
+        return data, 0
+    merged = Dataset(
+        np.concatenate([data.images, np.stack(images)]), np.concatenate([data.labels, np.array(labels)]), data.classes
+    )
+    return merged, len(images)
 
 
 def evaluate_checkpoint(

@@ -171,6 +171,13 @@ class ReasonBody(_Body):
     reason: str = Field(default="", max_length=MAX_REASON_CHARS)
 
 
+class OverruleBody(_Body):
+    """An overrule of a vision verdict: the right label and why."""
+
+    label: str = Field(max_length=64, description="good, or a defect of the part's type")
+    reason: str = Field(max_length=MAX_REASON_CHARS)
+
+
 class TripBody(BaseModel):
     """Trip the e-stop of one robot, or of all robots when ``robot`` is None or "all".
 
@@ -325,6 +332,7 @@ ApiConfirm = Annotated[User, Depends(_api_user(Action.CONFIRM_STEP))]
 ApiRefuse = Annotated[User, Depends(_api_user(Action.REFUSE_STEP))]
 ApiTrip = Annotated[User, Depends(_api_user(Action.TRIP_ESTOP))]
 ApiReset = Annotated[User, Depends(_api_user(Action.RESET_ESTOP))]
+ApiOverrule = Annotated[User, Depends(_api_user(Action.OVERRULE_INSPECTION))]
 PageView = Annotated[User, Depends(_page_user(Action.VIEW))]
 PageSubmit = Annotated[User, Depends(_page_user(Action.SUBMIT_WORK_ORDER))]
 PageApprove = Annotated[User, Depends(_page_user(Action.APPROVE_PLAN))]
@@ -333,6 +341,7 @@ PageConfirm = Annotated[User, Depends(_page_user(Action.CONFIRM_STEP))]
 PageRefuse = Annotated[User, Depends(_page_user(Action.REFUSE_STEP))]
 PageTrip = Annotated[User, Depends(_page_user(Action.TRIP_ESTOP))]
 PageReset = Annotated[User, Depends(_page_user(Action.RESET_ESTOP))]
+PageOverrule = Annotated[User, Depends(_page_user(Action.OVERRULE_INSPECTION))]
 
 
 def create_app(
@@ -801,6 +810,20 @@ def create_app(
         feedback (engineers and supervisors); follow it at ``GET /api/work-orders/{id}``."""
         return await backend.replan(plan_id, user.name)
 
+    @app.post(
+        "/api/plans/{plan_id}/inspections/{image}/overrule",
+        status_code=204,
+        tags=["operator"],
+        responses={409: {"model": Problem}},
+    )
+    async def api_overrule(plan_id: str, image: str, body: OverruleBody, user: ApiOverrule) -> Response:
+        """Overrule a vision verdict of the plan's rehearsal (operators and supervisors): audited,
+        and the image kept as a labelled example for the next training."""
+        label = clean_text(body.label, "Label", required=True, max_chars=64)
+        reason = clean_text(body.reason, "Reason", required=True, min_chars=3, max_chars=MAX_REASON_CHARS)
+        await backend.overrule_inspection(plan_id, image, user.name, label, reason)
+        return Response(status_code=204)
+
     @app.get("/api/confirmations", response_model=list[ConfirmationView], tags=["operator"])
     async def api_confirmations(user: ApiView) -> list[ConfirmationView]:
         """Hazardous steps waiting for a robot operator."""
@@ -919,7 +942,8 @@ def create_app(
 
     @app.get("/plant", include_in_schema=False)
     async def plant_page(request: Request, user: PageView) -> Response:
-        return render(request, "plant.html", user, svg=top_svg, snap=backend.feed.latest)
+        inspections = await backend.recent_inspections()
+        return render(request, "plant.html", user, svg=top_svg, snap=backend.feed.latest, inspections=inspections)
 
     @app.get("/plans", include_in_schema=False)
     async def plans_page(request: Request, user: PageView) -> Response:
@@ -992,6 +1016,18 @@ def create_app(
     @app.post("/plans/{plan_id}/reject", include_in_schema=False)
     async def reject_post(request: Request, plan_id: str, user: PageReject) -> Response:
         return await decide(request, plan_id, user, approve=False)
+
+    @app.post("/plans/{plan_id}/inspections/overrule", include_in_schema=False)
+    async def overrule_post(request: Request, plan_id: str, user: PageOverrule) -> Response:
+        form = await request.form()
+        try:
+            image = clean_text(form.get("image"), "Inspection image", required=True, max_chars=200)
+            label = clean_text(form.get("label"), "Label", required=True, max_chars=64)
+            reason = text_field(form, "reason", "Reason for overruling", required=True, min_chars=3)
+            await backend.overrule_inspection(plan_id, image, user.name, label, reason)
+        except (FormError, ActionRefused) as exc:
+            return await plan_response(request, user, await plan_or_404(plan_id), *_problem(exc))
+        return _done(f"/plans/{quote(plan_id)}#inspections", f"Verdict overruled to {label} by {user.name}.")
 
     @app.post("/plans/{plan_id}/replan", include_in_schema=False)
     async def replan_post(request: Request, plan_id: str, user: PageSubmit) -> Response:

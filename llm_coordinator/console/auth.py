@@ -72,6 +72,7 @@ class Action(enum.StrEnum):
     REFUSE_STEP = "refuse_step"
     TRIP_ESTOP = "trip_estop"
     RESET_ESTOP = "reset_estop"
+    OVERRULE_INSPECTION = "overrule_inspection"
 
 
 #: Who may do what (static, written by people, like the rest of the safety case).
@@ -87,6 +88,8 @@ PERMISSIONS: dict[Action, frozenset[Role]] = {
     Action.REFUSE_STEP: frozenset({Role.OPERATOR}),
     Action.TRIP_ESTOP: frozenset(Role),
     Action.RESET_ESTOP: frozenset({Role.OPERATOR}),
+    # The people at the line who can look at the part: its operator and the supervisor.
+    Action.OVERRULE_INSPECTION: frozenset({Role.OPERATOR, Role.SUPERVISOR}),
 }
 
 

@@ -35,6 +35,7 @@ from .services import (
     ConfirmationView,
     EstopPort,
     GuardrailView,
+    InspectionView,
     JobView,
     LivePlan,
     LiveStep,
@@ -49,6 +50,16 @@ from .services import (
 )
 
 log = logging.getLogger(__name__)
+
+
+def _sidecar(image: Path) -> dict[str, Any] | None:
+    """What an inspection image's sidecar says was judged, or None (missing, unreadable)."""
+    try:
+        data = json.loads(image.with_suffix(".json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
 
 _STEP_STATUS: dict[str, Literal["pending", "running", "done", "failed", "skipped"]] = {
     "running": "running",
@@ -259,6 +270,7 @@ class CoordinatorBackend:
                 collisions=[str(c) for c in rep.get("collisions", [])],
                 safety_stops=[str(c) for c in rep.get("safety_stops", [])],
                 evidence=[Path(p).name for p in rehearsal.evidence],
+                inspections=self._inspections(plan_id, rehearsal.evidence),
             )
             risk = rep.get("risk")
             if isinstance(risk, dict):
@@ -307,6 +319,85 @@ class CoordinatorBackend:
             if path.name == name and await asyncio.to_thread(path.is_file):
                 return path
         return None
+
+    def _inspections(self, plan_id: int, evidence: list[str]) -> list[InspectionView]:
+        """The vision verdicts among a rehearsal's evidence (each image has a sidecar saying
+        what was judged; sim.vision.write_inspection), with any overrule recorded for it."""
+        overruled = {
+            str(
+                r.payload.get("image")
+            ): f"overruled to {r.payload.get('label')} by {r.actor}: {r.payload.get('reason')}"
+            for r in self.store.audit_rows(plan_id)
+            if r.action == "inspection_overruled" and isinstance(r.payload, dict)
+        }
+        out = []
+        for p in evidence:
+            path = Path(p)
+            if not path.name.startswith("inspection_"):
+                continue
+            side = _sidecar(path)
+            if side is None:
+                continue
+            out.append(
+                InspectionView(
+                    image=path.name,
+                    machine=str(side.get("machine", "")),
+                    part=str(side.get("part", "")),
+                    passed=bool(side.get("passed")),
+                    defect=side.get("defect") if isinstance(side.get("defect"), str) else None,
+                    confidence=float(side.get("confidence", 0.0)),
+                    labels=[str(x) for x in side.get("labels", [])],
+                    overruled=overruled.get(path.name, ""),
+                )
+            )
+        return out
+
+    async def recent_inspections(self, limit: int = 4) -> list[tuple[str, InspectionView]]:
+        def work() -> list[tuple[str, InspectionView]]:
+            out: list[tuple[str, InspectionView]] = []
+            for row in self.store.plans(50):
+                rehearsal = self.store.rehearsal(row.id)
+                if rehearsal is None:
+                    continue
+                out += [(str(row.id), v) for v in reversed(self._inspections(row.id, rehearsal.evidence))]
+                if len(out) >= limit:
+                    break
+            return out[:limit]
+
+        return await asyncio.to_thread(work)
+
+    async def overrule_inspection(self, plan_id: str, image: str, actor: str, label: str, reason: str) -> None:
+        pid = self._pid(plan_id)
+        path = await self.evidence_file(plan_id, image)
+        side = None if path is None or not image.startswith("inspection_") else _sidecar(path)
+        if path is None or side is None:
+            raise ActionRefused(f"Plan {plan_id} has no inspection image {image!r}.")
+        labels = [str(x) for x in side.get("labels", [])]
+        if label not in labels:
+            raise ActionRefused(f"{label!r} is not a label of this part: one of {', '.join(labels)}.")
+        verdict = "good" if side.get("passed") else str(side.get("defect"))
+        if label == verdict:
+            raise ActionRefused(f"The verdict is {verdict} already; there is nothing to overrule.")
+        camera = path.with_name(path.stem + "_camera.png")
+        part_type = str(side.get("part_type") or "unknown")
+        folder = self.coordinator.evidence_dir.parent / "vision_examples" / part_type / label
+        kept = folder / f"plan{pid}_{path.stem}.png"
+
+        def keep() -> None:
+            import shutil
+
+            folder.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(camera, kept)
+            note = {"plan": pid, "actor": actor, "reason": reason, "label": label, "verdict": side, "at": now_s()}
+            kept.with_suffix(".json").write_text(json.dumps(note, indent=2) + "\n", encoding="utf-8")
+
+        try:
+            await asyncio.to_thread(keep)
+        except OSError as exc:
+            raise ActionRefused(f"The example could not be kept ({exc.strerror}); nothing was recorded.") from None
+        payload = {"image": image, "machine": side.get("machine"), "part": side.get("part"), "verdict": verdict}
+        payload.update(label=label, reason=reason, example=str(kept))
+        await asyncio.to_thread(self.store.audit, actor, "inspection_overruled", pid, payload)
 
     async def _call(self, fn: Any, *args: Any) -> Any:
         try:

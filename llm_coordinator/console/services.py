@@ -135,6 +135,19 @@ class GuardrailView(View):
     reason: str = ""
 
 
+class InspectionView(View):
+    """One part judged by an inspection machine's camera and vision model in the rehearsal."""
+
+    image: str = Field(description="evidence file name: the camera's image beside its heat map")
+    machine: str
+    part: str
+    passed: bool
+    defect: str | None = None
+    confidence: float
+    labels: list[str] = Field(default_factory=list, description="what an operator may overrule the verdict to")
+    overruled: str = Field(default="", description="the overrule recorded for it, if any")
+
+
 class RehearsalView(View):
     """What the rehearsal in the twin showed."""
 
@@ -147,6 +160,7 @@ class RehearsalView(View):
         default_factory=list, description="the risk figures of rehearsals from perturbed starts, a line each"
     )
     risk_ok: bool = True
+    inspections: list[InspectionView] = Field(default_factory=list)
 
 
 class AuditView(View):
@@ -321,6 +335,14 @@ class ConsoleBackend(Protocol):
         """An operator refuses a hazardous step, with a reason that becomes feedback for the next
         draft: a running plan stops and the plan becomes ``refused_by_operator`` (the supervisor
         sees the reason and may draft it again)."""
+
+    async def recent_inspections(self, limit: int = 4) -> list[tuple[str, InspectionView]]:
+        """The newest vision verdicts of rehearsals, newest plan first: (plan id, verdict)."""
+
+    async def overrule_inspection(self, plan_id: str, image: str, actor: str, label: str, reason: str) -> None:
+        """An operator or supervisor overrules a vision verdict of the plan's rehearsal with the
+        right label (good, or a defect of the part's type): recorded in the audit log, and the
+        camera's image kept as a labelled example for the next training."""
 
     async def trip_estop(self, robot: str | None, actor: str, reason: str) -> None:
         """Latch the e-stop of one robot, or of every robot when ``robot`` is None."""

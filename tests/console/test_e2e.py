@@ -308,3 +308,60 @@ def test_the_plan_page_shows_the_risk_of_perturbed_rehearsals(
         assert sam.query_selector("img[alt^='rehearsal frame worst_seed']") is not None
         assert sam.query_selector("img[alt='rehearsal frame risk_separation.png']") is not None
         sam.locator("#rehearsal").screenshot(path=str(shots / "plan_risk.png"))
+
+
+def test_an_operator_overrules_an_inspection_verdict(
+    browser: object, demo_plant: PlantDescription, tmp_path: Path, shots: Path
+) -> None:
+    """The rehearsal's inspection is on the plan page and the plant page: the camera's image with
+    the vision model's heat map, the verdict and its confidence. An operator overrules it with a
+    reason; the overrule is in the audit log and the image is kept as a labelled example. An
+    engineer sees the verdict but has no overrule form."""
+    import json
+
+    with serve_console(demo_plant, tmp_path, render_rehearsals=False) as live:
+        erin = _login(browser, live, "erin")
+        erin.goto("/work-orders")
+        erin.select_option("#wo-recipe", "machine_part")
+        erin.fill("#wo-text", "machine one blank and sort it")
+        erin.click("#wo-submit")
+        erin.wait_for_url("**/work-orders/*")
+        assert _wait_job(erin, 600) == "awaiting approval", erin.inner_text("#job")
+        erin.click("#open-plan")
+        erin.wait_for_url("**/plans/*")
+        plan_url = erin.url
+        text = erin.inner_text("#inspections")
+        assert "insp_1 judged part_" in text and "confidence" in text, text
+        assert erin.query_selector("#inspections form.overrule") is None  # an engineer does not overrule
+        img = erin.query_selector("#inspections img")
+        assert img is not None and erin.evaluate("i => i.naturalWidth", img) > 100  # the image is served
+        olga = _login(browser, live, "olga")
+        olga.goto(plan_url)
+        verdict = "pass" if "pass" in olga.inner_text("#inspections figcaption") else "fail"
+        olga.locator("#inspections").screenshot(path=str(shots / "plan_inspection.png"))
+        other = "crack" if verdict == "pass" else "good"
+        olga.select_option("#inspections select[name=label]", other)
+        olga.fill("#inspections input[name=reason]", "a hairline crack under the light")
+        olga.click("#inspections form.overrule button")
+        olga.wait_for_load_state()
+        assert f"Verdict overruled to {other} by olga" in olga.inner_text("body")
+        assert f"overruled to {other} by olga" in olga.inner_text("#inspections")
+        # Overruling to what it already says is refused, with the reason.
+        olga.select_option("#inspections select[name=label]", other)
+        olga.fill("#inspections input[name=reason]", "again")
+        olga.click("#inspections form.overrule button")
+        olga.wait_for_load_state()
+        assert "nothing to overrule" in olga.inner_text("body") or "overruled" in olga.inner_text("#inspections")
+        kept = list((tmp_path / "vision_examples" / "blank_al" / other).glob("*.png"))
+        assert len(kept) >= 1 and kept[0].stat().st_size > 1000
+        note = json.loads(kept[0].with_suffix(".json").read_text())
+        assert note["actor"] == "olga" and note["label"] == other
+        from llm_coordinator.store import Store
+
+        rows = [
+            r for r in Store(f"sqlite:///{tmp_path / 'site.db'}").audit_rows() if r.action == "inspection_overruled"
+        ]
+        assert rows and rows[0].actor == "olga" and rows[0].payload["label"] == other
+        olga.goto("/plant")
+        assert "Last inspections" in olga.inner_text("#inspections")
+        olga.locator("#inspections").screenshot(path=str(shots / "plant_inspection.png"))

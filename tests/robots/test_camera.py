@@ -56,7 +56,11 @@ def test_images_arrive_and_a_silent_camera_is_an_error() -> None:
         img = source.grab(20.0)  # discovery on a loaded machine may take seconds
         assert img.shape == (4, 6, 3) and img.dtype == np.uint8
         # bgr8 on the wire, RGB out: red, green, blue
-        assert img[0, 0].tolist() == [0, 0, 255] and img[0, 1].tolist() == [0, 255, 0] and img[0, 2].tolist() == [255, 0, 0]
+        assert (
+            img[0, 0].tolist() == [0, 0, 255]
+            and img[0, 1].tolist() == [0, 255, 0]
+            and img[0, 2].tolist() == [255, 0, 0]
+        )
         cam.wait(30)
         t0 = time.monotonic()
         with pytest.raises(VisionError, match=r"no image on /insp_1/image within 0\.5 s.*stopped publishing"):

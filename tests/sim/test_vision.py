@@ -142,14 +142,30 @@ def test_train_and_eval_from_the_command_line(tmp_path: Path, mode: str) -> None
     out = tmp_path / mode
     cli = [sys.executable, "-m", "llm_coordinator.cli", "vision"]
     args = ["--mode", mode, "--images", "120", "--epochs", "2", "--size", "48", "--seed", "3"]
-    r = subprocess.run([*cli, "train", "blank_al", "--out", str(out), *args], cwd=ROOT, capture_output=True, text=True, env=env, timeout=900)
+    r = subprocess.run(
+        [*cli, "train", "blank_al", "--out", str(out), *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     info = read_info(out)
     assert info.mode == mode and info.image_size == 48 and "--mode " + mode in info.command
-    r = subprocess.run([*cli, "eval", str(out), "--images", "40"], cwd=ROOT, capture_output=True, text=True, env=env, timeout=900)
+    r = subprocess.run(
+        [*cli, "eval", str(out), "--images", "40"], cwd=ROOT, capture_output=True, text=True, env=env, timeout=900
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     assert "image AUROC" in r.stdout and "baseline" in r.stdout and "recall per defect" in r.stdout
     report = __import__("json").loads((out / "eval_report.json").read_text())
     assert set(report["model"]) >= {"auroc", "recall", "false_reject", "p50_ms", "p99_ms"}
-    bad = subprocess.run([*cli, "train", "no_such_type", "--out", str(tmp_path / "x"), *args], cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
+    bad = subprocess.run(
+        [*cli, "train", "no_such_type", "--out", str(tmp_path / "x"), *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert bad.returncode == 2 and "no part type 'no_such_type'" in bad.stderr
