@@ -1027,7 +1027,7 @@ def create_app(
             await backend.overrule_inspection(plan_id, image, user.name, label, reason)
         except (FormError, ActionRefused) as exc:
             return await plan_response(request, user, await plan_or_404(plan_id), *_problem(exc))
-        return _done(f"/plans/{quote(plan_id)}#inspections", f"Verdict overruled to {label} by {user.name}.")
+        return _done(f"/plans/{quote(plan_id)}", f"Verdict overruled to {label} by {user.name}.")
 
     @app.post("/plans/{plan_id}/replan", include_in_schema=False)
     async def replan_post(request: Request, plan_id: str, user: PageSubmit) -> Response:

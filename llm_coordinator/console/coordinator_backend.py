@@ -376,8 +376,15 @@ class CoordinatorBackend:
         if label not in labels:
             raise ActionRefused(f"{label!r} is not a label of this part: one of {', '.join(labels)}.")
         verdict = "good" if side.get("passed") else str(side.get("defect"))
-        if label == verdict:
-            raise ActionRefused(f"The verdict is {verdict} already; there is nothing to overrule.")
+        earlier = [
+            r.payload.get("label")
+            for r in await asyncio.to_thread(self.store.audit_rows, pid)
+            if r.action == "inspection_overruled" and isinstance(r.payload, dict) and r.payload.get("image") == image
+        ]
+        now = earlier[-1] if earlier else verdict
+        if label == now:
+            said = "overruled to" if earlier else "the verdict is"
+            raise ActionRefused(f"This part is {said} {label} already; there is nothing to overrule.")
         camera = path.with_name(path.stem + "_camera.png")
         part_type = str(side.get("part_type") or "unknown")
         folder = self.coordinator.evidence_dir.parent / "vision_examples" / part_type / label
