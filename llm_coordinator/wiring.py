@@ -121,6 +121,10 @@ async def live_agents(
         machines[name] = getattr(importlib.import_module(module), cls)(name, m)
     host = ros_host if ros_host is not None else RosHost()
     try:
+        from llm_coordinator.inspection import vision_agents
+
+        # An inspection machine with an outside camera: our camera and model judge its cycles.
+        machines = vision_agents(plant, machines, host)
         for agent in machines.values():
             await agent.connect()
         robot_agents: dict[str, RobotAgent] = {}

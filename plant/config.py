@@ -676,6 +676,14 @@ DEFECT_KINDS = ("scratch", "crack", "chipped_edge", "missing_hole", "wrong_colou
 DefectKind = Literal["scratch", "crack", "chipped_edge", "missing_hole", "wrong_colour"]
 
 
+def defect_code(defect: str | None) -> int:
+    """An inspection's ``defect`` tag value: 0 none, 1.. a defect of :data:`DEFECT_KINDS` in
+    order, 99 a defect the model cannot name (an anomaly model's)."""
+    if defect is None:
+        return 0
+    return DEFECT_KINDS.index(defect) + 1 if defect in DEFECT_KINDS else 99
+
+
 class PartType(Model):
     """A kind of part: a box of ``size_m`` weighing ``mass_kg``, with the defects it may have."""
 

@@ -35,7 +35,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, Protocol
 
 import numpy as np
 import torch
@@ -51,6 +51,18 @@ GOOD: Final = "good"
 Mode = Literal["supervised", "anomaly"]
 Image = NDArray[np.uint8]
 Progress = Callable[[int, int, str], None]
+
+
+#: Shipped vision checkpoints live here, by name (as the shipped control policies do).
+SHIPPED = Path(__file__).parent / "checkpoints"
+
+
+def checkpoint_path(ref: str) -> Path:
+    """A plant file's ``vision.model``: the name of a shipped checkpoint, else a folder's path."""
+    shipped = SHIPPED / ref
+    if "/" not in ref and "\\" not in ref and shipped.is_dir():
+        return shipped
+    return Path(ref).expanduser()
 
 
 class VisionError(RuntimeError):
@@ -461,6 +473,45 @@ class VisionModel:
         if self.info.mode == "anomaly":
             h = np.clip(h / (2 * thr), 0.0, 1.0)
         return Verdict(passed, defect, confidence, s, thr, h, seconds)
+
+
+class ImageSource(Protocol):
+    """Where an inspection machine's images come from: the twin's camera
+    (``sim.vision.TwinCamera``), a ROS 2 image topic (``robots.ros2.camera.RosImageSource``) or
+    a folder of image files (:class:`FileImageSource`)."""
+
+    def grab(self, timeout_s: float) -> Image:
+        """The newest image (uint8 [H, W, 3]); raises VisionError when none comes in time."""
+        ...
+
+
+class FileImageSource:
+    """The newest image file (PNG, JPEG, BMP) in a folder, written after the request began or
+    at most ``timeout_s`` before it."""
+
+    SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = Path(folder)
+
+    def grab(self, timeout_s: float) -> Image:
+        import imageio.v3 as iio
+
+        start = time.time()
+        while True:
+            files = (
+                [p for p in self.folder.glob("*") if p.suffix.lower() in self.SUFFIXES] if self.folder.is_dir() else []
+            )
+            fresh = [p for p in files if p.stat().st_mtime >= start - timeout_s]
+            if fresh:
+                newest = max(fresh, key=lambda p: (p.stat().st_mtime_ns, p.name))
+                try:
+                    return np.asarray(iio.imread(newest))
+                except Exception as exc:
+                    raise VisionError(f"{newest}: not a readable image ({type(exc).__name__})") from None
+            if time.time() - start > timeout_s:
+                raise VisionError(f"no new image in {self.folder} within {timeout_s:g} s (is the camera running?)")
+            time.sleep(0.05)
 
 
 # --------------------------------------------------------------------------- evaluation

@@ -28,6 +28,7 @@ WIRING = {
     "llm_coordinator/cli_policy.py",
     "llm_coordinator/cli_robot.py",
     "llm_coordinator/cli_twin.py",
+    "llm_coordinator/cli_vision.py",
     "llm_coordinator/console/wiring.py",
 }
 

@@ -441,7 +441,8 @@ class Twin:
         when they cannot); without, the verdict is the part's true defect (a perfect inspector)."""
         m = self.plant.machines[machine]
         if m.vision is not None:
-            from sim.vision import Inspector, defect_code
+            from plant.config import defect_code
+            from sim.vision import Inspector
 
             inspector = self._inspectors.get(machine)
             if inspector is None:
@@ -459,7 +460,8 @@ class Twin:
                 )
             )
             return (1 if v.passed else 2), defect_code(v.defect), v.confidence
-        from sim.vision import defect_code, part_at
+        from plant.config import defect_code
+        from sim.vision import part_at
 
         part = part_at(self, machine)
         if part is None:

@@ -19,72 +19,30 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import mujoco
 import numpy as np
 from numpy.typing import NDArray
 
-import policies
-from plant.config import DEFECT_KINDS, PlantDescription
-from policies.vision import GOOD, Dataset, Image, Verdict, VisionError, VisionModel
+from plant.config import PlantDescription
+from policies.vision import (
+    GOOD,
+    Dataset,
+    FileImageSource,
+    Image,
+    ImageSource,
+    Verdict,
+    VisionError,
+    VisionModel,
+    checkpoint_path,
+)
 from robots.skills import SkillError, SkillPlanner
 from sim._types import FloatArray
 from sim.config import TwinConfig
 from sim.defects import FACES, Face, PartMarks, show_defect
 from sim.hardware import arm_kinematics
 from sim.twin import Twin
-
-#: Shipped vision checkpoints live here, by name (as the shipped control policies do).
-SHIPPED = Path(policies.__file__).parent / "checkpoints"
-
-
-def checkpoint_path(ref: str) -> Path:
-    """A plant file's ``vision.model``: the name of a shipped checkpoint, else a folder's path."""
-    shipped = SHIPPED / ref
-    if "/" not in ref and "\\" not in ref and shipped.is_dir():
-        return shipped
-    return Path(ref).expanduser()
-
-
-class ImageSource(Protocol):
-    """Where an inspection machine's images come from: the twin's camera, a ROS 2 image topic
-    (:class:`robots.ros2.camera.RosImageSource`) or a folder of image files."""
-
-    def grab(self, timeout_s: float) -> Image:
-        """The newest image (uint8 [H, W, 3]); raises VisionError when none comes in time."""
-        ...
-
-
-class FileImageSource:
-    """The newest image file (PNG, JPEG, BMP) in a folder, written after the request began or
-    at most ``timeout_s`` before it."""
-
-    SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = Path(folder)
-
-    def grab(self, timeout_s: float) -> Image:
-        import time
-
-        import imageio.v3 as iio
-
-        start = time.time()
-        while True:
-            files = (
-                [p for p in self.folder.glob("*") if p.suffix.lower() in self.SUFFIXES] if self.folder.is_dir() else []
-            )
-            fresh = [p for p in files if p.stat().st_mtime >= start - timeout_s]
-            if fresh:
-                newest = max(fresh, key=lambda p: p.stat().st_mtime)
-                try:
-                    return np.asarray(iio.imread(newest))
-                except Exception as exc:
-                    raise VisionError(f"{newest}: not a readable image ({type(exc).__name__})") from None
-            if time.time() - start > timeout_s:
-                raise VisionError(f"no new image in {self.folder} within {timeout_s:g} s (is the camera running?)")
-            time.sleep(0.05)
 
 
 @dataclass(frozen=True)
@@ -402,13 +360,6 @@ class Inspector:
         done = Inspection(self.machine, part, self.twin.time_s, verdict, np.asarray(image))
         self.inspections.append(done)
         return done
-
-
-def defect_code(defect: str | None) -> int:
-    """The ``defect`` tag's value: 0 none, 1.. a defect of DEFECT_KINDS in order, 99 unnamed."""
-    if defect is None:
-        return 0
-    return DEFECT_KINDS.index(defect) + 1 if defect in DEFECT_KINDS else 99
 
 
 # --------------------------------------------------------------------------- train and evaluate

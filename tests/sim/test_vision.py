@@ -18,10 +18,20 @@ import yaml
 from plant import PlantError
 from plant.config import PlantDescription
 from plant.loader import default_plant_text, load_plant_text
-from policies.vision import ONNX_FILE, VisionError, VisionModel, auroc, check_image, figures, read_info
+from policies.vision import (
+    ONNX_FILE,
+    SHIPPED,
+    FileImageSource,
+    VisionError,
+    VisionModel,
+    auroc,
+    check_image,
+    figures,
+    read_info,
+)
 from sim.config import TwinConfig
 from sim.twin import Twin
-from sim.vision import EVAL_SEED, SHIPPED, FileImageSource, InspectionScene, render_dataset
+from sim.vision import EVAL_SEED, InspectionScene, render_dataset
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED_MODEL = SHIPPED / "vision_demo_cell_blank_al"
