@@ -131,6 +131,9 @@ def eval_cmd(
     seed: Annotated[
         int | None, typer.Option(help="seed of the held-out renders (default: one training never uses)")
     ] = None,
+    report: Annotated[
+        Path | None, typer.Option(help="where to write the report (default: the checkpoint's eval_report.json)")
+    ] = None,
 ) -> None:
     """Judge held-out renders (poses, lights and defect placements training never saw) and print
     AUROC, defect recall, false rejects and one-core latency beside a classical baseline."""
@@ -150,17 +153,22 @@ def eval_cmd(
             bar.update(tasks[stage], completed=i)
 
         try:
-            report: dict[str, Any] = evaluate_checkpoint(
-                plant, checkpoint, images=images, seed=EVAL_SEED if seed is None else seed, progress=progress
+            result: dict[str, Any] = evaluate_checkpoint(
+                plant,
+                checkpoint,
+                images=images,
+                seed=EVAL_SEED if seed is None else seed,
+                report_file=report,
+                progress=progress,
             )
         except VisionError as exc:
             _fail(f"vision eval: {exc}")
-    table = Table(title=f"{report['part_type']} ({report['mode']}), {images} held-out renders")
+    table = Table(title=f"{result['part_type']} ({result['mode']}), {images} held-out renders")
     for col in ("", "image AUROC", "defect recall", "false rejects", "p50 / p99 ms (1 core)"):
         table.add_column(col)
-    table.add_row(*_row("model", report["model"], report["targets"]))
-    table.add_row(*_row("baseline: reference difference", report["baseline"], None))
-    t = report["targets"]
+    table.add_row(*_row("model", result["model"], result["targets"]))
+    table.add_row(*_row("baseline: reference difference", result["baseline"], None))
+    t = result["targets"]
     table.add_row(
         "target",
         f">= {t['auroc']}",
@@ -173,7 +181,7 @@ def eval_cmd(
     per.add_column("defect")
     per.add_column("model")
     per.add_column("baseline")
-    for d, r in report["model"]["recall_per_defect"].items():
-        per.add_row(d, f"{100 * r:.1f}%", f"{100 * report['baseline']['recall_per_defect'].get(d, 0.0):.1f}%")
+    for d, r in result["model"]["recall_per_defect"].items():
+        per.add_row(d, f"{100 * r:.1f}%", f"{100 * result['baseline']['recall_per_defect'].get(d, 0.0):.1f}%")
     out.print(per)
-    out.print(f"report: {checkpoint / 'eval_report.json'}", markup=False, highlight=False)
+    out.print(f"report: {result['report_file']}", markup=False, highlight=False)

@@ -28,7 +28,6 @@ that is empty, of the wrong shape or type, or not finite: :class:`VisionError` s
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import time
 import warnings
@@ -583,7 +582,3 @@ def latency(model: VisionModel, images: Image, repeats: int = 1) -> tuple[float,
             model.run(img[None])
             times.append(time.perf_counter() - t0)
     return float(np.percentile(times, 50)), float(np.percentile(times, 99))
-
-
-def write_report(directory: Path, report: dict[str, Any]) -> None:
-    (Path(directory) / "eval_report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")

@@ -79,4 +79,8 @@ done
 "$BIN/atelier" show "$PLAN" --json --db "$DB" > "$OUT/compound_order_done.json"
 echo "== 5. the audit log"
 "$BIN/atelier" audit verify --db "sqlite:///$OUT/atelier.db"
+echo "== 6. the inspection camera's vision model on 200 held-out renders, beside a classical baseline"
+# (the rehearsal's inspection images, with the model's heat map, are in the evidence: inspection_*.png)
+"$BIN/atelier" vision eval policies/checkpoints/vision_demo_cell_blank_al --images 200 --report "$OUT/vision_eval.json"
+ls "$OUT"/evidence/*/inspection_*[a-z].png 2>/dev/null | sed 's/^/   inspection evidence: /' || true
 echo "done: video $OUT/demo_cell.mp4, evidence in $OUT/evidence/, plans in $OUT/atelier.db"
