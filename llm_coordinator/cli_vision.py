@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import shlex
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -27,10 +29,20 @@ def _fail(message: str) -> None:
     raise typer.Exit(2)
 
 
-def _bar() -> Progress:
-    return Progress(
+@contextlib.contextmanager
+def _bars() -> Iterator[tuple[Progress, Callable[[str, int, int], None]]]:
+    """Progress bars on stderr, one per stage, and the callback that moves them."""
+    with Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err
-    )
+    ) as bar:
+        tasks: dict[str, Any] = {}
+
+        def progress(stage: str, i: int, n: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(stage, total=n)
+            bar.update(tasks[stage], completed=i)
+
+        yield bar, progress
 
 
 def _inspection_machine(plant: Any, machine: str | None) -> str:
@@ -76,14 +88,7 @@ def train_cmd(
     machine = _inspection_machine(plant, machine)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     command = "atelier vision train " + " ".join(shlex.quote(a) for a in sys.argv[3:])
-    with _bar() as bar:
-        tasks: dict[str, Any] = {}
-
-        def progress(stage: str, i: int, n: int) -> None:
-            if stage not in tasks:
-                tasks[stage] = bar.add_task(stage, total=n)
-            bar.update(tasks[stage], completed=i)
-
+    with _bars() as (bar, progress):
         try:
             path = train_checkpoint(
                 plant,
@@ -144,14 +149,7 @@ def eval_cmd(
         plant = load_plant(plant_file)
     except PlantError as exc:
         _fail(str(exc))
-    with _bar() as bar:
-        tasks: dict[str, Any] = {}
-
-        def progress(stage: str, i: int, n: int) -> None:
-            if stage not in tasks:
-                tasks[stage] = bar.add_task(stage, total=n)
-            bar.update(tasks[stage], completed=i)
-
+    with _bars() as (_bar, progress):
         try:
             result: dict[str, Any] = evaluate_checkpoint(
                 plant,

@@ -140,16 +140,23 @@ def read_info(directory: Path) -> CheckpointInfo:
 
 def verified(directory: Path, info: CheckpointInfo, name: str) -> Path:
     """The path of a checkpoint file whose hash matches the metadata; else :class:`CheckpointError`."""
+    return hashed_file(directory, info.files, name, INFO_FILE, CheckpointError)
+
+
+def hashed_file(directory: Path, files: dict[str, str], name: str, listing: str, error: type[Exception]) -> Path:
+    """The path of file ``name`` of a folder whose metadata (``listing``) records ``files``
+    (name -> SHA-256), when its hash matches; else ``error`` saying what is wrong. Shared by
+    policy and vision checkpoints."""
     path = Path(directory) / name
-    expected = info.files.get(name)
+    expected = files.get(name)
     if expected is None:
-        raise CheckpointError(f"{directory}: {name} is not part of this checkpoint (not listed in {INFO_FILE})")
+        raise error(f"{directory}: {name} is not part of this checkpoint (not listed in {listing})")
     if not path.is_file():
-        raise CheckpointError(f"{directory}: {name} is listed in {INFO_FILE} but missing")
+        raise error(f"{directory}: {name} is listed in {listing} but missing")
     actual = sha256(path)
     if actual != expected:
-        raise CheckpointError(
-            f"{path} is corrupt: SHA-256 {actual[:12]}... does not match {expected[:12]}... recorded in {INFO_FILE}"
+        raise error(
+            f"{path} is corrupt: SHA-256 {actual[:12]}... does not match {expected[:12]}... recorded in {listing}"
         )
     return path
 

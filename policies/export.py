@@ -47,7 +47,7 @@ def quiet_torchscript() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _quiet_onnx_export() -> Iterator[None]:
+def quiet_onnx_export() -> Iterator[None]:
     # The exporter logs a line per torchvision operator it skips and warns about torch's own
     # pytree internals; neither concerns a small MLP.
     logger = logging.getLogger("torch.onnx")
@@ -72,7 +72,7 @@ def to_onnx(net: PolicyNet, path: Path) -> None:
     """Write ``net`` as an ONNX model with a dynamic batch dimension."""
     example = torch.zeros(1, net.obs_dim)
     batch = torch.export.Dim("batch", min=1, max=4096)
-    with _quiet_onnx_export():
+    with quiet_onnx_export():
         program = torch.onnx.export(
             net.eval(),
             (example,),

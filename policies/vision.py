@@ -5,12 +5,12 @@ Two modes, one checkpoint format, one runtime:
 - ``supervised``: a small convolutional classifier over ``good`` and the part type's defect
   classes, trained on labelled images. Its heat map is the per-cell probability that the cell
   is not good (the class activation of every defect class against ``good``).
-- ``anomaly``: trained on good parts only (real plants rarely have labelled defects). A small
-  convolutional autoencoder learns features of good images; the checkpoint keeps a memory of
-  good patch features, and a patch's anomaly is its distance to the nearest remembered one
-  (PatchCore's idea, on features learnt from the plant's own images rather than ImageNet's).
-  The image's score is its most anomalous patch; the threshold is set on held-out good images
-  for the false-reject rate asked for. It names no defect class.
+- ``anomaly``: trained on good parts only (real plants rarely have labelled defects). The same
+  classifier learns good images against the same images made anomalous on the fly
+  (:func:`synthetic_anomaly`: scars, cut-and-pasted patches, painted-over regions, colour casts,
+  as in CutPaste), so it flags what differs from good without being shown a real defect. The
+  threshold is set on held-out good images for the false-reject rate asked for. It names no
+  defect class.
 
 Both export to ONNX with the normalisation and the scoring inside, so the runtime only feeds
 uint8 RGB pixels. A checkpoint is a folder::
@@ -27,10 +27,7 @@ that is empty, of the wrong shape or type, or not finite: :class:`VisionError` s
 
 from __future__ import annotations
 
-import hashlib
-import logging
 import time
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +38,9 @@ import torch
 from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from torch import nn
+
+from policies.checkpoint import hashed_file, sha256
+from policies.export import quiet_onnx_export
 
 FORMAT: Final = "atelier-vision/1"
 INFO_FILE = "vision.json"
@@ -139,47 +139,6 @@ class Classifier(nn.Module):
         return 1.0 - probs[:, 0], probs, heat * (1.0 - probs[:, :1, None])
 
 
-class AutoEncoder(nn.Module):
-    """The anomaly mode's feature learner: encodes good images to patch features and back."""
-
-    def __init__(self, width: int = 24) -> None:
-        super().__init__()
-        self.norm = _Normalise()
-        self.encoder = nn.Sequential(_block(3, width), _block(width, 2 * width), _block(2 * width, 2 * width))
-        self.decoder = nn.Sequential(
-            nn.ConvTranspose2d(2 * width, 2 * width, 4, stride=2, padding=1),
-            nn.ReLU(),
-            nn.ConvTranspose2d(2 * width, width, 4, stride=2, padding=1),
-            nn.ReLU(),
-            nn.ConvTranspose2d(width, 3, 4, stride=2, padding=1),
-        )
-
-
-class PatchMemory(nn.Module):
-    """Anomaly: pixels to (score ``[B]``, unused probabilities ``[B, 2]``, heat map ``[B, h, w]``):
-    each patch's distance to the nearest good patch feature remembered in ``memory``."""
-
-    def __init__(self, encoder: nn.Module, memory: torch.Tensor, scale: float) -> None:
-        super().__init__()
-        self.norm = _Normalise()
-        self.encoder = encoder
-        self.register_buffer("memory", memory)  # [M, D]
-        self.register_buffer("memory_sq", (memory * memory).sum(dim=1))
-        self.scale = scale  # the good images' typical score: scores are in units of it
-
-    def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        feats = self.encoder(self.norm(pixels))  # [B, D, h, w]
-        b, d, h, w = feats.shape
-        flat = feats.permute(0, 2, 3, 1).reshape(b * h * w, d)
-        memory: torch.Tensor = self.memory  # type: ignore[assignment]
-        memory_sq: torch.Tensor = self.memory_sq  # type: ignore[assignment]
-        sq = (flat * flat).sum(dim=1, keepdim=True) - 2 * flat @ memory.T + memory_sq[None, :]
-        dist = torch.sqrt(torch.clamp(sq.amin(dim=1), min=0.0)).reshape(b, h, w) / self.scale
-        score = dist.reshape(b, h * w).amax(dim=1)
-        probs = torch.stack([1.0 - torch.tanh(score), torch.tanh(score)], dim=1)
-        return score, probs, dist
-
-
 # --------------------------------------------------------------------------- training
 
 
@@ -210,77 +169,115 @@ def _augment(batch: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return torch.rot90(batch, k, dims=(1, 2)) if k else batch
 
 
-def train_supervised(
-    data: Dataset, epochs: int, seed: int, progress: Progress | None = None, batch: int = 64
+def _fit(
+    n_classes: int,
+    size: int,
+    batch_of: Callable[[torch.Tensor, torch.Generator], tuple[torch.Tensor, torch.Tensor]],
+    loss_fn: nn.Module,
+    epochs: int,
+    seed: int,
+    progress: Progress | None,
+    batch: int,
 ) -> Classifier:
+    """Train a :class:`Classifier` on ``size`` examples; ``batch_of`` makes the pixels and labels
+    of the examples at some indices (seeded by the generator it is given)."""
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    net = Classifier(len(data.classes))
+    net = Classifier(n_classes)
     opt = torch.optim.AdamW(net.parameters(), lr=3e-3, weight_decay=1e-4)
-    x = torch.from_numpy(data.images)
-    y = torch.from_numpy(data.labels)
-    steps = epochs * ((len(x) + batch - 1) // batch)
+    steps = epochs * ((size + batch - 1) // batch)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=steps)
-    # Defects are the rarer classes: weigh classes by their inverse frequency.
-    counts = torch.bincount(y, minlength=len(data.classes)).clamp(min=1).float()
-    loss_fn = nn.CrossEntropyLoss(weight=(counts.sum() / counts) / len(counts))
     net.train()
     for epoch in range(epochs):
-        order = torch.randperm(len(x), generator=gen)
+        order = torch.randperm(size, generator=gen)
         total = 0.0
-        for i in range(0, len(x), batch):
-            idx = order[i : i + batch]
-            logits, _ = net.logits(_augment(x[idx], gen))
-            loss = loss_fn(logits, y[idx])
+        for i in range(0, size, batch):
+            pixels, labels = batch_of(order[i : i + batch], gen)
+            logits, _ = net.logits(pixels)
+            loss = loss_fn(logits, labels)
             opt.zero_grad()
             loss.backward()
             opt.step()
             sched.step()
-            total += float(loss.detach()) * len(idx)
+            total += float(loss.detach()) * len(labels)
         if progress is not None:
-            progress(epoch + 1, epochs, f"loss {total / len(x):.4f}")
+            progress(epoch + 1, epochs, f"loss {total / size:.4f}")
     return net.eval()
 
 
+def train_supervised(
+    data: Dataset, epochs: int, seed: int, progress: Progress | None = None, batch: int = 64
+) -> Classifier:
+    """The classifier on labelled images (flips and quarter turns added)."""
+    x = torch.from_numpy(data.images)
+    y = torch.from_numpy(data.labels)
+    # Defects are the rarer classes: weigh classes by their inverse frequency.
+    counts = torch.bincount(y, minlength=len(data.classes)).clamp(min=1).float()
+    loss_fn = nn.CrossEntropyLoss(weight=(counts.sum() / counts) / len(counts))
+
+    def batch_of(idx: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        return _augment(x[idx], gen), y[idx]
+
+    return _fit(len(data.classes), len(x), batch_of, loss_fn, epochs, seed, progress, batch)
+
+
+def synthetic_anomaly(image: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """A good image ``[H, W, 3]`` (uint8) made anomalous the ways of self-supervised anomaly
+    detection (CutPaste, Li et al. 2021): a thin "scar" of some colour, a patch of the image
+    copied elsewhere with its colours jittered, a region painted over with the image's median
+    colour, or a colour cast over a large region. Nothing in it knows the plant's defects."""
+    h, w = image.shape[:2]
+    out = image.float().clone()
+
+    def u(lo: float, hi: float) -> float:
+        return lo + (hi - lo) * float(torch.rand((), generator=gen))
+
+    kind = int(torch.randint(0, 4, (), generator=gen))
+    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij")
+    cy, cx = u(0.15, 0.85) * h, u(0.15, 0.85) * w
+    if kind == 0:  # scar: a thin rotated bar
+        angle, length, width = u(0, 3.1416), u(0.08, 0.35) * h, u(0.8, 3.0)
+        along = (xs - cx) * np.cos(angle) + (ys - cy) * np.sin(angle)
+        across = -(xs - cx) * np.sin(angle) + (ys - cy) * np.cos(angle)
+        mask = (along.abs() < length / 2) & (across.abs() < width / 2)
+        out[mask] = torch.tensor([u(0, 255), u(0, 255), u(0, 255)]) * u(0.2, 1.0)
+    elif kind == 1:  # cut and paste a jittered patch
+        ph, pw = int(u(0.08, 0.3) * h), int(u(0.08, 0.3) * w)
+        sy, sx = int(u(0, 1) * (h - ph)), int(u(0, 1) * (w - pw))
+        ty, tx = int(u(0, 1) * (h - ph)), int(u(0, 1) * (w - pw))
+        patch = out[sy : sy + ph, sx : sx + pw] * torch.tensor([u(0.6, 1.4), u(0.6, 1.4), u(0.6, 1.4)])
+        out[ty : ty + ph, tx : tx + pw] = (
+            torch.rot90(patch, int(torch.randint(0, 4, (), generator=gen)))[:ph, :pw] if ph == pw else patch
+        )
+    elif kind == 2:  # paint a disc over with the image's median colour
+        r = u(0.03, 0.12) * h
+        mask = (xs - cx) ** 2 + (ys - cy) ** 2 < r * r
+        out[mask] = out.reshape(-1, 3).median(dim=0).values
+    else:  # a colour cast over a large region
+        r = u(0.3, 1.0) * h
+        mask = (xs - cx) ** 2 + (ys - cy) ** 2 < r * r
+        gains = torch.tensor([u(0.55, 1.45), u(0.55, 1.45), u(0.55, 1.45)])
+        gains = gains / gains.mean()
+        out[mask] = out[mask] * gains
+    return out.clamp(0, 255).to(torch.uint8)
+
+
 def train_anomaly(
-    good: Dataset,
-    epochs: int,
-    seed: int,
-    progress: Progress | None = None,
-    batch: int = 64,
-    memory_size: int = 4096,
-) -> PatchMemory:
-    """The autoencoder on good images, then a memory of their patch features (a random subset;
-    the score scale is the median of the good images' own scores, each left out of the memory)."""
-    torch.manual_seed(seed)
-    gen = torch.Generator().manual_seed(seed)
-    ae = AutoEncoder()
-    opt = torch.optim.AdamW(ae.parameters(), lr=2e-3, weight_decay=1e-5)
+    good: Dataset, epochs: int, seed: int, progress: Progress | None = None, batch: int = 64
+) -> Classifier:
+    """Good images only: the classifier learns good against the same images made anomalous
+    (:func:`synthetic_anomaly`, half of every batch, fresh each time); its score is the
+    probability that an image is not good."""
     x = torch.from_numpy(good.images)
-    ae.train()
-    for epoch in range(epochs):
-        order = torch.randperm(len(x), generator=gen)
-        total = 0.0
-        for i in range(0, len(x), batch):
-            pix = _augment(x[order[i : i + batch]], gen)
-            norm = ae.norm(pix)
-            loss = nn.functional.mse_loss(ae.decoder(ae.encoder(norm)), norm)
-            opt.zero_grad()
-            loss.backward()  # type: ignore[no-untyped-call]
-            opt.step()
-            total += float(loss.detach()) * len(pix)
-        if progress is not None:
-            progress(epoch + 1, epochs, f"reconstruction {total / len(x):.4f}")
-    ae.eval()
-    half = len(x) // 2
-    with torch.no_grad():
-        feats = torch.cat([ae.encoder(ae.norm(x[i : i + 256])) for i in range(0, half, 256)])
-        flat = feats.permute(0, 2, 3, 1).reshape(-1, feats.shape[1])
-        pick = torch.randperm(len(flat), generator=gen)[:memory_size]
-        net = PatchMemory(ae.encoder, flat[pick].clone(), 1.0).eval()
-        own = torch.cat([net(x[i : i + 256])[0] for i in range(half, len(x), 256)])
-        net.scale = float(own.median().clamp(min=1e-6))
-    return net
+
+    def batch_of(idx: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        pixels = _augment(x[idx], gen).clone()
+        labels = (torch.rand(len(pixels), generator=gen) < 0.5).long()
+        for k in torch.nonzero(labels).flatten().tolist():
+            pixels[k] = synthetic_anomaly(pixels[k], gen)
+        return pixels, labels
+
+    return _fit(2, len(x), batch_of, nn.CrossEntropyLoss(), epochs, seed, progress, batch)
 
 
 @torch.no_grad()
@@ -292,30 +289,19 @@ def scores(net: nn.Module, images: Image, batch: int = 256) -> NDArray[np.float6
 # --------------------------------------------------------------------------- checkpoints
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def _to_onnx(net: nn.Module, size: int, path: Path) -> None:
     example = torch.zeros(2, size, size, 3, dtype=torch.uint8)  # not 1: the exporter would fix the batch at 1
-    logger = logging.getLogger("torch.onnx")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            program = torch.onnx.export(
-                net.eval(),
-                (example,),
-                None,
-                dynamo=True,
-                input_names=["pixels"],
-                output_names=["score", "probs", "heat"],
-                dynamic_shapes={"pixels": {0: torch.export.Dim("batch", min=1, max=1024)}},
-                verbose=False,
-            )
-    finally:
-        logger.setLevel(level)
+    with quiet_onnx_export():
+        program = torch.onnx.export(
+            net.eval(),
+            (example,),
+            None,
+            dynamo=True,
+            input_names=["pixels"],
+            output_names=["score", "probs", "heat"],
+            dynamic_shapes={"pixels": {0: torch.export.Dim("batch", min=1, max=1024)}},
+            verbose=False,
+        )
     if program is None:
         raise VisionError("the ONNX exporter returned no program")
     program.save(str(path))
@@ -325,12 +311,9 @@ def save(directory: Path, info: VisionInfo, net: nn.Module) -> VisionInfo:
     """Write the weights and the ONNX export, then the metadata that hashes them."""
     directory.mkdir(parents=True, exist_ok=True)
     weights, onnx_path = directory / WEIGHTS_FILE, directory / ONNX_FILE
-    state = dict(net.state_dict())
-    if isinstance(net, PatchMemory):
-        state["scale"] = torch.tensor(net.scale)
-    torch.save(state, weights)
+    torch.save(dict(net.state_dict()), weights)
     _to_onnx(net, info.image_size, onnx_path)
-    info = info.model_copy(update={"files": {WEIGHTS_FILE: _sha256(weights), ONNX_FILE: _sha256(onnx_path)}})
+    info = info.model_copy(update={"files": {WEIGHTS_FILE: sha256(weights), ONNX_FILE: sha256(onnx_path)}})
     (directory / INFO_FILE).write_text(info.model_dump_json(indent=2) + "\n", encoding="utf-8")
     return info
 
@@ -347,27 +330,14 @@ def read_info(directory: Path) -> VisionInfo:
 
 
 def _verified(directory: Path, info: VisionInfo, name: str) -> Path:
-    path = Path(directory) / name
-    want = info.files.get(name)
-    if want is None:
-        raise VisionError(f"{directory}: the metadata does not list {name}")
-    if not path.is_file():
-        raise VisionError(f"{path}: missing")
-    if _sha256(path) != want:
-        raise VisionError(f"{path}: its SHA-256 differs from the metadata's (edited, truncated or foreign)")
-    return path
+    return hashed_file(directory, info.files, name, INFO_FILE, VisionError)
 
 
 def load_network(directory: Path) -> tuple[VisionInfo, nn.Module]:
     """The eager network of a checkpoint (for evaluation against its export)."""
     info = read_info(directory)
     state = torch.load(_verified(directory, info, WEIGHTS_FILE), map_location="cpu", weights_only=True)
-    net: nn.Module
-    if info.mode == "supervised":
-        net = Classifier(len(info.classes))
-    else:
-        memory = state["memory"]
-        net = PatchMemory(AutoEncoder().encoder, torch.zeros_like(memory), float(state.pop("scale")))
+    net = Classifier(len(info.classes))
     net.load_state_dict(state)
     return info, net.eval()
 
@@ -459,6 +429,8 @@ class VisionModel:
         score, probs, heat = self.run(pixels[None])
         seconds = time.perf_counter() - t0
         s, thr = float(score[0]), self.info.threshold
+        if not np.isfinite(s) or not np.all(np.isfinite(probs)) or not np.all(np.isfinite(heat)):
+            raise VisionError(f"{self.directory}: the model answered a score that is not a number ({s})")
         passed = s <= thr
         if self.info.mode == "supervised":
             p = probs[0]
@@ -467,10 +439,8 @@ class VisionModel:
         else:
             defect = None if passed else "defect"
             # How far past (or short of) the threshold, mapped to 0.5..1.
-            confidence = float(0.5 + 0.5 * np.tanh(abs(s - thr) / max(thr, 1e-6) * 3))
+            confidence = float(0.5 + 0.5 * np.tanh(abs(s - thr) / max(min(thr, 1 - thr), 1e-6) * 3))
         h = np.asarray(heat[0], dtype=np.float32)
-        if self.info.mode == "anomaly":
-            h = np.clip(h / (2 * thr), 0.0, 1.0)
         return Verdict(passed, defect, confidence, s, thr, h, seconds)
 
 
@@ -505,7 +475,7 @@ class FileImageSource:
             if fresh:
                 newest = max(fresh, key=lambda p: (p.stat().st_mtime_ns, p.name))
                 try:
-                    return np.asarray(iio.imread(newest))
+                    return np.asarray(iio.imread(newest, plugin="pillow"))
                 except Exception as exc:
                     raise VisionError(f"{newest}: not a readable image ({type(exc).__name__})") from None
             if time.time() - start > timeout_s:

@@ -447,7 +447,7 @@ def with_examples(data: Dataset, folder: Path, size: int, good_only: bool = Fals
             continue
         for f in sorted(label_dir.glob("*.png")):
             try:
-                images.append(check_image(np.asarray(iio.imread(f)), size))
+                images.append(check_image(np.asarray(iio.imread(f, plugin="pillow")), size))
             except (OSError, ValueError, VisionError) as exc:
                 raise VisionError(f"{f}: not a usable example image ({exc})") from None
             labels.append(data.classes.index(label_dir.name))

@@ -280,6 +280,20 @@ def _page_latencies(live: LiveConsole, page: object, samples: int = 6) -> list[f
     return out
 
 
+def _recipe_plan(browser: object, live: LiveConsole) -> object:
+    """An engineer's page on the plan of a ``machine_part`` work order, once it awaits approval."""
+    erin = _login(browser, live, "erin")
+    erin.goto("/work-orders")
+    erin.select_option("#wo-recipe", "machine_part")
+    erin.fill("#wo-text", "machine one blank and sort it")
+    erin.click("#wo-submit")
+    erin.wait_for_url("**/work-orders/*")
+    assert _wait_job(erin, 600) == "awaiting approval", erin.inner_text("#job")
+    erin.click("#open-plan")
+    erin.wait_for_url("**/plans/*")
+    return erin
+
+
 def test_the_plan_page_shows_the_risk_of_perturbed_rehearsals(
     browser: object, demo_plant: PlantDescription, tmp_path: Path, shots: Path
 ) -> None:
@@ -290,15 +304,7 @@ def test_the_plan_page_shows_the_risk_of_perturbed_rehearsals(
 
     config = CoordinatorConfig(rehearsals=3, rehearsal_workers=2)
     with serve_console(demo_plant, tmp_path, render_rehearsals=True, config=config) as live:
-        erin = _login(browser, live, "erin")
-        erin.goto("/work-orders")
-        erin.select_option("#wo-recipe", "machine_part")
-        erin.fill("#wo-text", "machine one blank and sort it")
-        erin.click("#wo-submit")
-        erin.wait_for_url("**/work-orders/*")
-        assert _wait_job(erin, 600) == "awaiting approval", erin.inner_text("#job")
-        erin.click("#open-plan")
-        erin.wait_for_url("**/plans/*")
+        erin = _recipe_plan(browser, live)
         sam = _login(browser, live, "sam")
         sam.goto(erin.url)
         risk = sam.inner_text("#risk")
@@ -320,15 +326,7 @@ def test_an_operator_overrules_an_inspection_verdict(
     import json
 
     with serve_console(demo_plant, tmp_path, render_rehearsals=False) as live:
-        erin = _login(browser, live, "erin")
-        erin.goto("/work-orders")
-        erin.select_option("#wo-recipe", "machine_part")
-        erin.fill("#wo-text", "machine one blank and sort it")
-        erin.click("#wo-submit")
-        erin.wait_for_url("**/work-orders/*")
-        assert _wait_job(erin, 600) == "awaiting approval", erin.inner_text("#job")
-        erin.click("#open-plan")
-        erin.wait_for_url("**/plans/*")
+        erin = _recipe_plan(browser, live)
         plan_url = erin.url
         text = erin.inner_text("#inspections")
         assert "insp_1 judged part_" in text and "confidence" in text, text

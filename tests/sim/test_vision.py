@@ -122,6 +122,15 @@ def test_bad_images_are_refused_with_their_reason(tmp_path: Path) -> None:
         FileImageSource(folder).grab(0.3)
 
 
+def test_a_model_answering_garbage_is_not_believed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fake at the edge: the model's runtime answers NaN; the verdict is refused, not a pass."""
+    model = VisionModel(SHIPPED_MODEL, "blank_al")
+    nan = np.full(1, np.nan, dtype=np.float32)
+    monkeypatch.setattr(model, "run", lambda _x: (nan, np.zeros((1, 6), np.float32), np.zeros((1, 8, 8), np.float32)))
+    with pytest.raises(VisionError, match="not a number"):
+        model.judge(np.zeros((128, 128, 3), dtype=np.uint8))
+
+
 def test_a_checkpoint_that_does_not_fit_is_refused(tmp_path: Path) -> None:
     with pytest.raises(VisionError, match=r"judges parts of type 'blank_al', not 'blank_st'"):
         VisionModel(SHIPPED_MODEL, "blank_st")
@@ -130,7 +139,7 @@ def test_a_checkpoint_that_does_not_fit_is_refused(tmp_path: Path) -> None:
     data = bytearray((copy / ONNX_FILE).read_bytes())
     data[len(data) // 2] ^= 0xFF
     (copy / ONNX_FILE).write_bytes(bytes(data))
-    with pytest.raises(VisionError, match="SHA-256 differs"):
+    with pytest.raises(VisionError, match="is corrupt: SHA-256"):
         VisionModel(copy)
     with pytest.raises(VisionError, match="no vision checkpoint here"):
         VisionModel(tmp_path / "nothing")
@@ -179,3 +188,31 @@ def test_train_and_eval_from_the_command_line(tmp_path: Path, mode: str) -> None
         timeout=300,
     )
     assert bad.returncode == 2 and "no part type 'no_such_type'" in bad.stderr
+
+
+def test_operators_examples_join_the_training_set(tmp_path: Path) -> None:
+    """What the console keeps when an operator overrules a verdict (an image under its label)
+    is added to the next training set; a folder that is not a label is an error naming it."""
+    import imageio.v3 as iio
+
+    from policies.vision import Dataset
+    from sim.vision import with_examples
+
+    data = Dataset(np.zeros((3, 32, 32, 3), np.uint8), np.array([0, 1, 2]), ["good", "scratch", "crack"])
+    folder = tmp_path / "blank_al"
+    (folder / "crack").mkdir(parents=True)
+    (folder / "good").mkdir()
+    iio.imwrite(folder / "crack" / "plan1_a.png", np.full((128, 128, 3), 200, np.uint8))
+    iio.imwrite(folder / "good" / "plan2_b.png", np.full((64, 64, 3), 90, np.uint8))
+    merged, n = with_examples(data, folder, 32)
+    assert n == 2 and merged.images.shape == (5, 32, 32, 3)
+    assert sorted(merged.labels[3:].tolist()) == [0, 2]
+    assert with_examples(data, folder, 32, good_only=True)[1] == 1
+    assert with_examples(data, tmp_path / "nothing", 32)[1] == 0
+    (folder / "dent").mkdir()
+    with pytest.raises(VisionError, match=r"dent.*'dent' is not one of good, scratch, crack"):
+        with_examples(data, folder, 32)
+    (folder / "dent").rmdir()
+    (folder / "good" / "broken.png").write_bytes(b"not an image")
+    with pytest.raises(VisionError, match=r"broken\.png: not a usable example image"):
+        with_examples(data, folder, 32)
