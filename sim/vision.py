@@ -13,7 +13,10 @@
 
 from __future__ import annotations
 
+import atexit
+import concurrent.futures
 import math
+import queue
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -287,20 +290,92 @@ def load_model(ref: str, part_type: str) -> VisionModel:
     return model
 
 
+class _GLThread:
+    """One thread of the process that owns the inspection cameras' OpenGL contexts.
+
+    An OpenGL context belongs to the thread that made it: a ``mujoco.Renderer`` made on a
+    twin's stepping thread and left to the garbage collector on another fails there
+    (EGL_BAD_ACCESS), and making one per image costs 0.3 s. So renderers live here, a few at a
+    time (least recently used closed first, on this thread), and render for whoever asks while
+    the asker waits (the twin does not step meanwhile, so its data holds still)."""
+
+    KEEP = 4
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue[tuple[Callable[[], object], concurrent.futures.Future[object]] | None] = (
+            queue.SimpleQueue()
+        )
+        self._renderers: OrderedDict[tuple[int, int], tuple[mujoco.MjModel, mujoco.Renderer]] = OrderedDict()
+        self._thread = threading.Thread(target=self._run, name="atelier-inspection-gl", daemon=True)
+        self._thread.start()
+        atexit.register(self.close)
+
+    def _run(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            fn, fut = job
+            try:
+                fut.set_result(fn())
+            except BaseException as exc:  # handed to the caller
+                fut.set_exception(exc)
+        for _model, r in self._renderers.values():
+            r.close()
+
+    def call(self, fn: Callable[[], object]) -> object:
+        fut: concurrent.futures.Future[object] = concurrent.futures.Future()
+        self._jobs.put((fn, fut))
+        return fut.result()
+
+    def renderer(self, model: mujoco.MjModel, size: int) -> mujoco.Renderer:
+        """(On this thread only.) A renderer of ``model`` at ``size``."""
+        key = (id(model), size)
+        hit = self._renderers.get(key)
+        if hit is not None and hit[0] is model:
+            self._renderers.move_to_end(key)
+            return hit[1]
+        r = mujoco.Renderer(model, height=size, width=size)
+        self._renderers[key] = (model, r)
+        while len(self._renderers) > self.KEEP:
+            _old, gone = self._renderers.popitem(last=False)[1]
+            gone.close()
+        return r
+
+    def close(self) -> None:
+        """Close every renderer on this thread, and end it (at exit)."""
+        self._jobs.put(None)
+        self._thread.join(5.0)
+
+
+_GL: _GLThread | None = None
+_GL_LOCK = threading.Lock()
+
+
+def _gl() -> _GLThread:
+    global _GL
+    with _GL_LOCK:
+        if _GL is None:
+            _GL = _GLThread()
+        return _GL
+
+
 class TwinCamera:
-    """An inspection machine's camera in a twin: renders ``M/camera`` as it is now."""
+    """An inspection machine's camera in a twin: renders ``M/camera`` as it is now (on the
+    process's inspection GL thread, :class:`_GLThread`)."""
 
     def __init__(self, twin: Twin, machine: str, size: int) -> None:
         self.twin, self.camera, self.size = twin, f"{machine}/camera", size
         if mujoco.mj_name2id(twin.model, mujoco.mjtObj.mjOBJ_CAMERA, self.camera) < 0:
             raise VisionError(f"{machine} has no camera in the twin (it needs a station location above its table)")
-        self._renderer: mujoco.Renderer | None = None
 
     def grab(self, timeout_s: float) -> Image:
-        if self._renderer is None:
-            self._renderer = mujoco.Renderer(self.twin.model, height=self.size, width=self.size)
-        self._renderer.update_scene(self.twin.data, camera=self.camera, scene_option=_NO_SITES)
-        return np.asarray(self._renderer.render(), dtype=np.uint8).copy()
+        gl = _gl()
+
+        def render() -> Image:
+            r = gl.renderer(self.twin.model, self.size)
+            r.update_scene(self.twin.data, camera=self.camera, scene_option=_NO_SITES)
+            return np.asarray(r.render(), dtype=np.uint8).copy()
+
+        image: Image = gl.call(render)  # type: ignore[assignment]
+        return image
 
 
 def _source(twin: Twin, machine: str, size: int) -> ImageSource:

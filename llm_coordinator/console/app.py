@@ -134,6 +134,7 @@ ACTION_WORDS: dict[Action, str] = {
     Action.REFUSE_STEP: "refuse hazardous steps (robot operators do)",
     Action.TRIP_ESTOP: "trip an e-stop",
     Action.RESET_ESTOP: "reset an e-stop (only a robot operator may)",
+    Action.OVERRULE_INSPECTION: "overrule an inspection verdict (only a robot operator or a supervisor may)",
 }
 
 

@@ -44,6 +44,27 @@ def estop_latched(c: Console) -> dict[str, str]:
     return {}
 
 
+def inspection_judged(c: Console) -> dict[str, str]:
+    """A plan whose rehearsal judged a part (this console's twin is a fake: the verdict's
+    evidence is written as the real twin writes it, the shipped model judging a blank image),
+    and a label other than the verdict."""
+    import numpy as np
+
+    from policies.vision import SHIPPED, VisionModel
+    from sim.vision import Inspection, write_inspection
+
+    ids = plan_awaiting(c)
+    store, pid = c.backend.store, int(ids["plan"])
+    image = np.zeros((128, 128, 3), np.uint8)
+    verdict = VisionModel(SHIPPED / "vision_demo_cell_blank_al").judge(image)
+    out = c.backend.coordinator.evidence_dir / f"plan_{pid}"
+    path = write_inspection(out, 1, Inspection("insp_1", "part_1", 1.0, verdict, image), c.backend.plant)
+    old = store.rehearsal(pid)
+    assert old is not None
+    store.add_rehearsal(pid, old.content_hash, old.ok, old.makespan_s, old.report, [*old.evidence, str(path)])
+    return {**ids, "image": path.name, "label": "crack" if verdict.passed else "good"}
+
+
 def nothing(c: Console) -> dict[str, str]:
     return {}
 
@@ -103,6 +124,16 @@ CASES = [
         nothing,
         ("POST", "/api/estop/trip", {"robot": "panda_1", "reason": "drill"}),
         ("POST", "/estop/trip", {"robot": "panda_1", "reason": "drill"}),
+    ),
+    Case(
+        Action.OVERRULE_INSPECTION,
+        inspection_judged,
+        ("POST", "/api/plans/{plan}/inspections/{image}/overrule", {"label": "{label}", "reason": "seen by eye"}),
+        (
+            "POST",
+            "/plans/{plan}/inspections/overrule",
+            {"image": "{image}", "label": "{label}", "reason": "seen by eye"},
+        ),
     ),
     Case(
         Action.RESET_ESTOP,
