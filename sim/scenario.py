@@ -13,11 +13,12 @@ import numpy as np
 
 from plant.packml import Command, CommandRefused, State
 from sim.twin import Twin
+from sim.vision import part_at
 
 
 class DemoScenario:
-    """Feed parts on the conveyor, open and close the CNC door and run a cycle, inspect, and
-    swing each arm slowly between home and a second pose (cosine-timed, under half speed)."""
+    """Feed parts on the conveyor, open and close the CNC door and run a cycle, inspect a part
+    shown to the camera, and swing each arm slowly between home and a second pose (cosine-timed, under half speed)."""
 
     def __init__(self, twin: Twin) -> None:
         self.twin = twin
@@ -55,7 +56,8 @@ class DemoScenario:
                     self._try(name, Command.CLOSE_DOOR, f"{name}/close")
                 if t > 4.0 and st == State.IDLE and tm.state_model.door_closed:
                     self._try(name, Command.START, f"{name}/start")
-            elif tm.kind == "inspection" and st == State.IDLE and t > 2.0:
+            elif tm.kind == "inspection" and st == State.IDLE and t > 2.0 and part_at(self.twin, name) is not None:
+                # Only a part shown to it: an inspection with nothing at the camera faults.
                 self._try(name, Command.START, f"{name}/start/{tm.state_model.cycle_count}")
         for r, home in self._homes.items():
             # 8 s period: peak joint speed 0.6 * pi / 8 = 0.24 rad/s, far below the limits.
