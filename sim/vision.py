@@ -379,6 +379,9 @@ class TwinCamera:
 
 
 def _source(twin: Twin, machine: str, size: int) -> ImageSource:
+    """The camera the plant file names for ``machine``: in a twin, ``twin`` is its own camera;
+    ``files:`` and ``ros2:`` are read as on a real plant (recorded images replayed, a camera
+    simulator or a real camera's topic)."""
     vision = twin.plant.machines[machine].vision
     assert vision is not None
     if vision.camera == "twin":
@@ -417,7 +420,6 @@ class Inspector:
         self.twin, self.machine, self.vision = twin, machine, vision
         self._source: ImageSource | None = None
         self.inspections: list[Inspection] = []
-        self.source_factory: Callable[[], ImageSource] | None = None
 
     def judge(self) -> Inspection:
         part = part_at(self.twin, self.machine)
@@ -427,9 +429,7 @@ class Inspector:
         part_type = self.twin.plant.parts[part].type
         model = load_model(self.vision.model, part_type)
         if self._source is None:
-            self._source = (
-                self.source_factory() if self.source_factory else _source(self.twin, self.machine, model.size)
-            )
+            self._source = _source(self.twin, self.machine, model.size)
         image = self._source.grab(self.vision.timeout_s)
         verdict = model.judge(image)
         done = Inspection(self.machine, part, self.twin.time_s, verdict, np.asarray(image))
