@@ -83,6 +83,9 @@ class LiveTwin:
                     log.warning("live twin restarted: %d job(s) queued while it was stopped were cancelled", dropped)
             self._started = True
             self.twin.hold_robots()
+        # Load the vision models and open the cameras now: the first inspection would otherwise
+        # stall the stepping loop for a second or more (the drivers' joint states with it).
+        self.twin.prepare_inspections()
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name="atelier-twin", daemon=True)
         self._thread.start()

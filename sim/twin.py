@@ -11,6 +11,7 @@ import bisect
 import copy
 import hashlib
 import itertools
+import logging
 import math
 import threading
 import time
@@ -32,6 +33,8 @@ from sim.assets import TOOL_ASSETS
 from sim.builder import build_spec
 from sim.config import TwinConfig
 from sim.defects import PartMarks, face_down, show_defect
+
+log = logging.getLogger(__name__)
 
 #: Lamp colours by state, as on a stack light: green running, amber held/stopped, red fault.
 _LAMP = {
@@ -434,6 +437,32 @@ class Twin:
         marks = PartMarks.find(self.model, part, pt)
         show_defect(self.model, marks, self.defects.get(part), self._placement(part), face)
         mujoco.mj_kinematics(self.model, self.data)
+
+    def prepare_inspections(self) -> None:
+        """Load each vision model this twin's inspection machines use and render their cameras
+        once, so that judging a part later costs an image and an inference (tens of ms), not a
+        model load and a new OpenGL context. What cannot be loaded is logged; the inspection
+        that needs it will fault with the reason."""
+        from sim.vision import Inspector, TwinCamera, load_model
+
+        for name, m in self.plant.machines.items():
+            if m.vision is None:
+                continue
+            loaded = []
+            for part_type in self.plant.part_types:
+                try:
+                    loaded.append(load_model(m.vision.model, part_type))
+                except Exception as exc:  # VisionError above all: a checkpoint for another type
+                    log.debug("%s: no vision model for %s: %s", name, part_type, exc)
+            if not loaded:
+                log.warning("%s: no vision model loads for this plant's part types (%s)", name, m.vision.model)
+                continue
+            self._inspectors.setdefault(name, Inspector(self, name))
+            if m.vision.camera == "twin":
+                try:
+                    TwinCamera(self, name, loaded[0].size).grab(1.0)
+                except Exception as exc:  # no OpenGL here: the inspection will say so
+                    log.warning("%s: its camera cannot render: %s", name, exc)
 
     def judge(self, machine: str) -> tuple[int, int, float]:
         """An inspection machine's verdict on the part shown to it now: (result 1 pass / 2 fail,
