@@ -70,17 +70,25 @@ def to_torchscript(net: PolicyNet, path: Path) -> None:
 
 def to_onnx(net: PolicyNet, path: Path) -> None:
     """Write ``net`` as an ONNX model with a dynamic batch dimension."""
-    example = torch.zeros(1, net.obs_dim)
-    batch = torch.export.Dim("batch", min=1, max=4096)
+    export_onnx(net, torch.zeros(1, net.obs_dim), "obs", ["action"], path, 4096)
+
+
+def export_onnx(
+    net: torch.nn.Module, example: torch.Tensor, input_name: str, output_names: list[str], path: Path, max_batch: int
+) -> None:
+    """Write ``net`` (one input, batch first) as an ONNX model whose batch dimension is dynamic up
+    to ``max_batch``, through the ``torch.export`` based exporter; shared by policies and vision
+    models."""
+    batch = torch.export.Dim("batch", min=1, max=max_batch)
     with quiet_onnx_export():
         program = torch.onnx.export(
             net.eval(),
             (example,),
             None,
             dynamo=True,
-            input_names=["obs"],
-            output_names=["action"],
-            dynamic_shapes={"obs": {0: batch}},
+            input_names=[input_name],
+            output_names=output_names,
+            dynamic_shapes={input_name: {0: batch}},
             verbose=False,
         )
     if program is None:

@@ -40,7 +40,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from torch import nn
 
 from policies.checkpoint import hashed_file, sha256
-from policies.export import quiet_onnx_export
+from policies.export import export_onnx
 
 FORMAT: Final = "atelier-vision/1"
 INFO_FILE = "vision.json"
@@ -291,20 +291,7 @@ def scores(net: nn.Module, images: Image, batch: int = 256) -> NDArray[np.float6
 
 def _to_onnx(net: nn.Module, size: int, path: Path) -> None:
     example = torch.zeros(2, size, size, 3, dtype=torch.uint8)  # not 1: the exporter would fix the batch at 1
-    with quiet_onnx_export():
-        program = torch.onnx.export(
-            net.eval(),
-            (example,),
-            None,
-            dynamo=True,
-            input_names=["pixels"],
-            output_names=["score", "probs", "heat"],
-            dynamic_shapes={"pixels": {0: torch.export.Dim("batch", min=1, max=1024)}},
-            verbose=False,
-        )
-    if program is None:
-        raise VisionError("the ONNX exporter returned no program")
-    program.save(str(path))
+    export_onnx(net, example, "pixels", ["score", "probs", "heat"], path, 1024)
 
 
 def save(directory: Path, info: VisionInfo, net: nn.Module) -> VisionInfo:
