@@ -14,6 +14,12 @@ runs the rehearsal in the twin and the live run.
 - Each step's status is recorded in the progress before the next decision, so a coordinator
   killed mid-plan and restarted resumes after the last finished step. A step caught in flight
   is checked before it is repeated: a machine cycle whose counter advanced counts as done.
+- A resumed run first reads every machine again (the plant went on, or restarted, while nobody
+  watched). A door the next steps need as the plan left it is moved again, when the plan itself
+  moves that door without a confirmation; anything else that changed (a machine stopped,
+  faulted, in alarm or unreachable; a door the plan never moves) pauses the plan with the
+  reason and drafts a recovery plan, which goes through approval. Goal ids are new in every
+  run, so no result of a goal sent before the restart can finish a step.
 - Machine skills become PackML commands and waits (open_door, close_door, reset, run_cycle,
   feed, inspect); robot skills go to :meth:`RobotAgent.run_skill`. Every outcome is checked.
 - On a failure no new step starts; running steps finish; the plan is paused and a recovery
@@ -32,9 +38,10 @@ from typing import Protocol, TypedDict, Unpack
 
 from llm_coordinator._geometry import step_location
 from llm_coordinator.approval import ApprovalGate
+from llm_coordinator.guardrails import DOOR_SKILLS, NEEDS_RESET, interlock_preconditions
 from llm_coordinator.plan import Decision, Plan, Step
 from llm_coordinator.recovery import recovery_plan
-from llm_coordinator.snapshot import PlantSnapshot, RobotSnapshot, read_snapshot
+from llm_coordinator.snapshot import MachineSnapshot, PlantSnapshot, RobotSnapshot, read_snapshot
 from llm_coordinator.store import Store
 from plant.commands import CommandFailed, machine_commands, perform
 from plant.config import Machine, PlantDescription
@@ -45,6 +52,8 @@ from robots.interface import Outcome, RobotAgent, SkillGoal
 DOOR_POLL_S = 0.05
 #: Progress key of a decision's outcome (step ids never contain a colon).
 DECISION_KEY = "decision:"
+#: Progress key of a door moved again on resume: ``resume:<next step>:<machine>:<skill>``.
+RESUME_KEY = "resume:"
 #: Shortest time budget of any step (s): covers network round trips and acting states.
 MIN_STEP_TIMEOUT_S = 30.0
 
@@ -199,6 +208,18 @@ class _GatedProgress(StoreProgress):
         super().mark(step_id, status, detail)
 
 
+def _unfit(ms: MachineSnapshot) -> str:
+    """Why a machine cannot take its next command as it is ("" if it can)."""
+    if not ms.reachable:
+        return "unreachable"
+    if ms.fault_code:
+        return f"{ms.state} with fault {ms.fault_code}"
+    if ms.alarms:
+        return f"in alarm ({ms.alarms[0]})"
+    # Stopped is where a machine powers up; the commands reset it themselves (PackML).
+    return ms.state if ms.state in NEEDS_RESET and ms.state != "STOPPED" else ""
+
+
 class PlanRunner:
     """Runs a plan on agents over a :class:`Progress`, authorizing nothing (see the module
     docstring). ``on_failure`` (none in rehearsal) gets a recovery draft when a step fails;
@@ -253,13 +274,16 @@ class PlanRunner:
         decided: dict[str, bool] = {
             sid.removeprefix(DECISION_KEY): st == "true" for sid, st in recorded.items() if sid.startswith(DECISION_KEY)
         }
+        ids = {s.id for s in plan.steps}
         for sid, st in recorded.items():
-            if st == "running" and await self._settled_in_flight(progress, plan.step(sid)):
+            if st == "running" and sid in ids and await self._settled_in_flight(progress, plan.step(sid)):
                 progress.mark(sid, "done", "finished while the coordinator was down")
                 done.add(sid)
         report.skipped = [s.id for s in plan.steps if s.id in done]
         t0 = self.clock()
         failed: tuple[str, str] | None = None
+        if recorded:  # a resumed run: the plant may have changed while nobody watched
+            failed = await self._recheck(plan, progress, done, not_taken)
         running: dict[str, asyncio.Task[str]] = {}
         started: dict[str, float] = {}
         pending = [s for s in plan.steps if s.id not in done and s.id not in not_taken]
@@ -330,6 +354,50 @@ class PlanRunner:
             draft = recovery_plan(self.plant, plan, done | not_taken, failed[0], failed[1], snapshot)
             report.recovery_plan_id = await self.on_failure(progress.plan_id, draft, snapshot)
         return report
+
+    async def _recheck(
+        self, plan: Plan, progress: Progress, done: set[str], not_taken: set[str]
+    ) -> tuple[str, str] | None:
+        """Before resuming: read every machine again and hold the next steps' interlock
+        preconditions against what is there now. A door the plan itself moves (without a
+        confirmation) is moved again, recorded under :data:`RESUME_KEY`; anything else that is
+        not as the plan left it is returned as (step, reason), which pauses the plan."""
+        snap = await read_snapshot(self.machines)
+        ended = done | not_taken
+        door = {m: ms.door_closed for m, ms in snap.machines.items()}
+        # Robots are where the plan left them (a restart moves nothing; the plan's own steps take
+        # them out of machines), so only the doors are held against what is there now.
+        robot_in: dict[str, str | None] = {}
+        planned = {(s.agent, s.skill) for s in plan.steps if not s.hazardous}
+        first_use: dict[str, Step] = {}
+        for step in plan.steps:
+            if step.id not in ended and step.agent in snap.machines:
+                first_use.setdefault(step.agent, step)
+        for name, step in first_use.items():
+            unfit = _unfit(snap.machines[name]) if step.skill != "reset" else ""
+            if unfit:
+                return step.id, f"on resume: {name} is {unfit}, not as the plan left it"
+        for step in plan.steps:
+            if step.id in ended or not all(a in ended for a in step.after):
+                continue
+            for agent, skill, why in interlock_preconditions(
+                self.plant, step.agent, step.skill, step.args, door, robot_in
+            ):
+                if skill not in DOOR_SKILLS or (agent, skill) not in planned or agent not in self.machines:
+                    return step.id, f"on resume: {why}, and the plan does not do that before {step.id} now"
+                key = f"{RESUME_KEY}{step.id}:{agent}:{skill}"
+                progress.mark(key, "running", f"on resume: {why}")
+                redo = Step(id=step.id, agent=agent, skill=skill, expected_duration_s=MIN_STEP_TIMEOUT_S)
+                try:
+                    detail = await run_machine_skill(
+                        self.machines[agent], self.plant.machines[agent], redo, MIN_STEP_TIMEOUT_S
+                    )
+                except StepFailed as exc:
+                    progress.mark(key, "failed", str(exc))
+                    return step.id, f"on resume: {agent} {skill} before {step.id} failed: {exc}"
+                progress.mark(key, "done", f"on resume: {why}: {detail}")
+                door[agent] = skill == "close_door"
+        return None
 
     async def _why_not(
         self, plan: Plan, step: Step, decided: dict[str, bool], ended: set[str], progress: Progress

@@ -18,6 +18,7 @@ from llm_coordinator.rehearsal import Rehearser
 from llm_coordinator.store import Store, StoreError
 from llm_coordinator.testing import fake_agents, fake_twin_factory, goal_script
 from plant.config import PlantDescription
+from plant.packml import State
 
 
 def all_files(paths: list[str]) -> bool:
@@ -195,3 +196,74 @@ async def test_a_rejected_plan_is_drafted_again_with_the_supervisors_reason(
     assert planned and any("use program 3" in f for f in planned[0].payload["feedback_seen"])
     # The new plan needs its own approval.
     assert store.latest_decision(second.plan_id) is None
+
+
+async def test_a_resume_moves_again_a_door_that_closed_while_nobody_watched(
+    demo_plant: PlantDescription, store: Store, tmp_path: Path
+) -> None:
+    """The plan opened the CNC's door before it went down; a restarted plant has it closed. The
+    resumed run reads the machines again, opens the door again (the plan itself does that,
+    without a confirmation) and records it, before the robot reaches in."""
+    co = coordinator(demo_plant, store, tmp_path, '{"goal": "machine_part"}')
+    sub = await co.submit("Machine one blank")
+    approve_and_confirm(co, sub.plan_id)
+    plan = store.plan(sub.plan_id)
+    assert plan is not None
+    store.set_status(sub.plan_id, "running", actor="test")
+    progress = StoreProgress(store, sub.plan_id, plan.content_hash())
+    for sid in ("feed", "pick_blank", "open_cnc"):
+        progress.mark(sid, "done", "before the restart")
+    machines, robots = fake_agents(demo_plant, 200.0)
+    assert (await machines["cnc_1"].status()).door_closed  # the restarted machine's door is shut
+    report = await Executor(demo_plant, store, co.gate, machines, robots).run(sub.plan_id)
+    assert report.status == "done", report.reason
+    key = "resume:load_cnc:cnc_1:open_door"
+    assert store.progress(sub.plan_id, plan.content_hash())[key] == "done"
+    assert "ur5e_1 reaches into cnc_1" in store.progress_detail(sub.plan_id, plan.content_hash(), key)
+    started = [r.payload["step"] for r in store.audit_rows(sub.plan_id) if r.action == "step:running"]
+    assert started.index(key) < started.index("load_cnc") and "open_cnc" not in started
+    assert store.verify_audit().ok
+
+
+@pytest.mark.parametrize("how", ["aborted", "faulted", "door the plan never moves"])
+async def test_a_resume_into_a_changed_plant_pauses_and_drafts_a_recovery(
+    how: str, demo_plant: PlantDescription, store: Store, tmp_path: Path
+) -> None:
+    """What the run cannot put back as the plan left it pauses the plan before anything moves,
+    with the reason, and the recovery draft goes through the guardrails, rehearsal and approval."""
+    co = coordinator(demo_plant, store, tmp_path, '{"goal": "machine_part"}')
+    sub = await co.submit("Machine one blank")
+    approve_and_confirm(co, sub.plan_id)
+    plan = store.plan(sub.plan_id)
+    assert plan is not None
+    store.set_status(sub.plan_id, "running", actor="test")
+    progress = StoreProgress(store, sub.plan_id, plan.content_hash())
+    for sid in ("feed", "pick_blank", "open_cnc"):
+        progress.mark(sid, "done", "before the restart")
+    machines, robots = fake_agents(demo_plant, 200.0)
+    cnc = machines["cnc_1"].model
+    if how == "aborted":
+        cnc.state = State.ABORTED
+    elif how == "faulted":
+        cnc.fault(7, "coolant low")
+    else:
+        # The plan's door moves are all hazardous here, so none may be made again unconfirmed.
+        plan = plan.model_copy(
+            update={
+                "steps": [
+                    s.model_copy(update={"hazardous": s.skill in ("open_door", "close_door")}) for s in plan.steps
+                ]
+            }
+        )
+    ex = PlanRunner(demo_plant, machines, robots, on_failure=co.submit_recovery)
+    report = await ex.execute(plan, progress)
+    before = {"feed", "pick_blank", "open_cnc"}
+    first_cnc_step = next(s.id for s in plan.steps if s.agent == "cnc_1" and s.id not in before)
+    assert report.status == "paused"
+    assert report.failed_step == ("load_cnc" if how == "door the plan never moves" else first_cnc_step)
+    assert report.reason.startswith("on resume: ")
+    assert {"aborted": "ABORTED", "faulted": "fault 7", "door the plan never moves": "reaches into cnc_1"}[how] in (
+        report.reason
+    )
+    assert not robots["ur5e_1"].goals and not machines["cnc_1"].commands  # nothing moved
+    assert report.recovery_plan_id is not None
