@@ -164,8 +164,9 @@ class LiveTwin:
                 self._run_jobs()
                 self.twin.step(1)
                 # When this tick is due on the wall clock (epoch s): the sample time of what the
-                # listeners publish, even when ticks run late and in a burst to catch up.
-                self.tick_wall_s = epoch0 + (self.twin.time_s - sim0) / self.speed
+                # listeners publish, even when ticks run late and in a burst to catch up; never
+                # later than now (a tick computed ahead of its time is published at once).
+                self.tick_wall_s = min(epoch0 + (self.twin.time_s - sim0) / self.speed, time.time())
                 tick = self.twin.ticks
                 for item in self._listeners:
                     if tick % item.every_ticks == 0:
