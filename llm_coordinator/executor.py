@@ -15,10 +15,10 @@ runs the rehearsal in the twin and the live run.
   killed mid-plan and restarted resumes after the last finished step. A step caught in flight
   is checked before it is repeated: a machine cycle whose counter advanced counts as done.
 - A resumed run first reads every machine again (the plant went on, or restarted, while nobody
-  watched). A door the next steps need as the plan left it is moved again, when the plan itself
-  moves that door without a confirmation; anything else that changed (a machine stopped,
-  faulted, in alarm or unreachable; a door the plan never moves) pauses the plan with the
-  reason and drafts a recovery plan, which goes through approval. Goal ids are new in every
+  watched). A door that is not as the plan's finished steps left it is moved back, when that
+  move is one of the plan's own without a confirmation; anything else that changed (a machine
+  aborted, faulted, in alarm or unreachable; a door whose move needs a confirmation) pauses the
+  plan with the reason and drafts a recovery plan, which goes through approval. Goal ids are new in every
   run, so no result of a goal sent before the restart can finish a step.
 - Machine skills become PackML commands and waits (open_door, close_door, reset, run_cycle,
   feed, inspect); robot skills go to :meth:`RobotAgent.run_skill`. Every outcome is checked.
@@ -38,7 +38,7 @@ from typing import Protocol, TypedDict, Unpack
 
 from llm_coordinator._geometry import step_location
 from llm_coordinator.approval import ApprovalGate
-from llm_coordinator.guardrails import DOOR_SKILLS, NEEDS_RESET, interlock_preconditions
+from llm_coordinator.guardrails import DOOR_SKILLS, NEEDS_RESET
 from llm_coordinator.plan import Decision, Plan, Step
 from llm_coordinator.recovery import recovery_plan
 from llm_coordinator.snapshot import MachineSnapshot, PlantSnapshot, RobotSnapshot, read_snapshot
@@ -52,7 +52,7 @@ from robots.interface import Outcome, RobotAgent, SkillGoal
 DOOR_POLL_S = 0.05
 #: Progress key of a decision's outcome (step ids never contain a colon).
 DECISION_KEY = "decision:"
-#: Progress key of a door moved again on resume: ``resume:<next step>:<machine>:<skill>``.
+#: Progress key of a door moved again on resume: ``resume:<machine>:<skill>``.
 RESUME_KEY = "resume:"
 #: Shortest time budget of any step (s): covers network round trips and acting states.
 MIN_STEP_TIMEOUT_S = 30.0
@@ -358,17 +358,13 @@ class PlanRunner:
     async def _recheck(
         self, plan: Plan, progress: Progress, done: set[str], not_taken: set[str]
     ) -> tuple[str, str] | None:
-        """Before resuming: read every machine again and hold the next steps' interlock
-        preconditions against what is there now. A door the plan itself moves (without a
-        confirmation) is moved again, recorded under :data:`RESUME_KEY`; anything else that is
-        not as the plan left it is returned as (step, reason), which pauses the plan."""
+        """Before resuming: read every machine again. A machine the rest of the plan uses that
+        cannot take a command as it is, is returned as (its next step, reason), which pauses the
+        plan. A door that is not as the plan's finished steps left it is moved back when the plan
+        itself makes that move without a confirmation (recorded under :data:`RESUME_KEY`);
+        otherwise that pauses the plan too."""
         snap = await read_snapshot(self.machines)
         ended = done | not_taken
-        door = {m: ms.door_closed for m, ms in snap.machines.items()}
-        # Robots are where the plan left them (a restart moves nothing; the plan's own steps take
-        # them out of machines), so only the doors are held against what is there now.
-        robot_in: dict[str, str | None] = {}
-        planned = {(s.agent, s.skill) for s in plan.steps if not s.hazardous}
         first_use: dict[str, Step] = {}
         for step in plan.steps:
             if step.id not in ended and step.agent in snap.machines:
@@ -377,26 +373,28 @@ class PlanRunner:
             unfit = _unfit(snap.machines[name]) if step.skill != "reset" else ""
             if unfit:
                 return step.id, f"on resume: {name} is {unfit}, not as the plan left it"
+        left: dict[str, Step] = {}  # each machine's last finished door move
         for step in plan.steps:
-            if step.id in ended or not all(a in ended for a in step.after):
+            if step.id in done and step.skill in DOOR_SKILLS and step.agent in snap.machines:
+                left[step.agent] = step
+        for name, moved in left.items():
+            want_closed = moved.skill == "close_door"
+            if snap.machines[name].door_closed is want_closed:
                 continue
-            for agent, skill, why in interlock_preconditions(
-                self.plant, step.agent, step.skill, step.args, door, robot_in
-            ):
-                if skill not in DOOR_SKILLS or (agent, skill) not in planned or agent not in self.machines:
-                    return step.id, f"on resume: {why}, and the plan does not do that before {step.id} now"
-                key = f"{RESUME_KEY}{step.id}:{agent}:{skill}"
-                progress.mark(key, "running", f"on resume: {why}")
-                redo = Step(id=step.id, agent=agent, skill=skill, expected_duration_s=MIN_STEP_TIMEOUT_S)
-                try:
-                    detail = await run_machine_skill(
-                        self.machines[agent], self.plant.machines[agent], redo, MIN_STEP_TIMEOUT_S
-                    )
-                except StepFailed as exc:
-                    progress.mark(key, "failed", str(exc))
-                    return step.id, f"on resume: {agent} {skill} before {step.id} failed: {exc}"
-                progress.mark(key, "done", f"on resume: {why}: {detail}")
-                door[agent] = skill == "close_door"
+            why = f"the plan left {name}'s door {'closed' if want_closed else 'open'} ({moved.id}) and it is not"
+            nxt = first_use.get(name) or next((s for s in plan.steps if s.id not in ended), moved)
+            if moved.hazardous:
+                return nxt.id, f"on resume: {why}; moving it again needs an operator's confirmation"
+            key = f"{RESUME_KEY}{name}:{moved.skill}"
+            progress.mark(key, "running", f"on resume: {why}")
+            try:
+                detail = await run_machine_skill(
+                    self.machines[name], self.plant.machines[name], moved, MIN_STEP_TIMEOUT_S
+                )
+            except StepFailed as exc:
+                progress.mark(key, "failed", str(exc))
+                return nxt.id, f"on resume: {why}; {moved.skill} again failed: {exc}"
+            progress.mark(key, "done", f"on resume: {why}: {detail}")
         return None
 
     async def _why_not(

@@ -217,15 +217,15 @@ async def test_a_resume_moves_again_a_door_that_closed_while_nobody_watched(
     assert (await machines["cnc_1"].status()).door_closed  # the restarted machine's door is shut
     report = await Executor(demo_plant, store, co.gate, machines, robots).run(sub.plan_id)
     assert report.status == "done", report.reason
-    key = "resume:load_cnc:cnc_1:open_door"
+    key = "resume:cnc_1:open_door"
     assert store.progress(sub.plan_id, plan.content_hash())[key] == "done"
-    assert "ur5e_1 reaches into cnc_1" in store.progress_detail(sub.plan_id, plan.content_hash(), key)
+    assert "the plan left cnc_1's door open (open_cnc)" in store.progress_detail(sub.plan_id, plan.content_hash(), key)
     started = [r.payload["step"] for r in store.audit_rows(sub.plan_id) if r.action == "step:running"]
     assert started.index(key) < started.index("load_cnc") and "open_cnc" not in started
     assert store.verify_audit().ok
 
 
-@pytest.mark.parametrize("how", ["aborted", "faulted", "door the plan never moves"])
+@pytest.mark.parametrize("how", ["aborted", "faulted", "door move needs a confirmation"])
 async def test_a_resume_into_a_changed_plant_pauses_and_drafts_a_recovery(
     how: str, demo_plant: PlantDescription, store: Store, tmp_path: Path
 ) -> None:
@@ -247,7 +247,7 @@ async def test_a_resume_into_a_changed_plant_pauses_and_drafts_a_recovery(
     elif how == "faulted":
         cnc.fault(7, "coolant low")
     else:
-        # The plan's door moves are all hazardous here, so none may be made again unconfirmed.
+        # The plan's door moves are all hazardous here, so none is made again unconfirmed.
         plan = plan.model_copy(
             update={
                 "steps": [
@@ -260,10 +260,10 @@ async def test_a_resume_into_a_changed_plant_pauses_and_drafts_a_recovery(
     before = {"feed", "pick_blank", "open_cnc"}
     first_cnc_step = next(s.id for s in plan.steps if s.agent == "cnc_1" and s.id not in before)
     assert report.status == "paused"
-    assert report.failed_step == ("load_cnc" if how == "door the plan never moves" else first_cnc_step)
+    assert report.failed_step == first_cnc_step
     assert report.reason.startswith("on resume: ")
-    assert {"aborted": "ABORTED", "faulted": "fault 7", "door the plan never moves": "reaches into cnc_1"}[how] in (
-        report.reason
-    )
+    assert {"aborted": "ABORTED", "faulted": "fault 7", "door move needs a confirmation": "operator's confirmation"}[
+        how
+    ] in (report.reason)
     assert not robots["ur5e_1"].goals and not machines["cnc_1"].commands  # nothing moved
     assert report.recovery_plan_id is not None
