@@ -199,7 +199,7 @@ class RobotRuntime:
         self._active: _Active | None = None
         self._planning: tuple[SkillGoal, Future[SkillPlan]] | None = None
         self._cancel_ids: set[str] = set()
-        self._stream: tuple[FloatArray, str] | None = None
+        self._stream: tuple[FloatArray, str, float] | None = None  # position, source, when
         self._gripper = 0.0
         self._plan_inline = plan_inline
         self._pool: ThreadPoolExecutor | None = None if plan_inline else ThreadPoolExecutor(1, "atelier-plan")
@@ -315,11 +315,13 @@ class RobotRuntime:
         """A streamed joint position command (teleoperation, a policy): arms the watchdog.
 
         Ignored while a skill runs. The source must keep sending every control period; when it
-        falls silent the supervisor's watchdog stops the robot.
+        falls silent the supervisor's watchdog stops the robot, and its last command is dropped:
+        nothing ever commands it again (a new goal drops it too).
         """
+        now = self._time()
         with self._lock:
-            self._stream = (np.asarray(position_rad, dtype=float), source)
-        self.supervisor.stream(source, self._time())
+            self._stream = (np.asarray(position_rad, dtype=float), source, now)
+        self.supervisor.stream(source, now)
 
     def end_stream(self) -> None:
         with self._lock:
@@ -334,6 +336,7 @@ class RobotRuntime:
         return q
 
     def _begin(self, goal: SkillGoal, plan: SkillPlan, now: float) -> None:
+        self._stream = None  # (under the lock) a goal ends any stream; it never resumes afterwards
         self.supervisor.acknowledge(now)
         self.supervisor.resync()
         self._active = _Active(goal, plan, now)
@@ -403,7 +406,12 @@ class RobotRuntime:
             if active is not None:
                 command = self._skill_command(active, now)
             elif stream is not None:
-                command = stream[0]
+                if now - stream[2] <= sup.config.watchdog_timeout_s:
+                    command = stream[0]
+                else:  # silent: the watchdog stops the robot; the stale target is never taken up again
+                    with self._lock:
+                        if self._stream is stream:
+                            self._stream = None
             stage = "the safety supervisor"
             if not sup.has_position:
                 return self._unwritten()

@@ -277,6 +277,29 @@ def test_watchdog_stops_a_silent_stream(fresh: Twin) -> None:
     # A new goal acknowledges the watchdog stop.
     res = _run(rt, fresh, "home")
     assert res.outcome == Outcome.SUCCEEDED
+    home = fresh.joint_positions("ur5e_1")
+    for _ in range(500):  # the dead stream's last target is never taken up again
+        fresh.step(1)
+        rt.step()
+    assert np.max(np.abs(fresh.joint_positions("ur5e_1") - home)) < 0.05  # settling at home, no more
+
+
+def test_a_goal_ends_a_stream_for_good(fresh: Twin) -> None:
+    """A stream cut short by a goal does not come back when the goal ends (a stranger's stream
+    on an unsigned topic used to pull the arm back to its last target after every goal)."""
+    rt = build_runtime(fresh, "ur5e_1")
+    rt.step()
+    q = fresh.joint_positions("ur5e_1")
+    for i in range(50):
+        rt.stream(q + np.array([0.005 * i, 0, 0, 0, 0, 0]), "teleop")
+        fresh.step(1)
+        rt.step()
+    assert _run(rt, fresh, "home").outcome == Outcome.SUCCEEDED
+    home = fresh.joint_positions("ur5e_1")
+    for _ in range(300):
+        fresh.step(1)
+        rt.step()
+    assert np.max(np.abs(fresh.joint_positions("ur5e_1") - home)) < 0.05  # settling at home, no more
 
 
 def test_estop_refuses_goals_until_operator_reset(fresh: Twin, tmp_path: Path) -> None:
