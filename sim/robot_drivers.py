@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import time
 
 import numpy as np
@@ -31,17 +32,27 @@ from rclpy._rclpy_pybind11 import InvalidHandle
 from std_msgs.msg import Float64MultiArray
 
 from plant.catalog import ROBOT_MODELS
+from plant.trust import KeyStore, robot_key_name, robot_keys
 from robots.interface import FloatArray, JointState
 from robots.ros2._host import STREAM_QOS, RosHost
 from robots.ros2.driver import RobotDriverNode, stamp_msg
 from sim.live import LiveTwin
 from sim.twin import Twin
 
+log = logging.getLogger(__name__)
+
 
 class RobotDrivers:
     """The running driver nodes of a live twin; :meth:`close` removes them (the twin keeps running)."""
 
-    def __init__(self, live: LiveTwin, host: RosHost, owns_host: bool, parts_every_ticks: int = 10) -> None:
+    def __init__(
+        self,
+        live: LiveTwin,
+        host: RosHost,
+        owns_host: bool,
+        parts_every_ticks: int = 10,
+        keys: KeyStore | None = None,
+    ) -> None:
         self.live = live
         self.host = host
         self._owns_host = owns_host
@@ -60,6 +71,7 @@ class RobotDrivers:
                 ROBOT_MODELS[spec.model].joint_names,
                 on_command=self._command(robot),
                 on_gripper=self._gripper(robot),
+                key=_command_key(keys, robot),
             )
         self._node = host.node("twin_tracker", namespace="/cell")
         self._people_pub = self._node.create_publisher(PoseArray, "/cell/people", STREAM_QOS)
@@ -133,14 +145,27 @@ def _pose(x: float, y: float, z: float) -> Pose:
     return p
 
 
-def start_robot_drivers(live: LiveTwin, host: RosHost | None = None, domain_id: int | None = None) -> RobotDrivers:
+def _command_key(keys: KeyStore | None, robot: str) -> bytes | None:
+    name = robot_key_name(robot)
+    if keys is None or not keys.exists(name):
+        log.warning("%s: no command key (atelier robot keys): its driver follows unsigned joint commands", robot)
+        return None
+    return keys.key(name, create=False)
+
+
+def start_robot_drivers(
+    live: LiveTwin, host: RosHost | None = None, domain_id: int | None = None, keys: KeyStore | None = None
+) -> RobotDrivers:
     """Serve every robot of the live twin as a ROS 2 driver node (and the cell's people and parts).
 
     Pass a ``host`` to share an rclpy context with other nodes of the process; otherwise one is
-    made (``domain_id`` or ``ROS_DOMAIN_ID``) and closed with the returned object. Non-blocking.
+    made (``domain_id`` or ``ROS_DOMAIN_ID``) and closed with the returned object. Each driver
+    follows only the joint commands its runtime signed with the robot's key in ``keys``
+    (default: the robots' state folder, :func:`plant.trust.robot_keys`); a robot without a key
+    there follows unsigned commands (logged). Non-blocking.
     """
     own = host is None
-    return RobotDrivers(live, host or RosHost(domain_id), own)
+    return RobotDrivers(live, host or RosHost(domain_id), own, keys=keys if keys is not None else robot_keys())
 
 
 def main() -> None:

@@ -7,15 +7,15 @@ on the network sees and can use them):
 name                      type                                       who
 ========================  =========================================  ============================
 ``joint_states``          sensor_msgs/JointState (>= 250 Hz)         driver publishes
-``joint_command``         trajectory_msgs/JointTrajectory (1 pt)     runtime -> driver
-``gripper_command``       std_msgs/Float64 (0 open .. 1 closed)      runtime -> driver
+``joint_command``         trajectory_msgs/JointTrajectory (signed)   runtime -> driver
+``gripper_command``       JointTrajectory (1 joint, 0 open..1 shut)  runtime -> driver (signed)
 ``driver/events``         diagnostic_msgs/DiagnosticArray (latched)  driver (its watchdog)
 ``skill/goal``            std_msgs/String (signed goal or cancel)    agent -> runtime
 ``skill/feedback``        std_msgs/String (JSON)                     runtime
 ``skill/result``          std_msgs/String (signed, latched 50)       runtime
 ``skill/status``          action_msgs/GoalStatusArray (latched)      runtime
 ``skill/cancel``          action_msgs/srv/CancelGoal                 refused (unsigned); recorded
-``stream_command``        trajectory_msgs/JointTrajectory            teleop/policy -> runtime
+``stream_command``        trajectory_msgs/JointTrajectory (signed)   teleop/policy -> runtime
 ``safety/events``         diagnostic_msgs/DiagnosticArray (latched)  runtime (every intervention)
 ``estop``                 std_srvs/srv/Trigger                       anyone: trip the e-stop
 ``operator/              std_msgs/String (signed reset request)     the operator's command
@@ -73,11 +73,14 @@ Tripping the e-stop (``estop``) stays open to anyone: stopping never needs a key
 
 Not signed, informational or only able to stop: ``skill/status`` (a forged status can only
 stop the agent re-sending a goal: the step then times out), ``skill/feedback``,
-``safety/events``, ``driver/events``. Not signed and able to move the arm: ``stream_command``
-(a teleoperation or policy stream; each command still passes the supervisor's limits, zones,
-separation monitoring and watchdog) and the driver's ``joint_command`` (which a real robot's
-vendor driver takes from anyone on the domain, bypassing the runtime): close them with SROS2
-(below) or a network only the cell's hosts reach. In-process runtimes (rehearsal,
+``safety/events``, ``driver/events``. The commands that move an arm at the control rate are
+signed too, with a short token (:class:`plant.trust.StreamSigner` in the header's ``frame_id``:
+a session, a rising number and a MAC over the values, fresh within a second): the runtime's
+``joint_command`` and ``gripper_command`` to its driver (the driver follows no other, even with
+no runtime running) and a teleoperation or policy stream on ``stream_command`` (refused and
+recorded otherwise; a stream cut off is never taken up again). A vendor's driver on a real robot
+takes its joint commands from whoever reaches it: there, a network only the cell's hosts reach,
+or SROS2 (below), closes that path. In-process runtimes (rehearsal,
 :class:`robots.agent.RuntimeChannel`) take goals by a function call and need no MAC.
 
 The transport beneath: SROS2

@@ -26,8 +26,14 @@ the measured position), and the driver follows only fresh commands:
   hold through a driver restart would otherwise drag the arm from where it is back to where it
   was. A command source that (re)starts begins from the measured position, as ours does.
 
+Given the robot's command key, the driver follows only commands its runtime signed
+(:class:`plant.trust.StreamSigner`; the token in the header's ``frame_id``, the gripper's command
+a one-joint trajectory like the arm's): a stranger on the ROS 2 graph, or a copy of the
+runtime's own commands replayed, moves nothing. Without a key (a twin served where no robot
+keys were made) it follows any command and says so once when it starts.
+
 Every refusal is counted (``commands_ignored``) and reported once per episode on
-``driver/events`` (kind ``stale_command`` or ``command_jump``).
+``driver/events`` (kind ``stale_command``, ``command_jump`` or ``unauthenticated_command``).
 
 The joint states carry the gripper too, as one more joint named :data:`GRIPPER_JOINT`:
 position = its measured closure (0 open .. 1 closed, where the fingers are), effort = the grip
@@ -47,9 +53,9 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy._rclpy_pybind11 import InvalidHandle
 from rclpy.node import Node
 from sensor_msgs.msg import JointState as JointStateMsg
-from std_msgs.msg import Float64
 from trajectory_msgs.msg import JointTrajectory
 
+from plant.trust import MessageRefused, StreamGuard
 from robots.interface import FloatArray, JointState
 from robots.ros2._host import LATCHED_QOS, STREAM_QOS, RosHost
 
@@ -96,8 +102,14 @@ class RobotDriverNode:
         watchdog_timeout_s: float = 0.1,
         resume_tolerance_rad: float = 0.05,
         rejoin_window_s: float = 0.5,
+        key: bytes | None = None,
     ) -> None:
         self.started_s = time.time()
+        self._guards = (
+            None
+            if key is None
+            else (StreamGuard(key, "joint_command", robot), StreamGuard(key, "gripper_command", robot))
+        )
         self.robot = robot
         self.joint_names = list(joint_names)
         self.resume_tolerance_rad = resume_tolerance_rad
@@ -124,7 +136,11 @@ class RobotDriverNode:
         self._following = False  # a command source was taken up (since start or the last watchdog trip)
         self._reported: set[str] = set()  # refusal kinds already reported in this episode
         host.subscribe_fast(JointTrajectory, f"/{robot}/joint_command", self._on_command, COMMAND_QOS)
-        host.subscribe_fast(Float64, f"/{robot}/gripper_command", self._on_gripper, COMMAND_QOS)
+        host.subscribe_fast(JointTrajectory, f"/{robot}/gripper_command", self._on_gripper, COMMAND_QOS)
+        if key is None:
+            self._event(
+                DiagnosticStatus.WARN, "unauthenticated_commands", "no command key: any joint command is followed"
+            )
 
     def publish(
         self, state: JointState, gripper: tuple[float, float] | None = None, stamp_s: float | None = None
@@ -174,6 +190,8 @@ class RobotDriverNode:
         if np.any(np.isnan(q)):
             return  # a command must name every joint
         stamp = stamp_s(msg.header.stamp)
+        if not self._authentic(msg, 0, stamp, "a joint command"):
+            return
         if stamp < self.started_s:
             ago = self.started_s - stamp
             what = "not stamped" if stamp == 0.0 else f"stamped {ago:.3f} s before the driver started"
@@ -205,8 +223,21 @@ class RobotDriverNode:
             self._reported.add(kind)
             self._event(DiagnosticStatus.WARN, kind, message)
 
-    def _on_gripper(self, msg: Float64) -> None:
-        self._on_gripper_cb(float(msg.data))
+    def _on_gripper(self, msg: JointTrajectory) -> None:
+        if not msg.points or len(msg.points[-1].positions) != 1:
+            return
+        if self._authentic(msg, 1, stamp_s(msg.header.stamp), "a gripper command"):
+            self._on_gripper_cb(float(msg.points[-1].positions[0]))
+
+    def _authentic(self, msg: JointTrajectory, which: int, stamp: float, what: str) -> bool:
+        if self._guards is None:
+            return True
+        try:
+            self._guards[which].admit(msg.header.frame_id, stamp, msg.points[-1].positions)
+        except MessageRefused as exc:
+            self._ignore("unauthenticated_command", f"ignored {what}: {exc}; holding")
+            return False
+        return True
 
     def _check_watchdog(self) -> None:
         last = self._last_cmd_s

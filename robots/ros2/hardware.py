@@ -23,9 +23,9 @@ from collections.abc import Sequence
 import numpy as np
 from builtin_interfaces.msg import Duration
 from sensor_msgs.msg import JointState as JointStateMsg
-from std_msgs.msg import Float64
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
+from plant.trust import StreamSigner
 from robots.interface import FloatArray, JointState
 from robots.ros2._host import STREAM_QOS, RosHost
 from robots.ros2.driver import COMMAND_QOS, GRIPPER_JOINT, stamp_msg, stamp_s
@@ -47,14 +47,22 @@ class RosHardware:
         joint_names: Sequence[str],
         control_period_s: float = 0.004,
         stale_after_s: float = 0.1,
+        key: bytes | None = None,
     ) -> None:
         self.robot = robot
+        # Signed joint and gripper commands (the driver follows only its runtime's; see
+        # robots.ros2.driver), or unsigned ones to a driver that has no key.
+        self._signers = (
+            None
+            if key is None
+            else (StreamSigner(key, "joint_command", robot), StreamSigner(key, "gripper_command", robot))
+        )
         self.joint_names = tuple(joint_names)
         self.control_period_s = control_period_s
         self.stale_after_s = stale_after_s
         self.node = host.node("hardware", namespace=f"/{robot}")
         self._cmd = self.node.create_publisher(JointTrajectory, "joint_command", COMMAND_QOS)
-        self._grip = self.node.create_publisher(Float64, "gripper_command", COMMAND_QOS)
+        self._grip = self.node.create_publisher(JointTrajectory, "gripper_command", COMMAND_QOS)
         self._cond = threading.Condition()
         self._state: JointState | None = None
         self._received_s = 0.0
@@ -151,12 +159,16 @@ class RosHardware:
             return None if self._gripper is None else self._gripper[1] > 0.0
 
     def write(self, position: FloatArray) -> None:
-        msg = self._traj
-        msg.header.stamp = stamp_msg(time.time())
-        msg.points = [
-            JointTrajectoryPoint(positions=np.asarray(position, dtype=float).tolist(), time_from_start=self._duration)
-        ]
-        self._cmd.publish(msg)
+        self._cmd.publish(self._signed(self._traj, np.asarray(position, dtype=float).tolist(), 0))
 
     def set_gripper(self, closed_fraction: float) -> None:
-        self._grip.publish(Float64(data=float(closed_fraction)))
+        msg = JointTrajectory()
+        msg.joint_names = [GRIPPER_JOINT]
+        self._grip.publish(self._signed(msg, [float(closed_fraction)], 1))
+
+    def _signed(self, msg: JointTrajectory, values: list[float], which: int) -> JointTrajectory:
+        msg.header.stamp = stamp_msg(time.time())
+        msg.points = [JointTrajectoryPoint(positions=values, time_from_start=self._duration)]
+        if self._signers is not None:
+            msg.header.frame_id = self._signers[which].token(stamp_s(msg.header.stamp), values)
+        return msg

@@ -39,11 +39,20 @@ from unique_identifier_msgs.msg import UUID
 from plant.catalog import ROBOT_MODELS
 from plant.config import PlantDescription
 from plant.text import safe_text
-from plant.trust import KeyStore, MessageRefused, ReplayGuard, authentic, reset_key_name, robot_key_name, seal
+from plant.trust import (
+    KeyStore,
+    MessageRefused,
+    ReplayGuard,
+    StreamGuard,
+    authentic,
+    reset_key_name,
+    robot_key_name,
+    seal,
+)
 from robots.interface import FloatArray, Outcome, SafetyEvent, SkillFeedback, SkillGoal, SkillResult, StopCategory
 from robots.kinematics import ArmKinematics, LinkPoints
 from robots.ros2._host import LATCHED_QOS, STREAM_QOS, RosHost, goal_uuid
-from robots.ros2.driver import stamp_msg
+from robots.ros2.driver import stamp_msg, stamp_s
 from robots.ros2.hardware import RosHardware
 from robots.runtime import RobotRuntime, RuntimeConfig
 from robots.safety import EstopLatch, SafetySupervisor, SsmConfig, TrackedPerson, safety_config_from_plant
@@ -211,6 +220,7 @@ class RuntimeNode:
         self._reset_key = keys.key(reset_key_name(robot), create=False)
         self._commands = ReplayGuard(self._key)
         self._resets = ReplayGuard(self._reset_key)
+        self._streams = StreamGuard(self._key, "stream_command", robot)
         self.node = host.node("runtime", namespace=f"/{robot}")
         n = self.node
         self._feedback = n.create_publisher(String, "skill/feedback", STREAM_QOS)
@@ -353,10 +363,19 @@ class RuntimeNode:
         return resp
 
     def _on_stream(self, msg: JointTrajectory) -> None:
+        """A teleoperation or policy stream: each command signed by a :class:`StreamSigner`
+        under the robot's command key (the token in the header's ``frame_id``); any other is
+        refused and recorded, and moves nothing."""
         rt = self.runtime
         if rt is None or not msg.points:
             return
-        rt.stream(np.asarray(msg.points[-1].positions, dtype=float), msg.header.frame_id or "stream")
+        values = msg.points[-1].positions
+        try:
+            session = self._streams.admit(msg.header.frame_id, stamp_s(msg.header.stamp), values)
+        except MessageRefused as exc:
+            rt.refuse("a command on stream_command", str(exc))
+            return
+        rt.stream(np.asarray(values, dtype=float), f"stream {session}")
 
     def _follow_latch(self) -> None:
         rt = self.runtime
@@ -492,7 +511,7 @@ def serve_runtime(
     # People first: the fast lane serves ready subscriptions in the order they were made, so a
     # control period woken by a joint state already sees the people of the same twin tick.
     people = RosPeople(host)
-    hw = RosHardware(host, robot, joint_names, control_period_s)
+    hw = RosHardware(host, robot, joint_names, control_period_s, key=keys.key(robot_key_name(robot), create=False))
     locator = RosPartLocator(host, list(plant.part_types))
     peers = RosPeers(host, [r for r in plant.robots if r != robot])
     node = RuntimeNode(host, robot, keys)

@@ -219,18 +219,25 @@ async def test_killing_the_command_source_trips_the_watchdog(
     # A teleoperation process streams joint commands turning the base, then is killed.
     script = (
         "import sys, time\n"
+        "from plant.trust import StreamSigner, robot_key_name, robot_keys\n"
         "from robots.ros2._host import RosHost, STREAM_QOS\n"
+        "from robots.ros2.driver import stamp_msg, stamp_s\n"
         "from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint\n"
+        "key = robot_keys(sys.argv[1]).key(robot_key_name('ur5e_1'), create=False)\n"
+        "signer = StreamSigner(key, 'stream_command', 'ur5e_1')\n"
         "h = RosHost(); n = h.node('teleop')\n"
         "p = n.create_publisher(JointTrajectory, '/ur5e_1/stream_command', STREAM_QOS)\n"
         "while p.get_subscription_count() == 0: time.sleep(0.01)\n"
         "print('streaming', flush=True); t0 = time.monotonic(); q = [0.0, -1.5708, 1.5708, -1.5708, -1.5708, 0.0]\n"
         "while True:\n"
-        "    m = JointTrajectory(); m.header.frame_id = 'teleop'\n"
+        "    m = JointTrajectory(); m.header.stamp = stamp_msg(time.time())\n"
         "    q[0] = 0.8 * (time.monotonic() - t0)\n"
+        "    m.header.frame_id = signer.token(stamp_s(m.header.stamp), q)\n"
         "    m.points = [JointTrajectoryPoint(positions=q)]; p.publish(m); time.sleep(0.004)\n"
     )
-    teleop = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.PIPE, text=True)  # noqa: ASYNC220
+    teleop = subprocess.Popen(  # noqa: ASYNC220
+        [sys.executable, "-c", script, str(runtime[1])], cwd=ROOT, stdout=subprocess.PIPE, text=True
+    )
     try:
         assert teleop.stdout is not None and "streaming" in teleop.stdout.readline()
         await asyncio.sleep(1.0)
