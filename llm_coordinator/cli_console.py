@@ -65,6 +65,13 @@ def checked_person(db: str, name: str, action: str) -> str:
     return user.name
 
 
+def forwarded_options(proxy: str | None) -> dict[str, object]:
+    """uvicorn's options for ``--proxy``: forwarded headers (the client's address and scheme) are
+    believed only from that address. uvicorn believes them from loopback by default, where the
+    console listens: any client could then choose the address its login limits count."""
+    return {"proxy_headers": True, "forwarded_allow_ips": proxy} if proxy else {"proxy_headers": False}
+
+
 def tls_options(cert: Path | None, key: Path | None) -> dict[str, str]:
     """uvicorn's ``ssl_certfile``/``ssl_keyfile`` for ``--tls-cert``/``--tls-key`` (empty for
     plain HTTP). Raises ``ValueError`` with a sentence to show when only one of the two is
@@ -138,6 +145,15 @@ def serve(
         Path | None, typer.Option("--tls-cert", help="serve HTTPS with this certificate (PEM; with --tls-key)")
     ] = None,
     tls_key: Annotated[Path | None, typer.Option("--tls-key", help="the certificate's private key (PEM)")] = None,
+    proxy: Annotated[
+        str | None,
+        typer.Option(
+            "--proxy",
+            help="the address of a reverse proxy in front of the console, whose X-Forwarded-For and "
+            "X-Forwarded-Proto are believed (default: none; a client's own headers never choose "
+            "the address its login limits count)",
+        ),
+    ] = None,
 ) -> None:
     """Serve the console on http://HOST:PORT over the coordinator and a plant, with the same
     database, model, guardrails, rehearsal and executor as `atelier order`: --live drives the
@@ -232,7 +248,7 @@ def serve(
         f"console of [bold]{name}[/] over {mode} on {scheme}://{escape(safe_text(host, 100))}:{port}/ (API: /api/docs)"
     )
     try:
-        uvicorn.run(site.app, host=host, port=port, log_level="warning", **tls)  # type: ignore[arg-type]
+        uvicorn.run(site.app, host=host, port=port, log_level="warning", **tls, **forwarded_options(proxy))  # type: ignore[arg-type]
     finally:
         site.stop()
 

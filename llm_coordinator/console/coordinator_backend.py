@@ -313,7 +313,10 @@ class CoordinatorBackend:
 
     async def evidence_file(self, plan_id: str, name: str) -> Path | None:
         """Only files the rehearsal recorded for this plan, by name."""
-        rehearsal = await asyncio.to_thread(self.store.rehearsal, self._pid(plan_id))
+        try:
+            rehearsal = await asyncio.to_thread(self.store.rehearsal, self._pid(plan_id))
+        except (StoreError, ActionRefused):  # no such plan: no such file either
+            return None
         for p in rehearsal.evidence if rehearsal is not None else []:
             path = Path(p)
             if path.name == name and await asyncio.to_thread(path.is_file):

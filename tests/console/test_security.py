@@ -385,6 +385,20 @@ def test_a_huge_numeric_id_is_a_404(console: Console, method: str, path: str) ->
     assert "Traceback" not in r.text
 
 
+@pytest.mark.parametrize("plan_id", ["999", "0", "-1", "9223372036854775807", "1_0"])
+def test_a_plan_that_does_not_exist_has_no_evidence_and_no_inspections(console: Console, plan_id: str) -> None:
+    """Ids the database can hold, of no plan (the review found a 500 on these routes)."""
+    h = console.as_("sam")
+    r = console.client.get(f"/plans/{plan_id}/evidence/gantt.png", headers=h)
+    assert r.status_code == 404, r.text
+    r = console.client.post(
+        f"/api/plans/{plan_id}/inspections/inspection_a.png/overrule",
+        headers=h,
+        json={"label": "good", "reason": "looked fine to me"},
+    )
+    assert r.status_code in (404, 409) and "Traceback" not in r.text, r.text
+
+
 def test_a_huge_plan_id_in_the_operators_form_is_a_404(console: Console) -> None:
     token = browser_login(console, "olga")
     r = console.client.post(

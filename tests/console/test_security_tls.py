@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives import serialization
 from typer.testing import CliRunner
 
 from llm_coordinator import cli_console
-from llm_coordinator.cli_console import console_app, is_loopback, tls_options
+from llm_coordinator.cli_console import console_app, forwarded_options, is_loopback, tls_options
 from llm_coordinator.console.app import create_app
 from plant.config import PlantDescription
 from plant.opcua.certs import make_test_site
@@ -103,6 +103,9 @@ def test_the_command_serves_https_with_secure_cookies(
     assert sites[-1].kw["secure_cookies"] is True and sites[-1].started and sites[-1].stopped
     assert runs[-1]["ssl_certfile"] == str(pki["cert"]) and runs[-1]["ssl_keyfile"] == str(pki["key"])
     assert runs[-1]["host"] == "127.0.0.1" and "https://127.0.0.1:8765/" in r.output
+    assert runs[-1]["proxy_headers"] is False  # no client's X-Forwarded-For is believed
+    r = runner.invoke(console_app, [*args, "--proxy", "10.0.0.5"])
+    assert r.exit_code == 0 and runs[-1]["proxy_headers"] is True and runs[-1]["forwarded_allow_ips"] == "10.0.0.5"
     # plain HTTP on loopback: no cookies marked Secure by the command (the app still marks them
     # Secure on any request that came over HTTPS), no warning
     r = runner.invoke(console_app, args)
@@ -154,3 +157,32 @@ def test_https_login_gets_a_secure_cookie_and_hsts(https_console: str, pki: dict
     # and plain HTTP to the TLS port gets nothing
     with httpx.Client(base_url=f"http://{https_console}") as plain, pytest.raises(httpx.HTTPError):
         plain.get("/login")
+
+
+def test_a_client_cannot_choose_the_address_its_login_limit_counts(
+    tmp_path: Path, demo_plant: PlantDescription
+) -> None:
+    """Served as `atelier console` serves it (no --proxy), failures sent with a new
+    X-Forwarded-For each time still count against the client's own address (the review sprayed
+    60 names that way with no 429 and 60 audit rows)."""
+    backend = build_backend(demo_plant, tmp_path)
+    users = make_users(tmp_path / "atelier.db")
+    try:
+        with (
+            uvicorn_thread(create_app(backend, users), **forwarded_options(None)) as port,
+            httpx.Client(base_url=f"http://127.0.0.1:{port}") as client,
+        ):
+            codes = [
+                client.post(
+                    "/api/session",
+                    json={"name": f"user{i}", "password": "wrong"},
+                    headers={"X-Forwarded-For": f"10.9.{i}.{i}"},
+                ).status_code
+                for i in range(40)
+            ]
+        assert 429 in codes, codes
+        failed = [a for a in backend.store.audit_rows(None) if a.action.startswith("login_f")]
+        assert len(failed) <= 3, [a.action for a in failed]
+    finally:
+        backend.store.engine.dispose()
+        users.engine.dispose()
