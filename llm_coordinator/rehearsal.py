@@ -13,7 +13,6 @@ live control loops.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import multiprocessing
@@ -33,6 +32,7 @@ from llm_coordinator.gantt import write_gantt, write_separation_plot
 from llm_coordinator.plan import Plan
 from plant.config import PlantDescription
 from plant.interface import MachineAgent
+from plant.workers import batch_worker_init
 from robots.interface import RobotAgent
 
 log = logging.getLogger(__name__)
@@ -377,7 +377,7 @@ async def rehearse_many(
     elif workers > 1:
         loop = asyncio.get_running_loop()
         spawn = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(workers, mp_context=spawn, initializer=_batch_priority) as pool:
+        with ProcessPoolExecutor(workers, mp_context=spawn, initializer=batch_worker_init) as pool:
             reports = list(await asyncio.gather(*(loop.run_in_executor(pool, _rehearse_in_worker, *a) for a in args)))
         how = f"{workers} processes"
     else:
@@ -424,13 +424,6 @@ class ManyRehearsals:
             start=self.start() if self.start is not None else None,
             timeout_margin=self.timeout_margin,
         )
-
-
-def _batch_priority() -> None:
-    """Perturbed rehearsals are a batch job: their processes yield the CPU (``nice`` 10) to the
-    real-time work of the same host (a live twin, robot runtimes, the console)."""
-    with contextlib.suppress(OSError):
-        os.nice(10)
 
 
 def _name_worst(evidence: Sequence[str], seed: int) -> list[str]:
@@ -525,7 +518,13 @@ class ProcessRehearser(Rehearser):
 
     async def rehearse(self, plan: Plan, out_dir: Path | str) -> RehearsalReport:
         if self._pool is None:
-            self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+            # The worker steps a twin as fast as a core allows, a batch job beside real-time work
+            # (a live twin and robot runtimes, or a served plant's processes on this host, whose
+            # runtimes latch a sensor fault when a joint state comes late): it yields the CPU to
+            # them, and ends when this process does.
+            self._pool = ProcessPoolExecutor(
+                1, mp_context=multiprocessing.get_context("spawn"), initializer=batch_worker_init
+            )
         loop = asyncio.get_running_loop()
         t0 = time.monotonic()
         start = self.start() if self.start is not None else None

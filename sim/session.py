@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import queue
 import threading
 import time
@@ -268,15 +267,6 @@ def twin_factory(
                 await asyncio.to_thread(session.renderer.close)  # (done already if finish ran)
 
     return factory
-
-
-def rehearsal_worker_init() -> None:
-    """The initializer of a rehearsal's worker process: 10 steps lower CPU priority (``nice``).
-    A rehearsal steps a twin as fast as a core allows; beside it run real-time loops (a live
-    twin and robot runtimes, or a served plant's processes on the same host) that must not wait
-    for it."""
-    with contextlib.suppress(OSError):
-        os.nice(10)
 
 
 #: The runtimes beside an in-process live twin share one interpreter with it, the web server

@@ -6,7 +6,8 @@ Store calls block on the database, so each runs in a worker thread.
 
 Work-order jobs live in the store's ``jobs`` table, so they survive a restart; when the backend
 starts, the jobs a dead process left in flight are marked failed, and their plans, still drafted,
-``interrupted`` (both can be drafted again).
+``interrupted`` (both can be drafted again); a plan it was running is ``paused`` with the reason
+(an alarm on every page), for a person to look at the plant and draft a recovery.
 """
 
 from __future__ import annotations
@@ -138,6 +139,22 @@ class CoordinatorBackend:
                 if self.store.get(row.plan_id).status in ("drafted", "rehearsed"):
                     self.store.set_status(row.plan_id, "interrupted", actor="console", reasons=[why])
             log.warning("work order job %s (plan %s) was interrupted by a restart", row.id, row.plan_id)
+        # Plans a dead process was running: nothing runs them now; they wait for a person.
+        for plan in self.store.plans(10_000):
+            if plan.status != "running":
+                continue
+            steps = [
+                sid
+                for sid, st in self.store.progress(plan.id, plan.content_hash or "").items()
+                if st == "running" and ":" not in sid
+            ]
+            then = f" (running then: {', '.join(steps)})" if steps else ""
+            why = (
+                f"the console stopped while this plan ran{then}; nothing resumes it unattended: "
+                "check the plant, then draft a recovery (or `atelier run` it)"
+            )
+            self.store.set_status(plan.id, "paused", actor="console", reasons=[why])
+            log.warning("plan %s was running when the console stopped: paused", plan.id)
 
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
         task: asyncio.Task[Any] = asyncio.create_task(coro)

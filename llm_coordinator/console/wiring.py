@@ -27,11 +27,9 @@ import asyncio
 import concurrent.futures
 import contextlib
 import logging
-import multiprocessing
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -69,7 +67,6 @@ from plant.text import safe_text
 from robots.interface import RobotAgent, SafetyState, SkillFeedback, SkillGoal, SkillResult
 from robots.parts import missing_parts
 from sim.live import LiveTwin
-from sim.session import rehearsal_worker_init
 from sim.twin import MachineReading, PlantReadings, Twin
 
 from .app import create_app
@@ -208,14 +205,6 @@ class RehearsalFromNow(ProcessRehearser):
         self.hint = hint
 
     async def rehearse(self, plan: Plan, out_dir: Path | str) -> RehearsalReport:
-        if self._pool is None:
-            # The worker steps a twin as fast as a core allows, a batch job beside real-time work
-            # (the console's own twin and robot runtimes, or a served plant's processes on this
-            # host, whose runtimes latch a sensor fault when a joint state comes 0.1 s late):
-            # it yields the CPU to them.
-            self._pool = ProcessPoolExecutor(
-                1, mp_context=multiprocessing.get_context("spawn"), initializer=rehearsal_worker_init
-            )
         parts = dict(await asyncio.to_thread(self.parts))
         steps = [(s.id, s.agent, s.skill, dict(s.args)) for s in plan.steps]
         missing = missing_parts(self.plant, parts, steps)

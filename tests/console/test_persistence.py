@@ -96,3 +96,37 @@ async def test_jobs_and_plans_survive_a_kill(tmp_path: Path, demo_plant: PlantDe
         await second.aclose()
         first.store.engine.dispose()
         second.store.engine.dispose()
+
+
+async def test_a_plan_running_when_the_console_died_is_paused_with_the_reason(
+    tmp_path: Path, demo_plant: PlantDescription
+) -> None:
+    """The review killed a console mid-plan; after the restart the plan said ``running`` for
+    minutes with nothing running it. It is paused, says why, and shows as an alarm."""
+    first = build_backend(demo_plant, tmp_path)
+    try:
+        job = await first.submit_work_order(WorkOrderRequest(recipe="machine_part"), "erin")
+        job = await _wait(first, job.id, {"awaiting_approval", "failed"})
+        assert job.state == "awaiting_approval" and job.plan_id is not None
+        pid = int(job.plan_id)
+        plan = first.store.plan(pid)
+        assert plan is not None
+        first.gate.approve(pid, "sam")
+        first.store.set_status(pid, "running", actor="executor")
+        first.store.set_progress(pid, plan.content_hash(), plan.steps[0].id, "done")
+        first.store.set_progress(pid, plan.content_hash(), plan.steps[1].id, "running")
+    finally:
+        await first.aclose()  # (a kill -9 would leave the same rows: the store is the record)
+        first.store.engine.dispose()
+    second = build_backend(demo_plant, tmp_path)
+    try:
+        row = second.store.get(pid)
+        assert row.status == "paused"
+        assert "console stopped while this plan ran" in row.reasons[0] and plan.steps[1].id in row.reasons[0]
+        alarms = (await second.live()).alarms
+        assert any(a.subject == f"plan {pid}" and "console stopped" in a.text for a in alarms), alarms
+        assert "paused" in REPLANNABLE
+        assert second.store.verify_audit().ok
+    finally:
+        await second.aclose()
+        second.store.engine.dispose()
