@@ -62,6 +62,11 @@ class ApprovalGate:
         row = self.store.get(plan_id)
         if row.status != "awaiting_approval" or row.content_hash is None:
             raise StoreError(f"plan {plan_id} is {row.status}; only a plan awaiting approval can be approved")
+        if content_hash is not None and len(content_hash) != len(row.content_hash):
+            raise StoreError(
+                f"plan {plan_id}: {content_hash[:20]!r} is not a plan version (the whole hash the plan page "
+                "shows, 64 hex digits); read the plan again before you decide"
+            )
         if content_hash is not None and content_hash != row.content_hash:
             raise StoreError(
                 f"plan {plan_id} changed since you looked at it (you saw version {content_hash[:12] or '?'}, "

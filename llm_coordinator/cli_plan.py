@@ -653,7 +653,9 @@ def register(app: typer.Typer) -> None:
         db: DbOpt = "sqlite:///atelier.db",
         plant_file: PlantOpt = None,
     ) -> None:
-        """A supervisor approves the plan's current version (bound to its hash)."""
+        """A supervisor approves the plan's current version (bound to its hash); their password
+        from $ATELIER_PASSWORD or a prompt, checked against the site's users."""
+        supervisor = checked_person(db, supervisor, "approve_plan")
         with _store_refusal():
             h = _gate(db, plant_file).approve(plan_id, supervisor, reason)
         out.print(f"plan {plan_id} approved (hash {h[:16]})")
@@ -677,11 +679,12 @@ def register(app: typer.Typer) -> None:
     def reject_cmd(
         plan_id: int,
         reason: Annotated[str, typer.Option(help="why (kept as feedback for the next plans)")],
-        supervisor: Annotated[str, typer.Option("--as")] = "supervisor",
+        supervisor: Annotated[str, typer.Option("--as", help="the supervisor's name")],
         db: DbOpt = "sqlite:///atelier.db",
         plant_file: PlantOpt = None,
     ) -> None:
-        """A supervisor rejects the plan, with a reason."""
+        """A supervisor rejects the plan, with a reason (their password checked as for approve)."""
+        supervisor = checked_person(db, supervisor, "reject_plan")
         with _store_refusal():
             _gate(db, plant_file).reject(plan_id, supervisor, reason)
         out.print(f"plan {plan_id} rejected")

@@ -1000,9 +1000,9 @@ def create_app(
             if approve:
                 reason = text_field(form, "reason", "Reason", required=False)
                 # The version the page showed (the form always sends it): a plan that changed
-                # since is not approved unseen.
-                seen = clean_text(form.get("plan_hash"), "Plan version", required=False, max_chars=64)
-                await backend.approve(plan_id, user.name, reason or "approved", seen or None)
+                # since, or a form that does not say which version it showed, is not approved.
+                seen = clean_text(form.get("plan_hash"), "Plan version", required=True, max_chars=64)
+                await backend.approve(plan_id, user.name, reason or "approved", seen)
             else:
                 reason = text_field(form, "reason", "Reason for rejecting", required=True, min_chars=3)
                 await backend.reject(plan_id, user.name, reason)

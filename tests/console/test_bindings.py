@@ -80,6 +80,15 @@ def test_the_page_approves_only_the_version_it_showed(console: Console) -> None:
     assert "changed since you looked at it" in r.text
     assert store.get(plan_id).status == "awaiting_approval"
 
+    # A form that does not say which version it showed, or names a part of it, approves nothing.
+    now = store.get(plan_id).content_hash
+    assert now is not None
+    r = console.client.post(f"/plans/{plan_id}/approve", data={"reason": "ok"}, headers=h)
+    assert r.status_code in (400, 422) and "Plan version" in r.text, r.text
+    r = console.client.post(f"/plans/{plan_id}/approve", data={"reason": "ok", "plan_hash": now[:16]}, headers=h)
+    assert r.status_code == 409 and "is not a plan version" in r.text, r.text
+    assert store.get(plan_id).status == "awaiting_approval"
+
     # The API field binds the same way; the current hash goes through.
     r = console.client.post(f"/api/plans/{plan_id}/approve", json={"plan_hash": shown}, headers=h)
     assert r.status_code == 409 and "changed since you looked" in r.text

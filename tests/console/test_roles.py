@@ -20,7 +20,8 @@ def plan_awaiting(c: Console) -> dict[str, str]:
     h = c.as_("sam")
     job = c.client.post("/api/work-orders", json={"recipe": "machine_part"}, headers=h).json()
     done = c.wait_job(job["id"], h)
-    return {"plan": str(done["plan_id"]), "step": "hand_over"}
+    shown = c.backend.store.get(int(str(done["plan_id"]))).content_hash or ""
+    return {"plan": str(done["plan_id"]), "step": "hand_over", "hash": shown}
 
 
 def step_awaiting(c: Console) -> dict[str, str]:
@@ -99,7 +100,7 @@ CASES = [
         Action.APPROVE_PLAN,
         plan_awaiting,
         ("POST", "/api/plans/{plan}/approve", {"reason": "looks right"}),
-        ("POST", "/plans/{plan}/approve", {"reason": "looks right"}),
+        ("POST", "/plans/{plan}/approve", {"reason": "looks right", "plan_hash": "{hash}"}),
     ),
     Case(
         Action.REJECT_PLAN,

@@ -5,10 +5,12 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+import pytest
 import typer
 from typer.testing import CliRunner
 
 from llm_coordinator.cli_plan import register
+from llm_coordinator.console.auth import UserStore
 from llm_coordinator.plan import Plan, Step
 from llm_coordinator.store import Store
 
@@ -19,7 +21,7 @@ def app() -> typer.Typer:
     return a
 
 
-def test_plans_show_approve_and_audit_verify(tmp_path: Path) -> None:
+def test_plans_show_approve_and_audit_verify(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     db_file = tmp_path / "a.db"
     db = f"sqlite:///{db_file}"
     store = Store(db)
@@ -35,6 +37,17 @@ def test_plans_show_approve_and_audit_verify(tmp_path: Path) -> None:
     assert r.exit_code == 0 and "awaiting_approval" in r.output
     r = runner.invoke(app(), ["show", str(pid), "--db", db])
     assert r.exit_code == 0 and "panda_1" in r.output and "makespan 4.0 s" in r.output
+    # A name on the command line is a claim: approving needs a supervisor's password.
+    users = UserStore.from_url(db)
+    users.add_user("sam", "supervisor", "a long supervisor password")
+    users.add_user("olga", "operator", "a long operator password")
+    users.engine.dispose()
+    monkeypatch.setenv("ATELIER_PASSWORD", "a long operator password")
+    r = runner.invoke(app(), ["approve", str(pid), "--as", "mallory", "--db", db])
+    assert r.exit_code == 2 and "unknown user or wrong password" in r.output
+    r = runner.invoke(app(), ["approve", str(pid), "--as", "olga", "--db", db])
+    assert r.exit_code == 2 and "not theirs to do" in r.output
+    monkeypatch.setenv("ATELIER_PASSWORD", "a long supervisor password")
     r = runner.invoke(app(), ["approve", str(pid), "--as", "sam", "--db", db])
     assert r.exit_code == 0, r.output
     r = runner.invoke(app(), ["audit", "verify", "--db", db])

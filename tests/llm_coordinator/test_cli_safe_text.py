@@ -107,7 +107,7 @@ def test_order_shows_a_machines_fault_text_escaped_and_cut(
 
 
 def test_run_show_and_plans_print_outside_text_safely(
-    evil_twin: None, tmp_path: Path, demo_plant: PlantDescription
+    evil_twin: None, tmp_path: Path, demo_plant: PlantDescription, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     db = f"sqlite:///{tmp_path / 'a.db'}"
     co = _coordinator(demo_plant, CoordinatorConfig(database_url=db), evidence_dir=tmp_path)
@@ -132,8 +132,12 @@ def test_run_show_and_plans_print_outside_text_safely(
         assert r.exit_code == 0, r.output
         assert "\x1b" not in r.output and "\x07" not in r.output and len(r.output) < 12_000
         assert "\\x1b]0;pwned" in r.output.replace("\n", "")
-    r = runner.invoke(_app(), ["reject", str(evil_id), "--reason", "no\x1b[2J", "--db", db])
-    assert r.exit_code == 2 and "\x1b" not in r.output
+    from llm_coordinator.console.auth import UserStore
+
+    UserStore.from_url(db).add_user("sam", "supervisor", "a long supervisor password")
+    monkeypatch.setenv("ATELIER_PASSWORD", "a long supervisor password")
+    r = runner.invoke(_app(), ["reject", str(evil_id), "--reason", "no\x1b[2J", "--as", "sam", "--db", db])
+    assert r.exit_code == 2 and "\x1b" not in r.output and "Missing option" not in r.output
 
 
 def test_yes_approves_and_confirms_nothing(evil_twin: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
