@@ -382,6 +382,15 @@ def _gate(db: str, plant_file: Path | None) -> ApprovalGate:
     return ApprovalGate(Store(db), _plant(plant_file))  # type: ignore[arg-type]
 
 
+async def _read_live_plant(plant: Any) -> Any:
+    """One reading of every machine of the live plant (robots are not asked)."""
+    from llm_coordinator.snapshot import read_snapshot
+    from llm_coordinator.wiring import live_agents
+
+    async with live_agents(plant, robots=[]) as (machines, _):
+        return await read_snapshot(machines)
+
+
 def register(app: typer.Typer) -> None:
     """Add the work-order commands to ``app`` (the ``atelier`` command)."""
     audit_app = typer.Typer(no_args_is_help=True, help="The audit log.")
@@ -518,7 +527,16 @@ def register(app: typer.Typer) -> None:
             plant = _plant(plant_file)
             cfg = _config(config, db, mode)
             co = build_coordinator(plant, cfg, evidence_dir=evidence)  # type: ignore[arg-type]
-            sub = asyncio.run(co.submit(order, actor="cli"))
+            snapshot = None
+            if live:
+                # The live plant as it is (states, doors, faults, machines in alarm) for the
+                # planner's context and the guardrails, as the console reads it.
+                try:
+                    snapshot = asyncio.run(_read_live_plant(plant))
+                except _UNREACHABLE as exc:
+                    err.print(f"cannot read the live plant: {_safe(str(exc))}", highlight=False)
+                    raise typer.Exit(3) from None
+            sub = asyncio.run(co.submit(order, snapshot=snapshot, actor="cli"))
             if doc.enabled:
                 from llm_coordinator.plan_json import plan_document
 

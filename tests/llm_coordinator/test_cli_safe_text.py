@@ -158,3 +158,33 @@ def test_yes_approves_and_confirms_nothing(evil_twin: None, tmp_path: Path, monk
     args = ["order", "Machine one blank", "--yes", "--confirm-as", "olga", "--db", db, "--evidence", str(tmp_path)]
     r = CliRunner().invoke(_app(), args)
     assert r.exit_code == 2 and "wrong password" in r.output, r.output
+
+
+def test_order_live_plans_against_the_plant_as_it_is(
+    evil_twin: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`atelier order --live` reads every machine before it plans: a machine in alarm (a reading
+    out of its declared range) is seen by the planner and the guardrails, and the plan is not
+    approved (the review planned and approved one on a conveyor in alarm; only the executor saw
+    it). The reading is the one edge faked here: a live plant's snapshot."""
+    import llm_coordinator.cli_plan as cli_plan
+    from llm_coordinator.snapshot import MachineSnapshot, PlantSnapshot
+
+    reason = "speed_setpoint reads 65.535 m/s (raw 65535, 0xFFFF): above its maximum 0.5 m/s"
+
+    async def live_plant(plant: PlantDescription) -> PlantSnapshot:
+        return PlantSnapshot(
+            machines={"cnc_1": MachineSnapshot(state="IDLE", door_closed=True, alarms=(reason,))},
+            alarms=[f"cnc_1: alarm: {reason}"],
+        )
+
+    monkeypatch.setattr(cli_plan, "_read_live_plant", live_plant)
+    db = f"sqlite:///{tmp_path / 'a.db'}"
+    args = ["order", "Machine one blank", "--yes", "--live", "--db", db, "--evidence", str(tmp_path)]
+    r = CliRunner().invoke(_app(), args)
+    assert r.exit_code == 1, r.output
+    flat = " ".join(r.output.split())
+    assert "awaiting_approval" not in flat and "cnc_1" in flat and "alarm" in flat, flat
+    store = Store(db)
+    assert not [a for a in store.audit_rows() if a.action == "approved"]
+    store.engine.dispose()
