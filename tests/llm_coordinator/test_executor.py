@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -13,6 +14,7 @@ from llm_coordinator.backends.scripted import ScriptedBackend
 from llm_coordinator.config import CoordinatorConfig
 from llm_coordinator.coordinator import Coordinator
 from llm_coordinator.executor import Executor, MemoryProgress, PlanRunner, Progress, StoreProgress
+from llm_coordinator.plan import Plan
 from llm_coordinator.planner import Planner
 from llm_coordinator.rehearsal import Rehearser
 from llm_coordinator.store import Store, StoreError
@@ -198,13 +200,12 @@ async def test_a_rejected_plan_is_drafted_again_with_the_supervisors_reason(
     assert store.latest_decision(second.plan_id) is None
 
 
-async def test_a_resume_moves_again_a_door_that_closed_while_nobody_watched(
-    demo_plant: PlantDescription, store: Store, tmp_path: Path
-) -> None:
-    """The plan opened the CNC's door before it went down; a restarted plant has it closed. The
-    resumed run reads the machines again, opens the door again (the plan itself does that,
-    without a confirmation) and records it, before the robot reaches in."""
-    co = coordinator(demo_plant, store, tmp_path, '{"goal": "machine_part"}')
+async def _opened_before_a_restart(
+    plant: PlantDescription, store: Store, tmp_path: Path
+) -> tuple[Coordinator, Any, Plan, StoreProgress]:
+    """An approved one-blank plan that was running and had fed, picked and opened the CNC's
+    door when the coordinator went down."""
+    co = coordinator(plant, store, tmp_path, '{"goal": "machine_part"}')
     sub = await co.submit("Machine one blank")
     approve_and_confirm(co, sub.plan_id)
     plan = store.plan(sub.plan_id)
@@ -213,6 +214,16 @@ async def test_a_resume_moves_again_a_door_that_closed_while_nobody_watched(
     progress = StoreProgress(store, sub.plan_id, plan.content_hash())
     for sid in ("feed", "pick_blank", "open_cnc"):
         progress.mark(sid, "done", "before the restart")
+    return co, sub, plan, progress
+
+
+async def test_a_resume_moves_again_a_door_that_closed_while_nobody_watched(
+    demo_plant: PlantDescription, store: Store, tmp_path: Path
+) -> None:
+    """The plan opened the CNC's door before it went down; a restarted plant has it closed. The
+    resumed run reads the machines again, opens the door again (the plan itself does that,
+    without a confirmation) and records it, before the robot reaches in."""
+    co, sub, plan, _progress = await _opened_before_a_restart(demo_plant, store, tmp_path)
     machines, robots = fake_agents(demo_plant, 200.0)
     assert (await machines["cnc_1"].status()).door_closed  # the restarted machine's door is shut
     report = await Executor(demo_plant, store, co.gate, machines, robots).run(sub.plan_id)
@@ -231,15 +242,7 @@ async def test_a_resume_into_a_changed_plant_pauses_and_drafts_a_recovery(
 ) -> None:
     """What the run cannot put back as the plan left it pauses the plan before anything moves,
     with the reason, and the recovery draft goes through the guardrails, rehearsal and approval."""
-    co = coordinator(demo_plant, store, tmp_path, '{"goal": "machine_part"}')
-    sub = await co.submit("Machine one blank")
-    approve_and_confirm(co, sub.plan_id)
-    plan = store.plan(sub.plan_id)
-    assert plan is not None
-    store.set_status(sub.plan_id, "running", actor="test")
-    progress = StoreProgress(store, sub.plan_id, plan.content_hash())
-    for sid in ("feed", "pick_blank", "open_cnc"):
-        progress.mark(sid, "done", "before the restart")
+    co, _sub, plan, progress = await _opened_before_a_restart(demo_plant, store, tmp_path)
     machines, robots = fake_agents(demo_plant, 200.0)
     cnc = machines["cnc_1"].model
     if how == "aborted":
