@@ -5,6 +5,9 @@ agents, a fake twin for rehearsal), a user database and a test client."""
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -189,3 +192,38 @@ def console(tmp_path: Path, demo_plant: PlantDescription) -> Iterator[Console]:
     users = make_users(tmp_path / "atelier.db")
     with serve(backend, users) as client:
         yield Console(client.app, backend, users, client)  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------- Chromium
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def _ensure_chromium() -> str:
+    if not Path(CHROMIUM).exists() and shutil.which("apt-get") and os.geteuid() == 0:
+        subprocess.run(["apt-get", "update", "-qq"], check=True)
+        subprocess.run(["apt-get", "install", "-y", "-qq", "chromium"], check=True)
+    if not Path(CHROMIUM).exists():
+        pytest.fail("Debian's chromium is needed for the console's browser tests: apt-get install chromium")
+    return CHROMIUM
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    from playwright.sync_api import sync_playwright
+
+    exe = _ensure_chromium()
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=exe, args=CHROMIUM_ARGS)
+        yield b
+        b.close()

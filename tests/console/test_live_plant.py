@@ -53,6 +53,10 @@ ORDER = {
 }
 
 
+#: The test plant's recipe with a hazardous step (added to the served copy of the demo cell).
+WATCHED = "home_watched"
+
+
 def _start(args: list[str], log_path: Path, ready: str, env: dict[str, str], timeout_s: float = 90.0) -> Any:
     """``python -m ...args`` in a process of its own, its output in ``log_path`` (a pipe nobody
     reads would block it); returns once ``ready`` appears in the output."""
@@ -89,9 +93,15 @@ class Site:
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     tmp = tmp_path_factory.mktemp("live_plant")
-    plant = on_free_ports(load_plant())
+    doc = on_free_ports(load_plant()).model_dump(mode="json", exclude_defaults=True)
+    # One short recipe with a hazardous step, for the browser's whole plan (an operator confirms).
+    doc["recipes"][WATCHED] = {
+        "description": "home the UR5e while an operator watches the cell",
+        "steps": [{"id": "home_watched", "skill": "home", "agent": "ur5e_1", "hazardous": True}],
+    }
     cell = tmp / "cell.yaml"
-    cell.write_text(yaml.safe_dump(plant.model_dump(mode="json", exclude_defaults=True), sort_keys=False))
+    cell.write_text(yaml.safe_dump(doc, sort_keys=False))
+    plant = load_plant(cell)
     state = tmp / "state"
     make_robot_keys(state, plant.robots)
     env = dict(os.environ, ROS_DOMAIN_ID=str(DOMAIN), ATELIER_STATE_DIR=str(state))
@@ -99,7 +109,19 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     try:
         procs.append(
             _start(
-                ["llm_coordinator.cli_robot", "runtime", "ur5e_1", "--plant", str(cell), "--state-dir", str(state)],
+                [
+                    *(
+                        "llm_coordinator.cli_robot",
+                        "runtime",
+                        "ur5e_1",
+                        "--plant",
+                        str(cell),
+                        "--state-dir",
+                        str(state),
+                    ),
+                    # This machine is shared: a joint state may come late by more than the default 0.1 s.
+                    *("--state-timeout-s", "1.0"),
+                ],
                 tmp / "runtime.log",
                 "ready",
                 env,
@@ -302,3 +324,91 @@ def test_an_estop_trips_through_the_runtime_and_the_operator_resets_it(site: Sit
         assert got["safety"] == "ok"
         latch = json.loads((site.tmp / "state" / "ur5e_1.estop.json").read_text(encoding="utf-8"))
         assert not latch["tripped"] and "olga" in latch["source"]  # reset in olga's name, signed
+
+
+def _page(browser: Any, site: Site, name: str) -> Any:
+    """A Chromium page logged in as ``name`` (through the login form)."""
+    ctx = browser.new_context(base_url=site.url, viewport={"width": 1440, "height": 900}, bypass_csp=True)
+    page = ctx.new_page()
+    page.goto("/login")
+    page.fill("#name", name)
+    page.fill("#password", PASSWORD)
+    page.click("#login")
+    page.wait_for_url("**/plant")
+    return page
+
+
+def test_in_the_browser_a_whole_plan_runs_on_the_served_plant(browser: Any, site: Site) -> None:
+    """Issue 13's end to end in Chromium over ``atelier twin serve`` in another process: an
+    engineer orders, the supervisor approves, the operator confirms the hazardous step, the plan
+    runs on the served plant to done, and the operator trips the e-stop and resets it."""
+    store = site.console.backend.store
+    _operator_clears_a_latched_fault(site)
+    erin = _page(browser, site, "erin")
+    assert "LIVE PLANT" in erin.inner_text("header").upper()
+    erin.goto("/work-orders")
+    erin.select_option("#wo-recipe", WATCHED)
+    erin.fill("#wo-text", "home the UR5e, an operator watching")
+    erin.click("#wo-submit")
+    erin.wait_for_url("**/work-orders/*")
+    erin.wait_for_function(
+        "['awaiting approval', 'failed'].includes(document.querySelector('#job-state').textContent)",
+        timeout=180_000,
+    )
+    assert erin.inner_text("#job-state") == "awaiting approval", erin.inner_text("#job")
+    erin.click("#open-plan")
+    erin.wait_for_url("**/plans/*")
+    plan_url = erin.url
+    plan_id = int(plan_url.rstrip("/").rsplit("/", 1)[1])
+
+    sam = _page(browser, site, "sam")
+    sam.goto(plan_url)
+    assert "needs an operator's confirmation" in sam.inner_text("#v-hazard")
+    _operator_clears_a_latched_fault(site)  # (the rehearsal took a core for a while)
+    sam.fill("#reason", "a home move, watched")
+    sam.click("#approve")
+    sam.wait_for_selector(".notice")
+    assert "approved by sam" in sam.inner_text(".notice")
+    assert store.get(plan_id).status == "approved"  # waits for the operator
+
+    olga = _page(browser, site, "olga")
+    olga.goto("/operator")
+    box = olga.wait_for_selector("#confirmations .confirm")
+    assert "home_watched" in box.inner_text()
+    box.query_selector("input[name=reason]").fill("cell clear, watching the arm")
+    box.query_selector("button:text('Confirm')").click()
+    olga.wait_for_selector(".notice")
+    assert "confirmed by olga" in olga.inner_text(".notice")
+
+    _until("the plan done", lambda: store.get(plan_id).status in ("done", "paused", "failed"), 90.0)
+    assert store.get(plan_id).status == "done", store.get(plan_id).reasons
+    sam.goto(plan_url)
+    sam.wait_for_function("document.querySelector('#plan-state').textContent === 'done'", timeout=10_000)
+    assert "confirmed by olga" in sam.inner_text("#v-hazard")
+
+    # The e-stop from the page: through the runtime over ROS 2, latched in its file; only an
+    # operator resets it, with "area clear".
+    olga.goto("/operator")
+    olga.click("#trip-ur5e_1")
+    olga.wait_for_selector("#estop-ur5e_1 .st-estop", timeout=10_000)
+    latch = site.tmp / "state" / "ur5e_1.estop.json"
+    assert json.loads(latch.read_text(encoding="utf-8"))["tripped"]
+    olga.click("#reset-ur5e_1")  # without ticking "area clear"
+    assert "nobody is in the robot's area" in olga.inner_text("#errors")
+    olga.check("#estop-ur5e_1 input[name=area_clear]")
+    olga.click("#reset-ur5e_1")
+    olga.wait_for_selector(".notice")
+    assert "reset by olga" in olga.inner_text(".notice")
+    _until("the latch cleared", lambda: not json.loads(latch.read_text(encoding="utf-8"))["tripped"], 10.0)
+    audit = {(a.actor, a.action) for a in store.audit_rows()}
+    for who, what in [
+        ("erin", "created"),
+        ("sam", "approved"),
+        ("olga", "operator_confirmed"),
+        ("olga", "estop_trip"),
+        ("olga", "estop_reset"),
+    ]:
+        assert (who, what) in audit, (who, what)
+    assert store.verify_audit().ok
+    for page in (erin, sam, olga):
+        page.context.close()

@@ -26,7 +26,6 @@ from plant.config import PlantDescription
 
 from ._live import uvicorn_thread
 from .conftest import PASSWORD, await_plan, bearer, build_backend, make_users, order_recipe
-from .test_e2e import CHROMIUM_ARGS, _ensure_chromium
 
 
 @dataclass
@@ -90,17 +89,6 @@ def _no_cors_fetch(url: str, body: str) -> str:
         f"headers: {{'Content-Type': 'text/plain'}}, body: {body!r}}})"
         ".then(() => { document.title = 'sent'; }, () => { document.title = 'blocked'; });</script></body></html>"
     )
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    exe = _ensure_chromium()
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=exe, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
 
 
 def _login(browser: Any, site: Site, name: str) -> tuple[Any, Any, list[str]]:
