@@ -13,7 +13,8 @@ every figure alike:
   is the figure to watch; goals and results are signed (HMAC-SHA256, ``plant.trust``), and
   beside the round trip is what the MACs cost in it: signing and checking a goal and its result
   (canonical JSON, HMAC, replay check), timed on this process's core, less the same messages
-  sent unsigned (the budget: under 5% of the round trip);
+  sent unsigned (the budget: under 5% of the round trip); and what signing and checking one
+  joint command costs (the runtime signs each period's command, the driver checks it);
 - joint-state latency, driver publish -> subscriber in another process (the runtime's fast lane
   and a plain executor subscriber), next to half the bare round trip;
 - the runtime control loop's period (p50/p99/max) and its jitter against the 4 ms period,
@@ -268,6 +269,24 @@ def _mac_cost(n: int) -> dict[str, list[float]]:
     return out
 
 
+def _stream_mac_cost(n: int) -> list[float]:
+    """Per control period, timed ``n`` times (s): the runtime signs its joint command and the
+    driver checks it (:class:`plant.trust.StreamSigner`, :class:`plant.trust.StreamGuard`)."""
+    from plant.trust import StreamGuard, StreamSigner
+
+    key = bytes(range(32))
+    now = time.time()
+    signer = StreamSigner(key, "joint_command", ROBOT)
+    guard = StreamGuard(key, "joint_command", ROBOT, clock=lambda: now)
+    out = []
+    for i in range(n + 200):
+        t0 = time.perf_counter()
+        guard.admit(signer.token(now, FAR), now, FAR)
+        if i >= 200:
+            out.append(time.perf_counter() - t0)
+    return out
+
+
 # --------------------------------------------------------------------------- the bench
 
 
@@ -470,6 +489,11 @@ async def _bench(args: argparse.Namespace) -> None:
     print(f"  signed goal + result path              {_ms(macs['signed'])}")
     print(f"  the same messages unsigned             {_ms(macs['unsigned'])}")
     print(f"  MAC cost per round trip (p50)          {mac_s * 1e3:7.3f} ms = {mac_s / goal_rtt:.2%} of the round trip")
+    stream_macs = _stream_mac_cost(5000)
+    print(
+        f"  signed joint command (sign + check)    {_ms(stream_macs)}  = "
+        f"{_q(stream_macs, 50) / 0.004:.2%} of a 4 ms control period (p50)"
+    )
     fast = idle["lat"]
     print(f"joint state latency, runtime fast lane  {_ms(fast)}")
     print(f"joint state latency, plain subscriber   {_ms(plain_lat)}")
