@@ -257,8 +257,11 @@ def test_the_pages_token_lets_the_form_through(console: Console) -> None:
     page = console.client.get(f"/plans/{plan_id}").text
     assert f'<input type="hidden" name="csrf_token" value="{token}">' in page
     assert f'<meta name="csrf-token" content="{token}">' in page
+    shown = console.backend.store.get(int(plan_id)).content_hash  # the version the page showed
     r = console.client.post(
-        f"/plans/{plan_id}/approve", data={"reason": "ok", "csrf_token": token}, follow_redirects=False
+        f"/plans/{plan_id}/approve",
+        data={"reason": "ok", "csrf_token": token, "plan_hash": shown},
+        follow_redirects=False,
     )
     assert r.status_code == 303
     assert plan_state(console, plan_id) == "approved"
