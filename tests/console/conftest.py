@@ -227,3 +227,21 @@ def browser() -> Iterator[object]:
         b = p.chromium.launch(executable_path=exe, args=CHROMIUM_ARGS)
         yield b
         b.close()
+
+
+#: Who did what in a whole plan of the browser tests: ordered, approved, confirmed, e-stop.
+WHOLE_PLAN_AUDIT = [
+    ("erin", "created"),
+    ("sam", "approved"),
+    ("olga", "operator_confirmed"),
+    ("olga", "estop_trip"),
+    ("olga", "estop_reset"),
+]
+
+
+def assert_whole_plan_audited(store: Store) -> None:
+    """Each person's part of a whole plan is in the audit log, and the chain verifies."""
+    audit = {(a.actor, a.action) for a in store.audit_rows()}
+    for who, what in WHOLE_PLAN_AUDIT:
+        assert (who, what) in audit, (who, what, sorted(audit))
+    assert store.verify_audit().ok

@@ -21,7 +21,7 @@ from plant.packml import Command, State
 from sim.twin import Twin
 
 from ._live import LiveConsole, serve_console
-from .conftest import PASSWORD
+from .conftest import PASSWORD, assert_whole_plan_audited
 
 pytestmark = pytest.mark.slow
 
@@ -202,17 +202,7 @@ def test_console_end_to_end(browser: object, demo_plant: PlantDescription, tmp_p
         )
         assert max(latencies) < 0.5, latencies
 
-        audit = {(a.actor, a.action) for a in store.audit_rows()}
-        print(sorted(audit))
-        for who, what in [
-            ("erin", "created"),
-            ("sam", "approved"),
-            ("olga", "operator_confirmed"),
-            ("olga", "estop_trip"),
-            ("olga", "estop_reset"),
-        ]:
-            assert (who, what) in audit, (who, what)
-        assert store.verify_audit().ok
+        assert_whole_plan_audited(store)
 
 
 def _page_latencies(live: LiveConsole, page: object, samples: int = 6) -> list[float]:

@@ -34,7 +34,7 @@ from plant.testing import on_free_ports
 from robots.testing import make_robot_keys
 
 from ._live import uvicorn_thread
-from .conftest import FAST_HASHER, PASSWORD, PEOPLE
+from .conftest import FAST_HASHER, PASSWORD, PEOPLE, assert_whole_plan_audited
 
 with warnings.catch_warnings():  # rclpy's type support imports the deprecated sre_parse once
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -400,15 +400,6 @@ def test_in_the_browser_a_whole_plan_runs_on_the_served_plant(browser: Any, site
     olga.wait_for_selector(".notice")
     assert "reset by olga" in olga.inner_text(".notice")
     _until("the latch cleared", lambda: not json.loads(latch.read_text(encoding="utf-8"))["tripped"], 10.0)
-    audit = {(a.actor, a.action) for a in store.audit_rows()}
-    for who, what in [
-        ("erin", "created"),
-        ("sam", "approved"),
-        ("olga", "operator_confirmed"),
-        ("olga", "estop_trip"),
-        ("olga", "estop_reset"),
-    ]:
-        assert (who, what) in audit, (who, what)
-    assert store.verify_audit().ok
+    assert_whole_plan_audited(store)
     for page in (erin, sam, olga):
         page.context.close()
