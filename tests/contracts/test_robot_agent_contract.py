@@ -140,8 +140,9 @@ async def _ros2(plant: PlantDescription, state_dir: Path) -> AsyncIterator[tuple
                 on_feedback=node.on_feedback,
                 on_result=node.on_result,
                 checkpoint=None,
-                # A shared interpreter (twin, two runtimes, the executor): a late tick is no fault.
-                config=RuntimeConfig(state_timeout_periods=75),
+                # A shared interpreter (twin, two runtimes, the executor) on a shared machine: a
+                # tick late by a second is no fault here (3 s at the 4 ms control period).
+                config=RuntimeConfig(state_timeout_periods=750),
             )
         peers.runtimes.update(runtimes)
         seen = _record(runtimes)
