@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -92,12 +93,19 @@ def serve_cmd(
     twin = Twin(plant)
     live = LiveTwin(twin, speed=speed).start()
     drivers = None
-    try:
+
+    def start_drivers() -> None:
+        # Once the servers listen: building their address spaces holds the GIL for seconds (and
+        # sets off full garbage collections), and a runtime that had begun on the drivers' joint
+        # states would see them stop for over a second and latch a sensor fault.
+        nonlocal drivers
         if robots and plant.robots:
             drivers = sim.robot_drivers.start_robot_drivers(live)
             nodes = _safe(", ".join("/" + r for r in plant.robots), 1000)
             out.print(f"ROS 2 driver nodes: {nodes} (sensor_msgs/JointState)", highlight=False)
-        asyncio.run(_serve(live, names, security, seconds, t0))
+
+    try:
+        asyncio.run(_serve(live, names, security, seconds, t0, start_drivers))
     except KeyboardInterrupt:
         err.print("interrupted")
     except (OSError, RuntimeError, ValueError) as exc:
@@ -113,7 +121,14 @@ def serve_cmd(
     )
 
 
-async def _serve(live: object, names: list[str], security: object, seconds: float | None, t0: float) -> None:
+async def _serve(
+    live: object,
+    names: list[str],
+    security: object,
+    seconds: float | None,
+    t0: float,
+    on_listening: Callable[[], None] = lambda: None,
+) -> None:
     from sim.live import LiveTwin
     from sim.serve import ServerSecurity, serve_plant
 
@@ -121,6 +136,7 @@ async def _serve(live: object, names: list[str], security: object, seconds: floa
     assert security is None or isinstance(security, ServerSecurity)
     plant = live.twin.plant
     async with serve_plant(live, plant, machines=names, opcua_security=security) as servers:
+        on_listening()
         t = Table(
             title=f"twin of {_safe(plant.name, 80)} serving (speed {live.speed:g}x), "
             f"ready in {time.perf_counter() - t0:.1f} s"

@@ -57,7 +57,16 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 #: Tags read for :meth:`NetworkAgent.status`, in this order.
-STATUS_TAGS = ("state", "cycle_count", "part_count", "fault_code", "fault_text", "door_closed", "command_ack")
+STATUS_TAGS = (
+    "state",
+    "cycle_count",
+    "part_count",
+    "fault_code",
+    "fault_text",
+    "door_closed",
+    "door_open",
+    "command_ack",
+)
 #: Tags read back after a command.
 COMMAND_TAGS = ("command", "command_seq", "command_ack", "command_status", "command_message")
 
@@ -331,6 +340,7 @@ class NetworkAgent(ABC):
         except (ValueError, TypeError):
             state = State.UNDEFINED
         door = v.get("door_closed")
+        door_open = v.get("door_open")
         extra = {k: x for k, x in v.items() if k not in STATUS_TAGS and k not in COMMAND_TAGS}
         return MachineStatus(
             state=state,
@@ -342,6 +352,7 @@ class NetworkAgent(ABC):
             command_ack=int(v.get("command_ack", 0)),
             extra=extra,
             alarms=tag_alarms(self.tags, v),
+            door_open=bool(door_open) if door_open is not None else None,
         )
 
     def _status_names(self, more: tuple[str, ...] = ()) -> list[str]:

@@ -541,8 +541,18 @@ async def _to_idle(agent: MachineAgent, timeout_s: float) -> None:
 
 
 async def _wait_door(agent: MachineAgent, closed: bool, timeout_s: float) -> None:
+    """Wait until the door is closed (``door_closed``) or open. Open is the machine's
+    ``door_open`` (its open limit switch: the door has finished opening) when it reports one;
+    ``door_closed`` false alone is only a door that has started to open, still moving into the
+    space a robot reaches through."""
+
+    def holds(st: MachineStatus) -> bool:
+        if closed:
+            return st.door_closed is True
+        return st.door_closed is False and st.door_open is not False
+
     try:
-        await wait_until(agent, lambda st: st.door_closed is closed, timeout_s)
+        await wait_until(agent, holds, timeout_s)
     except TimeoutError:
         move = "close" if closed else "open"
         raise CommandFailed(f"the door of {agent.name} did not {move} within {timeout_s:g} s") from None

@@ -263,8 +263,10 @@ REQUIRED_TAGS = ("state", "command")
 #: ``command_status`` and ``command_message`` say what became of the command whose sequence
 #: number ``command_ack`` holds (:class:`plant.interface.CommandStatus`, and the machine's reason
 #: when it refused it), so that a refusal reaches the coordinator with the machine's own words.
-#: ``door_closed`` is required when the machine ``has_door``. Without a tag, the status reads a
-#: neutral value (0, "", None).
+#: ``door_closed`` is required when the machine ``has_door``; ``door_open`` (the door's open limit
+#: switch: it has finished opening) is what ``open_door`` waits for when mapped, else a door
+#: that has merely left closed counts as open. Without a tag, the status reads a neutral value
+#: (0, "", None).
 OPTIONAL_TAGS = (
     "command_seq",
     "command_ack",
@@ -275,6 +277,7 @@ OPTIONAL_TAGS = (
     "fault_code",
     "fault_text",
     "door_closed",
+    "door_open",
 )
 
 #: PackML state names (lower case) a declared command may start from or wait for.

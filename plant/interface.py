@@ -110,7 +110,7 @@ class CommandStatus(IntEnum):
 class MachineStatus:
     """A consistent snapshot of a machine's standard tags. A tag the machine does not map reads
     a neutral value: counters, ``fault_code`` and ``command_ack`` 0, ``fault_text`` "",
-    ``door_closed`` None."""
+    ``door_closed`` and ``door_open`` None. A moving door is neither closed nor open."""
 
     state: State
     cycle_count: int
@@ -122,6 +122,8 @@ class MachineStatus:
     extra: dict[str, TagValue] = field(default_factory=dict)
     #: Readings the tag map declares impossible (empty when the machine is not in alarm).
     alarms: tuple[TagAlarm, ...] = ()
+    #: The door has finished opening (its open limit switch); None when the machine maps no ``door_open``.
+    door_open: bool | None = None
 
     @property
     def in_alarm(self) -> bool:

@@ -216,6 +216,8 @@ def check_references(plant: PlantDescription) -> list[tuple[PathT, str]]:
         if missing:
             why = " (door_closed: the machine has_door)" if "door_closed" in missing else ""
             bad.append((("machines", name, "tags"), f"missing required tags: {', '.join(missing)}{why}"))
+        if "door_open" in m.tags and not m.has_door:
+            bad.append((("machines", name, "tags", "door_open"), "door_open needs a door (has_door)"))
         for a, b in (("command_seq", "command_ack"), ("command_ack", "command_seq")):
             if a in m.tags and b not in m.tags:
                 bad.append(

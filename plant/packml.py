@@ -252,6 +252,12 @@ class MachineStateModel:
         self.time_in_state_s = 0.0
 
     @property
+    def door_open(self) -> bool:
+        """The door is fully open (its open limit switch): it has finished opening. While it
+        moves it is neither closed nor open; a robot may reach in only once it is open."""
+        return self.has_door and not self.door_target_closed and self.door_motion_s <= 0 and not self.door_closed
+
+    @property
     def door_open_fraction(self) -> float:
         """0 closed, 1 open; in between while the door moves (linear in time)."""
         if self.door_motion_s > 0:

@@ -9,7 +9,16 @@ OUT=${OUT:-out}
 mkdir -p "$OUT"
 export ROS_DOMAIN_ID=${ROS_DOMAIN_ID:-42}
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+# Stopped in the reverse order of starting: the robot runtimes before the twin whose joint states
+# they follow. A twin gone first is, to a runtime still running, a driver that fell silent: each
+# would log a sensor fault on the way out, after whatever ended the demo, and look like its cause.
+running() { case "$(ps -o stat= -p "$1" 2>/dev/null)" in "" | Z*) return 1 ;; esac; }
+stop() {
+  kill "$1" 2>/dev/null || return 0
+  for _ in $(seq 1 50); do running "$1" || return 0; sleep 0.1; done
+  kill -9 "$1" 2>/dev/null || true
+}
+cleanup() { for ((i = ${#pids[@]} - 1; i >= 0; i--)); do stop "${pids[i]}"; done; wait 2>/dev/null || true; }
 trap cleanup EXIT
 
 echo "== 1. the twin of the demo cell, 10 s, rendered to $OUT/demo_cell.mp4"

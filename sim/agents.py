@@ -160,6 +160,7 @@ class TwinMachineAgent:
             command_ack=self._seq if has("command_ack") else 0,
             extra=extra,
             alarms=self._alarms(),
+            door_open=sm.door_open if has("door_open") else None,
         )
 
     async def status(self) -> MachineStatus:
@@ -237,5 +238,5 @@ class TwinMachineAgent:
             return self._status()
 
 
-_STANDARD = frozenset({"state", "cycle_count", "part_count", "fault_code", "fault_text", "door_closed"})
+_STANDARD = frozenset({"state", "cycle_count", "part_count", "fault_code", "fault_text", "door_closed", "door_open"})
 _COMMAND = frozenset({"command", "command_seq", "command_ack", "command_status", "command_message"})

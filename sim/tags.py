@@ -25,6 +25,7 @@ TWIN_VALUES: dict[str, Callable[[TwinMachine], TagValue]] = {
     "fault_code": lambda tm: tm.state_model.fault_code,
     "fault_text": lambda tm: tm.state_model.fault_text,
     "door_closed": lambda tm: tm.state_model.door_closed,
+    "door_open": lambda tm: tm.state_model.door_open,
     "belt_speed": lambda tm: tm.belt_speed_m_s,
     "speed_setpoint": lambda tm: tm.belt_setpoint_m_s,
     "part_at_end": lambda tm: tm.part_at_end(),

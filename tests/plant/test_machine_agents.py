@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from plant.codec import printable, truncate_utf8
+from plant.commands import perform
 from plant.config import ModbusMachine, ModbusTag, OpcuaMachine, OpcuaTag
 from plant.interface import CommandRejected, ConnectError, TagError
 from plant.modbus import ModbusAgent
@@ -76,6 +77,26 @@ async def test_bad_writes_are_refused_and_nothing_is_sent(
         assert (info.value.machine, info.value.tag) == (name, tag)
         assert reason in info.value.reason
         assert writes_received(live, name) == before
+
+
+async def test_open_door_completes_when_the_door_has_finished_opening(live: Serving) -> None:
+    """``door_closed`` goes false the moment the door starts to move; a robot sent in then
+    meets the door on its way (the demo's unload snagged on it). ``open_door`` waits for the
+    machine's ``door_open``, its open limit switch."""
+    m = live.plant.machines["cnc_1"]
+    assert "door_open" in m.tags
+    async with agent_for(live, "cnc_1") as agent:
+        st = await agent.status()
+        assert (st.door_closed, st.door_open) == (True, False)
+        assert await perform(agent, m, "open_door", {}, 10.0) == "door open"
+        frac = live.live.read(lambda tw: tw.machine("cnc_1").state_model.door_open_fraction)
+        assert frac == 1.0
+        st = await agent.status()
+        assert (st.door_closed, st.door_open) == (False, True)
+        assert "door_open" not in st.extra
+        assert await perform(agent, m, "close_door", {}, 10.0) == "door closed"
+        st = await agent.status()
+        assert (st.door_closed, st.door_open) == (True, False)
 
 
 async def test_good_writes_reach_the_twin_and_read_back(live: Serving) -> None:

@@ -40,6 +40,22 @@ def test_start_refused_with_open_door() -> None:
     assert m.state == State.IDLE
 
 
+def test_a_moving_door_is_neither_closed_nor_open() -> None:
+    m = MachineStateModel(cycle_time_s=1.0, has_door=True)
+    assert (m.door_closed, m.door_open) == (True, False)
+    m.command(Command.OPEN_DOOR)
+    assert (m.door_closed, m.door_open) == (False, False)  # started: no longer closed, not yet open
+    settle(m, DOOR_TIME_S / 2)
+    assert (m.door_closed, m.door_open) == (False, False)
+    settle(m, DOOR_TIME_S / 2 + 0.05)
+    assert (m.door_closed, m.door_open) == (False, True)
+    m.command(Command.CLOSE_DOOR)
+    assert (m.door_closed, m.door_open) == (False, False)
+    settle(m, DOOR_TIME_S + 0.05)
+    assert (m.door_closed, m.door_open) == (True, False)
+    assert MachineStateModel(cycle_time_s=1.0).door_open is False  # no door
+
+
 def test_door_refused_while_running() -> None:
     m = MachineStateModel(cycle_time_s=5.0, has_door=True)
     m.command(Command.RESET)
