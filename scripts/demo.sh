@@ -54,6 +54,10 @@ done
 DB="sqlite:///$OUT/atelier.db"
 echo "== 4. a compound order with a condition: machine a blank, inspect it, sort it by the result, home every robot"
 ORDER="Machine one blank and inspect it; if it fails put it in the quarantine bin, otherwise in the output bin; then home every robot"
+# Who approves and who confirms is checked against the site's users (a name on a command line is
+# a claim): a supervisor and an operator, each with a password of their own.
+ATELIER_CONSOLE_PASSWORD=demo-supervisor-password "$BIN/atelier" console add-user demo_supervisor --role supervisor --db "$DB"
+SUPERVISOR=(env ATELIER_PASSWORD=demo-supervisor-password "$BIN/atelier")
 export ATELIER_CONSOLE_PASSWORD=demo-operator-password ATELIER_PASSWORD=demo-operator-password
 "$BIN/atelier" console add-user demo_operator --role operator --db "$DB"
 # The tuned model reads the whole order in the plan language; the coverage rule, the guardrails
@@ -68,7 +72,7 @@ MPLAN=$("$BIN/python" -c 'import json,sys; d=json.load(open(sys.argv[1])); \
 # one that runs: the supervisor turns the model's plan down with that reason, and the approved
 # correction is what the next `atelier model tune --db` learns from (the flywheel).
 if [ -n "$MPLAN" ]; then
-  "$BIN/atelier" reject "$MPLAN" --reason "the engineer's reading of this order runs instead (machine_and_inspect, then sort)" \
+  "${SUPERVISOR[@]}" reject "$MPLAN" --reason "the engineer's reading of this order runs instead (machine_and_inspect, then sort)" \
     --as demo_supervisor --db "$DB"
 fi
 # Rehearsed once as the plant file starts, then from 4 perturbed starts on 2 worker processes
@@ -79,7 +83,7 @@ PLAN=$("$BIN/python" -c 'import json,sys; d=json.load(open(sys.argv[1])); print(
   print("   plan", d["plan_id"], d["status"], "decisions:", [x["condition"] for x in d["decisions"]], file=sys.stderr)' \
   "$OUT/compound_order.json")
 "$BIN/atelier" show "$PLAN" --db "$DB" | grep "risk:" || true
-"$BIN/atelier" approve "$PLAN" --as demo_supervisor --db "$DB"
+"${SUPERVISOR[@]}" approve "$PLAN" --as demo_supervisor --db "$DB"
 for step in $("$BIN/atelier" show "$PLAN" --json --db "$DB" | "$BIN/python" -c \
     'import json,sys; d=json.load(sys.stdin); print(" ".join(s["id"] for s in d["steps"] if s.get("hazardous")))'); do
   "$BIN/atelier" confirm "$PLAN" "$step" --as demo_operator --db "$DB"
