@@ -17,7 +17,7 @@ import json
 import os
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
-from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
@@ -366,6 +366,46 @@ def _print_run(report: ExecutionReport) -> int:
     return 0 if report.status == "done" else 1
 
 
+def _execute(co: Coordinator, cfg: CoordinatorConfig, plan_id: int, *, live: bool, unreachable: str) -> int:
+    """Run (or resume) approved plan ``plan_id`` on the live plant (its machines at their
+    endpoints, the runtimes of the robots the plan uses over ROS 2), else on a fresh in-process
+    twin. The exit status: the run's (:func:`_print_run`), 2 when the approval does not hold,
+    3 when the plant is unreachable (``unreachable`` says what became of the plan)."""
+    from llm_coordinator.approval import NotApproved
+    from llm_coordinator.wiring import build_executor, live_agents, twin_factory
+
+    plant: Any = co.plant
+
+    @asynccontextmanager
+    async def agents() -> AsyncIterator[tuple[Mapping[str, Any], Mapping[str, Any]]]:
+        if live:
+            stored = co.store.plan(plan_id)  # only the robots this plan uses need their runtimes
+            used = sorted({s.agent for s in stored.steps if s.agent in plant.robots}) if stored else []
+            async with live_agents(plant, robots=used) as (machines, robots):
+                yield machines, robots
+        else:
+            async with twin_factory(render=False)(plant) as session:
+                yield session.machines, session.robots
+
+    async def go() -> int:
+        try:
+            async with agents() as (machines, robots):
+                out.print("executing on " + ("the live plant" if live else "an in-process twin"))
+                ex = build_executor(co, machines, robots, cfg)
+                try:
+                    report = await ex.run(plan_id, actor="cli")
+                except NotApproved as exc:
+                    for r in exc.reasons:
+                        err.print(f"  - {_safe(r)}", highlight=False)
+                    return 2
+        except _UNREACHABLE as exc:
+            err.print(f"plan {plan_id} {unreachable}: {_safe(str(exc))}", highlight=False)
+            return 3
+        return _print_run(report)
+
+    return asyncio.run(go())
+
+
 def _plant(path: Path | None) -> object:
     from plant import PlantError, load_plant
 
@@ -521,7 +561,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """The whole loop: plan, guardrails, rehearsal, an approval prompt (or --yes), execution
         (on the live plant with --live, else on an in-process twin), summary."""
-        from llm_coordinator.wiring import build_coordinator, build_executor, twin_factory
+        from llm_coordinator.wiring import build_coordinator
 
         with _json_output(as_json) as doc:
             plant = _plant(plant_file)
@@ -584,30 +624,7 @@ def register(app: typer.Typer) -> None:
                         raise typer.Exit(4)
                     co.gate.confirm(sub.plan_id, step, operator)
 
-            @asynccontextmanager
-            async def agents() -> AsyncIterator[tuple[Mapping[str, Any], Mapping[str, Any]]]:
-                if live:
-                    from llm_coordinator.wiring import live_agents
-
-                    used = {s.agent for s in plan.steps if s.agent in plant.robots}  # type: ignore[attr-defined]
-                    async with live_agents(plant, robots=sorted(used)) as (machines, robots):  # type: ignore[arg-type]
-                        yield machines, robots
-                else:
-                    async with twin_factory(render=False)(plant) as twin:  # type: ignore[arg-type]
-                        yield twin.machines, twin.robots
-
-            async def go() -> int:
-                try:
-                    async with agents() as (machines, robots):
-                        out.print("executing on " + ("the live plant" if live else "an in-process twin"))
-                        ex = build_executor(co, machines, robots, cfg)
-                        report = await ex.run(sub.plan_id, actor="cli")
-                except _UNREACHABLE as exc:
-                    err.print(f"plan {sub.plan_id} approved, not run: {_safe(str(exc))}", highlight=False)
-                    return 3
-                return _print_run(report)
-
-            raise typer.Exit(asyncio.run(go()))
+            raise typer.Exit(_execute(co, cfg, sub.plan_id, live=live, unreachable="approved, not run"))
 
     @app.command("plans")
     def plans_cmd(db: DbOpt = "sqlite:///atelier.db") -> None:
@@ -722,47 +739,14 @@ def register(app: typer.Typer) -> None:
         endpoints of the plant description, robots over ROS 2 (their runtimes must be running),
         or with --in-process on a fresh in-process twin. Refused unless approved for the plan's
         exact hash with every hazardous step confirmed."""
-        from llm_coordinator.approval import NotApproved
-        from llm_coordinator.wiring import build_coordinator, build_executor
+        from llm_coordinator.wiring import build_coordinator
 
         plant = _plant(plant_file)
         cfg = _config(config, db, None)
         # Recovery plans drafted on a failure are checked and rehearsed (without frames).
         co = build_coordinator(plant, cfg, evidence_dir=evidence, render=False)  # type: ignore[arg-type]
 
-        def agents() -> AbstractAsyncContextManager[tuple[Mapping[str, Any], Mapping[str, Any]]]:
-            if in_process:
-                from llm_coordinator.wiring import twin_factory
-
-                @asynccontextmanager
-                async def twin() -> AsyncIterator[tuple[Mapping[str, Any], Mapping[str, Any]]]:
-                    async with twin_factory(render=False)(plant) as session:  # type: ignore[arg-type]
-                        yield session.machines, session.robots
-
-                return twin()
-            from llm_coordinator.wiring import live_agents
-
-            # Only the robots this plan uses need their runtimes.
-            stored = co.store.plan(plan_id)
-            used = sorted({s.agent for s in stored.steps if s.agent in plant.robots}) if stored else []  # type: ignore[attr-defined]
-            return live_agents(plant, robots=used)  # type: ignore[arg-type]
-
-        async def go() -> int:
-            try:
-                async with agents() as (machines, robots):
-                    ex = build_executor(co, machines, robots, cfg)
-                    try:
-                        report = await ex.run(plan_id, actor="cli")
-                    except NotApproved as exc:
-                        for r in exc.reasons:
-                            err.print(f"  - {_safe(r)}", highlight=False)
-                        return 2
-            except _UNREACHABLE as exc:
-                err.print(f"plan {plan_id} not run: {_safe(str(exc))}", highlight=False)
-                return 3
-            return _print_run(report)
-
-        raise typer.Exit(asyncio.run(go()))
+        raise typer.Exit(_execute(co, cfg, plan_id, live=not in_process, unreachable="not run"))
 
     @audit_app.command("verify")
     def audit_verify(

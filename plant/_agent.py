@@ -36,7 +36,7 @@ from collections.abc import Awaitable, Callable
 from typing import Self, TypeVar
 
 from plant.codec import INT_RANGES, RawValue, can_alarm, check_write, same_value, tag_alarms
-from plant.config import ModbusMachine, OpcuaMachine, TagBase
+from plant.config import COUNTER_FAULT_TAGS, DOOR_TAGS, ModbusMachine, OpcuaMachine, TagBase
 from plant.interface import (
     SAFE_COMMANDS,
     CommandRejected,
@@ -57,16 +57,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 #: Tags read for :meth:`NetworkAgent.status`, in this order.
-STATUS_TAGS = (
-    "state",
-    "cycle_count",
-    "part_count",
-    "fault_code",
-    "fault_text",
-    "door_closed",
-    "door_open",
-    "command_ack",
-)
+STATUS_TAGS = ("state", *COUNTER_FAULT_TAGS, *DOOR_TAGS, "command_ack")
 #: Tags read back after a command.
 COMMAND_TAGS = ("command", "command_seq", "command_ack", "command_status", "command_message")
 

@@ -258,6 +258,10 @@ KNOWN_MACHINE_KINDS = ("cnc", "press", "conveyor", "inspection", "washer", "oven
 
 #: Tags every machine must map: its PackML state and the tag commands are written to.
 REQUIRED_TAGS = ("state", "command")
+#: A machine's door: closed, and open (its open limit switch).
+DOOR_TAGS = ("door_closed", "door_open")
+#: The status a machine reports besides its state (counters and its fault).
+COUNTER_FAULT_TAGS = ("cycle_count", "part_count", "fault_code", "fault_text")
 #: Tags a machine may map, with the meaning the agents give them. ``command_seq`` and
 #: ``command_ack`` go together (the sequence handshake: a retried command runs at most once);
 #: ``command_status`` and ``command_message`` say what became of the command whose sequence
@@ -267,18 +271,7 @@ REQUIRED_TAGS = ("state", "command")
 #: switch: it has finished opening) is what ``open_door`` waits for when mapped, else a door
 #: that has merely left closed counts as open. Without a tag, the status reads a neutral value
 #: (0, "", None).
-OPTIONAL_TAGS = (
-    "command_seq",
-    "command_ack",
-    "command_status",
-    "command_message",
-    "cycle_count",
-    "part_count",
-    "fault_code",
-    "fault_text",
-    "door_closed",
-    "door_open",
-)
+OPTIONAL_TAGS = ("command_seq", "command_ack", "command_status", "command_message", *COUNTER_FAULT_TAGS, *DOOR_TAGS)
 
 #: PackML state names (lower case) a declared command may start from or wait for.
 _STATE_NAMES = (

@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable
 from typing import Self
 
 from plant.codec import INT_RANGES, can_alarm, check_write, default_raw, from_raw, tag_alarms
-from plant.config import TagBase
+from plant.config import COUNTER_FAULT_TAGS, DOOR_TAGS, TagBase
 from plant.interface import (
     SAFE_COMMANDS,
     CommandRejected,
@@ -238,5 +238,5 @@ class TwinMachineAgent:
             return self._status()
 
 
-_STANDARD = frozenset({"state", "cycle_count", "part_count", "fault_code", "fault_text", "door_closed", "door_open"})
+_STANDARD = frozenset({"state", *COUNTER_FAULT_TAGS, *DOOR_TAGS})
 _COMMAND = frozenset({"command", "command_seq", "command_ack", "command_status", "command_message"})
