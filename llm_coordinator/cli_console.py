@@ -35,13 +35,18 @@ DEFAULT_DB = "sqlite:///atelier.db"
 PASSWORD_ENV = "ATELIER_CONSOLE_PASSWORD"
 #: The password with which a person proves who they are to a command (else a hidden prompt).
 IDENTITY_PASSWORD_ENV = "ATELIER_PASSWORD"
+#: Where a command that names two people (``order``: the approving supervisor and the confirming
+#: operator) finds each one's password first, before $ATELIER_PASSWORD.
+SUPERVISOR_PASSWORD_ENV = "ATELIER_SUPERVISOR_PASSWORD"
+OPERATOR_PASSWORD_ENV = "ATELIER_OPERATOR_PASSWORD"
 
 
-def checked_person(db: str, name: str, action: str) -> str:
-    """The name of ``name`` once their password ($ATELIER_PASSWORD, else a hidden prompt) is
-    checked against the site's user store (the console's users, in ``db``) and their role may
-    do ``action`` (an :class:`~llm_coordinator.console.auth.Action` value). Exits with status 2
-    and says why otherwise: a name on a command line is a claim, not an identity."""
+def checked_person(db: str, name: str, action: str, password_env: str | None = None) -> str:
+    """The name of ``name`` once their password is checked against the site's user store (the
+    console's users, in ``db``) and their role may do ``action`` (an
+    :class:`~llm_coordinator.console.auth.Action` value). The password comes from
+    ``password_env`` when given and set, else $ATELIER_PASSWORD, else a hidden prompt. Exits
+    with status 2 and says why otherwise: a name on a command line is a claim, not an identity."""
     from llm_coordinator.console.auth import Action, UserStore
 
     users = UserStore.from_url(db)
@@ -52,17 +57,35 @@ def checked_person(db: str, name: str, action: str) -> str:
             highlight=False,
         )
         raise typer.Exit(2)
-    password = os.environ.get(IDENTITY_PASSWORD_ENV) or typer.prompt(
+    envs = (password_env, IDENTITY_PASSWORD_ENV) if password_env else (IDENTITY_PASSWORD_ENV,)
+    password = next((os.environ[e] for e in envs if os.environ.get(e)), None) or typer.prompt(
         f"password of {safe_text(name, 80)}", hide_input=True
     )
     user = users.verify(name, password)
     if user is None:
+        _refused(db, name, "login_failed", "cli", f"{action}: unknown user or wrong password")
         err.print(safe_text(f"{name}: unknown user or wrong password"), markup=False, highlight=False)
         raise typer.Exit(2)
     if not user.may(Action(action)):
+        _refused(db, user.name, "refused", action, f"cli: a {user.role} may not")
         err.print(safe_text(f"{name} is a {user.role}; {action} is not theirs to do"), markup=False, highlight=False)
         raise typer.Exit(2)
     return user.name
+
+
+def _refused(db: str, actor: str, what: str, subject: str, detail: str) -> None:
+    """A refused identity goes in the audit log as the console records its own (``login_failed``,
+    ``refused``); a database that cannot take it does not change the refusal."""
+    from llm_coordinator.store import Store
+
+    try:
+        store = Store(db)
+        try:
+            store.audit(safe_text(actor, 80), what, None, {"subject": subject, "detail": detail})
+        finally:
+            store.engine.dispose()
+    except Exception as exc:
+        err.print(safe_text(f"(recording the refusal failed: {exc})"), markup=False, highlight=False)
 
 
 def forwarded_options(proxy: str | None) -> dict[str, object]:

@@ -28,7 +28,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from llm_coordinator.cli_console import checked_person
+from llm_coordinator.cli_console import OPERATOR_PASSWORD_ENV, SUPERVISOR_PASSWORD_ENV, checked_person
 from llm_coordinator.config import CoordinatorConfig, ModelConfig
 from llm_coordinator.store import Store, StoreError
 from plant.interface import ConnectError
@@ -535,13 +535,24 @@ def register(app: typer.Typer) -> None:
     @app.command("order")
     def order_cmd(
         order: Annotated[str, typer.Argument(help="the work order, in plain words")],
-        yes: Annotated[bool, typer.Option("--yes", help="approve without asking (approval only)")] = False,
+        yes: Annotated[
+            bool,
+            typer.Option("--yes", help="approve without asking, as the supervisor named with --as (approval only)"),
+        ] = False,
+        approve_as: Annotated[
+            str | None,
+            typer.Option(
+                "--as",
+                help="the line supervisor who approves (checked against the site's users before planning; "
+                "password from $ATELIER_SUPERVISOR_PASSWORD, $ATELIER_PASSWORD or a prompt)",
+            ),
+        ] = None,
         confirm_as: Annotated[
             str | None,
             typer.Option(
                 "--confirm-as",
                 help="the robot operator who confirms the hazardous steps (checked against the site's users; "
-                "password from $ATELIER_PASSWORD or a prompt)",
+                "password from $ATELIER_OPERATOR_PASSWORD, $ATELIER_PASSWORD or a prompt)",
             ),
         ] = None,
         mode: Annotated[str | None, typer.Option(help="intent (small models) or direct")] = None,
@@ -560,12 +571,23 @@ def register(app: typer.Typer) -> None:
         as_json: JsonOpt = False,
     ) -> None:
         """The whole loop: plan, guardrails, rehearsal, an approval prompt (or --yes), execution
-        (on the live plant with --live, else on an in-process twin), summary."""
+        (on the live plant with --live, else on an in-process twin), summary. The plan is
+        approved by a line supervisor of the site's users (--as, else asked at the prompt),
+        never by whoever runs the command."""
         from llm_coordinator.wiring import build_coordinator
 
         with _json_output(as_json) as doc:
             plant = _plant(plant_file)
             cfg = _config(config, db, mode)
+            if yes and approve_as is None:
+                err.print("--yes approves as a line supervisor: name them with --as NAME", highlight=False)
+                raise typer.Exit(2)
+            # Who approves is checked before anything is planned: a wrong name or password costs nothing.
+            supervisor = (
+                checked_person(cfg.database_url, approve_as, "approve_plan", SUPERVISOR_PASSWORD_ENV)
+                if approve_as is not None
+                else None
+            )
             co = build_coordinator(plant, cfg, evidence_dir=evidence)  # type: ignore[arg-type]
             snapshot = None
             if live:
@@ -599,9 +621,16 @@ def register(app: typer.Typer) -> None:
             for e in sub.evidence or []:
                 out.print(f"  evidence: {_safe(e)}", highlight=False)
             if not yes and not typer.confirm(f"approve plan {sub.plan_id}?", default=False):
-                co.gate.reject(sub.plan_id, "cli", "not approved at the prompt")
+                out.print(
+                    f"plan {sub.plan_id} not approved; it waits (`atelier approve`, `atelier reject`, the console)"
+                )
                 raise typer.Exit(1)
-            co.gate.approve(sub.plan_id, "cli (--yes)" if yes else "cli")
+            if supervisor is None:
+                name = typer.prompt("line supervisor who approves")
+                supervisor = checked_person(cfg.database_url, name, "approve_plan", SUPERVISOR_PASSWORD_ENV)
+            # Bound to the version shown above.
+            how = "--yes" if yes else "at the prompt"
+            co.gate.approve(sub.plan_id, supervisor, how, content_hash=plan.content_hash())
             hazardous = co.gate.required_confirmations(plan)
             if hazardous:
                 # A hazardous step is confirmed by a robot operator, never by a flag.
@@ -617,7 +646,7 @@ def register(app: typer.Typer) -> None:
                         markup=False,
                     )
                     raise typer.Exit(4)
-                operator = checked_person(cfg.database_url, operator, "confirm_step")
+                operator = checked_person(cfg.database_url, operator, "confirm_step", OPERATOR_PASSWORD_ENV)
                 for step, why in hazardous.items():
                     prompt = f"{operator}: confirm hazardous step {safe_text(step, 80)} ({safe_text(why, 200)})?"
                     if confirm_as is None and not typer.confirm(prompt, default=False):

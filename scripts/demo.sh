@@ -47,19 +47,19 @@ for _ in $(seq 1 120); do grep -q "commands executed\|serving" "$OUT/twin_serve.
 TUNED=models/demo_cell/coordinator.yaml
 "$BIN/atelier" model show models/demo_cell > "$OUT/model.txt"
 echo "   the plant's model: $(sed -n 1p "$OUT/model.txt")"
-for order in "Reset the conveyor" "Home ur5e_1"; do
-  echo "== 3. work order: $order"
-  "$BIN/atelier" order "$order" --yes --live --db "sqlite:///$OUT/atelier.db" --evidence "$OUT/evidence"
-done
 DB="sqlite:///$OUT/atelier.db"
-echo "== 4. a compound order with a condition: machine a blank, inspect it, sort it by the result, home every robot"
-ORDER="Machine one blank and inspect it; if it fails put it in the quarantine bin, otherwise in the output bin; then home every robot"
 # Who approves and who confirms is checked against the site's users (a name on a command line is
-# a claim): a supervisor and an operator, each with a password of their own.
+# a claim): a line supervisor and a robot operator, each with a password of their own.
 ATELIER_CONSOLE_PASSWORD=demo-supervisor-password "$BIN/atelier" console add-user demo_supervisor --role supervisor --db "$DB"
 SUPERVISOR=(env ATELIER_PASSWORD=demo-supervisor-password "$BIN/atelier")
 export ATELIER_CONSOLE_PASSWORD=demo-operator-password ATELIER_PASSWORD=demo-operator-password
 "$BIN/atelier" console add-user demo_operator --role operator --db "$DB"
+for order in "Reset the conveyor" "Home ur5e_1"; do
+  echo "== 3. work order: $order"
+  "${SUPERVISOR[@]}" order "$order" --yes --as demo_supervisor --live --db "$DB" --evidence "$OUT/evidence"
+done
+echo "== 4. a compound order with a condition: machine a blank, inspect it, sort it by the result, home every robot"
+ORDER="Machine one blank and inspect it; if it fails put it in the quarantine bin, otherwise in the output bin; then home every robot"
 # The tuned model reads the whole order in the plan language; the coverage rule, the guardrails
 # and a rehearsal of both branches check its plan; a supervisor decides.
 "$BIN/atelier" plan "$ORDER" --config "$TUNED" --db "$DB" --evidence "$OUT/evidence" --no-frames --json \

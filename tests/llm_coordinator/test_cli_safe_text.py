@@ -90,13 +90,22 @@ def _operator(db: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ATELIER_PASSWORD", "a long operator password")
 
 
+def _supervisor(db: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Sam, a line supervisor, whose password `order --as sam` reads from its own variable."""
+    from llm_coordinator.console.auth import UserStore
+
+    UserStore.from_url(db).add_user("sam", "supervisor", "a long supervisor password")
+    monkeypatch.setenv("ATELIER_SUPERVISOR_PASSWORD", "a long supervisor password")
+
+
 def test_order_shows_a_machines_fault_text_escaped_and_cut(
     evil_twin: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     db = f"sqlite:///{tmp_path / 'a.db'}"
     _operator(db, monkeypatch)
-    args = ["order", "Machine one blank", "--yes", "--confirm-as", "olga", "--db", db, "--evidence", str(tmp_path)]
-    r = CliRunner().invoke(_app(), args)
+    _supervisor(db, monkeypatch)
+    args = ["order", "Machine one blank", "--yes", "--as", "sam", "--confirm-as", "olga", "--db", db]
+    r = CliRunner().invoke(_app(), [*args, "--evidence", str(tmp_path)])
     assert r.exit_code == 1, r.output
     _assert_safe(r.output)
     assert "[hazardous]" in r.output  # the hand-over's flag is shown, not taken for markup
@@ -144,7 +153,9 @@ def test_yes_approves_and_confirms_nothing(evil_twin: None, tmp_path: Path, monk
     """--yes is the supervisor's approval only: a hazardous step still waits for an operator,
     and a name given for one is checked against the site's users."""
     db = f"sqlite:///{tmp_path / 'a.db'}"
-    r = CliRunner().invoke(_app(), ["order", "Machine one blank", "--yes", "--db", db, "--evidence", str(tmp_path)])
+    _supervisor(db, monkeypatch)
+    order = ["order", "Machine one blank", "--yes", "--as", "sam", "--db", db, "--evidence", str(tmp_path)]
+    r = CliRunner().invoke(_app(), order)
     assert r.exit_code == 4, r.output
     assert "wait for an operator" in r.output.replace("\n", " ")
     store = Store(db)
@@ -152,12 +163,40 @@ def test_yes_approves_and_confirms_nothing(evil_twin: None, tmp_path: Path, monk
     assert row.status == "approved"
     plan = store.plan(row.id)
     assert plan is not None and store.confirmations(row.id, plan.content_hash()) == {}
+    assert [a.actor for a in store.audit_rows() if a.action == "approved"] == ["sam"]
     store.engine.dispose()
     _operator(db, monkeypatch)
     monkeypatch.setenv("ATELIER_PASSWORD", "not the password")
-    args = ["order", "Machine one blank", "--yes", "--confirm-as", "olga", "--db", db, "--evidence", str(tmp_path)]
-    r = CliRunner().invoke(_app(), args)
+    r = CliRunner().invoke(_app(), [*order, "--confirm-as", "olga"])
     assert r.exit_code == 2 and "wrong password" in r.output, r.output
+
+
+def test_order_is_approved_by_a_checked_supervisor_or_not_at_all(
+    evil_twin: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whoever runs `atelier order` is not, by that, a supervisor: --yes needs a supervisor
+    named with --as, whose password and role are checked before anything is planned."""
+    db = f"sqlite:///{tmp_path / 'a.db'}"
+    base = ["order", "Machine one blank", "--yes", "--db", db, "--evidence", str(tmp_path)]
+    r = CliRunner().invoke(_app(), base)
+    assert r.exit_code == 2 and "--as NAME" in r.output, r.output
+    _supervisor(db, monkeypatch)
+    _operator(db, monkeypatch)
+    for who, password, why in (
+        ("sam", "not the password", "wrong password"),
+        ("mallory", "a long supervisor password", "unknown user"),
+        ("olga", "a long operator password", "is not theirs to do"),  # an operator may not approve
+    ):
+        monkeypatch.setenv("ATELIER_SUPERVISOR_PASSWORD", password)
+        r = CliRunner().invoke(_app(), [*base, "--as", who])
+        assert r.exit_code == 2 and why in " ".join(r.output.split()), (who, r.output)
+    store = Store(db)
+    assert store.plans() == [] and not [a for a in store.audit_rows() if a.action == "approved"]
+    # Each refusal is in the audit log, as the console records its own.
+    refused = [(a.actor, a.action) for a in store.audit_rows() if a.action in ("login_failed", "refused")]
+    assert refused == [("sam", "login_failed"), ("mallory", "login_failed"), ("olga", "refused")], refused
+    assert store.verify_audit().ok
+    store.engine.dispose()
 
 
 def test_order_live_plans_against_the_plant_as_it_is(
@@ -180,7 +219,8 @@ def test_order_live_plans_against_the_plant_as_it_is(
 
     monkeypatch.setattr(cli_plan, "_read_live_plant", live_plant)
     db = f"sqlite:///{tmp_path / 'a.db'}"
-    args = ["order", "Machine one blank", "--yes", "--live", "--db", db, "--evidence", str(tmp_path)]
+    _supervisor(db, monkeypatch)
+    args = ["order", "Machine one blank", "--yes", "--as", "sam", "--live", "--db", db, "--evidence", str(tmp_path)]
     r = CliRunner().invoke(_app(), args)
     assert r.exit_code == 1, r.output
     flat = " ".join(r.output.split())
