@@ -449,6 +449,33 @@ def vocabulary_gaps(order: str, plan: Plan, plant: PlantDescription, facts: Orde
     return gaps
 
 
+#: Where an order's clauses part: punctuation, and the words that join or sequence clauses.
+_CLAUSE_BREAK = re.compile(r"[.;,:!?]|\b(?:and|then|after|afterwards|before|once|while|when|finally|next)\b")
+
+
+def unassigned_tasks(
+    order: str, plan: Plan, plant: PlantDescription, facts: OrderFacts, reading: Reading | None = None
+) -> list[tuple[str, str]]:
+    """(agent, skill) pairs a clause of the order gives that no step of the plan does: a clause
+    that names one agent of the plant and a skill of that agent by its name ("send the Panda
+    back home": panda_1, home) asks for that agent to do it. The skill done by another agent, or
+    not at all, leaves that part of the order out (unless the reading declines it)."""
+    done = {(s.agent, s.skill) for s in plan.steps}
+    agent_mentions = [m for m in facts.mentions if m.kind == "agent"]
+    out: list[tuple[str, str]] = []
+    for clause in _CLAUSE_BREAK.split(_fold(order)):
+        folded = f" {clause.strip()} "
+        agents = {m.name for m in agent_mentions if _phrase_in(m.text, folded)}
+        if len(agents) != 1:
+            continue
+        agent = next(iter(agents))
+        for skill in plant.agent_skills(agent):
+            words = skill.replace("_", " ")
+            if _phrase_in(words, folded) and (agent, skill) not in done and not _declined(words, reading):
+                out.append((agent, skill))
+    return list(dict.fromkeys(out))
+
+
 def overreach(order: str, plan: Plan, plant: PlantDescription, facts: OrderFacts) -> list[str]:
     """Recipes of the plant that do what the order names with fewer steps than the plan's recipe:
     each covers every word of the order that the plan covers. The plan does more than asked

@@ -60,6 +60,7 @@ from llm_coordinator.order import (
     rank_goals,
     read_order,
     static_refusals,
+    unassigned_tasks,
     unevidenced_goals,
     unsupported_words,
     vocabulary_gaps,
@@ -390,6 +391,10 @@ class Planner:
         gaps += [
             f"the plan does more than the order asks: recipe {r} does what it names with fewer steps"
             for r in overreach(order, plan, self.plant, facts)
+        ]
+        gaps += [
+            f"the order asks {agent} to {skill.replace('_', ' ')}, and no step of the plan has {agent} do it"
+            for agent, skill in unassigned_tasks(order, plan, self.plant, facts, reading)
         ]
         unsupported, weighed = unsupported_words(order, plan, self.plant, facts)
         declined = reading is not None and bool(reading.declined)

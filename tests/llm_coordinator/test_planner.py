@@ -228,3 +228,25 @@ async def test_a_plan_that_does_more_than_asked_is_replaced(demo_plant: PlantDes
 
     assert read_order("Home both robots", demo_plant).named("agent") == []
     assert read_order("Send the Franka home", demo_plant).named("agent") == ["panda_1"]
+
+
+def test_a_clause_that_gives_one_agent_a_skill_needs_that_agent_to_do_it(demo_plant: PlantDescription) -> None:
+    """The coverage rule reads an order's clauses: one that names one agent of the plant and a
+    skill of that agent ("then the Franka arm goes home") is left out by a plan in which another
+    agent does that skill, or nobody does. (A dev-split plan reached approval that way.)"""
+    from llm_coordinator.order import unassigned_tasks
+    from llm_coordinator.plan import Plan, Step
+
+    order = "Bring the UR5e to its home pose first; after that the Franka arm goes home too"
+    facts = read_order(order, demo_plant)
+
+    def plan(*agents: str) -> Plan:
+        steps = [Step(id=f"home_{a}", agent=a, skill="home") for a in agents]
+        return Plan(work_order=order, mode="intent", steps=steps)
+
+    assert unassigned_tasks(order, plan("ur5e_1"), demo_plant, facts) == [("panda_1", "home")]
+    assert unassigned_tasks(order, plan("panda_1"), demo_plant, facts) == [("ur5e_1", "home")]
+    assert unassigned_tasks(order, plan("ur5e_1", "panda_1"), demo_plant, facts) == []
+    # A clause that names two agents assigns nothing by itself.
+    both = "Home the UR5e with the Franka arm"
+    assert unassigned_tasks(both, plan("ur5e_1"), demo_plant, read_order(both, demo_plant)) == []
