@@ -84,6 +84,8 @@ MIN_SUPPORT = 0.5
 #: Most other recipes or skills tried, read from the order alone, when the model's reading leaves
 #: part of the order out.
 MAX_ALTERNATIVES = 3
+#: The attempt's error when the model answers that no goal of the plant does the order.
+_CANNOT = "the model answered cannot"
 
 
 @dataclass(frozen=True)
@@ -255,11 +257,17 @@ class Planner:
                     else:
                         reading = await self._model_reading(out, work_order, snapshot, reasons)
                     if reading is None:
-                        if out.status in ("refused", "clarify"):
-                            break
-                        continue
-                    out.reading = reading
-                    plan = expand_reading(self.plant, reading, work_order=work_order, snapshot=snapshot, mode="intent")
+                        found = await self._despite_cannot(out, work_order, facts, snapshot)
+                        if found is None:
+                            if out.status in ("refused", "clarify"):
+                                break
+                            continue
+                        plan, reading = found
+                    else:
+                        out.reading = reading
+                        plan = expand_reading(
+                            self.plant, reading, work_order=work_order, snapshot=snapshot, mode="intent"
+                        )
             except Unplannable as exc:
                 out.refuse(str(exc), exc.missing)
                 break
@@ -316,6 +324,23 @@ class Planner:
         out.planner_s = time.monotonic() - t0 - out.model_s
         return out
 
+    async def _despite_cannot(
+        self, out: PlanningOutcome, order: str, facts: OrderFacts, snapshot: PlantSnapshot
+    ) -> tuple[Plan, Reading] | None:
+        """When a small model insists that no goal of the plant does the order (intent mode): a
+        goal of the plant read from the order alone, held to every rule (:meth:`_alternative`),
+        else None and the refusal stands. The order names nothing the plant lacks (refused
+        before any call), so "cannot" is often the model's miss."""
+        if out.mode != "intent" or out.status != "refused" or not out.attempts or out.attempts[-1].error != _CANNOT:
+            return None
+        refused = (out.reasons, out.refusal)
+        plan = await self._alternative(out, order, facts, snapshot, Reading(), [])
+        if plan is None or out.reading is None:
+            out.reasons, out.refusal = refused
+            return None
+        out.status, out.reasons, out.refusal = "failed", [], None
+        return plan, out.reading
+
     async def _alternative(
         self,
         out: PlanningOutcome,
@@ -352,7 +377,11 @@ class Planner:
                 continue
             chosen = "; ".join(reading.summary())
             out.reading = candidate
-            note = f"the model read {chosen!r}, which left out {'; '.join(gaps)[:150]}; {doc} covers the order"
+            note = (
+                f"the model read {chosen!r}, which left out {'; '.join(gaps)[:150]}; {doc} covers the order"
+                if reading.goals
+                else f"the model found no goal of the plant for the order; {doc} covers it"
+            )
             return plan.model_copy(update={"notes": [*plan.notes, note]})
         return None
 
@@ -462,8 +491,8 @@ class Planner:
         if goal == "cannot":
             # Nothing the order names is missing (checked before any call), so a small model's
             # "cannot" is more often wrong than right: ask again, and refuse only if it insists.
-            out.attempts[-1].error = "the model answered cannot"
-            if sum(a.error == "the model answered cannot" for a in out.attempts) >= self.config.max_attempts:
+            out.attempts[-1].error = _CANNOT
+            if sum(a.error == _CANNOT for a in out.attempts) >= self.config.max_attempts:
                 out.refuse(f"no recipe or skill of plant {self.plant.name} does this order (the model found none)")
             else:
                 reasons[:] = ["the cell has every machine, robot and skill the order names: choose a recipe or tasks"]

@@ -180,6 +180,16 @@ async def test_a_model_that_says_cannot_is_asked_again(demo_plant: PlantDescript
     assert out.status == "refused" and out.plan is None and len(backend.calls) == 3
 
 
+async def test_a_model_that_insists_it_cannot_is_not_the_last_word(demo_plant: PlantDescription) -> None:
+    """The order names nothing the plant lacks; the model says "cannot" every time. A goal of the
+    plant read from the order alone, held to every rule, plans it (and says so in the notes)."""
+    backend = scripted('{"goal": "cannot"}')
+    out = await Planner(demo_plant, backend, config()).plan("Open the CNC's door")
+    assert out.status == "planned" and out.plan is not None, out.reasons
+    assert [(s.agent, s.skill) for s in out.plan.steps] == [("cnc_1", "open_door")]
+    assert out.refusal is None and any("found no goal" in n for n in out.plan.notes)
+
+
 async def test_a_model_reading_that_leaves_the_order_out_is_replaced_or_questioned(
     demo_plant: PlantDescription,
 ) -> None:
