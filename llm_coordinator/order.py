@@ -457,8 +457,8 @@ def unassigned_tasks(
     order: str, plan: Plan, plant: PlantDescription, facts: OrderFacts, reading: Reading | None = None
 ) -> list[tuple[str, str]]:
     """(agent, skill) pairs a clause of the order gives that no step of the plan does: a clause
-    that names one agent of the plant and a skill of that agent by its name ("send the Panda
-    back home": panda_1, home) asks for that agent to do it. The skill done by another agent, or
+    that names one agent of the plant and a skill of that agent by its name ("then send ROBOT
+    home": ROBOT, home) asks for that agent to do it. The skill done by another agent, or
     not at all, leaves that part of the order out (unless the reading declines it)."""
     done = {(s.agent, s.skill) for s in plan.steps}
     agent_mentions = [m for m in facts.mentions if m.kind == "agent"]
