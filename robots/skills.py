@@ -17,6 +17,7 @@ skill the runtime uses for the receiving side of a hand-over, ``take`` (``from_r
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, runtime_checkable
@@ -240,8 +241,38 @@ class SkillPlanner:
             f"(closest {err:.3f} m off {pose})"
         )
 
-    def _seeds(self, ctx: SkillContext, *extra: FloatArray) -> list[FloatArray]:
-        return [*extra, ctx.position_rad, self.home]
+    def _seeds(self, ctx: SkillContext, target_m: FloatArray | None, *extra: FloatArray) -> list[FloatArray]:
+        """IK seeds for ``target_m``: ``extra``, where the arm is, its home; and first, when the
+        target lies more than a quarter turn around the base from where the tool points now, the
+        arm as it is turned on its first joint to face the target. (From a seed facing away, a
+        local IK finds a pose reaching back over the arm's own base, and the move there sweeps
+        the arm through whatever stands beside it.)"""
+        seeds = [*extra, ctx.position_rad, self.home]
+        if target_m is None:
+            return seeds
+        facing = self._facing(np.asarray(ctx.position_rad, dtype=float), target_m)
+        return seeds if facing is None else [facing, *seeds]
+
+    def _facing(self, q: FloatArray, target_m: FloatArray) -> FloatArray | None:
+        """``q`` turned on the first joint by the bearing from the tool to ``target_m`` around
+        the base (the shorter way that the joint's limits allow), or None when that is under a
+        quarter turn."""
+        base = np.asarray(self.spec.base.xyz_m, dtype=float)
+        tool, _ = self.kin.fk(q)
+        now = math.atan2(tool[1] - base[1], tool[0] - base[0])
+        want = math.atan2(float(target_m[1]) - base[1], float(target_m[0]) - base[0])
+        turn = (want - now + math.pi) % (2 * math.pi) - math.pi
+        if abs(turn) <= math.pi / 2:
+            return None
+        lo, hi = self.spec.limits()[0]
+        for pan in sorted(
+            (q[0] + turn, q[0] + turn - 2 * math.pi, q[0] + turn + 2 * math.pi), key=lambda a: abs(a - q[0])
+        ):
+            if lo <= pan <= hi:
+                out = q.copy()
+                out[0] = pan
+                return out
+        return None
 
     def _part_size(self, part_type: str) -> tuple[float, float, float]:
         pt = self.plant.part_types.get(part_type)
@@ -291,7 +322,7 @@ class SkillPlanner:
 
     def _plan_move_to(self, args: dict[str, object], ctx: SkillContext) -> SkillPlan:
         target = self._location(args.get("location"))
-        q = self.solve(target, self._seeds(ctx), f"location {args.get('location')}")
+        q = self.solve(target, self._seeds(ctx, target), f"location {args.get('location')}")
         return SkillPlan([Move(q, f"move to {args.get('location')}")], ctx.holding)
 
     def _plan_pick(self, args: dict[str, object], ctx: SkillContext) -> SkillPlan:
@@ -310,7 +341,7 @@ class SkillPlanner:
                 raise SkillError(f"no {part_type} within {self.search_radius_m} m of {args.get('location')}")
             centre = np.asarray(found, dtype=float)
         above = centre + np.array([0.0, 0.0, self.approach_height_m])
-        q_above = self.solve(above, self._seeds(ctx), "the point above the part")
+        q_above = self.solve(above, self._seeds(ctx, above), "the point above the part")
         q_grasp = self.solve(centre, [q_above], "the part")
         s = self.grasp_speed_scale
         steps: list[Step] = [
@@ -341,7 +372,11 @@ class SkillPlanner:
         it down, grasp, lift straight up."""
         loc = self.locator
         assert isinstance(loc, MovingPartLocator)
-        self.solve(seen.position_m + np.array([0.0, 0.0, self.track_hover_m]), self._seeds(ctx), "the moving part")
+        self.solve(
+            seen.position_m + np.array([0.0, 0.0, self.track_hover_m]),
+            self._seeds(ctx, seen.position_m),
+            "the moving part",
+        )
         last = [np.asarray(seen.position_m, dtype=float)]
 
         def part() -> Sighting | None:
@@ -382,7 +417,7 @@ class SkillPlanner:
         # The grip point goes where the part's centre should be, shifted by how the part hangs.
         release = target_m + self._hang(ctx, ctx.holding) + np.array([0.0, 0.0, half + 0.02])
         above = release + np.array([0.0, 0.0, self.approach_height_m])
-        q_above = self.solve(above, self._seeds(ctx), f"the point above {what}")
+        q_above = self.solve(above, self._seeds(ctx, above), f"the point above {what}")
         q_release = self.solve(release, [q_above], what)
         return [Move(q_above, "approach"), Move(q_release, "descend", self.grasp_speed_scale)], q_above
 
@@ -459,7 +494,7 @@ class SkillPlanner:
         if view is None:
             raise SkillError(f"machine {machine} has no station location to present a part at")
         name = view[0]
-        q = self.solve(self._location(name), self._seeds(ctx), f"location {name}")
+        q = self.solve(self._location(name), self._seeds(ctx, self._location(name)), f"location {name}")
         return SkillPlan([Move(q, f"present at {name}"), Dwell(0.5, "hold for inspection")], ctx.holding)
 
     def _plan_hand_over(self, args: dict[str, object], ctx: SkillContext) -> SkillPlan:
@@ -479,7 +514,7 @@ class SkillPlanner:
         toward = _horizontal_toward(np.asarray(self.plant.robots[to_robot].base.xyz_m, dtype=float), where)
         across = np.array([-toward[1], toward[0], 0.0])
         back = where - toward * self.approach_height_m
-        q_back = self.solve(back, self._seeds(ctx), "the point before the hand-over point", toward, across)
+        q_back = self.solve(back, self._seeds(ctx, None), "the point before the hand-over point", toward, across)
         q = self.solve(where, [q_back], f"location {args.get('location')}", toward, across)
         peers = self.peers
 
@@ -508,7 +543,7 @@ class SkillPlanner:
             raise SkillError(f"{self.robot} already holds a {ctx.holding}")
         toward = _horizontal_toward(np.asarray(self.spec.base.xyz_m, dtype=float), where)
         above = where + np.array([0.0, 0.0, self.approach_height_m])
-        q_above = self.solve(above, self._seeds(ctx), "the point above the hand-over point", DOWN, toward)
+        q_above = self.solve(above, self._seeds(ctx, None), "the point above the hand-over point", DOWN, toward)
         q_grasp = self.solve(where, [q_above], "the hand-over point", DOWN, toward)
         peers = self.peers
 

@@ -175,6 +175,45 @@ def test_every_robot_target_of_every_recipe_is_within_reach(line: PlantDescripti
     assert checked > 0
 
 
+def test_from_home_every_arm_faces_each_recipe_target_it_moves_to(line: PlantDescription) -> None:
+    """A target more than a quarter turn round the base from where the tool points at home is
+    reached with the arm turned to face it, not by reaching back over the arm's own base (a move
+    there swept the arm through the machine beside it)."""
+    import numpy as np
+
+    from robots.interface import SkillGoal
+    from robots.skills import SkillContext, SkillPlanner
+    from sim.hardware import arm_kinematics, compile_model
+
+    model = compile_model(line)
+    checked = 0
+    for robot in line.robots:
+        planner = SkillPlanner(line, robot, arm_kinematics(model, line, robot))
+        base = np.asarray(line.robots[robot].base.xyz_m)
+        for rname, recipe in line.recipes.items():
+            params = _default_params(recipe)
+            for step in recipe.steps:
+                if params.get(_param_ref(step.agent) or "", step.agent) != robot:
+                    continue
+                loc = step_location(
+                    line, step.skill, {a: params.get(_param_ref(v) or "", v) for a, v in step.args.items()}
+                )
+                if loc is None or loc not in line.locations():
+                    continue
+                (move,) = planner.plan(
+                    SkillGoal("t", robot, "move_to", {"location": loc}), SkillContext(planner.home)
+                ).steps
+                front = planner.home.copy()
+                front[0] = move.target_rad[0]
+                tool, _ = planner.kin.fk(front)
+                target = np.asarray(line.locations()[loc].xyz_m)
+                off = math.atan2(*(tool - base)[1::-1]) - math.atan2(*(target - base)[1::-1])
+                off = (off + math.pi) % (2 * math.pi) - math.pi
+                assert abs(off) < math.pi / 2, f"recipe {rname}, step {step.id}: {robot} reaches {loc} facing away"
+                checked += 1
+    assert checked > 0
+
+
 def test_every_recipe_expands_into_a_plan_the_guardrails_accept(line: PlantDescription) -> None:
     expansion = pytest.importorskip("llm_coordinator.expansion")
     from llm_coordinator import guardrails  # (only with the expansion)
