@@ -54,6 +54,25 @@ class ArmKinematics:
         self.rest = np.asarray(rest if rest is not None else (self.lower + self.upper) / 2, dtype=float)
         self._jacp = np.zeros((3, model.nv))
         self._jacr = np.zeros((3, model.nv))
+        # The arm: the body its first joint moves and every body below it (links, tool, fingers).
+        # What it can hit: bodies fixed in the world (machines, tables, bins, walls), except the
+        # ones it stands on.
+        root = int(model.jnt_bodyid[model.jnt_qposadr.tolist().index(int(self.qpos_adr[0]))]) if len(qpos_adr) else 0
+        arm = {root}
+        for b in range(root + 1, model.nbody):
+            if int(model.body_parentid[b]) in arm:
+                arm.add(b)
+        below = set()
+        b = int(model.body_parentid[root])
+        while b > 0:
+            below.add(b)
+            b = int(model.body_parentid[b])
+        self._arm = frozenset(arm)
+        self._fixed = frozenset(
+            b
+            for b in range(1, model.nbody)
+            if int(model.body_weldid[b]) == 0 and int(model.body_mocapid[b]) < 0 and b not in below
+        )
 
     @property
     def dof(self) -> int:
@@ -68,6 +87,36 @@ class ArmKinematics:
         """Site position (m, world frame) and rotation matrix (3x3) at joint angles ``q``."""
         self._set(np.asarray(q, dtype=float))
         return (self.data.site_xpos[self.site_id].copy(), self.data.site_xmat[self.site_id].reshape(3, 3).copy())
+
+    def hits(self, q: FloatArray, depth_m: float = 0.01) -> str | None:
+        """The body fixed in the world (a machine, a table, a bin) that the arm would be inside
+        of by more than ``depth_m`` at ``q``, by name, or None. Other arms and loose parts are
+        where the model starts them, and are not counted."""
+        m, d = self.model, self.data
+        d.qpos[self.qpos_adr] = np.asarray(q, dtype=float)
+        mujoco.mj_kinematics(m, d)
+        mujoco.mj_collision(m, d)
+        arm, fixed = self._arm, self._fixed
+        for i in range(d.ncon):
+            c = d.contact[i]
+            if -float(c.dist) <= depth_m:
+                continue
+            b1, b2 = int(m.geom_bodyid[c.geom[0]]), int(m.geom_bodyid[c.geom[1]])
+            other = b2 if b1 in arm else b1 if b2 in arm else -1
+            if other in fixed:
+                return str(m.body(other).name)
+        return None
+
+    def path_hits(self, q_from: FloatArray, q_to: FloatArray, step_rad: float = 0.05) -> str | None:
+        """:meth:`hits` along the straight joint-space line from ``q_from`` to ``q_to`` (no joint
+        moves more than ``step_rad`` between the poses checked), the first body hit, or None."""
+        a, b = np.asarray(q_from, dtype=float), np.asarray(q_to, dtype=float)
+        n = max(1, int(np.ceil(float(np.max(np.abs(b - a), initial=0.0)) / step_rad)))
+        for k in range(1, n + 1):
+            hit = self.hits(a + (b - a) * (k / n))
+            if hit is not None:
+                return hit
+        return None
 
     def jacobian(self, q: FloatArray) -> FloatArray:
         """6 x dof Jacobian (linear rows first) of the site at ``q``."""

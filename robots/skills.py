@@ -24,7 +24,7 @@ from typing import Literal, Protocol, runtime_checkable
 
 import numpy as np
 
-from plant.catalog import ROBOT_MODELS
+from plant.catalog import ROBOT_MODELS, TOOL_MODELS
 from plant.config import BIN_GAP_M, PlantDescription
 from robots.interface import FloatArray, SkillGoal
 from robots.kinematics import ArmKinematics
@@ -165,6 +165,8 @@ class SkillPlanner:
     """
 
     approach_height_m = 0.12  # above a grasp or release point, to come straight down from
+    top_clearance_m = 0.08  # ... and at least this far above the top of a part to pick (a tall one)
+    finger_clearance_m = 0.01  # the open fingers come down at least this far from each side of a part
     grasp_speed_scale = 0.3  # the last centimetres to a part, and leaving with it
     search_radius_m = SEARCH_RADIUS_M  # how far from the named location a part may lie
     moving_search_radius_m = 0.45  # ... or a moving part, still on its way to it
@@ -253,6 +255,24 @@ class SkillPlanner:
         facing = self._facing(np.asarray(ctx.position_rad, dtype=float), target_m)
         return seeds if facing is None else [facing, *seeds]
 
+    def _reach(self, target_m: FloatArray, ctx: SkillContext, what: str) -> FloatArray:
+        """Joint angles for the tool at ``target_m`` pointing down (:meth:`solve` from
+        :meth:`_seeds`), to be moved to from where the arm is: when that move would sweep the arm
+        through something fixed in the cell (a machine, a table) and the same pose reached the
+        other way round on the first joint would not, that one."""
+        q = self.solve(target_m, self._seeds(ctx, target_m), what)
+        start = np.asarray(ctx.position_rad, dtype=float)
+        if self.kin.path_hits(start, q) is None:
+            return q
+        lo, hi = self.spec.limits()[0]
+        for pan in (q[0] - 2 * math.pi, q[0] + 2 * math.pi):
+            if lo <= pan <= hi:
+                other = q.copy()
+                other[0] = pan
+                if self.kin.path_hits(start, other) is None:
+                    return other
+        return q
+
     def _facing(self, q: FloatArray, target_m: FloatArray) -> FloatArray | None:
         """``q`` turned on the first joint by the bearing from the tool to ``target_m`` around
         the base (the shorter way that the joint's limits allow), or None when that is under a
@@ -322,7 +342,7 @@ class SkillPlanner:
 
     def _plan_move_to(self, args: dict[str, object], ctx: SkillContext) -> SkillPlan:
         target = self._location(args.get("location"))
-        q = self.solve(target, self._seeds(ctx, target), f"location {args.get('location')}")
+        q = self._reach(target, ctx, f"location {args.get('location')}")
         return SkillPlan([Move(q, f"move to {args.get('location')}")], ctx.holding)
 
     def _plan_pick(self, args: dict[str, object], ctx: SkillContext) -> SkillPlan:
@@ -331,6 +351,13 @@ class SkillPlanner:
         where = self._location(args.get("location"))
         if ctx.holding is not None:
             raise SkillError(f"{self.robot} already holds a {ctx.holding}")
+        across = min(size[0], size[1])
+        opening = TOOL_MODELS[self.spec.tool.model].max_opening_m
+        if across + 2 * self.finger_clearance_m > opening:
+            raise SkillError(
+                f"a {part_type} is {across:.3f} m across and the {self.spec.tool.model} of {self.robot} opens "
+                f"{opening:.3f} m: less than {self.finger_clearance_m:.3f} m to spare on each side of it"
+            )
         centre = where + np.array([0.0, 0.0, size[2] / 2])
         moving = self._sight_moving(part_type, centre)
         if moving is not None:
@@ -340,8 +367,8 @@ class SkillPlanner:
             if found is None:
                 raise SkillError(f"no {part_type} within {self.search_radius_m} m of {args.get('location')}")
             centre = np.asarray(found, dtype=float)
-        above = centre + np.array([0.0, 0.0, self.approach_height_m])
-        q_above = self.solve(above, self._seeds(ctx, above), "the point above the part")
+        above = centre + np.array([0.0, 0.0, max(self.approach_height_m, size[2] / 2 + self.top_clearance_m)])
+        q_above = self._reach(above, ctx, "the point above the part")
         q_grasp = self.solve(centre, [q_above], "the part")
         s = self.grasp_speed_scale
         steps: list[Step] = [
@@ -417,7 +444,7 @@ class SkillPlanner:
         # The grip point goes where the part's centre should be, shifted by how the part hangs.
         release = target_m + self._hang(ctx, ctx.holding) + np.array([0.0, 0.0, half + 0.02])
         above = release + np.array([0.0, 0.0, self.approach_height_m])
-        q_above = self.solve(above, self._seeds(ctx, above), f"the point above {what}")
+        q_above = self._reach(above, ctx, f"the point above {what}")
         q_release = self.solve(release, [q_above], what)
         return [Move(q_above, "approach"), Move(q_release, "descend", self.grasp_speed_scale)], q_above
 
@@ -494,7 +521,7 @@ class SkillPlanner:
         if view is None:
             raise SkillError(f"machine {machine} has no station location to present a part at")
         name = view[0]
-        q = self.solve(self._location(name), self._seeds(ctx, self._location(name)), f"location {name}")
+        q = self._reach(self._location(name), ctx, f"location {name}")
         return SkillPlan([Move(q, f"present at {name}"), Dwell(0.5, "hold for inspection")], ctx.holding)
 
     def _plan_hand_over(self, args: dict[str, object], ctx: SkillContext) -> SkillPlan:

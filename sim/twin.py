@@ -383,6 +383,10 @@ class Twin:
         self._inspectors: dict[str, Any] = {}
         self._substeps = self.config.substeps
         self._robots = {name: self._robot_handles(name) for name in plant.robots}
+        #: Robots whose gripper was told to open while holding a part: the tick it lets go.
+        self._letting_go: dict[str, int] = {}
+        #: Robots whose gripper closes on a part it has not touched yet: (weld id, part body).
+        self._grasping: dict[str, tuple[int, int]] = {}
         self.machines: dict[str, TwinMachine] = {}
         self._machine_list: list[TwinMachine] = []
         self._walkers = [
@@ -540,6 +544,8 @@ class Twin:
         """Back to time zero: robots at home, machines stopped, parts where the plant puts them."""
         mujoco.mj_resetData(self.model, self.data)
         self.events = []
+        self._letting_go = {}
+        self._grasping = {}
         for name, h in self._robots.items():
             home = np.asarray(self.plant.robots[name].home())
             self.data.qpos[h.qpos] = home
@@ -605,6 +611,9 @@ class Twin:
             tm.defect_code, tm.confidence = cap.defect_code, cap.confidence
             tm.spindle_speed_rpm = cap.spindle_speed_rpm
             tm.show_restored()
+        # (a gripper taken while it opened round a part lets go of it at once)
+        self._letting_go = {r: self.ticks for r, h in self._robots.items() if self.held_part(r) and self._opening(h)}
+        self._grasping = {}
         self._update_people()
         mujoco.mj_forward(self.model, self.data)
 
@@ -688,6 +697,7 @@ class Twin:
         scan, scan_dt = self.config.scan_ticks, self.config.plc_scan_s
         machines = self._machine_list
         walkers = bool(self._walkers)
+        letting_go, grasping = self._letting_go, self._grasping
         tick = self.ticks
         for _ in range(ticks):
             if tick % scan == 0:
@@ -695,6 +705,10 @@ class Twin:
                     tm.tick(scan_dt)
             if walkers:
                 self._update_people()
+            if letting_go:
+                self._let_go(tick)
+            if grasping:
+                self._take_touched()
             mujoco.mj_step(m, d, nstep=n)
             tick += 1
         self.ticks = tick
@@ -807,13 +821,21 @@ class Twin:
 
     #: A closing gripper takes hold of the nearest part whose centre lies this close (m) to the grip point.
     grasp_radius_m = 0.04
+    #: An opening gripper lets go of its part this long (s) after it was told to open: the fingers
+    #: part first, as a real gripper's do. (Let go at once, a part left squeezed between closed
+    #: fingers was flung out of the place it was set down in.)
+    release_s = 0.1
+    #: A gripper that touches the part it closes on is told to close this much further (of its
+    #: whole travel), and no further: it holds the part without turning it.
+    grip_squeeze = 0.05
 
     def set_gripper(self, robot: str, closed_fraction: float) -> None:
         """0 fully open, 1 fully closed.
 
         Closing past half takes hold of the nearest part within :attr:`grasp_radius_m` of the
-        grip point (a weld, switched on at the part's current pose, so nothing jumps); opening
-        below half lets go.
+        grip point (a weld, switched on at the part's current pose, so nothing jumps): at once
+        when the fingers are closed already, else when a finger first touches it, and the fingers
+        stop there (:attr:`grip_squeeze`). Opening below half lets go :attr:`release_s` later.
         """
         h = self._robots[robot]
         f = min(1.0, max(0.0, closed_fraction))
@@ -821,10 +843,12 @@ class Twin:
         if not h.grasp_eqs:
             return
         if f < 0.5:
-            for eq, _ in h.grasp_eqs:
-                self.data.eq_active[eq] = 0
+            self._grasping.pop(robot, None)
+            if robot not in self._letting_go and any(self.data.eq_active[eq] for eq, _ in h.grasp_eqs):
+                self._letting_go[robot] = self.ticks + max(1, round(self.release_s / self.config.ctrl_dt_s))
             return
-        if any(self.data.eq_active[eq] for eq, _ in h.grasp_eqs):
+        self._letting_go.pop(robot, None)  # (closed again before it let go: it keeps the part)
+        if robot in self._grasping or any(self.data.eq_active[eq] for eq, _ in h.grasp_eqs):
             return
         grip = self.data.site_xpos[h.grip_site]
         best, best_d = None, self.grasp_radius_m
@@ -834,7 +858,35 @@ class Twin:
                 best, best_d = (eq, body), d
         if best is None:
             return
-        eq, body = best
+        if self.gripper_closure(robot) < 0.5:
+            # The fingers are still open: the part is taken where a finger first touches it.
+            self._grasping[robot] = best
+            return
+        self._hold(best)
+
+    def _take_touched(self) -> None:
+        """Take hold of the parts that the closing fingers of :attr:`_grasping` now touch, where
+        they are, and stop those fingers there (a gripper that kept closing on a held part turned
+        it in the grip); forget a grasp whose fingers closed on nothing."""
+        m, d = self.model, self.data
+        touched: set[int] = set()
+        for i in range(d.ncon):
+            c = d.contact[i]
+            if c.dist < 0:
+                touched.add(int(m.geom_bodyid[c.geom[0]]) * m.nbody + int(m.geom_bodyid[c.geom[1]]))
+        for robot, (eq, body) in list(self._grasping.items()):
+            h = self._robots[robot]
+            if any(b * m.nbody + body in touched or body * m.nbody + b in touched for b in h.body_ids):
+                del self._grasping[robot]
+                self._hold((eq, body))
+                closure = self.gripper_closure(robot) + self.grip_squeeze
+                d.ctrl[h.tool_actuators] = h.tool_open + min(1.0, closure) * (h.tool_closed - h.tool_open)
+            elif self.gripper_closure(robot) > 0.95:
+                del self._grasping[robot]
+
+    def _hold(self, grasp: tuple[int, int]) -> None:
+        """Switch on the weld ``grasp`` (equality id, part body) at the part's current pose."""
+        eq, body = grasp
         b1 = int(self.model.eq_obj1id[eq])
         r1 = self.data.xmat[b1].reshape(3, 3)
         rel = self.model.eq_data[eq]
@@ -844,6 +896,19 @@ class Twin:
         mujoco.mju_negQuat(q1inv, self.data.xquat[b1])
         mujoco.mju_mulQuat(rel[6:10], q1inv, self.data.xquat[body])
         self.data.eq_active[eq] = 1
+
+    def _let_go(self, tick: int) -> None:
+        """Let go of the parts of the grippers that have been opening for :attr:`release_s`."""
+        for robot, due in list(self._letting_go.items()):
+            if tick >= due:
+                del self._letting_go[robot]
+                for eq, _ in self._robots[robot].grasp_eqs:
+                    self.data.eq_active[eq] = 0
+
+    def _opening(self, h: RobotHandles) -> bool:
+        """Whether the gripper of ``h`` is told to open (its command nearer open than closed)."""
+        ctrl = self.data.ctrl[h.tool_actuators]
+        return bool(np.all(np.abs(ctrl - h.tool_open) < np.abs(ctrl - h.tool_closed)))
 
     #: The grip force (N) a gripper reports for an object it holds, at least: a detected object is never 0 N.
     min_grip_force_n = 1.0

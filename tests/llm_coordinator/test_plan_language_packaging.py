@@ -47,9 +47,7 @@ SHAPES = {
         ]
     },
     # A condition on the check-weigher's named result: stop the infeed if the container fails,
-    # prime the doser for the next one otherwise. (The arms' branches, reject_container and
-    # pull_sample, plan and pass the guardrails below but do not rehearse yet: the Panda cannot
-    # come down onto the weigh pan in the twin.)
+    # prime the doser for the next one otherwise; and with the Panda's recipes as the branches.
     "conditional": {
         "goals": [
             {"kind": "recipe", "recipe": "weigh_container"},
@@ -103,7 +101,7 @@ def test_out_of_range_and_unknown_units_are_refused_naming_the_limit(line: Plant
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("shape", sorted(set(SHAPES) - {"conditional_arms"}))
+@pytest.mark.parametrize("shape", sorted(SHAPES))
 async def test_every_shape_rehearses_in_the_twin(line: PlantDescription, shape: str, tmp_path: Path) -> None:
     plan = expand_reading(line, parse_reading(json.dumps(SHAPES[shape])), work_order=shape)
     report = await Rehearser(line, wiring.twin_factory(render=False)).rehearse(plan, tmp_path)
@@ -115,3 +113,19 @@ async def test_every_shape_rehearses_in_the_twin(line: PlantDescription, shape: 
     if shape == "conditional":
         assert {s["variant"] for s in report.steps} != {"as the twin decided"}  # both branches ran
     assert done
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("recipe", sorted(load_plant(ROOT / "plants" / "packaging_line.yaml").recipes))
+async def test_every_recipe_of_the_line_rehearses_in_the_twin(
+    line: PlantDescription, recipe: str, tmp_path: Path
+) -> None:
+    """Each recipe once, from the line as its plant file starts it: the arms pick tall bottles off
+    the belt, the nests and the scale pan, and set them down upright, without touching a machine."""
+    plan = expand_reading(
+        line, parse_reading(json.dumps({"goals": [{"kind": "recipe", "recipe": recipe}]})), work_order=recipe
+    )
+    report = await Rehearser(line, wiring.twin_factory(render=False)).rehearse(plan, tmp_path)
+    assert report.ok, report.reason
+    assert not report.observations.collisions and not report.observations.safety_stops
+    assert all(s["status"] == "done" for s in report.steps)

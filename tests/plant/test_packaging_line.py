@@ -214,6 +214,27 @@ def test_from_home_every_arm_faces_each_recipe_target_it_moves_to(line: PlantDes
     assert checked > 0
 
 
+def test_a_gripper_too_narrow_for_a_part_is_refused_by_name(line: PlantDescription) -> None:
+    """A part that leaves the open fingers less than a centimetre each side is not picked: the
+    fingers would land on it."""
+    from robots.interface import SkillGoal
+    from robots.skills import SkillContext, SkillError, SkillPlanner
+    from sim.hardware import arm_kinematics, compile_model
+
+    part_type, pt = min(line.part_types.items(), key=lambda kv: -min(kv[1].size_m[:2]))
+    robot = next(r for r, spec in line.robots.items() if "pick" in spec.allowed_skills())
+    spec = line.robots[robot]
+    hand = spec.model_copy(update={"tool": spec.tool.model_copy(update={"model": "panda_hand"})})  # opens 0.08 m
+    narrow = line.model_copy(update={"robots": {**line.robots, robot: hand}})
+    assert min(pt.size_m[:2]) + 0.02 > 0.08, "the test wants a part wider than 6 cm"
+    planner = SkillPlanner(narrow, robot, arm_kinematics(compile_model(narrow), narrow, robot))
+    loc = next(iter(narrow.locations()))
+    with pytest.raises(SkillError, match=rf"a {part_type} is .* m across and the panda_hand of {robot} opens 0.080 m"):
+        planner.plan(
+            SkillGoal("t", robot, "pick", {"part_type": part_type, "location": loc}), SkillContext(planner.home)
+        )
+
+
 def test_every_recipe_expands_into_a_plan_the_guardrails_accept(line: PlantDescription) -> None:
     expansion = pytest.importorskip("llm_coordinator.expansion")
     from llm_coordinator import guardrails  # (only with the expansion)
