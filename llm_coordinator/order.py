@@ -459,21 +459,41 @@ def unassigned_tasks(
     """(agent, skill) pairs a clause of the order gives that no step of the plan does: a clause
     that names one agent of the plant and a skill of that agent by its name ("then send ROBOT
     home": ROBOT, home) asks for that agent to do it. The skill done by another agent, or
-    not at all, leaves that part of the order out (unless the reading declines it)."""
+    not at all, leaves that part of the order out (unless the reading declines it). A clause
+    that names, by its name, a skill only one agent of the plant has ("prime the pump") asks
+    that agent for it, whatever else the clause names."""
     done = {(s.agent, s.skill) for s in plan.steps}
     agent_mentions = [m for m in facts.mentions if m.kind == "agent"]
+    only: dict[str, list[str]] = {}
+    for a in plant.agents():
+        for skill in plant.agent_skills(a):
+            only.setdefault(skill, []).append(a)
     out: list[tuple[str, str]] = []
     for clause in _CLAUSE_BREAK.split(_fold(order)):
         folded = f" {clause.strip()} "
         agents = {m.name for m in agent_mentions if _phrase_in(m.text, folded)}
-        if len(agents) != 1:
-            continue
-        agent = next(iter(agents))
-        for skill in plant.agent_skills(agent):
+        asked = [(next(iter(agents)), sk) for sk in plant.agent_skills(next(iter(agents)))] if len(agents) == 1 else []
+        for agent, skill in asked + [(owners[0], sk) for sk, owners in only.items() if len(owners) == 1]:
             words = skill.replace("_", " ")
-            if _phrase_in(words, folded) and (agent, skill) not in done and not _declined(words, reading):
+            if (
+                _phrase_in(words, folded)
+                and (agent, skill) not in done
+                and not _declined(words, reading)
+                and ((agent, skill) in asked or not _only_in_names(words, folded, plant))
+            ):
                 out.append((agent, skill))
     return list(dict.fromkeys(out))
+
+
+def _only_in_names(phrase: str, folded: str, plant: PlantDescription) -> bool:
+    """Whether every time ``phrase`` occurs in the folded text ``folded`` it is part of the name of
+    a place, a part type or an agent of the plant, written with or without spaces ("hand over"
+    in "the hand-over point")."""
+    text, p = folded.replace(" ", ""), _fold(phrase).replace(" ", "")
+    names = [n.replace("_", "") for n in (*plant.locations(), *plant.part_types, *plant.agents())]
+    spans = [(m.start(), m.start() + len(n)) for n in names if n for m in re.finditer(re.escape(n), text)]
+    hits = [m.start() for m in re.finditer(re.escape(p), text)]
+    return bool(hits) and all(any(a <= i and i + len(p) <= b for a, b in spans) for i in hits)
 
 
 def overreach(order: str, plan: Plan, plant: PlantDescription, facts: OrderFacts) -> list[str]:

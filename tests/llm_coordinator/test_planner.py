@@ -260,3 +260,23 @@ def test_a_clause_that_gives_one_agent_a_skill_needs_that_agent_to_do_it(demo_pl
     # A clause that names two agents assigns nothing by itself.
     both = "Home the UR5e with the Franka arm"
     assert unassigned_tasks(both, plan("ur5e_1"), demo_plant, read_order(both, demo_plant)) == []
+
+
+def test_a_clause_that_names_a_skill_only_one_agent_has_needs_that_agent_to_do_it(demo_plant: PlantDescription) -> None:
+    """A skill named in a clause that only one agent of the plant has asks that agent for it,
+    whatever else the clause names (a dev-split plan dropped "prime the filler pump", a pump
+    named by a word of a robot's name, and reached approval). A skill's name inside a place's
+    name ("the hand-over point") asks nothing."""
+    from llm_coordinator.order import unassigned_tasks
+    from llm_coordinator.plan import Plan, Step
+
+    owners = {s: [a for a in demo_plant.agents() if s in demo_plant.agent_skills(a)] for s in ("inspect", "hand_over")}
+    assert [len(v) for v in owners.values()] == [1, 1], owners
+    (inspector,) = owners["inspect"]
+    order = "Home the robots, then inspect the part at the hand-over point"
+    facts = read_order(order, demo_plant)
+    homes = [Step(id=f"home_{a}", agent=a, skill="home") for a in demo_plant.robots]
+    without = Plan(work_order=order, mode="intent", steps=homes)
+    with_it = Plan(work_order=order, mode="intent", steps=[*homes, Step(id="look", agent=inspector, skill="inspect")])
+    assert unassigned_tasks(order, without, demo_plant, facts) == [(inspector, "inspect")]
+    assert unassigned_tasks(order, with_it, demo_plant, facts) == []
