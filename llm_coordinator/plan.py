@@ -139,10 +139,6 @@ class Plan(_Model):
                 return d
         raise KeyError(decision_id)
 
-    def conditional_steps(self) -> list[str]:
-        """Ids of the steps that run only on some outcomes of the plan's decisions."""
-        return [s.id for s in self.steps if s.when]
-
     def step(self, step_id: str) -> Step:
         """The step with this id; ``KeyError`` if there is none."""
         for s in self.steps:

@@ -268,10 +268,6 @@ class RiskReport:
     wall_s: float
     workers: str
 
-    @property
-    def ok_runs(self) -> int:
-        return sum(1 for r in self.runs if r["ok"])
-
     def summary(self) -> dict[str, Any]:
         """Success rate, the closest approaches against the protective separation distance,
         makespan p50 and p95, and the worst run (JSON-able, for the store and the console)."""

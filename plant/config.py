@@ -884,8 +884,3 @@ class PlantDescription(Model):
                 raise KeyError(f"{agent} has no command {skill!r}; it has {', '.join(sorted(commands))}")
             return commands[skill].skill_spec()
         raise KeyError(agent)
-
-
-def dump_schema() -> dict[str, Any]:
-    """JSON Schema of a plant file, for editors that validate YAML as it is typed."""
-    return PlantDescription.model_json_schema()

@@ -38,9 +38,6 @@ class SkillSpec:
     nominal_duration_s: float = 5.0
     moves_robot: bool = False
 
-    def applies_to(self, machine_kind: str) -> bool:
-        return not self.machine_kinds or machine_kind in self.machine_kinds
-
 
 SKILLS: dict[str, SkillSpec] = {
     # Robot skills.

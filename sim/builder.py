@@ -18,14 +18,13 @@ Naming in the compiled model (so other code can find things without guessing):
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import mujoco
 import numpy as np
 
 from plant.catalog import ROBOT_MODELS
 from plant.config import BoxShape, CylinderShape, PlantDescription, Pose
-from sim._types import FloatArray, IntArray
+from sim._types import FloatArray
 from sim.assets import ROBOT_ASSETS, TOOL_ASSETS, robot_file, tool_file
 from sim.config import TwinConfig
 from sim.defects import add_defect_geoms
@@ -58,21 +57,6 @@ _COLORS = {
     "person": (0.95, 0.55, 0.15, 1.0),
     "skin": (0.85, 0.68, 0.55, 1.0),
 }
-
-
-@dataclass(frozen=True)
-class RobotIndex:
-    """Addresses of one robot in the compiled model."""
-
-    joint_qpos: IntArray  # qpos addresses of the arm joints, in the model's joint order
-    joint_dof: IntArray  # qvel addresses
-    actuators: IntArray  # arm position actuators
-    tool_actuators: IntArray
-    tool_open: FloatArray
-    tool_closed: FloatArray
-    grip_site: int
-    base_body: int
-    bodies: tuple[int, ...]  # every body of the arm and tool
 
 
 def _quat(pose: Pose) -> list[float]:

@@ -44,10 +44,6 @@ class Feedback:
         return [(e.order, e.answer) for e in self.examples if e.shape == "approved"]
 
 
-def same_order(a: str, b: str) -> bool:
-    return _norm(a) == _norm(b)
-
-
 def _norm(text: str) -> str:
     return re.sub(r"\s+", " ", text).strip().lower()
 
