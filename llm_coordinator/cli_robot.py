@@ -28,7 +28,7 @@ import subprocess
 import threading
 import time
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
@@ -199,22 +199,12 @@ def runtime_cmd(
     host.close()
 
 
-def _trigger(robot: str, service: str, domain_id: int | None, timeout_s: float) -> str | None:
+def _trigger(robot: str, domain_id: int | None, timeout_s: float) -> str | None:
     from robots.ros2._host import RosHost
+    from robots.ros2.watch import EstopTrigger
 
     with RosHost(domain_id) as host:
-        from std_srvs.srv import Trigger
-
-        node = host.node("operator_cli")
-        client: Any = node.create_client(Trigger, f"/{robot}/{service}")
-        if not client.wait_for_service(timeout_sec=timeout_s):
-            return None
-        fut = client.call_async(Trigger.Request())
-        end = time.monotonic() + timeout_s
-        while not fut.done() and time.monotonic() < end:
-            time.sleep(0.01)
-        res = fut.result() if fut.done() else None
-        return None if res is None or not res.success else str(res.message)
+        return EstopTrigger(host).trip(robot, timeout_s)
 
 
 @robot_app.command("estop")
@@ -236,7 +226,7 @@ def estop_cmd(
     _plant(plant_file, robot)
     if not wait_s > 0:
         _fail(f"--wait-s must be a positive number of seconds, not {wait_s}")
-    msg = _trigger(robot, "estop", domain_id, wait_s)
+    msg = _trigger(robot, domain_id, wait_s)
     if msg is None:
         EstopLatch(latch_file(state_dir, robot)).trip("e-stop from the command line", "cli")
         msg = "no runtime answered; latch file tripped"

@@ -260,10 +260,13 @@ class EstopTrigger:
         self._clients: dict[str, Any] = {}
         self._lock = threading.Lock()
 
-    def trip(self, robot: str, timeout_s: float = 3.0) -> str | None:
+    def trip(self, robot: str, timeout_s: float = 3.0, resend_s: float = 1.0) -> str | None:
         """Ask ``robot``'s runtime to trip its e-stop; blocks up to ``timeout_s`` twice (for the
-        service, then for the answer). The runtime's answer, or None when no runtime answered
-        (the caller then trips the latch file, as ``atelier robot estop`` does)."""
+        service, then for the answer). A request unanswered after ``resend_s`` is sent again
+        (tripping is idempotent; a request sent just as the service is discovered may be lost
+        while the runtime's reply channel is still being matched). The runtime's answer, or None
+        when no runtime answered (the caller then trips the latch file, as ``atelier robot
+        estop`` does)."""
         with self._lock:
             client = self._clients.get(robot)
             if client is None:
@@ -271,9 +274,19 @@ class EstopTrigger:
         if not client.wait_for_service(timeout_sec=timeout_s):
             return None
         done = threading.Event()
-        future = client.call_async(Trigger.Request())
-        future.add_done_callback(lambda _f: done.set())
-        if not done.wait(timeout_s):
-            return None
-        result = future.result()
+        end = time.monotonic() + timeout_s
+        futures: list[Any] = []
+        while not done.is_set():
+            left = end - time.monotonic()
+            if left <= 0:
+                break
+            future = client.call_async(Trigger.Request())
+            future.add_done_callback(lambda _f: done.set())
+            futures.append(future)
+            done.wait(min(resend_s, left))
+        answered = [f for f in futures if f.done()]
+        for f in futures:
+            if not f.done():
+                client.remove_pending_request(f)
+        result = answered[0].result() if answered else None
         return None if result is None or not result.success else str(result.message)
