@@ -52,10 +52,13 @@ class Unplannable(Exception):
 
 
 class Unclear(Exception):
-    """The order can be read several ways; ``question`` asks the person which."""
+    """The order can be read several ways; ``question`` asks the person which. ``options``: the
+    plant's names it could be (places, part types: what the order works on and where), when
+    the question is a choice among them."""
 
-    def __init__(self, question: str) -> None:
+    def __init__(self, question: str, options: Sequence[str] = ()) -> None:
         self.question = question
+        self.options = tuple(options)
         super().__init__(question)
 
 
@@ -378,6 +381,8 @@ class _Builder:
                     )
                 if len(capable) > 1 and step_location(plant, g.skill, args) is None:
                     # Nothing but the order could tell these apart (no place decides by reach).
+                    # (No options: which agent does it is the plant's to settle, as a recipe does;
+                    # what is worked on and where it goes are the order's.)
                     raise Unclear(f"which of {', '.join(capable)} should {g.skill.replace('_', ' ')}?")
                 chosen = capable[0]
             elif chosen in plant.robots:
@@ -437,8 +442,10 @@ class _Builder:
                 continue
             choices = ", ".join(names or [])
             raise Unclear(
-                f"{g.skill.replace('_', ' ')}: which {a.type.replace('_', ' ')} for {name}?"
-                + (f" ({choices})" if choices else "")
+                f"{g.skill.replace('_', ' ')}: which {a.type.replace('_', ' ')}"
+                + (f" for {name}?" if name != a.type else "?")
+                + (f" ({choices})" if choices else ""),
+                names or (),
             )
         return out
 

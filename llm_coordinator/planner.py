@@ -276,7 +276,9 @@ class Planner:
                 if mode == "intent":
                     # The model's one-goal reading is unclear: a goal of the plant read from the
                     # order alone may not be (held to every rule in _alternative).
-                    better = await self._alternative(out, work_order, facts, snapshot, Reading(), [exc.question])
+                    better = await self._alternative(
+                        out, work_order, facts, snapshot, Reading(), [exc.question], left_open=exc.options
+                    )
                 if better is None:
                     out.clarify(exc.question)
                     if mode in ("reading", "tuned"):
@@ -349,11 +351,17 @@ class Planner:
         snapshot: PlantSnapshot,
         reading: Reading,
         gaps: list[str],
+        left_open: Sequence[str] = (),
     ) -> Plan | None:
         """When the model's one-goal reading leaves part of the order out: the plant's other
         recipes and skills, best match for the order's words first (at most
         :data:`MAX_ALTERNATIVES`), each read from the order alone and held to every rule the
-        model's was (expansion, guardrails, coverage). The first that passes, or None."""
+        model's was (expansion, guardrails, coverage). The first that passes, or None.
+
+        ``left_open``: the names among which the order did not choose (the places or
+        part types of an unclear reading's question). A plan that settles that choice itself,
+        with one of them the order does not name, does not pass: the person is asked (a recipe
+        that takes "the bottle" to the reject bin does not answer "move the bottle where?")."""
         tried = {
             f"{g.kind}:{g.recipe if isinstance(g, RecipeGoal) else g.skill}"
             for g in reading.goals
@@ -374,6 +382,8 @@ class Planner:
             except (Unplannable, Unclear):
                 continue
             if not check(plan, self.plant, snapshot).ok or self._gaps(order, facts, plan, candidate):
+                continue
+            if _settles(plan, left_open, facts):
                 continue
             chosen = "; ".join(reading.summary())
             out.reading = candidate
@@ -624,6 +634,16 @@ class Planner:
             reasons[:] = [f"the answer was not a valid plan: {problems}"]
             return None
         return plan_from_draft(self.plant, draft, order)
+
+
+def _settles(plan: Plan, left_open: Sequence[str], facts: OrderFacts) -> bool:
+    """Whether ``plan`` uses one of the names ``left_open`` (as a step's agent or argument) that
+    the order does not name."""
+    unnamed = set(left_open) - {m.name for m in facts.mentions}
+    if not unnamed:
+        return False
+    used = {s.agent for s in plan.steps} | {v for s in plan.steps for v in s.args.values() if isinstance(v, str)}
+    return bool(used & unnamed)
 
 
 def _goal_of(answer: str, plant: PlantDescription) -> str | None:

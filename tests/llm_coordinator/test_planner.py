@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -13,6 +14,8 @@ from llm_coordinator.order import read_order, static_refusals
 from llm_coordinator.planner import Planner
 from llm_coordinator.testing import goal_script
 from plant.config import PlantDescription
+
+PLANTS = Path(__file__).resolve().parents[2] / "plants"
 
 
 def scripted(*texts: str | None, delay_s: float = 0.0) -> ScriptedBackend:
@@ -280,3 +283,18 @@ def test_a_clause_that_names_a_skill_only_one_agent_has_needs_that_agent_to_do_i
     with_it = Plan(work_order=order, mode="intent", steps=[*homes, Step(id="look", agent=inspector, skill="inspect")])
     assert unassigned_tasks(order, without, demo_plant, facts) == [(inspector, "inspect")]
     assert unassigned_tasks(order, with_it, demo_plant, facts) == []
+
+
+@pytest.mark.parametrize("plant_file", ["demo_cell.yaml", "packaging_line.yaml"])
+async def test_an_order_that_leaves_the_place_open_is_asked_not_guessed(plant_file: str) -> None:
+    """ "Move the part" says neither which part nor where to. The model's task (move to ...) is
+    unclear; a recipe that happens to move a part to some place of its own does not answer the
+    question: the person is asked, with the places to choose from."""
+    from plant.loader import load_plant
+
+    plant = load_plant(PLANTS / plant_file)
+    part = next(iter(plant.part_types))
+    backend = ScriptedBackend(goal_script({"goal": '{"goal": "tasks"}', "skill": '{"skill": "move_to"}'}))  # type: ignore[arg-type]
+    out = await Planner(plant, backend, config()).plan(f"Move the {part.split('_')[0]}")
+    assert out.status == "clarify" and out.plan is None, (out.status, out.plan and out.plan.goals)
+    assert "which location?" in out.question and all(loc in out.question for loc in plant.locations())
