@@ -291,7 +291,10 @@ def coverage(facts: OrderFacts, plan: Plan, reading: Reading | None, plant: Plan
     if reading is not None:
         numbers += _numbers_of(reading)
     recipe_parts = {v for s in plan.steps for v in s.args.values() if isinstance(v, str)}
+    # A plan that moves parts without saying of which type may handle the one named; one that
+    # says (a pick of another type) does not.
     holds_a_part = any(s.skill in ("place", "hand_over", "present") for s in plan.steps)
+    holds_a_part = holds_a_part and not recipe_parts & set(plant.part_types)
     out: list[str] = []
     for m in facts.mentions:
         if _declined(m.text, reading):
@@ -343,11 +346,12 @@ def _text_words(*texts: str) -> set[str]:
 
 def plan_vocabulary(plan: Plan, plant: PlantDescription, described: bool = True) -> set[str]:
     """The words of what a plan does: its agents (names, kinds, models, makers, descriptions), its
-    skills and their descriptions, its arguments, its recipes and their descriptions, its
-    conditions."""
+    skills and (``described``) their descriptions, its arguments, its recipes and their
+    descriptions, its conditions."""
     from llm_coordinator.guardrails import skill_spec
 
     vocab: set[str] = set()
+    recipes = _plan_recipes(plan, plant)
     for s in plan.steps:
         # The names of numeric arguments ("program 7"); a named one's value speaks for it.
         vocab |= _text_words(s.agent, s.skill, " ".join(n for n, v in s.args.items() if not isinstance(v, str)))
@@ -356,7 +360,7 @@ def plan_vocabulary(plan: Plan, plant: PlantDescription, described: bool = True)
         vocab |= _text_words(*(v for v in s.args.values() if isinstance(v, str)))
         vocab |= _text_words(*(plant.part_types[v].description for v in s.args.values() if v in plant.part_types))
         vocab |= _agent_words(plant, s.agent, described=False)
-    for recipe in _plan_recipes(plan, plant):
+    for recipe in recipes:
         vocab |= _text_words(recipe, plant.recipes[recipe].description)
     for d in plan.decisions:
         vocab |= _text_words(d.condition.machine, d.condition.tag, d.condition.label)
@@ -497,9 +501,10 @@ def _only_in_names(phrase: str, folded: str, plant: PlantDescription) -> bool:
 
 
 def overreach(order: str, plan: Plan, plant: PlantDescription, facts: OrderFacts) -> list[str]:
-    """Recipes of the plant that do what the order names with fewer steps than the plan's recipe:
-    each covers every word of the order that the plan covers. The plan does more than asked
-    (machining a new blank when the order asks to inspect a part that is waiting)."""
+    """Recipes of the plant that do what the order names with fewer steps than the plan's recipe,
+    and single tasks ("<agent> <skill>") that do: each covers every word of the order that the
+    plan covers. The plan does more than asked (machining a new blank when the order asks to
+    inspect a part that is waiting)."""
     mine = _plan_recipes(plan, plant)
     if len(mine) != 1 or len(plan.goals) > 1:
         return []
@@ -514,6 +519,22 @@ def overreach(order: str, plan: Plan, plant: PlantDescription, facts: OrderFacts
         other = recipe_vocabulary(plant, recipe) | named
         if covered and all(_matches(w, other) for w in covered):
             out.append(recipe)
+    if size > 1 and covered:
+        # One task whose skill the order names in its own words, not in a name of the plant ("the
+        # hand-over point" asks for no hand-over); the skill's name and description cover the rest,
+        # as a recipe's own description does, and the agent only as the order names it. Dosing a
+        # volume is not filling and sealing.
+        from llm_coordinator.guardrails import skill_spec
+
+        folded = _fold(order)
+        own = [w for w in covered if w not in named and not _only_in_names(w, folded, plant)]
+        for agent in plant.agents():
+            for skill in plant.agent_skills(agent):
+                if not any(_matches(w, _text_words(skill)) for w in own):
+                    continue
+                other = _text_words(skill, skill_spec(plant, agent, skill).description) | named
+                if all(_matches(w, other) for w in covered):
+                    out.append(f"{agent} {skill}")
     return out
 
 

@@ -399,6 +399,12 @@ class Planner:
         """A one-recipe reading: counts and parameters from the order's own numbers and units."""
         recipe = self.plant.recipes[goal]
         rest, params = numbers_for(order, facts, list(recipe.params), {n: p.unit for n, p in recipe.params.items()})
+        # The part the order names, for the recipe's one parameter of part type (what it works on).
+        for kind in ("part_type", "part"):
+            slots = [n for n, p in recipe.params.items() if p.type == kind and n not in params]
+            named = list(dict.fromkeys(m.name for m in facts.mentions if m.name in (self.plant.names_of(kind) or [])))
+            if len(slots) == 1 and len(named) == 1:
+                params[slots[0]] = named[0]
         counts = [q for q in rest if not q.unit]
         if len(counts) > 1:
             raise Unclear(f"how many times should recipe {goal} run: {' or '.join(q.text for q in counts)}?")
@@ -428,7 +434,8 @@ class Planner:
             for r in unevidenced_goals(order, plan, self.plant, facts)
         ]
         gaps += [
-            f"the plan does more than the order asks: recipe {r} does what it names with fewer steps"
+            f"the plan does more than the order asks: {'recipe ' + r if r in self.plant.recipes else r} "
+            "does what it names with fewer steps"
             for r in overreach(order, plan, self.plant, facts)
         ]
         gaps += [

@@ -298,3 +298,44 @@ async def test_an_order_that_leaves_the_place_open_is_asked_not_guessed(plant_fi
     out = await Planner(plant, backend, config()).plan(f"Move the {part.split('_')[0]}")
     assert out.status == "clarify" and out.plan is None, (out.status, out.plan and out.plan.goals)
     assert "which location?" in out.question and all(loc in out.question for loc in plant.locations())
+
+
+async def test_the_part_the_order_names_is_the_part_the_recipe_handles() -> None:
+    """The recipe's part-type parameter comes from the order's own words; a plan that picks a
+    part of another type does not cover an order that names one."""
+    from llm_coordinator.expansion import expand_reading
+    from llm_coordinator.order import coverage
+    from llm_coordinator.reading import parse_reading
+    from plant.loader import load_plant
+
+    line = load_plant(PLANTS / "packaging_line.yaml")
+    order = "Fill a canister with 4 l"
+    backend = ScriptedBackend(goal_script({"goal": '{"goal": "fill_and_seal"}'}))  # type: ignore[arg-type]
+    out = await Planner(line, backend, config()).plan(order)
+    assert out.status == "planned" and out.plan is not None, out.reasons
+    assert {s.args["part_type"] for s in out.plan.steps if s.skill == "pick"} == {"canister_5l"}
+    assert [s.args for s in out.plan.steps if s.skill == "dose"] == [{"volume": 4.0}]
+    # The recipe's default part (a bottle) for the same order: the canister is left out.
+    default = expand_reading(
+        line, parse_reading('{"goals": [{"kind": "recipe", "recipe": "fill_and_seal"}]}'), work_order=order
+    )
+    gaps = coverage(read_order(order, line), default, None, line)
+    assert any("'canister'" in g and "no part of that type" in g for g in gaps), gaps
+
+
+async def test_a_recipe_where_one_task_was_asked_for_is_replaced_by_the_task() -> None:
+    """A recipe that does what the order names among other things, where a single task of one
+    agent does just that, does more than asked: the task is planned instead."""
+    from plant.loader import load_plant
+
+    line = load_plant(PLANTS / "packaging_line.yaml")
+    backend = ScriptedBackend(goal_script({"goal": '{"goal": "palletise_layer"}'}))  # type: ignore[arg-type]
+    out = await Planner(line, backend, config()).plan("Change the pallet")
+    assert out.status == "planned" and out.plan is not None, out.reasons
+    assert [(s.agent, s.skill) for s in out.plan.steps] == [("palletiser_1", "release_pallet")]
+    assert any("the model read" in n and "palletise_layer" in n for n in out.plan.notes)
+    # A place's name is not a skill asked for: "the hand-over point" asks for no hand-over.
+    backend = ScriptedBackend(goal_script({"goal": '{"goal": "quarantine_part"}'}))  # type: ignore[arg-type]
+    demo = load_plant(PLANTS / "demo_cell.yaml")
+    out = await Planner(demo, backend, config()).plan("Quarantine the part at the hand-over point")
+    assert out.status == "planned" and out.plan is not None and out.plan.recipe == "quarantine_part", out.reasons
