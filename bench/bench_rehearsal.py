@@ -156,7 +156,8 @@ def _scaling(plant: PlantDescription, plan: Plan, n: int, ray: bool) -> None:
             results.append((name, time.perf_counter() - t, rep.runs))
     base = results[0][1]
     for name, wall, runs in results:
-        same = "same verdicts" if runs == results[0][2] else "DIFFERENT verdicts"
+        odd = [r["seed"] for r, r0 in zip(runs, results[0][2], strict=True) if r != r0]
+        same = "same verdicts" if not odd else f"DIFFERENT runs (seeds {', '.join(map(str, odd))})"
         ok = sum(1 for r in runs if r["ok"])
         print(f"{n} perturbed rehearsals on {name:12s} {wall:6.1f} s   {base / wall:4.2f}x   {ok}/{n} clean, {same}")
 

@@ -361,8 +361,9 @@ async def rehearse_many(
     """Rehearse ``plan`` ``runs`` times, run ``k`` from a start perturbed by seed ``seed + k``,
     without frames; then once more, with frames, the worst run (the first that failed, else the
     one that came closest to the protective separation distance). The runs go to ``workers``
-    processes of this machine, or to a Ray cluster at ``ray_address`` ("local": one started
-    here with ``workers`` CPUs). The same seeds give the same verdicts whichever runs them."""
+    processes of this machine (one: a process all the same), or to a Ray cluster at
+    ``ray_address`` ("local": one started here with ``workers`` CPUs). The same seeds give the
+    same verdicts whichever runs them."""
     t0 = time.monotonic()
     out = Path(out_dir)
     seeds = [seed + k for k in range(runs)]
@@ -370,15 +371,16 @@ async def rehearse_many(
     if ray_address is not None:
         reports = await asyncio.to_thread(_ray_map, ray_address, workers, ray_temp_dir, args)
         how = f"Ray at {ray_address}" if ray_address != "local" else f"Ray started here, {workers} CPUs"
-    elif workers > 1:
+    else:
+        # One worker too is a process of its own: a rehearsal is the main thread of its process
+        # (its linear algebra held to one thread, as on Ray: the same runs whichever way), and it
+        # never takes this process's interpreter from a live twin or the robots' loops.
+        workers = max(1, workers)
         loop = asyncio.get_running_loop()
         spawn = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(workers, mp_context=spawn, initializer=batch_worker_init) as pool:
             reports = list(await asyncio.gather(*(loop.run_in_executor(pool, _rehearse_in_worker, *a) for a in args)))
-        how = f"{workers} processes"
-    else:
-        reports = [await asyncio.to_thread(_rehearse_in_worker, *a) for a in args]
-        how = "one process"
+        how = f"{workers} processes" if workers > 1 else "one worker process"
     rows = [_run_row(s, r) for s, r in zip(seeds, reports, strict=True)]
     worst = _worst(rows)
     title = f"{runs} perturbed rehearsals: closest approach per run; black: the protective separation distance"

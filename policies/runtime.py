@@ -118,14 +118,17 @@ class PolicyRuntime:
         budget_s: float = DEFAULT_BUDGET_S,
         calibration_calls: int = 300,
         threads: int = 1,
+        prefer: Backend | None = None,
     ) -> PolicyRuntime:
         """Load and check a checkpoint for a robot whose spaces are given; choose a backend.
 
         ``auto`` times every backend on this machine (``calibration_calls`` answers each, after
         a warm-up) and keeps the one with the lowest 99th-percentile latency; a named backend is
-        timed alone. Every backend used must reproduce the eager network on probe observations.
-        Sets torch to ``threads`` intra-op threads (an on-robot policy gets one core). Raises
-        :class:`CheckpointError`, :class:`SpaceMismatchError` or :class:`LatencyBudgetError`.
+        timed alone. ``prefer`` (with ``auto``): every backend is checked, and that one kept
+        whatever the timings (a run that must not depend on the machine's load). Every backend
+        used must reproduce the eager network on probe observations. Sets torch to ``threads``
+        intra-op threads (an on-robot policy gets one core). Raises :class:`CheckpointError`,
+        :class:`SpaceMismatchError` or :class:`LatencyBudgetError`.
         """
         directory = Path(directory)
         info = read_info(directory)
@@ -145,7 +148,9 @@ class PolicyRuntime:
             if not np.allclose(got, reference, atol=EXPORT_ATOL):
                 raise CheckpointError(f"{directory}: the {name} backend disagrees with the network")
             timed.append((_p99(run, probe[0][None], calibration_calls), name, run))
-        p99, name, run = min(timed, key=lambda t: t[0])
+        if prefer is not None and prefer not in BACKENDS:
+            raise ValueError(f"prefer must be one of {', '.join(BACKENDS)}, not {prefer!r}")
+        p99, name, run = next((t for t in timed if t[1] == prefer), None) or min(timed, key=lambda t: t[0])
         if p99 > budget_s:
             raise LatencyBudgetError(
                 f"policy {info.env_id}: fastest backend {name} answers in {p99 * 1e6:.0f} us at p99, over the "

@@ -482,11 +482,13 @@ def make_approach(
     checkpoint: Path | str | None,
     backend: Literal["auto", "eager", "torchscript", "onnx"] = "auto",
     budget_s: float = 1e-3,
+    prefer: Literal["eager", "torchscript", "onnx"] | None = None,
 ) -> LearnedApproach | ScriptedApproach:
     """The approach-phase controller for ``robot``: learned when ``checkpoint`` loads, is intact,
     fits this robot's spaces (joint count, joint, speed and TCP limits) and answers within
     ``budget_s``; scripted otherwise, with ``reason`` saying why. Never raises for a bad
-    checkpoint; loading takes about a second (the runtime times its backends)."""
+    checkpoint; loading takes about a second (the runtime times its backends). ``prefer``: the
+    backend kept once every one is checked (see :meth:`PolicyRuntime.load`)."""
     limits = ArmLimits.from_robot(robot)
     home = np.asarray(robot.home(), dtype=float)
     target_rot = down_rotation(kinematics, home)
@@ -495,7 +497,9 @@ def make_approach(
         return scripted
     obs_space, act_space = approach_spaces(limits)
     try:
-        runtime = PolicyRuntime.load(Path(checkpoint), obs_space, act_space, backend=backend, budget_s=budget_s)
+        runtime = PolicyRuntime.load(
+            Path(checkpoint), obs_space, act_space, backend=backend, budget_s=budget_s, prefer=prefer
+        )
         learned = LearnedApproach(runtime, kinematics, limits, target_rot, home, control_dt_s, scripted)
     except (CheckpointError, SpaceMismatchError, LatencyBudgetError, ValueError) as exc:
         log.warning("policy %s refused, the scripted approach stays: %s", checkpoint, exc)

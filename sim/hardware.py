@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -257,8 +258,10 @@ def build_runtime(
 
     Its approach phase (picking a part off a running conveyor) runs the policy of ``checkpoint``
     (``"shipped"``: the one shipped for the robot's model, if any; None: none) when it loads,
-    fits the robot and answers within ``policy_budget_s``; else the scripted approach, the
+    fits the robot and (live) answers within ``policy_budget_s``; else the scripted approach, the
     reason logged and kept in ``runtime.tracking.approach.reason``. Loading takes about a second.
+    In lockstep the policy runs on its eager backend (every backend checked), with no budget: a
+    rehearsal's run depends on its start alone, not on the machine's load.
 
     In lockstep, call ``runtime.step()`` after every ``twin.step(1)`` (or use
     ``runtime.run_lockstep``). Live, call ``runtime.start()``.
@@ -284,7 +287,13 @@ def build_runtime(
     spec = plant.robots[robot]
     ckpt = shipped_checkpoint(spec.model) if checkpoint == "shipped" else checkpoint
     kin = arm_kinematics(model, plant, robot)
-    approach = make_approach(spec, kin, hw.control_period_s, ckpt, budget_s=policy_budget_s)
+    if live is None:
+        # A rehearsal is not real time: the network's own answers (eager, once every backend is
+        # checked), and no latency budget to miss on a loaded machine, so that the same start
+        # gives the same run in any process.
+        approach = make_approach(spec, kin, hw.control_period_s, ckpt, budget_s=math.inf, prefer="eager")
+    else:
+        approach = make_approach(spec, kin, hw.control_period_s, ckpt, budget_s=policy_budget_s)
     log.info("%s: %s approach phase (%s)", robot, approach.kind, approach.reason)
 
     def tool() -> FloatArray:

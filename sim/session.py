@@ -24,7 +24,7 @@ import contextlib
 import queue
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +39,33 @@ from sim.twin import Perturbation, PlantReadings, Twin, TwinState
 
 #: Ticks stepped between two yields to the event loop (0.1 s of twin time at 4 ms a tick).
 _TICKS_PER_YIELD = 25
+
+_blas = threading.Lock()
+_blas_sessions: list[Any] = []  # the limiter while sessions are open, once per open session
+
+
+@contextlib.contextmanager
+def _one_blas_thread() -> Iterator[None]:
+    """Linear algebra on one thread while any lockstep session of this process is open: OpenBLAS
+    rounds differently on 1 and 2 threads, and a rehearsal must run the same in a process of its
+    own, in a pool or on Ray (which gives its workers one thread), whatever the machine. Only
+    from the main thread: OpenBLAS does not reliably take a thread count set from another one
+    (a session run on another thread keeps the process's count)."""
+    from threadpoolctl import threadpool_limits
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    with _blas:
+        limiter = _blas_sessions[0] if _blas_sessions else threadpool_limits(limits=1, user_api="blas")
+        _blas_sessions.append(limiter)
+    try:
+        yield
+    finally:
+        with _blas:
+            _blas_sessions.pop()
+            if not _blas_sessions:
+                limiter.restore_original_limits()
 
 
 @dataclass
@@ -204,6 +231,12 @@ def twin_factory(
 
     @asynccontextmanager
     async def factory(plant: PlantDescription) -> AsyncIterator[TwinSession]:
+        with _one_blas_thread():
+            async with _session(plant) as session:
+                yield session
+
+    @asynccontextmanager
+    async def _session(plant: PlantDescription) -> AsyncIterator[TwinSession]:
         twin = Twin(plant)
         if isinstance(start, PlantReadings):
             twin.apply_readings(start)

@@ -46,6 +46,44 @@ def test_a_seed_draws_one_start_within_the_tolerances(demo_plant: PlantDescripti
             assert zone.contains_xy(x, y), (name, x, y)
 
 
+_ONE_RUN = """
+import asyncio, json, sys
+from llm_coordinator import wiring
+from llm_coordinator.expansion import expand_recipe, finish_plan
+from llm_coordinator.plan import RecipeIntent
+from llm_coordinator.rehearsal import rehearse_many
+from plant.loader import load_plant
+plant = load_plant()
+protos, notes = expand_recipe(plant, RecipeIntent(goal="recipe", recipe="machine_part"))
+plan = finish_plan(plant, protos, work_order="x", mode="intent", recipe="machine_part", notes=notes)
+rep = asyncio.run(rehearse_many(plant, plan, wiring.twin_factory, sys.argv[1], 1, seed=2, render_worst=False))
+print(json.dumps(rep.runs))
+"""
+
+
+@pytest.mark.slow
+def test_a_run_does_not_depend_on_how_many_threads_the_process_gives_linear_algebra(tmp_path: Path) -> None:
+    """Ray gives its workers one BLAS thread; a process of this machine has two. OpenBLAS rounds
+    differently on each, and seed 2's makespan came out 0.2 s apart: the same seed must give the
+    same run (the session does its linear algebra on one thread)."""
+    if (os.cpu_count() or 1) < 2:
+        pytest.skip("one core: OpenBLAS has one thread either way")
+    runs = []
+    for threads in ("1", "2"):
+        env = dict(os.environ, OPENBLAS_NUM_THREADS=threads, MUJOCO_GL=os.environ.get("MUJOCO_GL", "egl"))
+        out = subprocess.run(
+            [sys.executable, "-c", _ONE_RUN, str(tmp_path / threads)],
+            cwd=Path(__file__).resolve().parents[2],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=300,
+        )
+        assert out.returncode == 0, out.stderr[-2000:]
+        runs.append(out.stdout.strip().splitlines()[-1])
+    assert runs[0] == runs[1]
+
+
 @pytest.mark.slow
 async def test_the_same_seeds_give_the_same_verdicts_serial_and_on_two_processes(
     demo_plant: PlantDescription, tmp_path: Path
