@@ -237,9 +237,9 @@ class MachineCapture:
 @dataclass
 class TwinState:
     """Everything that moves in a twin at one instant: the MuJoCo integration state (time,
-    joints, controls, people, active grasps), the grasp offsets, every machine's logic and the
-    random generator. Plain data, so it can be pickled to another process; restore it into a
-    twin of the same plant with :meth:`Twin.restore`."""
+    joints, controls, people, active grasps), the grasp offsets, grasps and releases under way,
+    every machine's logic and the random generator. Plain data, so it can be pickled to another
+    process; restore it into a twin of the same plant with :meth:`Twin.restore`."""
 
     plant_name: str
     physics: FloatArray
@@ -247,6 +247,11 @@ class TwinState:
     ticks: int
     machines: dict[str, MachineCapture]
     rng: dict[str, Any] = field(default_factory=dict)
+    #: Grasps under way: robot -> (weld, part body) the closing fingers will take on touching it.
+    grasping: dict[str, tuple[int, int]] = field(default_factory=dict)
+    #: Releases under way: robot -> the tick it lets go (None: a state that does not say; a
+    #: gripper opening round a part lets go of it at once).
+    letting_go: dict[str, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -584,6 +589,8 @@ class Twin:
             self.ticks,
             machines,
             dict(copy.deepcopy(self.rng.bit_generator.state)),
+            dict(self._grasping),
+            dict(self._letting_go),
         )
 
     def restore(self, state: TwinState) -> None:
@@ -611,9 +618,12 @@ class Twin:
             tm.defect_code, tm.confidence = cap.defect_code, cap.confidence
             tm.spindle_speed_rpm = cap.spindle_speed_rpm
             tm.show_restored()
-        # (a gripper taken while it opened round a part lets go of it at once)
-        self._letting_go = {r: self.ticks for r, h in self._robots.items() if self.held_part(r) and self._opening(h)}
-        self._grasping = {}
+        if state.letting_go is not None:
+            self._letting_go = dict(state.letting_go)
+        else:  # (a gripper taken while it opened round a part lets go of it at once)
+            opening = [r for r, h in self._robots.items() if self.held_part(r) and self._opening(h)]
+            self._letting_go = dict.fromkeys(opening, self.ticks)
+        self._grasping = dict(state.grasping)
         self._update_people()
         mujoco.mj_forward(self.model, self.data)
 

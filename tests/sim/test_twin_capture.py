@@ -49,6 +49,32 @@ def test_a_restored_twin_goes_on_exactly_as_the_original(demo_plant: PlantDescri
     assert state.physics[0] < original.time_s
 
 
+@pytest.mark.parametrize("robot", ["ur5e_1", "panda_1"])
+def test_a_grasp_or_a_release_under_way_goes_on_in_the_restored_twin(demo_plant: PlantDescription, robot: str) -> None:
+    """Captured while the fingers close round a part (not yet touching it), then while they open
+    round it (not yet let go): the restored twin takes the part, and lets go of it, at the same
+    tick as the original."""
+    original = Twin(demo_plant)
+    original.step(50)
+    part = sorted(original.part_positions())[0]
+    original.put_part(part, tuple(original.tool_position(robot)))
+    original.set_gripper(robot, 1.0)
+    assert original.held_part(robot) is None
+    for when in ("grasping", "letting go"):
+        copy = Twin(demo_plant)
+        copy.restore(pickle.loads(pickle.dumps(original.capture())))
+        for twin in (original, copy):
+            twin.step(12)
+        assert copy.held_part(robot) == original.held_part(robot) == part, when
+        if when == "grasping":
+            original.set_gripper(robot, 0.0)  # opens; lets go release_s later
+            continue
+        for twin in (original, copy):
+            twin.step(40)
+        assert copy.held_part(robot) is original.held_part(robot) is None
+        assert copy.part_positions() == original.part_positions()
+
+
 def test_a_state_of_another_plant_is_refused(demo_plant: PlantDescription) -> None:
     state = _busy(demo_plant).capture()
     data = demo_plant.model_dump()
