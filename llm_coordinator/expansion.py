@@ -51,6 +51,11 @@ class Unplannable(Exception):
         super().__init__(reason)
 
 
+#: The kinds of names an order must choose itself when it leaves them open: what is worked on and
+#: where it goes. (Which agent or machine does it is the plant's to settle, as a recipe does.)
+OPEN_KINDS = frozenset({"location", "bin", "part_type", "part"})
+
+
 class Unclear(Exception):
     """The order can be read several ways; ``question`` asks the person which. ``options``: the
     plant's names it could be (places, part types: what the order works on and where), when
@@ -187,7 +192,10 @@ def recipe_params(
     for pname, spec in recipe.params.items():
         v = given.get(pname, spec.default)
         if v is None:
-            raise Unclear(f"recipe {name} needs {pname} ({spec.description or spec.type}): which value?")
+            raise Unclear(
+                f"recipe {name} needs {pname} ({spec.description or spec.type}): which value?",
+                (plant.names_of(spec.type) or []) if spec.type in OPEN_KINDS else (),
+            )
         names = plant.names_of(spec.type)
         if names is not None:
             hit = _closest(str(v), names)
@@ -381,8 +389,7 @@ class _Builder:
                     )
                 if len(capable) > 1 and step_location(plant, g.skill, args) is None:
                     # Nothing but the order could tell these apart (no place decides by reach).
-                    # (No options: which agent does it is the plant's to settle, as a recipe does;
-                    # what is worked on and where it goes are the order's.)
+                    # (No options: see OPEN_KINDS.)
                     raise Unclear(f"which of {', '.join(capable)} should {g.skill.replace('_', ' ')}?")
                 chosen = capable[0]
             elif chosen in plant.robots:
@@ -445,7 +452,7 @@ class _Builder:
                 f"{g.skill.replace('_', ' ')}: which {a.type.replace('_', ' ')}"
                 + (f" for {name}?" if name != a.type else "?")
                 + (f" ({choices})" if choices else ""),
-                names or (),
+                (names or ()) if a.type in OPEN_KINDS else (),
             )
         return out
 

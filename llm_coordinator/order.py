@@ -502,7 +502,7 @@ def _only_in_names(phrase: str, folded: str, plant: PlantDescription) -> bool:
 
 def overreach(order: str, plan: Plan, plant: PlantDescription, facts: OrderFacts) -> list[str]:
     """Recipes of the plant that do what the order names with fewer steps than the plan's recipe,
-    and single tasks ("<agent> <skill>") that do: each covers every word of the order that the
+    and single tasks ("the task <skill> of <agent>") that do: each covers every word of the order that the
     plan covers. The plan does more than asked (machining a new blank when the order asks to
     inspect a part that is waiting)."""
     mine = _plan_recipes(plan, plant)
@@ -523,18 +523,22 @@ def overreach(order: str, plan: Plan, plant: PlantDescription, facts: OrderFacts
         # One task whose skill the order names in its own words, not in a name of the plant ("the
         # hand-over point" asks for no hand-over); the skill's name and description cover the rest,
         # as a recipe's own description does, and the agent only as the order names it. Dosing a
-        # volume is not filling and sealing.
+        # volume is not filling and sealing. A skill the recipe itself has is no such task: the
+        # recipe is how the plant gets it done (a part picked and presented for an inspection).
         from llm_coordinator.guardrails import skill_spec
 
         folded = _fold(order)
         own = [w for w in covered if w not in named and not _only_in_names(w, folded, plant)]
+        in_recipe = {st.skill for st in plant.recipes[mine[0]].steps}
+        tasks: dict[str, list[str]] = {}
         for agent in plant.agents():
             for skill in plant.agent_skills(agent):
-                if not any(_matches(w, _text_words(skill)) for w in own):
+                if skill in in_recipe or not any(_matches(w, _text_words(skill)) for w in own):
                     continue
                 other = _text_words(skill, skill_spec(plant, agent, skill).description) | named
                 if all(_matches(w, other) for w in covered):
-                    out.append(f"{agent} {skill}")
+                    tasks.setdefault(skill, []).append(agent)
+        out += [f"the task {skill} of {' or '.join(agents)}" for skill, agents in tasks.items()]
     return out
 
 

@@ -399,12 +399,11 @@ class Planner:
         """A one-recipe reading: counts and parameters from the order's own numbers and units."""
         recipe = self.plant.recipes[goal]
         rest, params = numbers_for(order, facts, list(recipe.params), {n: p.unit for n, p in recipe.params.items()})
-        # The part the order names, for the recipe's one parameter of part type (what it works on).
-        for kind in ("part_type", "part"):
-            slots = [n for n, p in recipe.params.items() if p.type == kind and n not in params]
-            named = list(dict.fromkeys(m.name for m in facts.mentions if m.name in (self.plant.names_of(kind) or [])))
-            if len(slots) == 1 and len(named) == 1:
-                params[slots[0]] = named[0]
+        # The part type the order names, for the recipe's one parameter of that type (what it works on).
+        slots = [n for n, p in recipe.params.items() if p.type == "part_type" and n not in params]
+        named = facts.named("part_type")
+        if len(slots) == 1 and len(named) == 1:
+            params[slots[0]] = named[0]
         counts = [q for q in rest if not q.unit]
         if len(counts) > 1:
             raise Unclear(f"how many times should recipe {goal} run: {' or '.join(q.text for q in counts)}?")

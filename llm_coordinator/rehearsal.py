@@ -368,29 +368,44 @@ async def rehearse_many(
     out = Path(out_dir)
     seeds = [seed + k for k in range(runs)]
     args = [(make_factory, plant, plan, str(out / f"run_{s}"), timeout_margin, False, start, s) for s in seeds]
-    if ray_address is not None:
-        reports = await asyncio.to_thread(_ray_map, ray_address, workers, ray_temp_dir, args)
-        how = f"Ray at {ray_address}" if ray_address != "local" else f"Ray started here, {workers} CPUs"
-    else:
-        # One worker too is a process of its own: a rehearsal is the main thread of its process
-        # (its linear algebra held to one thread, as on Ray: the same runs whichever way), and it
-        # never takes this process's interpreter from a live twin or the robots' loops.
-        workers = max(1, workers)
-        loop = asyncio.get_running_loop()
-        spawn = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(workers, mp_context=spawn, initializer=batch_worker_init) as pool:
+    # Every rehearsal, the worst run's again with frames too, is the main thread of a process of
+    # its own, even with one worker: its linear algebra is held to one thread there (as on Ray),
+    # so the runs are the same whichever way they run, and it never takes this process's
+    # interpreter from a live twin or the robots' loops. (The pool starts its processes on the
+    # first rehearsal it is given.)
+    workers = max(1, workers)
+    loop = asyncio.get_running_loop()
+    spawn = multiprocessing.get_context("spawn")
+    pool = ProcessPoolExecutor(workers if ray_address is None else 1, mp_context=spawn, initializer=batch_worker_init)
+    try:
+        if ray_address is not None:
+            reports = await asyncio.to_thread(_ray_map, ray_address, workers, ray_temp_dir, args)
+            how = f"Ray at {ray_address}" if ray_address != "local" else f"Ray started here, {workers} CPUs"
+        else:
             reports = list(await asyncio.gather(*(loop.run_in_executor(pool, _rehearse_in_worker, *a) for a in args)))
-        how = f"{workers} processes" if workers > 1 else "one worker process"
-    rows = [_run_row(s, r) for s, r in zip(seeds, reports, strict=True)]
-    worst = _worst(rows)
-    title = f"{runs} perturbed rehearsals: closest approach per run; black: the protective separation distance"
-    plot = await asyncio.to_thread(write_separation_plot, rows, out / "risk_separation.png", title)
-    evidence: list[str] = [str(plot)]
-    if worst is not None and render_worst:
-        again = await asyncio.to_thread(
-            _rehearse_in_worker, make_factory, plant, plan, str(out / "worst"), timeout_margin, True, start, worst
-        )
-        evidence += await asyncio.to_thread(_name_worst, again.evidence, worst)
+            how = f"{workers} processes" if workers > 1 else "one worker process"
+        rows = [_run_row(s, r) for s, r in zip(seeds, reports, strict=True)]
+        worst = _worst(rows)
+        title = f"{runs} perturbed rehearsals: closest approach per run; black: the protective separation distance"
+        plot = await asyncio.to_thread(write_separation_plot, rows, out / "risk_separation.png", title)
+        evidence: list[str] = [str(plot)]
+        if worst is not None and render_worst:
+            again = await loop.run_in_executor(
+                pool,
+                _rehearse_in_worker,
+                make_factory,
+                plant,
+                plan,
+                str(out / "worst"),
+                timeout_margin,
+                True,
+                start,
+                worst,
+            )
+            evidence += await asyncio.to_thread(_name_worst, again.evidence, worst)
+    finally:
+        # (cancelled: the rehearsals not started are dropped, and the event loop does not wait)
+        pool.shutdown(wait=False, cancel_futures=True)
     return RiskReport(rows, worst, evidence, time.monotonic() - t0, how)
 
 

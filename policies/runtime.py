@@ -130,6 +130,8 @@ class PolicyRuntime:
         intra-op threads (an on-robot policy gets one core). Raises :class:`CheckpointError`,
         :class:`SpaceMismatchError` or :class:`LatencyBudgetError`.
         """
+        if prefer is not None and (backend != "auto" or prefer not in BACKENDS):
+            raise ValueError(f"prefer takes one of {', '.join(BACKENDS)}, with backend auto ({backend!r}, {prefer!r})")
         directory = Path(directory)
         info = read_info(directory)
         check_spaces(info, observation_space, action_space)
@@ -148,12 +150,11 @@ class PolicyRuntime:
             if not np.allclose(got, reference, atol=EXPORT_ATOL):
                 raise CheckpointError(f"{directory}: the {name} backend disagrees with the network")
             timed.append((_p99(run, probe[0][None], calibration_calls), name, run))
-        if prefer is not None and prefer not in BACKENDS:
-            raise ValueError(f"prefer must be one of {', '.join(BACKENDS)}, not {prefer!r}")
         p99, name, run = next((t for t in timed if t[1] == prefer), None) or min(timed, key=lambda t: t[0])
         if p99 > budget_s:
+            which = "the preferred" if prefer else "the fastest"
             raise LatencyBudgetError(
-                f"policy {info.env_id}: fastest backend {name} answers in {p99 * 1e6:.0f} us at p99, over the "
+                f"policy {info.env_id}: {which} backend {name} answers in {p99 * 1e6:.0f} us at p99, over the "
                 f"{budget_s * 1e6:.0f} us budget"
             )
         return cls(info, name, run, budget_s, p99)

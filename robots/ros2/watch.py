@@ -273,6 +273,7 @@ class EstopTrigger:
                 client = self._clients[robot] = self.node.create_client(Trigger, f"/{robot}/estop")
         if not client.wait_for_service(timeout_sec=timeout_s):
             return None
+        resend_s = max(resend_s, 0.05)
         done = threading.Event()
         end = time.monotonic() + timeout_s
         futures: list[Any] = []
