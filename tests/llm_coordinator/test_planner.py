@@ -11,7 +11,7 @@ from llm_coordinator.backends.scripted import ScriptedBackend
 from llm_coordinator.config import CoordinatorConfig, ModelConfig, ScriptedBackendConfig, ScriptedReply
 from llm_coordinator.interface import LLMBackend
 from llm_coordinator.order import read_order, static_refusals
-from llm_coordinator.planner import Planner
+from llm_coordinator.planner import Planner, PlanningOutcome
 from llm_coordinator.testing import goal_script
 from plant.config import PlantDescription
 
@@ -24,6 +24,12 @@ def scripted(*texts: str | None, delay_s: float = 0.0) -> ScriptedBackend:
 
 def config(mode: str = "intent", timeout_s: float = 5.0) -> CoordinatorConfig:
     return CoordinatorConfig.model_validate({"mode": mode, "model": ModelConfig(timeout_s=timeout_s).model_dump()})
+
+
+async def model_answers(plant: PlantDescription, answers: dict[str, str], order: str) -> PlanningOutcome:
+    """The planner's outcome for ``order`` when the model answers each question as ``answers``."""
+    backend = ScriptedBackend(goal_script(answers))  # type: ignore[arg-type]
+    return await Planner(plant, backend, config()).plan(order)
 
 
 async def test_garbage_never_becomes_a_plan(demo_plant: PlantDescription) -> None:
@@ -294,8 +300,8 @@ async def test_an_order_that_leaves_the_place_open_is_asked_not_guessed(plant_fi
 
     plant = load_plant(PLANTS / plant_file)
     part = next(iter(plant.part_types))
-    backend = ScriptedBackend(goal_script({"goal": '{"goal": "tasks"}', "skill": '{"skill": "move_to"}'}))  # type: ignore[arg-type]
-    out = await Planner(plant, backend, config()).plan(f"Move the {part.split('_')[0]}")
+    answers = {"goal": '{"goal": "tasks"}', "skill": '{"skill": "move_to"}'}
+    out = await model_answers(plant, answers, f"Move the {part.split('_')[0]}")
     assert out.status == "clarify" and out.plan is None, (out.status, out.plan and out.plan.goals)
     assert "which location?" in out.question and all(loc in out.question for loc in plant.locations())
 
@@ -310,8 +316,7 @@ async def test_the_part_the_order_names_is_the_part_the_recipe_handles() -> None
 
     line = load_plant(PLANTS / "packaging_line.yaml")
     order = "Fill a canister with 4 l"
-    backend = ScriptedBackend(goal_script({"goal": '{"goal": "fill_and_seal"}'}))  # type: ignore[arg-type]
-    out = await Planner(line, backend, config()).plan(order)
+    out = await model_answers(line, {"goal": '{"goal": "fill_and_seal"}'}, order)
     assert out.status == "planned" and out.plan is not None, out.reasons
     assert {s.args["part_type"] for s in out.plan.steps if s.skill == "pick"} == {"canister_5l"}
     assert [s.args for s in out.plan.steps if s.skill == "dose"] == [{"volume": 4.0}]
@@ -329,13 +334,16 @@ async def test_a_recipe_where_one_task_was_asked_for_is_replaced_by_the_task() -
     from plant.loader import load_plant
 
     line = load_plant(PLANTS / "packaging_line.yaml")
-    backend = ScriptedBackend(goal_script({"goal": '{"goal": "palletise_layer"}'}))  # type: ignore[arg-type]
-    out = await Planner(line, backend, config()).plan("Change the pallet")
+    out = await model_answers(line, {"goal": '{"goal": "palletise_layer"}'}, "Change the pallet")
     assert out.status == "planned" and out.plan is not None, out.reasons
     assert [(s.agent, s.skill) for s in out.plan.steps] == [("palletiser_1", "release_pallet")]
     assert any("the model read" in n and "palletise_layer" in n for n in out.plan.notes)
-    # A place's name is not a skill asked for: "the hand-over point" asks for no hand-over.
-    backend = ScriptedBackend(goal_script({"goal": '{"goal": "quarantine_part"}'}))  # type: ignore[arg-type]
+    # A place's name is not a skill asked for: "the hand-over point" asks for no hand-over; nor is
+    # a skill of the recipe itself (a bare inspection, with no part brought to it).
     demo = load_plant(PLANTS / "demo_cell.yaml")
-    out = await Planner(demo, backend, config()).plan("Quarantine the part at the hand-over point")
-    assert out.status == "planned" and out.plan is not None and out.plan.recipe == "quarantine_part", out.reasons
+    for recipe, order in (
+        ("quarantine_part", "Quarantine the part at the hand-over point"),
+        ("inspect_part", "Inspect the part waiting at the hand-over point"),
+    ):
+        out = await model_answers(demo, {"goal": f'{{"goal": "{recipe}"}}'}, order)
+        assert out.status == "planned" and out.plan is not None and out.plan.recipe == recipe, out.reasons
