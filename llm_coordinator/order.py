@@ -346,12 +346,11 @@ def _text_words(*texts: str) -> set[str]:
 
 def plan_vocabulary(plan: Plan, plant: PlantDescription, described: bool = True) -> set[str]:
     """The words of what a plan does: its agents (names, kinds, models, makers, descriptions), its
-    skills and (``described``) their descriptions, its arguments, its recipes and their
-    descriptions, its conditions."""
+    skills and their descriptions, its arguments, its recipes and their descriptions, its
+    conditions."""
     from llm_coordinator.guardrails import skill_spec
 
     vocab: set[str] = set()
-    recipes = _plan_recipes(plan, plant)
     for s in plan.steps:
         # The names of numeric arguments ("program 7"); a named one's value speaks for it.
         vocab |= _text_words(s.agent, s.skill, " ".join(n for n, v in s.args.items() if not isinstance(v, str)))
@@ -360,7 +359,7 @@ def plan_vocabulary(plan: Plan, plant: PlantDescription, described: bool = True)
         vocab |= _text_words(*(v for v in s.args.values() if isinstance(v, str)))
         vocab |= _text_words(*(plant.part_types[v].description for v in s.args.values() if v in plant.part_types))
         vocab |= _agent_words(plant, s.agent, described=False)
-    for recipe in recipes:
+    for recipe in _plan_recipes(plan, plant):
         vocab |= _text_words(recipe, plant.recipes[recipe].description)
     for d in plan.decisions:
         vocab |= _text_words(d.condition.machine, d.condition.tag, d.condition.label)
@@ -502,8 +501,8 @@ def _only_in_names(phrase: str, folded: str, plant: PlantDescription) -> bool:
 
 def overreach(order: str, plan: Plan, plant: PlantDescription, facts: OrderFacts) -> list[str]:
     """Recipes of the plant that do what the order names with fewer steps than the plan's recipe,
-    and single tasks ("the task <skill> of <agent>") that do: each covers every word of the order that the
-    plan covers. The plan does more than asked (machining a new blank when the order asks to
+    and single tasks ("the task <skill> of <agent>") that do: each covers every word of the
+    order that the plan covers. The plan does more than asked (machining a new blank when the order asks to
     inspect a part that is waiting)."""
     mine = _plan_recipes(plan, plant)
     if len(mine) != 1 or len(plan.goals) > 1:

@@ -40,8 +40,8 @@ from sim.twin import Perturbation, PlantReadings, Twin, TwinState
 #: Ticks stepped between two yields to the event loop (0.1 s of twin time at 4 ms a tick).
 _TICKS_PER_YIELD = 25
 
-_blas = threading.Lock()
-_blas_sessions: list[Any] = []  # the limiter while sessions are open, once per open session
+_blas_open = 0  # lockstep sessions open on the main thread
+_blas_limit: Any = None  # threadpoolctl's limit while any is
 
 
 @contextlib.contextmanager
@@ -51,21 +51,22 @@ def _one_blas_thread() -> Iterator[None]:
     own, in a pool or on Ray (which gives its workers one thread), whatever the machine. Only
     from the main thread: OpenBLAS does not reliably take a thread count set from another one
     (a session run on another thread keeps the process's count)."""
+    global _blas_open, _blas_limit
     from threadpoolctl import threadpool_limits
 
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    with _blas:
-        limiter = _blas_sessions[0] if _blas_sessions else threadpool_limits(limits=1, user_api="blas")
-        _blas_sessions.append(limiter)
+    if _blas_open == 0:
+        _blas_limit = threadpool_limits(limits=1, user_api="blas")
+    _blas_open += 1
     try:
         yield
     finally:
-        with _blas:
-            _blas_sessions.pop()
-            if not _blas_sessions:
-                limiter.restore_original_limits()
+        _blas_open -= 1
+        if _blas_open == 0:
+            _blas_limit.restore_original_limits()
+            _blas_limit = None
 
 
 @dataclass
