@@ -151,35 +151,63 @@ def _safe(value: object, limit: int = 500) -> str:
     return escape(safe_text(value, limit))
 
 
-def _report(
-    sub: Submission,
-    note: str = "",
-    *,
-    doc: _JsonOut | None = None,
-    store: Store | None = None,
-    model: str | None = None,
-) -> NoReturn:
-    """Where a submitted work order ended up; exit 0 when it awaits approval. With ``doc``
-    enabled, as the plan's JSON document (from ``store``, with ``model`` named) instead."""
-    code = 0 if sub.status == "awaiting_approval" else 1
-    if doc is not None and doc.enabled and store is not None:
-        from llm_coordinator.plan_json import plan_document
-
-        doc.make = lambda: plan_document(store, sub.plan_id, submission=sub, model=model)
+def _report(answer: Mapping[str, Any], note: str = "", *, doc: _JsonOut | None = None) -> NoReturn:
+    """Where a submitted work order ended up (``answer``: :func:`llm_coordinator.serve.answer_of`,
+    made here or by ``atelier serve``); exit 0 when it awaits approval. With ``doc`` enabled, as
+    the plan's JSON document instead."""
+    code = 0 if answer["status"] == "awaiting_approval" else 1
+    if doc is not None and doc.enabled:
+        document = dict(answer["document"])
+        doc.make = lambda: document
         raise typer.Exit(code)
-    out.print(f"plan [bold]{sub.plan_id}[/]{note}: {sub.status}")
-    if model:
-        out.print(f"  read by {_safe(model, 200)}", highlight=False)
-    for r in sub.reasons:
+    out.print(f"plan [bold]{_safe(answer['plan_id'])}[/]{note}: {_safe(answer['status'])}")
+    if answer.get("model"):
+        out.print(f"  read by {_safe(answer['model'], 200)}", highlight=False)
+    for r in answer.get("reasons") or []:
         out.print(f"  - {_safe(r)}", highlight=False)
-    if sub.rehearsal is not None and sub.rehearsal.risk is not None:
-        from llm_coordinator.rehearsal import risk_lines
-
-        for line in risk_lines(sub.rehearsal.risk):
-            out.print(f"  risk: {_safe(line)}", highlight=False)
-    for e in sub.evidence or []:
+    for line in answer.get("risk") or []:
+        out.print(f"  risk: {_safe(line)}", highlight=False)
+    for e in answer.get("evidence") or []:
         out.print(f"  evidence: {_safe(e)}", highlight=False)
     raise typer.Exit(code)
+
+
+#: The options of ``atelier plan`` that belong to the server with ``--server``.
+_SERVER_OWNS = {
+    "mode": "--mode",
+    "db": "--db",
+    "plant_file": "--plant",
+    "config": "--config",
+    "evidence": "--evidence",
+    "frames": "--frames/--no-frames",
+    "rehearsals": "--rehearsals",
+    "workers": "--workers",
+    "ray": "--ray",
+    "seed": "--seed",
+}
+
+
+def _ask(server: Path, words: str, reading: Reading | None) -> dict[str, Any]:
+    """The answer of ``atelier serve`` at ``server`` for a work order; a failure is printed and
+    exits with code 1 (2 when the request itself was refused)."""
+    from llm_coordinator.serve import Request, ServeError, ask
+
+    request = Request(order=words, reading=reading.model_dump(mode="json") if reading is not None else None)
+    try:
+        answer = ask(server, request)
+    except ServeError as exc:
+        err.print(f"[bold red]error:[/] {_safe(exc)}", highlight=False)
+        raise typer.Exit(1) from None
+    if not answer["ok"]:
+        err.print(f"[bold red]error:[/] {_safe(answer.get('error'), 2000)}", highlight=False)
+        raise typer.Exit(2)
+    return answer
+
+
+def _submitted(co: Coordinator, sub: Submission, model: str | None = None) -> dict[str, Any]:
+    from llm_coordinator.serve import answer_of
+
+    return answer_of(co, sub, model)
 
 
 # --------------------------------------------------------------------------- a reading from a file
@@ -438,6 +466,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command("plan")
     def plan_cmd(
+        ctx: typer.Context,
         order: Annotated[
             str | None, typer.Argument(help="the work order, in plain words (with --reading: its words, optional)")
         ] = None,
@@ -481,14 +510,22 @@ def register(app: typer.Typer) -> None:
             ),
         ] = None,
         seed: Annotated[int | None, typer.Option(help="seed of the first perturbed start")] = None,
+        server: Annotated[
+            Path | None,
+            typer.Option(
+                "--server",
+                metavar="SOCKET",
+                help="ask the warm coordinator of `atelier serve --socket SOCKET` (its plant, store, model and "
+                "rehearsals) instead of starting one here",
+            ),
+        ] = None,
         as_json: JsonOpt = False,
     ) -> None:
         """Plan a work order: model, guardrails, rehearsal in the twin; ends awaiting approval.
         With --reading, the order is written in the plan language and no model reads it. With
         --rehearsals N, a plan that passes is rehearsed again from N-1 perturbed starts (on
-        --workers processes, or on Ray with --ray) and the risk figures are kept with it."""
-        from llm_coordinator.wiring import build_coordinator
-
+        --workers processes, or on Ray with --ray) and the risk figures are kept with it. With
+        --server, a running `atelier serve` plans it (no start-up here)."""
         if order is not None and order_words is not None:
             err.print("give the work order's words once: as the argument or with --order", highlight=False)
             raise typer.Exit(2)
@@ -496,9 +533,25 @@ def register(app: typer.Typer) -> None:
         if reading_file is None and not words:
             err.print("no work order: give its words, or --reading FILE", highlight=False)
             raise typer.Exit(2)
+        if server is not None:
+            given = [
+                flag
+                for name, flag in _SERVER_OWNS.items()
+                if getattr(ctx.get_parameter_source(name), "name", "") in ("COMMANDLINE", "ENVIRONMENT")
+            ]
+            if given:
+                err.print(
+                    f"{', '.join(given)}: with --server these are the server's (give them to `atelier serve`)",
+                    highlight=False,
+                )
+                raise typer.Exit(2)
         # A malformed reading is refused before anything is stored.
         reading = _read_reading(reading_file) if reading_file is not None else None
         with _json_output(as_json) as doc:
+            if server is not None:
+                _report(_ask(server, words or "", reading), doc=doc)
+            from llm_coordinator.wiring import build_coordinator
+
             plant = _plant(plant_file)
             cfg = _config(config, db, mode, no_model=reading is not None)
             many = {"rehearsals": rehearsals, "rehearsal_workers": workers, "ray_address": ray, "rehearsal_seed": seed}
@@ -506,8 +559,58 @@ def register(app: typer.Typer) -> None:
             co = build_coordinator(plant, cfg, evidence_dir=evidence, render=frames)  # type: ignore[arg-type]
             if reading is not None:
                 sub = asyncio.run(co.submit_reading(reading, work_order=words or "", actor="cli"))
-                _report(sub, doc=doc, store=co.store)
-            _report(asyncio.run(co.submit(words or "", actor="cli")), doc=doc, store=co.store, model=_model_name(co))
+                _report(_submitted(co, sub), doc=doc)
+            sub = asyncio.run(co.submit(words or "", actor="cli"))
+            _report(_submitted(co, sub, _model_name(co)), doc=doc)
+
+    @app.command("serve")
+    def serve_cmd(
+        socket_path: Annotated[
+            Path, typer.Option("--socket", help="the Unix socket to answer on (made readable by this user only)")
+        ] = Path("atelier.sock"),
+        mode: Annotated[str | None, typer.Option(help="intent (small models) or direct")] = None,
+        db: DbOpt = "sqlite:///atelier.db",
+        plant_file: PlantOpt = None,
+        config: ConfigOpt = None,
+        evidence: EvidenceOpt = Path("atelier_evidence"),
+        frames: Annotated[
+            bool, typer.Option("--frames/--no-frames", help="take frames of the rehearsal as evidence")
+        ] = True,
+        rehearsals: Annotated[
+            int | None,
+            typer.Option(min=1, max=1000, help="rehearse each plan that passes N-1 more times from perturbed starts"),
+        ] = None,
+        workers: Annotated[
+            int | None, typer.Option(min=1, max=256, help="processes the perturbed rehearsals run on")
+        ] = None,
+        ray: Annotated[
+            str | None, typer.Option("--ray", metavar="ADDRESS", help="run the perturbed rehearsals on Ray at ADDRESS")
+        ] = None,
+        seed: Annotated[int | None, typer.Option(help="seed of the first perturbed start")] = None,
+    ) -> None:
+        """Keep a coordinator warm (the model loaded, the twin compiled) and plan the work orders
+        of `atelier plan --server SOCKET` as they come, one at a time, until Ctrl-C. Only this
+        user can open the socket; nothing listens on a network."""
+        from llm_coordinator.serve import ServeError, serve
+        from llm_coordinator.wiring import build_coordinator
+
+        plant = _plant(plant_file)
+        cfg = _config(config, db, mode)
+        many = {"rehearsals": rehearsals, "rehearsal_workers": workers, "ray_address": ray, "rehearsal_seed": seed}
+        cfg = cfg.model_copy(update={k: v for k, v in many.items() if v is not None})
+        # (the evidence's paths go to clients in other folders: absolute)
+        co = build_coordinator(plant, cfg, evidence_dir=evidence.resolve(), render=frames)  # type: ignore[arg-type]
+        model = _model_name(co) or "no model"
+        err.print(
+            f"readying {_safe(model, 200)} and the twin of {_safe(co.plant.name)} (store {_safe(co.store.where, 300)}, "
+            f"evidence in {_safe(evidence.resolve(), 300)})...",
+            highlight=False,
+        )
+        try:
+            asyncio.run(serve(co, socket_path, say=lambda line: err.print(_safe(line, 1000), highlight=False)))
+        except ServeError as exc:
+            err.print(f"[bold red]error:[/] {_safe(exc)}", highlight=False)
+            raise typer.Exit(2) from None
 
     @app.command("replan")
     def replan_cmd(
@@ -530,7 +633,7 @@ def register(app: typer.Typer) -> None:
             for f in feedback:
                 out.print(f"  feedback: {_safe(f)}", highlight=False)
             sub = asyncio.run(co.replan(plan_id, actor="cli"))
-            _report(sub, f" (again for plan {plan_id})", doc=doc, store=co.store, model=_model_name(co))
+            _report(_submitted(co, sub, _model_name(co)), f" (again for plan {plan_id})", doc=doc)
 
     @app.command("order")
     def order_cmd(

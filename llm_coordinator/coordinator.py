@@ -87,6 +87,20 @@ class Coordinator:
         #: Rehearsals from perturbed starts of a plan that passed its first (risk figures).
         self.many = many
 
+    async def warm_up(self) -> list[str]:
+        """Load the model and ready the rehearsal now, together, so that a long-running process
+        (the console, ``atelier serve``) answers its first work order as fast as the next. Never
+        raises: what could not be readied is returned (its first work order reports it again)."""
+        jobs: dict[str, Awaitable[None]] = {"the model": self.planner.backend.warm_up()}
+        if self.rehearser is not None:
+            jobs["the rehearsal"] = self.rehearser.warm_up()
+        results = await asyncio.gather(*jobs.values(), return_exceptions=True)
+        return [
+            f"{what} is not ready: {type(r).__name__}: {r}"
+            for what, r in zip(jobs, results, strict=True)
+            if isinstance(r, Exception)
+        ]
+
     async def submit(
         self,
         work_order: str,

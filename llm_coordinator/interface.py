@@ -101,6 +101,11 @@ class LLMBackend(ABC):
             raise BackendTimeout(f"{self.name} did not answer within {timeout_s:g} s") from None
         return replace(answer, elapsed_s=time.monotonic() - start)
 
+    async def warm_up(self) -> None:
+        """Load what answering needs now, so that a long-running process's first work order
+        does not wait for it (raises as :meth:`complete` would)."""
+        await self._ready()
+
     async def _ready(self) -> None:  # noqa: B027 - a hook; most backends need nothing here
         """Load what answering needs, outside the time budget (nothing by default)."""
 

@@ -39,6 +39,7 @@ is a 404.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import math
@@ -363,7 +364,20 @@ def create_app(
     :class:`~.auth.LoginLimit`: per address and per (name, address), growing delays); it holds
     for the login form and ``POST /api/session`` together.
     """
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # The first work order should not wait for the model's load and the twin's compile.
+        warming = asyncio.create_task(backend.warm_up())
+        try:
+            yield
+        finally:
+            warming.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await warming
+
     app = FastAPI(
+        lifespan=lifespan,
         title=title,
         version="1",
         description="Atelier's console: plant state, plans and approvals, operator confirmations, e-stop, "

@@ -205,6 +205,13 @@ class CoordinatorBackend:
             hazardous_steps=len(self.gate.required_confirmations(plan)) if plan is not None else 0,
         )
 
+    async def warm_up(self) -> None:
+        t0 = asyncio.get_running_loop().time()
+        problems = await self.coordinator.warm_up()
+        for problem in problems:
+            log.warning("warming up: %s", problem)
+        log.info("ready for work orders after %.1f s", asyncio.get_running_loop().time() - t0)
+
     async def list_plans(self) -> list[PlanSummary]:
         """Newest first."""
 

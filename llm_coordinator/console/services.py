@@ -304,6 +304,10 @@ class ConsoleBackend(Protocol):
     plant: PlantDescription
     feed: PlantFeed
 
+    async def warm_up(self) -> None:
+        """Ready what the first work order needs (the model, the rehearsal) while the console
+        starts; never raises (what could not be readied, the first work order reports)."""
+
     async def list_plans(self) -> list[PlanSummary]:
         """Every plan, newest first."""
 

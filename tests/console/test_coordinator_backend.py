@@ -167,3 +167,31 @@ def test_every_plan_status_and_work_order_state_has_a_badge_colour() -> None:
     css = (Path(__file__).parents[2] / "llm_coordinator" / "console" / "static" / "console.css").read_text()
     for state in (*PLAN_STATUSES, *JOB_STATES):
         assert re.search(rf"\.st-{state.replace('_', '-')}[ ,{{]", css), state
+
+
+def test_the_console_readies_the_model_and_the_twin_as_it_starts(tmp_path: Path, demo_plant: PlantDescription) -> None:
+    """The first work order does not wait for the model's load or the twin's first session."""
+    import threading
+
+    readied = threading.Event()
+
+    class SlowToLoad(ScriptedModel):
+        async def _ready(self) -> None:
+            readied.set()
+
+    backend = build_backend(demo_plant, tmp_path, model=SlowToLoad(lambda messages, schema: '{"goal": "cannot"}'))
+    assert backend.coordinator.rehearser is not None
+    opened = []
+    factory = backend.coordinator.rehearser.factory
+
+    def counting(plant: PlantDescription) -> Any:
+        opened.append(plant.name)
+        return factory(plant)
+
+    backend.coordinator.rehearser.factory = counting
+    with serve(backend, make_users(tmp_path / "atelier.db")):
+        assert readied.wait(30), "the model was not readied when the console started"
+        deadline = time.monotonic() + 30
+        while not opened and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert opened == [demo_plant.name], "no twin session was opened before the first work order"
