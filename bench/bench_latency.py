@@ -12,7 +12,9 @@ model loaded and the plant's twin compiled (warm: the console, or any long-runni
   (frames rendered beside it), until the plan is stored awaiting approval;
 
 next to the bare library in the same process: llama.cpp loading the same GGUF and answering one
-prompt, and the twin stepping alone for the rehearsal's twin time. Times are wall seconds on
+prompt, and the twin stepping alone for the rehearsal's twin time. Then, as a person types it, in
+processes of their own: ``atelier plan`` cold, and ``atelier plan --server`` against an
+``atelier serve`` that keeps the coordinator warm (``--no-command-line`` skips this). Times are wall seconds on
 this shared machine; the ratios are the figures to read.
 """
 
@@ -31,6 +33,12 @@ def main() -> None:
     ap.add_argument("--order", default="Machine one blank and sort it")
     ap.add_argument("--warm", type=int, default=3, help="warm submissions after the cold one")
     ap.add_argument("--no-frames", action="store_true")
+    ap.add_argument(
+        "--no-command-line",
+        dest="command_line",
+        action="store_false",
+        help="skip timing `atelier plan` cold against `atelier plan --server` in processes of their own",
+    )
     args = ap.parse_args()
     t0 = time.perf_counter()
     from llm_coordinator import wiring
@@ -101,6 +109,55 @@ def main() -> None:
         cold = rows[0][2] + t_import + t_build
         print(f"warm median {statistics.median(warm):.2f} s; cold {cold:.2f} s with the import and the model's load")
     print(f"bare llama.cpp: one answer {t_llm_answer:.2f} s after loading")
+    if args.command_line:
+        _command_line(args.order, args.warm, args.no_frames)
+
+
+def _command_line(order: str, warm: int, no_frames: bool) -> None:
+    """The command a person types, end to end in processes of its own: ``atelier plan`` cold,
+    then ``atelier plan --server`` against an ``atelier serve`` started (and readied) first."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    frames = ["--no-frames"] if no_frames else []
+    atelier = [sys.executable, "-m", "llm_coordinator.cli"]
+    with tempfile.TemporaryDirectory() as tmp:
+        env = {**os.environ, "MUJOCO_GL": "egl"}
+
+        def timed(*argv: str) -> float:
+            t = time.perf_counter()
+            done = subprocess.run([*atelier, *argv], cwd=tmp, env=env, capture_output=True, text=True)
+            if done.returncode != 0:
+                raise SystemExit(f"atelier {' '.join(argv)} failed: {done.stdout}{done.stderr}")
+            return time.perf_counter() - t
+
+        cold = timed("plan", order, *frames)
+        sock = str(Path(tmp) / "a.sock")
+        t = time.perf_counter()
+        server = subprocess.Popen(
+            [*atelier, "serve", "--socket", sock, *frames], cwd=tmp, env=env, stderr=subprocess.PIPE, text=True
+        )
+        try:
+            assert server.stderr is not None
+            for line in server.stderr:
+                if line.startswith("ready:"):
+                    break
+            else:
+                raise SystemExit("atelier serve ended before it was ready")
+            t_ready = time.perf_counter() - t
+            served = [timed("plan", "--server", sock, order) for _ in range(max(1, warm))]
+        finally:
+            server.send_signal(signal.SIGINT)
+            server.wait(60)
+    median = statistics.median(served)
+    print(f"command line: atelier plan, cold        {cold:6.2f} s")
+    print(f"command line: atelier serve ready after {t_ready:6.2f} s (once)")
+    print(
+        f"command line: atelier plan --server     {median:6.2f} s median of {len(served)} "
+        f"({cold / median:.2f}x faster than cold)"
+    )
 
 
 if __name__ == "__main__":

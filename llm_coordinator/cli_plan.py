@@ -602,8 +602,8 @@ def register(app: typer.Typer) -> None:
         co = build_coordinator(plant, cfg, evidence_dir=evidence.resolve(), render=frames)  # type: ignore[arg-type]
         model = _model_name(co) or "no model"
         err.print(
-            f"readying {_safe(model, 200)} and the twin of {_safe(co.plant.name)} (store {_safe(co.store.where, 300)}, "
-            f"evidence in {_safe(evidence.resolve(), 300)})...",
+            f"{_safe(model, 200)} and the twin of {_safe(co.plant.name)} (store {_safe(co.store.where, 300)}, "
+            f"evidence in {_safe(evidence.resolve(), 300)})",
             highlight=False,
         )
         try:

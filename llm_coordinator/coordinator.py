@@ -88,18 +88,47 @@ class Coordinator:
         self.many = many
 
     async def warm_up(self) -> list[str]:
-        """Load the model and ready the rehearsal now, together, so that a long-running process
-        (the console, ``atelier serve``) answers its first work order as fast as the next. Never
-        raises: what could not be readied is returned (its first work order reports it again)."""
-        jobs: dict[str, Awaitable[None]] = {"the model": self.planner.backend.warm_up()}
-        if self.rehearser is not None:
-            jobs["the rehearsal"] = self.rehearser.warm_up()
-        results = await asyncio.gather(*jobs.values(), return_exceptions=True)
-        return [
-            f"{what} is not ready: {type(r).__name__}: {r}"
-            for what, r in zip(jobs, results, strict=True)
-            if isinstance(r, Exception)
-        ]
+        """Run a dry work order through every stage but the store, so that a long-running process
+        (the console, ``atelier serve``) answers its first work order as fast as the next: the
+        model reads the plant's first recipe ordered in words (:func:`recipe_order`), and that
+        recipe's plan is checked by the guardrails, drawn and rehearsed, its evidence in a
+        temporary folder. Nothing is stored or audited, and the reading is thrown away. Never
+        raises: what could not be readied is returned (the first work order reports it again)."""
+        import tempfile
+
+        problems: list[str] = []
+
+        def failed(what: str, exc: Exception) -> None:
+            problems.append(f"{what} is not ready: {type(exc).__name__}: {exc}")
+
+        try:
+            await self.planner.backend.warm_up()
+        except Exception as exc:
+            failed("the model", exc)
+        recipe = next(iter(self.plant.recipes), None)
+        if recipe is None:
+            if self.rehearser is not None:
+                try:
+                    await self.rehearser.warm_up()
+                except Exception as exc:
+                    failed("the rehearsal", exc)
+            return problems
+        text = recipe_order(recipe)
+        try:
+            await self.planner.plan(text)
+        except Exception as exc:
+            failed("the planner", exc)
+        try:
+            intent = RecipeIntent(goal="recipe", recipe=recipe, count=1, params={})
+            plan = await asyncio.to_thread(plan_recipe, self.plant, intent, work_order=text)
+            await asyncio.to_thread(check, plan, self.plant, None)
+            with tempfile.TemporaryDirectory(prefix="atelier-warm-") as tmp:
+                await asyncio.to_thread(_planned_gantt, plan, Path(tmp) / "planned_gantt.png", text)
+                if self.rehearser is not None:
+                    await self.rehearser.rehearse(plan, tmp)
+        except Exception as exc:
+            failed(f"the rehearsal of recipe {recipe}", exc)
+        return problems
 
     async def submit(
         self,

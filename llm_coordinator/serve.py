@@ -94,7 +94,7 @@ class Server:
 
     def __init__(self, co: Coordinator, path: Path | str, actor: str = "cli") -> None:
         self.co, self.path, self.actor = co, Path(path), actor
-        self._one_at_a_time = asyncio.Lock()
+        self.turn = asyncio.Lock()  # (one work order at a time)
         self._server: asyncio.AbstractServer | None = None
         self._tasks: set[asyncio.Task[dict[str, Any]]] = set()
 
@@ -184,7 +184,7 @@ class Server:
                 return {"ok": False, "error": f"not a reading in the plan language: {_problems(exc)}"}
         elif not request.order.strip():
             return {"ok": False, "error": "no work order: give its words, or a reading"}
-        async with self._one_at_a_time:
+        async with self.turn:
             co = self.co
             try:
                 if reading is not None:
@@ -201,18 +201,21 @@ class Server:
 
 
 async def serve(co: Coordinator, path: Path | str, *, say: Callable[[str], None] = print) -> None:
-    """Ready ``co`` (:meth:`Coordinator.warm_up`), then answer on ``path`` until SIGINT or
-    SIGTERM; ``say`` is told each stage. :class:`ServeError` if it cannot listen."""
-    for problem in await co.warm_up():
-        say(f"warning: {problem}")
+    """Answer on ``path`` until SIGINT or SIGTERM, readying ``co`` first (:meth:`Coordinator.warm_up`;
+    a work order that comes meanwhile waits for it); ``say`` is told each stage.
+    :class:`ServeError` if it cannot listen."""
     server = Server(co, path)
     await server.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    say(f'ready: atelier plan --server {path} "..." (Ctrl-C stops)')
     try:
+        say(f"listening at {path}; readying the model and the twin (work orders wait for it)")
+        async with server.turn:
+            for problem in await co.warm_up():
+                say(f"warning: {problem}")
+        say(f'ready: atelier plan --server {path} "..." (Ctrl-C stops)')
         await stop.wait()
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):

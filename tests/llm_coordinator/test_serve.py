@@ -79,11 +79,11 @@ class Served:
         for line in self.proc.stderr:
             self.log.append(line)
 
-    def wait_ready(self, timeout_s: float = 180) -> None:
+    def wait_for(self, start: str, timeout_s: float = 180) -> None:
         end = time.monotonic() + timeout_s
-        while not any(line.startswith("ready:") for line in self.log):
+        while not any(line.startswith(start) for line in self.log):
             assert self.proc.poll() is None, f"atelier serve ended: {''.join(self.log)}"
-            assert time.monotonic() < end, f"atelier serve not ready in {timeout_s} s: {''.join(self.log)}"
+            assert time.monotonic() < end, f"no {start!r} from atelier serve in {timeout_s} s: {''.join(self.log)}"
             time.sleep(0.1)
 
     def plans(self) -> list[int]:
@@ -98,7 +98,8 @@ class Served:
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     server = Served(tmp_path_factory.mktemp("served"))
     try:
-        server.wait_ready()
+        # (not "ready:": the first test's order comes while the server readies itself, and waits)
+        server.wait_for("listening at")
         yield server
     finally:
         if server.proc.poll() is None:
@@ -113,6 +114,7 @@ def test_a_served_order_is_planned_by_the_warm_coordinator_and_kept(served: Serv
     assert stat.S_IMODE(served.sock.stat().st_mode) == 0o600, "only the server's user may open the socket"
     # (the client runs in another folder: nothing of the server's is in it)
     done = atelier("plan", "--server", str(served.sock), ORDER, "--json", cwd=tmp_path)
+    served.wait_for("ready:", 0)
     assert done.returncode == 0, done.stderr
     doc = json.loads(done.stdout)
     assert doc["status"] == "awaiting_approval", doc
