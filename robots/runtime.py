@@ -205,6 +205,8 @@ class RobotRuntime:
         self._pool: ThreadPoolExecutor | None = None if plan_inline else ThreadPoolExecutor(1, "atelier-plan")
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
+        self._early = False  # run the next period at once (stop_now)
+        self._ran_early_at: float | None = None  # when a period ran ahead of its joint state
         self._now = 0.0
         self._last_stamp = -math.inf  # stamp (s) of the newest joint state
         self._stale = 0  # periods since a joint state newer than that
@@ -829,6 +831,27 @@ class RobotRuntime:
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
 
+    def trip_estop(self, reason: str, source: str) -> None:
+        """Latch the e-stop (:meth:`SafetySupervisor.trip_estop`) and send the stop at once
+        (:meth:`stop_now`). Thread-safe: for the e-stop's service, button or console."""
+        self.supervisor.trip_estop(reason, source, time.monotonic())
+        self.stop_now()
+
+    def stop_now(self) -> None:
+        """Run the live loop's next control period at once instead of at the next joint state,
+        after a stop was tripped from outside the loop: the stopping command goes out within the
+        period, not up to one later. The joint state that period stood in for (the next, if it
+        comes within the period) gets no period of its own, so the driver gets the stop's
+        commands one period apart, only the first one earlier, and braking is not faster than
+        the supervisor's limits. Nothing happens without a live loop, or on hardware whose
+        ``wait`` cannot be interrupted (no ``interrupt`` method): there the next joint state
+        sends the stop, as before. Thread-safe."""
+        interrupt = getattr(self.hw, "interrupt", None)
+        if self._thread is None or interrupt is None:
+            return
+        self._early = True
+        interrupt()
+
     def _run(self) -> None:
         wait = getattr(self.hw, "wait", None)
         timeout = self.config.state_timeout_periods * self.dt
@@ -850,6 +873,14 @@ class RobotRuntime:
                 self._stop.wait(self.dt)
                 continue
             last = time.monotonic()
+            if self._early:
+                self._early = False
+                if state.stamp_s <= self._last_stamp:  # (woken with no new state: the period runs now)
+                    self._ran_early_at = last
+            elif self._ran_early_at is not None:
+                ahead, self._ran_early_at = self._ran_early_at, None
+                if last - ahead < self.dt:
+                    continue  # (this state's period ran ahead of it, at stop_now)
             t = time.perf_counter()
             if len(self.period_log) < 200_000:
                 self.period_log.append(t)

@@ -124,6 +124,7 @@ class LiveTwinHardware:
         self._state: JointState | None = None
         self._seq = 0
         self._seen = 0
+        self._interrupted = False
         live.add_listener(self._on_tick, name=f"hardware-{robot}")
 
     def _on_tick(self, tw: Twin) -> None:
@@ -146,13 +147,23 @@ class LiveTwinHardware:
             return self._state
 
     def wait(self, timeout_s: float) -> JointState:
-        """Block until a tick newer than the last state returned; ``TimeoutError`` after ``timeout_s``."""
+        """Block until a tick newer than the last state returned (``TimeoutError`` after
+        ``timeout_s``), or until :meth:`interrupt`: then the last state, at once."""
         with self._cond:
-            if not self._cond.wait_for(lambda: self._seq > self._seen, timeout_s):
+            if not self._cond.wait_for(
+                lambda: self._seq > self._seen or (self._interrupted and self._state is not None), timeout_s
+            ):
                 raise TimeoutError(f"no joint state from the twin for {self.robot} in {timeout_s:.3f} s")
+            self._interrupted = False
             self._seen = self._seq
             assert self._state is not None
             return self._state
+
+    def interrupt(self) -> None:
+        """Make the :meth:`wait` under way (or the next) return the last state at once."""
+        with self._cond:
+            self._interrupted = True
+            self._cond.notify_all()
 
     def write(self, position: FloatArray) -> None:
         q = np.array(position, dtype=float)

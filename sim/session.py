@@ -423,7 +423,7 @@ class LiveTwinPlant:
 
     def trip(self, robot: str, reason: str, source: str) -> None:
         """Stop the robot and latch its e-stop (the supervisor writes the latch file)."""
-        self.runtimes[robot].supervisor.trip_estop(reason, source, time.monotonic())
+        self.runtimes[robot].trip_estop(reason, source)
 
     def reset(self, robot: str, operator: str) -> None:
         """The operator's reset (the console checked the role)."""

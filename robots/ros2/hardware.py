@@ -68,6 +68,7 @@ class RosHardware:
         self._received_s = 0.0
         self._seq = 0
         self._seen = 0
+        self._interrupted = False
         self._order: list[int] | None = None
         self._bad_shapes: set[tuple[int, int, int]] = set()  # malformed joint states logged
         self._names_seen: list[str] = []
@@ -138,13 +139,24 @@ class RosHardware:
             return self._state
 
     def wait(self, timeout_s: float) -> JointState:
-        """Block until a joint state newer than the last one returned (``TimeoutError`` after ``timeout_s``)."""
+        """Block until a joint state newer than the last one returned (``TimeoutError`` after
+        ``timeout_s``), or until :meth:`interrupt`: then the last one, at once."""
         with self._cond:
-            if not self._cond.wait_for(lambda: self._seq > self._seen, timeout_s):
+            if not self._cond.wait_for(
+                lambda: self._seq > self._seen or (self._interrupted and self._state is not None), timeout_s
+            ):
                 raise TimeoutError(f"no joint state from {self.robot}'s driver in {timeout_s:.3f} s")
+            self._interrupted = False
             self._seen = self._seq
             assert self._state is not None
             return self._state
+
+    def interrupt(self) -> None:
+        """Make the :meth:`wait` under way (or the next) return the last joint state at once
+        (:meth:`robots.runtime.RobotRuntime.stop_now`)."""
+        with self._cond:
+            self._interrupted = True
+            self._cond.notify_all()
 
     def gripper_closure(self) -> float | None:
         """The gripper's measured closure (0 open .. 1 closed) in the last joint state; None

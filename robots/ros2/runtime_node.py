@@ -380,7 +380,10 @@ class RuntimeNode:
     def _follow_latch(self) -> None:
         rt = self.runtime
         if rt is not None:
+            was = rt.supervisor.estopped
             rt.supervisor.sync_estop(time.monotonic())
+            if rt.supervisor.estopped and not was:
+                rt.stop_now()
 
     def _on_estop(self, req: Trigger.Request, resp: Trigger.Response) -> Trigger.Response:
         rt = self.runtime
@@ -388,7 +391,7 @@ class RuntimeNode:
             resp.success = False
             resp.message = "runtime not started"
             return resp
-        rt.supervisor.trip_estop("e-stop requested over ROS 2", "ros2", time.monotonic())
+        rt.trip_estop("e-stop requested over ROS 2", "ros2")
         resp.success = True
         resp.message = "e-stop latched"
         return resp
