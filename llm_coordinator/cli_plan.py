@@ -55,6 +55,24 @@ ConfigOpt = Annotated[
 ]
 
 EvidenceOpt = Annotated[Path, typer.Option(help="directory for Gantt charts and frames")]
+ModeOpt = Annotated[str | None, typer.Option(help="intent (small models) or direct")]
+FramesOpt = Annotated[bool, typer.Option("--frames/--no-frames", help="take frames of the rehearsal as evidence")]
+RehearsalsOpt = Annotated[
+    int | None,
+    typer.Option(
+        min=1, max=1000, help="rehearse a plan that passes N-1 more times from perturbed starts, for its risk figures"
+    ),
+]
+WorkersOpt = Annotated[int | None, typer.Option(min=1, max=256, help="processes the perturbed rehearsals run on")]
+RayOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--ray",
+        metavar="ADDRESS",
+        help="run the perturbed rehearsals on the Ray cluster at ADDRESS (host:port), or 'local'",
+    ),
+]
+SeedOpt = Annotated[int | None, typer.Option(help="seed of the first perturbed start")]
 JsonOpt = Annotated[
     bool,
     typer.Option(
@@ -67,7 +85,11 @@ JsonOpt = Annotated[
 _NO_MODEL = {"backend": "scripted", "replies": [{"error": "no model reads an order written in the plan language"}]}
 
 
-def _config(path: Path | None, db: str, mode: str | None, *, no_model: bool = False) -> CoordinatorConfig:
+def _config(
+    path: Path | None, db: str, mode: str | None, *, no_model: bool = False, many: Mapping[str, object] | None = None
+) -> CoordinatorConfig:
+    """The configuration file ``path`` with the command's options over it (``many``: the
+    perturbed rehearsals' settings that were given)."""
     data: dict[str, object] = {}
     if path is not None:
         import yaml
@@ -86,6 +108,7 @@ def _config(path: Path | None, db: str, mode: str | None, *, no_model: bool = Fa
         # Nothing is asked of a model; none is loaded (and none need be installed).
         model = data["model"] if isinstance(data["model"], dict) else {}
         data["model"] = {**model, "backend": _NO_MODEL}
+    data.update({k: v for k, v in (many or {}).items() if v is not None})
     return CoordinatorConfig.model_validate(data)
 
 
@@ -482,34 +505,16 @@ def register(app: typer.Typer) -> None:
         order_words: Annotated[
             str | None, typer.Option("--order", metavar="TEXT", help="the work order's words (kept with the plan)")
         ] = None,
-        mode: Annotated[str | None, typer.Option(help="intent (small models) or direct")] = None,
+        mode: ModeOpt = None,
         db: DbOpt = "sqlite:///atelier.db",
         plant_file: PlantOpt = None,
         config: ConfigOpt = None,
         evidence: EvidenceOpt = Path("atelier_evidence"),
-        frames: Annotated[
-            bool, typer.Option("--frames/--no-frames", help="take frames of the rehearsal as evidence")
-        ] = True,
-        rehearsals: Annotated[
-            int | None,
-            typer.Option(
-                min=1,
-                max=1000,
-                help="rehearse a plan that passes N-1 more times from perturbed starts, for its risk figures",
-            ),
-        ] = None,
-        workers: Annotated[
-            int | None, typer.Option(min=1, max=256, help="processes the perturbed rehearsals run on")
-        ] = None,
-        ray: Annotated[
-            str | None,
-            typer.Option(
-                "--ray",
-                metavar="ADDRESS",
-                help="run the perturbed rehearsals on the Ray cluster at ADDRESS (host:port), or 'local'",
-            ),
-        ] = None,
-        seed: Annotated[int | None, typer.Option(help="seed of the first perturbed start")] = None,
+        frames: FramesOpt = True,
+        rehearsals: RehearsalsOpt = None,
+        workers: WorkersOpt = None,
+        ray: RayOpt = None,
+        seed: SeedOpt = None,
         server: Annotated[
             Path | None,
             typer.Option(
@@ -552,11 +557,9 @@ def register(app: typer.Typer) -> None:
                 _report(_ask(server, words or "", reading), doc=doc)
             from llm_coordinator.wiring import build_coordinator
 
-            plant = _plant(plant_file)
-            cfg = _config(config, db, mode, no_model=reading is not None)
             many = {"rehearsals": rehearsals, "rehearsal_workers": workers, "ray_address": ray, "rehearsal_seed": seed}
-            cfg = cfg.model_copy(update={k: v for k, v in many.items() if v is not None})
-            co = build_coordinator(plant, cfg, evidence_dir=evidence, render=frames)  # type: ignore[arg-type]
+            cfg = _config(config, db, mode, no_model=reading is not None, many=many)
+            co = build_coordinator(_plant(plant_file), cfg, evidence_dir=evidence, render=frames)  # type: ignore[arg-type]
             if reading is not None:
                 sub = asyncio.run(co.submit_reading(reading, work_order=words or "", actor="cli"))
                 _report(_submitted(co, sub), doc=doc)
@@ -568,25 +571,16 @@ def register(app: typer.Typer) -> None:
         socket_path: Annotated[
             Path, typer.Option("--socket", help="the Unix socket to answer on (made readable by this user only)")
         ] = Path("atelier.sock"),
-        mode: Annotated[str | None, typer.Option(help="intent (small models) or direct")] = None,
+        mode: ModeOpt = None,
         db: DbOpt = "sqlite:///atelier.db",
         plant_file: PlantOpt = None,
         config: ConfigOpt = None,
         evidence: EvidenceOpt = Path("atelier_evidence"),
-        frames: Annotated[
-            bool, typer.Option("--frames/--no-frames", help="take frames of the rehearsal as evidence")
-        ] = True,
-        rehearsals: Annotated[
-            int | None,
-            typer.Option(min=1, max=1000, help="rehearse each plan that passes N-1 more times from perturbed starts"),
-        ] = None,
-        workers: Annotated[
-            int | None, typer.Option(min=1, max=256, help="processes the perturbed rehearsals run on")
-        ] = None,
-        ray: Annotated[
-            str | None, typer.Option("--ray", metavar="ADDRESS", help="run the perturbed rehearsals on Ray at ADDRESS")
-        ] = None,
-        seed: Annotated[int | None, typer.Option(help="seed of the first perturbed start")] = None,
+        frames: FramesOpt = True,
+        rehearsals: RehearsalsOpt = None,
+        workers: WorkersOpt = None,
+        ray: RayOpt = None,
+        seed: SeedOpt = None,
     ) -> None:
         """Keep a coordinator warm (the model loaded, the twin compiled) and plan the work orders
         of `atelier plan --server SOCKET` as they come, one at a time, until Ctrl-C. Only this
@@ -594,12 +588,10 @@ def register(app: typer.Typer) -> None:
         from llm_coordinator.serve import ServeError, serve
         from llm_coordinator.wiring import build_coordinator
 
-        plant = _plant(plant_file)
-        cfg = _config(config, db, mode)
         many = {"rehearsals": rehearsals, "rehearsal_workers": workers, "ray_address": ray, "rehearsal_seed": seed}
-        cfg = cfg.model_copy(update={k: v for k, v in many.items() if v is not None})
+        cfg = _config(config, db, mode, many=many)
         # (the evidence's paths go to clients in other folders: absolute)
-        co = build_coordinator(plant, cfg, evidence_dir=evidence.resolve(), render=frames)  # type: ignore[arg-type]
+        co = build_coordinator(_plant(plant_file), cfg, evidence_dir=evidence.resolve(), render=frames)  # type: ignore[arg-type]
         model = _model_name(co) or "no model"
         err.print(
             f"{_safe(model, 200)} and the twin of {_safe(co.plant.name)} (store {_safe(co.store.where, 300)}, "

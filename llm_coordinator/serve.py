@@ -239,7 +239,8 @@ def ask(path: Path | str, request: Request, timeout_s: float = 1800.0) -> dict[s
         except OSError as exc:
             raise ServeError(f"cannot reach atelier serve at {path}: {exc.strerror or exc}") from None
         try:
-            sock.sendall(data)
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                sock.sendall(data)  # (refused before it was read: the answer says why)
             chunks: list[bytes] = []
             while not chunks or not chunks[-1].endswith(b"\n"):
                 chunk = sock.recv(1 << 16)

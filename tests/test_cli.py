@@ -2,27 +2,14 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import imageio.v3 as iio
 import pytest
 
+from tests._cli import atelier
+
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def atelier(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "COLUMNS": "200", "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
-    return subprocess.run(
-        [sys.executable, "-m", "llm_coordinator.cli", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
 
 
 def test_validate_ok() -> None:

@@ -5,16 +5,14 @@ needed: orders come in the plan language, or go to the scripted backend of a con
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from llm_coordinator.store import Store
+from tests._cli import atelier
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -42,20 +40,6 @@ model:
     replies:
       - text: '{"goal": "cannot", "missing": "a paint booth"}'
 """
-
-
-def atelier(*args: str, cwd: Path, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "COLUMNS": "200", "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-    return subprocess.run(
-        [sys.executable, "-m", "llm_coordinator.cli", *args],
-        cwd=cwd,
-        env=env,
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
 
 
 def one_document(stdout: str) -> dict[str, Any]:

@@ -5,6 +5,7 @@ operating system's peer credentials), in the last test."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -21,6 +22,7 @@ from typing import Any
 import pytest
 
 from llm_coordinator.store import Store
+from tests._cli import atelier
 
 ROOT = Path(__file__).resolve().parents[2]
 ORDER = "Machine one blank and sort it"
@@ -28,24 +30,13 @@ ORDER = "Machine one blank and sort it"
 READING = {"goals": [{"kind": "task", "skill": "open_door", "agent": "cnc_1"}]}
 
 
-def atelier(*args: str, cwd: Path, timeout_s: float = 600) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "MUJOCO_GL": "egl", "COLUMNS": "200"}
-    return subprocess.run(
-        [sys.executable, "-m", "llm_coordinator.cli", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout_s,
-    )
-
-
 def raw(sock_path: Path, data: bytes, timeout_s: float = 120) -> dict[str, Any]:
     """What the server answers to ``data``, sent as is."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.settimeout(timeout_s)
         s.connect(str(sock_path))
-        s.sendall(data)
+        with contextlib.suppress(BrokenPipeError):
+            s.sendall(data)  # (refused before it was read: the answer is there to read)
         got = b""
         while not got.endswith(b"\n"):
             chunk = s.recv(65536)
