@@ -113,9 +113,9 @@ def _runtime_role(core: int | None, state_dir: str) -> None:
     supervised: list[float] = []  # the supervisor's time in a period: observe + filter
     observed = {"s": 0.0}
 
-    def trip(reason: str, source: str, now_s: float | None = None) -> None:
+    def trip(reason: str, source: str, now_s: float | None = None, **kw: Any) -> None:
         trips.append(time.monotonic())
-        trip_estop(reason, source, now_s)
+        trip_estop(reason, source, now_s, **kw)
 
     def observe(state: Any, people: Any = (), now_s: float | None = None) -> None:
         t = time.perf_counter()

@@ -833,9 +833,9 @@ class RobotRuntime:
 
     def trip_estop(self, reason: str, source: str) -> None:
         """Latch the e-stop (:meth:`SafetySupervisor.trip_estop`) and send the stop at once
-        (:meth:`stop_now`). Thread-safe: for the e-stop's service, button or console."""
-        self.supervisor.trip_estop(reason, source, time.monotonic())
-        self.stop_now()
+        (:meth:`stop_now`, before the latch file is written). Thread-safe: for the e-stop's
+        service, button or console."""
+        self.supervisor.trip_estop(reason, source, time.monotonic(), stopped=self.stop_now)
 
     def stop_now(self) -> None:
         """Run the live loop's next control period at once instead of at the next joint state,

@@ -750,15 +750,20 @@ class SafetySupervisor:
         if new:
             log.error("%s: %s (stop category %d)", self.config.robot, reason, int(category))
 
-    def trip_estop(self, reason: str, source: str, now_s: float | None = None) -> None:
+    def trip_estop(
+        self, reason: str, source: str, now_s: float | None = None, *, stopped: Callable[[], None] | None = None
+    ) -> None:
         """Latch the e-stop (any thread). Only the operator's latch reset clears it.
 
-        The stop takes effect first; then the latch file is written (it blocks for the write).
-        A latch file that cannot be written does not undo the stop: it is reported as an
-        event, and the e-stop holds in memory until the operator's reset service clears it.
+        The stop takes effect first (and ``stopped`` is called: the runtime sends it at once);
+        then the latch file is written (it blocks for the write, two fsyncs). A latch file that
+        cannot be written does not undo the stop: it is reported as an event, and the e-stop
+        holds in memory until the operator's reset service clears it.
         """
         now = time.time() if now_s is None else now_s
         self._stop(now, "estop", self.config.estop_category, f"e-stop ({source}): {reason}", "estop")
+        if stopped is not None:
+            stopped()
         if self.latch is not None:
             try:
                 self.latch.trip(reason, source)
