@@ -213,9 +213,16 @@ _SERVER_OWNS = {
 def _ask(server: Path, words: str, reading: Reading | None) -> dict[str, Any]:
     """The answer of ``atelier serve`` at ``server`` for a work order; a failure is printed and
     exits with code 1 (2 when the request itself was refused)."""
+    from pydantic import ValidationError
+
     from llm_coordinator.serve import Request, ServeError, ask
 
-    request = Request(order=words, reading=reading.model_dump(mode="json") if reading is not None else None)
+    try:
+        request = Request(order=words, reading=reading.model_dump(mode="json") if reading is not None else None)
+    except ValidationError as exc:
+        why = "; ".join(f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors()[:4])
+        err.print(f"[bold red]error:[/] not a work order the server takes: {_safe(why)}", highlight=False)
+        raise typer.Exit(2) from None
     try:
         answer = ask(server, request)
     except ServeError as exc:
@@ -585,9 +592,14 @@ def register(app: typer.Typer) -> None:
         """Keep a coordinator warm (the model loaded, the twin compiled) and plan the work orders
         of `atelier plan --server SOCKET` as they come, one at a time, until Ctrl-C. Only this
         user can open the socket; nothing listens on a network."""
-        from llm_coordinator.serve import ServeError, serve
+        from llm_coordinator.serve import ServeError, check_socket_path, serve
         from llm_coordinator.wiring import build_coordinator
 
+        try:
+            check_socket_path(socket_path)  # (before anything is built or stored)
+        except ServeError as exc:
+            err.print(f"[bold red]error:[/] {_safe(exc)}", highlight=False)
+            raise typer.Exit(2) from None
         many = {"rehearsals": rehearsals, "rehearsal_workers": workers, "ray_address": ray, "rehearsal_seed": seed}
         cfg = _config(config, db, mode, many=many)
         # (the evidence's paths go to clients in other folders: absolute)

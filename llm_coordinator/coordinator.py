@@ -90,7 +90,8 @@ class Coordinator:
     async def warm_up(self) -> list[str]:
         """Run a dry work order through every stage but the store, so that a long-running process
         (the console, ``atelier serve``) answers its first work order as fast as the next: the
-        model reads the plant's first recipe ordered in words (:func:`recipe_order`), and that
+        model reads the plant's first recipe ordered in words (:func:`recipe_order`; only a model
+        for which that costs nothing: :attr:`LLMBackend.warm_up_question`), and that
         recipe's plan is checked by the guardrails, drawn and rehearsed, its evidence in a
         temporary folder. Nothing is stored or audited, and the reading is thrown away. Never
         raises: what could not be readied is returned (the first work order reports it again)."""
@@ -114,15 +115,17 @@ class Coordinator:
                     failed("the rehearsal", exc)
             return problems
         text = recipe_order(recipe)
-        try:
-            await self.planner.plan(text)
-        except Exception as exc:
-            failed("the planner", exc)
+        if self.planner.backend.warm_up_question:
+            try:
+                await self.planner.plan(text)
+            except Exception as exc:
+                failed("the planner", exc)
         try:
             intent = RecipeIntent(goal="recipe", recipe=recipe, count=1, params={})
             plan = await asyncio.to_thread(plan_recipe, self.plant, intent, work_order=text)
             await asyncio.to_thread(check, plan, self.plant, None)
-            with tempfile.TemporaryDirectory(prefix="atelier-warm-") as tmp:
+            # (a drawing thread may outlive a cancelled warm-up, and find its folder gone)
+            with tempfile.TemporaryDirectory(prefix="atelier-warm-", ignore_cleanup_errors=True) as tmp:
                 await asyncio.to_thread(_planned_gantt, plan, Path(tmp) / "planned_gantt.png", text)
                 if self.rehearser is not None:
                     await self.rehearser.rehearse(plan, tmp)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 from llm_coordinator.plan import Plan
 from plant.text import safe_text
@@ -26,15 +28,13 @@ _COLOURS = {"planned": "#4C78A8", "done": "#54A24B", "failed": "#E45756", "hazar
 
 def write_gantt(bars: Sequence[Bar], path: Path | str, title: str = "") -> Path:
     """Draw one row per agent, one bar per step (labelled), and save a PNG; returns the path."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     agents = sorted({b[0] for b in bars})
-    fig, ax = plt.subplots(figsize=(12, 1.0 + 0.6 * max(1, len(agents))), dpi=100)
+    with _figure(path, (12, 1.0 + 0.6 * max(1, len(agents)))) as ax:
+        _draw_gantt(ax, bars, agents, title)
+    return Path(path)
+
+
+def _draw_gantt(ax: Any, bars: Sequence[Bar], agents: list[str], title: str) -> None:
     for agent, step, start, end, status in bars:
         y = agents.index(agent)
         ax.barh(
@@ -52,24 +52,18 @@ def write_gantt(bars: Sequence[Bar], path: Path | str, title: str = "") -> Path:
     ax.invert_yaxis()
     ax.set_title(safe_text(title, 120) or "plan")  # a work order's text: outside text
     ax.grid(axis="x", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
 
 
 def write_separation_plot(rows: Sequence[dict[str, object]], path: Path | str, title: str = "") -> Path:
     """One bar per perturbed rehearsal (by seed): the closest a person came to a robot, against
     the protective separation distance of that moment (a tick on each bar; ISO/TS 15066); runs
     inside it, or failed, in red. Saves a PNG; returns the path."""
-    import matplotlib
+    with _figure(path, (8, 3.2)) as ax:
+        _draw_separation(ax, rows, title)
+    return Path(path)
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig, ax = plt.subplots(figsize=(8, 3.2), dpi=100)
+def _draw_separation(ax: Any, rows: Sequence[dict[str, object]], title: str) -> None:
     xs = list(range(len(rows)))
     for x, r in zip(xs, rows, strict=True):
         near = r.get("closest_m")
@@ -85,7 +79,22 @@ def write_separation_plot(rows: Sequence[dict[str, object]], path: Path | str, t
     ax.set_xlabel("perturbed start (seed)")
     ax.set_ylabel("closest approach (m)")
     ax.set_title(safe_text(title, 100) or "closest approach per run; black: protective separation distance", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+
+
+@contextlib.contextmanager
+def _figure(path: Path | str, size: tuple[float, float]) -> Iterator[Any]:
+    """The axes of a new figure, saved to ``path`` (a PNG) when the body ends without raising;
+    the figure is closed either way (pyplot keeps every figure it made until it is closed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=size, dpi=100)
+    try:
+        yield ax
+        fig.tight_layout()
+        fig.savefig(path)
+    finally:
+        plt.close(fig)

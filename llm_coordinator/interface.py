@@ -80,6 +80,10 @@ class LLMBackend(ABC):
     """
 
     name: str
+    #: Whether a warm-up (:meth:`Coordinator.warm_up`) may ask this model a question: true
+    #: only where an answer costs nothing but this machine's time and changes nothing (not a
+    #: remote endpoint, which may bill it; not a scripted model, whose replies it would use up).
+    warm_up_question: bool = False
 
     async def complete(
         self,

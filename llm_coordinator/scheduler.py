@@ -207,6 +207,9 @@ def schedule(steps: Sequence[ProtoStep], time_limit_s: float = 2.0) -> Schedule:
     solver.parameters.max_time_in_seconds = time_limit_s
     solver.parameters.num_workers = 1
     solver.parameters.random_seed = 0
+    # (by default CP-SAT takes SIGINT for itself and puts it back to the default action after
+    # each solve: a console or `atelier serve` would then die on Ctrl-C instead of stopping)
+    solver.parameters.catch_sigint_signal = False
     status = solver.solve(m)
     if solver.status_name(status) not in ("OPTIMAL", "FEASIBLE"):
         log.warning("CP-SAT found no schedule (%s); steps are ordered as listed", solver.status_name(status))

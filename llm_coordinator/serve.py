@@ -89,32 +89,52 @@ def answer_of(co: Coordinator, sub: Submission, model: str | None) -> dict[str, 
     }
 
 
+def check_socket_path(path: Path, *, remove_stale: bool = False) -> None:
+    """:class:`ServeError` unless a server can listen at ``path``: short enough for a Unix
+    socket, and free, or a socket no server listens on (left by one that was killed; removed
+    with ``remove_stale``). Only a refused connection means nobody listens; any other error
+    (a socket of another user's, say) is said, and nothing is removed."""
+    if len(os.fsencode(path.resolve())) > _MAX_PATH_BYTES:
+        raise ServeError(f"socket path {path} is longer than {_MAX_PATH_BYTES} bytes: choose a shorter one")
+    if not (path.exists() or path.is_symlink()):
+        if not path.parent.is_dir():
+            raise ServeError(f"cannot listen at {path}: folder {path.parent} does not exist")
+        return
+    if path.is_symlink() or not path.is_socket():
+        raise ServeError(f"{path} exists and is not a socket: choose another --socket")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(2.0)
+        try:
+            probe.connect(str(path))
+        except ConnectionRefusedError:
+            pass  # (a socket nobody listens on)
+        except OSError as exc:
+            raise ServeError(f"cannot tell whether a server listens at {path}: {exc.strerror or exc}") from None
+        else:
+            raise ServeError(f"another atelier serve is listening at {path}")
+    if remove_stale:
+        try:
+            path.unlink()
+        except OSError as exc:
+            raise ServeError(f"cannot remove the stale socket {path}: {exc.strerror or exc}") from None
+
+
 class Server:
     """The coordinator ``co`` answering on the Unix socket at ``path`` (see the module docstring)."""
 
     def __init__(self, co: Coordinator, path: Path | str, actor: str = "cli") -> None:
         self.co, self.path, self.actor = co, Path(path), actor
         self.turn = asyncio.Lock()  # (one work order at a time)
+        #: Set once the server is stopping: a request read from now on is refused, nothing done.
+        self.stopping = False
         self._server: asyncio.AbstractServer | None = None
-        self._tasks: set[asyncio.Task[dict[str, Any]]] = set()
+        self._bound: tuple[int, int] | None = None  # (device, inode) of the socket this server made
+        self._tasks: set[asyncio.Task[Any]] = set()  # connections and their orders, until they end
 
     async def start(self) -> None:
         """Listen (the socket made 0600); :class:`ServeError` if the path is taken or unusable."""
+        check_socket_path(self.path, remove_stale=True)
         path = self.path
-        if len(os.fsencode(path.resolve())) > _MAX_PATH_BYTES:
-            raise ServeError(f"socket path {path} is longer than {_MAX_PATH_BYTES} bytes: choose a shorter one")
-        if path.exists() or path.is_symlink():
-            if not path.is_socket():
-                raise ServeError(f"{path} exists and is not a socket: choose another --socket")
-            probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            try:
-                probe.connect(str(path))
-            except OSError:
-                path.unlink()  # (left by a server that did not stop cleanly)
-            else:
-                raise ServeError(f"another atelier serve is listening at {path}")
-            finally:
-                probe.close()
         old = os.umask(0o177)  # (the socket is never, even for a moment, open to others)
         try:
             self._server = await asyncio.start_unix_server(self._client, path=str(path), limit=MAX_REQUEST_BYTES)
@@ -123,19 +143,33 @@ class Server:
         finally:
             os.umask(old)
         os.chmod(path, 0o600)
+        st = path.stat()
+        self._bound = (st.st_dev, st.st_ino)
 
     async def close(self) -> None:
-        """Stop listening and remove the socket; orders under way are finished first."""
+        """Stop listening and remove the socket at once (if it is still this server's), refuse
+        what comes after, and finish the orders already read."""
+        self.stopping = True
         if self._server is not None:
             self._server.close()
-            await self._server.wait_closed()
             self._server = None
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
+        if self._bound is not None:
+            with contextlib.suppress(OSError):
+                st = self.path.stat()
+                if (st.st_dev, st.st_ino) == self._bound:  # (not a newer server's socket)
+                    self.path.unlink()
+            self._bound = None
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    def _track(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        current = asyncio.current_task()
+        if current is not None:
+            self._track(current)
         try:
             reply = await self._reply(reader, writer)
             writer.write((json.dumps(reply) + "\n").encode())
@@ -167,10 +201,11 @@ class Server:
             request = Request.model_validate_json(line)
         except ValidationError as exc:
             return {"ok": False, "error": f"not a request: {_problems(exc)}"}
+        if self.stopping:
+            return {"ok": False, "error": "the server is stopping: nothing was done; send the order to a running one"}
         # The order runs as a task of its own: a client that hangs up does not cancel it.
         task = asyncio.create_task(self._plan(request))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._track(task)
         return await asyncio.shield(task)
 
     async def _plan(self, request: Request) -> dict[str, Any]:
@@ -202,25 +237,32 @@ class Server:
 
 async def serve(co: Coordinator, path: Path | str, *, say: Callable[[str], None] = print) -> None:
     """Answer on ``path`` until SIGINT or SIGTERM, readying ``co`` first (:meth:`Coordinator.warm_up`;
-    a work order that comes meanwhile waits for it); ``say`` is told each stage.
-    :class:`ServeError` if it cannot listen."""
+    a work order that comes meanwhile waits for it; a signal then stops the warm-up);
+    ``say`` is told each stage. :class:`ServeError` if it cannot listen."""
     server = Server(co, path)
     await server.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    try:
-        say(f"listening at {path}; readying the model and the twin (work orders wait for it)")
+
+    async def warm() -> None:
         async with server.turn:
             for problem in await co.warm_up():
                 say(f"warning: {problem}")
         say(f'ready: atelier plan --server {path} "..." (Ctrl-C stops)')
+
+    warming = asyncio.create_task(warm())
+    try:
+        say(f"listening at {path}; readying the model and the twin (work orders wait for it)")
         await stop.wait()
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
         say("stopping: orders under way are finished first")
+        warming.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await warming
         await server.close()
 
 
@@ -251,6 +293,11 @@ def ask(path: Path | str, request: Request, timeout_s: float = 1800.0) -> dict[s
             raise ServeError(f"atelier serve at {path} did not answer in {timeout_s:g} s") from None
         except OSError as exc:
             raise ServeError(f"atelier serve at {path} broke off: {exc.strerror or exc}") from None
+    if not chunks:
+        raise ServeError(
+            f"atelier serve at {path} closed the connection without an answer (did it stop?); "
+            "the order may have been stored: see atelier plans"
+        )
     try:
         reply = json.loads(b"".join(chunks))
     except ValueError:

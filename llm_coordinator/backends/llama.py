@@ -109,6 +109,8 @@ def _shared_model(config: LlamaBackendConfig, adapter: Path | None) -> _LoadedMo
 class LlamaBackend(LLMBackend):
     """The embedded llama.cpp backend (see the module docstring)."""
 
+    warm_up_question = True
+
     def __init__(self, config: LlamaBackendConfig) -> None:
         self.config = config
         self._model: _LoadedModel | None = None

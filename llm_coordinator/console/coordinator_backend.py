@@ -121,6 +121,7 @@ class CoordinatorBackend:
         self._jobs: dict[str, JobView] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._runs: dict[int, asyncio.Task[Any]] = {}
+        self._ready: asyncio.Event | None = None  # set once warm_up ended (None: none begun)
         self._recover()
 
     def _recover(self) -> None:
@@ -206,11 +207,16 @@ class CoordinatorBackend:
         )
 
     async def warm_up(self) -> None:
+        """(Work orders that come meanwhile wait for it, as they wait for each other.)"""
+        ready = self._ready = asyncio.Event()
         t0 = asyncio.get_running_loop().time()
-        problems = await self.coordinator.warm_up()
-        for problem in problems:
-            log.warning("warming up: %s", problem)
-        log.info("ready for work orders after %.1f s", asyncio.get_running_loop().time() - t0)
+        try:
+            problems = await self.coordinator.warm_up()
+            for problem in problems:
+                log.warning("warming up: %s", problem)
+            log.info("ready for work orders after %.1f s", asyncio.get_running_loop().time() - t0)
+        finally:
+            ready.set()
 
     async def list_plans(self) -> list[PlanSummary]:
         """Newest first."""
@@ -623,6 +629,9 @@ class CoordinatorBackend:
             self._update(job_id, state=name, plan_id=str(plan_id), message=f"plan {plan_id}: {name}")
 
         try:
+            if self._ready is not None and not self._ready.is_set():
+                self._update(job_id, message="waiting for the model and the twin to be ready")
+                await self._ready.wait()
             snapshot = await self.state() if self.state is not None else None
             if replan_of is not None:
                 sub = await self.coordinator.replan(replan_of, snapshot=snapshot, actor=actor, on_stage=stage)

@@ -142,7 +142,15 @@ def test_a_bad_request_is_refused_with_its_reason_and_stores_nothing(served: Ser
     assert own.returncode == 2 and "--db" in own.stderr and "atelier serve" in own.stderr
     none = atelier("plan", "--server", str(tmp_path / "nobody.sock"), ORDER, cwd=tmp_path)
     assert none.returncode == 1 and "no atelier serve is listening" in none.stderr
+    long = atelier("plan", "--server", str(served.sock), "a" * 4001, cwd=tmp_path)
+    assert long.returncode == 2 and "not a work order the server takes" in long.stderr
+    assert "Traceback" not in long.stderr
     assert served.plans() == before
+    # A server refused its socket path stops before it makes anything.
+    (tmp_path / "taken").write_text("not a socket")
+    refused = atelier("serve", "--socket", "taken", "--db", "sqlite:///never.db", cwd=tmp_path)
+    assert refused.returncode == 2 and "is not a socket" in refused.stderr
+    assert not (tmp_path / "never.db").exists()
 
 
 def test_a_client_that_hangs_up_does_not_lose_its_order(served: Served) -> None:
@@ -158,7 +166,9 @@ def test_a_client_that_hangs_up_does_not_lose_its_order(served: Served) -> None:
 
 
 def test_stopping_the_server_finishes_and_removes_its_socket(served: Served) -> None:
-    served.proc.send_signal(signal.SIGTERM)
+    # Ctrl-C, after orders that CP-SAT scheduled (it used to take SIGINT for itself and leave
+    # the default action behind: the server died without finishing or removing its socket)
+    served.proc.send_signal(signal.SIGINT)
     assert served.proc.wait(60) == 0, "".join(served.log)
     assert not served.sock.exists()
     assert any("stopping" in line for line in served.log)
@@ -168,10 +178,6 @@ def test_another_user_is_refused_before_the_request_is_read(tmp_path: Path, monk
     import asyncio
 
     from llm_coordinator import serve
-
-    class Untouchable:
-        def __getattr__(self, name: str) -> Any:
-            raise AssertionError(f"the coordinator was used ({name}) for a stranger's request")
 
     monkeypatch.setattr(serve, "_peer", lambda sock: (4242, os.getuid() + 1))
     path = tmp_path / "s.sock"
@@ -187,3 +193,43 @@ def test_another_user_is_refused_before_the_request_is_read(tmp_path: Path, monk
     answer = asyncio.run(main())
     assert not answer["ok"] and "only the user who started this server" in answer["error"]
     assert not path.exists()
+
+
+class Untouchable:
+    """A coordinator that must not be used."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise AssertionError(f"the coordinator was used ({name})")
+
+
+def test_a_request_read_once_the_server_stops_is_refused_and_its_socket_left_to_a_newer_server(
+    tmp_path: Path,
+) -> None:
+    import asyncio
+
+    from llm_coordinator import serve
+
+    path = tmp_path / "s.sock"
+
+    async def main() -> tuple[dict[str, Any], bool]:
+        server = serve.Server(Untouchable(), path)  # type: ignore[arg-type]
+        await server.start()
+        reader, writer = await asyncio.open_unix_connection(str(path))
+        closing = asyncio.create_task(server.close())
+        await asyncio.sleep(0.1)
+        assert not path.exists(), "the socket goes as soon as the server stops listening"
+        # A newer server took the path meanwhile: the old one does not remove its socket.
+        newer = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        newer.bind(str(path))
+        writer.write(json.dumps({"order": ORDER}).encode() + b"\n")
+        await writer.drain()
+        answer = json.loads(await reader.readline())
+        writer.close()
+        await closing
+        kept = path.exists()
+        newer.close()
+        return answer, kept
+
+    answer, kept = asyncio.run(main())
+    assert not answer["ok"] and "stopping" in answer["error"]
+    assert kept, "a stopping server removed the socket of the server after it"
