@@ -430,12 +430,19 @@ def recipe_vocabulary(plant: PlantDescription, recipe: str) -> set[str]:
     return vocab
 
 
+def _named_words(facts: OrderFacts) -> set[str]:
+    """The words with which the order names the plant's agents, places and part types: any plan
+    or recipe may involve those. Not a recipe's name: its words are evidence for that recipe
+    alone ("fill and seal" covers nothing of a recipe that palletises)."""
+    return {w for m in facts.mentions if m.kind != "recipe" for w in _text_words(m.text)}
+
+
 def vocabulary_gaps(order: str, plan: Plan, plant: PlantDescription, facts: OrderFacts) -> list[str]:
     """Words of the order that the plan leaves out while a recipe of the plant would not: a word
     that matches nothing of the plan (:func:`plan_vocabulary` and what the order names) but
     matches a recipe that also covers every word of the order the plan covers. The order asks for
     it ("sort"), the plan does not do it, and the plant has a way that does."""
-    named = {w for m in facts.mentions for w in _text_words(m.text)}
+    named = _named_words(facts)
     vocab = plan_vocabulary(plan, plant, described=False) | named
     words = _order_words(order, facts)
     covered = [w for w in words if _matches(w, vocab)]
@@ -507,7 +514,7 @@ def overreach(order: str, plan: Plan, plant: PlantDescription, facts: OrderFacts
     mine = _plan_recipes(plan, plant)
     if len(mine) != 1 or len(plan.goals) > 1:
         return []
-    named = {w for m in facts.mentions for w in _text_words(m.text)}
+    named = _named_words(facts)
     vocab = plan_vocabulary(plan, plant, described=False) | named
     covered = [w for w in _order_words(order, facts) if _matches(w, vocab)]
     size = len(plant.recipes[mine[0]].steps)

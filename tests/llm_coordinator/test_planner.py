@@ -328,6 +328,19 @@ async def test_the_part_the_order_names_is_the_part_the_recipe_handles() -> None
     assert any("'canister'" in g and "no part of that type" in g for g in gaps), gaps
 
 
+async def test_the_words_of_a_recipe_named_in_the_order_cover_no_other_recipe() -> None:
+    """An order that names its recipe ("fill and seal") is covered by that recipe: the words of
+    the name do not make another recipe (one whose description says "with") look like a better
+    or a smaller fit, so the right reading is not turned into a question."""
+    from plant.loader import load_plant
+
+    line = load_plant(PLANTS / "packaging_line.yaml")
+    order = "Fill and seal two bottles with 0.5 l each"
+    out = await model_answers(line, {"goal": '{"goal": "fill_and_seal"}'}, order)
+    assert out.status == "planned" and out.plan is not None, out.reasons
+    assert [s.args for s in out.plan.steps if s.skill == "dose"] == [{"volume": 0.5}] * 2
+
+
 async def test_a_recipe_where_one_task_was_asked_for_is_replaced_by_the_task() -> None:
     """A recipe that does what the order names among other things, where a single task of one
     agent does just that, does more than asked: the task is planned instead."""
