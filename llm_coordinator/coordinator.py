@@ -108,12 +108,7 @@ class Coordinator:
             failed("the model", exc)
         recipe = next(iter(self.plant.recipes), None)
         if recipe is None:
-            if self.rehearser is not None:
-                try:
-                    await self.rehearser.warm_up()
-                except Exception as exc:
-                    failed("the rehearsal", exc)
-            return problems
+            return problems  # (nothing to rehearse dry: the first work order compiles the twin)
         text = recipe_order(recipe)
         if self.planner.backend.warm_up_question:
             try:

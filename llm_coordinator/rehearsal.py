@@ -146,12 +146,6 @@ class Rehearser:
     def __init__(self, plant: PlantDescription, factory: TwinFactory, timeout_margin: float = 4.0) -> None:
         self.plant, self.factory, self.timeout_margin = plant, factory, timeout_margin
 
-    async def warm_up(self) -> None:
-        """Open one twin session and close it: the libraries it imports, the plant's compiled
-        model, the robots' policies and the renderer are ready before the first plan comes."""
-        async with self.factory(self.plant):
-            pass
-
     async def rehearse(self, plan: Plan, out_dir: Path | str) -> RehearsalReport:
         """Run ``plan`` in a fresh twin and write the Gantt chart and evidence to ``out_dir``.
 
@@ -261,11 +255,6 @@ def _rehearse_in_worker(
         else make_factory(render=render, start=start, perturb=perturb)
     )
     return asyncio.run(Rehearser(plant, factory, margin).rehearse(plan, out_dir))
-
-
-def _warm_worker(make_factory: MakeTwinFactory, plant: PlantDescription, render: bool) -> None:
-    """:meth:`Rehearser.warm_up` in the worker process (see :class:`ProcessRehearser`)."""
-    asyncio.run(Rehearser(plant, make_factory(render=render)).warm_up())
 
 
 @dataclass
@@ -540,7 +529,7 @@ class ProcessRehearser(Rehearser):
         self.start = start
         self._pool: ProcessPoolExecutor | None = None
 
-    def _worker(self) -> ProcessPoolExecutor:
+    async def rehearse(self, plan: Plan, out_dir: Path | str) -> RehearsalReport:
         if self._pool is None:
             # The worker steps a twin as fast as a core allows, a batch job beside real-time work
             # (a live twin and robot runtimes, or a served plant's processes on this host, whose
@@ -549,27 +538,12 @@ class ProcessRehearser(Rehearser):
             self._pool = ProcessPoolExecutor(
                 1, mp_context=multiprocessing.get_context("spawn"), initializer=batch_worker_init
             )
-        return self._pool
-
-    async def warm_up(self) -> None:
-        """Start the worker process and open one twin session in it (:meth:`Rehearser.warm_up`)."""
-        pool = self._worker()
-        try:
-            await asyncio.get_running_loop().run_in_executor(
-                pool, _warm_worker, self.make_factory, self.plant, self.render
-            )
-        except BrokenProcessPool:
-            self._pool = None  # the first rehearsal starts a new worker
-            raise
-
-    async def rehearse(self, plan: Plan, out_dir: Path | str) -> RehearsalReport:
-        pool = self._worker()
         loop = asyncio.get_running_loop()
         t0 = time.monotonic()
         start = self.start() if self.start is not None else None
         args = (self.make_factory, self.plant, plan, str(out_dir), self.timeout_margin, self.render, start)
         try:
-            return await loop.run_in_executor(pool, _rehearse_in_worker, *args)
+            return await loop.run_in_executor(self._pool, _rehearse_in_worker, *args)
         except BrokenProcessPool as exc:
             self._pool = None  # the next rehearsal starts a new worker
             reason = f"the rehearsal process stopped unexpectedly ({exc}); nothing was rehearsed"
