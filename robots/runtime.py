@@ -834,8 +834,10 @@ class RobotRuntime:
     def trip_estop(self, reason: str, source: str) -> None:
         """Latch the e-stop (:meth:`SafetySupervisor.trip_estop`) and send the stop at once
         (:meth:`stop_now`, before the latch file is written). Thread-safe: for the e-stop's
-        service, button or console."""
-        self.supervisor.trip_estop(reason, source, time.monotonic(), stopped=self.stop_now)
+        service, button or console. Only the trip that latches it sends the stop early: the
+        e-stop is open to anyone, and a flood of trips must not brake faster than the limits."""
+        latched = self.supervisor.estopped
+        self.supervisor.trip_estop(reason, source, time.monotonic(), stopped=None if latched else self.stop_now)
 
     def stop_now(self) -> None:
         """Run the live loop's next control period at once instead of at the next joint state,

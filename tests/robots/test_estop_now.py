@@ -126,6 +126,13 @@ def test_an_estop_from_outside_the_loop_goes_out_before_the_next_joint_state(
         assert np.all(np.abs(second - braked) <= cfg.limits.max_accel_rad_s2 * PERIOD_S + 1e-9)
         assert not np.array_equal(first, hw.writes[-1][1])
 
+        # Anyone may trip it again, as often as they like: no more early periods, no faster braking.
+        n = len(hw.writes)
+        for _ in range(20):
+            rt.trip_estop("again", "a stranger")
+        time.sleep(0.2)
+        assert len(hw.writes) == n, "a repeated trip ran another braking step ahead of its joint state"
+
         for _ in range(200):
             if sup.mode == "stopped":
                 break
