@@ -347,12 +347,19 @@ _COMPILED_KEEP = 4
 _COMPILED_LOCK = threading.Lock()
 
 
-def compiled_model(plant: PlantDescription, config: TwinConfig) -> mujoco.MjModel:
-    """A fresh copy of the compiled MuJoCo model of ``plant`` under ``config``. Compiling takes
-    about a second; a process that makes many twins of one plant (a rehearsal worker, the
-    console, a batch of rehearsals) compiles it once and copies it (milliseconds). Each twin
-    gets a copy of its own, because a twin changes its model (belt speeds, lamps, grasps)."""
-    key = hashlib.sha256(f"{plant.model_dump_json()}|{config!r}".encode()).hexdigest()
+def model_key(plant: PlantDescription, config: TwinConfig) -> str:
+    """What names the compiled model of ``plant`` under ``config``: twins with the same key have
+    copies of one compiled model (the same bodies, meshes and textures)."""
+    return hashlib.sha256(f"{plant.model_dump_json()}|{config!r}".encode()).hexdigest()
+
+
+def compiled_model(plant: PlantDescription, config: TwinConfig, key: str | None = None) -> mujoco.MjModel:
+    """A fresh copy of the compiled MuJoCo model of ``plant`` under ``config`` (``key``: its
+    :func:`model_key`, if the caller has it). Compiling takes about a second; a process that
+    makes many twins of one plant (a rehearsal worker, the console, a batch of rehearsals)
+    compiles it once and copies it (milliseconds). Each twin gets a copy of its own, because a
+    twin changes its model (belt speeds, lamps, grasps)."""
+    key = key or model_key(plant, config)
     with _COMPILED_LOCK:
         model = _COMPILED.get(key)
         if model is not None:
@@ -377,7 +384,9 @@ class Twin:
     def __init__(self, plant: PlantDescription, config: TwinConfig | None = None) -> None:
         self.plant = plant
         self.config = config or TwinConfig()
-        self.model = compiled_model(plant, self.config)
+        #: Twins with the same key have copies of one compiled model (see :func:`model_key`).
+        self.model_key = model_key(plant, self.config)
+        self.model = compiled_model(plant, self.config, self.model_key)
         self.data = mujoco.MjData(self.model)
         if any(m.belt is not None for m in plant.machines.values()):
             # Belts start still, so the compiler saw no surface velocity; switch it on.

@@ -13,10 +13,7 @@
 
 from __future__ import annotations
 
-import atexit
-import concurrent.futures
 import math
-import queue
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -45,6 +42,7 @@ from sim._types import FloatArray
 from sim.config import TwinConfig
 from sim.defects import FACES, Face, PartMarks, show_defect
 from sim.hardware import arm_kinematics
+from sim.render import Camera, RenderError, no_sites
 from sim.twin import Twin
 
 
@@ -60,16 +58,6 @@ class Randomisation:
     light_shift_m: float = 0.04
     gain: tuple[float, float] = (0.85, 1.15)  # exposure
     noise: tuple[float, float] = (0.0, 6.0)  # sensor noise, grey levels (sd)
-
-
-def _no_sites() -> mujoco.MjvOption:
-    """Scene options without the models' site markers (the grip point's sphere is no part's)."""
-    opt = mujoco.MjvOption()
-    opt.sitegroup[:] = 0
-    return opt
-
-
-_NO_SITES = _no_sites()
 
 
 def _face_down_quat(face: Face, yaw: float, tilt_x: float, tilt_y: float) -> FloatArray:
@@ -126,7 +114,7 @@ class InspectionScene:
         self._diffuse = {i: model.light_diffuse[i].copy() for i in self._lights if i >= 0}
         self._light_pos = {i: model.light_pos[i].copy() for i in self._lights if i >= 0}
         self._renderer = mujoco.Renderer(model, height=size, width=size)
-        self._opt = _no_sites()
+        self._opt = no_sites()
 
     def _presenter(self) -> tuple[str | None, FloatArray | None]:
         """The robot that presents parts here and its arm's joints when it does (None: no robot
@@ -290,92 +278,24 @@ def load_model(ref: str, part_type: str) -> VisionModel:
     return model
 
 
-class _GLThread:
-    """One thread of the process that owns the inspection cameras' OpenGL contexts.
-
-    An OpenGL context belongs to the thread that made it: a ``mujoco.Renderer`` made on a
-    twin's stepping thread and left to the garbage collector on another fails there
-    (EGL_BAD_ACCESS), and making one per image costs 0.3 s. So renderers live here, a few at a
-    time (least recently used closed first, on this thread), and render for whoever asks while
-    the asker waits (the twin does not step meanwhile, so its data holds still)."""
-
-    KEEP = 4
-
-    def __init__(self) -> None:
-        self._jobs: queue.SimpleQueue[tuple[Callable[[], object], concurrent.futures.Future[object]] | None] = (
-            queue.SimpleQueue()
-        )
-        self._renderers: OrderedDict[tuple[int, int], tuple[mujoco.MjModel, mujoco.Renderer]] = OrderedDict()
-        self._thread = threading.Thread(target=self._run, name="atelier-inspection-gl", daemon=True)
-        self._thread.start()
-        atexit.register(self.close)
-
-    def _run(self) -> None:
-        while (job := self._jobs.get()) is not None:
-            fn, fut = job
-            try:
-                fut.set_result(fn())
-            except BaseException as exc:  # handed to the caller
-                fut.set_exception(exc)
-        for _model, r in self._renderers.values():
-            r.close()
-
-    def call(self, fn: Callable[[], object]) -> object:
-        fut: concurrent.futures.Future[object] = concurrent.futures.Future()
-        self._jobs.put((fn, fut))
-        return fut.result()
-
-    def renderer(self, model: mujoco.MjModel, size: int) -> mujoco.Renderer:
-        """(On this thread only.) A renderer of ``model`` at ``size``."""
-        key = (id(model), size)
-        hit = self._renderers.get(key)
-        if hit is not None and hit[0] is model:
-            self._renderers.move_to_end(key)
-            return hit[1]
-        r = mujoco.Renderer(model, height=size, width=size)
-        self._renderers[key] = (model, r)
-        while len(self._renderers) > self.KEEP:
-            _old, gone = self._renderers.popitem(last=False)[1]
-            gone.close()
-        return r
-
-    def close(self) -> None:
-        """Close every renderer on this thread, and end it (at exit)."""
-        self._jobs.put(None)
-        self._thread.join(5.0)
-
-
-_GL: _GLThread | None = None
-_GL_LOCK = threading.Lock()
-
-
-def _gl() -> _GLThread:
-    global _GL
-    with _GL_LOCK:
-        if _GL is None:
-            _GL = _GLThread()
-        return _GL
-
-
 class TwinCamera:
     """An inspection machine's camera in a twin: renders ``M/camera`` as it is now (on the
-    process's inspection GL thread, :class:`_GLThread`)."""
+    process's OpenGL thread, :func:`sim.render.gl_thread`)."""
 
     def __init__(self, twin: Twin, machine: str, size: int) -> None:
-        self.twin, self.camera, self.size = twin, f"{machine}/camera", size
-        if mujoco.mj_name2id(twin.model, mujoco.mjtObj.mjOBJ_CAMERA, self.camera) < 0:
+        camera = f"{machine}/camera"
+        if mujoco.mj_name2id(twin.model, mujoco.mjtObj.mjOBJ_CAMERA, camera) < 0:
             raise VisionError(f"{machine} has no camera in the twin (it needs a station location above its table)")
+        self.twin, self.camera, self.size = twin, camera, size
+        self._camera: Camera | None = None
 
     def grab(self, timeout_s: float) -> Image:
-        gl = _gl()
-
-        def render() -> Image:
-            r = gl.renderer(self.twin.model, self.size)
-            r.update_scene(self.twin.data, camera=self.camera, scene_option=_NO_SITES)
-            return np.asarray(r.render(), dtype=np.uint8).copy()
-
-        image: Image = gl.call(render)  # type: ignore[assignment]
-        return image
+        if self._camera is None:
+            try:
+                self._camera = Camera(self.twin, self.camera, self.size, self.size)
+            except RenderError as exc:
+                raise VisionError(f"{self.camera}: {exc}") from exc
+        return self._camera.frame()
 
 
 def _source(twin: Twin, machine: str, size: int) -> ImageSource:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import imageio.v3 as iio
+import mujoco
 import numpy as np
 import pytest
 
@@ -49,3 +50,30 @@ def test_unknown_camera_and_suffix(twin: Twin, tmp_path: Path) -> None:
         Camera(twin, "sky")
     with pytest.raises(RenderError, match=r"unknown file type '\.avi'"):
         write_frames(tmp_path / "x.avi", [np.zeros((4, 4, 3), np.uint8)], 10)
+
+
+def test_a_renderer_made_for_one_twin_renders_another_twin_of_the_plant_as_it_is(
+    demo_plant: PlantDescription,
+) -> None:
+    """The OpenGL thread keeps one renderer per compiled model: a second twin (a rehearsal's
+    own) is drawn from its own model and data, not the first twin's."""
+    first, second = Twin(demo_plant), Twin(demo_plant)
+    assert first.model_key == second.model_key and first.model is not second.model
+    with Camera(first, "overview", 160, 90) as cam:
+        before = cam.frame()
+    # The second twin differs: its parts have moved and a lamp shows another colour.
+    second.step(200)
+    lamp = next(i for i in range(second.model.ngeom) if second.model.geom(i).name.endswith("/lamp"))
+    second.model.geom_rgba[lamp] = (0.1, 0.2, 0.9, 1.0)
+    with Camera(second, "overview", 160, 90) as cam:
+        shared = cam.frame()
+    bare = mujoco.Renderer(second.model, height=90, width=160)
+    try:
+        opt = mujoco.MjvOption()
+        opt.sitegroup[:] = 0
+        bare.update_scene(second.data, camera="overview", scene_option=opt)
+        own = np.asarray(bare.render(), dtype=np.uint8)
+    finally:
+        bare.close()
+    assert np.array_equal(shared, own)
+    assert not np.array_equal(shared, before)
