@@ -205,6 +205,44 @@ def _align_z(rot: FloatArray, axis: FloatArray) -> FloatArray:
     return np.asarray(turn @ rot, dtype=float)
 
 
+def _motion_bound(model: mujoco.MjModel, qpos_adr: NDArray[np.int_], body_ids: NDArray[np.int_], site_id: int) -> float:
+    """How far (m) any point of :class:`LinkPoints` can move per radian of one of its joints (per
+    metre of a sliding one), at most: the length of the chain from the first joint that moves
+    them to each point (every body offset below that joint, every joint anchor, and the site's
+    offset). Changing joints by ``dq`` moves no point further than this times ``sum(|dq|)``:
+    a hinge moves a point by at most its distance from the axis times the angle, one joint after
+    the other. ``inf`` when a joint that moves them is neither a hinge nor a slide."""
+    moving = {int(a) for a in qpos_adr}
+    moving_joints = {j for j in range(model.njnt) if int(model.jnt_qposadr[j]) in moving}
+    bodies: set[int] = set()
+    for start in [*body_ids.tolist(), int(model.site_bodyid[site_id])]:
+        b = int(start)
+        while b > 0 and b not in bodies:
+            bodies.add(b)
+            b = int(model.body_parentid[b])
+
+    def joints(b: int) -> range:
+        return range(int(model.body_jntadr[b]), int(model.body_jntadr[b]) + int(model.body_jntnum[b]))
+
+    def moves(b: int) -> bool:
+        return any(int(model.jnt_qposadr[j]) in moving for j in joints(b))
+
+    total = float(np.linalg.norm(model.site_pos[site_id]))
+    for b in bodies:
+        for j in joints(b):
+            kind = int(model.jnt_type[j])
+            if kind not in (mujoco.mjtJoint.mjJNT_HINGE, mujoco.mjtJoint.mjJNT_SLIDE) and j in moving_joints:
+                return float("inf")
+            total += float(np.linalg.norm(model.jnt_pos[j]))
+        # The offset from the parent counts once a joint above this body moves it.
+        up = int(model.body_parentid[b])
+        while up > 0 and not moves(up):
+            up = int(model.body_parentid[up])
+        if up > 0:
+            total += float(np.linalg.norm(model.body_pos[b]))
+    return max(total, 1.0)
+
+
 class LinkPoints:
     """World positions (m) of points along an arm at a joint configuration, for safety checks.
 
@@ -212,6 +250,8 @@ class LinkPoints:
     midpoints between consecutive ones (links are long), and the site ``site_id`` (the tool).
     Each carries a radius (m) that covers the link around it. Own scratch ``MjData``: safe to
     use from one thread while another thread uses the model elsewhere. About 10-15 us a call.
+    ``motion_bound_m``: no point moves further than it times ``sum(|dq|)`` when the joints
+    change by ``dq`` (see :func:`_motion_bound`).
     """
 
     def __init__(
@@ -242,6 +282,7 @@ class LinkPoints:
         self._qpos_at: slice | NDArray[np.int_] = (
             slice(first, first + len(self.qpos_adr)) if consecutive else self.qpos_adr
         )
+        self.motion_bound_m = _motion_bound(model, self.qpos_adr, self.body_ids, self.site_id)
 
     @property
     def count(self) -> int:

@@ -506,7 +506,17 @@ class SafetySupervisor:
         self._q: FloatArray | None = None  # last applied position
         self._v = np.zeros(lim.dof)
         self._p_prev: FloatArray | None = None
+        # The measured points of last period (None after a period decided by bounds) and the
+        # measured joint positions they are the points of.
         self._meas_prev: FloatArray | None = None
+        self._meas_prev_q: list[float] | None = None
+        # SSM by bounds (:meth:`_ssm_far`): how far a point moves per radian, the circle on the
+        # floor round the commanded points (points, centre x, y, radius), and the reading to
+        # evaluate when asked (:attr:`ssm`) with the bound of its separation.
+        self._motion_bound = float(getattr(points, "motion_bound_m", math.inf))
+        self._circle: tuple[FloatArray | None, float, float, float] = (None, 0.0, 0.0, 0.0)
+        self._lazy: tuple[FloatArray, list[float], list[float] | None, Sequence[TrackedPerson]] | None = None
+        self._floor = math.inf
         self._measured: JointState | None = None
         self._people: Sequence[TrackedPerson] = ()
         self._causes: dict[StopCause, tuple[StopCategory, str]] = {}
@@ -519,7 +529,7 @@ class SafetySupervisor:
         self._stream_source: str | None = None
         self._stream_last_s = 0.0
         self._last_target: FloatArray | None = None
-        self.ssm = SsmReading()
+        self._ssm_value = SsmReading()
         self.last_stop_trigger_s: float | None = None
         self._latch_seen_tripped = latch is not None and latch.tripped
         if latch is not None and latch.tripped:
@@ -903,38 +913,102 @@ class SafetySupervisor:
         """Speed and separation monitoring at the commanded pose ``pts`` (of ``q``, ``v``).
         ``stop``: :meth:`_stop_pose` of ``q``, ``v`` when the caller has it already."""
         cfg = self.config.ssm
+        people = self._people
+        if (
+            people
+            and stop is not None
+            and stop[1] is None
+            and pts is self._p_prev
+            and "protective_stop" not in self._causes
+            and self._ssm_far(now_s, pts, q, people)
+        ):
+            return
+        self._lazy = None
+        p_prev = pts if self._p_prev is None else self._p_prev
+        self._p_prev = pts
+        meas_pts = meas_prev = None
+        if self._measured is not None:
+            meas_q = np.asarray(self._measured.position, dtype=float)
+            meas_pts = self._points(meas_q)
+            meas_prev = self._meas_prev
+            if meas_prev is None and self._meas_prev_q is not None:
+                meas_prev = self._points(np.array(self._meas_prev_q, dtype=float))
+            self._meas_prev, self._meas_prev_q = meas_pts, self._good
+        t_stop, stop_pts = 0.0, None
+        if people:
+            t_stop, stop_pts = self._stop_pose(q, v) if stop is None else stop
+        reading, worst_margin, lagging = self._measure(pts, p_prev, meas_pts, meas_prev, people, t_stop, stop_pts)
+        self._ssm_value = reading
+        speed = reading.robot_speed_m_s
+        if not people:
+            self._scale = 1.0
+            if self._ssm_clear_since is None:
+                self._ssm_clear_since = now_s
+            if "protective_stop" in self._causes and now_s - self._ssm_clear_since >= cfg.resume_clear_s:
+                self._clear(now_s, "protective_stop", "cell clear of people")
+            return
+        moving = speed > cfg.standstill_speed_m_s or t_stop > 0 or lagging
+        if worst_margin <= 0 and moving and "protective_stop" not in self._causes:
+            self._stop(
+                now_s,
+                "protective_stop",
+                self.config.protective_stop_category,
+                f"{reading.person} at {reading.separation_m:.3f} m, inside the protective separation "
+                f"distance {reading.protective_distance_m:.3f} m (robot {speed:.2f} m/s)",
+                "protective_stop",
+            )
+        # The band is measured from the distance needed at rest: a stopped robot resumes only
+        # once the person is out of the band.
+        sp_rest = self._sp_rest
+        if worst_margin <= 0 or reading.separation_m <= sp_rest:
+            self._ssm_clear_since = None
+        elif self._ssm_clear_since is None:
+            self._ssm_clear_since = now_s
+        if "protective_stop" in self._causes:
+            clear_for = 0.0 if self._ssm_clear_since is None else now_s - self._ssm_clear_since
+            if reading.separation_m > sp_rest + cfg.warning_band_m and clear_for >= cfg.resume_clear_s:
+                self._clear(now_s, "protective_stop", f"{reading.person} left the separation distance")
+        band = reading.separation_m - max(reading.protective_distance_m, sp_rest)
+        scale = min(1.0, max(cfg.min_speed_scale, band / cfg.warning_band_m)) if band < cfg.warning_band_m else 1.0
+        if scale < 1.0 and self._scale >= 1.0 and not self._causes:
+            self._emit(now_s, "slow", f"{reading.person} at {reading.separation_m:.2f} m: speed scaled to {scale:.2f}")
+        self._scale = scale
+
+    def _measure(
+        self,
+        pts: FloatArray,
+        p_prev: FloatArray,
+        meas_pts: FloatArray | None,
+        meas_prev: FloatArray | None,
+        people: Sequence[TrackedPerson],
+        t_stop: float,
+        stop_pts: FloatArray | None,
+    ) -> tuple[SsmReading, float, bool]:
+        """The SSM reading of the commanded points ``pts`` (``p_prev`` last period's), the
+        measured ones (``meas_pts``, ``meas_prev``; None: no measurement, or none last period)
+        and the stop (``t_stop`` s, ending at ``stop_pts``; None at rest), with the worst
+        margin of separation over protective distance, and whether the servo lags its command.
+        Changes nothing but scratch arrays."""
+        cfg = self.config.ssm
         dt = self._dt
-        if self._p_prev is None:
-            self._p_prev = pts
         # Displacements whose largest norm is wanted, evaluated together: 0 the commanded points
         # since the last period, 1 the servo lag, 2 the measured points since the last period,
         # 3 the stopping distance.
         diffs = self._diffs
-        np.subtract(pts, self._p_prev, out=diffs[0])
-        self._p_prev = pts
+        np.subtract(pts, p_prev, out=diffs[0])
         # The arm lags its command (servo tracking): it is somewhere between the measured and
         # the commanded pose and still has the lag to travel. Count the lag as robot position
         # uncertainty, and the measured speed when it is the larger.
-        meas = self._measured
-        meas_pts: FloatArray | None = None
-        had_meas_prev = False
-        if meas is not None:
-            meas_pts = self._points(np.asarray(meas.position, dtype=float))
+        if meas_pts is not None:
             np.subtract(pts, meas_pts, out=diffs[1])
-            meas_prev = self._meas_prev
-            had_meas_prev = meas_prev is not None
             if meas_prev is not None:
                 np.subtract(meas_pts, meas_prev, out=diffs[2])
             else:
                 diffs[2] = 0.0  # (unused)
-            self._meas_prev = meas_pts
         else:
             diffs[1:3] = 0.0  # (unused)
-        people = self._people
-        t_stop, stop_pts = 0.0, None
         rows = 3
         if people:
-            t_stop, stop_pts = self._stop_pose(q, v) if stop is None else stop
             # At rest the stop ends where the arm is: distance 0 (NaN for NaN points, as before).
             np.subtract(pts if stop_pts is None else stop_pts, pts, out=diffs[3])
             rows = 4
@@ -947,16 +1021,10 @@ class SafetySupervisor:
         lag_m = 0.0
         if meas_pts is not None:
             lag_m = norms[1]
-            if had_meas_prev:
+            if meas_prev is not None:
                 speed = max(speed, norms[2] / dt)
         if not people:
-            self.ssm = SsmReading(math.inf, 0.0, speed)
-            self._scale = 1.0
-            if self._ssm_clear_since is None:
-                self._ssm_clear_since = now_s
-            if "protective_stop" in self._causes and now_s - self._ssm_clear_since >= cfg.resume_clear_s:
-                self._clear(now_s, "protective_stop", "cell clear of people")
-            return
+            return SsmReading(math.inf, 0.0, speed), math.inf, False
         s_stop = norms[3]
         # Horizontal gaps of every person to every point (commanded and measured), at once.
         n = self._n
@@ -989,33 +1057,89 @@ class SafetySupervisor:
             if sep - sp < worst_margin:
                 worst_margin = sep - sp
                 reading = SsmReading(sep, sp, speed, person.name)
-        self.ssm = reading
-        moving = speed > cfg.standstill_speed_m_s or t_stop > 0 or lagging
-        if worst_margin <= 0 and moving and "protective_stop" not in self._causes:
-            self._stop(
-                now_s,
-                "protective_stop",
-                self.config.protective_stop_category,
-                f"{reading.person} at {reading.separation_m:.3f} m, inside the protective separation "
-                f"distance {reading.protective_distance_m:.3f} m (robot {speed:.2f} m/s)",
-                "protective_stop",
+        return reading, worst_margin, lagging
+
+    def _ssm_far(self, now_s: float, pts: FloatArray, q: FloatArray, people: Sequence[TrackedPerson]) -> bool:
+        """SSM of a robot held at rest (the commanded points those of last period, no stop to
+        make) when every person is, by a bound, beyond the protective distance and the warning
+        band: then the exact evaluation would decide alike (no stop, full speed, clear since
+        now at the latest), so decide without it. True when it did. The reading is kept for
+        :attr:`ssm` to evaluate exactly if anyone asks (:attr:`separation_floor_m` bounds it).
+
+        The bounds: the measured points lie within ``motion_bound * sum(|q_measured - q|)`` of
+        the commanded ones (the servo lag, at most), and moved at most ``motion_bound *
+        sum(|q_measured - q_measured_before|)`` since last period (the measured speed, times
+        the period); every commanded point lies in a circle round their centre on the floor.
+        """
+        bound = self._motion_bound
+        qm = self._good
+        if qm is None or self._measured is None or not bound < math.inf:
+            return False
+        cfg = self.config.ssm
+        lag = bound * sum(abs(a - b) for a, b in zip(qm, q.tolist(), strict=True)) + 1e-9
+        if not lag <= cfg.servo_lag_moving_m:
+            return False  # (the exact lag may make it count as moving)
+        prev = self._meas_prev_q
+        speed = 0.0
+        if prev is not None:
+            speed = (bound * sum(abs(a - b) for a, b in zip(qm, prev, strict=True)) + 1e-9) / self._dt
+        circle = self._circle
+        if circle[0] is not pts:
+            xy = pts[:, :2]
+            c = xy.mean(axis=0)
+            rho = float((np.hypot(xy[:, 0] - c[0], xy[:, 1] - c[1]) + self._radius2[: self._n]).max())
+            circle = self._circle = (pts, float(c[0]), float(c[1]), rho)
+        _, cx, cy, rho = circle
+        reach = rho + lag + cfg.person_radius_m
+        need_rest = self._sp_rest + cfg.warning_band_m + 1e-9
+        floor = math.inf
+        for person in people:
+            sep = math.hypot(person.x_m - cx, person.y_m - cy) - reach
+            sp = protective_separation_distance_m(
+                max(cfg.human_speed_m_s, person.speed_m_s),
+                speed,
+                cfg.reaction_time_s,
+                0.0,
+                0.0,
+                cfg.intrusion_distance_m,
+                cfg.human_uncertainty_m,
+                cfg.robot_uncertainty_m + lag,
             )
-        # The band is measured from the distance needed at rest: a stopped robot resumes only
-        # once the person is out of the band.
-        sp_rest = self._sp_rest
-        if worst_margin <= 0 or reading.separation_m <= sp_rest:
-            self._ssm_clear_since = None
-        elif self._ssm_clear_since is None:
+            if not (sep > need_rest and sep > sp + cfg.warning_band_m + 1e-9):
+                return False
+            floor = min(floor, sep)
+        # Decided as the exact evaluation would: nothing to stop, full speed, clear since now.
+        self._lazy = (pts, qm, prev, people)
+        self._floor = floor
+        self._meas_prev, self._meas_prev_q = None, qm
+        self._scale = 1.0
+        if self._ssm_clear_since is None:
             self._ssm_clear_since = now_s
-        if "protective_stop" in self._causes:
-            clear_for = 0.0 if self._ssm_clear_since is None else now_s - self._ssm_clear_since
-            if reading.separation_m > sp_rest + cfg.warning_band_m and clear_for >= cfg.resume_clear_s:
-                self._clear(now_s, "protective_stop", f"{reading.person} left the separation distance")
-        band = reading.separation_m - max(reading.protective_distance_m, sp_rest)
-        scale = min(1.0, max(cfg.min_speed_scale, band / cfg.warning_band_m)) if band < cfg.warning_band_m else 1.0
-        if scale < 1.0 and self._scale >= 1.0 and not self._causes:
-            self._emit(now_s, "slow", f"{reading.person} at {reading.separation_m:.2f} m: speed scaled to {scale:.2f}")
-        self._scale = scale
+        return True
+
+    @property
+    def ssm(self) -> SsmReading:
+        """The last SSM evaluation (exact: evaluated now if the period decided by bounds).
+        Read it on the thread that runs the periods."""
+        lazy = self._lazy
+        if lazy is not None:
+            pts, qm, prev, people = lazy
+            meas_pts = self._points(np.array(qm, dtype=float))
+            meas_prev = None if prev is None else self._points(np.array(prev, dtype=float))
+            self._ssm_value = self._measure(pts, pts, meas_pts, meas_prev, people, 0.0, None)[0]
+            self._lazy = None
+        return self._ssm_value
+
+    @ssm.setter
+    def ssm(self, reading: SsmReading) -> None:
+        self._lazy = None
+        self._ssm_value = reading
+
+    @property
+    def separation_floor_m(self) -> float:
+        """At most :attr:`ssm`'s separation, without evaluating it (for a watcher of the closest
+        approach, which needs the exact reading only when this is below the closest so far)."""
+        return self._floor if self._lazy is not None else self._ssm_value.separation_m
 
     def stream(self, source: str, now_s: float) -> None:
         """Note that a streamed command arrived from ``source`` (arms the watchdog for it)."""
@@ -1047,7 +1171,10 @@ class SafetySupervisor:
             )
         q_a, v_a = self._q, self._v
         clamped = refused = False
-        q_new = v_new = q_a  # (set below on every path: limited, or stopping)
+        # Held where it is, at rest: what a stopped robot whose stop clears this period gets
+        # (every other path sets both below). Never ``v_new = q_a``: a stop that cleared made
+        # the supervisor take the joint positions for the joint speeds.
+        q_new, v_new = q_a, np.zeros_like(q_a)
         category = self._category()
         if category is None:
             target = q_a if command is None else np.asarray(command, dtype=float)

@@ -274,6 +274,10 @@ def twin_factory(
                     twin.step(1)
                     for rt in runtime_list:
                         rt.step()
+                        # (the exact reading only when it may be the closest yet: see
+                        # SafetySupervisor.separation_floor_m)
+                        if rt.supervisor.separation_floor_m >= session.closest_m:
+                            continue
                         reading = rt.supervisor.ssm
                         if reading.separation_m < session.closest_m:
                             session.closest_m = reading.separation_m
