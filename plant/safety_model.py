@@ -248,7 +248,8 @@ def protective_separation_distance_m(
         human_uncertainty_m,
         robot_uncertainty_m,
     )
-    if any(not math.isfinite(a) or a < 0 for a in args):
+    # (in C, as this runs every control period: a NaN or an inf makes the sum fail ``< inf``)
+    if not (min(args) >= 0.0 and sum(args) < math.inf):
         raise ValueError("every term of the separation distance must be finite and >= 0")
     s_h = human_speed_m_s * (reaction_time_s + stopping_time_s)
     s_r = robot_speed_m_s * reaction_time_s

@@ -37,6 +37,7 @@ import contextlib
 import json
 import logging
 import math
+import operator
 import os
 import re
 import tempfile
@@ -505,6 +506,9 @@ class SafetySupervisor:
         )
         self._q: FloatArray | None = None  # last applied position
         self._v = np.zeros(lim.dof)
+        # Joint speeds of a robot at rest, shared: read-only, so that nothing changes it.
+        self._at_rest = np.zeros(lim.dof)
+        self._at_rest.flags.writeable = False
         self._p_prev: FloatArray | None = None
         # The measured points of last period (None after a period decided by bounds) and the
         # measured joint positions they are the points of.
@@ -1076,13 +1080,13 @@ class SafetySupervisor:
         if qm is None or self._measured is None or not bound < math.inf:
             return False
         cfg = self.config.ssm
-        lag = bound * sum(abs(a - b) for a, b in zip(qm, q.tolist(), strict=True)) + 1e-9
+        lag = bound * sum(map(abs, map(operator.sub, qm, q.tolist()))) + 1e-9
         if not lag <= cfg.servo_lag_moving_m:
             return False  # (the exact lag may make it count as moving)
         prev = self._meas_prev_q
         speed = 0.0
         if prev is not None:
-            speed = (bound * sum(abs(a - b) for a, b in zip(qm, prev, strict=True)) + 1e-9) / self._dt
+            speed = (bound * sum(map(abs, map(operator.sub, qm, prev))) + 1e-9) / self._dt
         circle = self._circle
         if circle[0] is not pts:
             xy = pts[:, :2]
@@ -1174,11 +1178,11 @@ class SafetySupervisor:
         # Held where it is, at rest: what a stopped robot whose stop clears this period gets
         # (every other path sets both below). Never ``v_new = q_a``: a stop that cleared made
         # the supervisor take the joint positions for the joint speeds.
-        q_new, v_new = q_a, np.zeros_like(q_a)
+        q_new, v_new = q_a, self._at_rest
         category = self._category()
         if category is None:
             target = q_a if command is None else np.asarray(command, dtype=float)
-            if target.shape != q_a.shape or not _all(np.isfinite(target)):
+            if target is not q_a and (target.shape != q_a.shape or not _all(np.isfinite(target))):
                 self._stop(now_s, "refuse", StopCategory.CAT2, f"malformed command {target!r}", "refuse")
                 category = StopCategory.CAT2
             else:
@@ -1239,7 +1243,8 @@ class SafetySupervisor:
             # At rest, held where it is (most periods of a cell): what the loop below gives for
             # a zero step (no joint moves, none faster than its caps), without the loop.
             self._last_target = tgt_a
-            return q_a + 0.0, np.zeros_like(q_a), bool(_any(np.abs(tgt_a - target) > 1e-9))
+            clamped = target is not q_a and bool(_any(np.abs(tgt_a - target) > 1e-9))
+            return q_a + 0.0, self._at_rest, clamped
         dt, lo, hi = self._dt, self._lo_list, self._hi_list
         two_amax, amax_dt, vmax = self._two_amax_list, self._amax_dt_list, self._vmax_list
         scale = self._scale

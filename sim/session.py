@@ -228,7 +228,7 @@ def twin_factory(
     the start within tolerances, for one of many rehearsals of a plan."""
     change = Perturbation(perturb) if isinstance(perturb, int) else perturb
     from sim.agents import TwinMachineAgent
-    from sim.hardware import LocalPeers, build_runtime
+    from sim.hardware import LocalPeers, build_runtime, twin_people
 
     @asynccontextmanager
     async def factory(plant: PlantDescription) -> AsyncIterator[TwinSession]:
@@ -253,7 +253,12 @@ def twin_factory(
             if ev.kind in ("protective_stop", "estop", "watchdog"):
                 session.safety_stops.append(f"{ev.robot}: {ev.kind}: {ev.reason}")
 
-        runtimes = {r: build_runtime(twin, r, peers=peers, on_event=on_event) for r in plant.robots}
+        # Where the people are, placed once a tick for every robot (a new list each tick: a
+        # supervisor may keep last tick's to evaluate its reading later).
+        seen = [twin_people(twin)]
+        runtimes = {
+            r: build_runtime(twin, r, peers=peers, on_event=on_event, people=lambda: seen[0]) for r in plant.robots
+        }
         peers.runtimes.update(runtimes)
         session.machines.update({m: TwinMachineAgent(twin, m, drive=False, ticks=clock.wait) for m in plant.machines})
         session.robots.update(runtime_agents(runtimes, clock))
@@ -272,6 +277,7 @@ def twin_factory(
             while not stop.is_set():
                 for _ in range(_TICKS_PER_YIELD):
                     twin.step(1)
+                    seen[0] = twin_people(twin)
                     for rt in runtime_list:
                         rt.step()
                         # (the exact reading only when it may be the closest yet: see

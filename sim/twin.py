@@ -92,6 +92,22 @@ class RobotHandles:
     #: qpos address of the joint each tool actuator drives (-1: not a joint), for the measured closure.
     tool_joint_qpos: IntArray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
+    @cached_property
+    def qpos_at(self) -> slice | IntArray:
+        """``qpos`` as a slice when the joints are consecutive, as an arm's are (read every tick)."""
+        return _as_slice(self.qpos)
+
+    @cached_property
+    def qvel_at(self) -> slice | IntArray:
+        return _as_slice(self.qvel)
+
+
+def _as_slice(idx: IntArray) -> slice | IntArray:
+    """``idx`` as a slice if its entries are consecutive (a copy of the slice reads the same)."""
+    if len(idx) and np.array_equal(idx, np.arange(idx[0], idx[0] + len(idx))):
+        return slice(int(idx[0]), int(idx[0]) + len(idx))
+    return idx
+
 
 class TwinMachine:
     """A machine of the twin: its PackML state model, door servo, belt and lamp."""
@@ -818,11 +834,13 @@ class Twin:
 
     def joint_positions(self, robot: str) -> FloatArray:
         """Measured joint angles in rad (a copy)."""
-        return np.array(self.data.qpos[self._robots[robot].qpos], dtype=np.float64)
+        q: FloatArray = self.data.qpos[self._robots[robot].qpos_at].copy()
+        return q
 
     def joint_velocities(self, robot: str) -> FloatArray:
         """Measured joint speeds in rad/s (a copy)."""
-        return np.array(self.data.qvel[self._robots[robot].qvel], dtype=np.float64)
+        v: FloatArray = self.data.qvel[self._robots[robot].qvel_at].copy()
+        return v
 
     def set_joint_targets(self, robot: str, q: FloatArray) -> None:
         """Position targets for the joint servos, in rad. Clipped to the servo ranges by MuJoCo."""
