@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import atexit
 import concurrent.futures
+import copy
 import queue
 import threading
 from collections import OrderedDict
@@ -74,14 +75,19 @@ class _GLThread:
         self._jobs.put((fn, fut))
         return fut.result()  # type: ignore[return-value]
 
-    def renderer(self, twin: Twin, width: int, height: int) -> mujoco.Renderer:
-        """(On this thread only.) A renderer for ``twin``'s compiled model at this size."""
-        key = (twin.model_key, width, height)
+    def renderer(self, twin: Twin, width: int, height: int, antialias: bool = True) -> mujoco.Renderer:
+        """(On this thread only.) A renderer for ``twin``'s compiled model at this size, with the
+        model's multisampling or none (``antialias`` False: about 2.5 times faster in software)."""
+        key = (twin.model_key, width, height, antialias)
         r = self._renderers.get(key)
         if r is not None:
             self._renderers.move_to_end(key)
             return r
-        r = self._renderers[key] = mujoco.Renderer(twin.model, height=height, width=width)
+        model = twin.model
+        if not antialias:
+            model = copy.deepcopy(model)
+            model.vis.quality.offsamples = 0
+        r = self._renderers[key] = mujoco.Renderer(model, height=height, width=width)
         while len(self._renderers) > self.KEEP:
             self._renderers.popitem(last=False)[1].close()
         return r
@@ -116,19 +122,21 @@ class Camera:
     """Renders frames of a twin from one named camera, on the process's OpenGL thread. Use as
     a context manager (the renderer stays with the thread for the next twin of this model)."""
 
-    def __init__(self, twin: Twin, camera: str = "overview", width: int = 960, height: int = 540) -> None:
+    def __init__(
+        self, twin: Twin, camera: str = "overview", width: int = 960, height: int = 540, antialias: bool = True
+    ) -> None:
         cam = mujoco.mj_name2id(twin.model, mujoco.mjtObj.mjOBJ_CAMERA, camera)
         if cam < 0:
             names = [twin.model.camera(i).name for i in range(twin.model.ncam)]
             raise RenderError(f"no camera named {camera!r}; cameras: {', '.join(n for n in names if n)}")
-        self.twin, self.camera, self.size = twin, camera, (width, height)
+        self.twin, self.camera, self.size, self.antialias = twin, camera, (width, height), antialias
         self._cam = mujoco.MjvCamera()
         self._cam.type = mujoco.mjtCamera.mjCAMERA_FIXED
         self._cam.fixedcamid = cam
         self._opt = no_sites()
         gl = self._gl = gl_thread()
         try:
-            gl.call(lambda: gl.renderer(twin, width, height))
+            gl.call(lambda: gl.renderer(twin, width, height, antialias))
         except Exception as exc:  # MuJoCo raises plain errors when no GL context can be made
             raise RenderError(
                 f"cannot render offscreen ({exc}); set MUJOCO_GL=egl or MUJOCO_GL=osmesa "
@@ -140,7 +148,7 @@ class Camera:
         return self._gl.call(self._render)
 
     def _render(self) -> Image:
-        r = self._gl.renderer(self.twin, *self.size)
+        r = self._gl.renderer(self.twin, *self.size, self.antialias)
         tw = self.twin
         # The scene from this twin's own model and data (the renderer may have been made for
         # another twin of the same compiled model).

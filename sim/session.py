@@ -179,7 +179,9 @@ class _FrameRenderer:
             twin = Twin(plant)
             if perturb is not None:
                 twin.perturb(perturb)  # (people walk as in the rehearsal: a state does not hold their paths)
-            with Camera(twin, camera, *size) as cam:
+            # (no multisampling: in software it takes most of the time a frame takes, and this
+            # thread shares the machine with the rehearsal)
+            with Camera(twin, camera, *size, antialias=False) as cam:
                 while (state := self._states.get()) is not None:
                     twin.restore(state)
                     self.frames.append(cam.frame())
