@@ -20,7 +20,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from llm_coordinator.tuning.train import TuneConfig
+from llm_coordinator.tuning.config import TuneConfig
 
 _DEFAULT = TuneConfig()
 
@@ -71,8 +71,8 @@ def tune_cmd(
         plant = load_plant(plant_file)
     except (PlantError, OSError) as exc:
         raise _fail(f"{plant_file}: {exc}") from None
+    from llm_coordinator.tuning.config import TuneConfig
     from llm_coordinator.tuning.feedback import FeedbackError
-    from llm_coordinator.tuning.train import TuneConfig
     from llm_coordinator.tuning.tune import TuneError, tune_plant
 
     store = None

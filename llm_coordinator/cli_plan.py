@@ -30,7 +30,6 @@ from rich.table import Table
 
 from llm_coordinator.cli_console import OPERATOR_PASSWORD_ENV, SUPERVISOR_PASSWORD_ENV, checked_person
 from llm_coordinator.config import CoordinatorConfig, ModelConfig
-from llm_coordinator.store import Store, StoreError
 from plant.interface import ConnectError
 from plant.text import safe_text
 from plant.trust import TrustError
@@ -404,6 +403,8 @@ def _read_reading(source: str) -> Reading:
 def _store_refusal() -> Iterator[None]:
     """What the store refuses (an unknown plan, a status that does not allow the change) is
     printed, and the command exits with code 2."""
+    from llm_coordinator.store import StoreError
+
     try:
         yield
     except StoreError as exc:
@@ -476,6 +477,7 @@ def _plant(path: Path | None) -> object:
 
 def _gate(db: str, plant_file: Path | None) -> ApprovalGate:
     from llm_coordinator.approval import ApprovalGate
+    from llm_coordinator.store import Store
 
     return ApprovalGate(Store(db), _plant(plant_file))  # type: ignore[arg-type]
 
@@ -765,6 +767,8 @@ def register(app: typer.Typer) -> None:
     @app.command("plans")
     def plans_cmd(db: DbOpt = "sqlite:///atelier.db") -> None:
         """List plans, newest first."""
+        from llm_coordinator.store import Store
+
         t = Table()
         for c in ("id", "status", "mode", "work order"):
             t.add_column(c)
@@ -775,6 +779,8 @@ def register(app: typer.Typer) -> None:
     @app.command("show")
     def show_cmd(plan_id: int, db: DbOpt = "sqlite:///atelier.db", as_json: JsonOpt = False) -> None:
         """Show a plan: status, steps, guardrail failures, rehearsal, Gantt and evidence files."""
+        from llm_coordinator.store import Store
+
         store = Store(db)
         with _store_refusal():
             row = store.get(plan_id)
@@ -898,6 +904,8 @@ def register(app: typer.Typer) -> None:
         """Check the audit log: its chain, every row's tag under the audit key, and the head
         anchored outside the database; print the head; exit 1 if a row was edited, deleted,
         re-chained or written without the key, or the tail was cut."""
+        from llm_coordinator.store import Store
+
         with _store_refusal():
             report = Store(db, trust_dir=trust_dir).verify_audit()
         h = report.head

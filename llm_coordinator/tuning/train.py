@@ -22,52 +22,17 @@ import os
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from llm_coordinator.context import build_tuned_context
+from llm_coordinator.tuning.config import TuneConfig
 from llm_coordinator.tuning.data import Example
 
 #: The projections a LoRA adapts (all of attention and MLP).
-TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 Progress = Callable[[int, int, float], None]
-
-
-@dataclass(frozen=True)
-class TuneConfig:
-    """How a plant's model is tuned. The defaults fit the 30-minute budget of a 2-core machine."""
-
-    rank: int = 8
-    alpha: int = 16
-    dropout: float = 0.05
-    epochs: float = 3.0
-    batch_size: int = 8
-    #: Sequences through the model at once; gradients accumulate to ``batch_size``. Memory
-    #: grows with it (the vocabulary's logits and 30 layers of activations per sequence).
-    micro_batch: int = 4
-    learning_rate: float = 2e-3
-    max_tokens: int = 512
-    per_shape: int = 45
-    dev_fraction: float = 0.12
-    seed: int = 0
-    threads: int = 2
-    time_limit_s: float = 1800.0
-    checkpoint_every: int = 10
-    targets: tuple[str, ...] = TARGETS
-    #: Share of training examples shown with retrieved examples in their prompt, so the model
-    #: learns to use them.
-    with_examples: float = 0.15
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def key(self) -> dict[str, Any]:
-        """What makes two runs train the same adapter (not the time limit)."""
-        d = asdict(self)
-        d.pop("time_limit_s")
-        d.pop("checkpoint_every")
-        d.pop("micro_batch")
-        return d
 
 
 def chat(plant_name: str, order: str, examples: Sequence[tuple[str, str]] = ()) -> list[dict[str, str]]:

@@ -26,11 +26,12 @@ from typing import Any
 
 from llm_coordinator.reading import Reading, parse_reading, reading_schema
 from llm_coordinator.store import Store
+from llm_coordinator.tuning.config import TuneConfig
 from llm_coordinator.tuning.data import Example, Generator, HeldOut, counts, split_dev
 from llm_coordinator.tuning.feedback import store_feedback
 from llm_coordinator.tuning.models import ADAPTER, next_version, publish, sha256_of
 from llm_coordinator.tuning.retrieval import ExampleIndex
-from llm_coordinator.tuning.train import Progress, TuneConfig, chat, load_base, train
+from llm_coordinator.tuning.train import Progress, chat, load_base, train
 from plant.config import PlantDescription
 
 #: Fewest generated examples a plant must yield to be worth tuning.
