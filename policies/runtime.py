@@ -18,6 +18,7 @@ thread-safe (one runtime per control loop).
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,7 +126,8 @@ class PolicyRuntime:
         ``auto`` times every backend on this machine (``calibration_calls`` answers each, after
         a warm-up) and keeps the one with the lowest 99th-percentile latency; a named backend is
         timed alone. ``prefer`` (with ``auto``): every backend is checked, and that one kept
-        whatever the timings (a run that must not depend on the machine's load). Every backend
+        whatever the timings (a run that must not depend on the machine's load); with no budget
+        (``inf``) as well, nothing is timed and ``calibration_p99_s`` is NaN. Every backend
         used must reproduce the eager network on probe observations. Sets torch to ``threads``
         intra-op threads (an on-robot policy gets one core). Raises :class:`CheckpointError`,
         :class:`SpaceMismatchError` or :class:`LatencyBudgetError`.
@@ -144,12 +146,14 @@ class PolicyRuntime:
         if backend != "auto" and backend not in BACKENDS:
             raise ValueError(f"backend must be auto or one of {', '.join(BACKENDS)}, not {backend!r}")
         timed: list[tuple[float, Backend, Any]] = []
+        # (a preferred backend and no budget: timings would choose nothing, so none are taken)
+        timing = not (prefer is not None and budget_s == math.inf)
         for name in candidates:
             run = _make_backend(name, directory, info, net, threads)
             got = np.concatenate([run(row[None]) for row in probe])
             if not np.allclose(got, reference, atol=EXPORT_ATOL):
                 raise CheckpointError(f"{directory}: the {name} backend disagrees with the network")
-            timed.append((_p99(run, probe[0][None], calibration_calls), name, run))
+            timed.append((_p99(run, probe[0][None], calibration_calls) if timing else math.nan, name, run))
         p99, name, run = next((t for t in timed if t[1] == prefer), None) or min(timed, key=lambda t: t[0])
         if p99 > budget_s:
             which = "the preferred" if prefer else "the fastest"
