@@ -927,7 +927,6 @@ class SafetySupervisor:
             and self._ssm_far(now_s, pts, q, people)
         ):
             return
-        self._lazy = None
         p_prev = pts if self._p_prev is None else self._p_prev
         self._p_prev = pts
         meas_pts = meas_prev = None
@@ -937,11 +936,13 @@ class SafetySupervisor:
             meas_prev = self._meas_prev
             if meas_prev is None and self._meas_prev_q is not None:
                 meas_prev = self._points(np.array(self._meas_prev_q, dtype=float))
-            self._meas_prev, self._meas_prev_q = meas_pts, self._good
+            self._meas_prev, self._meas_prev_q = meas_pts, meas_q.tolist()
         t_stop, stop_pts = 0.0, None
         if people:
             t_stop, stop_pts = self._stop_pose(q, v) if stop is None else stop
         reading, worst_margin, lagging = self._measure(pts, p_prev, meas_pts, meas_prev, people, t_stop, stop_pts)
+        # (only now: if the evaluation raised, a reading deferred last period is still the last)
+        self._lazy = None
         self._ssm_value = reading
         speed = reading.robot_speed_m_s
         if not people:
@@ -1076,9 +1077,10 @@ class SafetySupervisor:
         the period); every commanded point lies in a circle round their centre on the floor.
         """
         bound = self._motion_bound
-        qm = self._good
-        if qm is None or self._measured is None or not bound < math.inf:
+        meas = self._measured
+        if meas is None or not bound < math.inf:
             return False
+        qm: list[float] = np.asarray(meas.position, dtype=float).tolist()
         cfg = self.config.ssm
         lag = bound * sum(map(abs, map(operator.sub, qm, q.tolist()))) + 1e-9
         if not lag <= cfg.servo_lag_moving_m:
@@ -1099,21 +1101,25 @@ class SafetySupervisor:
         floor = math.inf
         for person in people:
             sep = math.hypot(person.x_m - cx, person.y_m - cy) - reach
-            sp = protective_separation_distance_m(
-                max(cfg.human_speed_m_s, person.speed_m_s),
-                speed,
-                cfg.reaction_time_s,
-                0.0,
-                0.0,
-                cfg.intrusion_distance_m,
-                cfg.human_uncertainty_m,
-                cfg.robot_uncertainty_m + lag,
-            )
+            try:
+                sp = protective_separation_distance_m(
+                    max(cfg.human_speed_m_s, person.speed_m_s),
+                    speed,
+                    cfg.reaction_time_s,
+                    0.0,
+                    0.0,
+                    cfg.intrusion_distance_m,
+                    cfg.human_uncertainty_m,
+                    cfg.robot_uncertainty_m + lag,
+                )
+            except ValueError:
+                return False  # (a speed that is no number: the exact evaluation raises it, as before)
             if not (sep > need_rest and sep > sp + cfg.warning_band_m + 1e-9):
                 return False
             floor = min(floor, sep)
         # Decided as the exact evaluation would: nothing to stop, full speed, clear since now.
-        self._lazy = (pts, qm, prev, people)
+        # (the people as a tuple of their own: a caller may change its list in place later)
+        self._lazy = (pts, qm, prev, tuple(people))
         self._floor = floor
         self._meas_prev, self._meas_prev_q = None, qm
         self._scale = 1.0

@@ -730,6 +730,37 @@ def test_a_robot_at_rest_decides_by_bounds_only_what_the_exact_evaluation_decide
     assert any(e.kind in ("slow", "protective_stop") for e in fast.events)
 
 
+def test_a_reset_between_reading_and_filtering_leaves_no_bound_on_a_stale_reading(
+    model: mujoco.MjModel, demo_plant: PlantDescription
+) -> None:
+    """An operator's reset (from another thread) between a period's reading and its filter
+    forgets the last good reading; the next period's measured speed is still taken from the
+    reading that period used, by the bounds as by the exact evaluation. (Found by a review: the
+    bounds took no measured speed, and missed the stop the exact evaluation makes.)"""
+    cfg = safety_config_from_plant(demo_plant, "ur5e_1")
+    home = np.array(demo_plant.robots["ur5e_1"].home())
+    dt = cfg.control_period_s
+    for dx in np.arange(0.8, 3.0, 0.2):
+        ref = _ReferenceSupervisor(cfg, link_points(model, demo_plant, "ur5e_1"))
+        fast = SafetySupervisor(cfg, link_points(model, demo_plant, "ur5e_1"))
+        base = fast.points.at(home)[0]
+        people = [TrackedPerson("walker", base[0] + dx, base[1] - 1.0, 1.6)]
+        meas, t = home.copy(), 0.0
+        for i in range(17):
+            t += dt
+            if 5 <= i < 15:
+                meas[0] += 0.03  # (pushed off its command)
+            state = JointState(t, (home if i == 16 else meas).copy(), np.zeros(len(home)))
+            for sup in (ref, fast):
+                sup.observe(state, people, t)
+                if i == 15:
+                    sup.reset_estop("operator", t)
+            a, b = ref.filter(None, t), fast.filter(None, t)
+            assert _same(a, b), (dx, i, a, b)
+            assert ref.stop_causes() == fast.stop_causes(), (dx, i)
+            assert repr(ref.ssm) == repr(fast.ssm), (dx, i)
+
+
 def test_no_people_and_rest_reuse_the_points(model: mujoco.MjModel, demo_plant: PlantDescription) -> None:
     """Holding still, the points of the commanded pose are placed once, not every period."""
     sup = _sup(model, demo_plant)
