@@ -117,7 +117,10 @@ def test_a_foreign_joint_state_publisher_stops_the_runtime_with_a_latched_sensor
         # (latched), each fault reported once, and the runtime keeps running, without a traceback.
         time.sleep(2.0)
         assert proc.poll() is None, _runtime_log(tmp_path)
-        assert "resume" not in events.kinds(), events.items
+        # (On a loaded machine a stall can let one foreign reading through as plausible; the
+        # arm then seems to move fast, and the protective stop that makes may clear again. That
+        # resume is not the sensor fault's: it stays latched.)
+        assert not [m for _, k, m in events.items if k == "resume" and "joint states again" in m], events.items
         assert len(faults) == 1 and events.kinds().count("sensor_fault") <= 3, events.items
         log = _runtime_log(tmp_path)
         assert "Traceback" not in log, log
