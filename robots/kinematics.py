@@ -205,6 +205,14 @@ def _align_z(rot: FloatArray, axis: FloatArray) -> FloatArray:
     return np.asarray(turn @ rot, dtype=float)
 
 
+def as_slice(idx: NDArray[np.int_]) -> slice | NDArray[np.int_]:
+    """Array addresses ``idx`` as a slice when they are consecutive, as an arm's joints are (a
+    slice reads and writes the same elements, without numpy's fancy indexing), else ``idx``."""
+    if len(idx) and np.array_equal(idx, np.arange(idx[0], idx[0] + len(idx))):
+        return slice(int(idx[0]), int(idx[0]) + len(idx))
+    return idx
+
+
 def _motion_bound(model: mujoco.MjModel, qpos_adr: NDArray[np.int_], body_ids: NDArray[np.int_], site_id: int) -> float:
     """How far (m) any point of :class:`LinkPoints` can move per radian of one of its joints (per
     metre of a sliding one), at most: the length of the chain from the first joint that moves
@@ -277,11 +285,7 @@ class LinkPoints:
         self._qpos = self.data.qpos
         self._xpos = self.data.xpos
         self._site_xpos = self.data.site_xpos[self.site_id]
-        first = int(self.qpos_adr[0]) if len(self.qpos_adr) else 0
-        consecutive = np.array_equal(self.qpos_adr, np.arange(first, first + len(self.qpos_adr)))
-        self._qpos_at: slice | NDArray[np.int_] = (
-            slice(first, first + len(self.qpos_adr)) if consecutive else self.qpos_adr
-        )
+        self._qpos_at = as_slice(self.qpos_adr)
         self.motion_bound_m = _motion_bound(model, self.qpos_adr, self.body_ids, self.site_id)
 
     @property

@@ -28,6 +28,7 @@ from plant.catalog import ROBOT_MODELS
 from plant.commands import custom_commands
 from plant.config import PlantDescription
 from plant.packml import RUNNING, Command, MachineStateModel, State
+from robots.kinematics import as_slice
 from sim._types import FloatArray, IntArray
 from sim.assets import TOOL_ASSETS
 from sim.builder import build_spec
@@ -95,18 +96,11 @@ class RobotHandles:
     @cached_property
     def qpos_at(self) -> slice | IntArray:
         """``qpos`` as a slice when the joints are consecutive, as an arm's are (read every tick)."""
-        return _as_slice(self.qpos)
+        return as_slice(self.qpos)
 
     @cached_property
     def qvel_at(self) -> slice | IntArray:
-        return _as_slice(self.qvel)
-
-
-def _as_slice(idx: IntArray) -> slice | IntArray:
-    """``idx`` as a slice if its entries are consecutive (a copy of the slice reads the same)."""
-    if len(idx) and np.array_equal(idx, np.arange(idx[0], idx[0] + len(idx))):
-        return slice(int(idx[0]), int(idx[0]) + len(idx))
-    return idx
+        return as_slice(self.qvel)
 
 
 class TwinMachine:
