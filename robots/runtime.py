@@ -140,6 +140,7 @@ class _Active:
         self.move: JointMove | None = None
         self.tau = 0.0  # trajectory time of the current move (s)
         self.scale = 1.0  # time scaling applied to it (follows the SSM speed scale)
+        self.scale_rate = 0.0  # how fast the scaling may change (1/s): a gentle ramp within the limits
         self.move_end_s: float | None = None
         self.paused_since: float | None = None
         self.cancel = False
@@ -643,10 +644,10 @@ class RobotRuntime:
                 )
                 active.tau = 0.0
                 active.scale = 0.0
+                active.scale_rate = 0.5 * float(np.min(lim.max_accel_rad_s2 / lim.max_speed_rad_s))
                 active.move_end_s = None
             # Follow the SSM speed scale with a ramp gentle enough to stay inside the limits.
-            lim = sup.config.limits
-            rate = 0.5 * float(np.min(lim.max_accel_rad_s2 / lim.max_speed_rad_s))
+            rate = active.scale_rate
             target_scale = sup.speed_scale
             d = target_scale - active.scale
             active.scale += max(-rate * self.dt, min(rate * self.dt, d)) if active.tau > 0 else d
