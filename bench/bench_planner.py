@@ -99,9 +99,13 @@ def load_orders(plant_name: str) -> tuple[Path, list[dict[str, Any]]]:
     return ROOT / data["plant"], list(data["orders"])
 
 
-def select(orders: Iterable[dict[str, Any]], split: str, limit: int = 0) -> list[dict[str, Any]]:
-    """The orders of ``split`` (``all``: both), the first ``limit`` of them when ``limit``."""
-    chosen = [o for o in orders if split == "all" or o["split"] == split]
+def select(
+    orders: Iterable[dict[str, Any]], split: str, limit: int = 0, ids: Iterable[str] = ()
+) -> list[dict[str, Any]]:
+    """The orders of ``split`` (``all``: both), only those of ``ids`` when given, the first
+    ``limit`` of them when ``limit``."""
+    wanted = set(ids)
+    chosen = [o for o in orders if (split == "all" or o["split"] == split) and (not wanted or o["id"] in wanted)]
     return chosen[:limit] if limit else chosen
 
 
@@ -332,6 +336,7 @@ async def run_plant(
             "reasons": reasons,
             "steps": len(out.plan.steps) if out.plan else 0,
             "decisions": [d.kind for d in out.plan.decisions] if out.plan else [],
+            "notes": list(out.plan.notes) if out.plan else [],
             "calls": len(out.attempts),
             "call_s": [a.elapsed_s for a in out.attempts],
             "call_stages": [a.stage for a in out.attempts],
@@ -603,6 +608,7 @@ def main() -> int:
     ap.add_argument("--timeout", type=float, default=300.0, help="seconds one model call may take")
     ap.add_argument("--rehearsal-timeout", type=float, default=600.0, help="wall seconds one rehearsal may take")
     ap.add_argument("--limit", type=int, default=0, help="only the first N orders of each plant")
+    ap.add_argument("--ids", default="", help="only these orders (comma-separated ids, e.g. dc_04,pl_12)")
     ap.add_argument(
         "--variants",
         default="",
@@ -634,7 +640,7 @@ def main() -> int:
     for p in plants:
         plant_path, orders = load_orders(p)
         plant = load_plant(plant_path)
-        chosen = select(orders, args.split, args.limit)
+        chosen = select(orders, args.split, args.limit, [i for i in args.ids.split(",") if i])
         snap = asyncio.run(fresh_snapshot(plant))
         states = Counter(m.state for m in snap.machines.values())
         print(

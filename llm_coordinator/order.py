@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import re
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -30,7 +30,7 @@ import yaml
 from llm_coordinator.plan import Plan
 from llm_coordinator.reading import IfGoal, Reading, RecipeGoal, RepeatGoal, TaskGoal
 from plant.catalog import ROBOT_MODELS
-from plant.config import PlantDescription
+from plant.config import PlantDescription, RecipeStep
 
 MentionKind = Literal["agent", "place", "part_type", "value", "recipe"]
 
@@ -57,6 +57,8 @@ class OrderFacts:
     quantities: list[Any] = field(default_factory=list)  # llm_coordinator.quantities.Quantity
     unknown: list[str] = field(default_factory=list)
     safety: list[str] = field(default_factory=list)
+    #: The order's words that say what it asks for (see :func:`_weighed_words`); None: not read.
+    words: list[str] | None = None
 
     def named(self, kind: MentionKind) -> list[str]:
         return list(dict.fromkeys(m.name for m in self.mentions if m.kind == kind))
@@ -106,6 +108,9 @@ def vocabulary(plant: PlantDescription) -> tuple[tuple[str, MentionKind, str], .
             # The maker's brand, its first word ("Franka"); not a common word that follows it
             # ("Universal Robots": "robots" names no robot in particular).
             out.append((maker.split()[0], "agent", names[0]))
+            # A maker of several words by its initials ("Universal Robots": "UR").
+            if len(maker.split()) > 1:
+                out.append(("".join(w[0] for w in maker.split()), "agent", names[0]))
     kinds: dict[str, list[str]] = {}
     for name, m in plant.machines.items():
         kinds.setdefault(str(m.kind), []).append(name)
@@ -202,6 +207,7 @@ def read_order(order: str, plant: PlantDescription) -> OrderFacts:
     except ValueError:
         facts.quantities = []
     facts.safety = safety_findings(order, plant)
+    facts.words = _weighed_words(order, facts, plant)
     return facts
 
 
@@ -328,16 +334,46 @@ def _converted(q: Any, plan: Plan) -> bool:
 
 
 def _order_words(order: str, facts: OrderFacts) -> list[str]:
-    """The order's words of 4 letters or more, folded, numbers and units left out."""
+    """The words of the order that say what it asks for: :attr:`OrderFacts.words`, or (facts
+    not read against a plant) its words of 4 letters or more, numbers and units left out."""
+    if facts.words is not None:
+        return facts.words
+    return [w for w in _plain_words(order, facts) if len(w) >= 4]
+
+
+def _plain_words(order: str, facts: OrderFacts) -> list[str]:
+    """The order's words, folded, once each, numbers and units left out."""
     spans = [(q.start, q.end) for q in facts.quantities]
     out: list[str] = []
     for match in re.finditer(r"[^\W\d_][^\W_]*", order):
         if any(a <= match.start() < b for a, b in spans):
             continue
         w = _fold(match.group()).strip()
-        if len(w) >= 4 and w not in out:
+        if w and w not in out:
             out.append(w)
     return out
+
+
+def _name_words(plant: PlantDescription) -> frozenset[str]:
+    """The words of the plant's names: its agents, places, part types, recipes and skills, the
+    robots' models and makers, the machines' kinds."""
+    phrases = [p for p, _, _ in vocabulary(plant)]
+    phrases += [s.replace("_", " ") for a in plant.agents() for s in plant.agent_skills(a)]
+    return frozenset(w for p in phrases for w in _words(p))
+
+
+def _weighed_words(order: str, facts: OrderFacts, plant: PlantDescription) -> list[str]:
+    """The words of the order that say what it asks for: those of 4 letters or more, and those
+    of 3 letters that are a word of one of the plant's names ("bin", "arm", "cnc") and no
+    function word of the order's language ("and" of a recipe named fill_and_seal)."""
+    from llm_coordinator.quantities import function_words, language_of
+
+    names = _name_words(plant)
+    short = [w for w in _plain_words(order, facts) if len(w) == 3 and w in names]
+    if short:
+        function = function_words(language_of(order))
+        short = [w for w in short if w not in function]
+    return [w for w in _plain_words(order, facts) if len(w) >= 4 or w in short]
 
 
 def _text_words(*texts: str) -> set[str]:
@@ -409,10 +445,11 @@ def _matches(word: str, vocab: Iterable[str]) -> bool:
 
 
 def unsupported_words(order: str, plan: Plan, plant: PlantDescription, facts: OrderFacts) -> tuple[list[str], int]:
-    """Words of the order (4 letters or more, not numbers or units) that match nothing the plan
-    does (:func:`plan_vocabulary`, and what the order names). Returns (those words, how many
-    words were weighed)."""
+    """Words of the order (:func:`_order_words`) that match nothing the plan does
+    (:func:`plan_vocabulary`, what the order names, and the plant's own name: "the machining
+    cell" of a plant named demo_cell). Returns (those words, how many words were weighed)."""
     vocab = plan_vocabulary(plan, plant) | {w for m in facts.mentions for w in _text_words(m.text)}
+    vocab |= _text_words(plant.name.replace("_", " "))
     weighed = _order_words(order, facts)
     return [w for w in weighed if not _matches(w, vocab)], len(weighed)
 
@@ -528,24 +565,55 @@ def overreach(order: str, plan: Plan, plant: PlantDescription, facts: OrderFacts
     if size > 1 and covered:
         # One task whose skill the order names in its own words, not in a name of the plant ("the
         # hand-over point" asks for no hand-over); the skill's name and description cover the rest,
-        # as a recipe's own description does, and the agent only as the order names it. Dosing a
-        # volume is not filling and sealing. A skill the recipe itself has is no such task: the
+        # as a recipe's own description does, with the agent's name, kind and make. Dosing a
+        # volume is not filling and sealing. A skill the recipe itself has is such a task only when
+        # the recipe makes its agent do more besides (:func:`_more_of_the_same`); otherwise the
         # recipe is how the plant gets it done (a part picked and presented for an inspection).
         from llm_coordinator.guardrails import skill_spec
 
         folded = _fold(order)
         own = [w for w in covered if w not in named and not _only_in_names(w, folded, plant)]
-        in_recipe = {st.skill for st in plant.recipes[mine[0]].steps}
+        steps = plant.recipes[mine[0]].steps
         tasks: dict[str, list[str]] = {}
         for agent in plant.agents():
             for skill in plant.agent_skills(agent):
-                if skill in in_recipe or not any(_matches(w, _text_words(skill)) for w in own):
+                if not any(_matches(w, _text_words(skill)) for w in own):
+                    continue
+                if any(st.skill == skill for st in steps) and not _more_of_the_same(
+                    plant, steps, skill, facts, covered
+                ):
                     continue
                 other = _text_words(skill, skill_spec(plant, agent, skill).description) | named
+                other |= _agent_words(plant, agent, described=False)
                 if all(_matches(w, other) for w in covered):
                     tasks.setdefault(skill, []).append(agent)
         out += [f"the task {skill} of {' or '.join(agents)}" for skill, agents in tasks.items()]
     return out
+
+
+#: The argument types that name something a step handles or goes to.
+_THINGS = frozenset({"location", "part", "part_type", "robot", "machine", "bin"})
+
+
+def _more_of_the_same(
+    plant: PlantDescription, steps: Sequence[RecipeStep], skill: str, facts: OrderFacts, words: list[str]
+) -> bool:
+    """Whether a recipe (its ``steps``) that has ``skill`` makes the agent of that step do other
+    work the order does not ask for: a step of the same agent that handles no place or part
+    ("push a layer, then a slip sheet" asked as "lay slip sheets"), whose skill is not among the
+    order's ``words`` and whose arguments the order does not name. The steps of other agents
+    are how the plant brings the work to it (a part picked and presented for an inspection)."""
+    names = {m.name for m in facts.mentions}
+    agents = {st.agent for st in steps if st.skill == skill}
+    for st in steps:
+        if st.skill == skill or st.agent not in agents:
+            continue
+        values = {v for v in st.args.values() if isinstance(v, str)}
+        spec = plant.skill_spec(st.agent, st.skill)
+        handles = any(a.type in _THINGS for a in spec.args.values())
+        if not handles and not values & names and not any(_matches(w, _text_words(st.skill)) for w in words):
+            return True
+    return False
 
 
 def unevidenced_goals(order: str, plan: Plan, plant: PlantDescription, facts: OrderFacts) -> list[str]:

@@ -81,6 +81,9 @@ Examples = Callable[[str, int], Sequence[tuple[str, str]]]
 #: Least share of the order's words that must match what the plan does (its agents, skills,
 #: recipes, places and the plant's descriptions of them); below it, the plan asks to clarify.
 MIN_SUPPORT = 0.5
+#: The same for a plan the model did not choose (a recipe or skill found by the order's words
+#: when the model's reading left part of the order out): no model vouches for its action.
+MIN_SUPPORT_ALTERNATIVE = 0.6
 #: Most other recipes or skills tried, read from the order alone, when the model's reading leaves
 #: part of the order out.
 MAX_ALTERNATIVES = 3
@@ -381,7 +384,9 @@ class Planner:
                 plan = expand_reading(self.plant, candidate, work_order=order, snapshot=snapshot, mode="intent")
             except (Unplannable, Unclear):
                 continue
-            if not check(plan, self.plant, snapshot).ok or self._gaps(order, facts, plan, candidate):
+            if not check(plan, self.plant, snapshot).ok or self._gaps(
+                order, facts, plan, candidate, MIN_SUPPORT_ALTERNATIVE
+            ):
                 continue
             if _settles(plan, left_open, facts):
                 continue
@@ -421,8 +426,11 @@ class Planner:
         steps = [(s.id, s.agent, s.skill, dict(s.args)) for s in plan.steps if not s.when]
         return missing_parts(self.plant, snapshot.parts, steps)
 
-    def _gaps(self, order: str, facts: OrderFacts, plan: Plan, reading: Reading | None) -> list[str]:
-        """The coverage rule, and the support of the order's words (see the module docstring)."""
+    def _gaps(
+        self, order: str, facts: OrderFacts, plan: Plan, reading: Reading | None, least: float = MIN_SUPPORT
+    ) -> list[str]:
+        """The coverage rule, and the support of the order's words (at least ``least`` of them;
+        see the module docstring)."""
         gaps = coverage(facts, plan, reading, self.plant)
         gaps += [
             f"the order asks for {w!r}, which the plan does not do and a recipe of the plant does"
@@ -443,7 +451,7 @@ class Planner:
         ]
         unsupported, weighed = unsupported_words(order, plan, self.plant, facts)
         declined = reading is not None and bool(reading.declined)
-        if weighed and not declined and (weighed - len(unsupported)) / weighed < MIN_SUPPORT:
+        if weighed and not declined and (weighed - len(unsupported)) / weighed < least:
             gaps.append(
                 "the plan ("
                 + "; ".join(plan.goals or [plan.recipe or "single tasks"])

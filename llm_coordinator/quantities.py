@@ -26,6 +26,8 @@ __all__ = [
     "check_range",
     "describe_conversion",
     "find_quantities",
+    "function_words",
+    "language_of",
     "parse_quantity",
 ]
 
@@ -42,6 +44,13 @@ _MULTIPLIERS: dict[str, dict[str, int]] = {
     "it": {"dozzina": 12, "dozzine": 12, "paio": 2, "paia": 2},
     "pt": {"dúzia": 12, "dúzias": 12, "par": 2, "pares": 2},
     "nl": {"dozijn": 12, "dozijnen": 12},
+}
+# Adverbs that are a count of times on their own ("prime it twice"). Not "once", which as often
+# means "as soon as"; the languages that say "two times" ("deux fois") have the number already.
+_TIMES: dict[str, dict[str, int]] = {
+    "en": {"twice": 2, "thrice": 3},
+    "de": {"zweimal": 2, "dreimal": 3, "viermal": 4, "fünfmal": 5},
+    "nl": {"tweemaal": 2, "driemaal": 3},
 }
 # Indefinite articles that may stand before a multiplier noun instead of a number ("a dozen").
 _ARTICLES = frozenset({"a", "an", "un", "une", "una", "uno", "ein", "eine", "einen", "um", "uma", "een"})
@@ -263,16 +272,34 @@ def _alpha2digit(text: str, lang: str) -> str | None:
         return None
 
 
+@functools.cache
+def function_words(lang: str) -> frozenset[str]:
+    """The common function words of the language ``lang`` (a code of :data:`LANGUAGES`), case-folded:
+    the ``stop-words`` package's list, which counts common verbs and nouns among them ("run", "part")."""
+    from stop_words import get_stop_words
+
+    return frozenset(w.casefold() for w in get_stop_words(lang))
+
+
+def language_of(text: str) -> str:
+    """The language of ``text`` among :data:`LANGUAGES`, as :func:`find_quantities` guesses it."""
+    return _guess_language(text)[0]
+
+
 def _guess_language(text: str) -> tuple[str, str]:
-    """The language (and converted text) where text2num reads the most number words; ties go to the first."""
+    """The language (and converted text) whose function words and number words, as text2num
+    reads them, the text has the most of; ties go to the first. A number word of another
+    language alone does not decide ("once the door is shut" is no Spanish eleven)."""
     best: tuple[str, str] = ("en", text)
     best_score = 0
     base = len(re.findall(r"\d+", text))
+    words = [w.casefold() for w in _WORD.findall(text)]
     for lang in LANGUAGES:
         converted = _alpha2digit(text, lang)
         if converted is None:
             continue
-        score = len(re.findall(r"\d+", converted)) - base + (converted != text)
+        numbers = len(re.findall(r"\d+", converted)) - base + (converted != text)
+        score = max(numbers, 0) + sum(w in function_words(lang) for w in words)
         if score > best_score:
             best, best_score = (lang, converted), score
     return best
@@ -439,6 +466,11 @@ def _scan(text: str, lang: str | None, whole: bool) -> Iterator[Quantity]:
         if after:
             unit, end = after
         found.append(Quantity(float(mult[0]), unit, text[start:end], start, end))
+    # A count of times said in one word ("twice").
+    for w in _WORD.finditer(text):
+        times = next((t[w.group().casefold()] for t in _TIMES.values() if w.group().casefold() in t), None)
+        if times and not any(q.start < w.end() and w.start() < q.end for q in found):
+            found.append(Quantity(float(times), "", w.group(), w.start(), w.end()))
     yield from sorted(found, key=lambda q: q.start)
 
 

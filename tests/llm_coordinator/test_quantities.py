@@ -76,6 +76,21 @@ def test_dozen_and_pair() -> None:
     assert (q.value, q.text) == (12, "une douzaine")
 
 
+def test_a_count_of_times_in_one_word() -> None:
+    assert _pairs("Prime the doser twice") == [(2, "")]
+    assert _pairs("Zweimal die Pumpe entlüften") == [(2, "")]
+    assert parse_quantity("thrice").value == 3
+    # "Once" is as often "as soon as": never a count of its own.
+    assert _pairs("Run it once") == []
+
+
+def test_a_number_word_of_another_language_does_not_make_the_order_that_language() -> None:
+    # "once" is eleven in Spanish; the English function words around it say which language this is.
+    assert _pairs("Once the door is shut, home the arm") == []
+    assert _pairs("Llenar dos botellas") == [(2, "")]
+    assert [(q.value, q.text) for q in find_quantities("Remplir et sceller quatre bouteilles")] == [(4, "quatre")]
+
+
 @pytest.mark.parametrize(
     "unit",
     ["l", "ml", "mm", "kg", "s", "min", "rpm", "°C", "bar", "m/s", "litres", "liters", "Litres", "seconds", "%"],
