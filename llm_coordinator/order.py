@@ -108,9 +108,11 @@ def vocabulary(plant: PlantDescription) -> tuple[tuple[str, MentionKind, str], .
             # The maker's brand, its first word ("Franka"); not a common word that follows it
             # ("Universal Robots": "robots" names no robot in particular).
             out.append((maker.split()[0], "agent", names[0]))
-            # A maker of several words by its initials ("Universal Robots": "UR").
-            if len(maker.split()) > 1:
-                out.append(("".join(w[0] for w in maker.split()), "agent", names[0]))
+            # A maker of several words by its initials, where it names its models so ("Universal
+            # Robots", whose models are UR-something: "the UR").
+            initials = "".join(w[0] for w in maker.split()).lower()
+            if len(initials) > 1 and model.lower().startswith(initials):
+                out.append((initials.upper(), "agent", names[0]))
     kinds: dict[str, list[str]] = {}
     for name, m in plant.machines.items():
         kinds.setdefault(str(m.kind), []).append(name)
