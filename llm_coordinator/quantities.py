@@ -52,6 +52,8 @@ _TIMES: dict[str, dict[str, int]] = {
     "de": {"zweimal": 2, "dreimal": 3, "viermal": 4, "fünfmal": 5},
     "nl": {"tweemaal": 2, "driemaal": 3},
 }
+# Words for a half that may stand before a multiplier noun, or before its article ("half a dozen").
+_HALVES = frozenset({"half", "halve", "demi", "halb", "halbe", "halbes", "halben", "media", "mezza", "meia"})
 # Indefinite articles that may stand before a multiplier noun instead of a number ("a dozen").
 _ARTICLES = frozenset({"a", "an", "un", "une", "una", "uno", "ein", "eine", "einen", "um", "uma", "een"})
 
@@ -385,6 +387,16 @@ def _multiplier_at(text: str, pos: int, lang: str) -> tuple[int, int] | None:
     return (factor, m.end()) if factor else None
 
 
+def _is_half(word: re.Match[str]) -> bool:
+    return word.group().casefold() in _HALVES
+
+
+def _joined(text: str, word: re.Match[str], pos: int, hyphen: bool = False) -> bool:
+    """Whether ``word`` directly precedes position ``pos``: spaces between, or (``hyphen``) a hyphen."""
+    gap = text[word.end() : pos]
+    return not gap.strip() or (hyphen and gap.strip() == "-")
+
+
 def _unit_after(text: str, pos: int) -> tuple[str, int] | None:
     nxt = _skip_space(text, pos)
     if nxt == pos or nxt >= len(text):
@@ -450,22 +462,35 @@ def _scan(text: str, lang: str | None, whole: bool) -> Iterator[Quantity]:
             continue  # "one", "un", "ein": as often an article or pronoun as a count
         found.append(Quantity(value, unit, text[start:end], start, end))
         last_end = end
-    # Multiplier nouns after an article: "a dozen", "a pair of gloves".
+    # Multiplier nouns after an article ("a dozen", "a pair of gloves") or a half ("half a dozen",
+    # "une demi-douzaine", "ein halbes Dutzend", "media docena").
     for w in _WORD.finditer(text):
         mult = _multiplier_at(text, w.start(), lang)
         if not mult or any(q.start <= w.start() < q.end for q in found):
             continue
         before = list(_WORD.finditer(text[: w.start()]))
-        if not before or before[-1].group().casefold() not in _ARTICLES or text[before[-1].end() : w.start()].strip():
+        value, start = float(mult[0]), -1
+        prev = before[-1] if before else None
+        if prev is not None and _joined(text, prev, w.start(), hyphen=_is_half(prev)):
+            word = prev.group().casefold()
+            if _is_half(prev):
+                value, start = value / 2, prev.start()
+                if len(before) > 1 and before[-2].group().casefold() in _ARTICLES and _joined(text, before[-2], start):
+                    start = before[-2].start()
+            elif word in _ARTICLES:
+                start = prev.start()
+                if len(before) > 1 and _is_half(before[-2]) and _joined(text, before[-2], start):
+                    value, start = value / 2, before[-2].start()
+        if start < 0:
             continue
-        start, end = before[-1].start(), mult[1]
+        end = mult[1]
         if any(q.start < end and start < q.end for q in found):
             continue
         unit = ""
         after = _unit_after(text, end)
         if after:
             unit, end = after
-        found.append(Quantity(float(mult[0]), unit, text[start:end], start, end))
+        found.append(Quantity(value, unit, text[start:end], start, end))
     # A count of times said in one word ("twice").
     for w in _WORD.finditer(text):
         times = next((t[w.group().casefold()] for t in _TIMES.values() if w.group().casefold() in t), None)

@@ -76,6 +76,16 @@ def test_dozen_and_pair() -> None:
     assert (q.value, q.text) == (12, "une douzaine")
 
 
+def test_half_a_dozen_is_six() -> None:
+    assert [(q.value, q.text) for q in find_quantities("Machine half a dozen blanks, program 15")] == [
+        (6, "half a dozen"),
+        (15, "15"),
+    ]
+    assert [(q.value, q.text) for q in find_quantities("une demi-douzaine de vis")] == [(6, "une demi-douzaine")]
+    assert [(q.value, q.text) for q in find_quantities("ein halbes Dutzend Teile")] == [(6, "ein halbes Dutzend")]
+    assert parse_quantity("half a dozen").value == 6
+
+
 def test_a_count_of_times_in_one_word() -> None:
     assert _pairs("Prime the doser twice") == [(2, "")]
     assert _pairs("Zweimal die Pumpe entlüften") == [(2, "")]
