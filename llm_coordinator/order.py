@@ -57,8 +57,6 @@ class OrderFacts:
     quantities: list[Any] = field(default_factory=list)  # llm_coordinator.quantities.Quantity
     unknown: list[str] = field(default_factory=list)
     safety: list[str] = field(default_factory=list)
-    #: The order's words that say what it asks for (see :func:`_weighed_words`); None: not read.
-    words: list[str] | None = None
 
     def named(self, kind: MentionKind) -> list[str]:
         return list(dict.fromkeys(m.name for m in self.mentions if m.kind == kind))
@@ -209,7 +207,6 @@ def read_order(order: str, plant: PlantDescription) -> OrderFacts:
     except ValueError:
         facts.quantities = []
     facts.safety = safety_findings(order, plant)
-    facts.words = _weighed_words(order, facts, plant)
     return facts
 
 
@@ -336,46 +333,16 @@ def _converted(q: Any, plan: Plan) -> bool:
 
 
 def _order_words(order: str, facts: OrderFacts) -> list[str]:
-    """The words of the order that say what it asks for: :attr:`OrderFacts.words`, or (facts
-    not read against a plant) its words of 4 letters or more, numbers and units left out."""
-    if facts.words is not None:
-        return facts.words
-    return [w for w in _plain_words(order, facts) if len(w) >= 4]
-
-
-def _plain_words(order: str, facts: OrderFacts) -> list[str]:
-    """The order's words, folded, once each, numbers and units left out."""
+    """The order's words of 4 letters or more, folded, numbers and units left out."""
     spans = [(q.start, q.end) for q in facts.quantities]
     out: list[str] = []
     for match in re.finditer(r"[^\W\d_][^\W_]*", order):
         if any(a <= match.start() < b for a, b in spans):
             continue
         w = _fold(match.group()).strip()
-        if w and w not in out:
+        if len(w) >= 4 and w not in out:
             out.append(w)
     return out
-
-
-def _name_words(plant: PlantDescription) -> frozenset[str]:
-    """The words of the plant's names: its agents, places, part types, recipes and skills, the
-    robots' models and makers, the machines' kinds."""
-    phrases = [p for p, _, _ in vocabulary(plant)]
-    phrases += [s.replace("_", " ") for a in plant.agents() for s in plant.agent_skills(a)]
-    return frozenset(w for p in phrases for w in _words(p))
-
-
-def _weighed_words(order: str, facts: OrderFacts, plant: PlantDescription) -> list[str]:
-    """The words of the order that say what it asks for: those of 4 letters or more, and those
-    of 3 letters that are a word of one of the plant's names ("bin", "arm", "cnc") and no
-    function word of the order's language ("and" of a recipe named fill_and_seal)."""
-    from llm_coordinator.quantities import function_words, language_of
-
-    names = _name_words(plant)
-    short = [w for w in _plain_words(order, facts) if len(w) == 3 and w in names]
-    if short:
-        function = function_words(language_of(order))
-        short = [w for w in short if w not in function]
-    return [w for w in _plain_words(order, facts) if len(w) >= 4 or w in short]
 
 
 def _text_words(*texts: str) -> set[str]:
@@ -447,11 +414,10 @@ def _matches(word: str, vocab: Iterable[str]) -> bool:
 
 
 def unsupported_words(order: str, plan: Plan, plant: PlantDescription, facts: OrderFacts) -> tuple[list[str], int]:
-    """Words of the order (:func:`_order_words`) that match nothing the plan does
-    (:func:`plan_vocabulary`, what the order names, and the plant's own name: "the machining
-    cell" of a plant named demo_cell). Returns (those words, how many words were weighed)."""
+    """Words of the order (4 letters or more, not numbers or units) that match nothing the plan
+    does (:func:`plan_vocabulary`, and what the order names). Returns (those words, how many
+    words were weighed)."""
     vocab = plan_vocabulary(plan, plant) | {w for m in facts.mentions for w in _text_words(m.text)}
-    vocab |= _text_words(plant.name.replace("_", " "))
     weighed = _order_words(order, facts)
     return [w for w in weighed if not _matches(w, vocab)], len(weighed)
 
@@ -600,19 +566,24 @@ _THINGS = frozenset({"location", "part", "part_type", "robot", "machine", "bin"}
 def _more_of_the_same(
     plant: PlantDescription, steps: Sequence[RecipeStep], skill: str, facts: OrderFacts, words: list[str]
 ) -> bool:
-    """Whether a recipe (its ``steps``) that has ``skill`` makes the agent of that step do other
-    work the order does not ask for: a step of the same agent that handles no place or part
+    """Whether a recipe (its ``steps``) that has ``skill`` is all the work of that skill's agent
+    and makes it do more than the order asks: another step that handles no place or part
     ("push a layer, then a slip sheet" asked as "lay slip sheets"), whose skill is not among the
-    order's ``words`` and whose arguments the order does not name. The steps of other agents
-    are how the plant brings the work to it (a part picked and presented for an inspection)."""
+    order's ``words`` and whose arguments the order does not name. A recipe in which other
+    agents take part is how the plant gets the skill done (a part picked and presented for an
+    inspection, then labelled), never more than asked."""
+    agents = {st.agent for st in steps}
+    if len(agents) != 1 or not agents <= set(plant.agents()):
+        return False  # (several agents, or one named by a parameter: "{robot}")
     names = {m.name for m in facts.mentions}
-    agents = {st.agent for st in steps if st.skill == skill}
     for st in steps:
-        if st.skill == skill or st.agent not in agents:
+        if st.skill == skill:
             continue
         values = {v for v in st.args.values() if isinstance(v, str)}
-        spec = plant.skill_spec(st.agent, st.skill)
-        handles = any(a.type in _THINGS for a in spec.args.values())
+        try:
+            handles = any(a.type in _THINGS for a in plant.skill_spec(st.agent, st.skill).args.values())
+        except KeyError:
+            return False
         if not handles and not values & names and not any(_matches(w, _text_words(st.skill)) for w in words):
             return True
     return False

@@ -66,6 +66,7 @@ from llm_coordinator.order import (
     vocabulary_gaps,
 )
 from llm_coordinator.plan import DraftPlan, Plan, plan_schema
+from llm_coordinator.quantities import is_times
 from llm_coordinator.reading import Reading, RecipeGoal, TaskGoal, Value, parse_reading, reading_schema
 from llm_coordinator.snapshot import PlantSnapshot
 from plant.config import PlantDescription
@@ -412,6 +413,9 @@ class Planner:
         counts = [q for q in rest if not q.unit]
         if len(counts) > 1:
             raise Unclear(f"how many times should recipe {goal} run: {' or '.join(q.text for q in counts)}?")
+        if counts and is_times(counts[0]):
+            # "Fill and seal one bottle, check twice": how often, not how many parts.
+            raise Unclear(f"{counts[0].text!r}: should recipe {goal} run {counts[0].value:g} times, on as many parts?")
         if any(q.unit for q in rest):
             odd = next(q for q in rest if q.unit)
             raise Unclear(f"what is {odd.text!r} for in recipe {goal} (its parameters: {', '.join(recipe.params)})?")

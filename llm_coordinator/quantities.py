@@ -27,6 +27,7 @@ __all__ = [
     "describe_conversion",
     "find_quantities",
     "function_words",
+    "is_times",
     "language_of",
     "parse_quantity",
 ]
@@ -45,13 +46,10 @@ _MULTIPLIERS: dict[str, dict[str, int]] = {
     "pt": {"dúzia": 12, "dúzias": 12, "par": 2, "pares": 2},
     "nl": {"dozijn": 12, "dozijnen": 12},
 }
-# Adverbs that are a count of times on their own ("prime it twice"). Not "once", which as often
-# means "as soon as"; the languages that say "two times" ("deux fois") have the number already.
-_TIMES: dict[str, dict[str, int]] = {
-    "en": {"twice": 2, "thrice": 3},
-    "de": {"zweimal": 2, "dreimal": 3, "viermal": 4, "fünfmal": 5},
-    "nl": {"tweemaal": 2, "driemaal": 3},
-}
+# Adverbs that are a count of times on their own ("prime it twice"), counted only where they end
+# a clause: "twice as fast", "twice the volume" and "twice-filtered" are no count. Not "once",
+# which as often means "as soon as".
+_TIMES: dict[str, int] = {"twice": 2, "thrice": 3}
 # Words for a half that may stand before a multiplier noun, or before its article ("half a dozen").
 _HALVES = frozenset({"half", "halve", "demi", "halb", "halbe", "halbes", "halben", "media", "mezza", "meia"})
 # Indefinite articles that may stand before a multiplier noun instead of a number ("a dozen").
@@ -283,6 +281,12 @@ def function_words(lang: str) -> frozenset[str]:
     return frozenset(w.casefold() for w in get_stop_words(lang))
 
 
+def is_times(q: Quantity) -> bool:
+    """Whether ``q`` is a count of times said in one word ("twice"): how often something is done,
+    which need not be how many parts it is done to."""
+    return q.text.casefold() in _TIMES
+
+
 def language_of(text: str) -> str:
     """The language of ``text`` among :data:`LANGUAGES`, as :func:`find_quantities` guesses it."""
     return _guess_language(text)[0]
@@ -290,21 +294,31 @@ def language_of(text: str) -> str:
 
 def _guess_language(text: str) -> tuple[str, str]:
     """The language (and converted text) whose function words and number words, as text2num
-    reads them, the text has the most of; ties go to the first. A number word of another
-    language alone does not decide ("once the door is shut" is no Spanish eleven)."""
+    reads them, the text has the most of (each counts one; a unit after a number is no function
+    word); ties go to the first. A number word of another language alone does not outweigh the
+    text's own function words ("machine a blank once" is no Spanish eleven)."""
     best: tuple[str, str] = ("en", text)
     best_score = 0
     base = len(re.findall(r"\d+", text))
-    words = [w.casefold() for w in _WORD.findall(text)]
+    # Words of two letters or more not right after a number (a unit: "0,5 l", "500 ml").
+    words = [
+        m.group().casefold() for m in _WORD.finditer(text) if len(m.group()) > 1 and not _after_number(text, m.start())
+    ]
     for lang in LANGUAGES:
         converted = _alpha2digit(text, lang)
         if converted is None:
             continue
-        numbers = len(re.findall(r"\d+", converted)) - base + (converted != text)
-        score = max(numbers, 0) + sum(w in function_words(lang) for w in words)
+        numbers = len(re.findall(r"\d+", converted)) - base
+        if numbers <= 0 and converted == text:
+            numbers = 0
+        score = max(numbers, 1 if converted != text else 0) + sum(w in function_words(lang) for w in words)
         if score > best_score:
             best, best_score = (lang, converted), score
     return best
+
+
+def _after_number(text: str, pos: int) -> bool:
+    return re.search(r"\d\s*$", text[:pos]) is not None
 
 
 def _aligner(original: str, converted: str, lang: str) -> Callable[[int], tuple[int, int, bool]]:
@@ -491,10 +505,11 @@ def _scan(text: str, lang: str | None, whole: bool) -> Iterator[Quantity]:
         if after:
             unit, end = after
         found.append(Quantity(value, unit, text[start:end], start, end))
-    # A count of times said in one word ("twice").
+    # A count of times said in one word, at the end of a clause ("prime it twice, then ...").
     for w in _WORD.finditer(text):
-        times = next((t[w.group().casefold()] for t in _TIMES.values() if w.group().casefold() in t), None)
-        if times and not any(q.start < w.end() and w.start() < q.end for q in found):
+        times = _TIMES.get(w.group().casefold())
+        ends = re.match(r"\s*(?:[.,;:!?)]|$)", text[w.end() :]) is not None
+        if times and ends and not any(q.start < w.end() and w.start() < q.end for q in found):
             found.append(Quantity(float(times), "", w.group(), w.start(), w.end()))
     yield from sorted(found, key=lambda q: q.start)
 

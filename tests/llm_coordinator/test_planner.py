@@ -390,3 +390,51 @@ async def test_a_plan_the_model_did_not_choose_needs_more_of_the_order_s_words()
     # half of them, a question is the safe side ("Change the pallet": what does "change" do?).
     out = await model_answers(line, {"goal": '{"goal": "palletise_layer"}'}, "Change the pallet")
     assert out.status == "clarify" and out.plan is None
+
+
+async def test_a_count_of_times_is_asked_about_for_a_recipe_and_taken_for_a_task() -> None:
+    """ "Twice" says how often, which for a task is the count ("prime the doser twice") and for a
+    recipe need not be how many parts ("fill and seal one bottle, check twice"): asked."""
+    from plant.loader import load_plant
+
+    line = load_plant(PLANTS / "packaging_line.yaml")
+    prime = {"goal": '{"goal": "tasks"}', "skill": '{"skill": "prime"}'}
+    out = await model_answers(line, prime, "Prime the doser twice")
+    assert out.status == "planned" and out.plan is not None, out.reasons
+    assert [s.skill for s in out.plan.steps if s.skill != "reset"] == ["prime", "prime"]
+    out = await model_answers(line, {"goal": '{"goal": "fill_and_seal"}'}, "Fill and seal one bottle, check twice")
+    assert out.status == "clarify" and out.plan is None and "twice" in out.question
+
+
+async def test_a_recipe_whose_agent_is_a_parameter_is_weighed_without_error() -> None:
+    """A recipe may name its agent by a parameter ("{robot}"); weighing whether it does more than
+    asked must not raise (it did: the planner crashed on such a plant)."""
+    from plant.loader import load_plant_text
+
+    text = (PLANTS / "demo_cell.yaml").read_text()
+    recipe = """
+  tidy_part:
+    description: move a part from the hand-over point into the output bin with a chosen robot, then home it
+    params:
+      robot: {type: robot, default: panda_1}
+      part_type: {type: part_type, default: blank_al}
+    steps:
+      - {id: pick, skill: pick, agent: "{robot}", args: {part_type: "{part_type}", location: handover_point}}
+      - {id: put, skill: place, agent: "{robot}", args: {location: output_bin}, after: [pick]}
+      - {id: park, skill: home, agent: "{robot}", after: [put]}
+"""
+    assert "\nrecipes:\n" in text
+    head, _, tail = text.partition("\nrecipes:\n")
+    plant = load_plant_text(head + "\nrecipes:\n" + recipe.lstrip("\n") + tail)
+    assert "tidy_part" in plant.recipes
+    out = await model_answers(plant, {"goal": '{"goal": "cannot"}'}, "Place the part in the output bin")
+    assert out.status in ("refused", "clarify", "planned"), out.reasons
+
+
+async def test_words_the_plan_does_not_do_are_not_excused_by_the_plant_s_name(demo_plant: PlantDescription) -> None:
+    """Naming the cell ("the machining cell" of a plant named demo_cell) supports no action, and
+    a short word of a name ("bin") is no evidence of what is to be done with it: both ask."""
+    out = await model_answers(demo_plant, {"goal": '{"goal": "machine_part"}'}, "Calibrate the machining cell")
+    assert out.status == "clarify" and out.plan is None
+    out = await model_answers(demo_plant, {"goal": '{"goal": "cannot"}'}, "Move the bin")
+    assert out.status != "planned", out.plan and out.plan.goals

@@ -88,8 +88,12 @@ def test_half_a_dozen_is_six() -> None:
 
 def test_a_count_of_times_in_one_word() -> None:
     assert _pairs("Prime the doser twice") == [(2, "")]
-    assert _pairs("Zweimal die Pumpe entlüften") == [(2, "")]
+    assert _pairs("Prime the doser twice, then home the arm") == [(2, "")]
     assert parse_quantity("thrice").value == 3
+    # Only where it ends a clause: otherwise it is no count of times.
+    assert _pairs("Fill the bottle twice as fast") == []
+    assert _pairs("Dose twice the usual volume") == []
+    assert _pairs("Seal the twice-filtered product") == []
     # "Once" is as often "as soon as": never a count of its own.
     assert _pairs("Run it once") == []
 
@@ -97,6 +101,9 @@ def test_a_count_of_times_in_one_word() -> None:
 def test_a_number_word_of_another_language_does_not_make_the_order_that_language() -> None:
     # "once" is eleven in Spanish; the English function words around it say which language this is.
     assert _pairs("Once the door is shut, home the arm") == []
+    assert _pairs("Machine a blank once") == []
+    # A unit after a number is no function word ("l" is one in English lists).
+    assert _pairs("Drei Flaschen à 0,5 l füllen") == [(3, ""), (0.5, "l")]
     assert _pairs("Llenar dos botellas") == [(2, "")]
     assert [(q.value, q.text) for q in find_quantities("Remplir et sceller quatre bouteilles")] == [(4, "quatre")]
 
