@@ -26,9 +26,7 @@ __all__ = [
     "check_range",
     "describe_conversion",
     "find_quantities",
-    "function_words",
     "is_times",
-    "language_of",
     "parse_quantity",
 ]
 
@@ -50,6 +48,7 @@ _MULTIPLIERS: dict[str, dict[str, int]] = {
 # a clause: "twice as fast", "twice the volume" and "twice-filtered" are no count. Not "once",
 # which as often means "as soon as".
 _TIMES: dict[str, int] = {"twice": 2, "thrice": 3}
+_CLAUSE_END = re.compile(r"\s*(?:[.,;:!?)]|$)")
 # Words for a half that may stand before a multiplier noun, or before its article ("half a dozen").
 _HALVES = frozenset({"half", "halve", "demi", "halb", "halbe", "halbes", "halben", "media", "mezza", "meia"})
 # Indefinite articles that may stand before a multiplier noun instead of a number ("a dozen").
@@ -273,7 +272,7 @@ def _alpha2digit(text: str, lang: str) -> str | None:
 
 
 @functools.cache
-def function_words(lang: str) -> frozenset[str]:
+def _function_words(lang: str) -> frozenset[str]:
     """The common function words of the language ``lang`` (a code of :data:`LANGUAGES`), case-folded:
     the ``stop-words`` package's list, which counts common verbs and nouns among them ("run", "part")."""
     from stop_words import get_stop_words
@@ -285,11 +284,6 @@ def is_times(q: Quantity) -> bool:
     """Whether ``q`` is a count of times said in one word ("twice"): how often something is done,
     which need not be how many parts it is done to."""
     return q.text.casefold() in _TIMES
-
-
-def language_of(text: str) -> str:
-    """The language of ``text`` among :data:`LANGUAGES`, as :func:`find_quantities` guesses it."""
-    return _guess_language(text)[0]
 
 
 def _guess_language(text: str) -> tuple[str, str]:
@@ -308,17 +302,18 @@ def _guess_language(text: str) -> tuple[str, str]:
         converted = _alpha2digit(text, lang)
         if converted is None:
             continue
-        numbers = len(re.findall(r"\d+", converted)) - base
-        if numbers <= 0 and converted == text:
-            numbers = 0
-        score = max(numbers, 1 if converted != text else 0) + sum(w in function_words(lang) for w in words)
+        numbers = max(len(re.findall(r"\d+", converted)) - base, int(converted != text))
+        score = numbers + sum(w in _function_words(lang) for w in words)
         if score > best_score:
             best, best_score = (lang, converted), score
     return best
 
 
 def _after_number(text: str, pos: int) -> bool:
-    return re.search(r"\d\s*$", text[:pos]) is not None
+    """Whether a digit comes before ``pos``, spaces aside."""
+    while pos > 0 and text[pos - 1].isspace():
+        pos -= 1
+    return pos > 0 and text[pos - 1].isdigit()
 
 
 def _aligner(original: str, converted: str, lang: str) -> Callable[[int], tuple[int, int, bool]]:
@@ -508,8 +503,9 @@ def _scan(text: str, lang: str | None, whole: bool) -> Iterator[Quantity]:
     # A count of times said in one word, at the end of a clause ("prime it twice, then ...").
     for w in _WORD.finditer(text):
         times = _TIMES.get(w.group().casefold())
-        ends = re.match(r"\s*(?:[.,;:!?)]|$)", text[w.end() :]) is not None
-        if times and ends and not any(q.start < w.end() and w.start() < q.end for q in found):
+        if not times or not _CLAUSE_END.match(text, w.end()):
+            continue
+        if not any(q.start < w.end() and w.start() < q.end for q in found):
             found.append(Quantity(float(times), "", w.group(), w.start(), w.end()))
     yield from sorted(found, key=lambda q: q.start)
 
