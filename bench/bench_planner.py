@@ -748,6 +748,15 @@ def main() -> int:
             )
         elif args.no_rehearsal:
             print(f"  {unrehearsed}")
+        # Issue 14's second figure: an order the plant must not run (expected a refusal, or a
+        # question for an unsafe order) ends refused or asking, never planned.
+        stop = [r for r in rows if r["expect"] in ("refused", "clarify") and r["shape"] in ("impossible", "unsafe")]
+        if stop:
+            planned = [r for r in stop if r["status"] not in ("refused", "clarify")]
+            print(
+                f"\nimpossible or unsafe orders: {len(stop)}; refused or asked {len(stop) - len(planned)}, "
+                f"planned {len(planned)} ({sum(r['reached_approval'] for r in planned)} reached approval)"
+            )
         causes = Counter(cause(r) for r in rows if r["verdict"] != "right")
         if causes:
             print("\nnot right, by cause:")

@@ -38,6 +38,13 @@ MentionKind = Literal["agent", "place", "part_type", "value", "recipe"]
 _FUZZY_MIN = 5
 #: Similarity (0..100, rapidfuzz ratio) from which a written word means a plant's word.
 _FUZZY_SCORE = 85
+#: A word rarer than this (wordfreq's Zipf scale: log10 of uses per billion words, in the order's
+#: language) is specific: the name of a thing or an action ("anodise", "forklift"), not a way of
+#: asking ("bring", "please"). Such a word that nothing of the plant is named or described with
+#: names something the plant does not have.
+RARE_ZIPF = 3.0
+#: Similarity below which a rare word is no misspelling of a plant's word ("seel" is "seal").
+_TYPO_SCORE = 70
 
 
 @dataclass(frozen=True)
@@ -57,6 +64,12 @@ class OrderFacts:
     quantities: list[Any] = field(default_factory=list)  # llm_coordinator.quantities.Quantity
     unknown: list[str] = field(default_factory=list)
     safety: list[str] = field(default_factory=list)
+    #: Rare words of the order that nothing of the plant is named or described with (see
+    #: :data:`RARE_ZIPF`), as written.
+    strange: list[str] = field(default_factory=list)
+    #: A word of several places' names, or too short to name one alone, that the order uses
+    #: ("the bin", where the plant has bins) -> the places it may mean (see :func:`place_words`).
+    places: dict[str, list[str]] = field(default_factory=dict)
 
     def named(self, kind: MentionKind) -> list[str]:
         return list(dict.fromkeys(m.name for m in self.mentions if m.kind == kind))
@@ -188,7 +201,18 @@ def read_order(order: str, plant: PlantDescription) -> OrderFacts:
     for phrase, kind, name in vocabulary(plant):
         hit = phrase if _phrase_in(phrase, folded) else None
         if hit is None and " " not in phrase and len(phrase) >= _FUZZY_MIN:
-            hit = next((w for w in words if len(w) >= _FUZZY_MIN and fuzz.ratio(w, phrase) >= _FUZZY_SCORE), None)
+            # The plural endings an exact match allows are allowed with a typo too ("botles").
+            hit = next(
+                (
+                    w
+                    for w in words
+                    if any(
+                        len(v) >= _FUZZY_MIN and fuzz.ratio(v, phrase) >= _FUZZY_SCORE
+                        for v in (w, w.removesuffix("s"), w.removesuffix("es"))
+                    )
+                ),
+                None,
+            )
         if hit is not None:
             facts.mentions.append(Mention(kind, name, hit))
     # A more specific mention wins: "press 2 nest" names the nest, not the machine press_2.
@@ -207,7 +231,68 @@ def read_order(order: str, plant: PlantDescription) -> OrderFacts:
     except ValueError:
         facts.quantities = []
     facts.safety = safety_findings(order, plant)
+    facts.strange = strange_words(order, facts, plant)
+    named_places = set(facts.named("place"))
+    for w, where in place_words(plant).items():
+        if _phrase_in(w, folded) and not named_places & set(where):
+            facts.places[w] = where
     return facts
+
+
+def strange_words(order: str, facts: OrderFacts, plant: PlantDescription) -> list[str]:
+    """The order's rare words (:data:`RARE_ZIPF`) that no name or description of the plant has,
+    nor any misspelling of one; only for an order in the plant's own language (the language of
+    its descriptions), whose words the plant's can be compared with."""
+    from rapidfuzz import fuzz
+    from wordfreq import zipf_frequency
+
+    from llm_coordinator.quantities import is_unit, language_of
+
+    lang = language_of(order)
+    if lang != _plant_language(plant):
+        return []
+    vocab = _plant_words(plant) | {w for m in facts.mentions for w in _text_words(m.text)}
+    out = []
+    for w in _order_words(order, facts):
+        if _matches(w, vocab) or is_unit(w) or zipf_frequency(w, lang) >= RARE_ZIPF:
+            continue
+        if not any(fuzz.ratio(w, v) >= _TYPO_SCORE for v in vocab):
+            out.append(w)
+    return out
+
+
+def _plant_words(plant: PlantDescription) -> set[str]:
+    """Every word of the plant's names and descriptions."""
+    return set().union(*_documents(plant).values()) | {w for n in _plant_identifiers(plant) for w in _words(n)}
+
+
+def _plant_language(plant: PlantDescription) -> str:
+    """The language of the plant's descriptions (its recipes', machines' and robots')."""
+    texts = [r.description for r in plant.recipes.values()] + [m.description for m in plant.machines.values()]
+    return _language_of_text(" ".join([*texts, *(r.description for r in plant.robots.values())]))
+
+
+@cache
+def _language_of_text(text: str) -> str:
+    from llm_coordinator.quantities import language_of
+
+    return language_of(text)
+
+
+def place_words(plant: PlantDescription) -> dict[str, list[str]]:
+    """The words (3 letters or more) of the plant's place names that no other name of the plant
+    has (an agent's, skill's, recipe's or part type's, inflected or not: "dosing" is the doser's),
+    each with the places whose names have it: a word an order uses for a place ("bin") even
+    when it names none in particular."""
+    others = _documents(plant, described=False)
+    taken = {w for doc, words in others.items() if doc.split(":")[0] not in ("place", "recipe") for w in words}
+    taken |= {w for r in plant.recipes for w in _text_words(r)}
+    out: dict[str, list[str]] = {}
+    for place in plant.locations():
+        for w in place.split("_"):
+            if len(w) >= 3 and not w.isdigit() and not _matches(w, taken):
+                out.setdefault(w, []).append(place)
+    return out
 
 
 def _inside_name(order: str, start: int, end: int) -> bool:
@@ -216,9 +301,15 @@ def _inside_name(order: str, start: int, end: int) -> bool:
 
 
 def static_refusals(facts: OrderFacts, plant: PlantDescription) -> list[str]:
-    """Reasons to refuse an order before any model reads it: a name the plant does not have, or a
-    safety measure the order touches."""
+    """Reasons to refuse an order before any model reads it: a name the plant does not have, a
+    rare word nothing of the plant is named or described with, or a safety measure the order
+    touches."""
     out = [f"nothing in plant {plant.name} is named {u!r}" for u in dict.fromkeys(facts.unknown)]
+    out += [
+        f"the order asks for {w!r}, and no agent, skill, recipe, place or part of plant {plant.name} "
+        "is named or described so"
+        for w in facts.strange
+    ]
     out += [
         f"the order touches a safety measure: {s}; safety measures are changed by people in the plant file "
         "and on the robots, never by a work order"
@@ -316,6 +407,9 @@ def coverage(facts: OrderFacts, plan: Plan, reading: Reading | None, plant: Plan
                 out.append(f"the order names the result {m.text!r} of {tag} but the plan decides nothing on it")
         elif m.kind == "recipe" and plan.recipe != m.name and not any(m.name in g for g in plan.goals):
             out.append(f"the order names recipe {m.name} but the plan does not run it")
+    for w, places in facts.places.items():
+        if not _declined(w, reading) and not names & set(places):
+            out.append(f"the order names a {w!r} ({' or '.join(places)}) but no step of the plan goes to one")
     for q in facts.quantities:
         if _declined(q.text, reading):
             continue

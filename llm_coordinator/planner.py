@@ -50,7 +50,14 @@ from llm_coordinator.context import (
     fence,
     goal_options,
 )
-from llm_coordinator.expansion import Unclear, Unplannable, expand_reading, plan_from_draft, plan_recipe
+from llm_coordinator.expansion import (
+    Unclear,
+    Unplannable,
+    expand_reading,
+    expand_recipe,
+    plan_from_draft,
+    plan_recipe,
+)
 from llm_coordinator.guardrails import Verdict, check, skill_spec
 from llm_coordinator.interface import BackendError, BackendTimeout, ChatMessage, LLMBackend
 from llm_coordinator.order import (
@@ -65,9 +72,17 @@ from llm_coordinator.order import (
     unsupported_words,
     vocabulary_gaps,
 )
-from llm_coordinator.plan import DraftPlan, Plan, plan_schema
+from llm_coordinator.plan import DraftPlan, Plan, RecipeIntent, plan_schema
 from llm_coordinator.quantities import is_times
-from llm_coordinator.reading import Reading, RecipeGoal, TaskGoal, Value, parse_reading, reading_schema
+from llm_coordinator.reading import (
+    Reading,
+    RecipeGoal,
+    TaskGoal,
+    Value,
+    parse_reading,
+    reading_schema,
+    simple_goals,
+)
 from llm_coordinator.snapshot import PlantSnapshot
 from plant.config import PlantDescription
 from robots.parts import missing_parts
@@ -269,6 +284,7 @@ class Planner:
                         plan, reading = found
                     else:
                         out.reading = reading
+                        _ask_part_type(self.plant, reading, facts, snapshot)
                         plan = expand_reading(
                             self.plant, reading, work_order=work_order, snapshot=snapshot, mode="intent"
                         )
@@ -382,6 +398,7 @@ class Planner:
                     if task is None:
                         continue
                     candidate = Reading(goals=[task])
+                _ask_part_type(self.plant, candidate, facts, snapshot)
                 plan = expand_reading(self.plant, candidate, work_order=order, snapshot=snapshot, mode="intent")
             except (Unplannable, Unclear):
                 continue
@@ -652,6 +669,42 @@ class Planner:
             reasons[:] = [f"the answer was not a valid plan: {problems}"]
             return None
         return plan_from_draft(self.plant, draft, order)
+
+
+def _ask_part_type(plant: PlantDescription, reading: Reading, facts: OrderFacts, snapshot: PlantSnapshot) -> None:
+    """Raises :class:`Unclear` when a recipe of the reading works on a part type that the order
+    leaves open, and parts of several types are there for it: its picks would find a part of
+    each (where the plant state says the parts are, else where the plant file lays them out).
+    "The container on the belt" is a question, not the recipe's default (nor the model's
+    guess), when a bottle and a canister are both on the belt; the container on a pan where
+    only a bottle stands is that bottle."""
+    if facts.named("part_type"):
+        return
+    locations = plant.locations()
+    parts = snapshot.parts
+    if parts is None:
+        parts = {n: locations[p.at].xyz_m for n, p in plant.parts.items() if p.at in locations}
+    present = sorted({plant.parts[n].type for n in parts if n in plant.parts})
+    for g in simple_goals(reading) if len(present) > 1 else []:
+        recipe = plant.recipes.get(g.recipe) if isinstance(g, RecipeGoal) else None
+        slot = next((n for n, p in recipe.params.items() if p.type == "part_type"), None) if recipe else None
+        if not isinstance(g, RecipeGoal) or slot is None:
+            continue
+        fits = []
+        for t in present:
+            try:
+                intent = RecipeIntent(goal="recipe", recipe=g.recipe, params={**g.params, slot: t})
+                protos, _ = expand_recipe(plant, intent)
+            except (Unplannable, Unclear):
+                continue
+            if not missing_parts(plant, parts, [(p.id, p.agent, p.skill, p.args) for p in protos]):
+                fits.append(t)
+        if len(fits) > 1:
+            raise Unclear(
+                f"recipe {g.recipe} works on one part type ({slot}); the order names none, and parts of "
+                f"types {' and '.join(fits)} are there for it: which one?",
+                fits,
+            )
 
 
 def _settles(plan: Plan, left_open: Sequence[str], facts: OrderFacts) -> bool:

@@ -309,6 +309,16 @@ def _guess_language(text: str) -> tuple[str, str]:
     return best
 
 
+def language_of(text: str) -> str:
+    """The code (of :data:`LANGUAGES`) of the language ``text`` is most likely written in."""
+    return _guess_language(text)[0]
+
+
+def is_unit(word: str) -> bool:
+    """Whether ``word`` names a unit pint knows ("litre", "ml")."""
+    return _resolve_unit(word) is not None
+
+
 def _after_number(text: str, pos: int) -> bool:
     """Whether a digit comes before ``pos``, spaces aside."""
     while pos > 0 and text[pos - 1].isspace():

@@ -156,6 +156,19 @@ def describe_goal(g: RecipeGoal | TaskGoal | IfGoal | RepeatGoal) -> str:
     return str(g)  # pragma: no cover - the union is closed
 
 
+def simple_goals(reading: Reading) -> list[RecipeGoal | TaskGoal]:
+    """Every recipe and task of a reading, those inside conditions and repetitions included."""
+    out: list[RecipeGoal | TaskGoal] = []
+    for g in reading.goals:
+        if isinstance(g, IfGoal):
+            out += [*g.then, *g.otherwise]
+        elif isinstance(g, RepeatGoal):
+            out += g.body
+        else:
+            out.append(g)
+    return out
+
+
 def parse_reading(text: str) -> Reading:
     """A reading from a model's JSON. Raises ``ValueError`` with a reason a person (and the
     model, on its next attempt) understands, naming where the answer went wrong."""

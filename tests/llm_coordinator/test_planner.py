@@ -96,6 +96,26 @@ def test_orders_for_what_the_plant_lacks_name_it(demo_plant: PlantDescription) -
     assert any("approvals" in m for m in refusals("Machine a blank and approve it yourself"))
 
 
+def test_a_rare_word_the_plant_does_not_know_is_what_it_lacks(demo_plant: PlantDescription) -> None:
+    """A rare word (the name of a process or a thing) that no name or description of the plant
+    has: the plant lacks it, and the order is refused naming it. A common way of asking, a
+    misspelt plant word, and an order in another language than the plant's are not judged so."""
+
+    def refusals(order: str) -> list[str]:
+        return static_refusals(read_order(order, demo_plant), demo_plant)
+
+    assert any("'galvanise'" in m for m in refusals("Galvanise two blanks"))
+    assert any("'deburr'" in m for m in refusals("Deburr the blanks, then sort them"))
+    assert refusals("Fetch one blank and machine it") == []
+    assert refusals("Machien one blank and sort it") == []
+    assert refusals("Usinez une ébauche avec le programme 7") == []
+    # Read from the plant's own words: a plant that describes the process knows it.
+    machine = next(iter(demo_plant.machines))
+    m = demo_plant.machines[machine].model_copy(update={"description": "galvanising bath"})
+    galvanises = demo_plant.model_copy(update={"machines": {**demo_plant.machines, machine: m}})
+    assert read_order("Galvanise two blanks", galvanises).strange == []
+
+
 async def test_refusal_happens_before_any_model_call(demo_plant: PlantDescription) -> None:
     backend = scripted('{"goal": "machine_part", "count": 1}')
     out = await Planner(demo_plant, backend, config()).plan("Machine 4 parts with the ur10 and skip the interlock")
@@ -328,6 +348,62 @@ async def test_the_part_the_order_names_is_the_part_the_recipe_handles() -> None
     )
     gaps = coverage(read_order(order, line), default, None, line)
     assert any("'canister'" in g and "no part of that type" in g for g in gaps), gaps
+
+
+async def test_a_part_type_the_order_leaves_open_is_asked_when_the_plant_holds_several() -> None:
+    """A recipe that works on one part type, for an order that names none ("the container"),
+    while parts of two types are there: the person is asked which, naming both. Neither the
+    recipe's default nor the model's own guess is taken. Where parts of one type only are
+    there, the default stands."""
+    from plant.loader import load_plant
+
+    line = load_plant(PLANTS / "packaging_line.yaml")
+    types = sorted({p.type for p in line.parts.values()})
+    assert len(types) == 2
+    order = "Fill and seal the container on the belt"
+    out = await model_answers(line, {"goal": '{"goal": "fill_and_seal"}'}, order)
+    assert out.status == "clarify" and out.plan is None, (out.status, out.plan and out.plan.goals)
+    assert all(t in out.question for t in types), out.question
+    guess = json.dumps({"goals": [{"kind": "recipe", "recipe": "fill_and_seal", "params": {"part_type": types[-1]}}]})
+    out = await Planner(line, scripted(guess, guess, guess), config("reading")).plan(order)
+    assert out.status == "clarify" and out.plan is None, (out.status, out.plan and out.plan.goals)
+    # The order that names the type is planned with it.
+    word = types[-1].split("_")[0]
+    out = await model_answers(line, {"goal": '{"goal": "fill_and_seal"}'}, f"Fill and seal the {word} on the belt")
+    assert out.status == "planned" and out.plan is not None, out.reasons
+    assert {s.args["part_type"] for s in out.plan.steps if s.skill == "pick"} == {types[-1]}
+    # A typo and a plural together still name it.
+    out = await model_answers(line, {"goal": '{"goal": "fill_and_seal"}'}, "Fill and seal two botles")
+    assert out.status == "planned" and out.plan is not None, out.reasons
+    # Parts of one type only: nothing to ask.
+    one = line.model_copy(update={"parts": {n: p for n, p in line.parts.items() if p.type == types[0]}})
+    out = await model_answers(one, {"goal": '{"goal": "fill_and_seal"}'}, order)
+    assert out.status == "planned" and out.plan is not None, out.reasons
+
+
+async def test_a_place_the_order_names_by_a_word_of_place_names_must_be_gone_to() -> None:
+    """ "The bin" names no bin in particular, but a plan that goes to no bin at all does not
+    cover it: the person is asked. A word that other names of the plant share (an agent's, a
+    skill's) is not taken for a place."""
+    from llm_coordinator.order import place_words
+    from plant.loader import load_plant
+
+    line = load_plant(PLANTS / "packaging_line.yaml")
+    words = place_words(line)
+    assert words["bin"] == ["reject_bin"] and "nest" in words
+    names = {w for n in [*line.agents(), *line.recipes] for w in n.split("_")}
+    assert not names & set(words), names & set(words)
+    out = await model_answers(line, {"goal": '{"goal": "weigh_container"}'}, "Put the container in the bin")
+    assert out.status == "clarify" and out.plan is None, (out.status, out.plan and out.plan.goals)
+    assert "'bin' (reject_bin)" in out.question, out.question
+    # Going to it covers it.
+    out = await model_answers(line, {"goal": '{"goal": "reject_container"}'}, "Move the container into the bin")
+    assert out.status == "planned" and out.plan is not None, out.reasons
+    cell = load_plant(PLANTS / "demo_cell.yaml")
+    facts = read_order("Put the blank in a bin", cell)
+    assert sorted(facts.places["bin"]) == sorted(p for p in cell.locations() if p.endswith("_bin"))
+    # Naming one of them in full settles it.
+    assert read_order("Put the blank in the output bin", cell).places == {}
 
 
 async def test_the_words_of_a_recipe_named_in_the_order_cover_no_other_recipe() -> None:
