@@ -43,8 +43,6 @@ _FUZZY_SCORE = 85
 #: asking ("bring", "please"). Such a word that nothing of the plant is named or described with
 #: names something the plant does not have.
 RARE_ZIPF = 3.0
-#: Similarity below which a rare word is no misspelling of a plant's word ("seel" is "seal").
-_TYPO_SCORE = 70
 
 
 @dataclass(frozen=True)
@@ -241,9 +239,11 @@ def read_order(order: str, plant: PlantDescription) -> OrderFacts:
 
 def strange_words(order: str, facts: OrderFacts, plant: PlantDescription) -> list[str]:
     """The order's rare words (:data:`RARE_ZIPF`) that no name or description of the plant has,
-    nor any misspelling of one; only for an order in the plant's own language (the language of
-    its descriptions), whose words the plant's can be compared with."""
-    from rapidfuzz import fuzz
+    and that are no misspelling of a plant's word nor of a common word ("sohuld"); only for an
+    order in the plant's own language (the language of its descriptions), whose words the
+    plant's can be compared with."""
+    from rapidfuzz import process
+    from rapidfuzz.distance import DamerauLevenshtein
     from wordfreq import zipf_frequency
 
     from llm_coordinator.quantities import is_unit, language_of
@@ -256,14 +256,42 @@ def strange_words(order: str, facts: OrderFacts, plant: PlantDescription) -> lis
     for w in _order_words(order, facts):
         if _matches(w, vocab) or is_unit(w) or zipf_frequency(w, lang) >= RARE_ZIPF:
             continue
-        if not any(fuzz.ratio(w, v) >= _TYPO_SCORE for v in vocab):
-            out.append(w)
+        # One letter wrong, missing, extra or swapped, the plural ending aside ("botles").
+        forms = {w, w.removesuffix("s"), w.removesuffix("es")}
+        known = [sorted(vocab), _common_words(lang)]
+        near = DamerauLevenshtein.distance
+        if any(process.extractOne(f, k, scorer=near, score_cutoff=1) for f in forms for k in known):
+            continue
+        out.append(w)
     return out
 
 
+@cache
+def _common_words(lang: str) -> tuple[str, ...]:
+    """The words of ``lang`` at :data:`RARE_ZIPF` or more (wordfreq's lists)."""
+    from wordfreq import get_frequency_dict
+
+    least = 10 ** (RARE_ZIPF - 9)  # Zipf is log10 of uses per billion words
+    return tuple(w for w, f in get_frequency_dict(lang).items() if f >= least and w.isalpha())
+
+
+def _strings(value: Any) -> Iterable[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            yield str(k)
+            yield from _strings(v)
+    elif isinstance(value, list | tuple):
+        for v in value:
+            yield from _strings(v)
+
+
 def _plant_words(plant: PlantDescription) -> set[str]:
-    """Every word of the plant's names and descriptions."""
-    return set().union(*_documents(plant).values()) | {w for n in _plant_identifiers(plant) for w in _words(n)}
+    """Every word of the plant file (names, kinds, descriptions, tag values), and of what it
+    brings from the catalogues (its skills' descriptions, its robots' makers)."""
+    words = {w for text in _strings(plant.model_dump(mode="json")) for w in _words(text)}
+    return words | set().union(*_documents(plant).values())
 
 
 def _plant_language(plant: PlantDescription) -> str:

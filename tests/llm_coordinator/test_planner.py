@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,11 @@ def scripted(*texts: str | None, delay_s: float = 0.0) -> ScriptedBackend:
 
 def config(mode: str = "intent", timeout_s: float = 5.0) -> CoordinatorConfig:
     return CoordinatorConfig.model_validate({"mode": mode, "model": ModelConfig(timeout_s=timeout_s).model_dump()})
+
+
+def static_refusals_of(plant: PlantDescription) -> Callable[[str], list[str]]:
+    """What the static rules say of an order for ``plant``, before any model call."""
+    return lambda order: static_refusals(read_order(order, plant), plant)
 
 
 async def model_answers(plant: PlantDescription, answers: dict[str, str], order: str) -> PlanningOutcome:
@@ -83,9 +89,7 @@ async def test_direct_mode_accepts_a_good_plan(demo_plant: PlantDescription) -> 
 
 
 def test_orders_for_what_the_plant_lacks_name_it(demo_plant: PlantDescription) -> None:
-    def refusals(order: str) -> list[str]:
-        return static_refusals(read_order(order, demo_plant), demo_plant)
-
+    refusals = static_refusals_of(demo_plant)
     assert any("'robot_3'" in m for m in refusals("have robot_3 pick a part"))
     assert any("'ur10'" in m for m in refusals("have the ur10 pick a part"))
     assert refusals("Machine 3 blanks with program 7, then inspect and sort them") == []
@@ -100,10 +104,7 @@ def test_a_rare_word_the_plant_does_not_know_is_what_it_lacks(demo_plant: PlantD
     """A rare word (the name of a process or a thing) that no name or description of the plant
     has: the plant lacks it, and the order is refused naming it. A common way of asking, a
     misspelt plant word, and an order in another language than the plant's are not judged so."""
-
-    def refusals(order: str) -> list[str]:
-        return static_refusals(read_order(order, demo_plant), demo_plant)
-
+    refusals = static_refusals_of(demo_plant)
     assert any("'galvanise'" in m for m in refusals("Galvanise two blanks"))
     assert any("'deburr'" in m for m in refusals("Deburr the blanks, then sort them"))
     assert refusals("Fetch one blank and machine it") == []
