@@ -252,9 +252,11 @@ def strange_words(order: str, facts: OrderFacts, plant: PlantDescription) -> lis
     if lang != _plant_language(plant):
         return []
     vocab = _plant_words(plant) | {w for m in facts.mentions for w in _text_words(m.text)}
+    # A capitalised word inside a sentence is a name (a customer's, a person's), not a process.
+    names = {_fold(m.group(1)).strip() for m in re.finditer(r"[^\s.!?:;]\s+([A-Z][a-z]\w*)", order)}
     out = []
     for w in _order_words(order, facts):
-        if _matches(w, vocab) or is_unit(w) or zipf_frequency(w, lang) >= RARE_ZIPF:
+        if w in names or _matches(w, vocab) or is_unit(w) or zipf_frequency(w, lang) >= RARE_ZIPF:
             continue
         # One letter wrong, missing, extra or swapped, the plural ending aside ("botles").
         forms = {w, w.removesuffix("s"), w.removesuffix("es")}

@@ -103,12 +103,14 @@ def test_orders_for_what_the_plant_lacks_name_it(demo_plant: PlantDescription) -
 def test_a_rare_word_the_plant_does_not_know_is_what_it_lacks(demo_plant: PlantDescription) -> None:
     """A rare word (the name of a process or a thing) that no name or description of the plant
     has: the plant lacks it, and the order is refused naming it. A common way of asking, a
-    misspelt plant word, and an order in another language than the plant's are not judged so."""
+    misspelt plant word, a name inside a sentence, and an order in another language than the
+    plant's are not judged so."""
     refusals = static_refusals_of(demo_plant)
     assert any("'galvanise'" in m for m in refusals("Galvanise two blanks"))
     assert any("'deburr'" in m for m in refusals("Deburr the blanks, then sort them"))
     assert refusals("Fetch one blank and machine it") == []
     assert refusals("Machien one blank and sort it") == []
+    assert refusals("Machine two blanks for customer Hoffmann") == []  # a name, not a process
     assert refusals("Usinez une ébauche avec le programme 7") == []
     # Read from the plant's own words: a plant that describes the process knows it.
     machine = next(iter(demo_plant.machines))
