@@ -41,8 +41,14 @@ _FUZZY_SCORE = 85
 #: A word rarer than this (wordfreq's Zipf scale: log10 of uses per billion words, in the order's
 #: language) is specific: the name of a thing or an action ("anodise", "forklift"), not a way of
 #: asking ("bring", "please"). Such a word that nothing of the plant is named or described with
-#: names something the plant does not have.
+#: names something the plant may not have: it weighs :data:`RARE_WEIGHT` words in the support a
+#: plan needs from the order's words.
 RARE_ZIPF = 3.0
+RARE_WEIGHT = 3
+#: The share of an order's words that common words of the plant's language (or the plant's own)
+#: must exceed for the order to be read as written in it: a short French order is not English
+#: with strange words.
+_OWN_LANGUAGE_SHARE = 0.6
 
 
 @dataclass(frozen=True)
@@ -63,7 +69,7 @@ class OrderFacts:
     unknown: list[str] = field(default_factory=list)
     safety: list[str] = field(default_factory=list)
     #: Rare words of the order that nothing of the plant is named or described with (see
-    #: :data:`RARE_ZIPF`), as written.
+    #: :data:`RARE_ZIPF`), folded.
     strange: list[str] = field(default_factory=list)
     #: A word of several places' names, or too short to name one alone, that the order uses
     #: ("the bin", where the plant has bins) -> the places it may mean (see :func:`place_words`).
@@ -231,32 +237,37 @@ def read_order(order: str, plant: PlantDescription) -> OrderFacts:
     facts.safety = safety_findings(order, plant)
     facts.strange = strange_words(order, facts, plant)
     named_places = set(facts.named("place"))
-    for w, where in place_words(plant).items():
+    for w, where in place_words(plant).items() if in_plant_language(order, plant) else []:
         if _phrase_in(w, folded) and not named_places & set(where):
             facts.places[w] = where
     return facts
 
 
 def strange_words(order: str, facts: OrderFacts, plant: PlantDescription) -> list[str]:
-    """The order's rare words (:data:`RARE_ZIPF`) that no name or description of the plant has,
-    and that are no misspelling of a plant's word nor of a common word ("sohuld"); only for an
-    order in the plant's own language (the language of its descriptions), whose words the
-    plant's can be compared with."""
+    """The actions the order asks (the first word of a clause that is no function word) that
+    are rare words (:data:`RARE_ZIPF`) no name or description of the plant has, and no
+    misspelling of a plant's word nor of a common word ("sohuld"): "anodise" in "Anodise the
+    machined parts". Only for an order in the plant's own language (the language of its
+    descriptions), whose words the plant's can be compared with. A rare word that is not the
+    action ("1 l of degreaser", a customer's name) is context, weighed as any other word."""
     from rapidfuzz import process
     from rapidfuzz.distance import DamerauLevenshtein
     from wordfreq import zipf_frequency
 
-    from llm_coordinator.quantities import is_unit, language_of
+    from llm_coordinator.quantities import function_words, is_unit, language_of
 
     lang = language_of(order)
-    if lang != _plant_language(plant):
-        return []
     vocab = _plant_words(plant) | {w for m in facts.mentions for w in _text_words(m.text)}
-    # A capitalised word inside a sentence is a name (a customer's, a person's), not a process.
-    names = {_fold(m.group(1)).strip() for m in re.finditer(r"[^\s.!?:;]\s+([A-Z][a-z]\w*)", order)}
+    if not _in_language(order, lang, plant, vocab):
+        return []
+    # The action a clause asks: its first word that is no function word ("please", "then").
+    skip = function_words(lang)
+    actions = set()
+    for clause in _CLAUSE_BREAK.split(_fold(order)):
+        actions |= {next((w for w in _words(clause) if w.isalpha() and w not in skip), "")}
     out = []
     for w in _order_words(order, facts):
-        if w in names or _matches(w, vocab) or is_unit(w) or zipf_frequency(w, lang) >= RARE_ZIPF:
+        if w not in actions or _matches(w, vocab) or is_unit(w) or zipf_frequency(w, lang) >= RARE_ZIPF:
             continue
         # One letter wrong, missing, extra or swapped, the plural ending aside ("botles").
         forms = {w, w.removesuffix("s"), w.removesuffix("es")}
@@ -266,6 +277,25 @@ def strange_words(order: str, facts: OrderFacts, plant: PlantDescription) -> lis
             continue
         out.append(w)
     return out
+
+
+def _in_language(order: str, lang: str, plant: PlantDescription, vocab: set[str]) -> bool:
+    """Whether ``order`` is written in the plant's language: guessed so (``lang``), and most of
+    its words (more than :data:`_OWN_LANGUAGE_SHARE`) are common words of it or the plant's own."""
+    if lang != _plant_language(plant):
+        return False
+    words = [w for w in _words(order) if len(w) > 1 and w.isalpha()]
+    common = set(_common_words(lang))
+    known = sum(w in common or _matches(w, vocab) for w in words)
+    return bool(words) and known > _OWN_LANGUAGE_SHARE * len(words)
+
+
+def in_plant_language(order: str, plant: PlantDescription) -> bool:
+    """Whether ``order`` is written in the language of the plant's descriptions (see
+    :func:`_in_language`): only then are its words compared with the plant's."""
+    from llm_coordinator.quantities import language_of
+
+    return _in_language(order, language_of(order), plant, _plant_words(plant))
 
 
 @cache
@@ -331,15 +361,10 @@ def _inside_name(order: str, start: int, end: int) -> bool:
 
 
 def static_refusals(facts: OrderFacts, plant: PlantDescription) -> list[str]:
-    """Reasons to refuse an order before any model reads it: a name the plant does not have, a
-    rare word nothing of the plant is named or described with, or a safety measure the order
-    touches."""
+    """Reasons to refuse an order before any model reads it: a name the plant does not have, or a
+    safety measure the order touches."""
     out = [f"nothing in plant {plant.name} is named {u!r}" for u in dict.fromkeys(facts.unknown)]
-    out += [
-        f"the order asks for {w!r}, and no agent, skill, recipe, place or part of plant {plant.name} "
-        "is named or described so"
-        for w in facts.strange
-    ]
+
     out += [
         f"the order touches a safety measure: {s}; safety measures are changed by people in the plant file "
         "and on the robots, never by a work order"
@@ -437,8 +462,11 @@ def coverage(facts: OrderFacts, plan: Plan, reading: Reading | None, plant: Plan
                 out.append(f"the order names the result {m.text!r} of {tag} but the plan decides nothing on it")
         elif m.kind == "recipe" and plan.recipe != m.name and not any(m.name in g for g in plan.goals):
             out.append(f"the order names recipe {m.name} but the plan does not run it")
+    # A machine the plan uses works at its station's places (the check-weigher at its pan).
+    stations = {plant.machines[a].station for a in names if a in plant.machines}
+    at_work = {p for st in stations if st in plant.stations for p in plant.stations[st].locations}
     for w, places in facts.places.items():
-        if not _declined(w, reading) and not names & set(places):
+        if not _declined(w, reading) and not (names | at_work) & set(places):
             out.append(f"the order names a {w!r} ({' or '.join(places)}) but no step of the plan goes to one")
     for q in facts.quantities:
         if _declined(q.text, reading):
@@ -537,13 +565,17 @@ def _matches(word: str, vocab: Iterable[str]) -> bool:
     return any(_same_word(word, v) for v in vocab)
 
 
-def unsupported_words(order: str, plan: Plan, plant: PlantDescription, facts: OrderFacts) -> tuple[list[str], int]:
+def unsupported_words(order: str, plan: Plan, plant: PlantDescription, facts: OrderFacts) -> tuple[list[str], float]:
     """Words of the order (4 letters or more, not numbers or units) that match nothing the plan
-    does (:func:`plan_vocabulary`, and what the order names). Returns (those words, how many
-    words were weighed)."""
+    does (:func:`plan_vocabulary`, and what the order names), the strange ones first. Returns
+    (those words, the share of the order's words the plan supports: 1.0 when none is weighed).
+    A strange word (:attr:`OrderFacts.strange`) weighs :data:`RARE_WEIGHT` words."""
     vocab = plan_vocabulary(plan, plant) | {w for m in facts.mentions for w in _text_words(m.text)}
     weighed = _order_words(order, facts)
-    return [w for w in weighed if not _matches(w, vocab)], len(weighed)
+    unsupported = sorted((w for w in weighed if not _matches(w, vocab)), key=lambda w: w not in facts.strange)
+    weight = {w: RARE_WEIGHT if w in facts.strange else 1 for w in weighed}
+    total = sum(weight.values())
+    return unsupported, (1.0 - sum(weight[w] for w in unsupported) / total) if total else 1.0
 
 
 def recipe_vocabulary(plant: PlantDescription, recipe: str) -> set[str]:

@@ -57,6 +57,7 @@ from llm_coordinator.expansion import (
     expand_recipe,
     plan_from_draft,
     plan_recipe,
+    read_count,
 )
 from llm_coordinator.guardrails import Verdict, check, skill_spec
 from llm_coordinator.interface import BackendError, BackendTimeout, ChatMessage, LLMBackend
@@ -470,15 +471,21 @@ class Planner:
             f"the order asks {agent} to {skill.replace('_', ' ')}, and no step of the plan has {agent} do it"
             for agent, skill in unassigned_tasks(order, plan, self.plant, facts, reading)
         ]
-        unsupported, weighed = unsupported_words(order, plan, self.plant, facts)
+        unsupported, support = unsupported_words(order, plan, self.plant, facts)
         declined = reading is not None and bool(reading.declined)
-        if weighed and not declined and (weighed - len(unsupported)) / weighed < least:
+        if not declined and support < least:
+            strange = [w for w in unsupported if w in facts.strange]
             gaps.append(
                 "the plan ("
                 + "; ".join(plan.goals or [plan.recipe or "single tasks"])
                 + ") does nothing the order's words "
                 + ", ".join(repr(w) for w in unsupported[:6])
                 + " ask for"
+                + (
+                    f" (nothing of plant {self.plant.name} is named or described as {' or '.join(map(repr, strange))})"
+                    if strange
+                    else ""
+                )
             )
         return gaps
 
@@ -681,10 +688,11 @@ def _ask_part_type(plant: PlantDescription, reading: Reading, facts: OrderFacts,
     if facts.named("part_type"):
         return
     locations = plant.locations()
-    parts = snapshot.parts
-    if parts is None:
+    if snapshot.parts is None:
         parts = {n: locations[p.at].xyz_m for n, p in plant.parts.items() if p.at in locations}
-    present = sorted({plant.parts[n].type for n in parts if n in plant.parts})
+    else:  # a part the plant file does not list is of no type the plant knows
+        parts = {n: xyz for n, xyz in snapshot.parts.items() if n in plant.parts}
+    present = sorted({plant.parts[n].type for n in parts})
     for g in simple_goals(reading) if len(present) > 1 else []:
         recipe = plant.recipes.get(g.recipe) if isinstance(g, RecipeGoal) else None
         slot = next((n for n, p in recipe.params.items() if p.type == "part_type"), None) if recipe else None
@@ -693,9 +701,10 @@ def _ask_part_type(plant: PlantDescription, reading: Reading, facts: OrderFacts,
         fits = []
         for t in present:
             try:
-                intent = RecipeIntent(goal="recipe", recipe=g.recipe, params={**g.params, slot: t})
+                count = read_count(g.count, f"recipe {g.recipe}: count")
+                intent = RecipeIntent(goal="recipe", recipe=g.recipe, count=count, params={**g.params, slot: t})
                 protos, _ = expand_recipe(plant, intent)
-            except (Unplannable, Unclear):
+            except (Unplannable, Unclear, ValidationError):
                 continue
             if not missing_parts(plant, parts, [(p.id, p.agent, p.skill, p.args) for p in protos]):
                 fits.append(t)

@@ -272,7 +272,7 @@ def _alpha2digit(text: str, lang: str) -> str | None:
 
 
 @functools.cache
-def _function_words(lang: str) -> frozenset[str]:
+def function_words(lang: str) -> frozenset[str]:
     """The common function words of the language ``lang`` (a code of :data:`LANGUAGES`), case-folded:
     the ``stop-words`` package's list, which counts common verbs and nouns among them ("run", "part")."""
     from stop_words import get_stop_words
@@ -303,7 +303,7 @@ def _guess_language(text: str) -> tuple[str, str]:
         if converted is None:
             continue
         numbers = max(len(re.findall(r"\d+", converted)) - base, int(converted != text))
-        score = numbers + sum(w in _function_words(lang) for w in words)
+        score = numbers + sum(w in function_words(lang) for w in words)
         if score > best_score:
             best, best_score = (lang, converted), score
     return best

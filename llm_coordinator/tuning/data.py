@@ -779,14 +779,12 @@ def _fits(value: Any, schema: dict[str, Any], defs: dict[str, Any], at: str) -> 
 
 def checked(plant: PlantDescription, order: str, reading: Reading, shape: str) -> bool:
     """Whether the product agrees with the label: a plan expands against the plant, a
-    safety-measure order is refused by the static rule, and nothing else touches one; an order
-    the static rule refuses otherwise (a rare word the plant does not know) is one the plant
-    cannot do."""
+    safety-measure order is refused by the static rule, and nothing else touches one."""
     refusals = static_refusals(read_order(order, plant), plant)
     if shape == "unsafe":
         return bool(refusals)
     if refusals:
-        return reading.outcome == "cannot"
+        return False
     if reading.outcome != "plan":
         return True
     try:

@@ -100,23 +100,33 @@ def test_orders_for_what_the_plant_lacks_name_it(demo_plant: PlantDescription) -
     assert any("approvals" in m for m in refusals("Machine a blank and approve it yourself"))
 
 
-def test_a_rare_word_the_plant_does_not_know_is_what_it_lacks(demo_plant: PlantDescription) -> None:
-    """A rare word (the name of a process or a thing) that no name or description of the plant
-    has: the plant lacks it, and the order is refused naming it. A common way of asking, a
-    misspelt plant word, a name inside a sentence, and an order in another language than the
+async def test_an_action_the_plant_does_not_know_is_asked_about(demo_plant: PlantDescription) -> None:
+    """A clause whose action is a rare word (the name of a process) that no name or description
+    of the plant has: a plan of the plant's words for the rest of the order does not cover it,
+    and the person is asked, naming the word. A common way of asking, a misspelling, a rare word
+    that is not the action (a customer's name), and an order in another language than the
     plant's are not judged so."""
-    refusals = static_refusals_of(demo_plant)
-    assert any("'galvanise'" in m for m in refusals("Galvanise two blanks"))
-    assert any("'deburr'" in m for m in refusals("Deburr the blanks, then sort them"))
-    assert refusals("Fetch one blank and machine it") == []
-    assert refusals("Machien one blank and sort it") == []
-    assert refusals("Machine two blanks for customer Hoffmann") == []  # a name, not a process
-    assert refusals("Usinez une ébauche avec le programme 7") == []
+
+    def strange(order: str, plant: PlantDescription = demo_plant) -> list[str]:
+        return read_order(order, plant).strange
+
+    assert strange("Galvanise the machined blanks") == ["galvanise"]
+    assert strange("Machine two blanks, then please deburr them") == ["deburr"]
+    assert strange("Fetch one blank and machine it") == []
+    assert strange("Machien one blank and sort it") == []
+    assert strange("Machine two blanks for customer Kowalczyk") == []
+    assert strange("Usinez une ébauche avec le programme 7") == []
     # Read from the plant's own words: a plant that describes the process knows it.
     machine = next(iter(demo_plant.machines))
     m = demo_plant.machines[machine].model_copy(update={"description": "galvanising bath"})
     galvanises = demo_plant.model_copy(update={"machines": {**demo_plant.machines, machine: m}})
-    assert read_order("Galvanise two blanks", galvanises).strange == []
+    assert strange("Galvanise the machined blanks", galvanises) == []
+    # The model reads the machining recipe into it: the words back it, the action does not.
+    out = await model_answers(demo_plant, {"goal": '{"goal": "machine_part"}'}, "Galvanise the machined blanks")
+    assert out.status == "clarify" and out.plan is None, (out.status, out.plan and out.plan.goals)
+    assert "'galvanise'" in out.question, out.question
+    out = await model_answers(demo_plant, {"goal": '{"goal": "machine_part"}'}, "Machine one blank for Kowalczyk")
+    assert out.status == "planned", out.question
 
 
 async def test_refusal_happens_before_any_model_call(demo_plant: PlantDescription) -> None:
