@@ -446,6 +446,10 @@ def coverage(facts: OrderFacts, plan: Plan, reading: Reading | None, plant: Plan
     # says (a pick of another type) does not.
     holds_a_part = any(s.skill in ("place", "hand_over", "present") for s in plan.steps)
     holds_a_part = holds_a_part and not recipe_parts & set(plant.part_types)
+    # A machine the plan uses works at its station's places (a check-weigher at its pan): a
+    # place the order names by a word of place names only is gone to by that machine's work.
+    stations = {plant.machines[a].station for a in names if a in plant.machines}
+    at_work = {p for st in stations if st in plant.stations for p in plant.stations[st].locations}
     out: list[str] = []
     for m in facts.mentions:
         if _declined(m.text, reading):
@@ -462,9 +466,6 @@ def coverage(facts: OrderFacts, plan: Plan, reading: Reading | None, plant: Plan
                 out.append(f"the order names the result {m.text!r} of {tag} but the plan decides nothing on it")
         elif m.kind == "recipe" and plan.recipe != m.name and not any(m.name in g for g in plan.goals):
             out.append(f"the order names recipe {m.name} but the plan does not run it")
-    # A machine the plan uses works at its station's places (the check-weigher at its pan).
-    stations = {plant.machines[a].station for a in names if a in plant.machines}
-    at_work = {p for st in stations if st in plant.stations for p in plant.stations[st].locations}
     for w, places in facts.places.items():
         if not _declined(w, reading) and not (names | at_work) & set(places):
             out.append(f"the order names a {w!r} ({' or '.join(places)}) but no step of the plan goes to one")

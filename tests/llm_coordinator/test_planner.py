@@ -417,6 +417,12 @@ async def test_a_place_the_order_names_by_a_word_of_place_names_must_be_gone_to(
     assert sorted(facts.places["bin"]) == sorted(p for p in cell.locations() if p.endswith("_bin"))
     # Naming one of them in full settles it.
     assert read_order("Put the blank in the output bin", cell).places == {}
+    # A machine works at its station's places: weighing covers "the pan" of the check-weigher.
+    order = "Check the mass of the container on the pan"
+    out = await model_answers(line, {"goal": '{"goal": "weigh_container"}'}, order)
+    assert out.status == "planned" and out.plan is not None, out.question
+    # Only an order in the plant's language is read so: German "bin" is "am".
+    assert read_order("Ich bin gleich weg: bitte 2 Flaschen mit 1 l füllen und versiegeln", line).places == {}
 
 
 async def test_the_words_of_a_recipe_named_in_the_order_cover_no_other_recipe() -> None:
