@@ -19,7 +19,9 @@ from __future__ import annotations
 import contextlib
 import re
 import unicodedata
+import weakref
 from collections.abc import Iterable, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -279,7 +281,7 @@ def strange_words(order: str, facts: OrderFacts, plant: PlantDescription) -> lis
     return out
 
 
-def _in_language(order: str, lang: str, plant: PlantDescription, vocab: set[str]) -> bool:
+def _in_language(order: str, lang: str, plant: PlantDescription, vocab: AbstractSet[str]) -> bool:
     """Whether ``order`` is written in the plant's language: guessed so (``lang``), and most of
     its words (more than :data:`_OWN_LANGUAGE_SHARE`) are common words of it or the plant's own."""
     if lang != _plant_language(plant):
@@ -319,11 +321,34 @@ def _strings(value: Any) -> Iterable[str]:
             yield from _strings(v)
 
 
-def _plant_words(plant: PlantDescription) -> set[str]:
+#: The words of each plant read so far, by id, with a weak reference that tells a plant from a
+#: later one at the same address.
+_PLANT_WORDS: dict[int, tuple[weakref.ref[PlantDescription], frozenset[str]]] = {}
+
+
+def _plant_words(plant: PlantDescription) -> frozenset[str]:
     """Every word of the plant file (names, kinds, descriptions, tag values), and of what it
     brings from the catalogues (its skills' descriptions, its robots' makers)."""
+    hit = _PLANT_WORDS.get(id(plant))
+    if hit is not None and hit[0]() is plant:
+        return hit[1]
     words = {w for text in _strings(plant.model_dump(mode="json")) for w in _words(text)}
-    return words | set().union(*_documents(plant).values())
+    out = frozenset(words | set().union(*_documents(plant).values()))
+    if len(_PLANT_WORDS) > 64:
+        _PLANT_WORDS.clear()
+    _PLANT_WORDS[id(plant)] = (weakref.ref(plant), out)
+    return out
+
+
+def warm(plant: PlantDescription) -> None:
+    """Load what reading an order for ``plant`` needs the first time (the word lists of its
+    language, its words), so that the first order does not wait for it."""
+    from wordfreq import zipf_frequency
+
+    lang = _plant_language(plant)
+    _plant_words(plant)
+    _common_words(lang)
+    zipf_frequency("a", lang)
 
 
 def _plant_language(plant: PlantDescription) -> str:

@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -73,6 +74,7 @@ from llm_coordinator.order import (
     unsupported_words,
     vocabulary_gaps,
 )
+from llm_coordinator.order import warm as warm_words
 from llm_coordinator.plan import DraftPlan, Plan, RecipeIntent, plan_schema
 from llm_coordinator.quantities import is_times
 from llm_coordinator.reading import (
@@ -214,6 +216,8 @@ class Planner:
         self.plant = plant
         self.backend = backend
         self.config = config or CoordinatorConfig()
+        # The word lists an order is read against load while the model does (about 0.5 s).
+        threading.Thread(target=warm_words, args=(plant,), name="atelier-warm-words", daemon=True).start()
         #: Where approved readings of similar orders come from (None: no retrieval).
         self.examples = examples
         self._goal_schema = _goal_schema(plant)
