@@ -70,8 +70,8 @@ class OrderFacts:
     quantities: list[Any] = field(default_factory=list)  # llm_coordinator.quantities.Quantity
     unknown: list[str] = field(default_factory=list)
     safety: list[str] = field(default_factory=list)
-    #: Rare words of the order that nothing of the plant is named or described with (see
-    #: :data:`RARE_ZIPF`), folded.
+    #: The actions the order asks that are rare words nothing of the plant is named or
+    #: described with (see :data:`RARE_ZIPF`), folded.
     strange: list[str] = field(default_factory=list)
     #: A word of several places' names, or too short to name one alone, that the order uses
     #: ("the bin", where the plant has bins) -> the places it may mean (see :func:`place_words`).
@@ -199,7 +199,7 @@ def read_order(order: str, plant: PlantDescription) -> OrderFacts:
     """The facts of an order (see :class:`OrderFacts`)."""
     from rapidfuzz import fuzz
 
-    from llm_coordinator.quantities import find_quantities
+    from llm_coordinator.quantities import find_quantities, language_of
 
     facts = OrderFacts()
     folded = _fold(order)
@@ -237,31 +237,30 @@ def read_order(order: str, plant: PlantDescription) -> OrderFacts:
     except ValueError:
         facts.quantities = []
     facts.safety = safety_findings(order, plant)
-    facts.strange = strange_words(order, facts, plant)
-    named_places = set(facts.named("place"))
-    for w, where in place_words(plant).items() if in_plant_language(order, plant) else []:
-        if _phrase_in(w, folded) and not named_places & set(where):
-            facts.places[w] = where
+    # Compared with the plant's own words only in the plant's own language.
+    lang = language_of(order)
+    vocab = _plant_words(plant) | {w for m in facts.mentions for w in _text_words(m.text)}
+    if _in_language(order, lang, plant, vocab):
+        facts.strange = _strange_words(order, facts, lang, vocab)
+        named_places = set(facts.named("place"))
+        for w, where in place_words(plant).items():
+            if _phrase_in(w, folded) and not named_places & set(where):
+                facts.places[w] = where
     return facts
 
 
-def strange_words(order: str, facts: OrderFacts, plant: PlantDescription) -> list[str]:
-    """The actions the order asks (the first word of a clause that is no function word) that
-    are rare words (:data:`RARE_ZIPF`) no name or description of the plant has, and no
-    misspelling of a plant's word nor of a common word ("sohuld"): "anodise" in "Anodise the
-    machined parts". Only for an order in the plant's own language (the language of its
-    descriptions), whose words the plant's can be compared with. A rare word that is not the
-    action ("1 l of degreaser", a customer's name) is context, weighed as any other word."""
+def _strange_words(order: str, facts: OrderFacts, lang: str, vocab: AbstractSet[str]) -> list[str]:
+    """The actions the order (in ``lang``, the plant's language) asks, that is the first word of
+    a clause that is no function word, that are rare words (:data:`RARE_ZIPF`) no word of the
+    plant (``vocab``) has, and no misspelling of a plant's word nor of a common word ("sohuld"):
+    "anodise" in "Anodise the machined parts". A rare word that is not the action ("1 l of
+    degreaser", a customer's name) is context, weighed as any other word."""
     from rapidfuzz import process
     from rapidfuzz.distance import DamerauLevenshtein
     from wordfreq import zipf_frequency
 
-    from llm_coordinator.quantities import function_words, is_unit, language_of
+    from llm_coordinator.quantities import function_words, is_unit
 
-    lang = language_of(order)
-    vocab = _plant_words(plant) | {w for m in facts.mentions for w in _text_words(m.text)}
-    if not _in_language(order, lang, plant, vocab):
-        return []
     # The action a clause asks: its first word that is no function word ("please", "then").
     skip = function_words(lang)
     actions = set()
@@ -290,14 +289,6 @@ def _in_language(order: str, lang: str, plant: PlantDescription, vocab: Abstract
     common = set(_common_words(lang))
     known = sum(w in common or _matches(w, vocab) for w in words)
     return bool(words) and known > _OWN_LANGUAGE_SHARE * len(words)
-
-
-def in_plant_language(order: str, plant: PlantDescription) -> bool:
-    """Whether ``order`` is written in the language of the plant's descriptions (see
-    :func:`_in_language`): only then are its words compared with the plant's."""
-    from llm_coordinator.quantities import language_of
-
-    return _in_language(order, language_of(order), plant, _plant_words(plant))
 
 
 @cache
@@ -389,7 +380,6 @@ def static_refusals(facts: OrderFacts, plant: PlantDescription) -> list[str]:
     """Reasons to refuse an order before any model reads it: a name the plant does not have, or a
     safety measure the order touches."""
     out = [f"nothing in plant {plant.name} is named {u!r}" for u in dict.fromkeys(facts.unknown)]
-
     out += [
         f"the order touches a safety measure: {s}; safety measures are changed by people in the plant file "
         "and on the robots, never by a work order"
