@@ -14,7 +14,6 @@ CP-SAT scheduling and matplotlib drawing run in worker threads.
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -40,9 +39,6 @@ MAX_FEEDBACK = 4
 #: Told the stage a work order has reached (:data:`~llm_coordinator.status.STAGES`) and its plan id.
 StageHook = Callable[[WorkOrderStage, int], None]
 
-#: pyplot keeps global state: one planned Gantt chart is drawn at a time, whatever the thread.
-_DRAWING = threading.Lock()
-
 
 def recipe_order(recipe: str, params: Mapping[str, int | float | str] | None = None, count: int = 1) -> str:
     """The words of a recipe order, as stored with its plan and read again by the model if the
@@ -52,8 +48,7 @@ def recipe_order(recipe: str, params: Mapping[str, int | float | str] | None = N
 
 
 def _planned_gantt(plan: Plan, path: Path, title: str) -> Path:
-    with _DRAWING:
-        return write_gantt(planned_bars(plan), path, title)
+    return write_gantt(planned_bars(plan), path, title)
 
 
 @dataclass

@@ -83,18 +83,15 @@ def _draw_separation(ax: Any, rows: Sequence[dict[str, object]], title: str) -> 
 
 @contextlib.contextmanager
 def _figure(path: Path | str, size: tuple[float, float]) -> Iterator[Any]:
-    """The axes of a new figure, saved to ``path`` (a PNG) when the body ends without raising;
-    the figure is closed either way (pyplot keeps every figure it made until it is closed)."""
-    import matplotlib
+    """The axes of a new figure, saved to ``path`` (a PNG) when the body ends without raising.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    The figure is matplotlib's object API, not pyplot: pyplot keeps global state (a current
+    figure, a registry of open ones) that threads drawing at once would share, and charts are
+    drawn in worker threads, several at a time (a planned chart, a rehearsal's, a risk plot)."""
+    from matplotlib.figure import Figure
 
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig, ax = plt.subplots(figsize=size, dpi=100)
-    try:
-        yield ax
-        fig.tight_layout()
-        fig.savefig(path)
-    finally:
-        plt.close(fig)
+    fig = Figure(figsize=size, dpi=100)
+    yield fig.subplots()
+    fig.tight_layout()
+    fig.savefig(path, format="png")

@@ -206,7 +206,8 @@ class Rehearser:
             session.closest_at,
         )
         bars = [(r.agent, r.step, r.start_s, r.end_s, r.status) for r in report.records]
-        gantt = write_gantt(bars, out / "rehearsal_gantt.png", f"rehearsal: {plan.work_order[:80]}")
+        title = f"rehearsal: {plan.work_order[:80]}"
+        gantt = await asyncio.to_thread(write_gantt, bars, out / "rehearsal_gantt.png", title)
         problems = [*obs.collisions, *obs.safety_stops]
         if report.status != "done":
             reason = f"step {report.failed_step} failed: {report.reason}"
