@@ -195,7 +195,14 @@ class Rehearser:
                 forced=forced,
             )
             report = await runner.execute(plan, MemoryProgress())
-            await session.finish(out)
+            # The Gantt chart is drawn while the session writes its evidence, both in threads.
+            bars = [(r.agent, r.step, r.start_s, r.end_s, r.status) for r in report.records]
+            title = f"rehearsal: {plan.work_order[:80]}"
+            drawing = asyncio.ensure_future(asyncio.to_thread(write_gantt, bars, out / "rehearsal_gantt.png", title))
+            try:
+                await session.finish(out)
+            finally:
+                gantt = await drawing
         obs = TwinObservations(
             list(session.collisions),
             list(session.safety_stops),
@@ -205,9 +212,6 @@ class Rehearser:
             session.closest_protective_m,
             session.closest_at,
         )
-        bars = [(r.agent, r.step, r.start_s, r.end_s, r.status) for r in report.records]
-        title = f"rehearsal: {plan.work_order[:80]}"
-        gantt = await asyncio.to_thread(write_gantt, bars, out / "rehearsal_gantt.png", title)
         problems = [*obs.collisions, *obs.safety_stops]
         if report.status != "done":
             reason = f"step {report.failed_step} failed: {report.reason}"

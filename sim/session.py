@@ -123,12 +123,18 @@ class TwinSession:
         return float(self.twin.time_s)
 
     async def finish(self, out_dir: Path) -> None:
-        self._write_inspections(out_dir)
+        """Write the evidence files: each inspection's image, and the frames as a clip and a
+        still. Encoding them (a clip of a minute's rehearsal: tenths of a second) runs in a
+        worker thread, not on the event loop."""
         if self.renderer is not None:
             frames, error = await asyncio.to_thread(self.renderer.close)
             self.frames.extend(frames)
             if error:
                 self.evidence.append(f"(no frames: {error})")
+        await asyncio.to_thread(self._write_evidence, out_dir)
+
+    def _write_evidence(self, out_dir: Path) -> None:
+        self._write_inspections(out_dir)
         if not self.frames:
             return
         from sim.render import RenderError, write_frames

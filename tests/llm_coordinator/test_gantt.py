@@ -67,6 +67,7 @@ async def test_a_rehearsal_draws_its_chart_off_the_event_loop(
     """The rehearsal's Gantt chart is drawn in a worker thread: drawing blocks for a fifth of a
     second or more, and the console's live view and the robots share the event loop."""
     drawn_in: list[int] = []
+
     def spy(*args: Any, **kwargs: Any) -> Path:
         drawn_in.append(threading.get_ident())
         return write_gantt(*args, **kwargs)

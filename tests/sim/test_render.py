@@ -77,3 +77,30 @@ def test_a_renderer_made_for_one_twin_renders_another_twin_of_the_plant_as_it_is
         bare.close()
     assert np.array_equal(shared, own)
     assert not np.array_equal(shared, before)
+
+
+async def test_a_session_writes_its_clip_off_the_event_loop(
+    twin: Twin, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Encoding a rehearsal's clip takes tenths of a second (a GIF of a minute's frames): the
+    session writes its evidence in a worker thread, not on the event loop the rehearsal's
+    agents, the console's live view and the other rehearsals share."""
+    import threading
+
+    import sim.render
+    from sim.session import TwinSession
+
+    written_in: list[int] = []
+
+    def spy(path: Path, frames: list[np.ndarray], fps: int) -> list[Path]:
+        written_in.append(threading.get_ident())
+        return write_frames(path, frames, fps)
+
+    monkeypatch.setattr(sim.render, "write_frames", spy)
+    with Camera(twin, "overview", 160, 90) as cam:
+        frames = [cam.frame() for _ in range(3)]
+    session = TwinSession({}, {}, twin, frames=frames)
+    await session.finish(tmp_path)
+    assert len(written_in) == 2 and threading.get_ident() not in written_in
+    assert sorted(Path(p).name for p in session.evidence) == ["rehearsal.gif", "rehearsal.png"]
+    assert iio.imread(tmp_path / "rehearsal.gif", index=0).shape == (90, 160, 3)
