@@ -24,7 +24,7 @@ import contextlib
 import queue
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -110,6 +110,9 @@ class TwinSession:
     fps: float = 0.5
 
     renderer: _FrameRenderer | None = None
+    #: Stops the twin's stepping (set by the factory; :meth:`finish` calls it first: the run is
+    #: over, and a twin stepping on would only take the processor from the evidence writers).
+    halt: Callable[[], Awaitable[None]] | None = None
     #: The closest a person came to a robot (the safety supervisors' SSM readings): separation
     #: (m), the protective separation distance then (m, ISO/TS 15066), and who, where and when.
     closest_m: float = float("inf")
@@ -126,6 +129,8 @@ class TwinSession:
         """Write the evidence files: each inspection's image, and the frames as a clip and a
         still. Encoding them (a clip of a minute's rehearsal: tenths of a second) runs in a
         worker thread, not on the event loop."""
+        if self.halt is not None:
+            await self.halt()
         if self.renderer is not None:
             frames, error = await asyncio.to_thread(self.renderer.close)
             self.frames.extend(frames)
@@ -309,12 +314,17 @@ def twin_factory(
                 await asyncio.sleep(0)
 
         stepper = asyncio.create_task(run())
-        try:
-            yield session
-        finally:
+
+        async def halt() -> None:
             stop.set()
             with contextlib.suppress(asyncio.CancelledError):
                 await stepper
+
+        session.halt = halt
+        try:
+            yield session
+        finally:
+            await halt()
             if session.renderer is not None:
                 await asyncio.to_thread(session.renderer.close)  # (done already if finish ran)
 

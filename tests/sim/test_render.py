@@ -104,3 +104,22 @@ async def test_a_session_writes_its_clip_off_the_event_loop(
     assert len(written_in) == 2 and threading.get_ident() not in written_in
     assert sorted(Path(p).name for p in session.evidence) == ["rehearsal.gif", "rehearsal.png"]
     assert iio.imread(tmp_path / "rehearsal.gif", index=0).shape == (90, 160, 3)
+
+
+async def test_a_rehearsal_s_twin_stops_when_its_plan_is_done(demo_plant: PlantDescription, tmp_path: Path) -> None:
+    """The twin stops stepping when the plan's run is over: its clock, the rehearsal's twin time,
+    is the end of the last step (within one batch of ticks), however long the evidence (frames
+    rendered and encoded as a clip) then takes to write."""
+    from llm_coordinator import wiring
+    from llm_coordinator.expansion import expand_reading
+    from llm_coordinator.reading import Reading
+    from llm_coordinator.rehearsal import Rehearser
+
+    robot = next(iter(demo_plant.robots))
+    goal = {"kind": "task", "skill": "home", "agent": robot}
+    plan = expand_reading(demo_plant, Reading.model_validate({"goals": [goal]}), work_order="home")
+    report = await Rehearser(demo_plant, wiring.twin_factory(render=True, fps=20.0)).rehearse(plan, tmp_path)
+    assert report.ok, report.reason
+    assert any(e.endswith("rehearsal.gif") for e in report.evidence), report.evidence
+    end = max(float(s["end_s"]) for s in report.steps)
+    assert report.observations.sim_time_s - end < 0.5, (report.observations.sim_time_s, end)
