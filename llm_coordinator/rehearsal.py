@@ -201,8 +201,10 @@ class Rehearser:
             drawing = asyncio.ensure_future(asyncio.to_thread(write_gantt, bars, out / "rehearsal_gantt.png", title))
             try:
                 await session.finish(out)
-            finally:
-                gantt = await drawing
+            except BaseException:
+                await asyncio.wait({drawing})  # (the chart's own error, if any, gives way to this one)
+                raise
+            gantt = await drawing
         obs = TwinObservations(
             list(session.collisions),
             list(session.safety_stops),

@@ -315,18 +315,28 @@ def twin_factory(
 
         stepper = asyncio.create_task(run())
 
+        halted: list[bool] = []
+
         async def halt() -> None:
+            """Stop the stepping (at its next batch of ticks) and wait for it. The stepper's own
+            error, if it failed, is raised by the first call that saw it end, and only by it."""
             stop.set()
-            with contextlib.suppress(asyncio.CancelledError):
-                await stepper
+            if halted:
+                return
+            await asyncio.wait({stepper})  # (a cancel of the caller still reaches the caller)
+            halted.append(True)
+            if not stepper.cancelled() and (exc := stepper.exception()) is not None:
+                raise exc
 
         session.halt = halt
         try:
             yield session
         finally:
-            await halt()
-            if session.renderer is not None:
-                await asyncio.to_thread(session.renderer.close)  # (done already if finish ran)
+            try:
+                await halt()
+            finally:
+                if session.renderer is not None:
+                    await asyncio.to_thread(session.renderer.close)  # (done already if finish ran)
 
     return factory
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import imageio.v3 as iio
 import mujoco
@@ -92,7 +93,7 @@ async def test_a_session_writes_its_clip_off_the_event_loop(
 
     written_in: list[int] = []
 
-    def spy(path: Path, frames: list[np.ndarray], fps: int) -> list[Path]:
+    def spy(path: Path, frames: list[Any], fps: int) -> list[Path]:
         written_in.append(threading.get_ident())
         return write_frames(path, frames, fps)
 
@@ -106,14 +107,27 @@ async def test_a_session_writes_its_clip_off_the_event_loop(
     assert iio.imread(tmp_path / "rehearsal.gif", index=0).shape == (90, 160, 3)
 
 
-async def test_a_rehearsal_s_twin_stops_when_its_plan_is_done(demo_plant: PlantDescription, tmp_path: Path) -> None:
+async def test_a_rehearsal_s_twin_stops_when_its_plan_is_done(
+    demo_plant: PlantDescription, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The twin stops stepping when the plan's run is over: its clock, the rehearsal's twin time,
-    is the end of the last step (within one batch of ticks), however long the evidence (frames
-    rendered and encoded as a clip) then takes to write."""
+    is the end of the last step (within one batch of ticks), however long the evidence then
+    takes (here the frame renderer takes a second more to finish its frames)."""
+    import time
+
+    import sim.session
     from llm_coordinator import wiring
     from llm_coordinator.expansion import expand_reading
     from llm_coordinator.reading import Reading
     from llm_coordinator.rehearsal import Rehearser
+
+    close = sim.session._FrameRenderer.close
+
+    def slow_close(self: sim.session._FrameRenderer) -> tuple[list[Any], str]:
+        time.sleep(1.0)
+        return close(self)
+
+    monkeypatch.setattr(sim.session._FrameRenderer, "close", slow_close)
 
     robot = next(iter(demo_plant.robots))
     goal = {"kind": "task", "skill": "home", "agent": robot}
