@@ -212,10 +212,7 @@ def read_order(order: str, plant: PlantDescription) -> OrderFacts:
                 (
                     w
                     for w in words
-                    if any(
-                        len(v) >= _FUZZY_MIN and fuzz.ratio(v, phrase) >= _FUZZY_SCORE
-                        for v in (w, w.removesuffix("s"), w.removesuffix("es"))
-                    )
+                    if any(len(v) >= _FUZZY_MIN and fuzz.ratio(v, phrase) >= _FUZZY_SCORE for v in _forms(w))
                 ),
                 None,
             )
@@ -267,17 +264,21 @@ def _strange_words(order: str, facts: OrderFacts, lang: str, vocab: AbstractSet[
     for clause in _CLAUSE_BREAK.split(_fold(order)):
         actions |= {next((w for w in _words(clause) if w.isalpha() and w not in skip), "")}
     out = []
+    known = [sorted(vocab), _common_words(lang)]
+    near = DamerauLevenshtein.distance
     for w in _order_words(order, facts):
         if w not in actions or _matches(w, vocab) or is_unit(w) or zipf_frequency(w, lang) >= RARE_ZIPF:
             continue
         # One letter wrong, missing, extra or swapped, the plural ending aside ("botles").
-        forms = {w, w.removesuffix("s"), w.removesuffix("es")}
-        known = [sorted(vocab), _common_words(lang)]
-        near = DamerauLevenshtein.distance
-        if any(process.extractOne(f, k, scorer=near, score_cutoff=1) for f in forms for k in known):
+        if any(process.extractOne(f, k, scorer=near, score_cutoff=1) for f in _forms(w) for k in known):
             continue
         out.append(w)
     return out
+
+
+def _forms(word: str) -> set[str]:
+    """``word`` and ``word`` without a plural ending ("botles": "botle", "botl")."""
+    return {word, word.removesuffix("s"), word.removesuffix("es")}
 
 
 def _in_language(order: str, lang: str, plant: PlantDescription, vocab: AbstractSet[str]) -> bool:
