@@ -1,6 +1,6 @@
 """Robots over ROS 2: skill goals, joint states, the control loop and the safety stops, in one run.
 
-    python bench/bench_robots.py [--goals 30] [--pings 500] [--trials 8] [--no-pin]
+    python bench/bench_robots.py [--goals 30] [--pings 500] [--trials 8] [--no-pin] [--no-realtime]
 
 Three processes, as deployed: this one runs the live twin with its driver nodes (``sim.robot_drivers``)
 and the agent (what the coordinator uses); a second runs the on-robot runtime of ``ur5e_1``
@@ -28,7 +28,12 @@ every figure alike:
 Times across processes use ``time.monotonic`` (CLOCK_MONOTONIC, one clock for the machine).
 By default this process is pinned to the first core and the other two to the last one
 (``os.sched_setaffinity``), so that the bare ping-pong and the robot paths cross the same pair of
-cores; the output says which. It is a benchmark, not a test: it asserts nothing.
+cores; the output says which. As deployed (``atelier twin serve``, ``atelier robot runtime``),
+the threads that clock the robots (the twin's, the runtime's control loop, the fast lanes and the
+middleware's receive threads of both) run real-time where the process is permitted
+(``plant.workers.realtime``); ``--no-realtime`` keeps them at normal scheduling, and the bare
+ping-pong never has it; the output says what each got. It is a benchmark, not a test: it
+asserts nothing.
 """
 
 from __future__ import annotations
@@ -80,7 +85,7 @@ def _ms(xs: Sequence[float]) -> str:
 # --------------------------------------------------------------------------- child: runtime
 
 
-def _runtime_role(core: int | None, state_dir: str) -> None:
+def _runtime_role(core: int | None, state_dir: str, priority: int | None) -> None:
     """The runtime of ROBOT, instrumented; answers commands on stdin with one JSON line each.
     Its keys are the bench's (``<state_dir>/trust``)."""
     from plant import load_plant
@@ -89,12 +94,13 @@ def _runtime_role(core: int | None, state_dir: str) -> None:
     from robots.ros2.driver import stamp_s
     from robots.ros2.hardware import RosHardware
     from robots.ros2.runtime_node import serve_runtime
+    from robots.runtime import RuntimeConfig
     from sim.hardware import arm_kinematics, compile_model, link_points
 
     pinned = _pin(core)
     plant = load_plant()
     model = compile_model(plant)
-    host = RosHost()
+    host = RosHost(realtime_priority=priority)
     _, rt = serve_runtime(
         host,
         plant,
@@ -103,6 +109,7 @@ def _runtime_role(core: int | None, state_dir: str) -> None:
         link_points(model, plant, ROBOT),
         Path(state_dir) / f"{ROBOT}.estop.json",
         robot_keys(state_dir),
+        config=RuntimeConfig(realtime_priority=priority),
     )
     sup, hw = rt.supervisor, rt.hw
     assert isinstance(hw, RosHardware)
@@ -148,7 +155,12 @@ def _runtime_role(core: int | None, state_dir: str) -> None:
     setattr(sup, "filter", filt)  # noqa: B010
     setattr(sup, "observe", observe)  # noqa: B010
     setattr(hw, "write", write)  # noqa: B010
-    print(json.dumps({"ready": True, "pinned": pinned}), flush=True)
+    for _ in range(200):
+        if rt.scheduling != "not started":
+            break
+        time.sleep(0.01)
+    scheduling = f"control loop {rt.scheduling}; {host.scheduling}"
+    print(json.dumps({"ready": True, "pinned": pinned, "scheduling": scheduling}), flush=True)
     marks = {"periods": 0, "lat": 0}
     for line in sys.stdin:
         cmd = line.strip()
@@ -295,6 +307,7 @@ async def _bench(args: argparse.Namespace) -> None:
     from std_srvs.srv import Trigger
 
     from plant import load_plant
+    from plant.workers import REALTIME_PRIORITY
     from robots.interface import Outcome, SkillGoal
     from robots.ros2._host import STREAM_QOS, RosHost
     from robots.ros2.agent import RosRobotAgent
@@ -338,10 +351,14 @@ async def _bench(args: argparse.Namespace) -> None:
     setattr(twin, "people_positions", tracked)  # noqa: B010
     state_dir = tempfile.mkdtemp(prefix="bench-robots-")
     keys = make_robot_keys(state_dir, [ROBOT])  # the bench's own, in its temporary state folder
-    live = LiveTwin(twin).start()
-    host = RosHost()
+    # As deployed (atelier twin serve, atelier robot runtime): the threads that clock the robots
+    # run real-time where permitted, unless --no-realtime; the bare ping-pong never does.
+    priority = None if args.no_realtime else REALTIME_PRIORITY
+    live = LiveTwin(twin, realtime_priority=priority).start()
+    host = RosHost(realtime_priority=priority)
     drivers = start_robot_drivers(live, host)
-    runtime = _Child("runtime", there, "--state-dir", state_dir)
+    prio = [] if priority is None else ["--priority", str(priority)]
+    runtime = _Child("runtime", there, "--state-dir", state_dir, *prio)
     echo = _Child("echo", there)
     try:
         node = host.node("bench")
@@ -360,6 +377,8 @@ async def _bench(args: argparse.Namespace) -> None:
             f"# pinning: bench/twin/drivers/agent {pinned}; runtime {runtime.hello['pinned']}; "
             f"ping-pong echo {echo.hello['pinned']}; {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}"
         )
+        print(f"# scheduling: twin thread {live.scheduling}; twin's {host.scheduling}")
+        print(f"#   runtime {runtime.hello['scheduling']}; bare ping-pong normal scheduling")
 
         # -- idle: bare ping-pong and joint-state latency, the runtime holding
         runtime.ask("periods")
@@ -529,6 +548,8 @@ def main() -> None:
     ap.add_argument("--trials", type=int, default=8, help="e-stop and intrusion trials, each")
     ap.add_argument("--macs", type=int, default=5000, help="timed sign-and-check rounds of a goal and its result")
     ap.add_argument("--no-pin", action="store_true", help="do not pin processes to cores")
+    ap.add_argument("--no-realtime", action="store_true", help="keep the robots' clocking threads at normal scheduling")
+    ap.add_argument("--priority", type=int, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--role", choices=["bench", "runtime", "echo"], default="bench", help=argparse.SUPPRESS)
     ap.add_argument("--core", type=int, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--state-dir", default="", help=argparse.SUPPRESS)
@@ -538,7 +559,7 @@ def main() -> None:
         os.environ["ROS_DOMAIN_ID"] = str(100 + os.getpid() % 100)
         os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     runners: dict[str, Callable[[], None]] = {
-        "runtime": lambda: _runtime_role(args.core, args.state_dir),
+        "runtime": lambda: _runtime_role(args.core, args.state_dir, args.priority),
         "echo": lambda: _echo_role(args.core),
         "bench": lambda: asyncio.run(_bench(args)),
     }

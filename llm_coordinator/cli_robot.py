@@ -165,13 +165,14 @@ def runtime_cmd(
     except TrustError as exc:
         _fail(f"{exc}; make the keys with: atelier robot keys {robot} --state-dir {state_dir}")
     model = compile_model(plant)
-    host = RosHost(domain_id)
+    config = RuntimeConfig()
+    if state_timeout_s is not None:
+        config = RuntimeConfig(state_timeout_periods=max(1, round(state_timeout_s / CONTROL_PERIOD_S)))
+    # The joint states that clock the control loop come through the host's receiving threads.
+    host = RosHost(domain_id, realtime_priority=config.realtime_priority)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    config = None
-    if state_timeout_s is not None:
-        config = RuntimeConfig(state_timeout_periods=max(1, round(state_timeout_s / CONTROL_PERIOD_S)))
     _, runtime = serve_runtime(
         host,
         plant,
@@ -190,7 +191,10 @@ def runtime_cmd(
         stop.wait(0.02)
     estop = "LATCHED" if runtime.supervisor.estopped else "clear"
     hw = "" if runtime.synced else "; no joint state from the driver yet"
-    ready = f"ready: runtime of {robot} (e-stop {estop}{hw}; keys in {keys.directory})"
+    ready = (
+        f"ready: runtime of {robot} (e-stop {estop}{hw}; keys in {keys.directory}; "
+        f"control loop {runtime.scheduling}; {host.scheduling})"
+    )
     out.print(safe_text(ready), markup=False, highlight=False, soft_wrap=True)
     end = time.monotonic() + seconds if seconds > 0 else float("inf")
     while not stop.is_set() and time.monotonic() < end:

@@ -89,9 +89,11 @@ def serve_cmd(
     # stretches, and a twin thread starved of it falls behind real time.
     import sim.robot_drivers
     import sim.serve
+    from plant.workers import REALTIME_PRIORITY
 
     twin = Twin(plant)
-    live = LiveTwin(twin, speed=speed).start()
+    # The twin stands in for the robots' controllers: its thread clocks their control loops.
+    live = LiveTwin(twin, speed=speed, realtime_priority=REALTIME_PRIORITY).start()
     drivers = None
 
     def start_drivers() -> None:
@@ -103,6 +105,7 @@ def serve_cmd(
             drivers = sim.robot_drivers.start_robot_drivers(live)
             nodes = _safe(", ".join("/" + r for r in plant.robots), 1000)
             out.print(f"ROS 2 driver nodes: {nodes} (sensor_msgs/JointState)", highlight=False)
+            out.print(f"twin thread {live.scheduling}; drivers' {drivers.host.scheduling}", highlight=False)
 
     try:
         asyncio.run(_serve(live, names, security, seconds, t0, start_drivers))

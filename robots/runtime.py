@@ -43,6 +43,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from plant.workers import REALTIME_PRIORITY, realtime
 from robots.interface import FloatArray, HardwareInterface, JointState, Outcome, SkillFeedback, SkillGoal, SkillResult
 from robots.kinematics import ArmKinematics
 from robots.learned import ApproachController, ApproachInput, LearnedApproach, ScriptedApproach
@@ -88,6 +89,10 @@ class RuntimeConfig:
     resync_max_speed_rad_s: float = 0.5
     # A held part is identified as the part of a known type nearest the grip point within this.
     held_part_radius_m: float = 0.1
+    # The live loop's thread runs real-time (SCHED_FIFO) at this priority where the process is
+    # permitted (plant.workers.realtime), so that the machine's other work does not delay a
+    # period; None: normal scheduling. The loop sleeps between periods: it never takes a core.
+    realtime_priority: int | None = REALTIME_PRIORITY
 
 
 #: What ``holding`` is when the gripper holds something the locator cannot name: no skill plans
@@ -196,6 +201,7 @@ class RobotRuntime:
         self.last_state: JointState | None = None
         self.last_applied: Applied | None = None
         self.period_log: list[float] = []  # wall-clock period starts of the live loop (bounded)
+        self.scheduling = "not started"  # what the live loop's thread got (plant.workers.realtime)
         self._lock = threading.Lock()
         self._active: _Active | None = None
         self._planning: tuple[SkillGoal, Future[SkillPlan]] | None = None
@@ -856,6 +862,8 @@ class RobotRuntime:
         interrupt()
 
     def _run(self) -> None:
+        self.scheduling = realtime(self.config.realtime_priority)
+        log.info("%s control loop: %s", self.robot, self.scheduling)
         wait = getattr(self.hw, "wait", None)
         timeout = self.config.state_timeout_periods * self.dt
         last = time.monotonic()  # when the last joint state came

@@ -27,6 +27,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from plant.workers import realtime
 from sim.twin import Twin
 
 log = logging.getLogger(__name__)
@@ -52,13 +53,22 @@ class LiveStats:
 
 
 class LiveTwin:
-    """Steps a :class:`Twin` in real time (``speed`` x wall clock) on a daemon thread."""
+    """Steps a :class:`Twin` in real time (``speed`` x wall clock) on a daemon thread.
 
-    def __init__(self, twin: Twin, speed: float = 1.0) -> None:
+    With a ``realtime_priority`` (where it stands in for the robots' controllers: ``atelier twin
+    serve``, the drivers' process) the thread schedules itself real-time where permitted
+    (:func:`plant.workers.realtime`) when it runs at real time or slower: the joint states it
+    publishes every tick clock the robots' control loops. A twin run faster than real time is
+    batch work and keeps normal scheduling. :attr:`scheduling` says what the thread got.
+    """
+
+    def __init__(self, twin: Twin, speed: float = 1.0, realtime_priority: int | None = None) -> None:
         if speed <= 0:
             raise ValueError("speed must be > 0")
         self.twin = twin
         self.speed = speed
+        self.realtime_priority = realtime_priority if speed <= 1.0 else None
+        self.scheduling = "not started"
         self.lock = threading.RLock()
         self.stats = LiveStats()
         #: When the current tick is due on the wall clock (epoch s), set on the twin thread.
@@ -155,6 +165,8 @@ class LiveTwin:
                 fut.set_exception(exc)
 
     def _run(self) -> None:
+        self.scheduling = realtime(self.realtime_priority)
+        log.info("live twin thread: %s", self.scheduling)
         dt = self.twin.config.ctrl_dt_s
         wall0 = time.perf_counter()
         epoch0 = time.time()

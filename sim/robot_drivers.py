@@ -33,6 +33,7 @@ from std_msgs.msg import Float64MultiArray
 
 from plant.catalog import ROBOT_MODELS
 from plant.trust import KeyStore, robot_key_name, robot_keys
+from plant.workers import REALTIME_PRIORITY
 from robots.interface import FloatArray, JointState
 from robots.ros2._host import STREAM_QOS, RosHost
 from robots.ros2.driver import RobotDriverNode, stamp_msg
@@ -162,10 +163,13 @@ def start_robot_drivers(
     made (``domain_id`` or ``ROS_DOMAIN_ID``) and closed with the returned object. Each driver
     follows only the joint commands its runtime signed with the robot's key in ``keys``
     (default: the robots' state folder, :func:`plant.trust.robot_keys`); a robot without a key
-    there follows unsigned commands (logged). Non-blocking.
+    there follows unsigned commands (logged). A host made here schedules its receiving threads
+    as the live twin's thread is (real-time where permitted, :class:`~sim.live.LiveTwin`): the
+    joint commands of a stop reach the twin at once. Non-blocking.
     """
     own = host is None
-    return RobotDrivers(live, host or RosHost(domain_id), own, keys=keys if keys is not None else robot_keys())
+    host = host or RosHost(domain_id, realtime_priority=live.realtime_priority)
+    return RobotDrivers(live, host, own, keys=keys if keys is not None else robot_keys())
 
 
 def main() -> None:
@@ -177,7 +181,7 @@ def main() -> None:
     ap.add_argument("--speed", type=float, default=1.0)
     args = ap.parse_args()
     twin = Twin(load_plant(args.plant) if args.plant else load_plant())
-    with LiveTwin(twin, speed=args.speed) as live:
+    with LiveTwin(twin, speed=args.speed, realtime_priority=REALTIME_PRIORITY) as live:
         drivers = start_robot_drivers(live)
         print("ready", flush=True)
         try:

@@ -8,6 +8,12 @@ rest of its callbacks (goals, services) queue behind them. So the high-rate, sho
 their own node, which no executor spins, waited on by one thread with a wait set of just those
 subscriptions. Publishing needs no executor at all (rclpy publishers are thread-safe), so
 drivers publish on the thread that has the data.
+
+A host made with a ``realtime_priority`` (:data:`plant.workers.REALTIME_PRIORITY` in the robot
+runtime's and the twin drivers' processes) schedules its fast lane's thread and the middleware's
+receive threads real-time, where permitted (:func:`plant.workers.realtime`): a joint state then
+reaches the control loop at once, whatever else the machine runs. The executor's thread
+(goals, services) keeps normal scheduling.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import os
 import threading
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import rclpy
@@ -29,6 +36,8 @@ from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.signals import SignalHandlerOptions
 from rclpy.subscription import Subscription
+
+from plant.workers import realtime
 
 log = logging.getLogger(__name__)
 MsgT = TypeVar("MsgT")
@@ -64,15 +73,37 @@ def _bare_node(name: str, namespace: str, context: Context) -> Node:
     )
 
 
+#: The names Fast DDS gives the threads that receive data: by transport (shared memory, UDP)
+#: and port. Its shared-memory watchdog (``dds.shm.wdog``) is no receiver.
+_RECEIVERS = ("dds.shm.", "dds.udp.")
+
+
+def _receive_threads() -> list[int]:
+    """The native ids of this process's middleware receive threads (none where ``/proc`` is not)."""
+    found: list[int] = []
+    with contextlib.suppress(OSError):
+        for task in Path("/proc/self/task").iterdir():
+            with contextlib.suppress(OSError, ValueError):
+                name = (task / "comm").read_text().strip()
+                if name.startswith(_RECEIVERS) and name != "dds.shm.wdog":
+                    found.append(int(task.name))
+    return found
+
+
 class FastLane:
     """High-rate subscriptions served by a thread of their own, outside any executor.
 
     Callbacks run on the lane's thread, in arrival order, and must not block (hand the data
-    over and return). An exception in a callback is logged; the lane keeps running.
+    over and return). An exception in a callback is logged; the lane keeps running. With a
+    ``priority`` the thread schedules itself real-time first (:func:`plant.workers.realtime`);
+    :attr:`scheduling` says what it got.
     """
 
-    def __init__(self, context: Context, name: str) -> None:
+    def __init__(self, context: Context, name: str, priority: int | None = None) -> None:
         self._context = context
+        self._priority = priority
+        self.scheduling = "normal scheduling"
+        self._scheduled = threading.Event()
         self._node = _bare_node(name, "", context)
         self._wake = self._node.create_guard_condition(lambda: None)
         self._lock = threading.Lock()
@@ -91,6 +122,8 @@ class FastLane:
         self._wake.trigger()
 
     def _run(self) -> None:
+        self.scheduling = realtime(self._priority)
+        self._scheduled.set()
         wait_set: Any = None
         entries: list[tuple[Subscription[Any], Callable[[Any], None]]] = []
         handle = self._context.handle
@@ -141,8 +174,11 @@ class RosHost:
     subscription on the :class:`FastLane` instead. :meth:`close` shuts it all down (idempotent).
     """
 
-    def __init__(self, domain_id: int | None = None) -> None:
+    def __init__(self, domain_id: int | None = None, realtime_priority: int | None = None) -> None:
         self.context = Context()
+        self.realtime_priority = realtime_priority
+        #: What the fast lane's thread and the middleware's receive threads got (for the log).
+        self.scheduling = "normal scheduling"
         if domain_id is None and os.environ.get("ROS_DOMAIN_ID"):
             domain_id = int(os.environ["ROS_DOMAIN_ID"])
         # No signal handlers: the process owner (a CLI, pytest) decides what a signal does.
@@ -185,9 +221,21 @@ class RosHost:
         """Subscribe on the fast lane (fully qualified ``topic``; see :class:`FastLane`)."""
         with self._lane_lock:
             if self._lane is None:
-                self._lane = FastLane(self.context, f"fast_lane_{os.getpid()}_{uuid.uuid4().hex[:8]}")
+                name = f"fast_lane_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+                self._lane = FastLane(self.context, name, self.realtime_priority)
+                if self.realtime_priority is not None:
+                    self._schedule_receivers(self._lane)
             lane = self._lane
         lane.subscribe(msg_type, topic, callback, qos)
+
+    def _schedule_receivers(self, lane: FastLane) -> None:
+        """Schedule the middleware's receive threads real-time, as the lane's thread is: they
+        exist once a node does (the lane's). Threads it starts later keep normal scheduling."""
+        receivers = [realtime(self.realtime_priority, tid) for tid in _receive_threads()]
+        lane._scheduled.wait(2.0)
+        got = sorted(set(receivers)) or ["none found"]
+        self.scheduling = f"fast lane {lane.scheduling}; {len(receivers)} middleware receive threads {', '.join(got)}"
+        log.info("ROS 2 host: %s", self.scheduling)
 
     def close(self) -> None:
         if self._closing or not self.context.ok():
