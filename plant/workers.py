@@ -23,8 +23,7 @@ def batch_worker_init() -> None:
     10) to the real-time work of the same host (a live twin, robot runtimes, the console), and
     ends itself when the process that started it is gone, so that a console stopped by Ctrl-C
     or kill -9 leaves no worker behind holding its memory (a rehearsal worker holds over 1 GB)."""
-    with contextlib.suppress(OSError, AttributeError):  # started by a real-time thread: not real-time
-        os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+    normal_scheduling()  # (started from a real-time thread, it would be real-time too)
     with contextlib.suppress(OSError):
         os.nice(10)
     parent = os.getppid()
@@ -61,3 +60,12 @@ def realtime(priority: int | None, tid: int | None = None) -> str:
     except OSError as exc:  # EPERM: not permitted; ESRCH: the thread has ended
         return f"normal scheduling (real-time priority {priority} refused: {exc.strerror or exc})"
     return f"real-time (SCHED_FIFO {priority})"
+
+
+def normal_scheduling() -> None:
+    """Give the calling thread normal scheduling (``SCHED_OTHER``), whatever the thread or
+    process that started it had: threads and processes inherit a real-time policy, and batch
+    work (planning, rehearsals) must never run before the loops that clock the robots. The
+    initializer of such work's threads and processes. Never raises."""
+    with contextlib.suppress(OSError, AttributeError):  # (no such policy on this system: nothing to undo)
+        os.sched_setscheduler(threading.get_native_id(), os.SCHED_OTHER, os.sched_param(0))

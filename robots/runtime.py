@@ -43,7 +43,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from plant.workers import REALTIME_PRIORITY, realtime
+from plant.workers import REALTIME_PRIORITY, normal_scheduling, realtime
 from robots.interface import FloatArray, HardwareInterface, JointState, Outcome, SkillFeedback, SkillGoal, SkillResult
 from robots.kinematics import ArmKinematics
 from robots.learned import ApproachController, ApproachInput, LearnedApproach, ScriptedApproach
@@ -209,7 +209,9 @@ class RobotRuntime:
         self._stream: tuple[FloatArray, str, float] | None = None  # position, source, when
         self._gripper = 0.0
         self._plan_inline = plan_inline
-        self._pool: ThreadPoolExecutor | None = None if plan_inline else ThreadPoolExecutor(1, "atelier-plan")
+        self._pool: ThreadPoolExecutor | None = (
+            None if plan_inline else ThreadPoolExecutor(1, "atelier-plan", initializer=normal_scheduling)
+        )
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._early = False  # run the next period at once (stop_now)
@@ -823,7 +825,7 @@ class RobotRuntime:
         if self._thread is not None:
             raise RuntimeError("the runtime is already running")
         if self._pool is None:
-            self._pool = ThreadPoolExecutor(1, "atelier-plan")
+            self._pool = ThreadPoolExecutor(1, "atelier-plan", initializer=normal_scheduling)
             self._plan_inline = False
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name=f"atelier-runtime-{self.robot}", daemon=True)

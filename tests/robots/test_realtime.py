@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from typing import Any
 
 import mujoco
 import pytest
@@ -15,7 +16,7 @@ from std_msgs.msg import Float64MultiArray
 
 from plant.config import PlantDescription
 from plant.workers import REALTIME_PRIORITY, realtime
-from robots.interface import JointState
+from robots.interface import JointState, SkillGoal
 from robots.ros2._host import RosHost, _receive_threads
 from robots.runtime import RobotRuntime, RuntimeConfig
 from robots.safety import SafetySupervisor, safety_config_from_plant
@@ -92,6 +93,42 @@ def test_the_live_control_loop_runs_real_time(model: mujoco.MjModel, demo_plant:
         assert _policy(thread.native_id or 0) == os.SCHED_FIFO
         assert os.sched_getparam(thread.native_id or 0).sched_priority == REALTIME_PRIORITY
         assert _policy(threading.get_native_id()) == os.SCHED_OTHER  # only the loop's thread
+    finally:
+        rt.stop()
+
+
+@needs_realtime
+def test_planning_asked_for_by_a_real_time_thread_runs_at_normal_scheduling(
+    model: mujoco.MjModel, demo_plant: PlantDescription
+) -> None:
+    """A goal may come from a real-time thread (a hand-over's peer on its control loop): the
+    planning thread it starts must not inherit the real-time policy (IK takes milliseconds)."""
+    rt = _runtime(model, demo_plant, RuntimeConfig())
+    policies: list[int] = []
+    plan = rt.planner.plan
+
+    def recorded(*args: Any) -> Any:
+        policies.append(os.sched_getscheduler(0))
+        return plan(*args)
+
+    rt.planner.plan = recorded  # type: ignore[method-assign]
+    try:
+        _started(rt)
+        end = time.monotonic() + 10
+        while not rt.synced and time.monotonic() < end:
+            time.sleep(0.01)
+        said: list[object] = []
+
+        def submit() -> None:
+            said.append(realtime(REALTIME_PRIORITY))
+            said.append(rt.submit(SkillGoal("home-from-a-real-time-thread", ROBOT, "home")))
+
+        asker = threading.Thread(target=submit)
+        asker.start()
+        asker.join()
+        assert said == [f"real-time (SCHED_FIFO {REALTIME_PRIORITY})", (True, "")]
+        assert rt.wait_idle(20)
+        assert policies == [os.SCHED_OTHER]
     finally:
         rt.stop()
 
