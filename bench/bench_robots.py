@@ -31,8 +31,9 @@ By default this process is pinned to the first core and the other two to the las
 cores; the output says which. As deployed (``atelier twin serve``, ``atelier robot runtime``),
 the threads that clock the robots (the twin's, the runtime's control loop, the fast lanes and the
 middleware's receive threads of both) run real-time where the process is permitted
-(``plant.workers.realtime``); ``--no-realtime`` keeps them at normal scheduling, and the bare
-ping-pong never has it; the output says what each got. It is a benchmark, not a test: it
+(``plant.workers.realtime``); ``--no-realtime`` keeps them at normal scheduling. The bare
+ping-pong's echo process never has it (its pong comes back through this process's host); the
+output says what each got. It is a benchmark, not a test: it
 asserts nothing.
 """
 
@@ -378,7 +379,8 @@ async def _bench(args: argparse.Namespace) -> None:
             f"ping-pong echo {echo.hello['pinned']}; {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}"
         )
         print(f"# scheduling: twin thread {live.scheduling}; twin's {host.scheduling}")
-        print(f"#   runtime {runtime.hello['scheduling']}; bare ping-pong normal scheduling")
+        print(f"#   runtime {runtime.hello['scheduling']}")
+        print("#   bare ping-pong: its echo process normal scheduling (here, its pong comes through the twin's host)")
 
         # -- idle: bare ping-pong and joint-state latency, the runtime holding
         runtime.ask("periods")

@@ -23,6 +23,7 @@ when it starts).
 
 from __future__ import annotations
 
+import dataclasses
 import signal
 import subprocess
 import threading
@@ -38,6 +39,7 @@ from plant import PlantError, load_plant
 from plant.config import PlantDescription
 from plant.text import safe_text
 from plant.trust import KeyStore, TrustError, default_state_dir, reset_key_name, robot_key_name, robot_keys
+from plant.workers import REALTIME_PRIORITY
 
 robot_app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 out = Console()
@@ -149,6 +151,15 @@ def runtime_cmd(
             "robot (default: the runtime's, 25 control periods)",
         ),
     ] = None,
+    realtime_priority: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            max=99,
+            help="SCHED_FIFO priority of the control loop and of the threads its joint states come through, "
+            "where permitted (0: normal scheduling)",
+        ),
+    ] = REALTIME_PRIORITY,
 ) -> None:
     """Run the on-robot runtime: skill goals over ROS 2, the safety supervisor at control rate."""
     from robots.ros2._host import RosHost
@@ -165,9 +176,10 @@ def runtime_cmd(
     except TrustError as exc:
         _fail(f"{exc}; make the keys with: atelier robot keys {robot} --state-dir {state_dir}")
     model = compile_model(plant)
-    config = RuntimeConfig()
+    config = RuntimeConfig(realtime_priority=realtime_priority or None)
     if state_timeout_s is not None:
-        config = RuntimeConfig(state_timeout_periods=max(1, round(state_timeout_s / CONTROL_PERIOD_S)))
+        periods = max(1, round(state_timeout_s / CONTROL_PERIOD_S))
+        config = dataclasses.replace(config, state_timeout_periods=periods)
     # The joint states that clock the control loop come through the host's receiving threads.
     host = RosHost(domain_id, realtime_priority=config.realtime_priority)
     stop = threading.Event()

@@ -66,6 +66,15 @@ def serve_cmd(
     key: Annotated[Path | None, typer.Option(help="the OPC-UA servers' private key (PEM)")] = None,
     trusted_dir: Annotated[Path | None, typer.Option(help="certificates of the clients to accept")] = None,
     robots: Annotated[bool, typer.Option(help="serve each robot as a ROS 2 driver node (JointState at 250 Hz)")] = True,
+    realtime_priority: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            max=99,
+            help="SCHED_FIFO priority of the twin's thread and of the drivers' receiving threads, where permitted, "
+            "at a speed of 1 or less (0: normal scheduling)",
+        ),
+    ] = 50,
 ) -> None:
     """Run the twin in real time; serve each machine on its endpoint (OPC-UA or Modbus TCP) and
     each robot as a ROS 2 driver node under /<robot>/ (with the cell's people on /cell/people)."""
@@ -89,11 +98,10 @@ def serve_cmd(
     # stretches, and a twin thread starved of it falls behind real time.
     import sim.robot_drivers
     import sim.serve
-    from plant.workers import REALTIME_PRIORITY
 
     twin = Twin(plant)
     # The twin stands in for the robots' controllers: its thread clocks their control loops.
-    live = LiveTwin(twin, speed=speed, realtime_priority=REALTIME_PRIORITY).start()
+    live = LiveTwin(twin, speed=speed, realtime_priority=realtime_priority or None).start()
     drivers = None
 
     def start_drivers() -> None:
@@ -105,7 +113,7 @@ def serve_cmd(
             drivers = sim.robot_drivers.start_robot_drivers(live)
             nodes = _safe(", ".join("/" + r for r in plant.robots), 1000)
             out.print(f"ROS 2 driver nodes: {nodes} (sensor_msgs/JointState)", highlight=False)
-            out.print(f"twin thread {live.scheduling}; drivers' {drivers.host.scheduling}", highlight=False)
+            out.print(f"drivers' {drivers.host.scheduling}", highlight=False)
 
     try:
         asyncio.run(_serve(live, names, security, seconds, t0, start_drivers))
@@ -153,6 +161,7 @@ async def _serve(
                 extra = f" ({m.security.policy} {m.security.mode})"
             t.add_row(_safe(n, 80), m.kind, m.protocol, _safe(m.endpoint + extra))
         out.print(t)
+        out.print(f"twin thread: {live.scheduling}", highlight=False)
         if seconds is None:
             await asyncio.Event().wait()
         else:

@@ -39,13 +39,19 @@ def batch_worker_init() -> None:
 
 def realtime(priority: int | None, tid: int | None = None) -> str:
     """Schedule thread ``tid`` (a native thread id; None: the calling thread) first-in first-out
-    at real-time ``priority``, where the process is permitted to (root, ``CAP_SYS_NICE``, or an
-    ``rtprio`` limit in ``/etc/security/limits.conf``); it then runs before every thread of
-    normal scheduling on its core, whatever the rest of the machine does. Says what the thread
-    got, for the log: a thread that is refused keeps its normal scheduling and goes on (the
-    loop's timing is then as good as the machine's load allows; nothing else changes). None
-    ``priority`` asks for nothing. The kernel keeps 5% of every second for normal threads
-    (``sched_rt_runtime_us``), so a real-time thread that never sleeps cannot hang the machine.
+    at real-time ``priority``, where the process is permitted to (``CAP_SYS_NICE``, which root
+    has outside a container, or an ``rtprio`` limit in ``/etc/security/limits.conf``): the kernel
+    then runs it before every thread of normal scheduling on its core. Threads and processes it
+    starts do not inherit the policy (``SCHED_RESET_ON_FORK``). Says what the thread got, for
+    the log: a thread that is refused keeps its normal scheduling and goes on (its timing is
+    then as good as the machine's load allows; nothing else changes). None ``priority`` asks for
+    nothing.
+
+    What it cannot do: a Python thread still waits for the interpreter's lock (up to
+    ``sys.getswitchinterval()``, 5 ms, behind a thread of the same process that computes) and
+    for any lock a normal thread holds. The threads given it must wait for their input, never
+    spin: the kernel keeps only 5% of each second for normal threads (``sched_rt_runtime_us``;
+    real-time hosts often turn that off).
     """
     if priority is None:
         return "normal scheduling"
@@ -55,16 +61,25 @@ def realtime(priority: int | None, tid: int | None = None) -> str:
     if not low <= priority <= high:
         raise ValueError(f"real-time priority {priority} is outside {low}..{high}")
     target = threading.get_native_id() if tid is None else tid
+    policy = os.SCHED_FIFO | getattr(os, "SCHED_RESET_ON_FORK", 0)
     try:
-        os.sched_setscheduler(target, os.SCHED_FIFO, os.sched_param(priority))
+        os.sched_setscheduler(target, policy, os.sched_param(priority))
     except OSError as exc:  # EPERM: not permitted; ESRCH: the thread has ended
         return f"normal scheduling (real-time priority {priority} refused: {exc.strerror or exc})"
     return f"real-time (SCHED_FIFO {priority})"
 
 
+def policy_of(tid: int | None = None) -> int:
+    """The scheduling policy of thread ``tid`` (None: the calling thread), without the
+    reset-on-fork flag: ``os.SCHED_FIFO``, ``os.SCHED_OTHER``..."""
+    policy = os.sched_getscheduler(threading.get_native_id() if tid is None else tid)
+    return policy & ~getattr(os, "SCHED_RESET_ON_FORK", 0)
+
+
 def normal_scheduling() -> None:
     """Give the calling thread normal scheduling (``SCHED_OTHER``), whatever the thread or
-    process that started it had: threads and processes inherit a real-time policy, and batch
+    process that started it had (a real-time policy given without reset-on-fork, by ``chrt`` or a
+    parent process, is inherited), since batch
     work (planning, rehearsals) must never run before the loops that clock the robots. The
     initializer of such work's threads and processes. Never raises."""
     with contextlib.suppress(OSError, AttributeError):  # (no such policy on this system: nothing to undo)

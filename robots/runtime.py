@@ -43,7 +43,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from plant.workers import REALTIME_PRIORITY, normal_scheduling, realtime
+from plant.workers import normal_scheduling, realtime
 from robots.interface import FloatArray, HardwareInterface, JointState, Outcome, SkillFeedback, SkillGoal, SkillResult
 from robots.kinematics import ArmKinematics
 from robots.learned import ApproachController, ApproachInput, LearnedApproach, ScriptedApproach
@@ -91,8 +91,11 @@ class RuntimeConfig:
     held_part_radius_m: float = 0.1
     # The live loop's thread runs real-time (SCHED_FIFO) at this priority where the process is
     # permitted (plant.workers.realtime), so that the machine's other work does not delay a
-    # period; None: normal scheduling. The loop sleeps between periods: it never takes a core.
-    realtime_priority: int | None = REALTIME_PRIORITY
+    # period: a robot's own runtime (atelier robot runtime) takes REALTIME_PRIORITY. None (the
+    # default, for runtimes that share a process with other work: the console's twin, tests):
+    # normal scheduling. The loop waits for each joint state, and pauses a period when the
+    # hardware gives none newer: it never spins.
+    realtime_priority: int | None = None
 
 
 #: What ``holding`` is when the gripper holds something the locator cannot name: no skill plans
@@ -885,6 +888,11 @@ class RobotRuntime:
                 self._period_failed(_READING, exc, self._time(), None)
                 self._stop.wait(self.dt)
                 continue
+            if not self._early and not state.stamp_s > self._last_stamp:
+                # No newer state and no stop to send at once (a hardware whose wait does not
+                # block, a repeated message): a period's pause first, so that the loop never
+                # spins; at real-time priority it would take its core from everything else.
+                self._stop.wait(self.dt)
             last = time.monotonic()
             if self._early:
                 self._early = False

@@ -27,10 +27,14 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from plant.workers import realtime
+from plant.workers import normal_scheduling, realtime
 from sim.twin import Twin
 
 log = logging.getLogger(__name__)
+
+#: A real-time twin thread that has not slept for this many ticks in a row (1 s at 4 ms) drops
+#: to normal scheduling: it cannot keep up with real time on this machine.
+REALTIME_MAX_BEHIND_TICKS = 250
 T = TypeVar("T")
 
 
@@ -59,7 +63,8 @@ class LiveTwin:
     serve``, the drivers' process) the thread schedules itself real-time where permitted
     (:func:`plant.workers.realtime`) when it runs at real time or slower: the joint states it
     publishes every tick clock the robots' control loops. A twin run faster than real time is
-    batch work and keeps normal scheduling. :attr:`scheduling` says what the thread got.
+    batch work and keeps normal scheduling, and so does a twin that falls behind real time for
+    :data:`REALTIME_MAX_BEHIND_TICKS` ticks in a row. :attr:`scheduling` says what the thread got.
     """
 
     def __init__(self, twin: Twin, speed: float = 1.0, realtime_priority: int | None = None) -> None:
@@ -171,6 +176,7 @@ class LiveTwin:
         wall0 = time.perf_counter()
         epoch0 = time.time()
         sim0 = self.twin.time_s
+        behind = 0  # ticks in a row without a sleep
         while not self._stop.is_set():
             with self.lock:
                 self._run_jobs()
@@ -193,8 +199,16 @@ class LiveTwin:
             due = wall0 + (self.twin.time_s - sim0) / self.speed
             now = time.perf_counter()
             if due > now:
+                behind = 0
                 time.sleep(due - now)
             else:
+                behind += 1
+                if behind == REALTIME_MAX_BEHIND_TICKS and self.scheduling.startswith("real-time"):
+                    # A twin that cannot keep up never sleeps: at real-time priority it would
+                    # take its core from everything else (the servers, the console).
+                    normal_scheduling()
+                    self.scheduling = f"normal scheduling (it fell {behind} ticks behind real time in a row)"
+                    log.warning("live twin thread: %s", self.scheduling)
                 lag = now - due
                 if lag > dt:
                     self.stats.late_ticks += 1

@@ -11,9 +11,10 @@ drivers publish on the thread that has the data.
 
 A host made with a ``realtime_priority`` (:data:`plant.workers.REALTIME_PRIORITY` in the robot
 runtime's and the twin drivers' processes) schedules its fast lane's thread and the middleware's
-receive threads real-time, where permitted (:func:`plant.workers.realtime`): a joint state then
-reaches the control loop at once, whatever else the machine runs. The executor's thread
-(goals, services) keeps normal scheduling.
+receive threads of user data real-time, where permitted (:func:`plant.workers.realtime`): a
+joint state then reaches the control loop without waiting for the machine's other work. The
+executor's thread (goals, services), the discovery threads (traffic from anyone on the
+network) and other hosts' threads keep normal scheduling.
 """
 
 from __future__ import annotations
@@ -78,16 +79,29 @@ def _bare_node(name: str, namespace: str, context: Context) -> Node:
 _RECEIVERS = ("dds.shm.", "dds.udp.")
 
 
-def _receive_threads() -> list[int]:
-    """The native ids of this process's middleware receive threads (none where ``/proc`` is not)."""
-    found: list[int] = []
+def _receive_threads() -> dict[int, str]:
+    """This process's middleware receive threads: native id -> name (none where ``/proc`` is not)."""
+    found: dict[int, str] = {}
     with contextlib.suppress(OSError):
         for task in Path("/proc/self/task").iterdir():
             with contextlib.suppress(OSError, ValueError):
                 name = (task / "comm").read_text().strip()
                 if name.startswith(_RECEIVERS) and name != "dds.shm.wdog":
-                    found.append(int(task.name))
+                    found[int(task.name)] = name
     return found
+
+
+def _carries_user_data(name: str, domain_id: int) -> bool:
+    """Whether a receive thread named ``name`` listens on a port of user data (topics) of
+    ``domain_id``, not of discovery: in the RTPS well-known ports (7400 + 250 per domain), the
+    offsets of user data are odd (1, multicast; 11 + 2 per participant, unicast) and those of
+    discovery even (0; 10 + 2 per participant). Discovery traffic comes from anyone on the
+    network, and must not run before the machine's other work."""
+    try:
+        offset = int(name.rsplit(".", 1)[1]) - 7400 - 250 * domain_id
+    except (IndexError, ValueError):
+        return False
+    return 0 <= offset < 250 and offset % 2 == 1
 
 
 class FastLane:
@@ -175,8 +189,13 @@ class RosHost:
     """
 
     def __init__(self, domain_id: int | None = None, realtime_priority: int | None = None) -> None:
+        # The middleware's receive threads before this host's: those of other hosts of the
+        # process are not its own to schedule.
+        self._other_receivers = set(_receive_threads()) if realtime_priority is not None else set()
         self.context = Context()
         self.realtime_priority = realtime_priority
+        #: The native ids of the threads this host scheduled real-time.
+        self.realtime_threads: list[int] = []
         #: What the fast lane's thread and the middleware's receive threads got (for the log).
         self.scheduling = "normal scheduling"
         if domain_id is None and os.environ.get("ROS_DOMAIN_ID"):
@@ -185,6 +204,7 @@ class RosHost:
         kwargs: dict[str, Any] = {"context": self.context, "signal_handler_options": SignalHandlerOptions.NO}
         if domain_id is not None:
             kwargs["domain_id"] = domain_id
+        self.domain_id = domain_id or 0
         rclpy.init(**kwargs)
         self.executor = SingleThreadedExecutor(context=self.context)
         self.nodes: list[Node] = []
@@ -229,12 +249,22 @@ class RosHost:
         lane.subscribe(msg_type, topic, callback, qos)
 
     def _schedule_receivers(self, lane: FastLane) -> None:
-        """Schedule the middleware's receive threads real-time, as the lane's thread is: they
-        exist once a node does (the lane's). Threads it starts later keep normal scheduling."""
-        receivers = [realtime(self.realtime_priority, tid) for tid in _receive_threads()]
+        """Schedule this host's middleware threads that receive user data real-time, as the
+        lane's thread is: they exist once a node does (the lane's). Threads that receive
+        discovery traffic, those of other hosts of the process, and any the middleware starts
+        later keep normal scheduling."""
+        own = {t: n for t, n in _receive_threads().items() if t not in self._other_receivers}
+        data = [t for t, n in own.items() if _carries_user_data(n, self.domain_id)]
+        got = [realtime(self.realtime_priority, t) for t in data]
+        self.realtime_threads = [t for t, g in zip(data, got, strict=True) if g.startswith("real-time")]
         lane._scheduled.wait(2.0)
-        got = sorted(set(receivers)) or ["none found"]
-        self.scheduling = f"fast lane {lane.scheduling}; {len(receivers)} middleware receive threads {', '.join(got)}"
+        if lane.scheduling.startswith("real-time") and lane._thread.native_id is not None:
+            self.realtime_threads.append(lane._thread.native_id)
+        said = ", ".join(sorted(set(got))) or "none found"
+        self.scheduling = (
+            f"fast lane {lane.scheduling}; {len(data)} middleware receive threads of user data {said} "
+            f"({len(own) - len(data)} of discovery: normal scheduling)"
+        )
         log.info("ROS 2 host: %s", self.scheduling)
 
     def close(self) -> None:

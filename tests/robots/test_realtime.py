@@ -1,7 +1,9 @@
-"""The threads that clock the robots run real-time (SCHED_FIFO) where the process is permitted:
-the runtime's control loop, the fast lane and the middleware's receive threads its joint states
-come through (``bench/bench_robots.py`` measures what it does to the control period). Where it
-is not permitted, they keep normal scheduling and say so (``tests/plant/test_workers.py``)."""
+"""The threads that clock the robots run real-time (SCHED_FIFO) where the process is permitted
+and they are asked to: the runtime's control loop, the fast lane and the middleware's threads
+that receive user data, and a live twin standing in for the robots' controllers (at real-time
+speed, while it keeps up). ``bench/bench_robots.py`` measures what it does to the control
+period. Where it is not permitted, they keep normal scheduling and say so
+(``tests/plant/test_workers.py``)."""
 
 from __future__ import annotations
 
@@ -15,14 +17,16 @@ import pytest
 from std_msgs.msg import Float64MultiArray
 
 from plant.config import PlantDescription
-from plant.workers import REALTIME_PRIORITY, realtime
+from plant.workers import REALTIME_PRIORITY, policy_of, realtime
 from robots.interface import JointState, SkillGoal
-from robots.ros2._host import RosHost, _receive_threads
+from robots.ros2._host import RosHost, _carries_user_data, _receive_threads
 from robots.runtime import RobotRuntime, RuntimeConfig
 from robots.safety import SafetySupervisor, safety_config_from_plant
 from robots.skills import SkillPlanner
 from robots.testing import FakeHardware
 from sim.hardware import arm_kinematics, compile_model, link_points
+from sim.live import REALTIME_MAX_BEHIND_TICKS, LiveTwin
+from sim.twin import Twin
 
 ROBOT = "ur5e_1"
 
@@ -43,7 +47,7 @@ needs_realtime = pytest.mark.skipif(
 
 
 def _policy(tid: int) -> int:
-    return os.sched_getscheduler(tid)
+    return policy_of(tid)
 
 
 class _Clocked(FakeHardware):
@@ -86,7 +90,7 @@ def test_a_priority_outside_the_range_is_refused_before_anything_changes() -> No
 
 @needs_realtime
 def test_the_live_control_loop_runs_real_time(model: mujoco.MjModel, demo_plant: PlantDescription) -> None:
-    rt = _runtime(model, demo_plant, RuntimeConfig())
+    rt = _runtime(model, demo_plant, RuntimeConfig(realtime_priority=REALTIME_PRIORITY))
     try:
         thread = _started(rt)
         assert rt.scheduling == f"real-time (SCHED_FIFO {REALTIME_PRIORITY})"
@@ -103,12 +107,12 @@ def test_planning_asked_for_by_a_real_time_thread_runs_at_normal_scheduling(
 ) -> None:
     """A goal may come from a real-time thread (a hand-over's peer on its control loop): the
     planning thread it starts must not inherit the real-time policy (IK takes milliseconds)."""
-    rt = _runtime(model, demo_plant, RuntimeConfig())
+    rt = _runtime(model, demo_plant, RuntimeConfig(realtime_priority=REALTIME_PRIORITY))
     policies: list[int] = []
     plan = rt.planner.plan
 
     def recorded(*args: Any) -> Any:
-        policies.append(os.sched_getscheduler(0))
+        policies.append(policy_of())
         return plan(*args)
 
     rt.planner.plan = recorded  # type: ignore[method-assign]
@@ -133,10 +137,10 @@ def test_planning_asked_for_by_a_real_time_thread_runs_at_normal_scheduling(
         rt.stop()
 
 
-def test_a_control_loop_configured_without_it_keeps_normal_scheduling(
+def test_a_control_loop_keeps_normal_scheduling_unless_configured(
     model: mujoco.MjModel, demo_plant: PlantDescription
 ) -> None:
-    rt = _runtime(model, demo_plant, RuntimeConfig(realtime_priority=None))
+    rt = _runtime(model, demo_plant, RuntimeConfig())
     try:
         thread = _started(rt)
         assert rt.scheduling == "normal scheduling"
@@ -145,36 +149,117 @@ def test_a_control_loop_configured_without_it_keeps_normal_scheduling(
         rt.stop()
 
 
-def _lane_and_receivers(host: RosHost, before: set[int]) -> tuple[int, list[int]]:
-    """The native ids of ``host``'s fast-lane thread and of the receive threads its middleware
-    started (those not in ``before``)."""
+def _lane(host: RosHost) -> int:
     host.subscribe_fast(Float64MultiArray, "/realtime_test/data", lambda _m: None)
     lane = host._lane
     assert lane is not None and lane._scheduled.wait(5)
     tid = lane._thread.native_id
     assert tid is not None
-    return tid, [t for t in _receive_threads() if t not in before]
+    return tid
 
 
 @needs_realtime
-def test_the_fast_lane_and_the_middleware_receivers_run_real_time_on_a_real_time_host() -> None:
-    before = set(_receive_threads())
-    with RosHost(realtime_priority=REALTIME_PRIORITY) as host:
-        lane, receivers = _lane_and_receivers(host, before)
-        assert receivers, "no middleware receive thread found"
-        assert _policy(lane) == os.SCHED_FIFO
-        assert all(_policy(tid) == os.SCHED_FIFO for tid in receivers)
-        assert host.scheduling.startswith(f"fast lane real-time (SCHED_FIFO {REALTIME_PRIORITY}); ")
-        assert f"{len(receivers)} middleware receive threads real-time" in host.scheduling
-        # The executor's thread (goals, services) keeps normal scheduling.
-        assert _policy(host._thread.native_id or 0) == os.SCHED_OTHER
+def test_a_real_time_host_schedules_its_fast_lane_and_its_user_data_receivers_only() -> None:
+    with RosHost() as plain:
+        _lane(plain)
+        others = set(_receive_threads())
+        assert others, "no middleware receive thread found"
+        with RosHost(realtime_priority=REALTIME_PRIORITY) as host:
+            lane = _lane(host)
+            own = {t: n for t, n in _receive_threads().items() if t not in others}
+            data = [t for t, n in own.items() if _carries_user_data(n, host.domain_id)]
+            assert data and len(data) < len(own), own  # user data and discovery both
+            assert sorted(host.realtime_threads) == sorted([*data, lane])
+            assert all(_policy(t) == os.SCHED_FIFO for t in host.realtime_threads)
+            # Discovery (traffic from anyone on the network), the executor's thread and the
+            # other host's threads keep normal scheduling.
+            assert all(_policy(t) == os.SCHED_OTHER for t in own if t not in data)
+            assert all(_policy(t) == os.SCHED_OTHER for t in others)
+            assert _policy(host._thread.native_id or 0) == os.SCHED_OTHER
+            assert host.scheduling.startswith(f"fast lane real-time (SCHED_FIFO {REALTIME_PRIORITY}); ")
+            assert f"{len(data)} middleware receive threads of user data real-time" in host.scheduling
 
 
 def test_a_host_made_without_a_priority_keeps_normal_scheduling() -> None:
     before = set(_receive_threads())
     with RosHost() as host:
-        lane, receivers = _lane_and_receivers(host, before)
+        lane = _lane(host)
+        receivers = [t for t in _receive_threads() if t not in before]
         assert receivers
         assert _policy(lane) == os.SCHED_OTHER
-        assert all(_policy(tid) == os.SCHED_OTHER for tid in receivers)
-        assert host.scheduling == "normal scheduling"
+        assert all(_policy(t) == os.SCHED_OTHER for t in receivers)
+        assert host.scheduling == "normal scheduling" and host.realtime_threads == []
+
+
+def test_the_ports_of_user_data_are_told_from_those_of_discovery() -> None:
+    # RTPS well-known ports, domain 0: 7400 discovery multicast, 7401 user multicast, 7410 + 2p
+    # discovery unicast, 7411 + 2p user unicast; domain 3 adds 750.
+    assert [_carries_user_data(f"dds.udp.{p}", 0) for p in (7400, 7401, 7410, 7411, 7412, 7413)] == [
+        False,
+        True,
+        False,
+        True,
+        False,
+        True,
+    ]
+    assert _carries_user_data("dds.shm.8161", 3) and not _carries_user_data("dds.udp.8160", 3)
+    assert not _carries_user_data("dds.shm.7000", 0) and not _carries_user_data("dds.udp.7411", 1)
+    assert not _carries_user_data("dds.udp.x", 0)
+
+
+def _twin_thread(live: LiveTwin) -> int:
+    end = time.monotonic() + 10
+    while live.scheduling == "not started" and time.monotonic() < end:
+        time.sleep(0.01)
+    thread = live._thread
+    assert thread is not None and thread.native_id is not None
+    return thread.native_id
+
+
+@needs_realtime
+def test_a_live_twin_runs_real_time_only_at_real_time_speed(demo_plant: PlantDescription) -> None:
+    with LiveTwin(Twin(demo_plant), realtime_priority=REALTIME_PRIORITY) as live:
+        assert _policy(_twin_thread(live)) == os.SCHED_FIFO
+        assert live.scheduling == f"real-time (SCHED_FIFO {REALTIME_PRIORITY})"
+    with LiveTwin(Twin(demo_plant), speed=2.0, realtime_priority=REALTIME_PRIORITY) as live:
+        assert _policy(_twin_thread(live)) == os.SCHED_OTHER  # faster than real time: batch work
+    with LiveTwin(Twin(demo_plant)) as live:
+        assert _policy(_twin_thread(live)) == os.SCHED_OTHER
+
+
+@needs_realtime
+def test_a_real_time_twin_that_cannot_keep_up_drops_to_normal_scheduling(demo_plant: PlantDescription) -> None:
+    twin = Twin(demo_plant)
+    step = twin.step
+
+    def slow(n: int = 1) -> None:  # a tick takes longer than the control period
+        time.sleep(twin.config.ctrl_dt_s * 1.5)
+        step(n)
+
+    twin.step = slow  # type: ignore[method-assign]
+    with LiveTwin(twin, realtime_priority=REALTIME_PRIORITY) as live:
+        tid = _twin_thread(live)
+        end = time.monotonic() + 30
+        while live.scheduling.startswith("real-time") and time.monotonic() < end:
+            time.sleep(0.05)
+        assert (
+            live.scheduling
+            == f"normal scheduling (it fell {REALTIME_MAX_BEHIND_TICKS} ticks behind real time in a row)"
+        )
+        assert _policy(tid) == os.SCHED_OTHER
+
+
+def test_a_live_loop_on_joints_whose_wait_does_not_block_never_spins(
+    model: mujoco.MjModel, demo_plant: PlantDescription
+) -> None:
+    """A hardware whose ``wait`` returns at once with no newer state (``FakeHardware``'s, a
+    repeated message) gets a period's pause before each period: at real-time priority a
+    spinning loop would take its core (53 000 periods in 0.5 s were seen)."""
+    cfg = safety_config_from_plant(demo_plant, ROBOT)
+    hw = FakeHardware(ROBOT, cfg.joint_names, demo_plant.robots[ROBOT].home())
+    sup = SafetySupervisor(cfg, link_points(model, demo_plant, ROBOT))
+    rt = RobotRuntime(hw, sup, SkillPlanner(demo_plant, ROBOT, arm_kinematics(model, demo_plant, ROBOT)))
+    rt.start()
+    time.sleep(0.5)
+    rt.stop()
+    assert 10 <= len(rt.period_log) <= 0.5 / hw.control_period_s + 10
