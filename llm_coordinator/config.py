@@ -29,6 +29,11 @@ class LlamaBackendConfig(_Config):
     temperature: Annotated[float, Field(ge=0.0, le=2.0)] = 0.0
     seed: int = 0
     chat_format: str | None = Field(default=None, description="llama.cpp chat format; default: the GGUF's template")
+    grammar_every_token: bool = Field(
+        default=False,
+        description="apply the grammar to every candidate of every token even when decoding greedily "
+        "(the same answer, slower; by default the model's first choice is checked first)",
+    )
     adapter: Path | None = Field(
         default=None,
         description="a plant-tuned LoRA over the base model: a model directory (the version its CURRENT names), "

@@ -9,17 +9,26 @@ The model is loaded once per process and configuration, and shared (loading take
 two; answering runs at tens of tokens per second on two cores). One generation runs at a time
 per loaded model; callers queue. Generation runs in a worker thread, token by token, so that a
 timeout stops it within one token instead of leaving it running.
+
+Greedy decoding (temperature 0, the default) checks the model's own choice against the grammar
+first and applies the grammar to the whole vocabulary only when that choice breaks it
+(:class:`_GrammarFirstChoice`, as llama.cpp's own ``common_sampler`` does): the same tokens as
+the grammar applied to every candidate, without its cost on every token (about 9 of the 22 ms a
+token took on two cores).
 """
 
 from __future__ import annotations
 
 import asyncio
 import atexit
+import ctypes
 import importlib.util
 import json
 import threading
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from llm_coordinator.config import LlamaBackendConfig
 from llm_coordinator.interface import BackendError, BackendUnavailable, Completion, JsonSchema, LLMBackend, Request
@@ -106,6 +115,61 @@ def _shared_model(config: LlamaBackendConfig, adapter: Path | None) -> _LoadedMo
         return model
 
 
+class _GrammarFirstChoice:
+    """A logits processor for greedy decoding under ``grammar``: the model's first choice (the
+    highest logit, the first of equal ones, as llama.cpp's greedy sampler takes it) when the
+    grammar allows it, else the first choice among the tokens the grammar allows (the grammar
+    applied to every candidate); every other logit becomes minus infinity, so the greedy
+    sampler after it takes that token. It keeps its own grammar state and advances it with each
+    token it leaves. Greedy only: with sampling, the choice is not the top logit. :meth:`close`
+    frees the grammar."""
+
+    def __init__(self, model: Any, grammar: Any) -> None:
+        import llama_cpp
+
+        self._lib = llama_cpp
+        self._grammar = llama_cpp.llama_sampler_init_grammar(
+            model.llm._model.vocab, grammar._grammar.encode("utf-8"), grammar._root.encode("utf-8")
+        )
+        if not self._grammar:
+            raise BackendError("llama.cpp could not set up the grammar of the schema")
+        self._one = (llama_cpp.llama_token_data * 1)()
+        n = model.llm.n_vocab()
+        dtype = np.dtype([("id", np.intc), ("logit", np.single), ("p", np.single)], align=True)
+        self._all = np.zeros(n, dtype=dtype)
+        self._all["id"] = np.arange(n, dtype=np.intc)
+        self._all_data = self._all.ctypes.data_as(ctypes.POINTER(llama_cpp.llama_token_data))
+        #: Tokens for which the model's first choice broke the grammar (the grammar applied to all).
+        self.corrected = 0
+
+    def _allows(self, token: int) -> bool:
+        self._one[0] = self._lib.llama_token_data(id=token, logit=0.0, p=0.0)
+        arr = self._lib.llama_token_data_array(data=self._one, size=1, selected=-1, sorted=False)
+        self._lib.llama_sampler_apply(self._grammar, ctypes.byref(arr))
+        return bool(np.isfinite(self._one[0].logit))
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        token = int(np.argmax(scores))
+        if not self._allows(token):
+            self.corrected += 1
+            self._all["logit"] = scores
+            self._all["p"] = 0.0
+            arr = self._lib.llama_token_data_array(data=self._all_data, size=len(self._all), selected=-1, sorted=False)
+            self._lib.llama_sampler_apply(self._grammar, ctypes.byref(arr))
+            token = int(np.argmax(self._all["logit"]))
+            if not np.isfinite(self._all["logit"][token]):  # (llama.cpp aborts on a token it refuses)
+                raise BackendError("the grammar of the schema allows no next token")
+        self._lib.llama_sampler_accept(self._grammar, token)
+        only = np.full_like(scores, -np.inf)
+        only[token] = scores[token]
+        return only
+
+    def close(self) -> None:
+        if self._grammar:
+            self._lib.llama_sampler_free(self._grammar)
+            self._grammar = None
+
+
 class LlamaBackend(LLMBackend):
     """The embedded llama.cpp backend (see the module docstring)."""
 
@@ -170,14 +234,21 @@ class LlamaBackend(LLMBackend):
                 return "", 0, 0
             n_prompt = sum(len(model.llm.tokenize(m.content.encode(), add_bos=False)) for m in request.messages)
             pieces: list[str] = []
+            constrain: dict[str, Any] = {"grammar": grammar}
+            first_choice = None
+            if self.config.temperature == 0.0 and not self.config.grammar_every_token:
+                from llama_cpp import LogitsProcessorList
+
+                first_choice = _GrammarFirstChoice(model, grammar)
+                constrain = {"logits_processor": LogitsProcessorList([first_choice])}
             try:
                 stream: Any = model.llm.create_chat_completion(
                     messages=chat,
-                    grammar=grammar,
                     temperature=self.config.temperature,
                     seed=self.config.seed,
                     max_tokens=request.max_tokens,
                     stream=True,
+                    **constrain,
                 )
                 for chunk in stream:
                     if stop.is_set():
@@ -188,6 +259,9 @@ class LlamaBackend(LLMBackend):
                         pieces.append(delta["content"])
             except (ValueError, RuntimeError) as exc:
                 raise BackendError(f"{self.name} failed while generating: {exc}") from exc
+            finally:
+                if first_choice is not None:
+                    first_choice.close()
         return "".join(pieces), n_prompt, len(pieces)
 
     async def aclose(self) -> None:

@@ -13,13 +13,29 @@ import json
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
+import numpy as np
 import pytest
+from llama_cpp.llama_grammar import LlamaGrammar
 
 from llm_coordinator import backends
+from llm_coordinator.backends.llama import LlamaBackend, _GrammarFirstChoice
 from llm_coordinator.backends.scripted import ScriptedBackend
-from llm_coordinator.config import OpenAIBackendConfig, ScriptedBackendConfig, ScriptedReply
-from llm_coordinator.interface import BackendError, BackendTimeout, BackendUnavailable, ChatMessage, LLMBackend
+from llm_coordinator.config import LlamaBackendConfig, OpenAIBackendConfig, ScriptedBackendConfig, ScriptedReply
+from llm_coordinator.context import build_goal_context, build_tuned_context
+from llm_coordinator.interface import (
+    BackendError,
+    BackendTimeout,
+    BackendUnavailable,
+    ChatMessage,
+    LLMBackend,
+    Request,
+)
+from llm_coordinator.planner import _goal_schema
+from llm_coordinator.reading import reading_schema
+
+ROOT = Path(__file__).resolve().parents[2]
 
 SCHEMA = {
     "type": "object",
@@ -135,3 +151,74 @@ async def test_openai_endpoint_errors_and_timeouts() -> None:
             await b.complete(ASK, SCHEMA, timeout_s=2)
     finally:
         await b.aclose()
+
+
+def _reading_requests() -> list[tuple[LlamaBackendConfig, Request]]:
+    """Readings of orders on both plants in the plan language, by the base model (the intent
+    mode's goal question) and by the demo cell's tuned adapter (the whole reading)."""
+    from plant import load_plant
+
+    out: list[tuple[LlamaBackendConfig, Request]] = []
+    orders = ["Machine two blanks, then home every robot", "If the check fails, scrap it", "Make me a coffee"]
+    for path in ("plants/demo_cell.yaml", "plants/packaging_line.yaml"):
+        plant = load_plant(ROOT / path)
+        for order in orders:
+            goal = build_goal_context(plant, order)
+            ask = [ChatMessage("system", goal.system), ChatMessage("user", goal.user)]
+            out.append((LlamaBackendConfig(), Request(ask, _goal_schema(plant), "goal", 40, 120.0)))
+            if path.endswith("demo_cell.yaml"):
+                tuned = build_tuned_context(plant.name, order)
+                ask = [ChatMessage("system", tuned.system), ChatMessage("user", tuned.user)]
+                adapter = LlamaBackendConfig(adapter=ROOT / "models" / "demo_cell")
+                out.append((adapter, Request(ask, reading_schema(plant), "reading", 160, 120.0)))
+    return out
+
+
+def test_greedy_decoding_checks_the_first_choice_and_writes_what_the_grammar_on_every_token_writes() -> None:
+    """The default (the model's first choice checked against the grammar, the grammar applied to
+    every candidate only when it breaks it) writes token for token what the grammar applied to
+    every candidate of every token writes, on real readings of both plants, base and tuned."""
+    corrected = 0
+    for config, request in _reading_requests():
+        every = LlamaBackend(config.model_copy(update={"grammar_every_token": True}))
+        first = LlamaBackend(config)
+        model = first._loaded()
+        assert every._loaded() is model  # (one model in memory for both)
+        # Each from an empty cache: a prompt evaluated on top of a cached prefix (one token
+        # instead of all of them) gives logits a rounding apart, and a near tie may then go the
+        # other way whatever the sampler.
+        model.llm.reset()
+        text, _, n = first._generate(model, request, threading.Event())
+        model.llm.reset()
+        assert (text, n) == every._generate(model, request, threading.Event())[::2], request.messages[-1].content
+        json.loads(text)
+        grammar = first._grammar(model, request.schema)
+        check = _GrammarFirstChoice(model, grammar)
+        corrected += 1 if check._allows(model.llm.token_eos()) else 0  # (the empty answer: never)
+        check.close()
+    assert corrected == 0
+
+
+def test_a_first_choice_that_breaks_the_grammar_is_replaced_by_the_best_it_allows(llama: LLMBackend) -> None:
+    assert isinstance(llama, LlamaBackend)
+    model = llama._loaded()
+    llm = model.llm
+    grammar = LlamaGrammar.from_string('root ::= "yes" | "no"', verbose=False)
+    yes, no, maybe = (llm.tokenize(w.encode(), add_bos=False)[0] for w in ("yes", "no", "maybe"))
+    scores = np.zeros(llm.n_vocab(), dtype=np.single)
+    scores[maybe], scores[no], scores[yes] = 9.0, 7.0, 5.0
+    check = _GrammarFirstChoice(model, grammar)
+    try:
+        only = check(None, scores.copy())
+        assert int(np.argmax(only)) == no and only[no] == 7.0 and np.isneginf(np.delete(only, no)).all()
+        assert check.corrected == 1
+        # Accepted: the answer is complete, only the end may follow; "yes" no longer.
+        assert not check._allows(yes) and check._allows(llm.token_eos())
+    finally:
+        check.close()
+    check = _GrammarFirstChoice(model, grammar)
+    try:
+        scores[yes] = 10.0  # the first choice is allowed: taken as it is, nothing corrected
+        assert int(np.argmax(check(None, scores.copy()))) == yes and check.corrected == 0
+    finally:
+        check.close()
