@@ -78,14 +78,17 @@ def main() -> None:
         # The bare libraries, in the same process.
         from llama_cpp import Llama
 
-        from llm_coordinator.backends.llama import default_model_path
+        from llm_coordinator.backends.llama import default_model_path, llama_thread
         from sim.twin import Twin
 
+        # (on the thread the backend runs llama.cpp on: see llama_thread)
         t = time.perf_counter()
-        llm = Llama(model_path=str(default_model_path()), n_ctx=2048, n_threads=2, verbose=False)
+        path = str(default_model_path())
+        llm = llama_thread().submit(lambda: Llama(model_path=path, n_ctx=2048, n_threads=2, verbose=False)).result()
         t_llm_load = time.perf_counter() - t
         t = time.perf_counter()
-        llm.create_chat_completion([{"role": "user", "content": args.order}], max_tokens=24)
+        order = [{"role": "user", "content": args.order}]
+        llama_thread().submit(lambda: llm.create_chat_completion(order, max_tokens=24)).result()
         t_llm_answer = time.perf_counter() - t
         twin = Twin(plant)
         sim_s = rows[-1][4].observations.sim_time_s if rows[-1][4] is not None else 50.0

@@ -431,7 +431,7 @@ async def bare_vs_backend(
     from llama_cpp import Llama
     from llama_cpp.llama_grammar import LlamaGrammar
 
-    from llm_coordinator.backends.llama import default_model_path
+    from llm_coordinator.backends.llama import default_model_path, llama_thread
 
     schema = {
         "type": "object",
@@ -444,7 +444,14 @@ async def bare_vs_backend(
         ctx = build_goal_context(plant, text)
         prompts.append([ChatMessage("system", ctx.system), ChatMessage("user", ctx.user)])
     warm, measured = prompts[-1], prompts[:-1] or prompts
-    llm = Llama(model_path=str(model or default_model_path()), n_ctx=4096, n_threads=2, seed=seed, verbose=False)
+    # The bare library on the thread the backend runs llama.cpp on (llama_thread: its parallel
+    # loops keep a spinning team of threads per calling thread), as a user of it would.
+    loop = asyncio.get_running_loop()
+    on_thread = llama_thread()
+    path = str(model or default_model_path())
+    llm = await loop.run_in_executor(
+        on_thread, lambda: Llama(model_path=path, n_ctx=4096, n_threads=2, seed=seed, verbose=False)
+    )
     via, bare = [], []
     try:
         grammar = LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
@@ -453,7 +460,12 @@ async def bare_vs_backend(
             c = await backend.complete(messages, schema, schema_name="goal", max_tokens=40, timeout_s=300)
             chat: Any = [{"role": m.role, "content": m.content} for m in messages]
             t = time.perf_counter()
-            llm.create_chat_completion(messages=chat, grammar=grammar, temperature=0.0, seed=seed, max_tokens=40)
+            await loop.run_in_executor(
+                on_thread,
+                lambda chat=chat: llm.create_chat_completion(
+                    messages=chat, grammar=grammar, temperature=0.0, seed=seed, max_tokens=40
+                ),
+            )
             if k:
                 via.append(c.elapsed_s)
                 bare.append(time.perf_counter() - t)

@@ -14,13 +14,14 @@ import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 from llama_cpp.llama_grammar import LlamaGrammar
 
 from llm_coordinator import backends
-from llm_coordinator.backends.llama import LlamaBackend, _GrammarFirstChoice
+from llm_coordinator.backends.llama import LlamaBackend, _GrammarFirstChoice, llama_thread
 from llm_coordinator.backends.scripted import ScriptedBackend
 from llm_coordinator.config import LlamaBackendConfig, OpenAIBackendConfig, ScriptedBackendConfig, ScriptedReply
 from llm_coordinator.context import build_goal_context, build_tuned_context
@@ -187,10 +188,12 @@ def test_greedy_decoding_checks_the_first_choice_and_writes_what_the_grammar_on_
         # Each from an empty cache: a prompt evaluated on top of a cached prefix (one token
         # instead of all of them) gives logits a rounding apart, and a near tie may then go the
         # other way whatever the sampler.
+        on = llama_thread()
         model.llm.reset()
-        text, _, n = first._generate(model, request, threading.Event())
+        text, _, n = on.submit(first._generate, model, request, threading.Event()).result()
         model.llm.reset()
-        assert (text, n) == every._generate(model, request, threading.Event())[::2], request.messages[-1].content
+        again = on.submit(every._generate, model, request, threading.Event()).result()
+        assert (text, n) == again[::2], request.messages[-1].content
         json.loads(text)
         grammar = first._grammar(model, request.schema)
         check = _GrammarFirstChoice(model, grammar)
@@ -222,3 +225,29 @@ def test_a_first_choice_that_breaks_the_grammar_is_replaced_by_the_best_it_allow
         assert int(np.argmax(check(None, scores.copy()))) == yes and check.corrected == 0
     finally:
         check.close()
+
+
+def test_every_generation_runs_on_the_one_llama_cpp_thread(llama: LLMBackend) -> None:
+    """Whichever thread and event loop ask (the console's, a planner's worker, a test's), the
+    model runs on one thread of the process: llama.cpp keeps a spinning team of OpenMP threads
+    for each thread that calls it, and two teams made every token three times as slow."""
+    assert isinstance(llama, LlamaBackend)
+    ran_on: list[str] = []
+    generate = llama._generate
+
+    def recorded(*args: Any) -> Any:
+        ran_on.append(threading.current_thread().name)
+        return generate(*args)
+
+    llama._generate = recorded  # type: ignore[method-assign]
+    try:
+        asks = [
+            threading.Thread(target=asyncio.run, args=(llama.complete(ASK, SCHEMA, max_tokens=20),)) for _ in range(2)
+        ]
+        for t in asks:
+            t.start()
+            t.join()
+        asyncio.run(llama.complete(ASK, SCHEMA, max_tokens=20))
+    finally:
+        del llama._generate
+    assert len(ran_on) == 3 and len(set(ran_on)) == 1 and ran_on[0].startswith("atelier-llama")
