@@ -28,6 +28,7 @@ from rich.table import Table
 
 from plant import PlantError, load_plant
 from plant.text import safe_text
+from plant.workers import REALTIME_PRIORITY
 
 twin_app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 
@@ -74,7 +75,7 @@ def serve_cmd(
             help="SCHED_FIFO priority of the twin's thread and of the drivers' receiving threads, where permitted, "
             "at a speed of 1 or less (0: normal scheduling)",
         ),
-    ] = 50,
+    ] = REALTIME_PRIORITY,
 ) -> None:
     """Run the twin in real time; serve each machine on its endpoint (OPC-UA or Modbus TCP) and
     each robot as a ROS 2 driver node under /<robot>/ (with the cell's people on /cell/people)."""

@@ -56,8 +56,8 @@ def default_model_path() -> Path:
 
 
 class _LoadedModel:
-    """One llama.cpp model in memory, with the lock that serialises its use. Made, used and
-    closed on :func:`llama_thread` only."""
+    """One llama.cpp model in memory, with the lock that serialises its use. Made and used on
+    :func:`llama_thread` only."""
 
     def __init__(self, path: Path, config: LlamaBackendConfig, adapter: Path | None = None) -> None:
         try:
@@ -86,6 +86,7 @@ class _LoadedModel:
 
 _MODELS: dict[tuple[str, int, int, int, str | None, str | None], _LoadedModel] = {}
 _MODELS_LOCK = threading.Lock()
+_LOADING = threading.Lock()  # (one load at a time; the loaded are shared)
 _THREAD: ThreadPoolExecutor | None = None
 
 
@@ -129,7 +130,7 @@ def _shared_model(config: LlamaBackendConfig, adapter: Path | None) -> _LoadedMo
     lora = str(adapter.resolve()) if adapter is not None else None
     key = (str(path), config.n_ctx, config.n_threads or _DEFAULT_THREADS, config.seed, config.chat_format, lora)
     thread = llama_thread()
-    with _LOADING:  # (one load at a time; the loaded are shared)
+    with _LOADING:
         with _MODELS_LOCK:
             model = _MODELS.get(key)
         if model is None:
@@ -137,9 +138,6 @@ def _shared_model(config: LlamaBackendConfig, adapter: Path | None) -> _LoadedMo
             with _MODELS_LOCK:
                 _MODELS[key] = model
         return model
-
-
-_LOADING = threading.Lock()
 
 
 class _GrammarFirstChoice:
