@@ -30,7 +30,7 @@ from typing import Any, Literal
 import yaml
 
 from llm_coordinator.plan import Plan
-from llm_coordinator.reading import IfGoal, Reading, RecipeGoal, RepeatGoal, TaskGoal
+from llm_coordinator.reading import IfGoal, Reading, RecipeGoal, RepeatGoal, TaskGoal, Test
 from plant.catalog import ROBOT_MODELS
 from plant.config import PlantDescription, RecipeStep
 
@@ -466,15 +466,22 @@ def coverage(facts: OrderFacts, plan: Plan, reading: Reading | None, plant: Plan
     # place the order names by a word of place names only is gone to by that machine's work.
     stations = {plant.machines[a].station for a in names if a in plant.machines}
     at_work = {p for st in stations if st in plant.stations for p in plant.stations[st].locations}
+    # ... and on the part there, of whatever type (a weighing of "the bottle on the scale"),
+    # unless a step names the type it handles.
+    works_on_a_part = bool(at_work) and not recipe_parts & set(plant.part_types)
+    # The words of the tags the plan decides on: "the layer count" names that tag, not the layer table.
+    tag_words = {w for d in plan.decisions for w in _text_words(d.condition.tag)}
     out: list[str] = []
     for m in facts.mentions:
         if _declined(m.text, reading):
             continue
+        if m.kind == "place" and all(_matches(w, tag_words) for w in _words(m.text)):
+            continue
         if m.kind == "agent" and m.name not in names:
             out.append(f"the order names {m.text!r} ({m.name}) but no step of the plan uses it")
-        elif m.kind == "place" and m.name not in names:
+        elif m.kind == "place" and m.name not in names and m.name not in at_work:
             out.append(f"the order names {m.text!r} ({m.name}) but no step of the plan goes there")
-        elif m.kind == "part_type" and m.name not in recipe_parts and not holds_a_part:
+        elif m.kind == "part_type" and m.name not in recipe_parts and not (holds_a_part or works_on_a_part):
             out.append(f"the order names {m.text!r} ({m.name}) but the plan handles no part of that type")
         elif m.kind == "value":
             tag = m.name.split("=", 1)[0]
@@ -537,6 +544,8 @@ def plan_vocabulary(plan: Plan, plant: PlantDescription, described: bool = True)
         vocab |= _text_words(recipe, plant.recipes[recipe].description)
     for d in plan.decisions:
         vocab |= _text_words(d.condition.machine, d.condition.tag, d.condition.label)
+        if d.kind == "repetition":
+            vocab |= UNTIL_WORDS
     return vocab
 
 
@@ -588,8 +597,12 @@ def unsupported_words(order: str, plan: Plan, plant: PlantDescription, facts: Or
     (those words, the share of the order's words the plan supports: 1.0 when none is weighed).
     A strange word (:attr:`OrderFacts.strange`) weighs :data:`RARE_WEIGHT` words."""
     vocab = plan_vocabulary(plan, plant) | {w for m in facts.mentions for w in _text_words(m.text)}
-    weighed = _order_words(order, facts)
-    unsupported = sorted((w for w in weighed if not _matches(w, vocab)), key=lambda w: w not in facts.strange)
+    # (quantifiers are grammar: "each", "both" ask for no action of their own)
+    weighed = [w for w in _order_words(order, facts) if w not in EVERY_WORDS | BOTH]
+    unsupported = sorted(
+        (w for w in weighed if not any(_matches(f, vocab) for f in _forms(w) if len(f) >= 3)),
+        key=lambda w: w not in facts.strange,
+    )
     weight = {w: RARE_WEIGHT if w in facts.strange else 1 for w in weighed}
     total = sum(weight.values())
     return unsupported, (1.0 - sum(weight[w] for w in unsupported) / total) if total else 1.0
@@ -817,3 +830,114 @@ def _common_prefix(a: str, b: str) -> str:
     while n < min(len(a), len(b)) and a[n] == b[n]:
         n += 1
     return a[:n]
+
+
+# --------------------------------------------------------------------------- every agent
+
+#: Words that quantify over all of a kind ("every robot", "tous les robots"), by language of
+#: :data:`llm_coordinator.quantities.LANGUAGES`; "both" and its kind (:data:`BOTH`) over two.
+EVERY_WORDS = frozenset(
+    {
+        *("all", "every", "each"),
+        *("tous", "toutes", "chaque"),
+        *("alle", "jede", "jeden", "jeder", "jedes"),
+        *("todos", "todas", "cada"),
+        *("tutti", "tutte", "ogni"),
+        *("elke", "ieder", "iedere"),
+    }
+)
+BOTH = frozenset({"both", "beide", "beiden", "ambos", "ambas", "entrambi", "entrambe"})
+
+
+def _kind_words(plant: PlantDescription, agent: str) -> set[str]:
+    """What an agent is called as one of a kind: "robot" or "machine" (the plant file's own
+    sections), its machine kind, and its name, model, maker and description words."""
+    kind = {"robot"} if agent in plant.robots else {"machine", *_text_words(plant.machines[agent].kind)}
+    return kind | _agent_words(plant, agent)
+
+
+def every_agent(order: str, plant: PlantDescription, capable: Sequence[str]) -> bool:
+    """Whether the order asks each of ``capable`` (the agents that have a skill, two or more)
+    to do it: a word of :data:`EVERY_WORDS` ("all"), or of :data:`BOTH` when there are two,
+    right before (a word between allowed: "all the robots") a word every one of them is called
+    by ("robots"). "Put all parts in the bin" quantifies over parts, not over the robots."""
+    if len(capable) < 2:
+        return False
+    words = _words(order)
+    quantifiers = EVERY_WORDS | (BOTH if len(capable) == 2 else frozenset())
+    kinds = [_kind_words(plant, a) for a in capable]
+    for i, w in enumerate(words):
+        if w not in quantifiers:
+            continue
+        for noun in words[i + 1 : i + 3]:
+            forms = [f for f in _forms(noun) if len(f) >= 3]
+            if forms and all(any(f in kind or _matches(f, kind) for f in forms) for kind in kinds):
+                return True
+    return False
+
+
+# --------------------------------------------------------------------------- until a tag reads
+
+#: Words that end a repetition at a condition ("until", "jusqu'à", "bis"), by language of
+#: :data:`llm_coordinator.quantities.LANGUAGES`.
+_UNTIL = re.compile(
+    r"(?<!\w)(?:until|till|jusqu['’]?\s?[àa]|bis|hasta\s+que|hasta|finché|finche|até|ate|totdat|tot)(?!\w)", re.I
+)
+#: The folded words of :data:`_UNTIL`, which a plan that repeats until a condition does.
+UNTIL_WORDS = frozenset({"until", "till", "jusqu'a", "jusqu", "bis", "hasta", "finche", "ate", "totdat", "tot"})
+
+
+@dataclass(frozen=True)
+class Until:
+    """A repetition's end the order gives: ``test`` (a condition on a machine tag) from the words
+    after its until word, up to ``target`` (the quantity it compares with; None for a named
+    value: "until the camera reads pass")."""
+
+    test: Test
+    target: Any  # llm_coordinator.quantities.Quantity | None
+
+
+def until_test(order: str, plant: PlantDescription, facts: OrderFacts) -> Until | None:
+    """The condition an order repeats until, from the words of its clause after the until word:
+    a named value of a tag ("until the camera reads pass": the value, and the tag's name or its
+    machine's), else the one readable numeric tag whose name's words are all among the words up
+    to the first number after the until word ("until the CNC's part counter reads 10"), of the
+    machine the clause names when several have it. None when there is no until word, or no one
+    tag fits."""
+    hit = _UNTIL.search(order)
+    if hit is None:
+        return None
+    end = re.search(r"[,;.!?](?!\d)", order[hit.end() :])
+    clause = order[hit.end() : hit.end() + end.start() if end else len(order)]
+    target = next((q for q in facts.quantities if hit.end() <= q.start < hit.end() + len(clause)), None)
+    span = clause if target is None else order[hit.end() : target.start]
+    named = {m.name for m in facts.mentions if m.kind == "agent" and _phrase_in(m.text, _fold(clause))}
+
+    def called(tag: str, text: str) -> bool:
+        words = _words(text)
+        tag_words = [w for w in tag.split("_") if len(w) >= 3]
+        return bool(tag_words) and all(any(_same_word(t, f) for w in words for f in _forms(w)) for t in tag_words)
+
+    found: list[tuple[str, str, str | None]] = []
+    for machine, m in plant.machines.items():
+        for tag, spec in m.tags.items():
+            if spec.access == "write":
+                continue
+            values = getattr(spec, "values", None) or {}
+            labels = [v for v in values if _phrase_in(v.replace("_", " "), _fold(clause))]
+            if len(labels) == 1 and (called(tag, clause) or machine in named):
+                found.append((machine, tag, labels[0]))
+            elif target is not None and not labels and spec.data_type != "string" and called(tag, span):
+                found.append((machine, tag, None))
+    if any(label for _, _, label in found):
+        found = [f for f in found if f[2] is not None]
+    if len({f[0] for f in found}) > 1 and named:
+        found = [f for f in found if f[0] in named]
+    if len(found) != 1:
+        return None
+    machine, tag, label = found[0]
+    if label is not None:
+        return Until(Test(machine=machine, tag=tag, op="==", value=label), None)
+    assert target is not None
+    value: str | float = target.text if target.unit else target.value
+    return Until(Test(machine=machine, tag=tag, op=">=", value=value), target)

@@ -39,6 +39,7 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 
+from llm_coordinator.clauses import split_clauses
 from llm_coordinator.config import CoordinatorConfig
 from llm_coordinator.context import (
     FENCE_CLOSE,
@@ -65,6 +66,7 @@ from llm_coordinator.interface import BackendError, BackendTimeout, ChatMessage,
 from llm_coordinator.order import (
     OrderFacts,
     coverage,
+    every_agent,
     overreach,
     rank_goals,
     read_order,
@@ -72,15 +74,19 @@ from llm_coordinator.order import (
     unassigned_tasks,
     unevidenced_goals,
     unsupported_words,
+    until_test,
     vocabulary_gaps,
 )
 from llm_coordinator.order import warm as warm_words
 from llm_coordinator.plan import DraftPlan, Plan, RecipeIntent, plan_schema
 from llm_coordinator.quantities import is_times
 from llm_coordinator.reading import (
+    EVERY,
     Reading,
     RecipeGoal,
+    RepeatGoal,
     TaskGoal,
+    Test,
     Value,
     parse_reading,
     reading_schema,
@@ -188,6 +194,10 @@ def numbers_for(
         else:
             rest.append(q)
     return rest, given
+
+
+def _describe(t: Test) -> str:
+    return f"{t.machine}.{t.tag} {t.op} {t.value}"
 
 
 def _same_kind(q: Any, unit: str) -> bool:
@@ -300,10 +310,13 @@ class Planner:
                 better = None
                 if mode == "intent":
                     # The model's one-goal reading is unclear: a goal of the plant read from the
-                    # order alone may not be (held to every rule in _alternative).
+                    # order alone may not be (held to every rule in _alternative), or one goal per
+                    # clause of a compound order.
                     better = await self._alternative(
                         out, work_order, facts, snapshot, Reading(), [exc.question], left_open=exc.options
                     )
+                    if better is None and (split := await self._by_clauses(out, work_order, facts, snapshot)):
+                        better, out.reading = split
                 if better is None:
                     out.clarify(exc.question)
                     if mode in ("reading", "tuned"):
@@ -325,6 +338,8 @@ class Planner:
             gaps = self._gaps(work_order, facts, plan, reading)
             if gaps and mode == "intent" and reading is not None:
                 better = await self._alternative(out, work_order, facts, snapshot, reading, gaps)
+                if better is None and (split := await self._by_clauses(out, work_order, facts, snapshot)):
+                    better, out.reading = split
                 if better is not None:
                     plan, gaps = better, []
             if gaps:
@@ -377,6 +392,7 @@ class Planner:
         reading: Reading,
         gaps: list[str],
         left_open: Sequence[str] = (),
+        least: float = MIN_SUPPORT_ALTERNATIVE,
     ) -> Plan | None:
         """When the model's one-goal reading leaves part of the order out: the plant's other
         recipes and skills, best match for the order's words first (at most
@@ -386,7 +402,8 @@ class Planner:
         ``left_open``: the names among which the order did not choose (the places or
         part types of an unclear reading's question). A plan that settles that choice itself,
         with one of them the order does not name, does not pass: the person is asked (a recipe
-        that takes "the bottle" to the reject bin does not answer "move the bottle where?")."""
+        that takes "the bottle" to the reject bin does not answer "move the bottle where?").
+        ``least``: the support of the order's words a plan needs."""
         tried = {
             f"{g.kind}:{g.recipe if isinstance(g, RecipeGoal) else g.skill}"
             for g in reading.goals
@@ -407,9 +424,7 @@ class Planner:
                 plan = expand_reading(self.plant, candidate, work_order=order, snapshot=snapshot, mode="intent")
             except (Unplannable, Unclear):
                 continue
-            if not check(plan, self.plant, snapshot).ok or self._gaps(
-                order, facts, plan, candidate, MIN_SUPPORT_ALTERNATIVE
-            ):
+            if not check(plan, self.plant, snapshot).ok or self._gaps(order, facts, plan, candidate, least):
                 continue
             if _settles(plan, left_open, facts):
                 continue
@@ -423,6 +438,72 @@ class Planner:
             return plan.model_copy(update={"notes": [*plan.notes, note]})
         return None
 
+    async def _by_clauses(
+        self, out: PlanningOutcome, order: str, facts: OrderFacts, snapshot: PlantSnapshot
+    ) -> tuple[Plan, Reading] | None:
+        """A compound order the one-goal reading does not cover (intent mode): one goal per
+        clause (:func:`llm_coordinator.clauses.split_clauses`), each read from its clause alone
+        by the same small questions, run in the order's sequence. The plan is held to every rule
+        on the whole order (its clauses: the connectives left out), with the support an
+        alternative needs (``MIN_SUPPORT_ALTERNATIVE``), and each clause's goal must cover its own
+        clause (:meth:`_clause_reading`): (plan, reading), or None and nothing of ``out`` but its
+        record of model calls changes."""
+        clauses = split_clauses(order)
+        if len(clauses) < 2:
+            return None
+        kept = (out.status, list(out.reasons), out.refusal, out.question, out.reading)
+        goals = []
+        try:
+            for clause in clauses:
+                clause_facts = read_order(clause, self.plant)
+                if static_refusals(clause_facts, self.plant):
+                    return None
+                reading = await self._clause_reading(out, clause, clause_facts, snapshot)
+                if reading is None:
+                    return None
+                goals.extend(reading.goals)
+            whole = Reading(goals=goals)
+            _ask_part_type(self.plant, whole, facts, snapshot)
+            plan = expand_reading(self.plant, whole, work_order=order, snapshot=snapshot, mode="intent")
+        except (Unplannable, Unclear, ValidationError):
+            return None
+        finally:
+            out.status, out.reasons, out.refusal, out.question, out.reading = kept
+        # The whole order without the connectives it was split at ("once that's done"): grammar
+        # that no plan does, and that would weigh as words the plan leaves unsupported.
+        joined = "; ".join(clauses)
+        if not check(plan, self.plant, snapshot).ok or self._gaps(
+            joined, read_order(joined, self.plant), plan, whole, MIN_SUPPORT_ALTERNATIVE
+        ):
+            return None
+        note = f"one goal for each of the order's {len(clauses)} clauses, in its sequence: " + "; ".join(
+            whole.summary()
+        )
+        return plan.model_copy(update={"notes": [*plan.notes, note]}), whole
+
+    async def _clause_reading(
+        self, out: PlanningOutcome, clause: str, facts: OrderFacts, snapshot: PlantSnapshot
+    ) -> Reading | None:
+        """One goal for one clause of a compound order: the model's, when its plan covers the
+        clause, else the best goal of the plant read from the clause alone
+        (:meth:`_alternative`), else None. A clause is a few words, so one verb no name of the
+        plant has ("send ... back") weighs a quarter of them: each clause is held to the support
+        the model's own reading needs (``MIN_SUPPORT``), and the whole order to what an
+        alternative needs (in :meth:`_by_clauses`)."""
+        reading: Reading | None = None
+        try:
+            reading = await self._intent_reading(out, clause, facts, [])
+            if reading is not None and len(reading.goals) == 1:
+                alone = expand_reading(self.plant, reading, work_order=clause, snapshot=snapshot, mode="intent")
+                if not check(alone, self.plant, snapshot).ok or self._gaps(clause, facts, alone, reading):
+                    reading = None
+                else:
+                    return reading
+        except (Unplannable, Unclear):
+            pass
+        found = await self._alternative(out, clause, facts, snapshot, reading or Reading(), [], least=MIN_SUPPORT)
+        return None if found is None else out.reading
+
     def _recipe_reading(self, order: str, facts: OrderFacts, goal: str) -> Reading:
         """A one-recipe reading: counts and parameters from the order's own numbers and units."""
         recipe = self.plant.recipes[goal]
@@ -432,6 +513,17 @@ class Planner:
         named = facts.named("part_type")
         if len(slots) == 1 and len(named) == 1:
             params[slots[0]] = named[0]
+        until = until_test(order, self.plant, facts)
+        if until is not None:
+            # "until the counter reads 10, at most 5 times": the recipe once a repetition, the
+            # other count the bound.
+            rest = [q for q in rest if q is not until.target]
+            bounds = [q for q in rest if not q.unit]
+            if len(bounds) != 1 or any(q.unit for q in rest):
+                raise Unclear(f"at most how many times should recipe {goal} run until {_describe(until.test)}?")
+            body = RecipeGoal(kind="recipe", recipe=goal, count=1, params=params)
+            max_times = read_count(bounds[0].text, f"recipe {goal}: at most")
+            return Reading(goals=[RepeatGoal(kind="repeat", until=until.test, max_times=max_times, body=[body])])
         counts = [q for q in rest if not q.unit]
         if len(counts) > 1:
             raise Unclear(f"how many times should recipe {goal} run: {' or '.join(q.text for q in counts)}?")
@@ -491,6 +583,13 @@ class Planner:
                     else ""
                 )
             )
+        clauses = split_clauses(order)
+        for clause in clauses if len(clauses) > 1 and not declined else ():
+            # Each clause of a compound order needs its own support: a plan that does the first
+            # clause well can outweigh a second that nothing does ("..., then weld two plates").
+            left, share = unsupported_words(clause, plan, self.plant, read_order(clause, self.plant))
+            if share < MIN_SUPPORT:
+                gaps.append(f"the plan does nothing the clause {clause!r} asks for ({', '.join(map(repr, left[:4]))})")
         return gaps
 
     async def _model_reading(
@@ -622,9 +721,11 @@ class Planner:
             )
             if agent is None:
                 return None
+        elif every_agent(order, plant, capable):
+            agent = EVERY  # "home both robots"
         else:
             agent = None  # the expansion picks the nearest agent that can
-        spec = skill_spec(plant, agent or capable[0], skill)
+        spec = skill_spec(plant, capable[0] if agent in (None, EVERY) else agent, skill)
         numeric = {n: a.unit for n, a in spec.args.items() if a.type in ("int", "float")}
         rest, args = numbers_for(order, facts, list(numeric), numeric)
         counts = [q for q in rest if not q.unit]

@@ -479,6 +479,8 @@ def _scan(text: str, lang: str | None, whole: bool) -> Iterator[Quantity]:
                 unit, end = after
         if not whole and not exact and value == 1 and not unit and not multiplied:
             continue  # "one", "un", "ein": as often an article or pronoun as a count
+        if not whole and not exact and value == 0 and not unit and _function_word_next(text, end, lang):
+            continue  # "zero the scale", "remettre à zéro la balance": a verb, not a count
         found.append(Quantity(value, unit, text[start:end], start, end))
         last_end = end
     # Multiplier nouns after an article ("a dozen", "a pair of gloves") or a half ("half a dozen",
@@ -520,13 +522,21 @@ def _scan(text: str, lang: str | None, whole: bool) -> Iterator[Quantity]:
     yield from sorted(found, key=lambda q: q.start)
 
 
+def _function_word_next(text: str, pos: int, lang: str) -> bool:
+    """Whether the word after ``pos`` is a function word of ``lang`` ("the", "la"): what follows
+    a verb, never a count."""
+    word = _WORD.match(text, _skip_space(text, pos))
+    return word is not None and word.group().casefold() in function_words(lang)
+
+
 def find_quantities(text: str, lang: str | None = None) -> list[Quantity]:
     """Every number in ``text`` with the unit that directly follows it, if that word is a unit.
 
     ``lang`` is a text2num language code; by default the language reading the most number words wins.
     Digits glued to letters or underscores ("press_2", "arm3", "plan27") are names, not numbers; ordinals
     ("first", "3rd") are not quantities; a lone "one" (or "un", "ein", ...) counts only before a unit
-    or a multiplier noun, since it is as often an article or a pronoun.
+    or a multiplier noun, since it is as often an article or a pronoun; a lone "zero" before a
+    function word ("zero the scale") is a verb.
     """
     return list(_scan(text, lang, whole=False))
 

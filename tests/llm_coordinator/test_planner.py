@@ -533,3 +533,82 @@ async def test_words_the_plan_does_not_do_are_not_excused_by_the_plant_s_name(de
     assert out.status == "clarify" and out.plan is None
     out = await model_answers(demo_plant, {"goal": '{"goal": "cannot"}'}, "Move the bin")
     assert out.status != "planned", out.plan and out.plan.goals
+
+
+@pytest.mark.parametrize(
+    ("order", "plan"),
+    [
+        ("Home both robots", ["every home"]),
+        ("Send all the robots home", ["every home"]),
+        ("Home the robots", None),  # which? a question back
+        ("Home both", None),  # both what?
+    ],
+)
+async def test_every_agent_of_a_kind_is_each_agent_that_can(
+    demo_plant: PlantDescription, order: str, plan: list[str] | None
+) -> None:
+    out = await model_answers(demo_plant, {"goal": '{"goal": "tasks"}', "skill": '{"skill": "home"}'}, order)
+    if plan is None:
+        assert out.status == "clarify" and out.plan is None, out.reasons
+    else:
+        assert out.plan is not None and out.plan.goals == plan, out.reasons
+        assert {s.agent for s in out.plan.steps if s.skill == "home"} == {"panda_1", "ur5e_1"}
+
+
+def test_a_quantifier_counts_only_over_a_kind_of_agent(demo_plant: PlantDescription) -> None:
+    from llm_coordinator.order import every_agent
+
+    robots = ["panda_1", "ur5e_1"]
+    assert every_agent("home both robots", demo_plant, robots)
+    assert every_agent("ramener tous les robots", demo_plant, robots)
+    assert not every_agent("put all parts in the bin", demo_plant, robots)
+    assert not every_agent("home both robots", demo_plant, ["panda_1"])
+    assert not every_agent("home both robots", demo_plant, ["panda_1", "ur5e_1", "cnc_1"])
+    assert every_agent("home every robot", demo_plant, robots)
+
+
+async def test_a_recipe_until_a_tag_reads_a_value_is_a_bounded_repetition(demo_plant: PlantDescription) -> None:
+    answers = {"goal": '{"goal": "machine_part"}'}
+    out = await model_answers(
+        demo_plant, answers, "Keep machining blanks until the CNC's part counter reads 4, but no more than 3 runs"
+    )
+    assert out.plan is not None, out.reasons
+    assert out.plan.goals == [
+        "repeat recipe machine_part x1 (part_type=blank_al) until cnc_1.part_count >= 4.0, at most 3 times"
+    ]
+    assert [d.kind for d in out.plan.decisions] == ["repetition"] * 3
+    out = await model_answers(demo_plant, answers, "Machine blanks until the inspection reads pass, at most 2 times")
+    assert out.plan is not None and "until insp_1.result == pass, at most 2 times" in out.plan.goals[0], out.reasons
+    # No bound: a repetition must have one, so the person is asked.
+    out = await model_answers(demo_plant, answers, "Machine blanks until the CNC's part counter reads 4")
+    assert out.status == "clarify" and "at most how many times" in out.question
+    # Several machines count parts and the order names none of them: no tag is guessed.
+    out = await model_answers(demo_plant, answers, "Machine blanks until the part count reaches 3, at most 4 times")
+    assert out.plan is None or not out.plan.decisions, out.plan.goals if out.plan else None
+
+
+def test_until_reads_the_tag_of_its_own_clause(demo_plant: PlantDescription) -> None:
+    from llm_coordinator.order import until_test
+
+    def until(order: str) -> str:
+        found = until_test(order, demo_plant, read_order(order, demo_plant))
+        return "" if found is None else f"{found.test.machine}.{found.test.tag} {found.test.op} {found.test.value}"
+
+    assert until("Machine blanks until the CNC's part counter reads 10, at most 12 times") == "cnc_1.part_count >= 10.0"
+    assert until("Usiner des bruts jusqu'à ce que le part count de la CNC atteigne 3, 5 fois au plus") == (
+        "cnc_1.part_count >= 3.0"
+    )
+    assert until("Machine 3 blanks") == ""
+    assert until("Machine blanks until lunch, at most 3 times") == ""
+
+
+async def test_a_machine_at_its_station_covers_the_place_and_the_part_there() -> None:
+    """A weighing is done at the check-weigher's pan, on the part there: "the bottle on the
+    scale" asks for no move. A plan that moves a part of another type still does not cover it."""
+    from plant.loader import load_plant
+
+    plant = load_plant(PLANTS / "packaging_line.yaml")
+    out = await model_answers(plant, {"goal": '{"goal": "weigh_container"}'}, "Weigh the bottle on the scale again")
+    assert out.plan is not None and out.plan.goals == ["recipe weigh_container x1"], out.reasons
+    out = await model_answers(plant, {"goal": '{"goal": "weigh_container"}'}, "Weigh the bottle in the reject bin")
+    assert out.plan is None, out.plan.goals if out.plan else None

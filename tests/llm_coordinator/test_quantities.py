@@ -195,3 +195,17 @@ def test_formatted_value_and_unit_round_trip(value: float, unit: str) -> None:
     if unit:
         assert math.isclose(q.to(unit), value, rel_tol=1e-12, abs_tol=1e-12)
         assert find_quantities(f"take {text} now") == [Quantity(value, unit, text, 5, 5 + len(text))]
+
+
+@pytest.mark.parametrize(
+    ("text", "values"),
+    [
+        ("Zero the check-weigher", []),  # a verb: "zero" before an article
+        ("Remettre à zéro la balance", []),
+        ("Fill zero bottles", [0.0]),  # a count, refused later as no count of at least 1
+        ("Set the speed to zero", [0.0]),
+        ("0 the scale", [0.0]),  # digits are always a number
+    ],
+)
+def test_zero_before_a_function_word_is_a_verb(text: str, values: list[float]) -> None:
+    assert [q.value for q in find_quantities(text)] == values

@@ -1,0 +1,83 @@
+"""The clauses of a compound work order, in the order they are to be done.
+
+"Prime the pump, then fill and seal one canister" asks two things, one after the other. A
+small model that answers one closed question at a time (the planner's intent mode) reads one
+goal per question, so the planner asks about each clause on its own and runs the goals in the
+order's sequence (:meth:`llm_coordinator.planner.Planner.plan`).
+
+A clause ends at a semicolon, at the end of a sentence, before a connective that says what
+comes next ("then", "puis", "dann"), and at a comma followed by any connective ("…, and send
+the robot home"). A bare "and" does not split: "fill and seal" is one action. The connectives
+are grammar words of the seven languages the order reader knows
+(:data:`llm_coordinator.quantities.LANGUAGES`), not words of any plant.
+
+Nothing here decides that a split is right: the goals read from the clauses must still cover
+the whole order, pass the guardrails and the coverage rule, exactly as a one-goal reading must.
+"""
+
+from __future__ import annotations
+
+import re
+
+#: Words that begin the next step of an order ("then"), by language. A clause splits before
+#: them with or without a comma.
+SEQUENCERS: dict[str, tuple[str, ...]] = {
+    "en": ("then", "afterwards", "after that", "once that is done", "once that's done", "when done", "finally"),
+    "fr": ("puis", "ensuite", "après cela", "après ça", "enfin"),
+    "de": ("dann", "danach", "anschließend", "zuletzt"),
+    "es": ("luego", "entonces", "finalmente"),
+    "it": ("poi", "quindi", "infine"),
+    "pt": ("depois", "então", "em seguida", "finalmente"),
+    "nl": ("dan", "daarna", "vervolgens", "tenslotte"),
+}
+
+#: Coordinating words that join two clauses only after a comma ("…, and send …"), by language.
+JOINERS: dict[str, tuple[str, ...]] = {
+    "en": ("and", "also", "plus"),
+    "fr": ("et",),
+    "de": ("und",),
+    "es": ("y", "e"),
+    "it": ("e", "ed"),
+    "pt": ("e",),
+    "nl": ("en",),
+}
+
+#: More clauses than this is no order a supervisor writes in one line: not split.
+MAX_CLAUSES = 4
+
+_ALL_SEQUENCERS = sorted({w for ws in SEQUENCERS.values() for w in ws}, key=len, reverse=True)
+_ALL_JOINERS = sorted({w for ws in JOINERS.values() for w in ws}, key=len, reverse=True)
+
+
+def _alternation(words: list[str]) -> str:
+    return "|".join(re.escape(w).replace(r"\ ", r"\s+").replace("'", "['’]") for w in words)
+
+
+# A sentence ends at . ! ? followed by a space (never inside "0.75"); a semicolon always ends a clause.
+_HARD = re.compile(r"\s*;\s*|(?<=[.!?])\s+(?=\S)")
+# Before a sequencer (with or without a comma, and after an optional joiner: "and then").
+_SEQ = re.compile(
+    rf",?\s+(?:(?:{_alternation(_ALL_JOINERS)})\s+)?(?=(?:{_alternation(_ALL_SEQUENCERS)})\b)", re.IGNORECASE
+)
+# At a comma followed by a joiner.
+_JOIN = re.compile(rf",\s*(?=(?:{_alternation(_ALL_JOINERS)})\s)", re.IGNORECASE)
+_LEADING = re.compile(rf"^(?:(?:{_alternation(_ALL_JOINERS)}|{_alternation(_ALL_SEQUENCERS)})\b[\s,]*)+", re.IGNORECASE)
+
+
+def split_clauses(order: str) -> list[str]:
+    """The clauses of ``order`` in its own sequence, each without its leading connective words
+    (see the module docstring); ``[order]`` when it has one clause, or more than
+    :data:`MAX_CLAUSES`, or a piece with no word left."""
+    text = " ".join(order.split())
+    pieces = [text]
+    for rule in (_HARD, _SEQ, _JOIN):
+        pieces = [p for piece in pieces for p in rule.split(piece)]
+    clauses = [_LEADING.sub("", p).strip(" ,.;:!?") for p in pieces]
+    clauses = [c for c in clauses if c]
+    if len(clauses) < 2 or len(clauses) > MAX_CLAUSES:
+        return [text]
+    # A piece that is only connectives or punctuation, or a lone word, is no clause of its own.
+    if any(len(re.findall(r"[^\W_]+", c)) < 2 for c in clauses):
+        return [text]
+    return clauses
+
