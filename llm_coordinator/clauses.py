@@ -18,6 +18,7 @@ the whole order, pass the guardrails and the coverage rule, exactly as a one-goa
 from __future__ import annotations
 
 import re
+import unicodedata
 
 #: Words that begin the next step of an order ("then"), by language. A clause splits before
 #: them with or without a comma.
@@ -28,18 +29,31 @@ SEQUENCERS: dict[str, tuple[str, ...]] = {
     "es": ("luego", "entonces", "finalmente"),
     "it": ("poi", "quindi", "infine"),
     "pt": ("depois", "então", "em seguida", "finalmente"),
-    "nl": ("dan", "daarna", "vervolgens", "tenslotte"),
+    "nl": ("daarna", "vervolgens", "tenslotte"),
 }
 
 #: Coordinating words that join two clauses only after a comma ("…, and send …"), by language.
 JOINERS: dict[str, tuple[str, ...]] = {
-    "en": ("and", "also", "plus"),
+    "en": ("and",),
     "fr": ("et",),
     "de": ("und",),
     "es": ("y", "e"),
     "it": ("e", "ed"),
     "pt": ("e",),
     "nl": ("en",),
+}
+
+#: Words that begin a clause of time within a sentence ("before", "once", "while"), by language:
+#: no place to split an order at (the clause belongs to its sentence), but where one action
+#: ends and the next begins, for reading each action's words (:data:`CLAUSE_BREAK`).
+SUBORDINATORS: dict[str, tuple[str, ...]] = {
+    "en": ("after", "before", "once", "while", "when", "next"),
+    "fr": ("avant", "après", "quand", "lorsque", "pendant"),
+    "de": ("bevor", "nachdem", "wenn", "während", "sobald"),
+    "es": ("antes", "cuando", "mientras", "después"),
+    "it": ("prima", "quando", "mentre", "dopo"),
+    "pt": ("antes", "quando", "enquanto", "após"),
+    "nl": ("voordat", "nadat", "wanneer", "terwijl", "zodra"),
 }
 
 #: More clauses than this is no order a supervisor writes in one line: not split.
@@ -81,3 +95,28 @@ def split_clauses(order: str) -> list[str]:
         return [text]
     return clauses
 
+
+def _fold_word(word: str) -> str:
+    return "".join(c for c in unicodedata.normalize("NFKD", word.lower()) if not unicodedata.combining(c))
+
+
+#: Where one action of an order ends and the next begins, in the folded text (lower case, no
+#: accents) :mod:`llm_coordinator.order` reads: punctuation, and the connectives and time words
+#: above of three letters or more, in any of the languages.
+CLAUSE_BREAK = re.compile(
+    r"[.;,:!?]|\b(?:"
+    + "|".join(
+        sorted(
+            {
+                _fold_word(w).replace(" ", r"\s+").replace("'", "'?")
+                for table in (SEQUENCERS, JOINERS, SUBORDINATORS)
+                for ws in table.values()
+                for w in ws
+                if len(w) >= 3  # ("en" is Dutch "and" and French "in")
+            },
+            key=len,
+            reverse=True,
+        )
+    )
+    + r")\b"
+)

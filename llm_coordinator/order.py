@@ -29,6 +29,7 @@ from typing import Any, Literal
 
 import yaml
 
+from llm_coordinator.clauses import CLAUSE_BREAK
 from llm_coordinator.plan import Plan
 from llm_coordinator.reading import IfGoal, Reading, RecipeGoal, RepeatGoal, TaskGoal, Test
 from plant.catalog import ROBOT_MODELS
@@ -261,7 +262,7 @@ def _strange_words(order: str, facts: OrderFacts, lang: str, vocab: AbstractSet[
     # The action a clause asks: its first word that is no function word ("please", "then").
     skip = function_words(lang)
     actions = set()
-    for clause in _CLAUSE_BREAK.split(_fold(order)):
+    for clause in CLAUSE_BREAK.split(_fold(order)):
         actions |= {next((w for w in _words(clause) if w.isalpha() and w not in skip), "")}
     out = []
     known = [sorted(vocab), _common_words(lang)]
@@ -650,10 +651,6 @@ def vocabulary_gaps(order: str, plan: Plan, plant: PlantDescription, facts: Orde
     return gaps
 
 
-#: Where an order's clauses part: punctuation, and the words that join or sequence clauses.
-_CLAUSE_BREAK = re.compile(r"[.;,:!?]|\b(?:and|then|after|afterwards|before|once|while|when|finally|next)\b")
-
-
 def unassigned_tasks(
     order: str, plan: Plan, plant: PlantDescription, facts: OrderFacts, reading: Reading | None = None
 ) -> list[tuple[str, str]]:
@@ -670,7 +667,7 @@ def unassigned_tasks(
         for skill in plant.agent_skills(a):
             only.setdefault(skill, []).append(a)
     out: list[tuple[str, str]] = []
-    for clause in _CLAUSE_BREAK.split(_fold(order)):
+    for clause in CLAUSE_BREAK.split(_fold(order)):
         folded = f" {clause.strip()} "
         agents = {m.name for m in agent_mentions if _phrase_in(m.text, folded)}
         asked = [(next(iter(agents)), sk) for sk in plant.agent_skills(next(iter(agents)))] if len(agents) == 1 else []
