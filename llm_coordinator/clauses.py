@@ -40,7 +40,7 @@ JOINERS: dict[str, tuple[str, ...]] = {
     "es": ("y", "e"),
     "it": ("e", "ed"),
     "pt": ("e",),
-    "nl": ("en",),
+    "nl": (),  # ("en" is French "in": "..., en utilisant le programme 3")
 }
 
 #: Words that begin a clause of time within a sentence ("before", "once", "while"), by language:
@@ -55,6 +55,35 @@ SUBORDINATORS: dict[str, tuple[str, ...]] = {
     "pt": ("antes", "quando", "enquanto", "após"),
     "nl": ("voordat", "nadat", "wanneer", "terwijl", "zodra"),
 }
+
+#: Words that put what they begin before what came earlier ("...; before that, home the arm",
+#: "... First home the arm"): an order that says so is not split (its clauses would run in the
+#: wrong sequence).
+REVERSERS = frozenset(
+    {
+        *("before", "beforehand", "first", "prior", "earlier"),
+        *("avant", "d'abord", "auparavant"),
+        *("zuerst", "vorher", "davor", "zunächst"),
+        *("antes", "primero", "primeramente"),
+        *("prima", "innanzitutto"),
+        *("primeiro",),
+        *("eerst", "daarvoor", "vooraf"),
+    }
+)
+
+#: Words that negate a clause ("do not home the arm"), by language: a compound order with one is
+#: not read clause by clause (a clause's goal would be the thing it forbids).
+NEGATIONS = frozenset(
+    {
+        *("not", "no", "never", "without", "dont", "don't", "doesn't", "mustn't", "shouldn't", "neither", "nor"),
+        *("ne", "n'", "pas", "jamais", "sans", "ni"),
+        *("nicht", "nie", "kein", "keine", "keinen", "keiner", "ohne", "weder"),
+        *("nunca", "sin", "tampoco"),
+        *("non", "mai", "senza", "né"),
+        *("não", "nem", "sem"),
+        *("niet", "nooit", "geen", "zonder"),
+    }
+)
 
 #: More clauses than this is no order a supervisor writes in one line: not split.
 MAX_CLAUSES = 4
@@ -93,7 +122,20 @@ def split_clauses(order: str) -> list[str]:
     # A piece that is only connectives or punctuation, or a lone word, is no clause of its own.
     if any(len(re.findall(r"[^\W_]+", c)) < 2 for c in clauses):
         return [text]
+    # "...; before that, home the arm": the pieces' sequence is not the order's.
+    if any(_words(c) & REVERSERS for c in clauses[1:]) or any(_words(p) & REVERSERS for p in pieces[1:]):
+        return [text]
     return clauses
+
+
+def _words(text: str) -> set[str]:
+    return {w.casefold() for w in re.findall(r"[^\W\d_]+(?:['’][^\W\d_]+)?|[^\W\d_]+['’]", text)}
+
+
+def negated(text: str) -> bool:
+    """Whether ``text`` has a word of :data:`NEGATIONS` ("do not", "n't", "nicht")."""
+    words = {w.replace("’", "'") for w in _words(text)}
+    return bool(words & NEGATIONS) or any(w.endswith("n't") for w in words)
 
 
 def _fold_word(word: str) -> str:

@@ -29,7 +29,7 @@ from typing import Any, Literal
 
 import yaml
 
-from llm_coordinator.clauses import CLAUSE_BREAK
+from llm_coordinator.clauses import CLAUSE_BREAK, negated
 from llm_coordinator.plan import Plan
 from llm_coordinator.reading import IfGoal, Reading, RecipeGoal, RepeatGoal, TaskGoal, Test
 from plant.catalog import ROBOT_MODELS
@@ -467,9 +467,6 @@ def coverage(facts: OrderFacts, plan: Plan, reading: Reading | None, plant: Plan
     # place the order names by a word of place names only is gone to by that machine's work.
     stations = {plant.machines[a].station for a in names if a in plant.machines}
     at_work = {p for st in stations if st in plant.stations for p in plant.stations[st].locations}
-    # ... and on the part there, of whatever type (a weighing of "the bottle on the scale"),
-    # unless a step names the type it handles.
-    works_on_a_part = bool(at_work) and not recipe_parts & set(plant.part_types)
     # The words of the tags the plan decides on: "the layer count" names that tag, not the layer table.
     tag_words = {w for d in plan.decisions for w in _text_words(d.condition.tag)}
     out: list[str] = []
@@ -482,7 +479,7 @@ def coverage(facts: OrderFacts, plan: Plan, reading: Reading | None, plant: Plan
             out.append(f"the order names {m.text!r} ({m.name}) but no step of the plan uses it")
         elif m.kind == "place" and m.name not in names and m.name not in at_work:
             out.append(f"the order names {m.text!r} ({m.name}) but no step of the plan goes there")
-        elif m.kind == "part_type" and m.name not in recipe_parts and not (holds_a_part or works_on_a_part):
+        elif m.kind == "part_type" and m.name not in recipe_parts and not holds_a_part:
             out.append(f"the order names {m.text!r} ({m.name}) but the plan handles no part of that type")
         elif m.kind == "value":
             tag = m.name.split("=", 1)[0]
@@ -592,14 +589,17 @@ def _matches(word: str, vocab: Iterable[str]) -> bool:
     return any(_same_word(word, v) for v in vocab)
 
 
-def unsupported_words(order: str, plan: Plan, plant: PlantDescription, facts: OrderFacts) -> tuple[list[str], float]:
+def unsupported_words(
+    order: str, plan: Plan, plant: PlantDescription, facts: OrderFacts, ignore: AbstractSet[str] = frozenset()
+) -> tuple[list[str], float]:
     """Words of the order (4 letters or more, not numbers or units) that match nothing the plan
     does (:func:`plan_vocabulary`, and what the order names), the strange ones first. Returns
     (those words, the share of the order's words the plan supports: 1.0 when none is weighed).
-    A strange word (:attr:`OrderFacts.strange`) weighs :data:`RARE_WEIGHT` words."""
+    A strange word (:attr:`OrderFacts.strange`) weighs :data:`RARE_WEIGHT` words; the words of
+    ``ignore`` weigh nothing."""
     vocab = plan_vocabulary(plan, plant) | {w for m in facts.mentions for w in _text_words(m.text)}
     # (quantifiers are grammar: "each", "both" ask for no action of their own)
-    weighed = [w for w in _order_words(order, facts) if w not in EVERY_WORDS | BOTH]
+    weighed = [w for w in _order_words(order, facts) if w not in EVERY_WORDS | BOTH and w not in ignore]
     unsupported = sorted(
         (w for w in weighed if not any(_matches(f, vocab) for f in _forms(w) if len(f) >= 3)),
         key=lambda w: w not in facts.strange,
@@ -858,6 +858,8 @@ def every_agent(order: str, plant: PlantDescription, capable: Sequence[str]) -> 
     to do it: a word of :data:`EVERY_WORDS` ("all"), or of :data:`BOTH` when there are two,
     right before (a word between allowed: "all the robots") a word every one of them is called
     by ("robots"). "Put all parts in the bin" quantifies over parts, not over the robots."""
+    from llm_coordinator.quantities import DEFINITE_ARTICLES
+
     if len(capable) < 2:
         return False
     words = _words(order)
@@ -866,7 +868,10 @@ def every_agent(order: str, plant: PlantDescription, capable: Sequence[str]) -> 
     for i, w in enumerate(words):
         if w not in quantifiers:
             continue
-        for noun in words[i + 1 : i + 3]:
+        after = words[i + 1 : i + 3]
+        # The noun right after the quantifier, or after an article: "all the robots", not "all
+        # faulted machines" (which ones?).
+        for noun in after[:1] + (after[1:] if after and after[0] in DEFINITE_ARTICLES else []):
             forms = [f for f in _forms(noun) if len(f) >= 3]
             if forms and all(any(f in kind or _matches(f, kind) for f in forms) for kind in kinds):
                 return True
@@ -882,6 +887,32 @@ _UNTIL = re.compile(
 )
 #: The folded words of :data:`_UNTIL`, which a plan that repeats until a condition does.
 UNTIL_WORDS = frozenset({"until", "till", "jusqu'a", "jusqu", "bis", "hasta", "finche", "ate", "totdat", "tot"})
+
+
+#: Words that make an until-condition "below" or "above" its number (folded), by language;
+#: without one it is "reaches" (>=).
+_LESS = frozenset(
+    {
+        *("below", "under", "less", "lower", "drops", "falls", "beneath", "fewer"),
+        *("sous", "moins", "inferieur", "inferieure", "descend", "baisse"),
+        *("unter", "unterhalb", "weniger", "sinkt", "fallt"),
+        *("debajo", "menos", "inferior", "baje", "baja"),
+        *("sotto", "meno", "inferiore", "scende"),
+        *("abaixo", "menor", "desca"),
+        *("onder", "minder", "lager", "daalt", "zakt"),
+    }
+)
+_MORE = frozenset(
+    {
+        *("above", "over", "exceeds", "exceed", "more", "greater", "higher", "beyond"),
+        *("dessus", "plus", "superieur", "superieure", "depasse"),
+        *("uber", "oberhalb", "mehr", "hoher", "ubersteigt", "uberschreitet"),
+        *("encima", "mas", "mayor", "supera", "supere", "superior"),
+        *("sopra", "piu", "superiore", "supera"),
+        *("acima", "maior", "ultrapassa"),
+        *("boven", "meer", "hoger", "overschrijdt"),
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -933,8 +964,14 @@ def until_test(order: str, plant: PlantDescription, facts: OrderFacts) -> Until 
     if len(found) != 1:
         return None
     machine, tag, label = found[0]
+    if negated(clause):
+        return None  # ("until one does not pass": the person is asked)
     if label is not None:
         return Until(Test(machine=machine, tag=tag, op="==", value=label), None)
     assert target is not None
+    between = set(_words(span))
+    less, more = bool(between & _LESS), bool(between & _MORE)
+    if less and more:
+        return None
     value: str | float = target.text if target.unit else target.value
-    return Until(Test(machine=machine, tag=tag, op=">=", value=value), target)
+    return Until(Test(machine=machine, tag=tag, op="<" if less else ">" if more else ">=", value=value), target)

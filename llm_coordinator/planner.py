@@ -39,7 +39,7 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 
-from llm_coordinator.clauses import split_clauses
+from llm_coordinator.clauses import negated, split_clauses
 from llm_coordinator.config import CoordinatorConfig
 from llm_coordinator.context import (
     FENCE_CLOSE,
@@ -79,7 +79,7 @@ from llm_coordinator.order import (
 )
 from llm_coordinator.order import warm as warm_words
 from llm_coordinator.plan import DraftPlan, Plan, RecipeIntent, plan_schema
-from llm_coordinator.quantities import is_times
+from llm_coordinator.quantities import function_words, is_times, language_of
 from llm_coordinator.reading import (
     EVERY,
     Reading,
@@ -449,8 +449,8 @@ class Planner:
         clause (:meth:`_clause_reading`): (plan, reading), or None and nothing of ``out`` but its
         record of model calls changes."""
         clauses = split_clauses(order)
-        if len(clauses) < 2:
-            return None
+        if len(clauses) < 2 or negated(order):
+            return None  # (a clause's goal would be what "do not ..." forbids)
         kept = (out.status, list(out.reasons), out.refusal, out.question, out.reading)
         goals = []
         try:
@@ -587,7 +587,10 @@ class Planner:
         for clause in clauses if len(clauses) > 1 and not declined else ():
             # Each clause of a compound order needs its own support: a plan that does the first
             # clause well can outweigh a second that nothing does ("..., then weld two plates").
-            left, share = unsupported_words(clause, plan, self.plant, read_order(clause, self.plant))
+            # (the clause's function words aside: "thank you very much" asks for nothing)
+            left, share = unsupported_words(
+                clause, plan, self.plant, read_order(clause, self.plant), ignore=function_words(language_of(clause))
+            )
             if share < MIN_SUPPORT:
                 gaps.append(f"the plan does nothing the clause {clause!r} asks for ({', '.join(map(repr, left[:4]))})")
         return gaps
@@ -721,8 +724,10 @@ class Planner:
             )
             if agent is None:
                 return None
-        elif every_agent(order, plant, capable):
-            agent = EVERY  # "home both robots"
+        elif every_agent(order, plant, capable) and not (facts.named("place") or facts.places or facts.quantities):
+            # "home both robots"; not "stop all machines at the infeed" (which ones?), nor a
+            # count ("of bay 3"): then the person is asked.
+            agent = EVERY
         else:
             agent = None  # the expansion picks the nearest agent that can
         spec = skill_spec(plant, capable[0] if agent in (None, EVERY) else agent, skill)

@@ -479,7 +479,7 @@ def _scan(text: str, lang: str | None, whole: bool) -> Iterator[Quantity]:
                 unit, end = after
         if not whole and not exact and value == 1 and not unit and not multiplied:
             continue  # "one", "un", "ein": as often an article or pronoun as a count
-        if not whole and not exact and value == 0 and not unit and _function_word_next(text, end, lang):
+        if not whole and not exact and value == 0 and not unit and _article_next(text, end):
             continue  # "zero the scale", "remettre à zéro la balance": a verb, not a count
         found.append(Quantity(value, unit, text[start:end], start, end))
         last_end = end
@@ -522,11 +522,21 @@ def _scan(text: str, lang: str | None, whole: bool) -> Iterator[Quantity]:
     yield from sorted(found, key=lambda q: q.start)
 
 
-def _function_word_next(text: str, pos: int, lang: str) -> bool:
-    """Whether the word after ``pos`` is a function word of ``lang`` ("the", "la"): what follows
-    a verb, never a count."""
+#: Definite articles of the languages ("zero the scale": a verb and its object, never a count;
+#: "all the robots").
+DEFINITE_ARTICLES = frozenset(
+    {
+        *("the", "le", "la", "les", "l", "der", "die", "das", "den", "dem", "el", "los", "las"),
+        *("il", "lo", "gli", "os", "as", "het", "de"),
+    }
+)
+
+
+def _article_next(text: str, pos: int) -> bool:
+    """Whether the word after ``pos`` is an article ("the", "la", "a"): what follows a verb,
+    never a count ("zero parts", "program zero on the CNC" are counts)."""
     word = _WORD.match(text, _skip_space(text, pos))
-    return word is not None and word.group().casefold() in function_words(lang)
+    return word is not None and word.group().casefold() in DEFINITE_ARTICLES | _ARTICLES
 
 
 def find_quantities(text: str, lang: str | None = None) -> list[Quantity]:
@@ -535,8 +545,8 @@ def find_quantities(text: str, lang: str | None = None) -> list[Quantity]:
     ``lang`` is a text2num language code; by default the language reading the most number words wins.
     Digits glued to letters or underscores ("press_2", "arm3", "plan27") are names, not numbers; ordinals
     ("first", "3rd") are not quantities; a lone "one" (or "un", "ein", ...) counts only before a unit
-    or a multiplier noun, since it is as often an article or a pronoun; a lone "zero" before a
-    function word ("zero the scale") is a verb.
+    or a multiplier noun, since it is as often an article or a pronoun; a lone "zero" before an
+    article ("zero the scale") is a verb.
     """
     return list(_scan(text, lang, whole=False))
 

@@ -119,3 +119,42 @@ async def test_the_embedded_model_plans_a_compound_order(demo_plant: PlantDescri
     out = await Planner(demo_plant, llama, cfg).plan("Machine one blank with program 3, then send the Panda home")
     assert out.status == "planned" and out.plan is not None, out.reasons
     assert out.plan.goals[-1] == "panda_1 home" and out.plan.goals[0].startswith("recipe machine_part x1")
+
+
+@pytest.mark.parametrize(
+    "order",
+    [
+        "Machine one blank with program 3; before that, home the Panda",
+        "Machine one blank with program 3. First home the Panda",
+        "Machine one blank with program 3; home the Panda before that",
+    ],
+)
+def test_a_clause_that_comes_first_keeps_the_order_whole(order: str) -> None:
+    assert split_clauses(order) == [order]
+
+
+@pytest.mark.parametrize(
+    "order",
+    [
+        "Machine one blank with program 3; do not home the Panda",
+        "Machine one blank with program 3, then don't send the Panda home",
+        "Machine one blank with program 3; before that, home the Panda",
+    ],
+)
+async def test_no_clause_becomes_what_it_forbids_or_runs_out_of_sequence(
+    demo_plant: PlantDescription, order: str
+) -> None:
+    """Found by a review: each was planned with the Panda homed after the recipe."""
+    script = _by_clause({"program": '{"goal": "machine_part"}', "Panda": '{"goal": "tasks"}'}, '{"goal": "tasks"}')
+    backend = ScriptedBackend(script)  # type: ignore[arg-type]
+    out = await Planner(demo_plant, backend, config()).plan(order)
+    assert out.plan is None or not any(
+        s.agent == "panda_1" and s.skill == "home" and "task" in s.note for s in out.plan.steps
+    ), out.plan.goals
+
+
+async def test_a_courtesy_clause_asks_for_nothing(demo_plant: PlantDescription) -> None:
+    script = _by_clause({"program": '{"goal": "machine_part"}'}, '{"goal": "machine_part"}')
+    backend = ScriptedBackend(script)  # type: ignore[arg-type]
+    out = await Planner(demo_plant, backend, config()).plan("Machine one blank with program 3. Thank you very much")
+    assert out.status == "planned", out.reasons

@@ -602,13 +602,48 @@ def test_until_reads_the_tag_of_its_own_clause(demo_plant: PlantDescription) -> 
     assert until("Machine blanks until lunch, at most 3 times") == ""
 
 
-async def test_a_machine_at_its_station_covers_the_place_and_the_part_there() -> None:
-    """A weighing is done at the check-weigher's pan, on the part there: "the bottle on the
-    scale" asks for no move. A plan that moves a part of another type still does not cover it."""
+async def test_a_machine_at_its_station_covers_the_place_not_the_part_type() -> None:
+    """A weighing is done at the check-weigher's pan: "the scale" asks for no move there. Which
+    part stands on it the plan does not know, so "the canister" (a bottle stands there in the
+    plant file) is still asked about."""
     from plant.loader import load_plant
 
     plant = load_plant(PLANTS / "packaging_line.yaml")
-    out = await model_answers(plant, {"goal": '{"goal": "weigh_container"}'}, "Weigh the bottle on the scale again")
+    out = await model_answers(plant, {"goal": '{"goal": "weigh_container"}'}, "Weigh whatever is on the scale again")
     assert out.plan is not None and out.plan.goals == ["recipe weigh_container x1"], out.reasons
-    out = await model_answers(plant, {"goal": '{"goal": "weigh_container"}'}, "Weigh the bottle in the reject bin")
-    assert out.plan is None, out.plan.goals if out.plan else None
+    out = await model_answers(plant, {"goal": '{"goal": "weigh_container"}'}, "Weigh the canister on the scale again")
+    assert out.plan is None and "canister" in out.question, out.plan.goals if out.plan else None
+
+
+@pytest.mark.parametrize(
+    "order",
+    [
+        "Stop all machines at the infeed",  # which ones are at the infeed?
+        "Stop all Modbus machines",  # a word the quantifier's noun is narrowed by
+        "Stop all faulted machines",
+    ],
+)
+async def test_a_quantifier_narrowed_by_other_words_is_asked_about(demo_plant: PlantDescription, order: str) -> None:
+    """Found by a review: each stopped every machine of the cell."""
+    out = await model_answers(demo_plant, {"goal": '{"goal": "tasks"}', "skill": '{"skill": "stop"}'}, order)
+    assert out.plan is None or "every stop" not in out.plan.goals, out.plan.goals
+
+
+@pytest.mark.parametrize(
+    ("order", "op", "value"),
+    [
+        ("Machine blanks until the inspection confidence drops below 0.8, at most 5 times", "<", 0.8),
+        ("Machine blanks until the CNC's part counter exceeds 4, at most 5 times", ">", 4.0),
+        ("Machine blanks until the CNC's part counter reaches 4, at most 5 times", ">=", 4.0),
+        ("Machine blanks until one does not pass the inspection, at most 5 times", None, None),
+    ],
+)
+def test_until_reads_its_comparison(demo_plant: PlantDescription, order: str, op: str | None, value: float) -> None:
+    """Found by a review: every until-condition was "reaches" (>=), a negation ignored."""
+    from llm_coordinator.order import until_test
+
+    found = until_test(order, demo_plant, read_order(order, demo_plant))
+    if op is None:
+        assert found is None
+    else:
+        assert found is not None and (found.test.op, found.test.value) == (op, value)
