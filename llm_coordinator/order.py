@@ -659,8 +659,16 @@ def unassigned_tasks(
     home": ROBOT, home) asks for that agent to do it. The skill done by another agent, or
     not at all, leaves that part of the order out (unless the reading declines it). A clause
     that names, by its name, a skill only one agent of the plant has ("prime the pump") asks
-    that agent for it, whatever else the clause names."""
+    that agent for it, whatever else the clause names. In a later clause of a compound order
+    (:func:`llm_coordinator.clauses.split_clauses`: "..., then send ROBOT home") it is what the
+    agent does last: a recipe that homes the robot in its middle does not do it."""
+    from llm_coordinator.clauses import split_clauses
+
     done = {(s.agent, s.skill) for s in plan.steps}
+    last: dict[str, str] = {}
+    for s in plan.steps:
+        last[s.agent] = s.skill
+    later = [_fold(c) for c in split_clauses(order)[1:]]
     agent_mentions = [m for m in facts.mentions if m.kind == "agent"]
     only: dict[str, list[str]] = {}
     for a in plant.agents():
@@ -673,9 +681,12 @@ def unassigned_tasks(
         asked = [(next(iter(agents)), sk) for sk in plant.agent_skills(next(iter(agents)))] if len(agents) == 1 else []
         for agent, skill in asked + [(owners[0], sk) for sk, owners in only.items() if len(owners) == 1]:
             words = skill.replace("_", " ")
+            finished = (agent, skill) in done
+            if finished and any(folded.strip() and folded.strip() in c for c in later):
+                finished = last.get(agent) == skill
             if (
                 _phrase_in(words, folded)
-                and (agent, skill) not in done
+                and not finished
                 and not _declined(words, reading)
                 and ((agent, skill) in asked or not _only_in_names(words, folded, plant))
             ):

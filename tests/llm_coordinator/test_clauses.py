@@ -158,3 +158,16 @@ async def test_a_courtesy_clause_asks_for_nothing(demo_plant: PlantDescription) 
     backend = ScriptedBackend(script)  # type: ignore[arg-type]
     out = await Planner(demo_plant, backend, config()).plan("Machine one blank with program 3. Thank you very much")
     assert out.status == "planned", out.reasons
+
+
+async def test_a_later_clause_is_what_its_agent_does_last(demo_plant: PlantDescription) -> None:
+    """Found by a review: the recipe homes the UR5e in its middle, so "then send the UR5e home"
+    looked covered and the final home was left out. A later clause's task is what its agent
+    does last."""
+    answers = {"program": '{"goal": "machine_part"}', "home": '{"goal": "tasks"}'}
+    script = _by_clause(answers, '{"goal": "machine_part"}')
+    backend = ScriptedBackend(script)  # type: ignore[arg-type]
+    out = await Planner(demo_plant, backend, config()).plan("Machine one blank with program 3, then send the UR5e home")
+    assert out.plan is not None and out.plan.goals[-1] == "ur5e_1 home", out.reasons
+    ur5e = [s for s in out.plan.steps if s.agent == "ur5e_1"]
+    assert ur5e[-1].skill == "home" and "task" in ur5e[-1].note
