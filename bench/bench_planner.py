@@ -394,23 +394,10 @@ def run_spread(
                 part = chosen[k :: args.workers]
                 if part:
                     shares.append((p, part, str(model) if model else None, mode, args))
-    if args.ray:
-        import ray
+    from plant.trust import default_state_dir
+    from plant.workers import run_batch
 
-        ray.init(
-            address=None if args.ray == "local" else args.ray, num_cpus=args.workers if args.ray == "local" else None
-        )
-        try:
-            task = ray.remote(num_cpus=1)(_plan_share)
-            got = ray.get([task.remote(*share) for share in shares])
-        finally:
-            ray.shutdown()
-    else:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
-        with ProcessPoolExecutor(args.workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            got = list(pool.map(_plan_share, *zip(*shares, strict=True)))
+    got = run_batch(_plan_share, shares, args.workers, args.ray, default_state_dir() / "ray")
     rows = [r for share in got for r in share]
     order = {
         (mode, p, o["id"]): i for mode in modes for p, (_pl, chosen, _s) in loaded.items() for i, o in enumerate(chosen)

@@ -14,11 +14,17 @@ import json
 import os
 import shlex
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
+
+if TYPE_CHECKING:
+    from policies.training import TrainResult, TrainSettings
+
+#: What a training of several seeds writes beside the kept checkpoint.
+SWEEP_FILE = "sweep.json"
 
 policy_app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 
@@ -42,6 +48,36 @@ def _one_thread() -> None:
     torch.set_num_threads(1)
 
 
+def _teachers() -> dict[str, Any]:
+    from sim.envs.baselines import VelocityTeacher
+
+    return {"none": None, "velocity": VelocityTeacher}
+
+
+def _train_seed(settings: TrainSettings, out_dir: str, teacher: str) -> TrainResult:
+    """One seed's training, here or in a batch worker or Ray task (module level, so that it can
+    be sent there): the environments registered, linear algebra on one thread, so a seed trains
+    the same network whichever way it runs."""
+    _one_thread()
+    from threadpoolctl import threadpool_limits
+
+    import sim.envs  # noqa: F401  (registers the atelier/ environments)
+    from policies.training import train
+
+    with threadpool_limits(1):
+        return train(settings, Path(out_dir), _teachers()[teacher])
+
+
+def _seed_list(text: str) -> list[int]:
+    try:
+        seeds = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise _fail(f"--seeds must be whole numbers separated by commas, not {text!r}") from None
+    if len(set(seeds)) != len(seeds) or any(s < 0 for s in seeds):
+        raise _fail(f"--seeds must be distinct numbers of 0 or more, not {text!r}")
+    return seeds
+
+
 @policy_app.command("train")
 def train_cmd(
     env_id: EnvId,
@@ -50,7 +86,15 @@ def train_cmd(
     ),
     algorithm: Annotated[str, typer.Option(help="ppo or sac (Stable-Baselines3)")] = "ppo",
     timesteps: Annotated[int, typer.Option(min=256, help="environment steps over all copies")] = 200_000,
-    seed: Annotated[int, typer.Option(help="seed of everything random in training")] = 0,
+    seed: Annotated[int, typer.Option(min=0, help="seed of everything random in training")] = 0,
+    seeds: Annotated[
+        str | None,
+        typer.Option(help="train one run per seed (e.g. 0,1,2) and keep the best; each run goes to OUT/seeds/"),
+    ] = None,
+    workers: Annotated[int, typer.Option(min=1, max=64, help="with --seeds: runs at once, each a process")] = 1,
+    ray: Annotated[
+        str | None, typer.Option("--ray", help="with --seeds: run on Ray (HOST:PORT, or local: started here)")
+    ] = None,
     n_envs: Annotated[int, typer.Option(min=1, max=64, help="environment copies stepped in turn")] = 8,
     eval_every: Annotated[int, typer.Option(min=256, help="evaluate every this many steps")] = 20_000,
     eval_episodes: Annotated[int, typer.Option(min=1, help="episodes per evaluation")] = 20,
@@ -59,48 +103,66 @@ def train_cmd(
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
 ) -> None:
     """Train a policy with SAC or PPO (Stable-Baselines3) and write a checkpoint with its exports
-    and learning curve. Same arguments, same checkpoint."""
+    and learning curve. Same arguments, same checkpoint. With ``--seeds``, one run per seed, on
+    ``--workers`` processes or a Ray cluster (the same seed gives the same network every way),
+    and the checkpoint is the best run's (success rate, then return, at its evaluation)."""
     _one_thread()
     import gymnasium
 
     import sim.envs  # noqa: F401  (registers the atelier/ environments)
-    from policies.training import TrainSettings, train
+    from plant.trust import default_state_dir
+    from plant.workers import run_batch
+    from policies.training import TrainSettings, best_of, checkpoint_score
 
-    command = shlex.join(
-        [
-            "atelier", "policy", "train", env_id, "--out", str(out_dir), "--algorithm", algorithm,
-            "--timesteps", str(timesteps),
-            "--seed", str(seed), "--n-envs", str(n_envs), "--eval-every", str(eval_every),
-            "--eval-episodes", str(eval_episodes),
-            *(["--teacher", teacher, "--bc-episodes", str(bc_episodes)] if teacher != "none" else []),
-        ]
-    )  # fmt: skip
     if algorithm not in ("sac", "ppo"):
         raise _fail(f"--algorithm must be sac or ppo, not {algorithm!r}")
-    from sim.envs.baselines import VelocityTeacher
-
-    teachers = {"none": None, "velocity": VelocityTeacher}
+    teachers = _teachers()
     if teacher not in teachers:
         raise _fail(f"--teacher must be one of {', '.join(teachers)}, not {teacher!r}")
     if (teacher == "none") != (bc_episodes == 0):
         raise _fail("--teacher and --bc-episodes go together")
-    settings = TrainSettings(
-        env_id=env_id,
-        algorithm="sac" if algorithm == "sac" else "ppo",
-        total_timesteps=timesteps,
-        seed=seed,
-        n_envs=n_envs,
-        eval_every_steps=eval_every,
-        eval_episodes=eval_episodes,
-        progress_bar=progress,
-        command=command,
-        teacher="" if teacher == "none" else f"sim.envs.baselines.{teachers[teacher].__name__}",  # type: ignore[union-attr]
-        bc_episodes=bc_episodes,
-    )
+    chosen = _seed_list(seeds) if seeds is not None else [seed]
+    if seeds is None and (workers > 1 or ray is not None):
+        raise _fail("--workers and --ray spread the runs of --seeds: give --seeds")
+    many = seeds is not None
+
+    def settings_for(s: int, out: Path) -> TrainSettings:
+        command = shlex.join(
+            [
+                "atelier", "policy", "train", env_id, "--out", str(out), "--algorithm", algorithm,
+                "--timesteps", str(timesteps),
+                "--seed", str(s), "--n-envs", str(n_envs), "--eval-every", str(eval_every),
+                "--eval-episodes", str(eval_episodes),
+                *(["--teacher", teacher, "--bc-episodes", str(bc_episodes)] if teacher != "none" else []),
+            ]
+        )  # fmt: skip
+        return TrainSettings(
+            env_id=env_id,
+            algorithm="sac" if algorithm == "sac" else "ppo",
+            total_timesteps=timesteps,
+            seed=s,
+            n_envs=n_envs,
+            eval_every_steps=eval_every,
+            eval_episodes=eval_episodes,
+            progress_bar=progress and (workers == 1 and ray is None),
+            command=command,
+            teacher="" if teacher == "none" else f"sim.envs.baselines.{teachers[teacher].__name__}",
+            bc_episodes=bc_episodes,
+        )
+
+    runs = [(settings_for(s, out_dir / "seeds" / f"seed_{s}" if many else out_dir), s) for s in chosen]
+    args = [(st, str(out_dir / "seeds" / f"seed_{s}" if many else out_dir), teacher) for st, s in runs]
     try:
-        result = train(settings, out_dir, teachers[teacher])
+        if workers == 1 and ray is None:
+            results = [_train_seed(*a) for a in args]
+        else:
+            results = run_batch(_train_seed, args, workers, ray, default_state_dir() / "ray")
     except gymnasium.error.Error as exc:
         raise _fail(str(exc)) from None
+    result = results[0]
+    if many:
+        result = best_of(results)
+        _keep_best(out_dir, results, result, checkpoint_score, workers, ray)
     last = result.evaluations[-1] if result.evaluations else None
     out.print(f"[green]wrote[/] {out_dir}: {', '.join(sorted(result.info.files))}, learning_curve.png")
     if last:
@@ -108,6 +170,43 @@ def train_cmd(
             f"last evaluation at {last['timesteps']:.0f} steps: return {last['mean_return']:.1f}, "
             f"success {last['success_rate']:.0%}"
         )
+
+
+def _keep_best(
+    out_dir: Path,
+    results: list[TrainResult],
+    best: TrainResult,
+    score: Any,
+    workers: int,
+    ray: str | None,
+) -> None:
+    """Copy the best run's checkpoint into ``out_dir``, write ``sweep.json`` (every seed's score,
+    which was kept, how the runs ran) and print the table."""
+    import shutil
+
+    table = Table("seed", "checkpoint at step", "success", "return", "")
+    rows = []
+    for r in results:
+        success, ret = score(r)
+        rows.append(
+            {
+                "seed": r.info.seed,
+                "directory": str(r.directory),
+                "checkpoint_step": r.info.checkpoint_step,
+                "success_rate": success,
+                "mean_return": ret,
+                "kept": r is best,
+            }
+        )
+        table.add_row(
+            str(r.info.seed), str(r.info.checkpoint_step), f"{success:.0%}", f"{ret:.1f}", "kept" if r is best else ""
+        )
+    shutil.copytree(best.directory, out_dir, dirs_exist_ok=True)
+    how = f"Ray at {ray}" if ray is not None else f"{workers} worker processes" if workers > 1 else "in one process"
+    sweep = {"seeds": rows, "kept_seed": best.info.seed, "ran": how}
+    (out_dir / SWEEP_FILE).write_text(json.dumps(sweep, indent=1) + "\n")
+    out.print(table)
+    out.print(f"kept seed {best.info.seed}'s checkpoint ({how}); every seed's in {out_dir / 'seeds'}")
 
 
 @policy_app.command("export")

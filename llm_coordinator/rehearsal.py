@@ -13,11 +13,8 @@ live control loops.
 from __future__ import annotations
 
 import asyncio
-import logging
 import math
 import multiprocessing
-import os
-import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -32,10 +29,8 @@ from llm_coordinator.gantt import write_gantt, write_separation_plot
 from llm_coordinator.plan import Plan
 from plant.config import PlantDescription
 from plant.interface import MachineAgent
-from plant.workers import batch_worker_init
+from plant.workers import batch_worker_init, ray_map
 from robots.interface import RobotAgent
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -386,7 +381,7 @@ async def rehearse_many(
     pool = ProcessPoolExecutor(workers if ray_address is None else 1, mp_context=spawn, initializer=batch_worker_init)
     try:
         if ray_address is not None:
-            reports = await asyncio.to_thread(_ray_map, ray_address, workers, ray_temp_dir, args)
+            reports = await asyncio.to_thread(ray_map, _rehearse_in_worker, args, ray_address, workers, ray_temp_dir)
             how = f"Ray at {ray_address}" if ray_address != "local" else f"Ray started here, {workers} CPUs"
         else:
             reports = list(await asyncio.gather(*(loop.run_in_executor(pool, _rehearse_in_worker, *a) for a in args)))
@@ -467,48 +462,6 @@ def _worst(rows: Sequence[dict[str, Any]]) -> int | None:
     if not near:
         return None
     return int(min(near, key=lambda r: r["closest_m"] - r["closest_protective_m"])["seed"])
-
-
-#: Ray puts Unix sockets under its folder, whose paths may not pass 107 bytes: its own names
-#: take about 70, so a longer folder would fail to start.
-_RAY_DIR_MAX = 36
-
-
-def _ray_dir(wanted: Path) -> str:
-    """``wanted`` (the project's state folder), or a short folder of this user under the
-    system's temporary folder when ``wanted`` is too long a path for Ray's sockets."""
-    path = wanted.resolve()
-    if len(str(path).encode()) <= _RAY_DIR_MAX:
-        path.mkdir(parents=True, exist_ok=True)
-        return str(path)
-    short = Path(tempfile.gettempdir()) / f"atelier-ray-{os.getuid()}"
-    log.info("Ray's files go to %s: %s is too long a path for its sockets", short, path)
-    short.mkdir(mode=0o700, parents=True, exist_ok=True)
-    return str(short)
-
-
-def _ray_map(address: str, workers: int, temp_dir: Path | str | None, args: Sequence[tuple[Any, ...]]) -> list[Any]:
-    """``_rehearse_in_worker`` over ``args`` on Ray (see :func:`rehearse_many`)."""
-    try:
-        import ray
-    except ImportError as exc:
-        raise RuntimeError("Ray is not installed here: pip install 'ray[default]'") from exc
-    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "ignore_reinit_error": True}
-    if address == "local":
-        kwargs["num_cpus"] = max(1, workers)
-        if temp_dir is not None:
-            kwargs["_temp_dir"] = _ray_dir(Path(temp_dir))
-    else:
-        kwargs["address"] = address
-    started = not ray.is_initialized()
-    if started:
-        ray.init(**kwargs)
-    try:
-        task = ray.remote(num_cpus=1)(_rehearse_in_worker)
-        return list(ray.get([task.remote(*a) for a in args]))
-    finally:
-        if started:
-            ray.shutdown()
 
 
 class ProcessRehearser(Rehearser):

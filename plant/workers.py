@@ -1,13 +1,26 @@
-"""Scheduling beside real-time loops: batch workers (rehearsals) yield the CPU, and the threads
-that clock the robots (a runtime's control loop, the middleware threads its joint states come
-through, the twin standing in for a robot controller) get a real-time policy where permitted."""
+"""Scheduling beside real-time loops: batch workers (rehearsals, the scenario suite, policy
+training) yield the CPU and run on processes of this machine or on a Ray cluster
+(:func:`run_batch`), and the threads that clock the robots (a runtime's control loop, the
+middleware threads its joint states come through, the twin standing in for a robot controller)
+get a real-time policy where permitted."""
 
 from __future__ import annotations
 
 import contextlib
+import logging
+import multiprocessing
 import os
+import tempfile
 import threading
 import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 #: The SCHED_FIFO priority of the threads that clock the robots (the control loop, the threads
 #: its joint states come through, a live twin's stepping): ros2_control's controller manager
@@ -84,3 +97,80 @@ def normal_scheduling() -> None:
     initializer of such work's threads and processes. Never raises."""
     with contextlib.suppress(OSError, AttributeError):  # (no such policy on this system: nothing to undo)
         os.sched_setscheduler(threading.get_native_id(), os.SCHED_OTHER, os.sched_param(0))
+
+
+# --------------------------------------------------------------------------- batches
+
+#: Ray puts Unix sockets under its folder, whose paths may not pass 107 bytes: its own names
+#: take about 70, so a longer folder would fail to start.
+RAY_DIR_MAX = 36
+
+
+def ray_dir(wanted: Path) -> str:
+    """``wanted`` (the project's state folder), or a short folder of this user under the
+    system's temporary folder when ``wanted`` is too long a path for Ray's sockets."""
+    path = wanted.resolve()
+    if len(str(path).encode()) <= RAY_DIR_MAX:
+        path.mkdir(parents=True, exist_ok=True)
+        return str(path)
+    short = Path(tempfile.gettempdir()) / f"atelier-ray-{os.getuid()}"
+    log.info("Ray's files go to %s: %s is too long a path for its sockets", short, path)
+    short.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return str(short)
+
+
+def ray_map(
+    fn: Callable[..., T],
+    args: Sequence[tuple[Any, ...]],
+    address: str,
+    workers: int,
+    temp_dir: Path | str | None = None,
+) -> list[T]:
+    """``fn(*a)`` for each ``a`` of ``args`` as Ray tasks of one CPU each, results in the order of
+    ``args``. ``address``: a cluster's (``HOST:PORT``; its token comes from the environment, see
+    the README), or ``"local"``: an instance started here with ``workers`` CPUs, its files under
+    ``temp_dir``, stopped after. Blocks. ``fn`` must be a module-level function."""
+    try:
+        import ray
+    except ImportError as exc:
+        raise RuntimeError("Ray is not installed here: pip install 'ray[default]'") from exc
+    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "ignore_reinit_error": True}
+    if address == "local":
+        kwargs["num_cpus"] = max(1, workers)
+        if temp_dir is not None:
+            kwargs["_temp_dir"] = ray_dir(Path(temp_dir))
+    else:
+        kwargs["address"] = address
+    started = not ray.is_initialized()
+    if started:
+        ray.init(**kwargs)
+    try:
+        task = ray.remote(num_cpus=1)(fn)
+        return list(ray.get([task.remote(*a) for a in args]))
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def run_batch(
+    fn: Callable[..., T],
+    args: Sequence[tuple[Any, ...]],
+    workers: int = 1,
+    ray_address: str | None = None,
+    ray_temp_dir: Path | str | None = None,
+) -> list[T]:
+    """``fn(*a)`` for each ``a`` of ``args``, results in the order of ``args``: on ``workers``
+    batch worker processes of this machine (:func:`batch_worker_init`; one is a process all the
+    same, so a run does not depend on how it was dealt out), or on Ray (:func:`ray_map`) when
+    ``ray_address`` is given. Blocks; the first error is raised once the others are dropped."""
+    if ray_address is not None:
+        return ray_map(fn, args, ray_address, workers, ray_temp_dir)
+    spawn = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max(1, workers), mp_context=spawn, initializer=batch_worker_init) as pool:
+        futures = [pool.submit(fn, *a) for a in args]
+        try:
+            return [f.result() for f in futures]
+        except BaseException:
+            for f in futures:
+                f.cancel()
+            raise

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
+import math
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -112,6 +113,24 @@ class TrainResult:
     info: CheckpointInfo
     updates: list[dict[str, float]]  # one entry per PPO update: losses and rollout statistics
     evaluations: list[dict[str, float]]  # timesteps, mean/std return, success rate
+
+
+def checkpoint_score(result: TrainResult) -> tuple[float, float]:
+    """What the checkpoint of a run scored at its evaluation (success rate, mean return); a run
+    with no evaluation scores lowest."""
+    at = result.info.checkpoint_step
+    rows = [e for e in result.evaluations if int(e["timesteps"]) == at] or result.evaluations[-1:]
+    if not rows:
+        return (-math.inf, -math.inf)
+    return (float(rows[0]["success_rate"]), float(rows[0]["mean_return"]))
+
+
+def best_of(results: Sequence[TrainResult]) -> TrainResult:
+    """The run, of several seeds of one training, whose checkpoint scored best: the highest
+    success rate, then the highest return, then the first given."""
+    if not results:
+        raise ValueError("no training runs to choose from")
+    return max(results, key=checkpoint_score)  # (max keeps the first of equals)
 
 
 class _Recorder(KVWriter):
