@@ -160,6 +160,15 @@ def runtime_cmd(
             "where permitted (0: normal scheduling)",
         ),
     ] = REALTIME_PRIORITY,
+    clock_speed: Annotated[
+        float,
+        typer.Option(
+            min=0.01,
+            max=100.0,
+            help="how fast the driver's clock runs against the wall: 1 for a robot, N for `atelier twin serve "
+            "--speed N`; joint states faster than that run no more control periods",
+        ),
+    ] = 1.0,
 ) -> None:
     """Run the on-robot runtime: skill goals over ROS 2, the safety supervisor at control rate."""
     from robots.ros2._host import RosHost
@@ -176,7 +185,7 @@ def runtime_cmd(
     except TrustError as exc:
         _fail(f"{exc}; make the keys with: atelier robot keys {robot} --state-dir {state_dir}")
     model = compile_model(plant)
-    config = RuntimeConfig(realtime_priority=realtime_priority or None)
+    config = RuntimeConfig(realtime_priority=realtime_priority or None, clock_speed=clock_speed)
     if state_timeout_s is not None:
         periods = max(1, round(state_timeout_s / CONTROL_PERIOD_S))
         config = dataclasses.replace(config, state_timeout_periods=periods)

@@ -32,6 +32,7 @@ commanding the stop and holding until an operator resets it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import threading
@@ -96,6 +97,22 @@ class RuntimeConfig:
     # normal scheduling. The loop waits for each joint state, and pauses a period when the
     # hardware gives none newer: it never spins.
     realtime_priority: int | None = None
+    # The live loop runs at most this many periods more than one per control period over any
+    # stretch of time: joint states that come faster (a flood from a broken driver, or anyone
+    # on the network: they are not signed) are taken the newest at the control rate. Each period
+    # moves the command by at most a period's worth of the speed limits, so more periods than
+    # the clock allows would move the arm faster than its limits; and at real-time priority
+    # they would take the core. A state late by a period or two and the next on time both run.
+    period_burst: int = 2
+    # How fast the joint states' clock runs against the wall clock: 1 for robots, N for a twin
+    # run at N times real time (its states come N times as often, each a period of its time).
+    clock_speed: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not (self.clock_speed > 0 and math.isfinite(self.clock_speed)):
+            raise ValueError(f"clock_speed must be a positive number, not {self.clock_speed!r}")
+        if self.period_burst < 0:
+            raise ValueError(f"period_burst must be 0 or more, not {self.period_burst!r}")
 
 
 #: What ``holding`` is when the gripper holds something the locator cannot name: no skill plans
@@ -872,6 +889,11 @@ class RobotRuntime:
         wait = getattr(self.hw, "wait", None)
         timeout = self.config.state_timeout_periods * self.dt
         last = time.monotonic()  # when the last joint state came
+        # Periods the clock allows now (a token bucket: one per control period, at most
+        # period_burst + 1 kept), so that states faster than the clock run no more periods.
+        burst = float(self.config.period_burst + 1)
+        allowed, counted_at = burst, last
+        period_wall = self.dt / self.config.clock_speed
         while not self._stop.is_set():
             try:
                 # Until the state timeout, wait for the driver's next state; past it, run a period
@@ -894,6 +916,17 @@ class RobotRuntime:
                 # spins; at real-time priority it would take its core from everything else.
                 self._stop.wait(self.dt)
             last = time.monotonic()
+            allowed = min(burst, allowed + (last - counted_at) / period_wall)
+            counted_at = last
+            if allowed < 1.0 and not self._early:
+                # Faster than the clock: wait for the period it allows, then take the newest state.
+                self._stop.wait((1.0 - allowed) * period_wall)
+                with contextlib.suppress(TimeoutError):
+                    state = wait(0.0) if wait is not None else state
+                last = time.monotonic()
+                allowed = min(burst, allowed + (last - counted_at) / period_wall)
+                counted_at = last
+            allowed = max(0.0, allowed - 1.0)
             if self._early:
                 self._early = False
                 if state.stamp_s <= self._last_stamp:  # (woken with no new state: the period runs now)

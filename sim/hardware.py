@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import threading
@@ -312,6 +313,9 @@ def build_runtime(
 
     import time as _time
 
+    if live is not None:
+        # (its joint states come at the twin's speed: so many periods to the wall's second)
+        config = dataclasses.replace(config or RuntimeConfig(), clock_speed=live.speed)
     return RobotRuntime(
         hw,
         sup,

@@ -263,3 +263,71 @@ def test_a_live_loop_on_joints_whose_wait_does_not_block_never_spins(
     time.sleep(0.5)
     rt.stop()
     assert 10 <= len(rt.period_log) <= 0.5 / hw.control_period_s + 10
+
+
+class _Flood(FakeHardware):
+    """Joint states 20 times a control period, each newer than the last by a period (plausible
+    ones: the arm at rest), as a broken driver or anyone on the network could publish them
+    (joint states are not signed); ``wait`` gives the newest, as the ROS 2 hardware does."""
+
+    RATE = 20
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.t0 = time.monotonic()
+        self.sent = 0
+
+    def wait(self, timeout_s: float) -> JointState:
+        self.sent = 1 + int((time.monotonic() - self.t0) * self.RATE / self.control_period_s)
+        self.time_s = self.sent * self.control_period_s
+        return self.read()
+
+
+def _flooded(model: mujoco.MjModel, demo_plant: PlantDescription, config: RuntimeConfig) -> tuple[RobotRuntime, _Flood]:
+    cfg = safety_config_from_plant(demo_plant, ROBOT)
+    hw = _Flood(ROBOT, cfg.joint_names, demo_plant.robots[ROBOT].home())
+    sup = SafetySupervisor(cfg, link_points(model, demo_plant, ROBOT))
+    rt = RobotRuntime(hw, sup, SkillPlanner(demo_plant, ROBOT, arm_kinematics(model, demo_plant, ROBOT)), config=config)
+    rt.start()
+    time.sleep(0.5)
+    rt.stop()
+    return rt, hw
+
+
+def test_a_flood_of_joint_states_runs_no_more_periods_than_the_clock_allows(
+    model: mujoco.MjModel, demo_plant: PlantDescription
+) -> None:
+    """Each period moves the command by up to a period's worth of the speed limits: a period per
+    state of a flood would move the arm faster than its limits (and take the core at real-time
+    priority). The loop runs at the control rate and takes the newest state, not a backlog."""
+    rt, hw = _flooded(model, demo_plant, RuntimeConfig())
+    dt = hw.control_period_s
+    periods = len(rt.period_log)
+    assert 10 <= periods <= 0.5 / dt + RuntimeConfig().period_burst + 10
+    assert hw.sent > 5 * periods  # (the flood came faster than the clock)
+    # The newest state at the last period (a few of the flood's 20 a period came since).
+    assert rt.last_state is not None and rt.last_state.stamp_s >= (hw.sent - 3 * _Flood.RATE) * dt
+    assert not rt.supervisor.stopped  # (plausible states: no fault, only fewer periods)
+    # Over any stretch, at most the burst more than one period per control period.
+    log = rt.period_log
+    for i in range(len(log)):
+        j = i
+        while j + 1 < len(log) and log[j + 1] - log[i] < 20 * dt:
+            j += 1
+        assert j - i + 1 <= 20 + RuntimeConfig().period_burst + 1 + 2  # (+2: the wait's own timing)
+
+
+def test_a_twin_run_faster_than_real_time_gets_its_periods(model: mujoco.MjModel, demo_plant: PlantDescription) -> None:
+    """A twin at 4x real time sends a period's state 4 times as often: each is a period of its
+    time, and the loop runs them all, up to 4 a control period of the wall."""
+    rt, hw = _flooded(model, demo_plant, RuntimeConfig(clock_speed=4.0))
+    periods = len(rt.period_log)
+    assert 0.5 / hw.control_period_s + 20 < periods <= 4 * 0.5 / hw.control_period_s + 10
+
+
+@pytest.mark.parametrize(
+    ("field", "value"), [("clock_speed", 0.0), ("clock_speed", float("nan")), ("period_burst", -1)]
+)
+def test_a_runtime_config_with_no_clock_is_refused(field: str, value: float) -> None:
+    with pytest.raises(ValueError, match=field):
+        RuntimeConfig(**{field: value})
