@@ -14,28 +14,13 @@ from typer.testing import CliRunner
 from llm_coordinator.cli_policy import SWEEP_FILE, _train_seed, policy_app
 from plant.workers import run_batch
 from policies.checkpoint import WEIGHTS_FILE, read_info
-from policies.training import TrainResult, TrainSettings, best_of, checkpoint_score
+from policies.training import TrainResult, best_of, checkpoint_score
+from tests.policies.test_training import _tiny
 
 ENV = "atelier/Reach-UR5e-v0"
 TINY = [
     "--timesteps", "512", "--n-envs", "2", "--eval-every", "256", "--eval-episodes", "1", "--no-progress",
 ]  # fmt: skip
-
-
-def _tiny(seed: int) -> TrainSettings:
-    return TrainSettings(
-        env_id=ENV,
-        total_timesteps=512,
-        seed=seed,
-        n_envs=2,
-        n_steps=64,
-        batch_size=64,
-        n_epochs=4,
-        env_kwargs={"config": {"episode_s": 0.4}},
-        eval_every_steps=256,
-        eval_episodes=1,
-        progress_bar=False,
-    )
 
 
 def _weights(directory: Path) -> dict[str, torch.Tensor]:
