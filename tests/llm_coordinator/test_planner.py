@@ -647,3 +647,49 @@ def test_until_reads_its_comparison(demo_plant: PlantDescription, order: str, op
         assert found is None
     else:
         assert found is not None and (found.test.op, found.test.value) == (op, value)
+
+
+def test_a_name_written_as_two_words_is_the_name() -> None:
+    """ "Check-weigher" names the machine of kind checkweigher, and the mention keeps the order's
+    own words; a skill's task counts the words that name its agent, so the check-weigher's tare
+    (described "zero the scale") comes first for "zero the check-weigher", before a recipe that
+    names the check-weigher in its description and leaves "zero" out."""
+    from llm_coordinator.order import rank_goals
+    from plant.loader import load_plant
+
+    line = load_plant(PLANTS / "packaging_line.yaml")
+    (kind,) = {str(m.kind) for n, m in line.machines.items() if "tare" in line.agent_skills(n)}
+    split = f"{kind[:5]}-{kind[5:]}"
+    facts = read_order(f"Zero the {split}", line)
+    agents = [m for m in facts.mentions if m.kind == "agent"]
+    assert [m.text for m in agents] == [split.replace("-", " ")], facts.mentions
+    assert rank_goals(f"Zero the {split}", line, facts)[0] == "skill:tare"
+    # Two words of less than four letters each side are not taken for one name.
+    assert not read_order(f"Zero the {kind[:3]} {kind[3:]}", line).mentions
+
+
+async def test_a_place_is_what_its_description_says() -> None:
+    """The plant describes its places ("scale pan of the check-weigher"): a plan that goes there
+    covers the order's words for it."""
+    from plant.loader import load_plant
+
+    line = load_plant(PLANTS / "packaging_line.yaml")
+    out = await model_answers(line, {"goal": '{"goal": "reject_container"}'}, "Bin the item on the scale as a reject")
+    assert out.status == "planned" and out.plan is not None, out.reasons
+
+
+async def test_a_recipe_that_goes_elsewhere_does_not_cover_the_place_an_order_names() -> None:
+    """A verb of the order that another recipe's description has ("take") is a gap only when that
+    recipe does the rest of the order too: one that takes the container to another place (a
+    sample to the output tote) does not cover "the reject bin", nor does a smaller recipe that
+    does nothing the order asks for but may involve its named things."""
+    from llm_coordinator.order import overreach, vocabulary_gaps
+    from plant.loader import load_plant
+
+    line = load_plant(PLANTS / "packaging_line.yaml")
+    order = "Take the bottle off the scale and drop it in the reject bin"
+    out = await model_answers(line, {"goal": '{"goal": "reject_container"}'}, order)
+    assert out.status == "planned" and out.plan is not None, out.reasons
+    assert vocabulary_gaps(order, out.plan, line, read_order(order, line)) == []
+    order = "Bin the item on the scale as a reject"
+    assert overreach(order, out.plan, line, read_order(order, line)) == []
