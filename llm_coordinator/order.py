@@ -750,10 +750,10 @@ def overreach(order: str, plan: Plan, plant: PlantDescription, facts: OrderFacts
     for recipe, r in plant.recipes.items():
         if recipe == mine[0] or r.building_block or len(r.steps) >= size:
             continue
-        its = recipe_vocabulary(plant, recipe)
+        own = recipe_vocabulary(plant, recipe)
         # (by its own words: every recipe may involve what the order names, so the names alone
         # say nothing of what it does)
-        if covered and all(_matches(w, its | named) for w in covered) and any(_matches(w, its) for w in covered):
+        if covered and all(_matches(w, own | named) for w in covered) and any(_matches(w, own) for w in covered):
             out.append(recipe)
     if size > 1 and covered:
         # One task whose skill the order names in its own words, not in a name of the plant ("the
