@@ -17,7 +17,6 @@ read by :mod:`llm_coordinator.quantities`.
 from __future__ import annotations
 
 import contextlib
-import functools
 import re
 import unicodedata
 import weakref
@@ -97,25 +96,8 @@ def _words(text: str) -> list[str]:
 
 
 def _phrase_in(phrase: str, folded: str) -> bool:
-    return _phrase_match(phrase, folded) is not None
-
-
-def _phrase_match(phrase: str, folded: str) -> str | None:
-    """How the folded text ``folded`` writes ``phrase`` (a plural, a compound in two words), or None."""
     p = _fold(phrase).strip()
-    found = re.search(rf"(?<![a-z0-9]){_split_compounds(p)}(?:s|es)?(?![a-z0-9])", folded) if p else None
-    return None if found is None else found.group(0)
-
-
-@functools.lru_cache(maxsize=4096)
-def _split_compounds(phrase: str) -> str:
-    """A regular expression of a folded phrase in which a long word also matches written as two
-    of 4 letters or more ("checkweigher" as "check-weigher", which folds to "check weigher")."""
-    parts = []
-    for word in phrase.split(" "):
-        splits = [f"{re.escape(word[:i])} {re.escape(word[i:])}" for i in range(4, len(word) - 3)]
-        parts.append(f"(?:{'|'.join([re.escape(word), *splits])})" if splits else re.escape(word))
-    return " ".join(parts)
+    return bool(p) and re.search(rf"(?<![a-z0-9]){re.escape(p)}(?:s|es)?(?![a-z0-9])", folded) is not None
 
 
 # --------------------------------------------------------------------------- the plant's words
@@ -224,7 +206,7 @@ def read_order(order: str, plant: PlantDescription) -> OrderFacts:
     folded = _fold(order)
     words = _words(order)
     for phrase, kind, name in vocabulary(plant):
-        hit = _phrase_match(phrase, folded)  # (as the order writes it)
+        hit = phrase if _phrase_in(phrase, folded) else None
         if hit is None and " " not in phrase and len(phrase) >= _FUZZY_MIN:
             # The plural endings an exact match allows are allowed with a typo too ("botles").
             hit = next(
@@ -548,7 +530,6 @@ def plan_vocabulary(plan: Plan, plant: PlantDescription, described: bool = True)
     from llm_coordinator.guardrails import skill_spec
 
     vocab: set[str] = set()
-    places = place_descriptions(plant)
     for s in plan.steps:
         # The names of numeric arguments ("program 7"); a named one's value speaks for it.
         vocab |= _text_words(s.agent, s.skill, " ".join(n for n, v in s.args.items() if not isinstance(v, str)))
@@ -556,8 +537,6 @@ def plan_vocabulary(plan: Plan, plant: PlantDescription, described: bool = True)
             vocab |= _text_words(skill_spec(plant, s.agent, s.skill).description) if described else set()
         vocab |= _text_words(*(v for v in s.args.values() if isinstance(v, str)))
         vocab |= _text_words(*(plant.part_types[v].description for v in s.args.values() if v in plant.part_types))
-        if described:  # (the places it goes to, as the plant describes them: "scale pan of the check-weigher")
-            vocab |= _text_words(*(places[v] for v in s.args.values() if isinstance(v, str) and v in places))
         vocab |= _agent_words(plant, s.agent, described=False)
     for recipe in _plan_recipes(plan, plant):
         vocab |= _text_words(recipe, plant.recipes[recipe].description)
@@ -566,11 +545,6 @@ def plan_vocabulary(plan: Plan, plant: PlantDescription, described: bool = True)
         if d.kind == "repetition":
             vocab |= UNTIL_WORDS
     return vocab
-
-
-def place_descriptions(plant: PlantDescription) -> dict[str, str]:
-    """The plant's described places (station locations): name to description."""
-    return {n: loc.description for st in plant.stations.values() for n, loc in st.locations.items() if loc.description}
 
 
 def _plan_recipes(plan: Plan, plant: PlantDescription) -> list[str]:
@@ -667,14 +641,11 @@ def vocabulary_gaps(order: str, plan: Plan, plant: PlantDescription, facts: Orde
     missing = [w for w in words if w not in covered]
     if not missing:
         return []
-    # A place or agent the order names is covered by a recipe that goes there or has it work; a
-    # part type by any recipe (its part type is a parameter).
-    typed = {w for m in facts.mentions if m.kind in ("part_type", "value") for w in _text_words(m.text)}
     gaps: list[str] = []
     for recipe, r in plant.recipes.items():
         if recipe in _plan_recipes(plan, plant) or r.building_block:
             continue
-        other = recipe_vocabulary(plant, recipe) | typed
+        other = recipe_vocabulary(plant, recipe) | named
         if all(_matches(w, other) for w in covered):
             gaps += [w for w in missing if _matches(w, other) and w not in gaps]
     return gaps
@@ -750,10 +721,8 @@ def overreach(order: str, plan: Plan, plant: PlantDescription, facts: OrderFacts
     for recipe, r in plant.recipes.items():
         if recipe == mine[0] or r.building_block or len(r.steps) >= size:
             continue
-        own = recipe_vocabulary(plant, recipe)
-        # (by its own words: every recipe may involve what the order names, so the names alone
-        # say nothing of what it does)
-        if covered and all(_matches(w, own | named) for w in covered) and any(_matches(w, own) for w in covered):
+        other = recipe_vocabulary(plant, recipe) | named
+        if covered and all(_matches(w, other) for w in covered):
             out.append(recipe)
     if size > 1 and covered:
         # One task whose skill the order names in its own words, not in a name of the plant ("the
@@ -824,9 +793,7 @@ def unevidenced_goals(order: str, plan: Plan, plant: PlantDescription, facts: Or
     words = _order_words(order, facts)
     out: list[str] = []
     for recipe in _plan_recipes(plan, plant):
-        # (the recipe's own name is its word, whatever else shares it: "reject" asks for recipe
-        # reject_container as well as for the place reject_bin)
-        own = _text_words(recipe) | (_text_words(plant.recipes[recipe].description) - names)
+        own = _text_words(recipe, plant.recipes[recipe].description) - names
         own = {w for w in own if len(w) >= 4}
         if own and not any(_matches(w, own) for w in words):
             out.append(recipe)
@@ -839,20 +806,10 @@ def rank_goals(order: str, plant: PlantDescription, facts: OrderFacts) -> list[s
     goal when the model's does not cover the order."""
     docs = _documents(plant)
     words = _order_words(order, facts)
-    # A skill's task is done by an agent that has it: the agent's names, and the words the order
-    # names it with, are words of the task ("zero the check-weigher" is the check-weigher's
-    # tare, whose description says "zero").
-    called = {m.name: _text_words(m.text) for m in facts.mentions if m.kind == "agent"}
-    doers: dict[str, set[str]] = {}
-    for agent in plant.agents():
-        for skill in plant.agent_skills(agent):
-            words_of = _agent_words(plant, agent, described=False) | called.get(agent, set())
-            doers.setdefault(f"skill:{skill}", set()).update(words_of)
     scores: list[tuple[int, int, str]] = []
     for i, (doc, vocab) in enumerate(docs.items()):
         if not doc.startswith(("recipe:", "skill:")):
             continue
-        vocab = vocab | doers.get(doc, set())
         score = sum(_matches(w, vocab) for w in words)
         if score:
             scores.append((-score, i, doc))
