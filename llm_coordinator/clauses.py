@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Set as AbstractSet
 
 #: Words that begin the next step of an order ("then"), by language. A clause splits before
 #: them with or without a comma.
@@ -136,6 +137,25 @@ def negated(text: str) -> bool:
     """Whether ``text`` has a word of :data:`NEGATIONS` ("do not", "n't", "nicht")."""
     words = {w.replace("’", "'") for w in _words(text)}
     return bool(words & NEGATIONS) or any(w.endswith("n't") for w in words)
+
+
+def negation_of_action(text: str, comparatives: AbstractSet[str]) -> str | None:
+    """The first word of :data:`NEGATIONS` in ``text`` that says what not to do, or None. A
+    negation before a comparative (folded words of ``comparatives``: "no more than 5 runs", "pas
+    plus de") or a number ("no. 3") bounds a count or names one: it forbids no action."""
+    tokens = [w.casefold().replace("’", "'") for w in re.findall(r"[^\W_]+(?:['’][^\W\d_]+)?|[^\W\d_]+['’]", text)]
+
+    def negation(word: str) -> bool:
+        return word in NEGATIONS or word.endswith("n't")
+
+    for i, word in enumerate(tokens):
+        if negation(word):
+            # (the word after the negation's words: "ne pas plus de")
+            after = next((w for w in tokens[i + 1 :] if not negation(w)), "")
+            if _fold_word(after) in comparatives or after[:1].isdigit():
+                continue
+            return word
+    return None
 
 
 def _fold_word(word: str) -> str:

@@ -926,6 +926,10 @@ _MORE = frozenset(
 )
 
 
+#: Comparatives (folded): a negation before one bounds a count ("no more than 5 runs").
+COMPARATIVES = _LESS | _MORE
+
+
 @dataclass(frozen=True)
 class Until:
     """A repetition's end the order gives: ``test`` (a condition on a machine tag) from the words

@@ -39,7 +39,7 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 
-from llm_coordinator.clauses import negated, split_clauses
+from llm_coordinator.clauses import negated, negation_of_action, split_clauses
 from llm_coordinator.config import CoordinatorConfig
 from llm_coordinator.context import (
     FENCE_CLOSE,
@@ -64,6 +64,7 @@ from llm_coordinator.expansion import (
 from llm_coordinator.guardrails import Verdict, check, skill_spec
 from llm_coordinator.interface import BackendError, BackendTimeout, ChatMessage, LLMBackend
 from llm_coordinator.order import (
+    COMPARATIVES,
     OrderFacts,
     coverage,
     every_agent,
@@ -569,6 +570,13 @@ class Planner:
         ]
         unsupported, support = unsupported_words(order, plan, self.plant, facts)
         declined = reading is not None and bool(reading.declined)
+        negation = negation_of_action(order, COMPARATIVES)
+        if negation is not None and not declined:
+            # "Do not machine a blank": the goals of a reading are what to do; one that says
+            # nothing of what to leave out reads the order without its negation.
+            gaps.append(
+                f"the order says what not to do ({negation!r}), and the plan's reading says nothing it leaves out"
+            )
         if not declined and support < least:
             strange = [w for w in unsupported if w in facts.strange]
             gaps.append(

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 
 import pytest
 
 from llm_coordinator.backends.scripted import ScriptedBackend
-from llm_coordinator.clauses import MAX_CLAUSES, split_clauses
+from llm_coordinator.clauses import MAX_CLAUSES, negation_of_action, split_clauses
 from llm_coordinator.config import CoordinatorConfig, ModelConfig
 from llm_coordinator.interface import LLMBackend
+from llm_coordinator.order import COMPARATIVES
 from llm_coordinator.planner import Planner
+from llm_coordinator.testing import goal_script
 from plant.config import PlantDescription
 
 
@@ -171,3 +174,46 @@ async def test_a_later_clause_is_what_its_agent_does_last(demo_plant: PlantDescr
     assert out.plan is not None and out.plan.goals[-1] == "ur5e_1 home", out.reasons
     ur5e = [s for s in out.plan.steps if s.agent == "ur5e_1"]
     assert ur5e[-1].skill == "home" and "task" in ur5e[-1].note
+
+
+@pytest.mark.parametrize(
+    ("order", "word"),
+    [
+        ("Do not machine a blank", "not"),
+        ("Machine a blank, don't quarantine it", "don't"),
+        ("Ne faites pas de cycle", "ne"),
+        ("Fräse keinen Rohling", "keinen"),
+        ("Machine blanks until the counter reads 10, but no more than 5 runs", None),
+        ("Ne pas plus de 3 fois", None),
+        ("Nicht mehr als 3 Teile", None),
+        ("Run program no 3", None),
+        ("Machine one blank", None),
+    ],
+)
+def test_a_negation_says_what_not_to_do_unless_it_bounds_a_count(order: str, word: str | None) -> None:
+    assert negation_of_action(order, COMPARATIVES) == word
+
+
+@pytest.mark.parametrize(
+    ("order", "goal"),
+    [
+        ("Do not machine a blank", "machine_part"),
+        ("Machine a blank, don't quarantine it", "quarantine_part"),
+        ("Machine a blank, don't quarantine it", "machine_part"),
+        ("Nicht sortieren: einen Rohling fräsen", "machine_part"),
+    ],
+)
+async def test_an_order_that_says_what_not_to_do_is_not_planned_as_what_it_forbids(
+    demo_plant: PlantDescription, order: str, goal: str
+) -> None:
+    """The small model's goals say what to do: a reading of "do not machine a blank" as
+    machine_part was planned and reached approval. A person is asked instead."""
+    backend = ScriptedBackend(goal_script({"goal": json.dumps({"goal": goal})}))  # type: ignore[arg-type]
+    out = await Planner(demo_plant, backend, config()).plan(order)
+    assert out.status == "clarify" and out.plan is None, (out.status, out.plan and out.plan.goals)
+    # The bound of a repetition is no negation: planned.
+    backend = ScriptedBackend(goal_script({"goal": '{"goal": "machine_part"}'}))  # type: ignore[arg-type]
+    out = await Planner(demo_plant, backend, config()).plan(
+        "Keep machining blanks until the CNC's part counter reads 10, but no more than 5 runs"
+    )
+    assert out.status == "planned" and out.plan is not None, out.reasons
