@@ -143,7 +143,8 @@ def negation_of_action(text: str, comparatives: AbstractSet[str]) -> str | None:
     """The first word of :data:`NEGATIONS` in ``text`` that says what not to do, or None. A
     negation before a comparative (folded words of ``comparatives``: "no more than 5 runs", "pas
     plus de") or a number ("no. 3") bounds a count or names one: it forbids no action."""
-    tokens = [w.casefold().replace("’", "'") for w in re.findall(r"[^\W_]+(?:['’][^\W\d_]+)?|[^\W\d_]+['’]", text)]
+    found: list[str] = re.findall(r"[^\W_]+(?:['’][^\W\d_]+)?|[^\W\d_]+['’]", text)
+    tokens = [w.casefold().replace("’", "'") for w in found]
 
     def negation(word: str) -> bool:
         return word in NEGATIONS or word.endswith("n't")
