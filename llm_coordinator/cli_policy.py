@@ -112,7 +112,7 @@ def train_cmd(
     import sim.envs  # noqa: F401  (registers the atelier/ environments)
     from plant.trust import default_state_dir
     from plant.workers import run_batch
-    from policies.training import TrainSettings, best_of, checkpoint_score
+    from policies.training import TrainSettings, best_of
 
     if algorithm not in ("sac", "ppo"):
         raise _fail(f"--algorithm must be sac or ppo, not {algorithm!r}")
@@ -150,8 +150,8 @@ def train_cmd(
             bc_episodes=bc_episodes,
         )
 
-    runs = [(settings_for(s, out_dir / "seeds" / f"seed_{s}" if many else out_dir), s) for s in chosen]
-    args = [(st, str(out_dir / "seeds" / f"seed_{s}" if many else out_dir), teacher) for st, s in runs]
+    dirs = {s: out_dir / "seeds" / f"seed_{s}" if many else out_dir for s in chosen}
+    args = [(settings_for(s, d), str(d), teacher) for s, d in dirs.items()]
     try:
         if workers == 1 and ray is None:
             results = [_train_seed(*a) for a in args]
@@ -162,7 +162,7 @@ def train_cmd(
     result = results[0]
     if many:
         result = best_of(results)
-        _keep_best(out_dir, results, result, checkpoint_score, workers, ray)
+        _keep_best(out_dir, results, result, workers, ray)
     last = result.evaluations[-1] if result.evaluations else None
     out.print(f"[green]wrote[/] {out_dir}: {', '.join(sorted(result.info.files))}, learning_curve.png")
     if last:
@@ -172,17 +172,12 @@ def train_cmd(
         )
 
 
-def _keep_best(
-    out_dir: Path,
-    results: list[TrainResult],
-    best: TrainResult,
-    score: Any,
-    workers: int,
-    ray: str | None,
-) -> None:
+def _keep_best(out_dir: Path, results: list[TrainResult], best: TrainResult, workers: int, ray: str | None) -> None:
     """Copy the best run's checkpoint into ``out_dir``, write ``sweep.json`` (every seed's score,
     which was kept, how the runs ran) and print the table."""
     import shutil
+
+    from policies.training import checkpoint_score as score
 
     table = Table("seed", "checkpoint at step", "success", "return", "")
     rows = []

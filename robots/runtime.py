@@ -917,15 +917,15 @@ class RobotRuntime:
                 self._stop.wait(self.dt)
             last = time.monotonic()
             allowed = min(burst, allowed + (last - counted_at) / period_wall)
-            counted_at = last
             if allowed < 1.0 and not self._early:
-                # Faster than the clock: wait for the period it allows, then take the newest state.
+                # Faster than the clock: wait for the period it allows, then take the newest state
+                # (the one in hand if none came, or if the driver failed: its next wait says so).
                 self._stop.wait((1.0 - allowed) * period_wall)
-                with contextlib.suppress(TimeoutError):
+                with contextlib.suppress(Exception):
                     state = wait(0.0) if wait is not None else state
-                last = time.monotonic()
-                allowed = min(burst, allowed + (last - counted_at) / period_wall)
-                counted_at = last
+                now = time.monotonic()
+                allowed, last = min(burst, allowed + (now - last) / period_wall), now
+            counted_at = last
             allowed = max(0.0, allowed - 1.0)
             if self._early:
                 self._early = False

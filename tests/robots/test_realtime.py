@@ -331,3 +331,27 @@ def test_a_twin_run_faster_than_real_time_gets_its_periods(model: mujoco.MjModel
 def test_a_runtime_config_with_no_clock_is_refused(field: str, value: float) -> None:
     with pytest.raises(ValueError, match=field):
         RuntimeConfig(**{field: value})
+
+
+class _FloodThatFails(_Flood):
+    """A flood whose driver fails when asked again at once (the newest state, after a pause)."""
+
+    def wait(self, timeout_s: float) -> JointState:
+        if timeout_s == 0.0:
+            raise RuntimeError("driver gone")
+        return super().wait(timeout_s)
+
+
+def test_a_driver_that_fails_during_the_flood_pause_does_not_end_the_loop(
+    model: mujoco.MjModel, demo_plant: PlantDescription
+) -> None:
+    cfg = safety_config_from_plant(demo_plant, ROBOT)
+    hw = _FloodThatFails(ROBOT, cfg.joint_names, demo_plant.robots[ROBOT].home())
+    sup = SafetySupervisor(cfg, link_points(model, demo_plant, ROBOT))
+    rt = RobotRuntime(hw, sup, SkillPlanner(demo_plant, ROBOT, arm_kinematics(model, demo_plant, ROBOT)))
+    rt.start()
+    time.sleep(0.3)
+    alive = rt._thread is not None and rt._thread.is_alive()
+    periods = len(rt.period_log)
+    rt.stop()
+    assert alive and periods >= 10
