@@ -71,7 +71,6 @@ def tune_cmd(
         plant = load_plant(plant_file)
     except (PlantError, OSError) as exc:
         raise _fail(f"{plant_file}: {exc}") from None
-    from llm_coordinator.tuning.config import TuneConfig
     from llm_coordinator.tuning.feedback import FeedbackError
     from llm_coordinator.tuning.tune import TuneError, tune_plant
 

@@ -76,10 +76,6 @@ def _fail(message: str, code: int = 2) -> NoReturn:
     raise typer.Exit(code)
 
 
-def _keys(state_dir: Path) -> KeyStore:
-    return robot_keys(state_dir)
-
-
 def _in_repository(folder: Path) -> Path | None:
     """The git working tree ``folder`` lies in, unless git ignores ``folder`` there (None)."""
     folder = folder.resolve()
@@ -112,7 +108,7 @@ def keys_cmd(
     names = list(robots or plant.robots)
     for robot in names:
         _plant_has(plant, robot)
-    keys = _keys(state_dir)
+    keys = robot_keys(state_dir)
     assert keys.directory is not None
     repo = _in_repository(keys.directory)
     if repo is not None:
@@ -178,7 +174,7 @@ def runtime_cmd(
     from sim.hardware import arm_kinematics, compile_model, link_points
 
     plant = _plant(plant_file, robot)
-    keys = _keys(state_dir)
+    keys = robot_keys(state_dir)
     try:  # before anything starts: a runtime on ROS 2 never runs unauthenticated
         keys.key(robot_key_name(robot), create=False)
         keys.key(reset_key_name(robot), create=False)
@@ -291,7 +287,7 @@ def estop_reset_cmd(
     _plant(plant_file, robot)
     operator = checked_person(db, operator, "reset_estop")
     try:
-        answer = _signed_reset(robot, operator, _keys(state_dir), domain_id, 10.0)  # discovery may be slow
+        answer = _signed_reset(robot, operator, robot_keys(state_dir), domain_id, 10.0)  # discovery may be slow
     except TrustError as exc:
         _fail(f"{exc}; the operators' state folder needs the robot's reset key (atelier robot keys)")
     if answer is None:

@@ -346,14 +346,10 @@ class NetworkAgent(ABC):
             door_open=bool(door_open) if door_open is not None else None,
         )
 
-    def _status_names(self, more: tuple[str, ...] = ()) -> list[str]:
-        names = [t for t in STATUS_TAGS if t in self.tags]
-        names += [t for t in self.tags if t not in names and self.tags[t].access != "write"]
-        return names + [t for t in more if t not in names]
-
     async def status(self) -> MachineStatus:
         """State, counters, fault, door and every other readable tag (in ``extra``) in one read."""
-        names = self._status_names()
+        names = [t for t in STATUS_TAGS if t in self.tags]
+        names += [t for t in self.tags if t not in names and self.tags[t].access != "write"]
         v = await self._call(lambda: self._read(names), time.monotonic() + self.request_timeout_s * 2)
         return self._status_of(v)
 

@@ -53,7 +53,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 from plant.codec import INT_RANGES, check_write
 from plant.config import CommandDecl, TagBase
 from plant.interface import MachineAgent, MachineError, MachineStatus, TagError, TagValue
-from plant.packml import RUNNING, Command, CustomCommand, State
+from plant.packml import RUNNING, STOPPABLE, Command, CustomCommand, State
 from plant.skills import SKILLS, ArgSpec, SkillSpec
 
 if TYPE_CHECKING:
@@ -125,20 +125,12 @@ def _state_set(names: list[str] | tuple[str, ...]) -> frozenset[State]:
     return frozenset(State[n.upper()] for n in names)
 
 
-_STOPPABLE = frozenset(State) - {
-    State.UNDEFINED,
-    State.STOPPING,
-    State.STOPPED,
-    State.ABORTING,
-    State.ABORTED,
-    State.CLEARING,
-}
 _RUN_DONE = frozenset({State.EXECUTE, State.COMPLETING, State.COMPLETE})
 
 #: The PackML commands every machine takes: name -> (code, from states, done states, interlock).
 _STANDARD: dict[str, tuple[Command, frozenset[State] | None, frozenset[State], bool]] = {
     "start": (Command.START, frozenset({State.IDLE}), _RUN_DONE, True),
-    "stop": (Command.STOP, _STOPPABLE, frozenset({State.STOPPED}), False),
+    "stop": (Command.STOP, STOPPABLE, frozenset({State.STOPPED}), False),
     "hold": (Command.HOLD, frozenset({State.EXECUTE}), frozenset({State.HELD}), False),
     "unhold": (Command.UNHOLD, frozenset({State.HELD}), _RUN_DONE, True),
     "suspend": (Command.SUSPEND, frozenset({State.EXECUTE}), frozenset({State.SUSPENDED}), False),

@@ -616,7 +616,6 @@ Shape = Annotated[BoxShape | CylinderShape, Field(discriminator="type")]
 #: A hazard class: an open name (flammable_liquid, toxic, corrosive, hot_surface, pinch_point,
 #: laser, high_voltage, or one of the site's own).
 HazardClass = Name
-KNOWN_HAZARD_CLASSES = ("flammable_liquid", "toxic", "corrosive", "hot_surface", "pinch_point", "laser", "high_voltage")
 
 
 ZonePermit = Literal["never", "operator_confirmation"]

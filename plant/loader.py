@@ -413,14 +413,14 @@ def load_plant_text(text: str, file: str = "<string>") -> PlantDescription:
                 path = (*path, str(err.get("ctx", {}).get("discriminator", "")).strip("'"))
             line, col = pos.key_at.get(path) or pos.find(path)
             problems.append(Problem(file, line, col, _format_path(path), _reason(err)))
-        raise PlantError(_dedupe(problems)) from None
+        raise PlantError(list(dict.fromkeys(problems))) from None
     refs = check_references(plant)
     if refs:
         problems = []
         for path, reason in refs:
             line, col = pos.key_at.get(path) or pos.find(path)
             problems.append(Problem(file, line, col, _format_path(path), reason))
-        raise PlantError(_dedupe(problems))
+        raise PlantError(list(dict.fromkeys(problems)))
     return plant
 
 
@@ -443,11 +443,3 @@ def load_plant(path: str | Path | None = None) -> PlantDescription:
 def default_plant_text() -> str:
     """The text of the shipped demo cell (packaged with ``plant``, mirrored in ``plants/``)."""
     return resources.files("plant").joinpath("data/demo_cell.yaml").read_text(encoding="utf-8")
-
-
-def _dedupe(problems: list[Problem]) -> list[Problem]:
-    out: list[Problem] = []
-    for p in problems:
-        if p not in out:
-            out.append(p)
-    return out

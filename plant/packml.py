@@ -68,20 +68,23 @@ _TRANSITIONS: dict[Command, dict[State, State]] = {
     Command.UNSUSPEND: {State.SUSPENDED: State.UNSUSPENDING},
     Command.CLEAR: {State.ABORTED: State.CLEARING},
 }
-_STOPPABLE = {
-    State.IDLE,
-    State.STARTING,
-    State.EXECUTE,
-    State.COMPLETING,
-    State.COMPLETE,
-    State.HOLDING,
-    State.HELD,
-    State.UNHOLDING,
-    State.SUSPENDING,
-    State.SUSPENDED,
-    State.UNSUSPENDING,
-    State.RESETTING,
-}
+#: The states a Stop command is taken in.
+STOPPABLE = frozenset(
+    {
+        State.IDLE,
+        State.STARTING,
+        State.EXECUTE,
+        State.COMPLETING,
+        State.COMPLETE,
+        State.HOLDING,
+        State.HELD,
+        State.UNHOLDING,
+        State.SUSPENDING,
+        State.SUSPENDED,
+        State.UNSUSPENDING,
+        State.RESETTING,
+    }
+)
 #: Acting states end on their own ("state complete") after ``ACTING_TIME_S``.
 _ACTING_DONE = {
     State.STARTING: State.EXECUTE,
@@ -163,7 +166,7 @@ class MachineStateModel:
             self._door(cmd)
             return
         if cmd == Command.STOP:
-            if self.state not in _STOPPABLE:
+            if self.state not in STOPPABLE:
                 raise CommandRefused(cmd, self.state, f"the machine is already {self.state.name.lower()}")
             self._go(State.STOPPING)
             return

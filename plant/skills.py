@@ -34,63 +34,51 @@ class SkillSpec:
     agent_kind: Literal["robot", "machine"]
     description: str
     args: dict[str, ArgSpec] = field(default_factory=dict)
-    machine_kinds: tuple[str, ...] = ()
     nominal_duration_s: float = 5.0
-    moves_robot: bool = False
 
 
 SKILLS: dict[str, SkillSpec] = {
     # Robot skills.
-    "home": SkillSpec("robot", "move to the home joint pose", nominal_duration_s=4.0, moves_robot=True),
+    "home": SkillSpec("robot", "move to the home joint pose", nominal_duration_s=4.0),
     "move_joints": SkillSpec(
         "robot",
         "move to a joint target",
         {"joints_rad": ArgSpec("joints")},
         nominal_duration_s=4.0,
-        moves_robot=True,
     ),
     "move_to": SkillSpec(
         "robot",
         "move the tool to a named location",
         {"location": ArgSpec("location")},
         nominal_duration_s=4.0,
-        moves_robot=True,
     ),
     "pick": SkillSpec(
         "robot",
         "pick a part of a type from a location or bin",
         {"part_type": ArgSpec("part_type"), "location": ArgSpec("location")},
         nominal_duration_s=8.0,
-        moves_robot=True,
     ),
     "place": SkillSpec(
         "robot",
         "place the held part at a location or bin",
         {"location": ArgSpec("location")},
         nominal_duration_s=6.0,
-        moves_robot=True,
     ),
     "hand_over": SkillSpec(
         "robot",
         "hand the held part to another robot at a location",
         {"to_robot": ArgSpec("robot"), "location": ArgSpec("location")},
         nominal_duration_s=8.0,
-        moves_robot=True,
     ),
     "present": SkillSpec(
         "robot",
         "hold the part at an inspection machine until it has judged it",
         {"machine": ArgSpec("machine")},
         nominal_duration_s=6.0,
-        moves_robot=True,
     ),
     # Machine skills, carried out through the machine's command tags.
-    "open_door": SkillSpec(
-        "machine", "open the machine door", nominal_duration_s=2.0, machine_kinds=("cnc", "press", "washer", "oven")
-    ),
-    "close_door": SkillSpec(
-        "machine", "close the machine door", nominal_duration_s=2.0, machine_kinds=("cnc", "press", "washer", "oven")
-    ),
+    "open_door": SkillSpec("machine", "open the machine door", nominal_duration_s=2.0),
+    "close_door": SkillSpec("machine", "close the machine door", nominal_duration_s=2.0),
     "run_cycle": SkillSpec(
         "machine",
         "start a machine cycle and wait until it completes",
@@ -104,13 +92,11 @@ SKILLS: dict[str, SkillSpec] = {
         "machine",
         "judge the part presented at the inspection station",
         nominal_duration_s=4.0,
-        machine_kinds=("inspection",),
     ),
     "feed": SkillSpec(
         "machine",
         "run the conveyor until a part reaches its pick point",
         nominal_duration_s=10.0,
-        machine_kinds=("conveyor",),
     ),
     # The standard PackML commands every machine takes (plant.commands carries them out). A
     # machine's own commands are declared in the plant file: PlantDescription.skill_spec.

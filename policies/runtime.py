@@ -163,10 +163,6 @@ class PolicyRuntime:
             )
         return cls(info, name, run, budget_s, p99)
 
-    @property
-    def observation_dim(self) -> int:
-        return self._obs_dim
-
     def act(self, obs: NDArray[Any]) -> Decision:
         """The action for one observation (shape ``(obs_dim,)``; any float dtype).
 

@@ -40,7 +40,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from torch import nn
 
 from policies.checkpoint import hashed_file, sha256
-from policies.export import export_onnx
+from policies.export import export_onnx, onnx_session
 
 FORMAT: Final = "atelier-vision/1"
 INFO_FILE = "vision.json"
@@ -382,8 +382,6 @@ class VisionModel:
     """A vision checkpoint's ONNX export on one CPU thread: :meth:`judge` an image."""
 
     def __init__(self, directory: Path, part_type: str | None = None, threads: int = 1) -> None:
-        import onnxruntime as ort  # type: ignore[import-untyped]
-
         self.directory = Path(directory)
         self.info = read_info(self.directory)
         if part_type is not None and part_type != self.info.part_type:
@@ -392,13 +390,8 @@ class VisionModel:
                 f"not {part_type!r}; train one for it (atelier vision train)"
             )
         path = _verified(self.directory, self.info, ONNX_FILE)
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        opts.log_severity_level = 3
         try:
-            self._session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+            self._session = onnx_session(path, threads)
         except Exception as exc:
             raise VisionError(f"{path}: ONNX Runtime cannot load it: {exc}") from None
 

@@ -118,8 +118,6 @@ class TwinSession:
     closest_m: float = float("inf")
     closest_protective_m: float = 0.0
     closest_at: str = ""
-    #: What a perturbed start drew (see :class:`sim.twin.Perturbation`), by name.
-    drawn: dict[str, float] = field(default_factory=dict)
 
     def time_s(self) -> float:
         """The twin's clock (s)."""
@@ -260,7 +258,7 @@ def twin_factory(
         peers = LocalPeers()
         session = TwinSession({}, {}, twin, fps=fps)
         if change is not None:
-            session.drawn = twin.perturb(change)
+            twin.perturb(change)
 
         def on_event(ev: SafetyEvent) -> None:
             if ev.kind in ("protective_stop", "estop", "watchdog"):

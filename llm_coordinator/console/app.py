@@ -301,49 +301,42 @@ async def _refuse(user: User, action: Action, request: Request) -> str:
     return message
 
 
-def _api_user(action: Action) -> Callable[[Request], Awaitable[User]]:
+def _user(action: Action, *, page: bool) -> Callable[[Request], Awaitable[User]]:
+    """The logged-in user who may take ``action``; else 401 or 403 (as a page, or as the API's)."""
+
     async def dep(request: Request) -> User:
         user = await user_of(request)
         if user is None:
+            if page:
+                raise _PageRefusal(401, "Please log in.", login=True)
             raise HTTPException(401, "Log in first (POST /api/session).", headers={"WWW-Authenticate": "Bearer"})
         if not user.may(action):
-            raise HTTPException(403, await _refuse(user, action, request))
-        return user
-
-    return dep
-
-
-def _page_user(action: Action) -> Callable[[Request], Awaitable[User]]:
-    async def dep(request: Request) -> User:
-        user = await user_of(request)
-        if user is None:
-            raise _PageRefusal(401, "Please log in.", login=True)
-        if not user.may(action):
-            raise _PageRefusal(403, await _refuse(user, action, request))
+            message = await _refuse(user, action, request)
+            raise _PageRefusal(403, message) if page else HTTPException(403, message)
         return user
 
     return dep
 
 
 # One name per (surface, action), so that a route's signature says who may call it.
-ApiView = Annotated[User, Depends(_api_user(Action.VIEW))]
-ApiSubmit = Annotated[User, Depends(_api_user(Action.SUBMIT_WORK_ORDER))]
-ApiApprove = Annotated[User, Depends(_api_user(Action.APPROVE_PLAN))]
-ApiReject = Annotated[User, Depends(_api_user(Action.REJECT_PLAN))]
-ApiConfirm = Annotated[User, Depends(_api_user(Action.CONFIRM_STEP))]
-ApiRefuse = Annotated[User, Depends(_api_user(Action.REFUSE_STEP))]
-ApiTrip = Annotated[User, Depends(_api_user(Action.TRIP_ESTOP))]
-ApiReset = Annotated[User, Depends(_api_user(Action.RESET_ESTOP))]
-ApiOverrule = Annotated[User, Depends(_api_user(Action.OVERRULE_INSPECTION))]
-PageView = Annotated[User, Depends(_page_user(Action.VIEW))]
-PageSubmit = Annotated[User, Depends(_page_user(Action.SUBMIT_WORK_ORDER))]
-PageApprove = Annotated[User, Depends(_page_user(Action.APPROVE_PLAN))]
-PageReject = Annotated[User, Depends(_page_user(Action.REJECT_PLAN))]
-PageConfirm = Annotated[User, Depends(_page_user(Action.CONFIRM_STEP))]
-PageRefuse = Annotated[User, Depends(_page_user(Action.REFUSE_STEP))]
-PageTrip = Annotated[User, Depends(_page_user(Action.TRIP_ESTOP))]
-PageReset = Annotated[User, Depends(_page_user(Action.RESET_ESTOP))]
-PageOverrule = Annotated[User, Depends(_page_user(Action.OVERRULE_INSPECTION))]
+ApiView = Annotated[User, Depends(_user(Action.VIEW, page=False))]
+ApiSubmit = Annotated[User, Depends(_user(Action.SUBMIT_WORK_ORDER, page=False))]
+ApiApprove = Annotated[User, Depends(_user(Action.APPROVE_PLAN, page=False))]
+ApiReject = Annotated[User, Depends(_user(Action.REJECT_PLAN, page=False))]
+ApiConfirm = Annotated[User, Depends(_user(Action.CONFIRM_STEP, page=False))]
+ApiRefuse = Annotated[User, Depends(_user(Action.REFUSE_STEP, page=False))]
+ApiTrip = Annotated[User, Depends(_user(Action.TRIP_ESTOP, page=False))]
+ApiReset = Annotated[User, Depends(_user(Action.RESET_ESTOP, page=False))]
+ApiOverrule = Annotated[User, Depends(_user(Action.OVERRULE_INSPECTION, page=False))]
+PageView = Annotated[User, Depends(_user(Action.VIEW, page=True))]
+PageSubmit = Annotated[User, Depends(_user(Action.SUBMIT_WORK_ORDER, page=True))]
+PageApprove = Annotated[User, Depends(_user(Action.APPROVE_PLAN, page=True))]
+PageReject = Annotated[User, Depends(_user(Action.REJECT_PLAN, page=True))]
+PageConfirm = Annotated[User, Depends(_user(Action.CONFIRM_STEP, page=True))]
+PageRefuse = Annotated[User, Depends(_user(Action.REFUSE_STEP, page=True))]
+PageTrip = Annotated[User, Depends(_user(Action.TRIP_ESTOP, page=True))]
+PageReset = Annotated[User, Depends(_user(Action.RESET_ESTOP, page=True))]
+PageOverrule = Annotated[User, Depends(_user(Action.OVERRULE_INSPECTION, page=True))]
 
 
 def create_app(
@@ -567,12 +560,10 @@ def create_app(
     def text_field(form: FormData, key: str, label: str, *, required: bool, min_chars: int = 0) -> str:
         return clean_text(form.get(key), label, required=required, min_chars=min_chars, max_chars=MAX_REASON_CHARS)
 
-    def robot_field(form_value: object, *, allow_all: bool) -> str | None:
+    def robot_field(form_value: object) -> str:
         if not isinstance(form_value, str) or not form_value.strip():
             raise FormError(["Robot: please choose a robot."])
         name = form_value.strip()
-        if allow_all and name == "all":
-            return None
         if name not in plant.robots:
             known = ", ".join(sorted(plant.robots))
             raise FormError([f"Robot: {name!r} is not a robot of this plant; one of: {known}."])
@@ -885,8 +876,7 @@ def create_app(
     @app.post("/api/estop/reset", status_code=204, tags=["operator"])
     async def api_reset(body: ResetBody, user: ApiReset) -> Response:
         """Reset one robot's e-stop latch (robot operators only)."""
-        robot = robot_field(body.robot, allow_all=False)
-        assert robot is not None
+        robot = robot_field(body.robot)
         if not body.area_clear:
             raise FormError(["Area clear: confirm that nobody is in the robot's area before resetting."])
         note = clean_text(body.note, "Note", required=False, max_chars=MAX_REASON_CHARS)
@@ -1111,8 +1101,7 @@ def create_app(
     async def reset_post(request: Request, user: PageReset) -> Response:
         form = await request.form()
         try:
-            robot = robot_field(form.get("robot"), allow_all=False)
-            assert robot is not None
+            robot = robot_field(form.get("robot"))
             if form.get("area_clear") not in ("yes", "on", "true"):
                 raise FormError(["Area clear: tick the box to confirm nobody is in the robot's area."])
             note = text_field(form, "note", "Note", required=False)

@@ -46,6 +46,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
@@ -91,11 +92,6 @@ PERMISSIONS: dict[Action, frozenset[Role]] = {
     # The people at the line who can look at the part: its operator and the supervisor.
     Action.OVERRULE_INSPECTION: frozenset({Role.OPERATOR, Role.SUPERVISOR}),
 }
-
-
-def allowed(role: Role, action: Action) -> bool:
-    """True when a person of ``role`` may perform ``action``."""
-    return role in PERMISSIONS[action]
 
 
 USERNAME_RE = re.compile(r"^[a-z][a-z0-9_.-]{1,31}$")
@@ -240,13 +236,9 @@ class LoginReport:
 
 @dataclass
 class _Track:
-    failures: list[float]
-    locked_until: float = 0.0
+    """Failed logins (times, or (time, name) pairs for an address) and the lock they set."""
 
-
-@dataclass
-class _AddressTrack:
-    failures: list[tuple[float, str]]
+    failures: list[Any]
     locked_until: float = 0.0
 
 
@@ -281,7 +273,7 @@ class LoginThrottle:
         self.clock = clock
         self._lock = threading.Lock()
         self._pairs: dict[tuple[str, str], _Track] = {}
-        self._addresses: dict[str, _AddressTrack] = {}
+        self._addresses: dict[str, _Track] = {}
         self._reports: dict[str, _Report] = {}
         self._swept = clock()
 
@@ -312,7 +304,7 @@ class LoginThrottle:
             self._sweep(now)
             pair = self._pairs.setdefault((name, address), _Track([]))
             pair.failures = [t for t in pair.failures if t > horizon] + [now]
-            addr = self._addresses.setdefault(address, _AddressTrack([]))
+            addr = self._addresses.setdefault(address, _Track([]))
             addr.failures = [(t, n) for t, n in addr.failures if t > horizon] + [(now, name)]
             names = len({n for _, n in addr.failures})
             pair_delay = limit.delay_s(len(pair.failures), limit.max_failures)
@@ -423,7 +415,7 @@ class User:
 
     def may(self, action: Action) -> bool:
         """True when this person may perform ``action``."""
-        return allowed(self.role, action)
+        return self.role in PERMISSIONS[action]
 
 
 def _digest(token: str) -> str:

@@ -74,7 +74,6 @@ class OpcuaAgent(NetworkAgent):
         self._node_ids = {t: ua.NodeId.from_string(tag.node_id) for t, tag in machine.tags.items()}
         self._node_tag = {nid: t for t, nid in self._node_ids.items()}
         self._changed = {t: asyncio.Event() for t in SUBSCRIBED}
-        self.last_notified: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ transport
 
@@ -197,7 +196,6 @@ class OpcuaAgent(NetworkAgent):
     # ------------------------------------------------------------------ subscription
 
     def _notified(self, tag: str, value: Any) -> None:
-        self.last_notified[tag] = value
         ev = self._changed.get(tag)
         if ev is not None:
             ev.set()

@@ -17,8 +17,3 @@ VARIANT_TYPES: dict[str, ua.VariantType] = {
 
 #: The DataType attribute (a node id in namespace 0) a node of each tag data type has.
 DATA_TYPE_IDS: dict[str, ua.NodeId] = {k: ua.NodeId.from_string(f"i={v.value}") for k, v in VARIANT_TYPES.items()}
-
-
-def variant(data_type: str, raw: object) -> ua.Variant:
-    """``raw`` as a variant of the tag's data type (the wire type is fixed, never guessed)."""
-    return ua.Variant(raw, VARIANT_TYPES[data_type])

@@ -32,7 +32,7 @@ a one-joint trajectory like the arm's): a stranger on the ROS 2 graph, or a copy
 runtime's own commands replayed, moves nothing. Without a key (a twin served where no robot
 keys were made) it follows any command and says so once when it starts.
 
-Every refusal is counted (``commands_ignored``) and reported once per episode on
+Every kind of refusal is reported once per episode on
 ``driver/events`` (kind ``stale_command``, ``command_jump`` or ``unauthenticated_command``).
 
 The joint states carry the gripper too, as one more joint named :data:`GRIPPER_JOINT`:
@@ -126,12 +126,7 @@ class RobotDriverNode:
         self.watchdog_timeout_s = watchdog_timeout_s
         self._last_cmd_s: float | None = None
         self.watchdog_tripped = False
-        self.commands_received = 0
-        #: Joint commands not followed (stale, or jumping away from where the arm is).
-        self.commands_ignored = 0
         self.published = 0
-        #: Receive time (time.monotonic) of the last joint command (for latency benches).
-        self.last_command_s = 0.0
         self._measured: FloatArray | None = None  # the arm's last published position
         self._following = False  # a command source was taken up (since start or the last watchdog trip)
         self._reported: set[str] = set()  # refusal kinds already reported in this episode
@@ -213,12 +208,10 @@ class RobotDriverNode:
                 return
             self._following = True
             self._reported.clear()
-        self._last_cmd_s = self.last_command_s = time.monotonic()
-        self.commands_received += 1
+        self._last_cmd_s = time.monotonic()
         self._on_command_cb(q)
 
     def _ignore(self, kind: str, message: str) -> None:
-        self.commands_ignored += 1
         if kind not in self._reported:
             self._reported.add(kind)
             self._event(DiagnosticStatus.WARN, kind, message)

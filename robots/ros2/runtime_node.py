@@ -125,17 +125,12 @@ def _shown(d: object, key: str) -> str:
 
 
 class RosPeople:
-    """People tracked in the cell, from ``/cell/people`` and ``/cell/people_speeds``.
+    """People tracked in the cell, from ``/cell/people`` and ``/cell/people_speeds``. The last
+    positions stay in use when the tracker goes quiet (a person does not vanish with it)."""
 
-    Positions older than ``stale_after_s`` are still used (a person does not vanish because the
-    tracker went quiet) but are reported by :attr:`stale`.
-    """
-
-    def __init__(self, host: RosHost, stale_after_s: float = 0.1) -> None:
+    def __init__(self, host: RosHost) -> None:
         self._people: list[TrackedPerson] = []
         self._speeds: list[float] = []
-        self._received_s = 0.0
-        self.stale_after_s = stale_after_s
         # 250 Hz each: on the fast lane, not the executor.
         host.subscribe_fast(Float64MultiArray, "/cell/people_speeds", self._on_speeds, STREAM_QOS)
         host.subscribe_fast(PoseArray, "/cell/people", self._on_poses, STREAM_QOS)
@@ -152,11 +147,6 @@ class RosPeople:
             v = speeds[i] if i < len(speeds) else 0.0
             out.append(TrackedPerson(name, float(pose.position.x), float(pose.position.y), float(v)))
         self._people = out
-        self._received_s = time.monotonic()
-
-    @property
-    def stale(self) -> bool:
-        return time.monotonic() - self._received_s > self.stale_after_s
 
     def __call__(self) -> Sequence[TrackedPerson]:
         return self._people

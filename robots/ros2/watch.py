@@ -58,7 +58,6 @@ class SafetyTracker:
         self.open_causes = 0
         self.estop = False
         self.estop_reason = ""
-        self.stop_reason = ""
         self.events = 0
         self._slow_until = -1.0
 
@@ -73,7 +72,6 @@ class SafetyTracker:
             self._slow_until = now_s + self.slow_shown_s
         if stop_category:
             self.open_causes += 1
-            self.stop_reason = reason
             if kind == "estop" and not self.estop:
                 self.estop, self.estop_reason = True, reason
         elif kind == "estop" and not self.estop:  # latched, reported without a new stop (file not written)

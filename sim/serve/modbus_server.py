@@ -56,7 +56,6 @@ class _Device:
     plc: MachinePlc
     #: address -> register value (or bit, for c/d) not yet copied into the live block.
     pending: dict[str, dict[int, int]] = field(default_factory=lambda: {k: {} for k in "cdhi"})
-    by_table: dict[str, list[tuple[str, ModbusTag]]] = field(default_factory=dict)
     #: table -> address (bit or register) -> the writable tag it belongs to.
     writable_at: dict[str, dict[int, tuple[str, ModbusTag]]] = field(default_factory=dict)
     observer: Callable[[Changes], object] | None = None
@@ -105,7 +104,6 @@ class ModbusTwinServer:
         blocks: dict[str, list[SimData]] = {k: [] for k in "cdhi"}
         for tname, tag in dev.machine.tags.items():
             key = _TABLE_KEY[tag.table]
-            dev.by_table.setdefault(key, []).append((tname, tag))
             read_only = not client_writable(tname, tag)
             if not read_only:
                 at = dev.writable_at.setdefault(key, {})
@@ -138,7 +136,6 @@ class ModbusTwinServer:
             raise RuntimeError(f"the Modbus server at {self.endpoint} is already running")
         for dev in self._devices:
             dev.pending = {k: {} for k in "cdhi"}
-            dev.by_table = {}
             dev.writable_at = {}
         devices = [self._sim_device(d) for d in self._devices]
         for dev in self._devices:

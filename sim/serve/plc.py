@@ -258,10 +258,7 @@ class PlantPlcs:
     async def start(self) -> None:
         """Take the first values from the twin and follow it from now on."""
         self._loop = asyncio.get_running_loop()
-        first = self.live.read(lambda tw: {n: p.sample(tw) for n, p in self.plcs.items()})
-        for name, sample in first.items():
-            self._last[name] = sample[1]
-            await self.plcs[name].apply_sample(sample)
+        await self.sync()
         self._pump = asyncio.create_task(self._run_pump(), name="atelier-plc-pump")
         self.live.add_listener(self._listen, every_ticks=self.every_ticks, name="atelier-plcs")
 
