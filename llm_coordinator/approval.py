@@ -103,8 +103,6 @@ class ApprovalGate:
         """Hazardous steps (flagged by the plan or by the static rules) -> why."""
         hz = hazard_reasons(plan, self.plant)
         for s in plan.steps:
-            if s.hazardous and s.id not in hz:
-                hz[s.id] = _FLAGGED
             if s.id in hz:
                 hz[s.id] = self._in_plant_words(plan, s, hz[s.id])
         return hz

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import re
 import unicodedata
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from llm_coordinator.snapshot import PlantSnapshot
@@ -63,11 +63,6 @@ class Context:
     dropped: tuple[str, ...] = ()
 
 
-INSTRUCTIONS_INTENT = (
-    "You read a work order for a factory cell and answer with one JSON object. "
-    '"goal" is the recipe that does the order, or "tasks" for single skills, or "cannot" when the cell '
-    "lacks a machine, robot or skill the order needs. "
-)
 INSTRUCTIONS_DIRECT = (
     "You plan work for a factory cell and answer with JSON only: a list of steps, each with an id, "
     "an agent, one of that agent's skills, its args, and 'after' (ids of steps that must finish first). "
@@ -94,34 +89,15 @@ def _recipes(plant: PlantDescription) -> str:
     return "Recipes:\n" + "\n".join(lines)
 
 
-def _examples(plant: PlantDescription) -> str:
-    """Worked examples made from this plant's own recipes and agents (none written per demo)."""
-    lines = []
-    for i, (name, rc) in enumerate((n, r) for n, r in plant.recipes.items() if not r.building_block):
-        count = 2 if i == 0 else 1
-        order = rc.description + (" for 2 parts" if count > 1 else "")
-        lines.append(f'Order: "{order}" -> {{"goal": "{name}", "count": {count}}}')
-    if plant.robots:
-        robot = next(iter(plant.robots))
-        lines.append(
-            f'Order: "send {robot} home" -> {{"goal": "tasks", "tasks": [{{"skill": "home", "agent": "{robot}", '
-            '"args": {}}]}'
-        )
-    lines.append('Order: "paint the parts blue" -> {"goal": "cannot", "missing": "no agent can paint"}')
-    return "Examples:\n" + "\n".join(lines)
-
-
 def _locations(plant: PlantDescription) -> str:
     return "Locations: " + ", ".join(plant.locations()) + "\nPart types: " + ", ".join(plant.part_types)
 
 
 def _skills(plant: PlantDescription) -> str:
-    from llm_coordinator.guardrails import skill_spec
-
     lines: dict[str, str] = {}
     for a in plant.agents():
         for s in plant.agent_skills(a):
-            spec = skill_spec(plant, a, s)
+            spec = plant.skill_spec(a, s)
             args = ", ".join(
                 f"{n} ({x.type}{' in ' + x.unit if getattr(x, 'unit', '') else ''})" for n, x in spec.args.items()
             )
@@ -157,7 +133,6 @@ def build_reading_context(
     *,
     snapshot: PlantSnapshot | None = None,
     feedback: Sequence[str] = (),
-    count_tokens: Callable[[str], int] = estimate_tokens,
 ) -> Context:
     """The context of the reading mode: the plan language, the plant's agents, skills with their
     arguments and units, recipes, locations, the tags conditions may test, and earlier rejections."""
@@ -174,7 +149,7 @@ def build_reading_context(
     ]
     user = f"Work order {FENCE_OPEN}\n{fence(work_order, 1000)}\n{FENCE_CLOSE}"
     system = "\n\n".join(p for p in parts if p)
-    return Context(system=system, user=user, tokens=count_tokens(system) + count_tokens(user))
+    return Context(system=system, user=user, tokens=estimate_tokens(system) + estimate_tokens(user))
 
 
 def _state(snapshot: PlantSnapshot) -> str:
@@ -190,8 +165,6 @@ def _state(snapshot: PlantSnapshot) -> str:
         lines.append(f"- {name}: {'; '.join(bits)}")
     for name, r in snapshot.robots.items():
         lines.append(f"- {name}: {'busy' if r.busy else 'idle'}, safety {r.safety}")
-    for where, n in snapshot.queues.items():
-        lines.append(f"- {where}: {n} parts waiting")
     if not lines:
         return ""
     return f"State ({FENCE_OPEN}):\n" + "\n".join(lines) + f"\n{FENCE_CLOSE}"
@@ -207,12 +180,10 @@ def build_context(
     plant: PlantDescription,
     work_order: str,
     *,
-    mode: str = "intent",
     snapshot: PlantSnapshot | None = None,
     events: Sequence[str] = (),
     feedback: Sequence[str] = (),
     max_tokens: int = 1400,
-    count_tokens: Callable[[str], int] = estimate_tokens,
 ) -> Context:
     """Assemble the context within ``max_tokens``.
 
@@ -222,26 +193,23 @@ def build_context(
     Raises ``ValueError`` if even the essential sections do not fit.
     """
     snapshot = snapshot or PlantSnapshot()
-    head = INSTRUCTIONS_INTENT if mode == "intent" else INSTRUCTIONS_DIRECT
     user = f"Work order {FENCE_OPEN}\n{fence(work_order, 1000)}\n{FENCE_CLOSE}"
-    essential = [head + FENCE_RULE, _agents(plant), _recipes(plant), _locations(plant)]
-    if mode == "intent":
-        essential.append(_examples(plant))
+    essential = [INSTRUCTIONS_DIRECT + FENCE_RULE, _agents(plant), _recipes(plant), _locations(plant)]
     optional: list[tuple[str, str]] = [
         ("feedback", _listing("Your previous answer was rejected because", list(feedback))),
         ("alarms", _listing("Active alarms", list(snapshot.alarms))),
         ("state", _state(snapshot)),
-        ("skills", _skills(plant) if mode == "direct" else ""),
+        ("skills", _skills(plant)),
     ]
     parts = list(essential)
-    used = count_tokens("\n\n".join(parts)) + count_tokens(user)
+    used = estimate_tokens("\n\n".join(parts)) + estimate_tokens(user)
     if used > max_tokens:
         raise ValueError(f"the plant alone needs about {used} tokens of context; the budget is {max_tokens}")
     dropped: list[str] = []
     for name, text in optional:
         if not text:
             continue
-        cost = count_tokens(text) + 1
+        cost = estimate_tokens(text) + 1
         if used + cost <= max_tokens:
             parts.append(text)
             used += cost
@@ -250,7 +218,7 @@ def build_context(
     kept: list[str] = []
     for ev in reversed(list(events)):  # newest last in the input; keep the newest
         line = f"- {fence(ev)}"
-        cost = count_tokens(line) + 1
+        cost = estimate_tokens(line) + 1
         if used + cost + 8 > max_tokens:
             dropped.append("older events")
             break
@@ -278,15 +246,12 @@ def build_goal_context(
     plant: PlantDescription,
     work_order: str,
     *,
-    snapshot: PlantSnapshot | None = None,
     feedback: Sequence[str] = (),
     examples: Sequence[tuple[str, str]] = (),
     max_tokens: int = 600,
-    count_tokens: Callable[[str], int] = estimate_tokens,
 ) -> Context:
     """The short context of the goal question: the options, approved answers to similar orders
     (``examples``: order, goal; retrieval), active alarms, earlier rejections."""
-    snapshot = snapshot or PlantSnapshot()
     opts = goal_options(plant)
     parts = [
         GOAL_INSTRUCTIONS + " " + FENCE_RULE,
@@ -298,15 +263,12 @@ def build_goal_context(
             + "\n".join(f'- {fence(order, 200)} -> {{"goal": "{goal}"}}' for order, goal in examples)
         )
     user = f"Work order {FENCE_OPEN}\n{fence(work_order, 1000)}\n{FENCE_CLOSE}"
-    used = count_tokens("\n\n".join(parts)) + count_tokens(user)
+    used = estimate_tokens("\n\n".join(parts)) + estimate_tokens(user)
     dropped = []
-    for name, text in (
-        ("feedback", _listing("Your previous answer was rejected because", list(feedback))),
-        ("alarms", _listing("Active alarms", list(snapshot.alarms))),
-    ):
-        if text and used + count_tokens(text) <= max_tokens:
+    for name, text in (("feedback", _listing("Your previous answer was rejected because", list(feedback))),):
+        if text and used + estimate_tokens(text) <= max_tokens:
             parts.append(text)
-            used += count_tokens(text)
+            used += estimate_tokens(text)
         elif text:
             dropped.append(name)
     return Context(system="\n\n".join(parts), user=user, tokens=used, dropped=tuple(dropped))
@@ -318,7 +280,6 @@ def build_tuned_context(
     *,
     examples: Sequence[tuple[str, str]] = (),
     feedback: Sequence[str] = (),
-    count_tokens: Callable[[str], int] = estimate_tokens,
 ) -> Context:
     """The short context of a plant-tuned model (the plant is in its weights): the instruction,
     approved readings of similar orders (``examples``: order, answer; retrieval), earlier
@@ -336,4 +297,4 @@ def build_tuned_context(
         user = f"Approved readings of similar orders {FENCE_OPEN}\n{shown}\n{FENCE_CLOSE}\n\n"
     user += f"Work order {FENCE_OPEN}\n{fence(work_order, 1000)}\n{FENCE_CLOSE}"
     system = "\n\n".join(parts)
-    return Context(system=system, user=user, tokens=count_tokens(system) + count_tokens(user))
+    return Context(system=system, user=user, tokens=estimate_tokens(system) + estimate_tokens(user))

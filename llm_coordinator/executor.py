@@ -88,7 +88,6 @@ class ExecutionReport:
     recovery_plan_id: int | None = None
     makespan_s: float = 0.0
     #: Steps not run because a decision came out otherwise, and each decision's outcome.
-    not_taken: list[str] = field(default_factory=list)
     decisions: dict[str, bool] = field(default_factory=dict)
 
 
@@ -344,7 +343,6 @@ class PlanRunner:
             raise
         report.makespan_s = self.clock() - t0
         report.status = "done"
-        report.not_taken = [s.id for s in plan.steps if s.id in not_taken]
         report.decisions = dict(decided)
         if failed is not None:
             report.status, report.failed_step, report.reason = "paused", failed[0], failed[1]
@@ -488,7 +486,7 @@ class PlanRunner:
         robots: dict[str, RobotSnapshot] = {}
         for s in plan.steps:
             if s.id in done and s.agent in self.plant.robots:
-                robots[s.agent] = RobotSnapshot(at=step_location(self.plant, s.skill, s.args), last_skill=s.skill)
+                robots[s.agent] = RobotSnapshot(at=step_location(self.plant, s.skill, s.args))
         return PlantSnapshot(machines=snap.machines, robots=robots, alarms=snap.alarms)
 
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from llm_coordinator._geometry import machine_locations, reach_distance_m, step_location
-from llm_coordinator.guardrails import NEEDS_RESET, interlock_preconditions, mark_hazards, skill_spec, step_resources
+from llm_coordinator.guardrails import NEEDS_RESET, interlock_preconditions, mark_hazards, step_resources
 from llm_coordinator.plan import (
     MAX_COUNT,
     MAX_STEPS,
@@ -73,7 +73,7 @@ class Unclear(Exception):
 def nominal_duration_s(plant: PlantDescription, agent: str, skill: str) -> float:
     """Expected duration of a step: the plant's figure for a machine command, else the skill's."""
     try:
-        return skill_spec(plant, agent, skill).nominal_duration_s
+        return plant.skill_spec(agent, skill).nominal_duration_s
     except KeyError:
         return 5.0
 
@@ -428,7 +428,7 @@ class _Builder:
 
     def _args(self, g: TaskGoal, agent: str | None, have: list[str]) -> dict[str, ArgValue]:
         plant = self.plant
-        spec = skill_spec(plant, agent or have[0], g.skill)
+        spec = plant.skill_spec(agent or have[0], g.skill)
         unknown = [a for a in g.args if a not in spec.args]
         if unknown:
             raise Unplannable(

@@ -56,10 +56,7 @@ from plant.safety_model import (
     walkway_clearance,
     walkway_speed_m_s,
 )
-from plant.skills import SkillSpec
 
-#: Machine skills during which the machine moves (spindle, ram, belt): nobody reaches in.
-RUNNING_SKILLS = frozenset({"run_cycle", "feed"})
 DOOR_SKILLS = frozenset({"open_door", "close_door"})
 #: Skills whose target is a joint vector, not a named location: a person confirms them.
 JOINT_SPACE_SKILLS = frozenset({"move_joints"})
@@ -283,17 +280,7 @@ def _check_decisions(plan: Plan, plant: PlantDescription, anc: dict[str, set[str
                 )
 
 
-def _resources(plan: Plan, plant: PlantDescription, inside: Mapping[str, str]) -> dict[str, set[str]]:
-    return {s.id: step_resources(plant, s.agent, s.skill, s.args, inside) for s in plan.steps}
-
-
 # --------------------------------------------------------------------------- the checks
-
-
-def skill_spec(plant: PlantDescription, agent: str, skill: str) -> SkillSpec:
-    """What ``agent`` does when it performs ``skill``: a robot skill of :mod:`plant.skills`, or a
-    machine's command as its plant file declares it. ``KeyError`` when it has no such skill."""
-    return plant.skill_spec(agent, skill)
 
 
 def _check_step_static(s: Step, plant: PlantDescription) -> Iterable[Finding]:
@@ -313,7 +300,7 @@ def _check_step_static(s: Step, plant: PlantDescription) -> Iterable[Finding]:
 
 
 def _check_args(s: Step, plant: PlantDescription) -> Iterable[Finding]:
-    spec = skill_spec(plant, s.agent, s.skill)
+    spec = plant.skill_spec(s.agent, s.skill)
     bad: list[str] = []
     for name in s.args:
         if name not in spec.args:
@@ -510,10 +497,9 @@ def check(plan: Plan, plant: PlantDescription, snapshot: PlantSnapshot | None = 
 def _check_order(
     plan: Plan, plant: PlantDescription, snapshot: PlantSnapshot, anc: dict[str, set[str]]
 ) -> Iterable[Finding]:
-    steps = {s.id: s for s in plan.steps}
     order = {s.id: i for i, s in enumerate(plan.steps)}
     inside = machine_locations(plant)
-    res = _resources(plan, plant, inside)
+    res = {s.id: step_resources(plant, s.agent, s.skill, s.args, inside) for s in plan.steps}
 
     def ordered(a: str, b: str) -> bool:
         return a in anc[b] or b in anc[a]
@@ -631,4 +617,3 @@ def _check_order(
                 )
             elif plant.machines[mname].has_door:
                 yield Finding("door_open_for_reach", s.id, True, f"the door of {mname} is open")
-    _ = steps

@@ -44,7 +44,6 @@ class VisionAgent:
         self._model_ref = checkpoint_path(vision.model)
         self._pending = False
         self._values: dict[str, TagValue] = {"result": 0, "defect": 0, "confidence": 0.0}
-        self.verdicts: list[Verdict] = []
 
     def __getattr__(self, name: str) -> Any:
         # Connection events and anything else the inner agent offers.
@@ -71,7 +70,6 @@ class VisionAgent:
             "defect": defect_code(verdict.defect),
             "confidence": verdict.confidence,
         }
-        self.verdicts.append(verdict)
         return verdict
 
     async def connect(self) -> None:

@@ -17,6 +17,7 @@ read by :mod:`llm_coordinator.quantities`.
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import unicodedata
 import weakref
@@ -31,7 +32,7 @@ import yaml
 
 from llm_coordinator.clauses import CLAUSE_BREAK, negated
 from llm_coordinator.plan import Plan
-from llm_coordinator.reading import IfGoal, Reading, RecipeGoal, RepeatGoal, TaskGoal, Test
+from llm_coordinator.reading import IfGoal, Reading, RecipeGoal, RepeatGoal, Test, simple_goals
 from plant.catalog import ROBOT_MODELS
 from plant.config import PlantDescription, RecipeStep
 
@@ -397,22 +398,13 @@ def _numbers_of(reading: Reading) -> list[float]:
     from llm_coordinator.quantities import QuantityError, parse_quantity
 
     raw: list[Any] = []
-
-    def simple(g: RecipeGoal | TaskGoal) -> None:
-        raw.append(g.count)
-        raw.extend(g.params.values() if isinstance(g, RecipeGoal) else g.args.values())
-
     for g in reading.goals:
-        if isinstance(g, RecipeGoal | TaskGoal):
-            simple(g)
-        elif isinstance(g, IfGoal):
+        if isinstance(g, IfGoal):
             raw.append(g.test.value)
-            for x in [*g.then, *g.otherwise]:
-                simple(x)
         elif isinstance(g, RepeatGoal):
             raw.extend([g.until.value, g.max_times])
-            for x in g.body:
-                simple(x)
+    for s in simple_goals(reading):
+        raw += [s.count, *(s.params.values() if isinstance(s, RecipeGoal) else s.args.values())]
     out: list[float] = []
     for v in raw:
         if isinstance(v, bool):
@@ -527,14 +519,12 @@ def plan_vocabulary(plan: Plan, plant: PlantDescription, described: bool = True)
     """The words of what a plan does: its agents (names, kinds, models, makers, descriptions), its
     skills and their descriptions, its arguments, its recipes and their descriptions, its
     conditions."""
-    from llm_coordinator.guardrails import skill_spec
-
     vocab: set[str] = set()
     for s in plan.steps:
         # The names of numeric arguments ("program 7"); a named one's value speaks for it.
         vocab |= _text_words(s.agent, s.skill, " ".join(n for n, v in s.args.items() if not isinstance(v, str)))
         with contextlib.suppress(KeyError):
-            vocab |= _text_words(skill_spec(plant, s.agent, s.skill).description) if described else set()
+            vocab |= _text_words(plant.skill_spec(s.agent, s.skill).description) if described else set()
         vocab |= _text_words(*(v for v in s.args.values() if isinstance(v, str)))
         vocab |= _text_words(*(plant.part_types[v].description for v in s.args.values() if v in plant.part_types))
         vocab |= _agent_words(plant, s.agent, described=False)
@@ -567,8 +557,6 @@ def _documents(plant: PlantDescription, described: bool = True) -> dict[str, set
     """What the plant can be asked for, one document each (a recipe, a skill or command, an agent,
     a place, a part type), as its words: the plant's own names and (``described``) the
     descriptions of its skills, agents and part types. Recipes always bring their description."""
-    from llm_coordinator.guardrails import skill_spec
-
     docs: dict[str, set[str]] = {}
     for name, r in plant.recipes.items():
         if not r.building_block:
@@ -576,7 +564,7 @@ def _documents(plant: PlantDescription, described: bool = True) -> dict[str, set
     for agent in plant.agents():
         docs[f"agent:{agent}"] = _agent_words(plant, agent, described)
         for skill in plant.agent_skills(agent):
-            text = skill_spec(plant, agent, skill).description if described else ""
+            text = plant.skill_spec(agent, skill).description if described else ""
             docs.setdefault(f"skill:{skill}", set()).update(_text_words(skill, text))
     for name in plant.locations():
         docs[f"place:{name}"] = _text_words(name)
@@ -731,8 +719,6 @@ def overreach(order: str, plan: Plan, plant: PlantDescription, facts: OrderFacts
         # volume is not filling and sealing. A skill the recipe itself has is such a task only when
         # the recipe makes its agent do more besides (:func:`_more_of_the_same`); otherwise the
         # recipe is how the plant gets it done (a part picked and presented for an inspection).
-        from llm_coordinator.guardrails import skill_spec
-
         folded = _fold(order)
         own = [w for w in covered if w not in named and not _only_in_names(w, folded, plant)]
         steps = plant.recipes[mine[0]].steps
@@ -745,7 +731,7 @@ def overreach(order: str, plan: Plan, plant: PlantDescription, facts: OrderFacts
                     plant, steps, skill, facts, covered
                 ):
                     continue
-                other = _text_words(skill, skill_spec(plant, agent, skill).description) | named
+                other = _text_words(skill, plant.skill_spec(agent, skill).description) | named
                 other |= _agent_words(plant, agent, described=False)
                 if all(_matches(w, other) for w in covered):
                     tasks.setdefault(skill, []).append(agent)
@@ -827,17 +813,10 @@ def _same_word(a: str, b: str) -> bool:
     short, long_ = sorted((a, b), key=len)
     if len(short) >= 4 and long_.startswith(short):
         return True
-    stem = len(_common_prefix(a, b))
+    stem = len(os.path.commonprefix([a, b]))  # noqa: RUF071 - words, not paths
     if stem >= 5 and stem >= 0.75 * len(short):
         return True
     return len(short) >= 6 and fuzz.ratio(a, b) >= 88
-
-
-def _common_prefix(a: str, b: str) -> str:
-    n = 0
-    while n < min(len(a), len(b)) and a[n] == b[n]:
-        n += 1
-    return a[:n]
 
 
 # --------------------------------------------------------------------------- every agent

@@ -3,9 +3,9 @@
 - :class:`Plan` / :class:`Step`: what the executor runs once it is approved (steps with an id,
   an agent, a skill, arguments, dependencies, an expected duration and a hazard flag). Its
   :meth:`Plan.content_hash` is what an approval is bound to.
-- :class:`Intent`: the small structured goal a small model writes in intent mode (which recipe
-  or skills, how many, which part type and parameters); a deterministic planner expands it.
-- :func:`plan_schema` and :func:`intent_schema`: JSON Schemas generated from the plant, with
+- :class:`RecipeIntent`: a recipe, how many times and its parameters, which a deterministic
+  planner expands (:mod:`llm_coordinator.expansion`).
+- :func:`plan_schema`: the JSON Schema generated from the plant, with
   agent, skill, location and part names as enums and each agent's skills encoded per agent
   (one ``anyOf`` variant per agent and skill), so that a constrained model cannot name what the
   plant does not have. The schema is a convenience for the model; the guardrails check again.
@@ -18,10 +18,10 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from plant.catalog import ROBOT_MODELS
-from plant.config import NAME_RE, PlantDescription, RecipeParam
+from plant.config import NAME_RE, PlantDescription
 from plant.skills import SKILLS, ArgSpec
 
 ArgValue = str | int | float | list[float]
@@ -146,10 +146,6 @@ class Plan(_Model):
                 return s
         raise KeyError(step_id)
 
-    def hazardous_steps(self) -> list[str]:
-        """Ids of the steps that need an operator's confirmation."""
-        return [s.id for s in self.steps if s.hazardous]
-
     def planned_starts(self) -> dict[str, float]:
         """Earliest start (s) of each step at its expected duration (see :func:`earliest_starts`)."""
         return earliest_starts(
@@ -233,31 +229,6 @@ class RecipeIntent(_Model):
     params: dict[str, int | float | str] = Field(default_factory=dict)
 
 
-class TaskIntent(_Model):
-    """One skill to perform; ``agent`` None lets the planner choose an agent that can."""
-
-    skill: str
-    agent: str | None = None
-    args: dict[str, ArgValue] = Field(default_factory=dict)
-
-
-class TasksIntent(_Model):
-    """A short sequence of single skills, done in the order given."""
-
-    goal: Literal["tasks"]
-    tasks: Annotated[list[TaskIntent], Field(min_length=1, max_length=20)]
-
-
-class CannotIntent(_Model):
-    """The model believes the plant cannot do the order; ``missing`` says what is lacking."""
-
-    goal: Literal["cannot"]
-    missing: str = Field(default="", max_length=200)
-
-
-Intent = Annotated[RecipeIntent | TasksIntent | CannotIntent, Field(discriminator="goal")]
-
-
 # --------------------------------------------------------------------------- schemas from the plant
 
 
@@ -332,96 +303,3 @@ def plan_schema(plant: PlantDescription, max_steps: int = 40) -> dict[str, Any]:
         "required": ["steps"],
         "additionalProperties": False,
     }
-
-
-def _param_schema(plant: PlantDescription, p: RecipeParam) -> dict[str, Any]:
-    names = plant.names_of(p.type)
-    if names is not None:
-        return _enum(names)
-    if p.type in ("int", "float"):
-        return _number_schema(p.type, p.min, p.max)
-    if p.type == "str":
-        return _enum(p.choices) if p.choices else {"type": "string", "maxLength": 80}
-    raise ValueError(f"unknown parameter type {p.type!r}")  # pragma: no cover - the type is closed
-
-
-def intent_variants(plant: PlantDescription) -> list[dict[str, Any]]:
-    """The kinds of goal, each opening with ``"goal"``, so that the first word a model writes
-    decides: a recipe name, ``tasks`` or ``cannot``. Names of this plant are enums."""
-    variants: list[dict[str, Any]] = []
-    for name, recipe in plant.recipes.items():
-        props: dict[str, Any] = {
-            "goal": {"const": name},
-            "count": {"type": "integer", "minimum": 1, "maximum": MAX_COUNT},
-        }
-        if recipe.params:
-            props["params"] = {
-                "type": "object",
-                "properties": {pn: _param_schema(plant, p) for pn, p in recipe.params.items()},
-                "additionalProperties": False,
-            }
-        variants.append(
-            {"type": "object", "properties": props, "required": ["goal", "count"], "additionalProperties": False}
-        )
-    task_variants = []
-    for skill in sorted({s for a in plant.agents() for s in plant.agent_skills(a)}):
-        agents = [a for a in plant.agents() if skill in plant.agent_skills(a)]
-        task_variants.append(
-            {
-                "type": "object",
-                "properties": {
-                    "skill": {"const": skill},
-                    "agent": _enum(agents),
-                    "args": _args_schema(plant, skill, agents[0]),
-                },
-                "required": ["skill", "agent", "args"],
-                "additionalProperties": False,
-            }
-        )
-    variants.append(
-        {
-            "type": "object",
-            "properties": {
-                "goal": {"const": "tasks"},
-                "tasks": {"type": "array", "items": {"anyOf": task_variants}, "minItems": 1, "maxItems": 8},
-            },
-            "required": ["goal", "tasks"],
-            "additionalProperties": False,
-        }
-    )
-    variants.append(
-        {
-            "type": "object",
-            "properties": {"goal": {"const": "cannot"}, "missing": {"type": "string", "maxLength": 80}},
-            "required": ["goal", "missing"],
-            "additionalProperties": False,
-        }
-    )
-    return variants
-
-
-def intent_schema(plant: PlantDescription) -> dict[str, Any]:
-    """JSON Schema of an intent answer for this plant (intent mode); see :func:`parse_intent`."""
-    return {"anyOf": intent_variants(plant)}
-
-
-def parse_intent(text: str, plant: PlantDescription) -> RecipeIntent | TasksIntent | CannotIntent:
-    """Read a model's intent answer. Raises ``ValueError`` with a reason a person (and the model,
-    on its next attempt) understands when the text is not JSON or not an intent."""
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"the answer is not JSON ({exc.msg} at character {exc.pos})") from None
-    if not isinstance(data, dict) or not isinstance(data.get("goal"), str):
-        raise ValueError('the answer must be a JSON object with a "goal"')
-    goal = data["goal"]
-    rest = {k: v for k, v in data.items() if k != "goal"}
-    try:
-        if goal == "tasks":
-            return TasksIntent(goal="tasks", **rest)
-        if goal == "cannot":
-            return CannotIntent(goal="cannot", **rest)
-        return RecipeIntent(goal="recipe", recipe=goal, **rest)
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors())
-        raise ValueError(f"the answer does not fit an intent: {problems}") from None

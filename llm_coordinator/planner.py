@@ -61,7 +61,7 @@ from llm_coordinator.expansion import (
     plan_recipe,
     read_count,
 )
-from llm_coordinator.guardrails import Verdict, check, skill_spec
+from llm_coordinator.guardrails import Verdict, check
 from llm_coordinator.interface import BackendError, BackendTimeout, ChatMessage, LLMBackend
 from llm_coordinator.order import (
     COMPARATIVES,
@@ -161,11 +161,12 @@ class PlanningOutcome:
         self.status, self.question, self.reasons = "clarify", question, [question]
 
 
-def _goal_schema(plant: PlantDescription) -> dict[str, Any]:
+def _choice_schema(key: str, options: Sequence[str]) -> dict[str, Any]:
+    """An object with one field ``key`` holding one of ``options``: a small closed question."""
     return {
         "type": "object",
-        "properties": {"goal": {"type": "string", "enum": list(goal_options(plant))}},
-        "required": ["goal"],
+        "properties": {key: {"type": "string", "enum": list(options)}},
+        "required": [key],
         "additionalProperties": False,
     }
 
@@ -231,7 +232,7 @@ class Planner:
         threading.Thread(target=warm_words, args=(plant,), name="atelier-warm-words", daemon=True).start()
         #: Where approved readings of similar orders come from (None: no retrieval).
         self.examples = examples
-        self._goal_schema = _goal_schema(plant)
+        self._goal_schema = _choice_schema("goal", list(goal_options(plant)))
         self._plan_schema = plan_schema(plant)
         self._reading_schema = reading_schema(plant)
 
@@ -678,13 +679,7 @@ class Planner:
             f"- {k}: {v}" if v else f"- {k}" for k, v in options.items()
         )
         user = f"Work order {FENCE_OPEN}\n{fence(order, 1000)}\n{FENCE_CLOSE}"
-        schema = {
-            "type": "object",
-            "properties": {stage: {"type": "string", "enum": list(options)}},
-            "required": [stage],
-            "additionalProperties": False,
-        }
-        text = await self._ask(out, stage, system, user, schema, 40)
+        text = await self._ask(out, stage, system, user, _choice_schema(stage, list(options)), 40)
         if text is None:
             return None
         try:
@@ -706,7 +701,7 @@ class Planner:
         descriptions = {}
         for k in skills:
             owner = next(a for a in plant.agents() if k in plant.agent_skills(a))
-            descriptions[k] = skill_spec(plant, owner, k).description
+            descriptions[k] = plant.skill_spec(owner, k).description
         skill = await self._choose(out, "skill", "Which skill does the work order ask for?", order, descriptions)
         if skill is None:
             return None
@@ -738,7 +733,7 @@ class Planner:
             agent = EVERY
         else:
             agent = None  # the expansion picks the nearest agent that can
-        spec = skill_spec(plant, capable[0] if agent in (None, EVERY) else agent, skill)
+        spec = plant.skill_spec(capable[0] if agent in (None, EVERY) else agent, skill)
         numeric = {n: a.unit for n, a in spec.args.items() if a.type in ("int", "float")}
         rest, args = numbers_for(order, facts, list(numeric), numeric)
         counts = [q for q in rest if not q.unit]
@@ -777,7 +772,6 @@ class Planner:
         ctx = build_context(
             self.plant,
             order,
-            mode="direct",
             snapshot=snapshot,
             events=events,
             feedback=reasons,

@@ -43,7 +43,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from llm_coordinator.plan import MAX_COUNT, CompareOp
+from llm_coordinator.plan import MAX_COUNT, CompareOp, _enum
 from plant.config import PlantDescription
 
 #: A value as an order gives it: a number, a name of the plant, or a quantity with its unit ("500 ml").
@@ -186,21 +186,8 @@ def parse_reading(text: str) -> Reading:
 # --------------------------------------------------------------------------- the grammar as a schema
 
 
-def _enum(values: list[str]) -> dict[str, Any]:
-    vals = sorted(set(values))
-    return {"type": "string", "enum": vals or ["(none)"]}
-
-
 def _value_schema() -> dict[str, Any]:
     return {"anyOf": [{"type": "number"}, {"type": "string", "maxLength": 40}]}
-
-
-def _skills(plant: PlantDescription, agent: str) -> list[str]:
-    return list(plant.agent_skills(agent))
-
-
-def _args_of(plant: PlantDescription, agent: str, skill: str) -> list[str]:
-    return list(plant.skill_spec(agent, skill).args)
 
 
 def _count_schema() -> dict[str, Any]:
@@ -229,10 +216,10 @@ def _simple_goal_variants(plant: PlantDescription) -> list[dict[str, Any]]:
         )
     by_skill: dict[str, list[str]] = {}
     for agent in plant.agents():
-        for skill in _skills(plant, agent):
+        for skill in plant.agent_skills(agent):
             by_skill.setdefault(skill, []).append(agent)
     for skill, agents in sorted(by_skill.items()):
-        arg_names = sorted({a for agent in agents for a in _args_of(plant, agent, skill)})
+        arg_names = sorted({a for agent in agents for a in plant.skill_spec(agent, skill).args})
         out.append(
             {
                 "type": "object",

@@ -23,7 +23,6 @@ class MachineSnapshot:
     door_closed: bool | None = None
     fault_code: int = 0
     fault_text: str = ""
-    part_count: int = 0
     extra: Mapping[str, TagValue] = field(default_factory=dict)
     reachable: bool = True
     #: Why the machine is in alarm (a reading its tag map declares impossible: the tag, the raw
@@ -42,8 +41,6 @@ class RobotSnapshot:
 
     busy: bool = False
     at: str | None = None
-    last_skill: str = ""
-    holding: str | None = None
     safety: str = "ok"
 
 
@@ -53,16 +50,13 @@ class PlantSnapshot:
 
     machines: Mapping[str, MachineSnapshot] = field(default_factory=dict)
     robots: Mapping[str, RobotSnapshot] = field(default_factory=dict)
-    queues: Mapping[str, int] = field(default_factory=dict)
     alarms: Sequence[str] = ()
     #: Where each part is (name -> position, m), when the plant can say (a twin can; most real
     #: cells cannot: None). An order whose picks would find no part is refused with where they are.
     parts: Mapping[str, tuple[float, float, float]] | None = None
 
 
-async def read_snapshot(
-    machines: Mapping[str, MachineAgent], robots: Mapping[str, RobotSnapshot] | None = None
-) -> PlantSnapshot:
+async def read_snapshot(machines: Mapping[str, MachineAgent]) -> PlantSnapshot:
     """Read every machine's status once (an unreachable machine is recorded, not raised). A
     machine in alarm is marked (:attr:`MachineSnapshot.alarms`) and each alarm is listed in
     :attr:`PlantSnapshot.alarms` as ``"<machine>: alarm: <reason>"``."""
@@ -80,11 +74,10 @@ async def read_snapshot(
             door_closed=st.door_closed,
             fault_code=st.fault_code,
             fault_text=st.fault_text,
-            part_count=st.part_count,
             extra=dict(st.extra),
             alarms=tuple(a.reason for a in st.alarms),
         )
         if st.fault_code:
             alarms.append(f"{name}: fault {st.fault_code}")
         alarms.extend(f"{name}: alarm: {a.reason}" for a in st.alarms)
-    return PlantSnapshot(machines=out, robots=dict(robots or {}), alarms=alarms)
+    return PlantSnapshot(machines=out, alarms=alarms)

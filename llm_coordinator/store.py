@@ -704,26 +704,22 @@ class Store:
 
     def plan(self, plan_id: int) -> Plan | None:
         """The current version of the plan, or None if it has none."""
-        with self.session() as s:
-            row = self._row(s, plan_id)
-            if row.content_hash is None:
-                return None
-            v = s.execute(
-                select(PlanVersion)
-                .where(PlanVersion.plan_id == plan_id, PlanVersion.content_hash == row.content_hash)
-                .order_by(PlanVersion.id.desc())
-                .limit(1)
-            ).scalar_one()
-            return Plan.model_validate(v.body)
+        v = self.version(plan_id)
+        return None if v is None else Plan.model_validate(v.body)
 
     def version(self, plan_id: int) -> PlanVersion | None:
         """The stored current version (plan JSON and guardrail findings)."""
+        found: PlanVersion | None = self._current(PlanVersion, plan_id)
+        return found
+
+    def _current(self, table: Any, plan_id: int) -> Any:
+        """The newest row of ``table`` for the plan's current version (None if there is none)."""
         with self.session() as s:
             row = self._row(s, plan_id)
             return s.execute(
-                select(PlanVersion)
-                .where(PlanVersion.plan_id == plan_id, PlanVersion.content_hash == row.content_hash)
-                .order_by(PlanVersion.id.desc())
+                select(table)
+                .where(table.plan_id == plan_id, table.content_hash == row.content_hash)
+                .order_by(table.id.desc())
                 .limit(1)
             ).scalar_one_or_none()
 
@@ -762,14 +758,8 @@ class Store:
 
     def rehearsal(self, plan_id: int) -> RehearsalRow | None:
         """The latest rehearsal of the plan's current version."""
-        with self.session() as s:
-            row = self._row(s, plan_id)
-            return s.execute(
-                select(RehearsalRow)
-                .where(RehearsalRow.plan_id == plan_id, RehearsalRow.content_hash == row.content_hash)
-                .order_by(RehearsalRow.id.desc())
-                .limit(1)
-            ).scalar_one_or_none()
+        found: RehearsalRow | None = self._current(RehearsalRow, plan_id)
+        return found
 
     def add_decision(
         self,
@@ -837,11 +827,10 @@ class Store:
                         created_at=self.clock(),
                     )
                 )
-                self._audit(s, operator, "operator_confirmed", plan_id, {"content_hash": content_hash, "step": step_id})
             else:
                 # Confirming again renews it (a confirmation expires: ApprovalGate.confirmation_ttl_s).
                 exists.operator, exists.created_at = operator, self.clock()
-                self._audit(s, operator, "operator_confirmed", plan_id, {"content_hash": content_hash, "step": step_id})
+            self._audit(s, operator, "operator_confirmed", plan_id, {"content_hash": content_hash, "step": step_id})
 
     def confirmation_times(self, plan_id: int, content_hash: str) -> dict[str, tuple[str, float]]:
         """Step id -> (operator, when confirmed), for one exact plan version."""
@@ -855,13 +844,7 @@ class Store:
 
     def confirmations(self, plan_id: int, content_hash: str) -> dict[str, str]:
         """Step id -> operator, for one exact plan version."""
-        with self.session() as s:
-            rows = s.execute(
-                select(ConfirmationRow).where(
-                    ConfirmationRow.plan_id == plan_id, ConfirmationRow.content_hash == content_hash
-                )
-            ).scalars()
-            return {r.step_id: r.operator for r in rows}
+        return {step: who for step, (who, _) in self.confirmation_times(plan_id, content_hash).items()}
 
     # ------------------------------------------------------------------ execution progress and feedback
 
@@ -873,29 +856,24 @@ class Store:
             ).scalars()
             return {r.step_id: r.status for r in rows}
 
+    def _progress_row(self, s: Session, plan_id: int, content_hash: str, step_id: str) -> ProgressRow | None:
+        return s.execute(
+            select(ProgressRow).where(
+                ProgressRow.plan_id == plan_id, ProgressRow.content_hash == content_hash, ProgressRow.step_id == step_id
+            )
+        ).scalar_one_or_none()
+
     def progress_detail(self, plan_id: int, content_hash: str, step_id: str) -> str:
         """The detail recorded with a step's latest status ("" if none)."""
         with self.session() as s:
-            row = s.execute(
-                select(ProgressRow).where(
-                    ProgressRow.plan_id == plan_id,
-                    ProgressRow.content_hash == content_hash,
-                    ProgressRow.step_id == step_id,
-                )
-            ).scalar_one_or_none()
+            row = self._progress_row(s, plan_id, content_hash, step_id)
             return row.detail if row is not None else ""
 
     def set_progress(self, plan_id: int, content_hash: str, step_id: str, status: str, detail: str = "") -> None:
         """Record a step's status (committed before the executor moves on), audited."""
         now = self.clock()
         with self.session() as s:
-            row = s.execute(
-                select(ProgressRow).where(
-                    ProgressRow.plan_id == plan_id,
-                    ProgressRow.content_hash == content_hash,
-                    ProgressRow.step_id == step_id,
-                )
-            ).scalar_one_or_none()
+            row = self._progress_row(s, plan_id, content_hash, step_id)
             if row is None:
                 row = ProgressRow(plan_id=plan_id, content_hash=content_hash, step_id=step_id, status=status)
                 s.add(row)

@@ -25,6 +25,7 @@ import json
 import math
 import random
 import re
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -174,22 +175,18 @@ def _goal_json(g: RecipeGoal | TaskGoal | IfGoal | RepeatGoal) -> dict[str, Any]
         case IfGoal():
             return {
                 "kind": "if",
-                "test": _test_json(g.test),
+                "test": g.test.model_dump(),
                 "then": [_goal_json(x) for x in g.then],
                 "otherwise": [_goal_json(x) for x in g.otherwise],
             }
         case RepeatGoal():
             return {
                 "kind": "repeat",
-                "until": _test_json(g.until),
+                "until": g.until.model_dump(),
                 "max_times": g.max_times,
                 "body": [_goal_json(x) for x in g.body],
             }
     raise TypeError(f"not a goal: {g!r}")  # pragma: no cover - the union is closed
-
-
-def _test_json(t: Test) -> dict[str, Any]:
-    return {"machine": t.machine, "tag": t.tag, "op": t.op, "value": t.value}
 
 
 def answer_text(reading: Reading) -> str:
@@ -221,9 +218,6 @@ class _Names:
             if "=" in name:
                 continue  # a named tag value, phrased where conditions are made
             self.by_name.setdefault(name, []).append(phrase)
-        for name, m in plant.machines.items():
-            if m.description:
-                self.by_name.setdefault(name, [])
 
     def say(self, rng: random.Random, name: str, *, article: bool = True) -> str:
         phrases = self.by_name.get(name) or [name.replace("_", " ")]
@@ -812,7 +806,4 @@ def split_dev(examples: Sequence[Example], fraction: float, seed: int) -> tuple[
 
 
 def counts(examples: Iterable[Example]) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for e in examples:
-        out[e.shape] = out.get(e.shape, 0) + 1
-    return dict(sorted(out.items()))
+    return dict(sorted(Counter(e.shape for e in examples).items()))

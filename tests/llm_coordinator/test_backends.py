@@ -24,7 +24,7 @@ from llm_coordinator import backends
 from llm_coordinator.backends.llama import LlamaBackend, _GrammarFirstChoice, llama_thread
 from llm_coordinator.backends.scripted import ScriptedBackend
 from llm_coordinator.config import LlamaBackendConfig, OpenAIBackendConfig, ScriptedBackendConfig, ScriptedReply
-from llm_coordinator.context import build_goal_context, build_tuned_context
+from llm_coordinator.context import build_goal_context, build_tuned_context, goal_options
 from llm_coordinator.interface import (
     BackendError,
     BackendTimeout,
@@ -33,7 +33,7 @@ from llm_coordinator.interface import (
     LLMBackend,
     Request,
 )
-from llm_coordinator.planner import _goal_schema
+from llm_coordinator.planner import _choice_schema
 from llm_coordinator.reading import reading_schema
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -166,7 +166,12 @@ def _reading_requests() -> list[tuple[LlamaBackendConfig, Request]]:
         for order in orders:
             goal = build_goal_context(plant, order)
             ask = [ChatMessage("system", goal.system), ChatMessage("user", goal.user)]
-            out.append((LlamaBackendConfig(), Request(ask, _goal_schema(plant), "goal", 40, 120.0)))
+            out.append(
+                (
+                    LlamaBackendConfig(),
+                    Request(ask, _choice_schema("goal", list(goal_options(plant))), "goal", 40, 120.0),
+                )
+            )
             if path.endswith("demo_cell.yaml"):
                 tuned = build_tuned_context(plant.name, order)
                 ask = [ChatMessage("system", tuned.system), ChatMessage("user", tuned.user)]

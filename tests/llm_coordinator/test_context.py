@@ -28,7 +28,7 @@ def test_context_names_the_plant_and_fences_machine_text(demo_plant: PlantDescri
         machines={"cnc_1": MachineSnapshot("ABORTED", door_closed=True, fault_code=7, fault_text=HOSTILE)},
         alarms=["cnc_1: fault 7"],
     )
-    ctx = build_context(demo_plant, "machine a blank", mode="direct", snapshot=snap, events=["e"] * 300)
+    ctx = build_context(demo_plant, "machine a blank", snapshot=snap, events=["e"] * 300)
     for name in [*demo_plant.agents(), *demo_plant.recipes, *demo_plant.locations()]:
         assert name in ctx.system
     # The hostile text appears once, quoted inside a fenced block, never as a line of its own.

@@ -4,18 +4,7 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
-from llm_coordinator.plan import (
-    CannotIntent,
-    Plan,
-    RecipeIntent,
-    Step,
-    TasksIntent,
-    intent_schema,
-    parse_intent,
-    plan_schema,
-)
+from llm_coordinator.plan import Plan, Step, plan_schema
 from plant.config import PlantDescription
 
 
@@ -32,20 +21,6 @@ def test_plan_schema_encodes_each_agents_skills(demo_plant: PlantDescription) ->
         if v["properties"]["skill"]["const"] == "move_joints"
     }
     assert dof == {"ur5e_1": 6, "panda_1": 7}
-
-
-def test_intent_schema_and_parsing(demo_plant: PlantDescription) -> None:
-    goals = [v["properties"]["goal"]["const"] for v in intent_schema(demo_plant)["anyOf"]]
-    assert goals == [*demo_plant.recipes, "tasks", "cannot"]
-    assert parse_intent('{"goal": "machine_part", "count": 2}', demo_plant) == RecipeIntent(
-        goal="recipe", recipe="machine_part", count=2
-    )
-    assert isinstance(parse_intent('{"goal": "tasks", "tasks": [{"skill": "home"}]}', demo_plant), TasksIntent)
-    assert isinstance(parse_intent('{"goal": "cannot", "missing": "a welder"}', demo_plant), CannotIntent)
-    with pytest.raises(ValueError, match="not JSON"):
-        parse_intent("weld it", demo_plant)
-    with pytest.raises(ValueError, match="count"):
-        parse_intent('{"goal": "machine_part", "count": 500}', demo_plant)
 
 
 def test_any_change_changes_the_hash() -> None:
