@@ -13,6 +13,7 @@ format (standard ROS 2 messages where one fits).
 from __future__ import annotations
 
 import enum
+import threading
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, runtime_checkable
@@ -30,6 +31,41 @@ class JointState:
     stamp_s: float
     position: FloatArray
     velocity: FloatArray
+
+
+class NewestState:
+    """The newest joint state, handed from the thread that receives it to the control loop: the
+    base of the hardware interfaces. A receiver sets ``_state`` and counts ``_seq`` under
+    ``_cond`` and notifies; ``_source`` names where states come from, for the messages."""
+
+    _source: str
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._state: JointState | None = None
+        self._seq = 0
+        self._seen = 0
+        self._interrupted = False
+
+    def wait(self, timeout_s: float) -> JointState:
+        """Block until a joint state newer than the last one returned (``TimeoutError`` after
+        ``timeout_s``), or until :meth:`interrupt`: then the last one, at once."""
+        with self._cond:
+            if not self._cond.wait_for(
+                lambda: self._seq > self._seen or (self._interrupted and self._state is not None), timeout_s
+            ):
+                raise TimeoutError(f"no joint state from {self._source} in {timeout_s:.3f} s")
+            self._interrupted = False
+            self._seen = self._seq
+            assert self._state is not None
+            return self._state
+
+    def interrupt(self) -> None:
+        """Make the :meth:`wait` under way (or the next) return the last joint state at once
+        (:meth:`robots.runtime.RobotRuntime.stop_now`)."""
+        with self._cond:
+            self._interrupted = True
+            self._cond.notify_all()
 
 
 @runtime_checkable

@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Literal
@@ -23,7 +22,7 @@ import numpy as np
 
 from plant.catalog import ROBOT_MODELS
 from plant.config import PlantDescription
-from robots.interface import FloatArray, JointState, SafetyEvent, SkillFeedback, SkillResult
+from robots.interface import FloatArray, JointState, NewestState, SafetyEvent, SkillFeedback, SkillResult
 from robots.kinematics import ArmKinematics, LinkPoints
 from robots.learned import make_approach, shipped_checkpoint
 from robots.runtime import RobotRuntime, RuntimeConfig, TrackControllers
@@ -112,20 +111,17 @@ class TwinHardware:
         return self.twin.gripper_force_n(self.robot) > 0.0
 
 
-class LiveTwinHardware:
+class LiveTwinHardware(NewestState):
     """A robot of a live twin. ``read``/``wait`` return the state of the last twin tick;
     ``write`` queues a target that the twin applies before its next tick. Thread-safe."""
 
     def __init__(self, live: LiveTwin, robot: str) -> None:
+        super().__init__()
         self.live = live
         self.robot = robot
+        self._source = f"the twin for {robot}"
         self.joint_names = ROBOT_MODELS[live.twin.plant.robots[robot].model].joint_names
         self.control_period_s = live.twin.config.ctrl_dt_s
-        self._cond = threading.Condition()
-        self._state: JointState | None = None
-        self._seq = 0
-        self._seen = 0
-        self._interrupted = False
         live.add_listener(self._on_tick, name=f"hardware-{robot}")
 
     def _on_tick(self, tw: Twin) -> None:
@@ -146,25 +142,6 @@ class LiveTwinHardware:
                 raise TimeoutError(f"no joint state from the twin for {self.robot}")
             self._seen = self._seq
             return self._state
-
-    def wait(self, timeout_s: float) -> JointState:
-        """Block until a tick newer than the last state returned (``TimeoutError`` after
-        ``timeout_s``), or until :meth:`interrupt`: then the last state, at once."""
-        with self._cond:
-            if not self._cond.wait_for(
-                lambda: self._seq > self._seen or (self._interrupted and self._state is not None), timeout_s
-            ):
-                raise TimeoutError(f"no joint state from the twin for {self.robot} in {timeout_s:.3f} s")
-            self._interrupted = False
-            self._seen = self._seq
-            assert self._state is not None
-            return self._state
-
-    def interrupt(self) -> None:
-        """Make the :meth:`wait` under way (or the next) return the last state at once."""
-        with self._cond:
-            self._interrupted = True
-            self._cond.notify_all()
 
     def write(self, position: FloatArray) -> None:
         q = np.array(position, dtype=float)

@@ -16,7 +16,6 @@ The gripper's measured closure and grip force come in the joint states, as the
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Sequence
 
@@ -26,14 +25,14 @@ from sensor_msgs.msg import JointState as JointStateMsg
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from plant.trust import StreamSigner
-from robots.interface import FloatArray, JointState
+from robots.interface import FloatArray, JointState, NewestState
 from robots.ros2._host import STREAM_QOS, RosHost
 from robots.ros2.driver import COMMAND_QOS, GRIPPER_JOINT, stamp_msg, stamp_s
 
 log = logging.getLogger(__name__)
 
 
-class RosHardware:
+class RosHardware(NewestState):
     """One robot's joints through its ROS 2 driver. Thread-safe.
 
     ``read`` raises ``TimeoutError`` when no joint state arrived within ``stale_after_s``.
@@ -49,7 +48,9 @@ class RosHardware:
         stale_after_s: float = 0.1,
         key: bytes | None = None,
     ) -> None:
+        super().__init__()
         self.robot = robot
+        self._source = f"{robot}'s driver"
         # Signed joint and gripper commands (the driver follows only its runtime's; see
         # robots.ros2.driver), or unsigned ones to a driver that has no key.
         self._signers = (
@@ -63,12 +64,7 @@ class RosHardware:
         self.node = host.node("hardware", namespace=f"/{robot}")
         self._cmd = self.node.create_publisher(JointTrajectory, "joint_command", COMMAND_QOS)
         self._grip = self.node.create_publisher(JointTrajectory, "gripper_command", COMMAND_QOS)
-        self._cond = threading.Condition()
-        self._state: JointState | None = None
         self._received_s = 0.0
-        self._seq = 0
-        self._seen = 0
-        self._interrupted = False
         self._order: list[int] | None = None
         self._bad_shapes: set[tuple[int, int, int]] = set()  # malformed joint states logged
         self._names_seen: list[str] = []
@@ -137,26 +133,6 @@ class RosHardware:
                 raise TimeoutError(f"no joint state from {self.robot}'s driver for {self.stale_after_s} s")
             self._seen = self._seq
             return self._state
-
-    def wait(self, timeout_s: float) -> JointState:
-        """Block until a joint state newer than the last one returned (``TimeoutError`` after
-        ``timeout_s``), or until :meth:`interrupt`: then the last one, at once."""
-        with self._cond:
-            if not self._cond.wait_for(
-                lambda: self._seq > self._seen or (self._interrupted and self._state is not None), timeout_s
-            ):
-                raise TimeoutError(f"no joint state from {self.robot}'s driver in {timeout_s:.3f} s")
-            self._interrupted = False
-            self._seen = self._seq
-            assert self._state is not None
-            return self._state
-
-    def interrupt(self) -> None:
-        """Make the :meth:`wait` under way (or the next) return the last joint state at once
-        (:meth:`robots.runtime.RobotRuntime.stop_now`)."""
-        with self._cond:
-            self._interrupted = True
-            self._cond.notify_all()
 
     def gripper_closure(self) -> float | None:
         """The gripper's measured closure (0 open .. 1 closed) in the last joint state; None
