@@ -17,6 +17,7 @@ from rich.table import Table
 # offscreen EGL unless the person chose another, before any command imports it.
 os.environ.setdefault("MUJOCO_GL", "egl")
 
+from llm_coordinator.cli_plan import _safe
 from plant import PlantError, load_plant
 from plant.config import PlantDescription
 from plant.text import safe_text
@@ -53,12 +54,6 @@ PlantOpt = Annotated[
     Path | None,
     typer.Option("--plant", "-p", help="plant description YAML (default: the shipped demo cell)"),
 ]
-
-
-def _safe(value: object, limit: int = 500) -> str:
-    """Text from outside (a file, a machine, a model, a person) for a line with rich markup:
-    control characters escaped, at most ``limit`` characters, markup escaped."""
-    return escape(safe_text(value, limit))
 
 
 def _load(path: Path | None) -> PlantDescription:

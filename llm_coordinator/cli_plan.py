@@ -40,7 +40,7 @@ _UNREACHABLE = (ConnectError, TimeoutError, TrustError)
 
 if TYPE_CHECKING:
     from llm_coordinator.approval import ApprovalGate
-    from llm_coordinator.coordinator import Coordinator, Submission
+    from llm_coordinator.coordinator import Coordinator
     from llm_coordinator.executor import ExecutionReport
     from llm_coordinator.reading import Reading
 
@@ -233,12 +233,6 @@ def _ask(server: Path, words: str, reading: Reading | None) -> dict[str, Any]:
     return answer
 
 
-def _submitted(co: Coordinator, sub: Submission, model: str | None = None) -> dict[str, Any]:
-    from llm_coordinator.serve import answer_of
-
-    return answer_of(co, sub, model)
-
-
 # --------------------------------------------------------------------------- a reading from a file
 
 #: Where a value sits in a reading file: its path (keys and list indices) -> (line, column), 1-based.
@@ -260,6 +254,8 @@ def _positions(node: Any, path: tuple[str | int, ...], where: _Where, name: str)
     is an error (the second would silently win)."""
     import yaml
 
+    from plant.loader import format_path
+
     where[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
     if isinstance(node, yaml.MappingNode):
         seen: set[str] = set()
@@ -267,20 +263,13 @@ def _positions(node: Any, path: tuple[str | int, ...], where: _Where, name: str)
             key = str(key_node.value)
             line, col = key_node.start_mark.line + 1, key_node.start_mark.column + 1
             if key in seen:
-                raise ReadingFileError([f"{name}:{line}:{col}: {_path_text((*path, key))}: the key is given twice"])
+                raise ReadingFileError([f"{name}:{line}:{col}: {format_path((*path, key))}: the key is given twice"])
             seen.add(key)
             where[(*path, "<key>", key)] = (line, col)
             _positions(value_node, (*path, key), where, name)
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
             _positions(item, (*path, i), where, name)
-
-
-def _path_text(path: tuple[str | int, ...]) -> str:
-    text = ""
-    for p in path:
-        text += f"[{p}]" if isinstance(p, int) else (f".{p}" if text else str(p))
-    return text or "(top level)"
 
 
 def _field_path(loc: tuple[str | int, ...], data: Any) -> tuple[str | int, ...]:
@@ -330,6 +319,7 @@ def load_reading(text: str, name: str) -> Reading:
     from pydantic import ValidationError
 
     from llm_coordinator.reading import Reading
+    from plant.loader import format_path
 
     data: Any
     node: Any = None
@@ -372,7 +362,7 @@ def load_reading(text: str, name: str) -> Reading:
             if at is None:
                 at = next((where[path[:n]] for n in range(len(path), -1, -1) if path[:n] in where), (1, 1))
             unique = list(dict.fromkeys(why))
-            problems.append(f"{name}:{at[0]}:{at[1]}: {_path_text(path)}: {' or '.join(unique)}")
+            problems.append(f"{name}:{at[0]}:{at[1]}: {format_path(path) or '(top level)'}: {' or '.join(unique)}")
         raise ReadingFileError(problems) from None
 
 
@@ -564,6 +554,7 @@ def register(app: typer.Typer) -> None:
         with _json_output(as_json) as doc:
             if server is not None:
                 _report(_ask(server, words or "", reading), doc=doc)
+            from llm_coordinator.serve import answer_of
             from llm_coordinator.wiring import build_coordinator
 
             many = {"rehearsals": rehearsals, "rehearsal_workers": workers, "ray_address": ray, "rehearsal_seed": seed}
@@ -571,9 +562,9 @@ def register(app: typer.Typer) -> None:
             co = build_coordinator(_plant(plant_file), cfg, evidence_dir=evidence, render=frames)  # type: ignore[arg-type]
             if reading is not None:
                 sub = asyncio.run(co.submit_reading(reading, work_order=words or "", actor="cli"))
-                _report(_submitted(co, sub), doc=doc)
+                _report(answer_of(co, sub, None), doc=doc)
             sub = asyncio.run(co.submit(words or "", actor="cli"))
-            _report(_submitted(co, sub, _model_name(co)), doc=doc)
+            _report(answer_of(co, sub, _model_name(co)), doc=doc)
 
     @app.command("serve")
     def serve_cmd(
@@ -629,6 +620,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Draft a turned-down plan's work order again as a new plan, telling the model why the
         last one was turned down (the supervisor's reason, the rules', the rehearsal's)."""
+        from llm_coordinator.serve import answer_of
         from llm_coordinator.wiring import build_coordinator
 
         with _json_output(as_json) as doc:
@@ -639,7 +631,7 @@ def register(app: typer.Typer) -> None:
             for f in feedback:
                 out.print(f"  feedback: {_safe(f)}", highlight=False)
             sub = asyncio.run(co.replan(plan_id, actor="cli"))
-            _report(_submitted(co, sub, _model_name(co)), f" (again for plan {plan_id})", doc=doc)
+            _report(answer_of(co, sub, _model_name(co)), f" (again for plan {plan_id})", doc=doc)
 
     @app.command("order")
     def order_cmd(

@@ -72,9 +72,6 @@ class VisionAgent:
         }
         return verdict
 
-    async def connect(self) -> None:
-        await self.inner.connect()
-
     async def disconnect(self) -> None:
         await self.inner.disconnect()
         close = getattr(self.source, "close", None)
@@ -88,12 +85,6 @@ class VisionAgent:
         theirs = [t for t in tags if t not in VERDICT_TAGS]
         out = await self.inner.read_many(theirs) if theirs else {}
         return {t: (self._values[t] if t in VERDICT_TAGS else out[t]) for t in tags}
-
-    async def write(self, tag: str, value: TagValue) -> None:
-        await self.inner.write(tag, value)
-
-    async def status(self) -> MachineStatus:
-        return await self.inner.status()
 
     async def command(self, command: Command | int, timeout_s: float = 5.0) -> MachineStatus:
         status = await self.inner.command(command, timeout_s)

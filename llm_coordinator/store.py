@@ -926,9 +926,3 @@ class Store:
         with self.session() as s:
             rows = s.execute(select(FeedbackRow).where(FeedbackRow.plan_id == plan_id).order_by(FeedbackRow.id))
             return [f"{r.kind}: {r.text}" for r in rows.scalars()]
-
-    def recent_feedback(self, limit: int = 5) -> list[str]:
-        """The newest rejection reasons and outcomes, newest last."""
-        with self.session() as s:
-            rows = list(s.execute(select(FeedbackRow).order_by(FeedbackRow.id.desc()).limit(limit)).scalars())
-            return [f"{r.kind}: {r.text}" for r in reversed(rows)]

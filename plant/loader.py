@@ -164,7 +164,8 @@ def _reason(err: Any) -> str:
     return msg
 
 
-def _format_path(path: PathT) -> str:
+def format_path(path: PathT) -> str:
+    """A path into a file's data as it is written: ``robots.ur5e_1.skills[2]``."""
     out = ""
     for p in path:
         out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
@@ -412,14 +413,14 @@ def load_plant_text(text: str, file: str = "<string>") -> PlantDescription:
                 # Point at the discriminating field itself (protocol, type), not its parent.
                 path = (*path, str(err.get("ctx", {}).get("discriminator", "")).strip("'"))
             line, col = pos.key_at.get(path) or pos.find(path)
-            problems.append(Problem(file, line, col, _format_path(path), _reason(err)))
+            problems.append(Problem(file, line, col, format_path(path), _reason(err)))
         raise PlantError(list(dict.fromkeys(problems))) from None
     refs = check_references(plant)
     if refs:
         problems = []
         for path, reason in refs:
             line, col = pos.key_at.get(path) or pos.find(path)
-            problems.append(Problem(file, line, col, _format_path(path), reason))
+            problems.append(Problem(file, line, col, format_path(path), reason))
         raise PlantError(list(dict.fromkeys(problems)))
     return plant
 

@@ -89,6 +89,7 @@ from .services import (
     PlanDetail,
     PlanSummary,
     PlantView,
+    View,
     format_args,
     now_s,
 )
@@ -142,18 +143,14 @@ ACTION_WORDS: dict[Action, str] = {
 # --------------------------------------------------------------------------- API bodies
 
 
-class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class LoginBody(_Body):
+class LoginBody(View):
     """Credentials for ``POST /api/session``."""
 
     name: str = Field(max_length=64)
     password: str = Field(max_length=1024)
 
 
-class SessionView(_Body):
+class SessionView(View):
     """A logged-in person and when the session ends."""
 
     name: str
@@ -167,13 +164,13 @@ class SessionView(_Body):
     )
 
 
-class ReasonBody(_Body):
+class ReasonBody(View):
     """A decision's reason (required to reject or refuse, optional to approve or confirm)."""
 
     reason: str = Field(default="", max_length=MAX_REASON_CHARS)
 
 
-class OverruleBody(_Body):
+class OverruleBody(View):
     """An overrule of a vision verdict: the right label and why."""
 
     label: str = Field(max_length=64, description="good, or a defect of the part's type")
@@ -200,7 +197,7 @@ class ApproveBody(ReasonBody):
     plan_hash: str | None = Field(default=None, max_length=64)
 
 
-class ResetBody(_Body):
+class ResetBody(View):
     """Reset one robot's e-stop: the operator states the robot's area is clear."""
 
     robot: str
@@ -208,7 +205,7 @@ class ResetBody(_Body):
     note: str = Field(default="", max_length=MAX_REASON_CHARS)
 
 
-class WorkOrderBody(_Body):
+class WorkOrderBody(View):
     """A work order in words, or a recipe with parameters (blank parameters take defaults)."""
 
     text: str = Field(default="", max_length=4000)
@@ -216,7 +213,7 @@ class WorkOrderBody(_Body):
     params: dict[str, int | float | str] = Field(default_factory=dict)
 
 
-class Problem(_Body):
+class Problem(View):
     """Why a request was refused."""
 
     detail: str | list[str]
@@ -557,9 +554,6 @@ def create_app(
             COOKIE, token, max_age=int(users.ttl_s), httponly=True, samesite="strict", secure=secure, path="/"
         )
 
-    def text_field(form: FormData, key: str, label: str, *, required: bool, min_chars: int = 0) -> str:
-        return clean_text(form.get(key), label, required=required, min_chars=min_chars, max_chars=MAX_REASON_CHARS)
-
     def robot_field(form_value: object) -> str:
         if not isinstance(form_value, str) or not form_value.strip():
             raise FormError(["Robot: please choose a robot."])
@@ -793,14 +787,14 @@ def create_app(
     @app.post("/api/plans/{plan_id}/approve", status_code=204, tags=["plans"], responses={409: {"model": Problem}})
     async def api_approve(plan_id: str, body: ApproveBody, user: ApiApprove) -> Response:
         """Approve a plan awaiting approval (supervisors), bound to ``plan_hash`` when given."""
-        reason = clean_text(body.reason, "Reason", required=False, max_chars=MAX_REASON_CHARS)
+        reason = clean_text(body.reason, "Reason", required=False)
         await backend.approve(plan_id, user.name, reason or "approved", body.plan_hash)
         return Response(status_code=204)
 
     @app.post("/api/plans/{plan_id}/reject", status_code=204, tags=["plans"], responses={409: {"model": Problem}})
     async def api_reject(plan_id: str, body: ReasonBody, user: ApiReject) -> Response:
         """Reject a plan awaiting approval, with a reason (supervisors)."""
-        reason = clean_text(body.reason, "Reason", required=True, min_chars=3, max_chars=MAX_REASON_CHARS)
+        reason = clean_text(body.reason, "Reason", required=True, min_chars=3)
         await backend.reject(plan_id, user.name, reason)
         return Response(status_code=204)
 
@@ -826,7 +820,7 @@ def create_app(
         """Overrule a vision verdict of the plan's rehearsal (operators and supervisors): audited,
         and the image kept as a labelled example for the next training."""
         label = clean_text(body.label, "Label", required=True, max_chars=64)
-        reason = clean_text(body.reason, "Reason", required=True, min_chars=3, max_chars=MAX_REASON_CHARS)
+        reason = clean_text(body.reason, "Reason", required=True, min_chars=3)
         await backend.overrule_inspection(plan_id, image, user.name, label, reason)
         return Response(status_code=204)
 
@@ -838,14 +832,14 @@ def create_app(
     @app.post("/api/plans/{plan_id}/steps/{step_id}/confirm", status_code=204, tags=["operator"])
     async def api_confirm(plan_id: str, step_id: str, body: ReasonBody, user: ApiConfirm) -> Response:
         """Confirm a hazardous step may run (robot operators)."""
-        note = clean_text(body.reason, "Note", required=False, max_chars=MAX_REASON_CHARS)
+        note = clean_text(body.reason, "Note", required=False)
         await backend.confirm_step(plan_id, step_id, user.name, note)
         return Response(status_code=204)
 
     @app.post("/api/plans/{plan_id}/steps/{step_id}/refuse", status_code=204, tags=["operator"])
     async def api_refuse(plan_id: str, step_id: str, body: ReasonBody, user: ApiRefuse) -> Response:
         """Refuse a hazardous step, with a reason (robot operators)."""
-        reason = clean_text(body.reason, "Reason", required=True, min_chars=3, max_chars=MAX_REASON_CHARS)
+        reason = clean_text(body.reason, "Reason", required=True, min_chars=3)
         await backend.refuse_step(plan_id, step_id, user.name, reason)
         return Response(status_code=204)
 
@@ -879,7 +873,7 @@ def create_app(
         robot = robot_field(body.robot)
         if not body.area_clear:
             raise FormError(["Area clear: confirm that nobody is in the robot's area before resetting."])
-        note = clean_text(body.note, "Note", required=False, max_chars=MAX_REASON_CHARS)
+        note = clean_text(body.note, "Note", required=False)
         await backend.reset_estop(robot, user.name, note or "area checked clear")
         return Response(status_code=204)
 
@@ -1002,13 +996,13 @@ def create_app(
         form = await request.form()
         try:
             if approve:
-                reason = text_field(form, "reason", "Reason", required=False)
+                reason = clean_text(form.get("reason"), "Reason", required=False)
                 # The version the page showed (the form always sends it): a plan that changed
                 # since, or a form that does not say which version it showed, is not approved.
                 seen = clean_text(form.get("plan_hash"), "Plan version", required=True, max_chars=64)
                 await backend.approve(plan_id, user.name, reason or "approved", seen)
             else:
-                reason = text_field(form, "reason", "Reason for rejecting", required=True, min_chars=3)
+                reason = clean_text(form.get("reason"), "Reason for rejecting", required=True, min_chars=3)
                 await backend.reject(plan_id, user.name, reason)
         except (FormError, ActionRefused) as exc:
             return await plan_response(request, user, await plan_or_404(plan_id), *_problem(exc))
@@ -1028,7 +1022,7 @@ def create_app(
         try:
             image = clean_text(form.get("image"), "Inspection image", required=True, max_chars=200)
             label = clean_text(form.get("label"), "Label", required=True, max_chars=64)
-            reason = text_field(form, "reason", "Reason for overruling", required=True, min_chars=3)
+            reason = clean_text(form.get("reason"), "Reason for overruling", required=True, min_chars=3)
             await backend.overrule_inspection(plan_id, image, user.name, label, reason)
         except (FormError, ActionRefused) as exc:
             return await plan_response(request, user, await plan_or_404(plan_id), *_problem(exc))
@@ -1067,10 +1061,10 @@ def create_app(
             if _out_of_range(plan_id):
                 raise ActionRefused(f"There is no plan {plan_id!r}.", 404)
             if confirm:
-                note = text_field(form, "reason", "Note", required=False)
+                note = clean_text(form.get("reason"), "Note", required=False)
                 await backend.confirm_step(plan_id, step_id, user.name, note)
             else:
-                note = text_field(form, "reason", "Reason for refusing", required=True, min_chars=3)
+                note = clean_text(form.get("reason"), "Reason for refusing", required=True, min_chars=3)
                 await backend.refuse_step(plan_id, step_id, user.name, note)
         except (FormError, ActionRefused) as exc:
             return await operator_page_response(request, user, *_problem(exc))
@@ -1104,7 +1098,7 @@ def create_app(
             robot = robot_field(form.get("robot"))
             if form.get("area_clear") not in ("yes", "on", "true"):
                 raise FormError(["Area clear: tick the box to confirm nobody is in the robot's area."])
-            note = text_field(form, "note", "Note", required=False)
+            note = clean_text(form.get("note"), "Note", required=False)
             await backend.reset_estop(robot, user.name, note or "area checked clear")
         except (FormError, ActionRefused) as exc:
             return await operator_page_response(request, user, *_problem(exc))

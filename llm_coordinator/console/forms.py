@@ -26,7 +26,9 @@ class FormError(Exception):
         super().__init__("; ".join(messages))
 
 
-def clean_text(value: object, field: str, *, required: bool, min_chars: int = 0, max_chars: int) -> str:
+def clean_text(
+    value: object, field: str, *, required: bool, min_chars: int = 0, max_chars: int = MAX_REASON_CHARS
+) -> str:
     """A stripped single text field; a clear message when missing, too short or too long."""
     if value is None:
         value = ""

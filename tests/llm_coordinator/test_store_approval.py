@@ -106,7 +106,7 @@ def test_rejection_needs_a_reason_and_is_final(store: Store, demo_plant: PlantDe
     assert store.get(pid).status == "rejected"
     with pytest.raises(StoreError):
         gate.approve(pid, "sam")
-    assert "rejection: the cell is being cleaned" in store.recent_feedback()
+    assert "rejection: the cell is being cleaned" in store.feedback_for(pid)
 
 
 def _raw(url: str) -> tuple[Callable[[], Any], type[Exception], str]:
