@@ -87,7 +87,7 @@ class ExecutionReport:
     reason: str = ""
     recovery_plan_id: int | None = None
     makespan_s: float = 0.0
-    #: Steps not run because a decision came out otherwise, and each decision's outcome.
+    #: Each decision's outcome (a step on the branch not taken is not run).
     decisions: dict[str, bool] = field(default_factory=dict)
 
 

@@ -58,8 +58,8 @@ def realtime(priority: int | None, tid: int | None = None) -> str:
     then runs it before every thread of normal scheduling on its core. Threads and processes it
     starts do not inherit the policy (``SCHED_RESET_ON_FORK``). Says what the thread got, for
     the log: a thread that is refused keeps its normal scheduling and goes on (its timing is
-    then as good as the machine's load allows; nothing else changes). None ``priority`` asks for
-    nothing.
+    then as good as the machine's load allows; its process's heap is frozen all the same, below).
+    None ``priority`` asks for nothing.
 
     What it cannot do: a Python thread still waits for the interpreter's lock (up to
     ``sys.getswitchinterval()``, 5 ms, behind a thread of the same process that computes) and
@@ -68,21 +68,22 @@ def realtime(priority: int | None, tid: int | None = None) -> str:
     real-time hosts often turn that off).
 
     Any ``priority`` also takes the objects alive now out of the garbage collector's full
-    collections (:func:`gc.freeze`, after one collection). With the robot stack loaded a process
-    holds over 200,000 of them, and a full collection, which can start in any allocation of any
-    thread, held every thread of the process for 70 to 115 ms on this machine (a 334 ms control
-    period under load). What is made later is still collected.
+    collections (:func:`gc.freeze`: microseconds, no collection, so a real-time loop already
+    running in the process is not held up). With the robot stack loaded a process holds over
+    200,000 of them, and a full collection, which can start in any allocation of any thread, held
+    every thread of the process for 70 to 115 ms on this machine (a 334 ms control period under
+    load). What is made later is still collected. The price: a cycle of objects alive at a freeze
+    that becomes garbage later is never freed (a process starts its real-time threads once).
     """
     if priority is None:
         return "normal scheduling"
-    can = hasattr(os, "sched_setscheduler")
-    low, high = (os.sched_get_priority_min(os.SCHED_FIFO), os.sched_get_priority_max(os.SCHED_FIFO)) if can else (1, 99)
+    if not hasattr(os, "sched_setscheduler"):
+        gc.freeze()
+        return "normal scheduling (no real-time scheduling on this system)"
+    low, high = os.sched_get_priority_min(os.SCHED_FIFO), os.sched_get_priority_max(os.SCHED_FIFO)
     if not low <= priority <= high:
         raise ValueError(f"real-time priority {priority} is outside {low}..{high}")
-    gc.collect()
     gc.freeze()
-    if not can:
-        return "normal scheduling (no real-time scheduling on this system)"
     target = threading.get_native_id() if tid is None else tid
     policy = os.SCHED_FIFO | getattr(os, "SCHED_RESET_ON_FORK", 0)
     try:

@@ -36,11 +36,10 @@ class JointState:
 class NewestState:
     """The newest joint state, handed from the thread that receives it to the control loop: the
     base of the hardware interfaces. A receiver sets ``_state`` and counts ``_seq`` under
-    ``_cond`` and notifies; ``_source`` names where states come from, for the messages."""
+    ``_cond`` and notifies; ``source`` names where states come from, for the messages."""
 
-    _source: str
-
-    def __init__(self) -> None:
+    def __init__(self, source: str) -> None:
+        self._source = source
         self._cond = threading.Condition()
         self._state: JointState | None = None
         self._seq = 0

@@ -116,10 +116,9 @@ class LiveTwinHardware(NewestState):
     ``write`` queues a target that the twin applies before its next tick. Thread-safe."""
 
     def __init__(self, live: LiveTwin, robot: str) -> None:
-        super().__init__()
+        super().__init__(f"the twin for {robot}")
         self.live = live
         self.robot = robot
-        self._source = f"the twin for {robot}"
         self.joint_names = ROBOT_MODELS[live.twin.plant.robots[robot].model].joint_names
         self.control_period_s = live.twin.config.ctrl_dt_s
         live.add_listener(self._on_tick, name=f"hardware-{robot}")

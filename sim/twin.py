@@ -770,7 +770,7 @@ class Twin:
 
     def perturb(self, p: Perturbation) -> dict[str, float]:
         """Change the start as ``p`` draws it (call at time zero, before stepping); returns what
-        was drawn, by name, for the record."""
+        was drawn, by name."""
         rng = np.random.default_rng(p.seed)
         drawn: dict[str, float] = {}
         for i, name in enumerate(self._people_names):

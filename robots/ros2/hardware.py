@@ -48,9 +48,8 @@ class RosHardware(NewestState):
         stale_after_s: float = 0.1,
         key: bytes | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(f"{robot}'s driver")
         self.robot = robot
-        self._source = f"{robot}'s driver"
         # Signed joint and gripper commands (the driver follows only its runtime's; see
         # robots.ros2.driver), or unsigned ones to a driver that has no key.
         self._signers = (
