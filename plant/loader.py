@@ -165,7 +165,7 @@ def _reason(err: Any) -> str:
 
 
 def format_path(path: PathT) -> str:
-    """A path into a file's data as it is written: ``robots.ur5e_1.skills[2]``."""
+    """A path into a file's data as it is written: ``robots.<name>.skills[2]``."""
     out = ""
     for p in path:
         out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
